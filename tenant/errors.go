@@ -1,0 +1,26 @@
+package tenant
+
+import "errors"
+
+var (
+	// ErrNoTenant is wrapped by every error returned because a
+	// tenant-scoped operation was called with a context that carries no
+	// tenant.
+	ErrNoTenant = errors.New("tenant: no tenant in context")
+
+	// ErrInvalidID is wrapped by errors for input that is not a tenant ID.
+	ErrInvalidID = errors.New("tenant: invalid tenant ID")
+
+	// ErrCrossTenant is wrapped by errors for an operation that names a
+	// tenant other than the one in its context: a URL path or host for
+	// another tenant, a job re-aimed, a row key of another tenant.
+	ErrCrossTenant = errors.New("tenant: cross-tenant access denied")
+
+	// ErrIllegalTransition is wrapped by errors for a lifecycle state change
+	// that the state machine does not allow.
+	ErrIllegalTransition = errors.New("tenant: illegal state transition")
+
+	// ErrJobTampered is wrapped by errors for a job envelope that is
+	// malformed or whose integrity tag does not verify.
+	ErrJobTampered = errors.New("tenant: job envelope rejected")
+)

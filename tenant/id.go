@@ -1,0 +1,135 @@
+package tenant
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+)
+
+// MaxIDLen is the longest tenant ID, in bytes. It keeps "tenant_<id>" (47
+// bytes) well inside PostgreSQL's 63-byte identifier limit, leaving room for
+// a deployment prefix on cluster-wide role names, and inside the 63-byte
+// limit of a Kubernetes namespace or DNS label.
+const MaxIDLen = 40
+
+// ID identifies one tenant. The only way to make a non-zero ID is [ParseID]
+// (or [MustParseID]); an ID is immutable once made. The zero ID is not a
+// tenant: it is what FromContext returns when there is none.
+type ID struct {
+	s string
+}
+
+// IDError reports why a string is not a tenant ID. It wraps [ErrInvalidID].
+type IDError struct {
+	// Input is the rejected input, escaped and truncated for display.
+	Input string
+	// Rule is the grammar rule the input breaks.
+	Rule string
+}
+
+func (e *IDError) Error() string {
+	return fmt.Sprintf("tenant: invalid tenant ID %s: %s", e.Input, e.Rule)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalidID) true.
+func (e *IDError) Unwrap() error { return ErrInvalidID }
+
+// displayInput quotes s for an error message: escaped (so control bytes and
+// invalid UTF-8 cannot reach a log line raw) and truncated.
+func displayInput(s string) string {
+	const max = 64
+	if len(s) > max {
+		return strconv.QuoteToASCII(s[:max]) + "..."
+	}
+	return strconv.QuoteToASCII(s)
+}
+
+// ParseID parses s as a tenant ID. The grammar: 1 to MaxIDLen bytes of
+// lower-case ASCII letters a-z, digits 0-9 and underscores; the first byte a
+// letter; no underscore at the end and no two underscores in a row. Anything
+// else is rejected with an [*IDError] that wraps [ErrInvalidID]; nothing is
+// cleaned or lower-cased on the caller's behalf.
+func ParseID(s string) (ID, error) {
+	if err := checkID(s); err != "" {
+		return ID{}, &IDError{Input: displayInput(s), Rule: err}
+	}
+	return ID{s: s}, nil
+}
+
+func checkID(s string) string {
+	switch {
+	case s == "":
+		return "must not be empty"
+	case len(s) > MaxIDLen:
+		return "must be at most " + strconv.Itoa(MaxIDLen) + " bytes long"
+	case s[0] < 'a' || s[0] > 'z':
+		return "must start with a lower-case ASCII letter (a-z)"
+	case s[len(s)-1] == '_':
+		return "must not end with an underscore"
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '_':
+			if s[i-1] == '_' {
+				return "must not contain two underscores in a row"
+			}
+		default:
+			return "may contain only lower-case ASCII letters, digits and underscores (byte " +
+				strconv.Itoa(i) + " is " + strconv.QuoteRuneToASCII(rune(c)) + ")"
+		}
+	}
+	return ""
+}
+
+// MustParseID is like [ParseID] but panics if s is not a valid ID. It is
+// meant for constants in tests and examples, like regexp.MustCompile; code
+// that handles input must use ParseID.
+func MustParseID(s string) ID {
+	id, err := ParseID(s)
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
+
+// String returns the ID as parsed ("" for the zero ID).
+func (id ID) String() string { return id.s }
+
+// IsZero reports whether id is the zero ID, which names no tenant.
+func (id ID) IsZero() bool { return id.s == "" }
+
+// SchemaName returns "tenant_<id>": the PostgreSQL schema (standard tier) or
+// database (enterprise tier) name of the tenant. It is a valid unquoted
+// PostgreSQL identifier. It returns "" for the zero ID.
+func (id ID) SchemaName() string {
+	if id.s == "" {
+		return ""
+	}
+	return "tenant_" + id.s
+}
+
+// MarshalText implements [encoding.TextMarshaler]. The zero ID marshals to
+// an error, so that no record is ever written without its tenant.
+func (id ID) MarshalText() ([]byte, error) {
+	if id.s == "" {
+		return nil, errors.New("tenant: cannot marshal the zero tenant ID")
+	}
+	return []byte(id.s), nil
+}
+
+// UnmarshalText implements [encoding.TextUnmarshaler] by calling [ParseID],
+// so JSON, YAML and flag input is validated at the boundary.
+func (id *ID) UnmarshalText(b []byte) error {
+	p, err := ParseID(string(b))
+	if err != nil {
+		return err
+	}
+	*id = p
+	return nil
+}
+
+// LogValue implements [slog.LogValuer].
+func (id ID) LogValue() slog.Value { return slog.StringValue(id.s) }
