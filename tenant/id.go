@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"unicode/utf8"
 )
 
 // MaxIDLen is the longest tenant ID, in bytes. It keeps "tenant_<id>" (47
@@ -78,10 +79,20 @@ func checkID(s string) string {
 			}
 		default:
 			return "may contain only lower-case ASCII letters, digits and underscores (byte " +
-				strconv.Itoa(i) + " is " + strconv.QuoteRuneToASCII(rune(c)) + ")"
+				strconv.Itoa(i) + " is " + describeByte(c) + ")"
 		}
 	}
 	return ""
+}
+
+// describeByte names one byte of rejected input for an error message: an
+// ASCII byte quoted and escaped ('-', '\n'), any other byte in hex, since on
+// its own it is part of a UTF-8 sequence (or of none), not a character.
+func describeByte(c byte) string {
+	if c < utf8.RuneSelf {
+		return strconv.QuoteRuneToASCII(rune(c))
+	}
+	return fmt.Sprintf("%#02x (not ASCII)", c)
 }
 
 // MustParseID is like [ParseID] but panics if s is not a valid ID. It is
