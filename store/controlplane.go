@@ -1,0 +1,170 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// controlPlaneLock is the advisory lock key that serialises control-plane
+// migrations across processes.
+const controlPlaneLock = 0x74656e616e6379 // "tenancy"
+
+// controlPlaneSteps are the versioned migrations of schema tenancy. Step i
+// brings the schema to version i+1. Steps are append-only: never edit one
+// that has shipped. Each runs in the migration transaction.
+var controlPlaneSteps = []func(ctx context.Context, db *DB, tx pgx.Tx) error{
+	// 1: the tenant directory and the row-level-security guard.
+	func(ctx context.Context, db *DB, tx pgx.Tx) error {
+		return execAll(ctx, tx,
+			`CREATE TABLE tenancy.meta (
+				key   text PRIMARY KEY,
+				value text NOT NULL)`,
+			`CREATE TABLE tenancy.tenants (
+				id               text PRIMARY KEY CHECK (id ~ '^[a-z](_?[a-z0-9])*$' AND length(id) <= 40),
+				name             text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+				tier             text NOT NULL CHECK (tier IN ('standard', 'enterprise', 'government')),
+				region           text NOT NULL DEFAULT '',
+				state            text NOT NULL CHECK (state IN ('requested', 'provisioning', 'active', 'suspended', 'decommissioning', 'deleted', 'failed')),
+				placement        jsonb NOT NULL DEFAULT '{}',
+				settings_version bigint NOT NULL DEFAULT 0,
+				created_at       timestamptz NOT NULL DEFAULT now(),
+				updated_at       timestamptz NOT NULL DEFAULT now())`,
+			`CREATE TABLE tenancy.shared_tables (
+				schema_name text NOT NULL,
+				table_name  text NOT NULL,
+				PRIMARY KEY (schema_name, table_name))`,
+		)
+	},
+}
+
+// guardSQL returns the definition of the row-level-security guard. The role
+// prefix is validated by OpenConfig ([a-z0-9_]) and quoted as a literal.
+//
+// tenancy.current_tenant() returns the transaction's tenant, and raises when
+// app.tenant_id is unset or empty (a pooled connection that once had it set
+// returns ” rather than NULL), or when it does not name the tenant role the
+// transaction has assumed. The policy calls it once per statement as a
+// pseudo-constant gate, and compares rows with current_setting directly.
+func guardSQL(rolePrefix string) string {
+	return `CREATE OR REPLACE FUNCTION tenancy.current_tenant() RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $f$
+DECLARE
+  t text := current_setting('app.tenant_id', true);
+BEGIN
+  IF t IS NULL OR t = '' THEN
+    RAISE EXCEPTION 'tenancy: no tenant is set for this transaction (app.tenant_id is unset)'
+      USING ERRCODE = '42501',
+            HINT = 'Run tenant-scoped statements through tenancy/store with a tenant in the context.';
+  END IF;
+  IF current_user <> '` + rolePrefix + `tenant_' || t THEN
+    RAISE EXCEPTION 'tenancy: app.tenant_id does not match the tenant role of this transaction'
+      USING ERRCODE = '42501';
+  END IF;
+  RETURN t;
+END
+$f$`
+}
+
+func execAll(ctx context.Context, tx pgx.Tx, stmts ...string) error {
+	for _, s := range stmts {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ControlPlaneVersion is the control-plane schema version this package
+// creates and expects.
+var ControlPlaneVersion = len(controlPlaneSteps)
+
+func (db *DB) migrateControlPlane(ctx context.Context) error {
+	err := pgx.BeginFunc(ctx, db.admin, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(controlPlaneLock)); err != nil {
+			return err
+		}
+		if err := execAll(ctx, tx,
+			`CREATE SCHEMA IF NOT EXISTS tenancy`,
+			`CREATE TABLE IF NOT EXISTS tenancy.schema_version (version int NOT NULL)`,
+		); err != nil {
+			return err
+		}
+		var version int
+		err := tx.QueryRow(ctx, `SELECT version FROM tenancy.schema_version`).Scan(&version)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			if _, err := tx.Exec(ctx, `INSERT INTO tenancy.schema_version VALUES (0)`); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		}
+		if version > len(controlPlaneSteps) {
+			return fmt.Errorf("control-plane schema is at version %d, newer than this build of tenancy knows (%d): upgrade tenancy", version, len(controlPlaneSteps))
+		}
+		for v := version; v < len(controlPlaneSteps); v++ {
+			if err := controlPlaneSteps[v](ctx, db, tx); err != nil {
+				return fmt.Errorf("step %d: %w", v+1, err)
+			}
+			db.log.InfoContext(ctx, "store: control plane migrated", "version", v+1)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE tenancy.schema_version SET version = $1`, len(controlPlaneSteps)); err != nil {
+			return err
+		}
+		// The role prefix is fixed for a database once chosen: the guard and
+		// every tenant role depend on it.
+		var prefix string
+		err = tx.QueryRow(ctx, `INSERT INTO tenancy.meta (key, value) VALUES ('role_prefix', $1)
+			ON CONFLICT (key) DO UPDATE SET value = tenancy.meta.value RETURNING value`, db.rolePrefix).Scan(&prefix)
+		if err != nil {
+			return err
+		}
+		if prefix != db.rolePrefix {
+			return fmt.Errorf("%w: RolePrefix is %q but this database was set up with %q", ErrInvalidConfig, db.rolePrefix, prefix)
+		}
+		if err := db.ensureRole(ctx, tx, db.groupRole()); err != nil {
+			return err
+		}
+		group := pgx.Identifier{db.groupRole()}.Sanitize()
+		app := pgx.Identifier{db.appRole}.Sanitize()
+		return execAll(ctx, tx,
+			guardSQL(db.rolePrefix),
+			`REVOKE ALL ON SCHEMA tenancy FROM PUBLIC`,
+			`REVOKE ALL ON FUNCTION tenancy.current_tenant() FROM PUBLIC`,
+			`GRANT USAGE ON SCHEMA tenancy TO `+group+`, `+app,
+			`GRANT EXECUTE ON FUNCTION tenancy.current_tenant() TO `+group,
+			`GRANT SELECT ON tenancy.tenants TO `+app,
+		)
+	})
+	if err != nil {
+		return fmt.Errorf("store: migrate control plane: %w", err)
+	}
+	return nil
+}
+
+// ensureRole creates a NOLOGIN role if it does not exist. Roles are
+// cluster-wide, so two databases may race to create the same one: a
+// duplicate is not an error.
+func (db *DB) ensureRole(ctx context.Context, tx pgx.Tx, name string) error {
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, name).Scan(&exists); err != nil {
+		return err
+	}
+	if exists {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `SAVEPOINT ensure_role`); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `CREATE ROLE `+pgx.Identifier{name}.Sanitize()+` NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB`)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42710" || pgErr.Code == "23505") { // duplicate_object, or a concurrent create
+		_, err = tx.Exec(ctx, `ROLLBACK TO SAVEPOINT ensure_role`)
+		return err
+	}
+	return err
+}

@@ -1,0 +1,51 @@
+// Package store is tenancy's PostgreSQL layer (pgx v5): the control-plane
+// catalog of tenants, the placement of each tenant's data, the tenant-scoped
+// unit of work, and the row-level security that backs it.
+//
+// # Layers
+//
+// Every tenant-scoped statement is protected by all of these at once:
+//
+//  1. The application role (the one request handling connects as) is not a
+//     superuser, has no BYPASSRLS or CREATEROLE, owns no tenant object and holds
+//     no privilege on any tenant schema by itself. [Open] refuses a role that
+//     breaks this and says how to fix it.
+//  2. Each tenant has a NOLOGIN role (RolePrefix + "tenant_<id>") with
+//     privileges on its own schema only. The application role is a member
+//     without inheritance and assumes the tenant role per transaction.
+//  3. Every tenant table has a tenant_id column (filled in from the
+//     transaction's tenant), ROW LEVEL SECURITY enabled and FORCEd, and a
+//     policy that compares tenant_id with the transaction's app.tenant_id. A
+//     statement run without that setting fails with an error; it does not
+//     silently see zero rows.
+//  4. Every tenant-scoped unit of work is a transaction whose first action
+//     sets role, search_path and app.tenant_id with transaction-local scope
+//     (set_config(..., true)). Nothing survives on the connection after commit
+//     or rollback, so it is also correct behind PgBouncer in transaction
+//     pooling mode. The setup travels in the same network round trip as BEGIN
+//     and the first statement.
+//  5. Identifiers are quoted with pgx's sanitiser; tenant values travel as bind
+//     parameters.
+//
+// # Placement
+//
+// A standard-tier tenant lives in schema tenant_<id> of the shared database.
+// Enterprise and government placements are added by later versions.
+//
+// # Errors
+//
+// Scoped calls without a tenant in the context fail with an error wrapping
+// [tenant.ErrNoTenant]. [ErrUnsafeAppRole] is returned by [Open] for an
+// application role that breaks layer 1; [ErrUnknownTenant] for a tenant the
+// database does not know; [ErrTenantExists] when creating a tenant twice;
+// [ErrInvalidTable] for a table declaration that breaks the rules.
+//
+// # Security
+//
+// The layers protect against bugs: a handler that forgot its tenant, a query
+// with an unqualified name, a pooled connection reused by another tenant.
+// They do not make SQL injection harmless: SQL that the application runs
+// with the application role's connection could RESET ROLE. Always pass
+// values as bind parameters. The admin connection (DDL, provisioning) is
+// never used for tenant-scoped work and is not exposed.
+package store

@@ -1,0 +1,520 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+// setupSQL assumes the tenant for the rest of the transaction. All three
+// settings are transaction-local (is_local = true): they end with COMMIT or
+// ROLLBACK, or with the Sync of an implicit transaction, and never outlive
+// it on the connection.
+const setupSQL = `SELECT set_config('role', $1, true), set_config('search_path', $2, true), set_config('app.tenant_id', $3, true)`
+
+// scope is the precomputed setup arguments of one tenant.
+type scope struct {
+	id   tenant.ID
+	role string // tenant role name
+	path string // search_path value: the quoted tenant schema
+}
+
+func (db *DB) scope(ctx context.Context, op string) (*scope, error) {
+	id, err := tenant.Require(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	if s, ok := db.scopes.Load(id); ok {
+		return s.(*scope), nil
+	}
+	s := &scope{id: id, role: db.TenantRole(id), path: pgx.Identifier{id.SchemaName()}.Sanitize()}
+	db.scopes.Store(id, s)
+	return s, nil
+}
+
+func (s *scope) queueSetup(b *pgx.Batch) {
+	b.Queue(setupSQL, s.role, s.path, s.id.String())
+}
+
+// setupError translates a failed setup into the store's vocabulary.
+func (s *scope) setupError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "22023" || pgErr.Code == "42704" || pgErr.Code == "42501") {
+		// invalid_parameter_value / undefined_object: the role does not
+		// exist; insufficient_privilege: we are not a member of it.
+		return fmt.Errorf("store: %w: %s has no placement here (%s)", ErrUnknownTenant, s.id, pgErr.Message)
+	}
+	return fmt.Errorf("store: assume tenant %s: %w", s.id, err)
+}
+
+// warmSet records, per connection, the statements that the connection has
+// already prepared (or described) while a tenant role was assumed. Only such
+// a statement can travel in the same round trip as the setup: pgx prepares
+// new statements of a batch before it executes any, that is before the
+// setup has assumed the tenant role and search_path. A connection is used by
+// one goroutine at a time, so the map needs no lock.
+type warmSet struct {
+	m map[string]struct{}
+}
+
+func (db *DB) warmOf(c *pgx.Conn) *warmSet {
+	if w, ok := db.warm.Load(c); ok {
+		return w.(*warmSet)
+	}
+	w := &warmSet{m: make(map[string]struct{})}
+	db.warm.Store(c, w)
+	return w
+}
+
+func (db *DB) markWarm(c *pgx.Conn, sql string) {
+	if db.fastMode || db.slowMode {
+		return
+	}
+	w := db.warmOf(c)
+	if len(w.m) >= db.warmLimit && db.warmLimit > 0 {
+		clear(w.m) // pgx's LRU evicts too; being cold only costs a round trip
+	}
+	w.m[sql] = struct{}{}
+}
+
+func (db *DB) markCold(c *pgx.Conn, sql string) {
+	if w, ok := db.warm.Load(c); ok {
+		delete(w.(*warmSet).m, sql)
+	}
+}
+
+// canPipeline reports whether sql can be sent in the setup's round trip.
+func (db *DB) canPipeline(c *pgx.Conn, sql string, args []any) bool {
+	if db.slowMode {
+		return false
+	}
+	if len(args) > 0 {
+		switch args[0].(type) {
+		case pgx.QueryExecMode, pgx.QueryResultFormats, pgx.QueryResultFormatsByOID:
+			return false // per-query options that pgx.Batch does not take
+		}
+	}
+	if db.fastMode {
+		return true
+	}
+	w, ok := db.warm.Load(c)
+	if !ok {
+		return false
+	}
+	_, ok = w.(*warmSet).m[sql]
+	return ok
+}
+
+// isPrepareFailure reports whether a batch failed while pgx prepared its
+// statements, before anything was executed: the connection is unchanged and
+// the work can be retried the slow way.
+func isPrepareFailure(err error) bool {
+	var pe pgx.ErrPreprocessingBatch
+	return errors.As(err, &pe) && strings.Contains(pe.Error(), "(prepare)")
+}
+
+// acquire takes a connection and resolves the tenant scope.
+func (db *DB) acquire(ctx context.Context, op string) (*scope, *pgxpool.Conn, error) {
+	s, err := db.scope(ctx, op)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := db.app.Acquire(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: acquire connection: %w", op, err)
+	}
+	return s, conn, nil
+}
+
+// Tx is a tenant-scoped transaction, handed to the function given to
+// [DB.Tx]. Its first statement travels in one round trip together with
+// BEGIN and the setup that assumes the tenant (role, search_path,
+// app.tenant_id, all transaction-local). A Tx must not be used after the
+// function returns, nor by several goroutines at once.
+type Tx struct {
+	db   *DB
+	conn *pgxpool.Conn
+	sc   *scope
+	opts pgx.TxOptions
+	tx   pgx.Tx // nil until the transaction has begun
+}
+
+// Tenant returns the tenant the transaction is scoped to.
+func (t *Tx) Tenant() tenant.ID { return t.sc.id }
+
+// start begins the transaction and assumes the tenant. When sql can share
+// the round trip, it is sent too and the batch results, positioned at its
+// result, are returned; otherwise br is nil and the caller sends sql itself.
+func (t *Tx) start(ctx context.Context, sql string, args []any) (br pgx.BatchResults, err error) {
+	c := t.conn.Conn()
+	if sql != "" && t.db.canPipeline(c, sql, args) {
+		b := &pgx.Batch{}
+		b.BeginTx(t.opts)
+		t.sc.queueSetup(b)
+		b.Queue(sql, args...)
+		br := c.SendBatch(ctx, b)
+		if _, err := br.Exec(); err != nil { // BEGIN, or the prepare step
+			_ = br.Close()
+			if !isPrepareFailure(err) {
+				return nil, err
+			}
+			t.db.markCold(c, sql) // evicted from pgx's cache: go the slow way
+		} else {
+			t.tx = br.Tx()
+			if _, err := br.Exec(); err != nil {
+				_ = br.Close()
+				return nil, t.sc.setupError(err)
+			}
+			return br, nil
+		}
+	}
+	b := &pgx.Batch{}
+	b.BeginTx(t.opts)
+	t.sc.queueSetup(b)
+	sbr := c.SendBatch(ctx, b)
+	if _, err := sbr.Exec(); err != nil {
+		_ = sbr.Close()
+		return nil, err
+	}
+	t.tx = sbr.Tx()
+	_, serr := sbr.Exec()
+	if err := sbr.Close(); serr == nil {
+		serr = err
+	}
+	if serr != nil {
+		return nil, t.sc.setupError(serr)
+	}
+	return nil, nil
+}
+
+// Exec runs sql in the transaction; see [pgx.Tx.Exec].
+func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if t.tx == nil {
+		br, err := t.start(ctx, sql, args)
+		if err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		if br != nil {
+			ct, err := br.Exec()
+			if cerr := br.Close(); err == nil {
+				err = cerr
+			}
+			return ct, err
+		}
+	}
+	ct, err := t.tx.Exec(ctx, sql, args...)
+	if err == nil {
+		t.db.markWarm(t.conn.Conn(), sql)
+	}
+	return ct, err
+}
+
+// Query runs sql in the transaction; see [pgx.Tx.Query]. The rows must be
+// closed (or read to the end) before the next statement.
+func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if t.tx == nil {
+		br, err := t.start(ctx, sql, args)
+		if err != nil {
+			return nil, err
+		}
+		if br != nil {
+			rows, err := br.Query()
+			if err != nil {
+				_ = br.Close()
+				return nil, err
+			}
+			return &batchRows{Rows: rows, br: br}, nil
+		}
+	}
+	rows, err := t.tx.Query(ctx, sql, args...)
+	if err == nil {
+		t.db.markWarm(t.conn.Conn(), sql)
+	}
+	return rows, err
+}
+
+// QueryRow runs sql in the transaction and returns its only row; see
+// [pgx.Tx.QueryRow].
+func (t *Tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	rows, err := t.Query(ctx, sql, args...)
+	return &row{rows: rows, err: err}
+}
+
+// SendBatch sends b in the transaction; see [pgx.Tx.SendBatch].
+func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if t.tx == nil {
+		if _, err := t.start(ctx, "", nil); err != nil {
+			return errBatchResults{err}
+		}
+	}
+	return t.tx.SendBatch(ctx, b)
+}
+
+// CopyFrom copies rows into table in the transaction; see [pgx.Tx.CopyFrom].
+// tableName is resolved with the tenant's search_path.
+func (t *Tx) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
+	if t.tx == nil {
+		if _, err := t.start(ctx, "", nil); err != nil {
+			return 0, err
+		}
+	}
+	return t.tx.CopyFrom(ctx, tableName, columnNames, rowSrc)
+}
+
+// Tx runs fn in a transaction scoped to the tenant of ctx (read-write, the
+// server's default isolation); see [DB.BeginTx].
+func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
+	return db.BeginTx(ctx, pgx.TxOptions{}, fn)
+}
+
+// BeginTx runs fn in a transaction scoped to the tenant of ctx, with opts.
+// If fn returns nil the transaction is committed, otherwise it is rolled
+// back and fn's error returned. Without a tenant in ctx it fails with an
+// error wrapping [tenant.ErrNoTenant] and touches no connection; for a
+// tenant without placement, with one wrapping [ErrUnknownTenant]. If fn runs
+// no statement, no transaction is begun at all.
+func (db *DB) BeginTx(ctx context.Context, opts pgx.TxOptions, fn func(tx *Tx) error) (err error) {
+	s, conn, err := db.acquire(ctx, "store: tx")
+	if err != nil {
+		return err
+	}
+	t := &Tx{db: db, conn: conn, sc: s, opts: opts}
+	committed := false
+	defer func() {
+		// Runs on error, on success and while a panic of fn unwinds: roll
+		// back whatever was not committed, then give the connection back.
+		if t.tx != nil && !committed {
+			_ = t.tx.Rollback(context.WithoutCancel(ctx))
+		}
+		conn.Release()
+	}()
+	if err = fn(t); err != nil {
+		return err
+	}
+	if t.tx == nil {
+		return nil
+	}
+	committed = true
+	if err = t.tx.Commit(ctx); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// Exec runs one statement scoped to the tenant of ctx, in an implicit
+// transaction that it shares one round trip with the setup.
+func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	s, conn, err := db.acquire(ctx, "store: exec")
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	defer conn.Release()
+	c := conn.Conn()
+	if db.canPipeline(c, sql, args) {
+		b := &pgx.Batch{}
+		s.queueSetup(b)
+		b.Queue(sql, args...)
+		br := c.SendBatch(ctx, b)
+		_, err := br.Exec()
+		if err == nil {
+			ct, err := br.Exec()
+			if cerr := br.Close(); err == nil {
+				err = cerr
+			}
+			return ct, err
+		}
+		_ = br.Close()
+		if !isPrepareFailure(err) {
+			return pgconn.CommandTag{}, s.setupError(err)
+		}
+		db.markCold(c, sql)
+	}
+	t := &Tx{db: db, conn: conn, sc: s}
+	ct, err := t.Exec(ctx, sql, args...)
+	if t.tx != nil {
+		if err != nil {
+			_ = t.tx.Rollback(context.WithoutCancel(ctx))
+			return ct, err
+		}
+		err = t.tx.Commit(ctx)
+	}
+	return ct, err
+}
+
+// Query runs one query scoped to the tenant of ctx, in an implicit
+// transaction that shares one round trip with the setup. The rows hold a
+// connection until they are closed or read to the end.
+func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	s, conn, err := db.acquire(ctx, "store: query")
+	if err != nil {
+		return nil, err
+	}
+	c := conn.Conn()
+	if db.canPipeline(c, sql, args) {
+		b := &pgx.Batch{}
+		s.queueSetup(b)
+		b.Queue(sql, args...)
+		br := c.SendBatch(ctx, b)
+		_, err := br.Exec()
+		if err == nil {
+			rows, err := br.Query()
+			if err != nil {
+				_ = br.Close()
+				conn.Release()
+				return nil, err
+			}
+			return &batchRows{Rows: rows, br: br, release: conn.Release}, nil
+		}
+		_ = br.Close()
+		if !isPrepareFailure(err) {
+			conn.Release()
+			return nil, s.setupError(err)
+		}
+		db.markCold(c, sql)
+	}
+	t := &Tx{db: db, conn: conn, sc: s}
+	rows, err := t.Query(ctx, sql, args...)
+	if err != nil {
+		if t.tx != nil {
+			_ = t.tx.Rollback(context.WithoutCancel(ctx))
+		}
+		conn.Release()
+		return nil, err
+	}
+	return &txRows{Rows: rows, ctx: ctx, tx: t.tx, release: conn.Release}, nil
+}
+
+// QueryRow runs one query scoped to the tenant of ctx and returns its only
+// row; see [DB.Query].
+func (db *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	rows, err := db.Query(ctx, sql, args...)
+	return &row{rows: rows, err: err}
+}
+
+// batchRows are the rows of a statement sent in a batch with the setup:
+// closing them reads the rest of the batch and, for the one-statement
+// calls, releases the connection.
+type batchRows struct {
+	pgx.Rows
+	br      pgx.BatchResults
+	release func()
+	closed  bool
+	err     error
+}
+
+func (r *batchRows) Next() bool {
+	if r.closed {
+		return false
+	}
+	if r.Rows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
+func (r *batchRows) Close() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.Rows.Close()
+	if err := r.br.Close(); err != nil && r.Rows.Err() == nil {
+		r.err = err
+	}
+	if r.release != nil {
+		r.release()
+	}
+}
+
+func (r *batchRows) Err() error {
+	if err := r.Rows.Err(); err != nil {
+		return err
+	}
+	return r.err
+}
+
+// txRows are the rows of a one-statement query that had to run in an
+// explicit transaction: closing them commits (or rolls back) and releases.
+type txRows struct {
+	pgx.Rows
+	ctx     context.Context
+	tx      pgx.Tx
+	release func()
+	closed  bool
+	err     error
+}
+
+func (r *txRows) Next() bool {
+	if r.closed {
+		return false
+	}
+	if r.Rows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
+func (r *txRows) Close() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.Rows.Close()
+	if r.Rows.Err() != nil {
+		_ = r.tx.Rollback(context.WithoutCancel(r.ctx))
+	} else if err := r.tx.Commit(r.ctx); err != nil {
+		r.err = fmt.Errorf("store: commit: %w", err)
+	}
+	r.release()
+}
+
+func (r *txRows) Err() error {
+	if err := r.Rows.Err(); err != nil {
+		return err
+	}
+	return r.err
+}
+
+// row implements pgx.Row over rows, like pgx's own.
+type row struct {
+	rows pgx.Rows
+	err  error
+}
+
+func (r *row) Scan(dest ...any) error {
+	if r.err != nil {
+		if r.rows != nil {
+			r.rows.Close()
+		}
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	r.rows.Close()
+	return r.rows.Err()
+}
+
+// errBatchResults reports err from every call.
+type errBatchResults struct{ err error }
+
+func (e errBatchResults) Exec() (pgconn.CommandTag, error) { return pgconn.CommandTag{}, e.err }
+func (e errBatchResults) Query() (pgx.Rows, error)         { return nil, e.err }
+func (e errBatchResults) QueryRow() pgx.Row                { return &row{err: e.err} }
+func (e errBatchResults) Close() error                     { return e.err }
+func (e errBatchResults) Tx() pgx.Tx                       { return nil }

@@ -1,0 +1,248 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+// Config configures a [DB]. Make it with [ParseConfig] and then adjust it;
+// a zero Config is not usable.
+type Config struct {
+	// App is the pool of the application role: least privilege, used for
+	// all tenant-scoped work.
+	App *pgxpool.Config
+	// Admin is the pool of the admin role: DDL, provisioning and control
+	// plane writes. It is never used for tenant-scoped work.
+	Admin *pgxpool.Config
+	// RolePrefix is prepended to the cluster-wide role names that store
+	// creates (RolePrefix+"tenant_<id>", RolePrefix+"tenancy_tenants"), so
+	// that several deployments can share one PostgreSQL cluster. It must
+	// match [a-z][a-z0-9_]* and be at most 16 bytes; "" is allowed.
+	RolePrefix string
+	// Tables are the tenant tables created in every new tenant's schema.
+	Tables []Table
+	// Logger receives store's logs; nil discards them. Logs carry tenant
+	// IDs and role names, never row data or secrets.
+	Logger *slog.Logger
+}
+
+// ParseConfig builds a Config from the application role's and the admin
+// role's connection strings (URL or keyword/value form, as pgxpool accepts).
+func ParseConfig(appConnString, adminConnString string) (*Config, error) {
+	app, err := pgxpool.ParseConfig(appConnString)
+	if err != nil {
+		return nil, fmt.Errorf("%w: application connection string: %w", ErrInvalidConfig, err)
+	}
+	admin, err := pgxpool.ParseConfig(adminConnString)
+	if err != nil {
+		return nil, fmt.Errorf("%w: admin connection string: %w", ErrInvalidConfig, err)
+	}
+	admin.MaxConns = 4
+	return &Config{App: app, Admin: admin}, nil
+}
+
+var rolePrefixRE = regexp.MustCompile(`^(?:[a-z][a-z0-9_]*)?$`)
+
+// DB is the tenant-scoped PostgreSQL store. It is safe for concurrent use.
+type DB struct {
+	app        *pgxpool.Pool
+	admin      *pgxpool.Pool
+	appRole    string
+	adminRole  string
+	rolePrefix string
+	tables     []Table
+	log        *slog.Logger
+	pgVersion  int // server_version_num
+
+	fastMode  bool     // every first statement can share the setup round trip
+	slowMode  bool     // no first statement can (DescribeExec)
+	warm      sync.Map // *pgx.Conn -> *warmSet
+	scopes    sync.Map // tenant.ID -> *scope
+	warmLimit int
+}
+
+// Open connects with the application and admin connection strings and
+// default settings; see [OpenConfig].
+func Open(ctx context.Context, appConnString, adminConnString string) (*DB, error) {
+	cfg, err := ParseConfig(appConnString, adminConnString)
+	if err != nil {
+		return nil, err
+	}
+	return OpenConfig(ctx, cfg)
+}
+
+// OpenConfig opens both pools, creates or upgrades the control-plane schema
+// (idempotent, versioned, safe to run from several processes at once), and
+// checks that the application role is safe (see the package doc, layer 1).
+// An unsafe role fails with an error wrapping [ErrUnsafeAppRole] that says
+// what is wrong and how to fix it; nothing is left open.
+func OpenConfig(ctx context.Context, cfg *Config) (*DB, error) {
+	if cfg == nil || cfg.App == nil || cfg.Admin == nil {
+		return nil, fmt.Errorf("%w: Config.App and Config.Admin are required: build the Config with store.ParseConfig", ErrInvalidConfig)
+	}
+	if len(cfg.RolePrefix) > 16 || !rolePrefixRE.MatchString(cfg.RolePrefix) {
+		return nil, fmt.Errorf("%w: RolePrefix %q must match [a-z][a-z0-9_]* and be at most 16 bytes", ErrInvalidConfig, cfg.RolePrefix)
+	}
+	for i, t := range cfg.Tables {
+		if err := t.validate(); err != nil {
+			return nil, fmt.Errorf("Config.Tables[%d]: %w", i, err)
+		}
+	}
+	db := &DB{
+		rolePrefix: cfg.RolePrefix,
+		tables:     append([]Table(nil), cfg.Tables...),
+		log:        cfg.Logger,
+	}
+	if db.log == nil {
+		db.log = slog.New(slog.DiscardHandler)
+	}
+	appCfg := cfg.App.Copy()
+	switch appCfg.ConnConfig.DefaultQueryExecMode {
+	case pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol:
+		db.fastMode = true
+	case pgx.QueryExecModeDescribeExec:
+		db.slowMode = true
+	}
+	db.warmLimit = appCfg.ConnConfig.StatementCacheCapacity
+	if appCfg.ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeCacheDescribe {
+		db.warmLimit = appCfg.ConnConfig.DescriptionCacheCapacity
+	}
+	prevClose := appCfg.BeforeClose
+	appCfg.BeforeClose = func(c *pgx.Conn) {
+		db.warm.Delete(c)
+		if prevClose != nil {
+			prevClose(c)
+		}
+	}
+
+	var err error
+	if db.admin, err = pgxpool.NewWithConfig(ctx, cfg.Admin.Copy()); err != nil {
+		return nil, fmt.Errorf("store: open admin pool: %w", err)
+	}
+	if db.app, err = pgxpool.NewWithConfig(ctx, appCfg); err != nil {
+		db.admin.Close()
+		return nil, fmt.Errorf("store: open application pool: %w", err)
+	}
+	if err := db.init(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func (db *DB) init(ctx context.Context) error {
+	if err := db.admin.QueryRow(ctx, "SELECT current_user, current_setting('server_version_num')::int").Scan(&db.adminRole, &db.pgVersion); err != nil {
+		return fmt.Errorf("store: connect as admin: %w", err)
+	}
+	if err := db.app.QueryRow(ctx, "SELECT current_user").Scan(&db.appRole); err != nil {
+		return fmt.Errorf("store: connect as application role: %w", err)
+	}
+	if db.appRole == db.adminRole {
+		return fmt.Errorf("%w: %q is both the application and the admin role: connect the application with its own least-privilege role", ErrUnsafeAppRole, db.appRole)
+	}
+	if err := db.migrateControlPlane(ctx); err != nil {
+		return err
+	}
+	return db.checkAppRole(ctx)
+}
+
+// checkAppRole enforces layer 1. It runs with the application role's own
+// connection, so what it sees is what the role can do.
+func (db *DB) checkAppRole(ctx context.Context) error {
+	var super, bypass, createRole, inherit bool
+	err := db.app.QueryRow(ctx, `SELECT rolsuper, rolbypassrls, rolcreaterole, rolinherit FROM pg_roles WHERE rolname = current_user`).
+		Scan(&super, &bypass, &createRole, &inherit)
+	if err != nil {
+		return fmt.Errorf("store: inspect application role: %w", err)
+	}
+	role := pgx.Identifier{db.appRole}.Sanitize()
+	var problems []string
+	if super {
+		problems = append(problems, fmt.Sprintf("it is a superuser, which bypasses row-level security (fix: ALTER ROLE %s NOSUPERUSER)", role))
+	}
+	if bypass {
+		problems = append(problems, fmt.Sprintf("it has BYPASSRLS (fix: ALTER ROLE %s NOBYPASSRLS)", role))
+	}
+	if createRole {
+		problems = append(problems, fmt.Sprintf("it has CREATEROLE and could grant itself tenant roles (fix: ALTER ROLE %s NOCREATEROLE)", role))
+	}
+	if inherit && db.pgVersion < 160000 {
+		problems = append(problems, fmt.Sprintf("it inherits the privileges of the roles it belongs to, so tenant roles would be open to it without SET ROLE (fix: ALTER ROLE %s NOINHERIT)", role))
+	}
+	var adminMember bool
+	if err := db.app.QueryRow(ctx, `SELECT pg_has_role(current_user, $1, 'MEMBER')`, db.adminRole).Scan(&adminMember); err != nil {
+		return fmt.Errorf("store: inspect application role: %w", err)
+	}
+	if adminMember {
+		problems = append(problems, fmt.Sprintf("it is a member of the admin role %s (fix: REVOKE %s FROM %s)", pgx.Identifier{db.adminRole}.Sanitize(), pgx.Identifier{db.adminRole}.Sanitize(), role))
+	}
+	// Ownership of, or privileges on, tenant schemas and their objects, and
+	// ownership of any table under row-level security (owners are exempt
+	// unless FORCE is set).
+	rows, err := db.app.Query(ctx, `
+SELECT format('%s %I', kind, name) FROM (
+  SELECT 'owns schema' AS kind, n.nspname AS name FROM pg_namespace n
+   WHERE n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+     AND (n.nspname LIKE 'tenant\_%' OR n.nspname = 'tenancy')
+  UNION ALL
+  SELECT 'holds privileges on schema', n.nspname FROM pg_namespace n
+   WHERE n.nspname LIKE 'tenant\_%'
+     AND (has_schema_privilege(current_user, n.oid, 'USAGE') OR has_schema_privilege(current_user, n.oid, 'CREATE'))
+  UNION ALL
+  SELECT 'owns', n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+     AND (n.nspname LIKE 'tenant\_%' OR c.relrowsecurity)
+) p ORDER BY 1 LIMIT 10`)
+	if err != nil {
+		return fmt.Errorf("store: inspect application role: %w", err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("store: inspect application role: %w", err)
+	}
+	for _, f := range found {
+		problems = append(problems, "it "+f+" (fix: give ownership to the admin role and revoke the role's own grants)")
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: application role %s: %s", ErrUnsafeAppRole, role, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Close closes both pools. Tenant-scoped calls after Close fail.
+func (db *DB) Close() {
+	if db.app != nil {
+		db.app.Close()
+	}
+	if db.admin != nil {
+		db.admin.Close()
+	}
+}
+
+// AppRole returns the application role's name.
+func (db *DB) AppRole() string { return db.appRole }
+
+// TenantRole returns the name of the NOLOGIN role of tenant id.
+func (db *DB) TenantRole(id tenant.ID) string { return db.rolePrefix + id.SchemaName() }
+
+// groupRole is the role every tenant role belongs to (with inheritance): it
+// holds the privileges all tenants share (the RLS guard, shared tables).
+func (db *DB) groupRole() string { return db.rolePrefix + "tenancy_tenants" }
+
+// UnscopedPool returns the application role's pool, without any tenant. The
+// application role alone can reach no tenant data (see layer 1), so this
+// pool serves only control-plane reads, health checks and baselines such as
+// the raw-pgx benchmarks. Tenant-scoped work goes through [DB.Tx],
+// [DB.Query], [DB.QueryRow] and [DB.Exec].
+func (db *DB) UnscopedPool() *pgxpool.Pool { return db.app }
+
+var errClosed = errors.New("store: closed")

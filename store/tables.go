@@ -1,0 +1,128 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Table declares a tenant table: one that lives in every tenant's schema
+// (or, with [DB.CreateSharedTable], one shared table holding rows of many
+// tenants). Store adds to it a first column
+//
+//	tenant_id text NOT NULL DEFAULT tenancy.current_tenant()
+//
+// which is filled in from the transaction's tenant, enables and FORCEs row
+// level security, and installs the policy tenancy_isolation, which lets a
+// transaction see and write only rows of its own tenant and raises an error
+// when the transaction has no tenant.
+//
+// Every tenant's copy of a table must have the same shape, so that cached
+// statements fit every tenant: put per-tenant custom fields in a jsonb
+// column, never in per-tenant DDL.
+type Table struct {
+	// Name is the unqualified table name: [a-z][a-z0-9_]*, at most 63
+	// bytes, not starting with "pg_".
+	Name string
+	// Columns is the body of CREATE TABLE after the tenant_id column:
+	// column definitions and table constraints, e.g.
+	// "req_id text PRIMARY KEY, status text NOT NULL". It is trusted SQL
+	// from the application, never input; it must not mention tenant_id.
+	Columns string
+}
+
+var tableNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+
+func (t Table) validate() error {
+	switch {
+	case !tableNameRE.MatchString(t.Name):
+		return fmt.Errorf("%w: Name %q must match [a-z][a-z0-9_]* and be at most 63 bytes", ErrInvalidTable, t.Name)
+	case strings.HasPrefix(t.Name, "pg_"):
+		return fmt.Errorf("%w: Name %q must not start with pg_ (reserved by PostgreSQL)", ErrInvalidTable, t.Name)
+	case strings.TrimSpace(t.Columns) == "":
+		return fmt.Errorf("%w: table %s: Columns must declare at least one column", ErrInvalidTable, t.Name)
+	case strings.Contains(strings.ToLower(t.Columns), "tenant_id"):
+		return fmt.Errorf("%w: table %s: Columns must not mention tenant_id: store adds and fills that column", ErrInvalidTable, t.Name)
+	case strings.Contains(t.Columns, ";"):
+		return fmt.Errorf("%w: table %s: Columns must not contain ';'", ErrInvalidTable, t.Name)
+	}
+	return nil
+}
+
+// isolationPolicy is the row-level-security policy of every tenant table.
+// The first operand has no column reference, so PostgreSQL evaluates it once
+// per statement as a one-time filter: a statement without a tenant fails
+// even on an empty table. Rows are then compared with the setting directly,
+// which an index on tenant_id can serve.
+const isolationPolicy = `(tenancy.current_tenant() IS NOT NULL AND tenant_id = current_setting('app.tenant_id'))`
+
+// createTable creates t in schema and secures it.
+func createTable(ctx context.Context, tx pgx.Tx, schema string, t Table) error {
+	name := pgx.Identifier{schema, t.Name}.Sanitize()
+	_, err := tx.Exec(ctx, `CREATE TABLE `+name+` (
+	tenant_id text NOT NULL DEFAULT tenancy.current_tenant(),
+	`+t.Columns+`)`)
+	if err != nil {
+		return fmt.Errorf("create table %s: %w", name, err)
+	}
+	return secureTable(ctx, tx, schema, t.Name)
+}
+
+// secureTable enables and forces row level security on an existing table
+// that has a tenant_id column, and (re)creates the isolation policy.
+func secureTable(ctx context.Context, tx pgx.Tx, schema, table string) error {
+	name := pgx.Identifier{schema, table}.Sanitize()
+	err := execAll(ctx, tx,
+		`ALTER TABLE `+name+` ENABLE ROW LEVEL SECURITY`,
+		`ALTER TABLE `+name+` FORCE ROW LEVEL SECURITY`,
+		`DROP POLICY IF EXISTS tenancy_isolation ON `+name,
+		`CREATE POLICY tenancy_isolation ON `+name+` AS PERMISSIVE FOR ALL
+			USING `+isolationPolicy+` WITH CHECK `+isolationPolicy,
+	)
+	if err != nil {
+		return fmt.Errorf("secure table %s: %w", name, err)
+	}
+	return nil
+}
+
+// CreateSharedTable creates a table in a shared schema (not a tenant's)
+// whose rows belong to many tenants, isolated by row level security alone:
+// every tenant role may read and write it, and sees only its own rows.
+// Prefer per-tenant tables ([Config.Tables]); shared tables suit small
+// cross-tenant indexes. The table is recorded in the control plane, so that
+// dropping a tenant deletes its rows there too. schema must match
+// [a-z][a-z0-9_]* and must not be a tenant schema or tenancy.
+func (db *DB) CreateSharedTable(ctx context.Context, schema string, t Table) error {
+	if err := t.validate(); err != nil {
+		return err
+	}
+	if !tableNameRE.MatchString(schema) || strings.HasPrefix(schema, "tenant_") || schema == "tenancy" || strings.HasPrefix(schema, "pg_") {
+		return fmt.Errorf("%w: schema %q must match [a-z][a-z0-9_]* and not be tenancy, pg_* or a tenant schema", ErrInvalidTable, schema)
+	}
+	group := pgx.Identifier{db.groupRole()}.Sanitize()
+	err := pgx.BeginFunc(ctx, db.admin, func(tx pgx.Tx) error {
+		s := pgx.Identifier{schema}.Sanitize()
+		if err := execAll(ctx, tx, `CREATE SCHEMA IF NOT EXISTS `+s, `GRANT USAGE ON SCHEMA `+s+` TO `+group); err != nil {
+			return err
+		}
+		if err := createTable(ctx, tx, schema, t); err != nil {
+			return err
+		}
+		name := pgx.Identifier{schema, t.Name}.Sanitize()
+		if err := execAll(ctx, tx,
+			`GRANT SELECT, INSERT, UPDATE, DELETE ON `+name+` TO `+group,
+			`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA `+s+` TO `+group,
+		); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO tenancy.shared_tables (schema_name, table_name) VALUES ($1, $2)`, schema, t.Name)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: create shared table %s.%s: %w", schema, t.Name, err)
+	}
+	return nil
+}
