@@ -5,7 +5,9 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"hash"
 )
 
 // MinJobKeyLen is the shortest HMAC key a [JobCarrier] accepts, in bytes.
@@ -21,9 +23,15 @@ const jobEnvelopeVersion = 1
 // tenant, so an envelope whose tenant was edited (a job re-aimed at another
 // tenant) or whose payload was changed is rejected with [ErrJobTampered].
 //
-// A JobCarrier is safe for concurrent use. Its keys are never printed.
+// A JobCarrier is safe for concurrent use. Its keys are never printed, with
+// any fmt verb, of the carrier or of a copy of it. The zero JobCarrier has no
+// key: it seals nothing and opens nothing; make one with [NewJobCarrier].
 type JobCarrier struct {
-	keys [][]byte // keys[0] seals; every key opens
+	// macs[0] seals; every one opens. Each returns a new HMAC-SHA256 keyed
+	// with its key. The keys live only inside these closures, where no
+	// reflection-based printer (fmt's %#v, %x, %d, bad verbs, spew) can
+	// reach them: fmt prints a func as its address.
+	macs []func() hash.Hash
 }
 
 // NewJobCarrier returns a carrier that seals with key and opens envelopes
@@ -31,7 +39,7 @@ type JobCarrier struct {
 // least [MinJobKeyLen] bytes of secret random data; the carrier keeps copies.
 func NewJobCarrier(key []byte, old ...[]byte) (*JobCarrier, error) {
 	all := append([][]byte{key}, old...)
-	c := &JobCarrier{keys: make([][]byte, 0, len(all))}
+	c := &JobCarrier{macs: make([]func() hash.Hash, 0, len(all))}
 	for i, k := range all {
 		if len(k) < MinJobKeyLen {
 			name := "key"
@@ -40,14 +48,27 @@ func NewJobCarrier(key []byte, old ...[]byte) (*JobCarrier, error) {
 			}
 			return nil, fmt.Errorf("tenant: job carrier %s is %d bytes: it must be at least %d bytes of random data", name, len(k), MinJobKeyLen)
 		}
-		c.keys = append(c.keys, append([]byte(nil), k...))
+		own := append([]byte(nil), k...)
+		c.macs = append(c.macs, func() hash.Hash { return hmac.New(sha256.New, own) })
 	}
 	return c, nil
 }
 
 // String describes the carrier without its keys.
 func (c *JobCarrier) String() string {
-	return fmt.Sprintf("tenant.JobCarrier(%d keys)", len(c.keys))
+	if c == nil {
+		return "tenant.JobCarrier(nil)"
+	}
+	return fmt.Sprintf("tenant.JobCarrier(%d keys)", len(c.macs))
+}
+
+// keys returns the carrier's MAC constructors: none for a nil or zero
+// carrier, which therefore seals and opens nothing.
+func (c *JobCarrier) keys() []func() hash.Hash {
+	if c == nil {
+		return nil
+	}
+	return c.macs
 }
 
 type jobEnvelope struct {
@@ -59,8 +80,8 @@ type jobEnvelope struct {
 
 // tag computes the HMAC over an unambiguous encoding of version, tenant and
 // payload: the tenant grammar excludes NUL, so the separator cannot be forged.
-func tag(key []byte, tenant string, payload []byte) []byte {
-	m := hmac.New(sha256.New, key)
+func tag(newMAC func() hash.Hash, tenant string, payload []byte) []byte {
+	m := newMAC()
 	fmt.Fprintf(m, "tenancy-job-v%d\x00%s\x00", jobEnvelopeVersion, tenant)
 	m.Write(payload)
 	return m.Sum(nil)
@@ -70,11 +91,15 @@ func tag(key []byte, tenant string, payload []byte) []byte {
 // payload. It fails with an error wrapping [ErrNoTenant] when ctx carries no
 // tenant: a job is never queued without one.
 func (c *JobCarrier) Seal(ctx context.Context, payload []byte) ([]byte, error) {
+	macs := c.keys()
+	if len(macs) == 0 {
+		return nil, errors.New("tenant: seal job: the JobCarrier has no key (make it with tenant.NewJobCarrier)")
+	}
 	id, err := Require(ctx, "tenant: seal job")
 	if err != nil {
 		return nil, err
 	}
-	env := jobEnvelope{V: jobEnvelopeVersion, Tenant: id.s, Payload: payload, Tag: tag(c.keys[0], id.s, payload)}
+	env := jobEnvelope{V: jobEnvelopeVersion, Tenant: id.s, Payload: payload, Tag: tag(macs[0], id.s, payload)}
 	return json.Marshal(env)
 }
 
@@ -96,8 +121,8 @@ func (c *JobCarrier) Open(ctx context.Context, envelope []byte) (context.Context
 		return ctx, nil, fmt.Errorf("%w: unsupported envelope version %d (want %d)", ErrJobTampered, env.V, jobEnvelopeVersion)
 	}
 	ok := false
-	for _, k := range c.keys {
-		if hmac.Equal(tag(k, env.Tenant, env.Payload), env.Tag) {
+	for _, mac := range c.keys() {
+		if hmac.Equal(tag(mac, env.Tenant, env.Payload), env.Tag) {
 			ok = true
 			break
 		}
@@ -114,4 +139,3 @@ func (c *JobCarrier) Open(ctx context.Context, envelope []byte) (context.Context
 	}
 	return NewContext(ctx, id), env.Payload, nil
 }
-
