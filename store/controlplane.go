@@ -47,8 +47,7 @@ var controlPlaneSteps = []func(ctx context.Context, db *DB, tx pgx.Tx) error{
 // tenancy.current_tenant() returns the transaction's tenant, and raises when
 // app.tenant_id is unset or empty (a pooled connection that once had it set
 // returns ” rather than NULL), or when it does not name the tenant role the
-// transaction has assumed. The policy calls it once per statement as a
-// pseudo-constant gate, and compares rows with current_setting directly.
+// transaction has assumed. See isolationPolicy for how the policy uses it.
 func guardSQL(rolePrefix string) string {
 	return `CREATE OR REPLACE FUNCTION tenancy.current_tenant() RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE AS $f$

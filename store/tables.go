@@ -30,7 +30,8 @@ type Table struct {
 	// Columns is the body of CREATE TABLE after the tenant_id column:
 	// column definitions and table constraints, e.g.
 	// "req_id text PRIMARY KEY, status text NOT NULL". It is trusted SQL
-	// from the application, never input; it must not mention tenant_id.
+	// from the application, never input. It must not declare tenant_id (it
+	// may use it in constraints, e.g. PRIMARY KEY (tenant_id, id)).
 	Columns string
 }
 
@@ -44,8 +45,6 @@ func (t Table) validate() error {
 		return fmt.Errorf("%w: Name %q must not start with pg_ (reserved by PostgreSQL)", ErrInvalidTable, t.Name)
 	case strings.TrimSpace(t.Columns) == "":
 		return fmt.Errorf("%w: table %s: Columns must declare at least one column", ErrInvalidTable, t.Name)
-	case strings.Contains(strings.ToLower(t.Columns), "tenant_id"):
-		return fmt.Errorf("%w: table %s: Columns must not mention tenant_id: store adds and fills that column", ErrInvalidTable, t.Name)
 	case strings.Contains(t.Columns, ";"):
 		return fmt.Errorf("%w: table %s: Columns must not contain ';'", ErrInvalidTable, t.Name)
 	}
@@ -53,11 +52,15 @@ func (t Table) validate() error {
 }
 
 // isolationPolicy is the row-level-security policy of every tenant table.
-// The first operand has no column reference, so PostgreSQL evaluates it once
-// per statement as a one-time filter: a statement without a tenant fails
-// even on an empty table. Rows are then compared with the setting directly,
-// which an index on tenant_id can serve.
-const isolationPolicy = `(tenancy.current_tenant() IS NOT NULL AND tenant_id = current_setting('app.tenant_id'))`
+// tenancy.current_tenant() raises when the transaction has no tenant, and it
+// is evaluated twice over: by the planner, which pre-evaluates the stable
+// side of "column = expression" to estimate selectivity (so a statement fails
+// even on an empty table), and per row by the executor (so a cached plan
+// cannot skip it). A pseudo-constant gate such as "current_tenant() IS NOT
+// NULL AND ..." does not work: PostgreSQL keeps security quals on the scan
+// and orders the cheaper comparison first, so the gate never runs when no
+// row matches.
+const isolationPolicy = `(tenant_id = tenancy.current_tenant())`
 
 // createTable creates t in schema and secures it.
 func createTable(ctx context.Context, tx pgx.Tx, schema string, t Table) error {
