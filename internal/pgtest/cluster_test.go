@@ -1,0 +1,111 @@
+package pgtest
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func startForTest(t *testing.T) *cluster {
+	t.Helper()
+	if _, _, err := findPGBin(); err != nil {
+		if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := startThrowawayCluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("throwaway cluster started in %v", time.Since(start).Round(time.Millisecond))
+	t.Cleanup(func() { c.stop() })
+	return c
+}
+
+// answers reports whether the server at connString accepts a query.
+func answers(connString string) bool {
+	cfg, err := pgx.ParseConfig(connString)
+	if err != nil {
+		return false
+	}
+	cfg.ConnectTimeout = 2 * time.Second
+	conn, err := pgx.ConnectConfig(context.Background(), cfg)
+	if err != nil {
+		return false
+	}
+	defer conn.Close(context.Background())
+	var one int
+	return conn.QueryRow(context.Background(), "SELECT 1").Scan(&one) == nil
+}
+
+func TestStartThrowawayCluster(t *testing.T) {
+	c := startForTest(t)
+	conn, err := pgx.Connect(t.Context(), c.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listen, hba string
+	var super bool
+	if err := conn.QueryRow(t.Context(), `SELECT current_setting('listen_addresses'), current_setting('is_superuser') = 'on'`).Scan(&listen, &super); err != nil {
+		t.Fatal(err)
+	}
+	if listen != "127.0.0.1" || !super {
+		t.Errorf("listen_addresses = %q, superuser %v; want 127.0.0.1 and true", listen, super)
+	}
+	if err := conn.QueryRow(t.Context(), `SELECT string_agg(type || ' ' || coalesce(address, ''), ', ' ORDER BY line_number) FROM pg_hba_file_rules`).Scan(&hba); err != nil {
+		t.Fatal(err)
+	}
+	if hba != "local , host 127.0.0.1" {
+		t.Errorf("pg_hba rules %q, want local and 127.0.0.1 only", hba)
+	}
+	conn.Close(t.Context())
+
+	if err := c.stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if _, err := os.Stat(c.dir); !os.IsNotExist(err) {
+		t.Errorf("cluster directory %s still there after stop (%v)", c.dir, err)
+	}
+	if answers(c.url) {
+		t.Error("server still answers after stop")
+	}
+	if err := c.stop(); err != nil {
+		t.Errorf("second stop: %v", err)
+	}
+}
+
+// TestThrowawayClusterWatchdog closes the watchdog's pipe, as the kernel
+// does when the test process dies, and expects the cluster to go away.
+func TestThrowawayClusterWatchdog(t *testing.T) {
+	c := startForTest(t)
+	if !answers(c.url) {
+		t.Fatal("server does not answer")
+	}
+	c.watchdogPipe.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := os.Stat(c.dir)
+		if os.IsNotExist(err) && !answers(c.url) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster %s still there 20 s after its watchdog was released", c.dir)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestVersionLess(t *testing.T) {
+	if !versionLess("/usr/lib/postgresql/9.6/bin", "/usr/lib/postgresql/15/bin") ||
+		versionLess("/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin") {
+		t.Error("versionLess orders PostgreSQL versions wrongly")
+	}
+}
