@@ -189,16 +189,16 @@ func (db *DB) checkAppRole(ctx context.Context) error {
 	// ownership of any table under row-level security (owners are exempt
 	// unless FORCE is set).
 	rows, err := db.app.Query(ctx, `
-SELECT format('%s %I', kind, name) FROM (
-  SELECT 'owns schema' AS kind, n.nspname AS name FROM pg_namespace n
+SELECT what FROM (
+  SELECT format('owns schema %I', n.nspname) AS what FROM pg_namespace n
    WHERE n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
      AND (n.nspname LIKE 'tenant\_%' OR n.nspname = 'tenancy')
   UNION ALL
-  SELECT 'holds privileges on schema', n.nspname FROM pg_namespace n
+  SELECT format('holds privileges on schema %I', n.nspname) FROM pg_namespace n
    WHERE n.nspname LIKE 'tenant\_%'
      AND (has_schema_privilege(current_user, n.oid, 'USAGE') OR has_schema_privilege(current_user, n.oid, 'CREATE'))
   UNION ALL
-  SELECT 'owns', n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  SELECT format('owns %I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
      AND (n.nspname LIKE 'tenant\_%' OR c.relrowsecurity)
 ) p ORDER BY 1 LIMIT 10`)

@@ -1,0 +1,131 @@
+package store_test
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rtmx-ai/tenancy/internal/pgtest"
+	"github.com/rtmx-ai/tenancy/store"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var roleSeq atomic.Int64
+
+// adminRole returns the name of the role behind the package's admin URL.
+func adminRole(t testing.TB) string {
+	conn, err := pgx.Connect(ctxT(t), pgtest.DB(t).AdminURL())
+	require.NoError(t, err)
+	defer conn.Close(ctxT(t))
+	var name string
+	require.NoError(t, conn.QueryRow(ctxT(t), `SELECT current_user`).Scan(&name))
+	return name
+}
+
+func TestOpenRefusesUnsafeAppRole(t *testing.T) {
+	d := pgtest.DB(t)
+	// A tenant must exist so that there are tenant schemas to hold privileges on.
+	db := newStore(t)
+	id, _ := newTenant(t, db, "victim")
+	schema := pgx.Identifier{id.SchemaName()}.Sanitize()
+
+	cases := []struct {
+		name  string
+		attrs string
+		setup func(role string) // as superuser, after the role exists
+		want  string            // fragment of the error
+	}{
+		{name: "Superuser", attrs: "SUPERUSER NOINHERIT", want: "superuser"},
+		{name: "BypassRLS", attrs: "BYPASSRLS NOINHERIT", want: "BYPASSRLS"},
+		{name: "CreateRole", attrs: "CREATEROLE NOINHERIT", want: "CREATEROLE"},
+		{name: "Inherits", attrs: "INHERIT", want: "NOINHERIT"},
+		{name: "MemberOfAdmin", attrs: "NOINHERIT", want: "member of the admin role",
+			setup: func(role string) { d.Exec(t, `GRANT `+pgx.Identifier{adminRole(t)}.Sanitize()+` TO `+role) }},
+		{name: "PrivilegeOnTenantSchema", attrs: "NOINHERIT", want: "holds privileges on schema " + id.SchemaName(),
+			setup: func(role string) { d.Exec(t, `GRANT USAGE ON SCHEMA `+schema+` TO `+role) }},
+		{name: "OwnsTenantSchema", attrs: "NOINHERIT", want: "owns schema tenant_",
+			setup: func(role string) { d.Exec(t, `CREATE SCHEMA tenant_owned`+role[len(d.Prefix()):]+` AUTHORIZATION `+role) }},
+		{name: "OwnsTableInTenantSchema", attrs: "NOINHERIT", want: "owns " + id.SchemaName() + ".stray",
+			setup: func(role string) {
+				d.Exec(t, `CREATE TABLE `+schema+`.stray (x int)`)
+				d.Exec(t, `ALTER TABLE `+schema+`.stray OWNER TO `+role)
+			}},
+		{name: "OwnsRLSTable", attrs: "NOINHERIT", want: "owns public.rlsowned",
+			setup: func(role string) {
+				d.Exec(t, `CREATE TABLE public.rlsowned (x int)`)
+				d.Exec(t, `ALTER TABLE public.rlsowned ENABLE ROW LEVEL SECURITY`)
+				d.Exec(t, `ALTER TABLE public.rlsowned OWNER TO `+role)
+			}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			name := fmt.Sprintf("unsafe%d", roleSeq.Add(1))
+			url := d.CreateRole(t, name, c.attrs)
+			if c.setup != nil {
+				c.setup(d.Prefix() + name)
+			}
+			cfg, err := store.ParseConfig(url, d.AdminURL())
+			require.NoError(t, err)
+			cfg.RolePrefix = d.Prefix()
+			db, err := store.OpenConfig(ctxT(t), cfg)
+			if err == nil {
+				db.Close()
+			}
+			require.ErrorIs(t, err, store.ErrUnsafeAppRole)
+			assert.Contains(t, err.Error(), c.want)
+			assert.Contains(t, err.Error(), "fix:", "the error says how to fix it")
+		})
+	}
+	t.Run("SameAsAdmin", func(t *testing.T) {
+		_, err := store.Open(ctxT(t), d.AdminURL(), d.AdminURL())
+		require.ErrorIs(t, err, store.ErrUnsafeAppRole)
+		assert.Contains(t, err.Error(), "both the application and the admin role")
+	})
+	t.Run("SafeRoleOpens", func(t *testing.T) {
+		url := d.CreateRole(t, fmt.Sprintf("safe%d", roleSeq.Add(1)), "NOINHERIT")
+		cfg, err := store.ParseConfig(url, d.AdminURL())
+		require.NoError(t, err)
+		cfg.RolePrefix = d.Prefix()
+		db, err := store.OpenConfig(ctxT(t), cfg)
+		require.NoError(t, err)
+		db.Close()
+	})
+}
+
+func TestOpenRejectsBadConfig(t *testing.T) {
+	d := pgtest.DB(t)
+	for name, c := range map[string]struct {
+		adjust func(*store.Config)
+		want   string
+	}{
+		"RolePrefixUpper":     {func(c *store.Config) { c.RolePrefix = "Bad" }, "RolePrefix"},
+		"RolePrefixQuote":     {func(c *store.Config) { c.RolePrefix = `x"; drop` }, "RolePrefix"},
+		"RolePrefixLong":      {func(c *store.Config) { c.RolePrefix = strings.Repeat("a", 17) }, "RolePrefix"},
+		"RolePrefixMismatch":  {func(c *store.Config) { c.RolePrefix = "other_" }, "was set up with"},
+		"TableNameInjection":  {func(c *store.Config) { c.Tables = []store.Table{{Name: `x; drop table y`, Columns: "a int"}} }, "Name"},
+		"TableNameUpper":      {func(c *store.Config) { c.Tables = []store.Table{{Name: "Reqs", Columns: "a int"}} }, "Name"},
+		"TableNamePg":         {func(c *store.Config) { c.Tables = []store.Table{{Name: "pg_x", Columns: "a int"}} }, "pg_"},
+		"TableNoColumns":      {func(c *store.Config) { c.Tables = []store.Table{{Name: "x", Columns: " "}} }, "Columns"},
+		"TableColumnsTwoStmt": {func(c *store.Config) { c.Tables = []store.Table{{Name: "x", Columns: "a int); drop table y; --"}} }, "Columns"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg, err := store.ParseConfig(appRole(t), d.AdminURL())
+			require.NoError(t, err)
+			cfg.RolePrefix = d.Prefix()
+			c.adjust(cfg)
+			db, err := store.OpenConfig(ctxT(t), cfg)
+			if err == nil {
+				db.Close()
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), c.want)
+		})
+	}
+	_, err := store.OpenConfig(ctxT(t), &store.Config{})
+	assert.ErrorIs(t, err, store.ErrInvalidConfig)
+	_, err = store.ParseConfig("postgres://%zz", d.AdminURL())
+	assert.ErrorIs(t, err, store.ErrInvalidConfig)
+}
