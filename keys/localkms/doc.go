@@ -1,0 +1,50 @@
+// Package localkms is a Tink KMS client (registry.KMSClient) whose master
+// keys are files on the local disk, addressed by URIs of the form
+// "local://PATH": local:///var/lib/app/master.key for an absolute path,
+// local://dev/master.key for one relative to the working directory.
+//
+// # NOT FOR PRODUCTION
+//
+// This is for development, tests and the quickstart. A key file is a raw
+// AES-256 key on disk: anyone who can read it (or a backup of it, or the
+// disk) can unwrap every tenant keyset it wraps, and deleting it gives no
+// assurance that the bytes are gone from the disk. Production deployments
+// use an HSM (keys/pkcs11kms) or a cloud KMS (Tink's AWS, GCP and Vault
+// clients), where the master key never leaves the device.
+//
+// # Key files
+//
+// A key file is created the first time the key is used to encrypt, with
+// mode 0600, in a directory created with mode 0700 if missing. Creation is
+// atomic (the file is written under a temporary name and hard-linked into
+// place), so two processes racing to create it end up with the same key.
+// Decrypting never creates a key: with the file missing, Decrypt fails with
+// an error wrapping [fs.ErrNotExist], so a lost master key is reported as
+// lost rather than silently replaced. A key file that is readable or
+// writable by group or others is refused (chmod 600 fixes it).
+//
+// The file is text: a header line, a comment, and the 32-byte key in
+// standard base64.
+//
+// # Ciphertexts
+//
+// Encrypt returns a version byte (1), a random 12-byte nonce, and the
+// AES-256-GCM ciphertext and tag of the plaintext with the given associated
+// data.
+//
+// # Errors
+//
+// Errors name the key file. [ErrKeyFile] is wrapped for a key file that
+// exists but cannot be used (malformed, wrong mode); [fs.ErrNotExist] for a
+// missing one at decryption; [ErrDecrypt] for a ciphertext that does not
+// decrypt with the key (another key, other associated data, tampered).
+// [ErrInvalidURI] is wrapped for a URI this client does not serve.
+//
+// # Security
+//
+// The key is read from the file for every operation and never kept in
+// memory between calls; nothing in this package prints it. [Client.DestroyKey]
+// overwrites the file with zeros before removing it, which helps on simple
+// file systems and guarantees nothing on SSDs, copy-on-write file systems or
+// in backups.
+package localkms

@@ -1,0 +1,335 @@
+package localkms
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/tink-crypto/tink-go/v2/core/registry"
+	"github.com/tink-crypto/tink-go/v2/tink"
+)
+
+// Scheme is the URI prefix of local master keys.
+const Scheme = "local://"
+
+const (
+	keySize    = 32 // AES-256
+	nonceSize  = 12
+	tagSize    = 16
+	version    = 1
+	fileHeader = "tenancy-localkms-v1"
+	fileNote   = "# tenancy local master key (local://). FOR DEVELOPMENT ONLY, NEVER FOR PRODUCTION: whoever reads this file can decrypt every tenant key it wraps."
+)
+
+var (
+	// ErrInvalidURI is wrapped by errors for a key URI this client does not
+	// serve: not under its prefix, or without a path.
+	ErrInvalidURI = errors.New("localkms: invalid key URI")
+
+	// ErrKeyFile is wrapped by errors for a key file that exists but cannot
+	// be used: malformed, or accessible by group or others.
+	ErrKeyFile = errors.New("localkms: unusable key file")
+
+	// ErrDecrypt is wrapped by errors for a ciphertext that does not
+	// decrypt with the key.
+	ErrDecrypt = errors.New("localkms: decryption failed")
+)
+
+// Client is a Tink KMS client for local:// master keys. It holds no key
+// material; it is safe for concurrent use.
+type Client struct {
+	prefix string
+}
+
+var _ registry.KMSClient = (*Client)(nil)
+
+// NewClient returns a client for the key URIs that start with uriPrefix,
+// which must start with "local://". "local://" alone serves every local
+// key; a longer prefix ("local:///etc/app/keys/") restricts the client to
+// keys under it.
+func NewClient(uriPrefix string) (*Client, error) {
+	if !strings.HasPrefix(uriPrefix, Scheme) {
+		return nil, fmt.Errorf("%w: uriPrefix %q must start with %q", ErrInvalidURI, uriPrefix, Scheme)
+	}
+	return &Client{prefix: uriPrefix}, nil
+}
+
+// KeyURI returns the local:// URI of the key file at path, made absolute.
+func KeyURI(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("localkms: %w", err)
+	}
+	return Scheme + filepath.ToSlash(abs), nil
+}
+
+// Supported reports whether keyURI starts with the client's prefix and names
+// a path.
+func (c *Client) Supported(keyURI string) bool {
+	_, err := c.path(keyURI)
+	return err == nil
+}
+
+func (c *Client) path(keyURI string) (string, error) {
+	if !strings.HasPrefix(keyURI, c.prefix) {
+		return "", fmt.Errorf("%w: %q does not start with %q", ErrInvalidURI, keyURI, c.prefix)
+	}
+	p := strings.TrimPrefix(keyURI, Scheme)
+	if p == "" || strings.ContainsRune(p, 0) {
+		return "", fmt.Errorf("%w: %q names no file", ErrInvalidURI, keyURI)
+	}
+	return filepath.FromSlash(p), nil
+}
+
+// GetAEAD returns the AEAD of the key file named by keyURI. It does not
+// touch the file: Encrypt creates it if missing, Decrypt requires it.
+func (c *Client) GetAEAD(keyURI string) (tink.AEAD, error) {
+	p, err := c.path(keyURI)
+	if err != nil {
+		return nil, err
+	}
+	return &fileAEAD{path: p}, nil
+}
+
+// DestroyKey destroys the key file named by keyURI: it overwrites it with
+// zeros, syncs it and removes it. A missing file is not an error. See the
+// package documentation for what this does not guarantee.
+func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
+	p, err := c.path(keyURI)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("localkms: destroy %s: %w", p, err)
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		_, err = f.WriteAt(make([]byte, fi.Size()), 0)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("localkms: destroy %s: %w", p, err)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("localkms: destroy %s: %w", p, err)
+	}
+	syncDir(filepath.Dir(p))
+	return nil
+}
+
+// String implements fmt.Stringer.
+func (c *Client) String() string { return "localkms.Client{prefix=" + c.prefix + "}" }
+
+// fileAEAD is the AEAD of one key file. It reads the key for each call.
+type fileAEAD struct {
+	path string
+}
+
+// String implements fmt.Stringer; the AEAD holds no key, only its path.
+func (a *fileAEAD) String() string { return "localkms.AEAD{" + a.path + "}" }
+
+// GoString implements fmt.GoStringer.
+func (a *fileAEAD) GoString() string { return a.String() }
+
+func gcm(key []byte) (cipher.AEAD, error) {
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(b)
+}
+
+// Encrypt encrypts plaintext with the key, creating the key file first if
+// it does not exist.
+func (a *fileAEAD) Encrypt(plaintext, associatedData []byte) ([]byte, error) {
+	key, err := loadOrCreate(a.path)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	g, err := gcm(key)
+	if err != nil {
+		return nil, fmt.Errorf("localkms: %s: %w", a.path, err)
+	}
+	out := make([]byte, 1+nonceSize, 1+nonceSize+len(plaintext)+tagSize)
+	out[0] = version
+	if _, err := rand.Read(out[1:]); err != nil {
+		return nil, fmt.Errorf("localkms: %w", err)
+	}
+	return g.Seal(out, out[1:], plaintext, associatedData), nil
+}
+
+// Decrypt decrypts a ciphertext of Encrypt. It never creates the key file.
+func (a *fileAEAD) Decrypt(ciphertext, associatedData []byte) ([]byte, error) {
+	key, err := load(a.path)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	if len(ciphertext) < 1+nonceSize+tagSize || ciphertext[0] != version {
+		return nil, fmt.Errorf("%w with key %s", ErrDecrypt, a.path)
+	}
+	g, err := gcm(key)
+	if err != nil {
+		return nil, fmt.Errorf("localkms: %s: %w", a.path, err)
+	}
+	pt, err := g.Open(nil, ciphertext[1:1+nonceSize], ciphertext[1+nonceSize:], associatedData)
+	if err != nil {
+		return nil, fmt.Errorf("%w with key %s", ErrDecrypt, a.path)
+	}
+	return pt, nil
+}
+
+// load reads the key file at path.
+func load(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("localkms: key file %s does not exist (the master key is unavailable): %w", path, fs.ErrNotExist)
+		}
+		return nil, fmt.Errorf("localkms: key file %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("localkms: key file %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s is not a regular file", ErrKeyFile, path)
+	}
+	if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s has mode %04o: it must not be accessible by group or others (chmod 600 %s)",
+			ErrKeyFile, path, fi.Mode().Perm(), path)
+	}
+	const maxFile = 4096
+	content, err := io.ReadAll(io.LimitReader(f, maxFile+1))
+	defer clear(content)
+	if err != nil {
+		return nil, fmt.Errorf("localkms: key file %s: %w", path, err)
+	}
+	if len(content) > maxFile {
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrKeyFile, path, maxFile)
+	}
+	return parse(path, content)
+}
+
+func parse(path string, content []byte) ([]byte, error) {
+	sc := bufio.NewScanner(bytes.NewReader(content))
+	if !sc.Scan() || sc.Text() != fileHeader {
+		return nil, fmt.Errorf("%w: %s does not start with %q", ErrKeyFile, path, fileHeader)
+	}
+	var key []byte
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		if key != nil {
+			clear(key)
+			return nil, fmt.Errorf("%w: %s has more than one key line", ErrKeyFile, path)
+		}
+		key = make([]byte, base64.StdEncoding.DecodedLen(len(line)))
+		n, err := base64.StdEncoding.Decode(key, line)
+		if err != nil || n != keySize {
+			clear(key)
+			return nil, fmt.Errorf("%w: %s: the key line is not %d bytes in base64", ErrKeyFile, path, keySize)
+		}
+		key = key[:n]
+	}
+	if key == nil {
+		return nil, fmt.Errorf("%w: %s holds no key", ErrKeyFile, path)
+	}
+	return key, nil
+}
+
+// loadOrCreate reads the key file at path, creating it with a fresh key if
+// it does not exist.
+func loadOrCreate(path string) ([]byte, error) {
+	key, err := load(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return key, err
+	}
+	return create(path)
+}
+
+// create writes a fresh key to path atomically: the file is written and
+// synced under a temporary name in the same directory, then hard-linked to
+// path, which fails if path exists. The loser of a race reads the winner's
+// key; no reader ever sees a partial file.
+func create(path string) ([]byte, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("localkms: create key file %s: %w", path, err)
+	}
+	key := make([]byte, keySize)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("localkms: %w", err)
+	}
+	content := make([]byte, 0, 256)
+	content = append(content, fileHeader+"\n"+fileNote+"\n"...)
+	content = base64.StdEncoding.AppendEncode(content, key)
+	content = append(content, '\n')
+	defer clear(content)
+
+	tmp, err := os.CreateTemp(dir, ".localkms-*.tmp") // mode 0600
+	if err != nil {
+		clear(key)
+		return nil, fmt.Errorf("localkms: create key file %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	err = tmp.Chmod(0o600)
+	if err == nil {
+		_, err = tmp.Write(content)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Link(tmp.Name(), path)
+	}
+	if errors.Is(err, fs.ErrExist) {
+		clear(key)
+		return load(path) // another process or goroutine won the race
+	}
+	if err != nil {
+		clear(key)
+		return nil, fmt.Errorf("localkms: create key file %s: %w", path, err)
+	}
+	syncDir(dir)
+	return key, nil
+}
+
+// syncDir makes a directory entry change durable, where the platform allows.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+}

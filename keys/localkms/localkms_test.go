@@ -1,0 +1,350 @@
+package localkms_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tink-crypto/tink-go/v2/tink"
+
+	"github.com/rtmx-ai/tenancy/keys/localkms"
+)
+
+func newClient(t testing.TB) *localkms.Client {
+	t.Helper()
+	c, err := localkms.NewClient(localkms.Scheme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func aeadAt(t testing.TB, path string) (tink.AEAD, string) {
+	t.Helper()
+	uri, err := localkms.KeyURI(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newClient(t).GetAEAD(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, uri
+}
+
+// readKey returns the key bytes of a key file, as the tests' oracle.
+func readKey(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	k, err := base64.StdEncoding.DecodeString(lines[len(lines)-1])
+	if err != nil || len(k) != 32 {
+		t.Fatalf("key line %q: %v (len %d)", lines[len(lines)-1], err, len(k))
+	}
+	return k
+}
+
+func TestEncryptCreatesKeyFileMode0600InDir0700(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	path := filepath.Join(dir, "master.key")
+	a, _ := aeadAt(t, path)
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("GetAEAD created the key file (stat: %v); it should wait for the first use", err)
+	}
+	if _, err := a.Encrypt([]byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o600 {
+		t.Errorf("key file mode %04o, want 0600", got)
+	}
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		di, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := di.Mode().Perm(); got != 0o700 {
+			t.Errorf("directory %s mode %04o, want 0700", d, got)
+		}
+	}
+	content, _ := os.ReadFile(path)
+	if !strings.Contains(string(content), "NEVER FOR PRODUCTION") {
+		t.Errorf("key file does not warn that it is not for production:\n%s", content)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("directory holds %d entries, want only the key file (temporary file left behind?)", len(entries))
+	}
+}
+
+func TestRoundTripAndAuthenticationFailures(t *testing.T) {
+	a, _ := aeadAt(t, filepath.Join(t.TempDir(), "k"))
+	pt, ad := []byte("tenant keyset bytes"), []byte("tenancy/v1/keyset/acme/data")
+	ct, err := a.Encrypt(pt, ad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.Decrypt(ct, ad)
+	if err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("Decrypt = %q, %v; want %q", got, err, pt)
+	}
+	ct2, _ := a.Encrypt(pt, ad)
+	if bytes.Equal(ct, ct2) {
+		t.Error("two encryptions of the same plaintext are equal: nonce not random")
+	}
+	if _, err := a.Decrypt(ct, []byte("tenancy/v1/keyset/other/data")); !errors.Is(err, localkms.ErrDecrypt) {
+		t.Errorf("other associated data: err = %v, want ErrDecrypt", err)
+	}
+	for i := range ct {
+		bad := bytes.Clone(ct)
+		bad[i] ^= 0x01
+		if _, err := a.Decrypt(bad, ad); !errors.Is(err, localkms.ErrDecrypt) {
+			t.Fatalf("flipped byte %d: err = %v, want ErrDecrypt", i, err)
+		}
+	}
+	for _, bad := range [][]byte{nil, ct[:1], ct[:len(ct)-1], append(bytes.Clone(ct), 0)} {
+		if _, err := a.Decrypt(bad, ad); !errors.Is(err, localkms.ErrDecrypt) {
+			t.Errorf("ciphertext of length %d: err = %v, want ErrDecrypt", len(bad), err)
+		}
+	}
+}
+
+func TestDecryptWithMissingKeyFileFailsAndDoesNotCreateIt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k")
+	a, _ := aeadAt(t, path)
+	ct, err := a.Encrypt([]byte("x"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Decrypt(ct, nil)
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("err = %v, want fs.ErrNotExist naming %s", err, path)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Decrypt created the key file (stat: %v)", err)
+	}
+}
+
+func TestOtherKeyDoesNotDecrypt(t *testing.T) {
+	dir := t.TempDir()
+	a, _ := aeadAt(t, filepath.Join(dir, "one"))
+	b, _ := aeadAt(t, filepath.Join(dir, "two"))
+	ct, _ := a.Encrypt([]byte("x"), nil)
+	if _, err := b.Encrypt([]byte("y"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Decrypt(ct, nil); !errors.Is(err, localkms.ErrDecrypt) {
+		t.Fatalf("err = %v, want ErrDecrypt", err)
+	}
+}
+
+func TestConcurrentFirstUseCreatesOneKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "race", "k")
+	const n = 16
+	cts := make([][]byte, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, _ := aeadAt(t, path)
+			ct, err := a.Encrypt([]byte("p"), nil)
+			if err != nil {
+				t.Error(err)
+			}
+			cts[i] = ct
+		}()
+	}
+	wg.Wait()
+	a, _ := aeadAt(t, path)
+	for i, ct := range cts {
+		if _, err := a.Decrypt(ct, nil); err != nil {
+			t.Errorf("ciphertext of goroutine %d does not decrypt with the key on disk: two keys were made", i)
+		}
+	}
+}
+
+// TestHelperProcessEncrypt is not a test: TestConcurrentProcessesCreateOneKey
+// runs the test binary with it to race other processes.
+func TestHelperProcessEncrypt(t *testing.T) {
+	path := os.Getenv("LOCALKMS_HELPER_PATH")
+	if path == "" {
+		t.Skip("helper process only")
+	}
+	a, _ := aeadAt(t, path)
+	ct, err := a.Encrypt([]byte("p"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("CT=%s\n", base64.StdEncoding.EncodeToString(ct))
+}
+
+func TestConcurrentProcessesCreateOneKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	path := filepath.Join(t.TempDir(), "k")
+	const n = 6
+	cmds := make([]*exec.Cmd, n)
+	outs := make([]*bytes.Buffer, n)
+	for i := range n {
+		cmds[i] = exec.Command(os.Args[0], "-test.run=^TestHelperProcessEncrypt$", "-test.count=1", "-test.v")
+		cmds[i].Env = append(os.Environ(), "LOCALKMS_HELPER_PATH="+path)
+		outs[i] = new(bytes.Buffer)
+		cmds[i].Stdout, cmds[i].Stderr = outs[i], outs[i]
+	}
+	for _, c := range cmds {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, _ := aeadAt(t, path)
+	for i, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Fatalf("process %d: %v\n%s", i, err, outs[i])
+		}
+		_, line, ok := strings.Cut(outs[i].String(), "CT=")
+		if !ok {
+			t.Fatalf("process %d printed no ciphertext:\n%s", i, outs[i])
+		}
+		line, _, _ = strings.Cut(line, "\n")
+		ct, err := base64.StdEncoding.DecodeString(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Decrypt(ct, nil); err != nil {
+			t.Errorf("process %d encrypted with another key than the one on disk: %v", i, err)
+		}
+	}
+}
+
+func TestRefusesKeyFileAccessibleByOthers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k")
+	a, _ := aeadAt(t, path)
+	ct, _ := a.Encrypt([]byte("x"), nil)
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := a.Decrypt(ct, nil)
+	if !errors.Is(err, localkms.ErrKeyFile) || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("err = %v, want ErrKeyFile suggesting chmod 600", err)
+	}
+	if _, err := a.Encrypt([]byte("x"), nil); !errors.Is(err, localkms.ErrKeyFile) {
+		t.Fatalf("Encrypt: err = %v, want ErrKeyFile (and the file must not be replaced)", err)
+	}
+}
+
+func TestMalformedKeyFile(t *testing.T) {
+	for name, content := range map[string]string{
+		"empty":      "",
+		"no header":  "AAAA\n",
+		"no key":     "tenancy-localkms-v1\n# comment\n",
+		"short key":  "tenancy-localkms-v1\n" + base64.StdEncoding.EncodeToString(make([]byte, 16)) + "\n",
+		"not base64": "tenancy-localkms-v1\n!!!!\n",
+		"two keys": "tenancy-localkms-v1\n" + base64.StdEncoding.EncodeToString(make([]byte, 32)) + "\n" +
+			base64.StdEncoding.EncodeToString(make([]byte, 32)) + "\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "k")
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			a, _ := aeadAt(t, path)
+			if _, err := a.Encrypt([]byte("x"), nil); !errors.Is(err, localkms.ErrKeyFile) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("err = %v, want ErrKeyFile naming the file", err)
+			}
+		})
+	}
+}
+
+func TestURIs(t *testing.T) {
+	if _, err := localkms.NewClient("file:///x"); !errors.Is(err, localkms.ErrInvalidURI) {
+		t.Errorf("NewClient(file:///x): err = %v, want ErrInvalidURI", err)
+	}
+	all := newClient(t)
+	sub, err := localkms.NewClient("local:///etc/app/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		c    *localkms.Client
+		uri  string
+		want bool
+	}{
+		{all, "local:///tmp/k", true},
+		{all, "local://relative/k", true},
+		{all, "local://", false},
+		{all, "local://a\x00b", false},
+		{all, "aws-kms://arn:aws:kms:x", false},
+		{all, "LOCAL:///tmp/k", false},
+		{sub, "local:///etc/app/k", true},
+		{sub, "local:///etc/other/k", false},
+	} {
+		if got := tc.c.Supported(tc.uri); got != tc.want {
+			t.Errorf("%v.Supported(%q) = %v, want %v", tc.c, tc.uri, got, tc.want)
+		}
+		if _, err := tc.c.GetAEAD(tc.uri); (err == nil) != tc.want {
+			t.Errorf("%v.GetAEAD(%q): err = %v", tc.c, tc.uri, err)
+		}
+	}
+	uri, err := localkms.KeyURI("k")
+	if err != nil || !strings.HasPrefix(uri, "local:///") {
+		t.Errorf("KeyURI(k) = %q, %v; want an absolute local:/// URI", uri, err)
+	}
+}
+
+func TestDestroyKeyRemovesTheFileIdempotently(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k")
+	a, uri := aeadAt(t, path)
+	ct, _ := a.Encrypt([]byte("x"), nil)
+	c := newClient(t)
+	for i := range 2 {
+		if err := c.DestroyKey(context.Background(), uri); err != nil {
+			t.Fatalf("DestroyKey #%d: %v", i+1, err)
+		}
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("key file still there after DestroyKey (stat: %v)", err)
+	}
+	if _, err := a.Decrypt(ct, nil); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Decrypt after DestroyKey: err = %v, want fs.ErrNotExist", err)
+	}
+}
+
+func TestNothingPrintsTheKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k")
+	a, _ := aeadAt(t, path)
+	if _, err := a.Encrypt([]byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	key := readKey(t, path)
+	c := newClient(t)
+	for _, v := range []any{a, c} {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+			out := fmt.Sprintf(verb, v)
+			for _, enc := range []string{string(key), base64.StdEncoding.EncodeToString(key), fmt.Sprintf("%x", key), fmt.Sprint(key)} {
+				if strings.Contains(out, enc) {
+					t.Errorf("fmt %s of %T prints the key: %s", verb, v, out)
+				}
+			}
+		}
+	}
+}

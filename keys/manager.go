@@ -1,0 +1,593 @@
+package keys
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tink-crypto/tink-go/v2/core/registry"
+	"github.com/tink-crypto/tink-go/v2/keyset"
+
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+// Defaults of [DefaultConfig].
+const (
+	// DefaultCacheMaxAge bounds how long an unwrapped keyset is served from
+	// memory. It is also how long another replica may keep serving a tenant
+	// after a shred or a master-key loss.
+	DefaultCacheMaxAge = 5 * time.Minute
+	// DefaultCacheMaxUses bounds the operations one unwrap serves.
+	DefaultCacheMaxUses = 1 << 20
+	// DefaultCacheMaxEntries bounds the number of cached keysets (three
+	// purposes per tenant at most).
+	DefaultCacheMaxEntries = 10_000
+	// DefaultLoadTimeout bounds one Store read plus unwrap.
+	DefaultLoadTimeout = 30 * time.Second
+	// DefaultRefreshInterval is the shortest interval between two checks,
+	// for one cached data keyset, of whether the Store holds a newer version.
+	DefaultRefreshInterval = time.Second
+)
+
+// Config configures a [Manager]. Start from [DefaultConfig]; [New] rejects a
+// zero or negative limit rather than guessing a default.
+type Config struct {
+	// Store persists the wrapped keysets. Required.
+	Store Store
+
+	// KMS are the master-key clients, any registry.KMSClient (Tink's AWS,
+	// GCP and Vault clients, localkms, pkcs11kms, fakekms in tests). A
+	// master-key URI is served by the first one that supports it. Nothing is
+	// registered globally. At least one is required.
+	KMS []registry.KMSClient
+
+	// PlatformKEK is the URI of the master key that wraps the keysets of
+	// tenants that do not bring their own. It may be empty if every tenant
+	// is provisioned with ProvisionOptions.KEKURI.
+	PlatformKEK string
+
+	// CacheMaxAge is how long an unwrapped keyset stays cached (> 0).
+	CacheMaxAge time.Duration
+	// CacheMaxUses is how many operations one unwrapped keyset serves
+	// before it is read and unwrapped again (> 0).
+	CacheMaxUses uint64
+	// CacheMaxEntries bounds the cache (> 0); the entries closest to expiry
+	// are evicted first.
+	CacheMaxEntries int
+	// LoadTimeout bounds one Store read and unwrap (> 0). A load is shared
+	// by all callers waiting for it and so does not stop when one of them
+	// gives up; each caller still returns when its own context ends.
+	LoadTimeout time.Duration
+	// RefreshInterval is the shortest interval between two re-reads of a
+	// data keyset prompted by a ciphertext under a key the cached keyset does
+	// not have (a rotation by another replica) (> 0). A re-read costs one
+	// Store query; the master key is called only if the version changed.
+	RefreshInterval time.Duration
+
+	// Logger receives rotation, re-wrap and shred events and master-key
+	// failures; nil discards. Logs never carry key material.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with the default cache limits and no Store,
+// KMS client or platform KEK.
+func DefaultConfig() Config {
+	return Config{
+		CacheMaxAge:     DefaultCacheMaxAge,
+		CacheMaxUses:    DefaultCacheMaxUses,
+		CacheMaxEntries: DefaultCacheMaxEntries,
+		LoadTimeout:     DefaultLoadTimeout,
+		RefreshInterval: DefaultRefreshInterval,
+	}
+}
+
+// Manager holds the per-tenant keysets: it provisions, caches, rotates,
+// re-wraps and shreds them, and seals and opens data for the tenant of a
+// context. It is safe for concurrent use. It never prints key material.
+type Manager struct {
+	store           Store
+	kms             []registry.KMSClient
+	platformKEK     string
+	maxAge          time.Duration
+	maxUses         uint64
+	maxEntries      int
+	loadTimeout     time.Duration
+	refreshInterval time.Duration
+	log             *slog.Logger
+
+	mu       sync.RWMutex
+	entries  map[cacheKey]*entry
+	inflight map[cacheKey]*flight
+	epoch    uint64 // incremented by every purge
+
+	hits, misses, loads, loadErrors, kekCalls, evictions atomic.Uint64
+}
+
+// New returns a Manager for cfg, or an error wrapping [ErrInvalidArgument]
+// (or [ErrUnsupportedKEK]) that names the field at fault.
+func New(cfg Config) (*Manager, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("keys: New: %w: "+format, append([]any{ErrInvalidArgument}, args...)...)
+	}
+	switch {
+	case cfg.Store == nil:
+		return nil, bad("Config.Store is nil")
+	case len(cfg.KMS) == 0:
+		return nil, bad("Config.KMS is empty: give at least one KMS client")
+	case cfg.CacheMaxAge <= 0:
+		return nil, bad("Config.CacheMaxAge must be > 0 (start from DefaultConfig)")
+	case cfg.CacheMaxUses == 0:
+		return nil, bad("Config.CacheMaxUses must be > 0 (start from DefaultConfig)")
+	case cfg.CacheMaxEntries <= 0:
+		return nil, bad("Config.CacheMaxEntries must be > 0 (start from DefaultConfig)")
+	case cfg.LoadTimeout <= 0:
+		return nil, bad("Config.LoadTimeout must be > 0 (start from DefaultConfig)")
+	case cfg.RefreshInterval <= 0:
+		return nil, bad("Config.RefreshInterval must be > 0 (start from DefaultConfig)")
+	}
+	for i, c := range cfg.KMS {
+		if c == nil {
+			return nil, bad("Config.KMS[%d] is nil", i)
+		}
+	}
+	m := &Manager{
+		store:           cfg.Store,
+		kms:             append([]registry.KMSClient(nil), cfg.KMS...),
+		platformKEK:     cfg.PlatformKEK,
+		maxAge:          cfg.CacheMaxAge,
+		maxUses:         cfg.CacheMaxUses,
+		maxEntries:      cfg.CacheMaxEntries,
+		loadTimeout:     cfg.LoadTimeout,
+		refreshInterval: cfg.RefreshInterval,
+		log:             cfg.Logger,
+		entries:         make(map[cacheKey]*entry),
+		inflight:        make(map[cacheKey]*flight),
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PlatformKEK != "" {
+		if err := m.checkKEK("New", "Config.PlatformKEK", cfg.PlatformKEK); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// String implements fmt.Stringer. It prints no key material.
+func (m *Manager) String() string {
+	s := m.Stats()
+	return fmt.Sprintf("keys.Manager{platformKEK=%s cached=%d}", DisplayURI(m.platformKEK), s.Entries)
+}
+
+// GoString implements fmt.GoStringer, so %#v prints no key material either.
+func (m *Manager) GoString() string { return m.String() }
+
+// LogValue implements slog.LogValuer. It logs no key material.
+func (m *Manager) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("platform_kek", DisplayURI(m.platformKEK)), slog.Int("cached", m.Stats().Entries))
+}
+
+func checkTenant(op string, id tenant.ID) error {
+	if id.IsZero() {
+		return fmt.Errorf("keys: %s: %w: tenant ID is zero", op, ErrInvalidArgument)
+	}
+	return nil
+}
+
+func checkPurpose(op string, p Purpose) error {
+	if !p.Valid() {
+		return fmt.Errorf("keys: %s: %w: purpose %q is not one of data, blob, audit", op, ErrInvalidArgument, string(p))
+	}
+	return nil
+}
+
+// ProvisionOptions are the options of [Manager.Provision].
+type ProvisionOptions struct {
+	// KEKURI names the tenant's own master key (customer-managed
+	// encryption, kms_key_arn in a provisioning request). Its keysets are
+	// then wrapped by this key only, and Shred destroys it where the KMS
+	// client can. Empty means Config.PlatformKEK.
+	KEKURI string
+}
+
+// Provision generates the tenant's three keysets (data, blob, audit), wraps
+// each with the master key and writes all three in one Store transaction:
+// all or none. It is idempotent: for a tenant that already has keysets
+// wrapped by the requested kind of master key it does nothing and returns
+// nil; if they are wrapped by another key it returns an error wrapping
+// [ErrExists]. A shredded tenant cannot be provisioned again
+// ([ErrKeyDestroyed]).
+func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOptions) error {
+	if err := checkTenant("Provision", id); err != nil {
+		return err
+	}
+	uri, field := opts.KEKURI, "ProvisionOptions.KEKURI"
+	if uri == "" {
+		if m.platformKEK == "" {
+			return fmt.Errorf("keys: Provision: %w: no master key: ProvisionOptions.KEKURI and Config.PlatformKEK are both empty", ErrInvalidArgument)
+		}
+		uri, field = m.platformKEK, "Config.PlatformKEK"
+	}
+	if err := m.checkKEK("Provision", field, uri); err != nil {
+		return err
+	}
+	own := uri != m.platformKEK
+
+	sets := make([]WrappedKeyset, 0, 3)
+	for _, p := range Purposes() {
+		h, err := keyset.NewHandle(p.template())
+		if err != nil {
+			return fmt.Errorf("keys: Provision: generate %s keyset: %w", p, err)
+		}
+		wrapped, err := m.wrap(h, id, p, uri)
+		if err != nil {
+			return err // nothing written yet
+		}
+		sets = append(sets, WrappedKeyset{Tenant: id, Purpose: p, KEKURI: uri, TenantKEK: own, Wrapped: wrapped})
+	}
+	err := m.store.Put(ctx, sets...)
+	if errors.Is(err, ErrConflict) {
+		w, gerr := m.store.Get(ctx, id, PurposeData)
+		if gerr != nil {
+			return fmt.Errorf("keys: Provision tenant %s: %w", id, gerr)
+		}
+		if (opts.KEKURI == "" && !w.TenantKEK) || w.KEKURI == opts.KEKURI {
+			return nil // already provisioned as asked
+		}
+		return fmt.Errorf("keys: Provision tenant %s: %w, wrapped by master key %s", id, ErrExists, DisplayURI(w.KEKURI))
+	}
+	if err != nil {
+		return fmt.Errorf("keys: Provision tenant %s: %w", id, err)
+	}
+	m.log.InfoContext(ctx, "keys: provisioned tenant keysets", "tenant_id", id.String(), "kek", DisplayURI(uri), "tenant_kek", own)
+	return nil
+}
+
+// Seal encrypts plaintext for the tenant of ctx with its data keyset,
+// binding the tenant and b as associated data. Without a tenant in ctx it
+// returns an error wrapping [tenant.ErrNoTenant].
+//
+// The result is Tink's AES-256-GCM ciphertext: a 5-byte key prefix, a
+// random 12-byte nonce, the encrypted plaintext and a 16-byte tag (33 bytes
+// more than the plaintext).
+func (m *Manager) Seal(ctx context.Context, plaintext []byte, b Binding) ([]byte, error) {
+	id, err := tenant.Require(ctx, "keys: Seal")
+	if err != nil {
+		return nil, err
+	}
+	if err := b.validate("Seal"); err != nil {
+		return nil, err
+	}
+	e, err := m.get(ctx, id, PurposeData)
+	if err != nil {
+		return nil, err
+	}
+	ct, err := e.aead.Encrypt(plaintext, dataAD(nil, id, b))
+	if err != nil {
+		return nil, fmt.Errorf("keys: Seal: %w", err)
+	}
+	return ct, nil
+}
+
+// Open decrypts a ciphertext made by [Manager.Seal] for the tenant of ctx
+// and the same Binding. Every ciphertext that does not open (another
+// tenant's, another binding's, tampered with, truncated, extended) gives
+// [ErrDecrypt], and nothing more specific. Errors about the keys themselves
+// are distinct: [ErrKeyDestroyed] after a shred, [ErrNoKeys],
+// [ErrUnwrap] naming the master key when it is unavailable, and
+// [tenant.ErrNoTenant].
+func (m *Manager) Open(ctx context.Context, ciphertext []byte, b Binding) ([]byte, error) {
+	id, err := tenant.Require(ctx, "keys: Open")
+	if err != nil {
+		return nil, err
+	}
+	if err := b.validate("Open"); err != nil {
+		return nil, err
+	}
+	e, err := m.get(ctx, id, PurposeData)
+	if err != nil {
+		return nil, err
+	}
+	ad := dataAD(nil, id, b)
+	pt, err := e.aead.Decrypt(ciphertext, ad)
+	if err == nil {
+		return pt, nil
+	}
+	if e2 := m.refresh(ctx, e, ciphertext); e2 != nil {
+		if pt, err := e2.aead.Decrypt(ciphertext, ad); err == nil {
+			return pt, nil
+		}
+	}
+	return nil, ErrDecrypt
+}
+
+// refresh handles a ciphertext whose Tink key prefix names a key the cached
+// keyset e does not hold, as happens after another replica rotated the
+// keyset. At most once per RefreshInterval per entry it reads the Store;
+// only if the version changed does it drop e and load the new keyset (one
+// master-key call). It returns the new entry, or nil.
+func (m *Manager) refresh(ctx context.Context, e *entry, ct []byte) *entry {
+	const tinkPrefix = 0x01
+	if len(ct) < 5 || ct[0] != tinkPrefix || e.hasKey(binary.BigEndian.Uint32(ct[1:5])) {
+		return nil
+	}
+	now := time.Now().UnixNano()
+	last := e.lastCheck.Load()
+	if now-last < int64(m.refreshInterval) || !e.lastCheck.CompareAndSwap(last, now) {
+		return nil
+	}
+	w, err := m.store.Get(ctx, e.tenant, e.purpose)
+	if err != nil || w.Version == e.version {
+		return nil
+	}
+	m.invalidate(e)
+	e2, err := m.get(ctx, e.tenant, e.purpose)
+	if err != nil {
+		return nil
+	}
+	return e2
+}
+
+// StreamingAEAD returns the blob streaming AEAD of the tenant of ctx. It is
+// bound to that tenant: the associated data given to it is prefixed with the
+// tenant. Get one per object rather than keeping it: the call is cheap
+// (cached), and a kept one would outlive a shred or a rotation.
+func (m *Manager) StreamingAEAD(ctx context.Context) (*StreamingAEAD, error) {
+	id, err := tenant.Require(ctx, "keys: StreamingAEAD")
+	if err != nil {
+		return nil, err
+	}
+	e, err := m.get(ctx, id, PurposeBlob)
+	if err != nil {
+		return nil, err
+	}
+	return &StreamingAEAD{tenant: id, s: e.stream}, nil
+}
+
+// MAC returns the audit MAC of the tenant of ctx, bound to that tenant.
+// Get one per batch of entries rather than keeping it, for the same
+// reasons as [Manager.StreamingAEAD].
+func (m *Manager) MAC(ctx context.Context) (*MAC, error) {
+	id, err := tenant.Require(ctx, "keys: MAC")
+	if err != nil {
+		return nil, err
+	}
+	e, err := m.get(ctx, id, PurposeAudit)
+	if err != nil {
+		return nil, err
+	}
+	return &MAC{tenant: id, m: e.mac}, nil
+}
+
+// maxCASAttempts bounds the retries of a compare-and-swap write that loses
+// a race.
+const maxCASAttempts = 3
+
+// Rotate adds a fresh key to the tenant's keyset of purpose p and makes it
+// the primary: new seals (tags, streams) use it, and everything made with
+// the older keys still opens. The keyset stays wrapped by the master key
+// that wrapped it. This Manager's cache is purged; other replicas pick the
+// new key up when their cache entry expires (data ciphertexts under a key
+// they do not know yet make them re-read the keyset early; see
+// Config.RefreshInterval).
+func (m *Manager) Rotate(ctx context.Context, id tenant.ID, p Purpose) error {
+	if err := checkTenant("Rotate", id); err != nil {
+		return err
+	}
+	if err := checkPurpose("Rotate", p); err != nil {
+		return err
+	}
+	var err error
+	for range maxCASAttempts {
+		if err = m.rotateOnce(ctx, id, p); !errors.Is(err, ErrConflict) {
+			break
+		}
+	}
+	m.Purge(id)
+	if err != nil {
+		return fmt.Errorf("keys: Rotate %s keyset of tenant %s: %w", p, id, err)
+	}
+	m.log.InfoContext(ctx, "keys: rotated tenant keyset", "tenant_id", id.String(), "purpose", string(p))
+	return nil
+}
+
+func (m *Manager) rotateOnce(ctx context.Context, id tenant.ID, p Purpose) error {
+	w, err := m.store.Get(ctx, id, p)
+	if err != nil {
+		return err
+	}
+	h, err := m.unwrap(w)
+	if err != nil {
+		return err
+	}
+	km := keyset.NewManagerFromHandle(h)
+	kid, err := km.Add(p.template())
+	if err != nil {
+		return err
+	}
+	if err := km.SetPrimary(kid); err != nil {
+		return err
+	}
+	if h, err = km.Handle(); err != nil {
+		return err
+	}
+	if w.Wrapped, err = m.wrap(h, id, p, w.KEKURI); err != nil {
+		return err
+	}
+	return m.store.Put(ctx, w)
+}
+
+// RewrapResult reports a [Manager.Rewrap].
+type RewrapResult struct {
+	Rewrapped int // keysets now wrapped by the new master key
+	Failed    int // keysets left on the old master key (see the error)
+}
+
+// rewrapBatch is the number of keysets listed per Store call by Rewrap.
+const rewrapBatch = 100
+
+// Rewrap re-wraps every keyset wrapped by the master key from with the
+// master key to, one keyset at a time: the keysets themselves (and so all
+// data, blobs and tags) are unchanged. Each keyset records its master key,
+// so an interrupted Rewrap is resumed by running it again: keysets already
+// on to are not listed. It continues past a keyset that fails and returns
+// the failures joined. Run it with the old master key still available, then
+// retire the old key once a run reports Failed == 0.
+//
+// Keysets of tenants with their own master key (customer-managed) are
+// wrapped by that key, not by from, and so are left alone, unless from is
+// that key (the customer rotating theirs).
+func (m *Manager) Rewrap(ctx context.Context, from, to string) (RewrapResult, error) {
+	var res RewrapResult
+	if err := m.checkKEK("Rewrap", "from", from); err != nil {
+		return res, err
+	}
+	if err := m.checkKEK("Rewrap", "to", to); err != nil {
+		return res, err
+	}
+	if from == to {
+		return res, fmt.Errorf("keys: Rewrap: %w: from and to are the same master key", ErrInvalidArgument)
+	}
+	var errs []error
+	opts := ListOptions{KEKURI: from, Limit: rewrapBatch}
+	for {
+		if err := ctx.Err(); err != nil {
+			return res, errors.Join(append(errs, fmt.Errorf("keys: Rewrap interrupted: %w", err))...)
+		}
+		batch, err := m.store.List(ctx, opts)
+		if err != nil {
+			return res, errors.Join(append(errs, fmt.Errorf("keys: Rewrap: list keysets: %w", err))...)
+		}
+		for _, w := range batch {
+			if err := ctx.Err(); err != nil {
+				return res, errors.Join(append(errs, fmt.Errorf("keys: Rewrap interrupted: %w", err))...)
+			}
+			opts.AfterTenant, opts.AfterPurpose = w.Tenant, w.Purpose
+			if err := m.rewrapOne(ctx, w, to); err != nil {
+				res.Failed++
+				errs = append(errs, fmt.Errorf("keys: Rewrap %s keyset of tenant %s: %w", w.Purpose, w.Tenant, err))
+				m.log.WarnContext(ctx, "keys: re-wrap failed", "tenant_id", w.Tenant.String(), "purpose", string(w.Purpose), "error", err)
+				continue
+			}
+			res.Rewrapped++
+		}
+		if len(batch) < opts.Limit {
+			break
+		}
+	}
+	m.log.InfoContext(ctx, "keys: re-wrap done", "from", DisplayURI(from), "to", DisplayURI(to), "rewrapped", res.Rewrapped, "failed", res.Failed)
+	return res, errors.Join(errs...)
+}
+
+func (m *Manager) rewrapOne(ctx context.Context, w WrappedKeyset, to string) error {
+	from := w.KEKURI
+	for range maxCASAttempts {
+		h, err := m.unwrap(w)
+		if err != nil {
+			return err
+		}
+		nw := w
+		nw.KEKURI = to
+		nw.TenantKEK = w.TenantKEK && to != m.platformKEK
+		if nw.Wrapped, err = m.wrap(h, w.Tenant, w.Purpose, to); err != nil {
+			return err
+		}
+		err = m.store.Put(ctx, nw)
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+		// Rotated (or re-wrapped by a concurrent run) since listed.
+		if w, err = m.store.Get(ctx, w.Tenant, w.Purpose); err != nil {
+			return err
+		}
+		if w.KEKURI != from {
+			return nil // someone else moved it
+		}
+	}
+	return ErrConflict
+}
+
+// ShredResult reports a [Manager.Shred].
+type ShredResult struct {
+	// Tombstone is the record the Store keeps of the destroyed keys.
+	Tombstone Tombstone
+	// DestroyedKEKs are the tenant's own master keys destroyed in their KMS.
+	DestroyedKEKs []string
+	// RetainedKEKs are the tenant's own master keys that were not
+	// destroyed: the KMS client has no DestroyKey, or the key also wraps
+	// another tenant's keysets or is the platform key. The tenant's data is
+	// unreadable regardless (its keysets are gone); destroy these keys in
+	// their KMS if they should go too.
+	RetainedKEKs []string
+}
+
+// Shred crypto-shreds the tenant: its wrapped keysets are deleted and a
+// tombstone is recorded, in one Store transaction; this Manager's cache is
+// purged; then the tenant's own master keys (customer-managed) are
+// destroyed where the KMS client implements [KeyDestroyer]. Afterwards every
+// ciphertext of the tenant, including copies made before, fails with
+// [ErrKeyDestroyed].
+//
+// Other replicas stop serving the tenant when their cache entries expire,
+// within Config.CacheMaxAge. Shred is idempotent: run it again to retry a
+// master-key destruction that failed.
+func (m *Manager) Shred(ctx context.Context, id tenant.ID) (ShredResult, error) {
+	var res ShredResult
+	if err := checkTenant("Shred", id); err != nil {
+		return res, err
+	}
+	tomb, err := m.store.Delete(ctx, id)
+	m.Purge(id)
+	if err != nil {
+		return res, fmt.Errorf("keys: Shred tenant %s: %w", id, err)
+	}
+	res.Tombstone = tomb
+	var errs []error
+	for _, uri := range tomb.TenantKEKs {
+		destroyed, err := m.destroyKEK(ctx, id, uri)
+		switch {
+		case err != nil:
+			res.RetainedKEKs = append(res.RetainedKEKs, uri)
+			errs = append(errs, fmt.Errorf("keys: Shred tenant %s: destroy master key %s: %w", id, DisplayURI(uri), err))
+		case destroyed:
+			res.DestroyedKEKs = append(res.DestroyedKEKs, uri)
+		default:
+			res.RetainedKEKs = append(res.RetainedKEKs, uri)
+		}
+	}
+	m.log.InfoContext(ctx, "keys: shredded tenant keys", "tenant_id", id.String(),
+		"destroyed_keks", len(res.DestroyedKEKs), "retained_keks", len(res.RetainedKEKs))
+	return res, errors.Join(errs...)
+}
+
+// destroyKEK destroys the tenant's own master key uri if that is safe and
+// the client can. It reports whether the key was destroyed.
+func (m *Manager) destroyKEK(ctx context.Context, id tenant.ID, uri string) (bool, error) {
+	if uri == m.platformKEK {
+		m.log.WarnContext(ctx, "keys: not destroying the platform master key", "tenant_id", id.String(), "kek", DisplayURI(uri))
+		return false, nil
+	}
+	others, err := m.store.List(ctx, ListOptions{KEKURI: uri, Limit: 1})
+	if err != nil {
+		return false, err
+	}
+	if len(others) > 0 {
+		m.log.WarnContext(ctx, "keys: not destroying a master key that wraps another tenant's keysets", "tenant_id", id.String(), "kek", DisplayURI(uri))
+		return false, nil
+	}
+	d, ok := m.client(uri).(KeyDestroyer)
+	if !ok {
+		m.log.WarnContext(ctx, "keys: the KMS client cannot destroy the tenant's master key; destroy it in the KMS", "tenant_id", id.String(), "kek", DisplayURI(uri))
+		return false, nil
+	}
+	if err := protect(func() error { return d.DestroyKey(ctx, uri) }); err != nil {
+		return false, err
+	}
+	return true, nil
+}
