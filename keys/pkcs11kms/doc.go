@@ -1,0 +1,90 @@
+// Package pkcs11kms provides master keys (KEKs) held in a hardware
+// security module over PKCS#11, as a Tink [registry.KMSClient].
+//
+// A [Client] hands out AEADs ([tink.AEAD]) whose Encrypt and Decrypt run
+// AES-256-GCM inside the token: the key never leaves it. They wrap tenant
+// keysets (keyset.Handle.WriteWithAssociatedData, aead.NewKMSEnvelopeAEAD2)
+// exactly as Tink's AWS, GCP and Vault clients do, and are selected the same
+// way, by key URI. [Client.GenerateKey] creates a key in the token and
+// [Client.DestroyKey] destroys it (crypto-shredding a tenant's own KEK).
+//
+// The package uses github.com/ThalesGroup/crypto11 and therefore cgo: build
+// with CGO_ENABLED=1 and a C toolchain. Tests run against SoftHSM2 (Debian
+// package softhsm2; see internal/softhsmtest).
+//
+// # URIs
+//
+// Keys are named by RFC 7512 PKCS#11 URIs, for example
+//
+//	pkcs11:token=tenancy;object=master-kek?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=env:TENANCY_HSM_PIN
+//
+// The subset accepted, parsed strictly by [ParseKeyURI]:
+//
+//	key-uri     = "pkcs11:" path "?" query          ; lower-case scheme, no fragment
+//	path        = path-attr *( ";" path-attr )      ; any order, none twice
+//	path-attr   = "token=" value                    ; required: the token label, at most 32 bytes
+//	            / "object=" value                   ; required: the key's CKA_LABEL, at most 128 bytes
+//	            / "type=secret-key"                 ; optional
+//	query       = query-attr *( "&" query-attr )    ; any order, none twice
+//	query-attr  = "module-path=" value              ; required: clean absolute path of the module
+//	            / "pin-source=" pin-source          ; required
+//	pin-source  = "env:" NAME                       ; PIN from environment variable NAME ([A-Za-z_][A-Za-z0-9_]*)
+//	            / "file:" PATH                      ; PIN from a regular file of at most 1 KiB (clean absolute path)
+//
+// Values are percent-decoded; characters outside RFC 7512's pk11-pchar (in
+// the path) or pk11-qchar (in the query) must be percent-encoded, and
+// decoded values must be UTF-8 without control characters. A PIN read from
+// its source is trimmed of leading and trailing white space.
+//
+// Everything else is rejected with an error naming the attribute: unknown
+// attributes, RFC 7512 attributes this package does not use (id, serial,
+// slot-id, module-name, ...), and pin-value, because a PIN written in a
+// URI ends up in configuration files, process listings and logs.
+//
+// [NewClient] takes a URI prefix, as Tink's KMS clients do;
+// [Client.Supported] is a plain prefix match on the URI text.
+//
+// One crypto11 Context (session pool and login) is kept per (module-path,
+// token) in the process, shared by every Client that names that token and
+// closed when the last of them is closed. A second URI naming an open token
+// must bring the same PIN.
+//
+// # Errors
+//
+// Errors match the sentinels of this package with [errors.Is]:
+// [ErrInvalidURI] (a [*URIError] naming the attribute), [ErrUnsupportedURI],
+// [ErrModuleNotAllowed], [ErrPIN] (source unreadable, or the token refused
+// the PIN), [ErrTokenNotFound], [ErrKeyNotFound] (also when the key is
+// destroyed while an AEAD uses it), [ErrKeyExists], [ErrDecrypt] (one vague
+// error for every authentication failure), [ErrHSM] (any other failure of
+// the module) and [ErrClosed]. Context-taking calls return the context's
+// error when it ends first.
+//
+// crypto11 panics on some module errors, and a module may misbehave: every
+// call into crypto11 recovers panics and reports them as [ErrHSM]. A token
+// that disappears (removed, deleted, or the module failing) makes
+// operations fail with errors; after errors that say the token or session
+// is gone, the next [Client.GetAEAD] opens the token afresh. Waiting for a
+// free PKCS#11 session is bounded (10 s); a PKCS#11 call itself cannot be
+// interrupted, but the WithContext methods of the AEAD return when their
+// context ends.
+//
+// # Security
+//
+//   - No PIN is ever accepted in a URI, kept in a Client beyond opening the
+//     token (only a salted digest, to compare PINs), or put in an error.
+//     Error messages quote URI attributes escaped and truncated.
+//   - Keys made by GenerateKey are token objects, sensitive,
+//     non-extractable and private, usable only to encrypt and decrypt;
+//     GenerateKey verifies this after creation. GetAEAD accepts only an
+//     AES-256 key.
+//   - Each Encrypt draws a fresh random 96-bit nonce. With random nonces,
+//     NIST SP 800-38D limits one key to 2^32 encryptions; a KEK that wraps
+//     keysets is used orders of magnitude less, but it is not a data key.
+//   - module-path names native code that is loaded into the process. When
+//     URIs can come from outside the operator's configuration (a tenant's
+//     customer-managed key), confine them with [WithModulePaths] and a
+//     prefix that pins the token, and validate the URI before use.
+//   - DestroyKey removes the key from the token; copies in HSM backups are
+//     outside this package's reach.
+package pkcs11kms

@@ -1,0 +1,268 @@
+package pkcs11kms
+
+import (
+	"path/filepath"
+	"strings"
+	"unicode/utf8"
+)
+
+// Scheme is the URI scheme of PKCS#11 key URIs (RFC 7512), including the
+// colon.
+const Scheme = "pkcs11:"
+
+const (
+	maxURILen      = 4096
+	maxTokenLen    = 32 // CK_TOKEN_INFO.label is 32 bytes
+	maxObjectLen   = 128
+	maxPathLen     = 1024
+	maxPINFileSize = 1024
+)
+
+// KeyURI is a parsed key URI. Make one with [ParseKeyURI]; its fields are
+// percent-decoded.
+type KeyURI struct {
+	// Token is the label of the token holding the key.
+	Token string
+	// Object is the label (CKA_LABEL) of the AES key in that token.
+	Object string
+	// ModulePath is the absolute path of the PKCS#11 module to load.
+	ModulePath string
+	// PINSource says where the user PIN is read from: "env:NAME" or
+	// "file:/absolute/path". It is a reference, never the PIN.
+	PINSource string
+}
+
+// ParseKeyURI parses a key URI strictly; see the package documentation for
+// the grammar. Errors are [*URIError]s, matching [ErrInvalidURI], and do not
+// quote the URI.
+func ParseKeyURI(s string) (*KeyURI, error) {
+	if len(s) > maxURILen {
+		return nil, &URIError{Reason: "longer than 4096 bytes"}
+	}
+	if !strings.HasPrefix(s, Scheme) {
+		return nil, &URIError{Reason: `scheme must be "pkcs11:" (lower case)`}
+	}
+	rest := s[len(Scheme):]
+	if strings.ContainsRune(rest, '#') {
+		return nil, &URIError{Reason: "a fragment ('#') is not allowed"}
+	}
+	path, query, hasQuery := strings.Cut(rest, "?")
+
+	var k KeyURI
+	seen := map[string]bool{}
+	if path == "" {
+		return nil, &URIError{Reason: "empty path: token and object are required"}
+	}
+	for _, pattr := range strings.Split(path, ";") {
+		name, val, err := splitAttr(pattr, "path", isPChar)
+		if err != nil {
+			return nil, err
+		}
+		if seen[name] {
+			return nil, &URIError{Attr: name, Reason: "given more than once"}
+		}
+		seen[name] = true
+		switch name {
+		case "token":
+			k.Token = val
+		case "object":
+			k.Object = val
+		case "type":
+			if val != "secret-key" {
+				return nil, &URIError{Attr: name, Reason: `must be "secret-key" if given`}
+			}
+		case "id", "manufacturer", "model", "serial", "library-manufacturer",
+			"library-description", "library-version", "slot-description",
+			"slot-manufacturer", "slot-id":
+			return nil, &URIError{Attr: name, Reason: "not supported: name the key by token and object only"}
+		default:
+			return nil, &URIError{Attr: name, Reason: "unknown path attribute"}
+		}
+	}
+	if hasQuery {
+		if query == "" {
+			return nil, &URIError{Reason: "empty query after '?'"}
+		}
+		for _, qattr := range strings.Split(query, "&") {
+			name, val, err := splitAttr(qattr, "query", isQChar)
+			if err != nil {
+				return nil, err
+			}
+			if seen[name] {
+				return nil, &URIError{Attr: name, Reason: "given more than once"}
+			}
+			seen[name] = true
+			switch name {
+			case "module-path":
+				k.ModulePath = val
+			case "pin-source":
+				k.PINSource = val
+			case "pin-value":
+				return nil, &URIError{Attr: name, Reason: "refused: a PIN must not be written in a URI, which ends up in configs and logs; use pin-source=env:NAME or pin-source=file:/path"}
+			case "module-name":
+				return nil, &URIError{Attr: name, Reason: "not supported: give the absolute module-path"}
+			default:
+				return nil, &URIError{Attr: name, Reason: "unknown query attribute"}
+			}
+		}
+	}
+	if err := k.validate(); err != nil {
+		return nil, err
+	}
+	return &k, nil
+}
+
+func (k *KeyURI) validate() error {
+	for _, f := range []struct {
+		name, val string
+		max       int
+	}{
+		{"token", k.Token, maxTokenLen},
+		{"object", k.Object, maxObjectLen},
+		{"module-path", k.ModulePath, maxPathLen},
+		{"pin-source", k.PINSource, maxPathLen},
+	} {
+		if f.val == "" {
+			return &URIError{Attr: f.name, Reason: "missing (required)"}
+		}
+		if len(f.val) > f.max {
+			return &URIError{Attr: f.name, Reason: "too long"}
+		}
+		if !utf8.ValidString(f.val) {
+			return &URIError{Attr: f.name, Reason: "not valid UTF-8"}
+		}
+		for _, r := range f.val {
+			if r < 0x20 || r == 0x7f {
+				return &URIError{Attr: f.name, Reason: "contains a control character"}
+			}
+		}
+	}
+	if !cleanAbs(k.ModulePath) {
+		return &URIError{Attr: "module-path", Reason: "must be a clean absolute path"}
+	}
+	switch src, arg, _ := strings.Cut(k.PINSource, ":"); src {
+	case "env":
+		if !isEnvName(arg) {
+			return &URIError{Attr: "pin-source", Reason: "env: must be followed by an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"}
+		}
+	case "file":
+		if !cleanAbs(arg) {
+			return &URIError{Attr: "pin-source", Reason: "file: must be followed by a clean absolute path"}
+		}
+	default:
+		return &URIError{Attr: "pin-source", Reason: "must be env:NAME or file:/absolute/path"}
+	}
+	return nil
+}
+
+// String returns the URI in canonical form: token, object, module-path,
+// pin-source, in that order, percent-encoded. It contains no PIN (a KeyURI
+// cannot hold one).
+func (k *KeyURI) String() string {
+	return Scheme + "token=" + escape(k.Token, false) + ";object=" + escape(k.Object, false) +
+		"?module-path=" + escape(k.ModulePath, true) + "&pin-source=" + escape(k.PINSource, true)
+}
+
+// splitAttr splits one name=value attribute and percent-decodes its value;
+// raw characters of the value must satisfy allowed.
+func splitAttr(attr, part string, allowed func(byte) bool) (name, val string, err error) {
+	if attr == "" {
+		return "", "", &URIError{Reason: "empty " + part + " attribute (stray separator)"}
+	}
+	name, raw, ok := strings.Cut(attr, "=")
+	if !ok {
+		return "", "", &URIError{Attr: name, Reason: "has no '=' value"}
+	}
+	if name == "" {
+		return "", "", &URIError{Reason: "attribute with an empty name in the " + part}
+	}
+	val, err = unescape(name, raw, allowed)
+	return name, val, err
+}
+
+func unescape(name, raw string, allowed func(byte) bool) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c == '%':
+			if i+2 >= len(raw) {
+				return "", &URIError{Attr: name, Reason: "truncated percent-encoding"}
+			}
+			hi, ok1 := unhex(raw[i+1])
+			lo, ok2 := unhex(raw[i+2])
+			if !ok1 || !ok2 {
+				return "", &URIError{Attr: name, Reason: "invalid percent-encoding"}
+			}
+			b.WriteByte(hi<<4 | lo)
+			i += 2
+		case allowed(c):
+			b.WriteByte(c)
+		default:
+			return "", &URIError{Attr: name, Reason: "character " + quote(string(rune(c))) + " must be percent-encoded"}
+		}
+	}
+	return b.String(), nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+// isPChar: RFC 7512 pk11-pchar, less pct-encoded.
+func isPChar(c byte) bool {
+	return isUnreserved(c) || strings.IndexByte(":[]@!$'()*+,=", c) >= 0
+}
+
+// isQChar: RFC 7512 pk11-qchar, less pct-encoded.
+func isQChar(c byte) bool {
+	return isUnreserved(c) || strings.IndexByte(":[]@!$'()*+,=/?|", c) >= 0
+}
+
+func isEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || i > 0 && '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func cleanAbs(p string) bool {
+	return filepath.IsAbs(p) && filepath.Clean(p) == p
+}
+
+// escape percent-encodes everything but unreserved characters, and, in a
+// query value, '/' and ':'.
+func escape(s string, query bool) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if isUnreserved(c) || query && (c == '/' || c == ':') {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}

@@ -1,0 +1,192 @@
+package pkcs11kms_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/rtmx-ai/tenancy/keys/pkcs11kms"
+)
+
+const (
+	mod = "/usr/lib/softhsm/libsofthsm2.so"
+	q   = "?module-path=" + mod + "&pin-source=env:TENANCY_HSM_PIN"
+)
+
+func TestParseKeyURI(t *testing.T) {
+	for _, tc := range []struct {
+		uri  string
+		want pkcs11kms.KeyURI
+	}{
+		{"pkcs11:token=tenancy;object=master-kek" + q,
+			pkcs11kms.KeyURI{Token: "tenancy", Object: "master-kek", ModulePath: mod, PINSource: "env:TENANCY_HSM_PIN"}},
+		// order is free, type=secret-key allowed
+		{"pkcs11:object=k;type=secret-key;token=t?pin-source=file:/run/secrets/hsm-pin&module-path=" + mod,
+			pkcs11kms.KeyURI{Token: "t", Object: "k", ModulePath: mod, PINSource: "file:/run/secrets/hsm-pin"}},
+		// percent-encoding, upper and lower case hex
+		{"pkcs11:token=my%20token;object=a%2fb%3Bc%3d%25" + q,
+			pkcs11kms.KeyURI{Token: "my token", Object: "a/b;c=%", ModulePath: mod, PINSource: "env:TENANCY_HSM_PIN"}},
+		// reserved characters allowed unencoded in the path
+		{"pkcs11:token=a:b@c!$'()*+,=;object=x[1]" + q,
+			pkcs11kms.KeyURI{Token: "a:b@c!$'()*+,=", Object: "x[1]", ModulePath: mod, PINSource: "env:TENANCY_HSM_PIN"}},
+		// UTF-8 labels
+		{"pkcs11:token=%C3%A9t%C3%A9;object=k" + q,
+			pkcs11kms.KeyURI{Token: "été", Object: "k", ModulePath: mod, PINSource: "env:TENANCY_HSM_PIN"}},
+		// '+' is not a space in RFC 7512
+		{"pkcs11:token=a+b;object=k" + q,
+			pkcs11kms.KeyURI{Token: "a+b", Object: "k", ModulePath: mod, PINSource: "env:TENANCY_HSM_PIN"}},
+		// 32-byte token label is the maximum
+		{"pkcs11:token=" + strings.Repeat("x", 32) + ";object=k" + q,
+			pkcs11kms.KeyURI{Token: strings.Repeat("x", 32), Object: "k", ModulePath: mod, PINSource: "env:TENANCY_HSM_PIN"}},
+	} {
+		got, err := pkcs11kms.ParseKeyURI(tc.uri)
+		if err != nil {
+			t.Errorf("ParseKeyURI(%q): %v", tc.uri, err)
+			continue
+		}
+		if *got != tc.want {
+			t.Errorf("ParseKeyURI(%q) = %+v, want %+v", tc.uri, *got, tc.want)
+		}
+		again, err := pkcs11kms.ParseKeyURI(got.String())
+		if err != nil || *again != *got {
+			t.Errorf("String() %q does not parse back: %+v, %v", got.String(), again, err)
+		}
+	}
+}
+
+func TestParseKeyURIRejects(t *testing.T) {
+	const pin = "s3cr3t-1234"
+	for _, tc := range []struct {
+		name, uri string
+		attr      string // attribute the error must name ("" = none)
+		says      string // text the message must contain
+	}{
+		{"empty", "", "", "scheme"},
+		{"wrong scheme", "pkcs12:token=t;object=k" + q, "", "scheme"},
+		{"upper-case scheme", "PKCS11:token=t;object=k" + q, "", "scheme"},
+		{"scheme with slashes", "pkcs11://token=t;object=k" + q, "//token", "unknown"},
+		{"local scheme", "local:///etc/kek" + q, "", "scheme"},
+		{"empty path", "pkcs11:" + q, "", "token and object"},
+		{"scheme only", "pkcs11:", "", "token and object"},
+		{"missing token", "pkcs11:object=k" + q, "token", "missing"},
+		{"missing object", "pkcs11:token=t" + q, "object", "missing"},
+		{"empty token", "pkcs11:token=;object=k" + q, "token", "missing"},
+		{"missing query", "pkcs11:token=t;object=k", "module-path", "missing"},
+		{"missing module-path", "pkcs11:token=t;object=k?pin-source=env:P", "module-path", "missing"},
+		{"missing pin-source", "pkcs11:token=t;object=k?module-path=" + mod, "pin-source", "missing"},
+		{"empty query", "pkcs11:token=t;object=k?", "", "empty query"},
+		{"pin-value", "pkcs11:token=t;object=k?module-path=" + mod + "&pin-value=" + pin, "pin-value", "must not be written in a URI"},
+		{"pin-value and pin-source", "pkcs11:token=t;object=k" + q + "&pin-value=" + pin, "pin-value", "pin-source=env:NAME"},
+		{"pin-value in path", "pkcs11:token=t;object=k;pin-value=" + pin + q, "pin-value", "unknown"},
+		{"unknown path attr", "pkcs11:token=t;object=k;colour=red" + q, "colour", "unknown path attribute"},
+		{"unknown query attr", "pkcs11:token=t;object=k" + q + "&debug=1", "debug", "unknown query attribute"},
+		{"upper-case attr", "pkcs11:Token=t;object=k" + q, "Token", "unknown"},
+		{"id unsupported", "pkcs11:token=t;object=k;id=%01" + q, "id", "not supported"},
+		{"serial unsupported", "pkcs11:token=t;object=k;serial=1" + q, "serial", "not supported"},
+		{"module-name", "pkcs11:token=t;object=k?module-name=softhsm2&pin-source=env:P", "module-name", "module-path"},
+		{"type not secret-key", "pkcs11:token=t;object=k;type=private" + q, "type", "secret-key"},
+		{"duplicate token", "pkcs11:token=t;token=u;object=k" + q, "token", "more than once"},
+		{"duplicate pin-source", "pkcs11:token=t;object=k" + q + "&pin-source=env:OTHER", "pin-source", "more than once"},
+		{"no equals", "pkcs11:token;object=k" + q, "token", "no '='"},
+		{"empty name", "pkcs11:=t;object=k" + q, "", "empty name"},
+		{"trailing semicolon", "pkcs11:token=t;object=k;" + q, "", "stray separator"},
+		{"double ampersand", "pkcs11:token=t;object=k?module-path=" + mod + "&&pin-source=env:P", "", "stray separator"},
+		{"fragment", "pkcs11:token=t;object=k" + q + "#frag", "", "fragment"},
+		{"truncated percent", "pkcs11:token=t;object=k%4" + q, "object", "truncated"},
+		{"lone percent", "pkcs11:token=t%;object=k" + q, "token", "truncated"},
+		{"bad hex", "pkcs11:token=t;object=k%zz" + q, "object", "invalid percent"},
+		{"NUL", "pkcs11:token=t;object=k%00x" + q, "object", "control character"},
+		{"newline", "pkcs11:token=t;object=k%0Ainjected" + q, "object", "control character"},
+		{"DEL", "pkcs11:token=t;object=k%7F" + q, "object", "control character"},
+		{"invalid UTF-8", "pkcs11:token=t;object=%FF%FE" + q, "object", "UTF-8"},
+		{"raw space", "pkcs11:token=t;object=a b" + q, "object", "percent-encoded"},
+		{"raw slash in path", "pkcs11:token=t;object=a/b" + q, "object", "percent-encoded"},
+		{"raw question mark in path value", "pkcs11:token=t;object=k?x" + q, "", ""},
+		{"raw non-ASCII", "pkcs11:token=t;object=é" + q, "object", "percent-encoded"},
+		{"token too long", "pkcs11:token=" + strings.Repeat("x", 33) + ";object=k" + q, "token", "too long"},
+		{"object too long", "pkcs11:token=t;object=" + strings.Repeat("x", 129) + q, "object", "too long"},
+		{"huge", "pkcs11:token=t;object=" + strings.Repeat("x", 5000) + q, "", "4096"},
+		{"relative module", "pkcs11:token=t;object=k?module-path=libsofthsm2.so&pin-source=env:P", "module-path", "absolute"},
+		{"module with dot-dot", "pkcs11:token=t;object=k?module-path=/usr/lib/../lib/x.so&pin-source=env:P", "module-path", "clean absolute"},
+		{"module encoded dot-dot", "pkcs11:token=t;object=k?module-path=/usr/lib/%2E%2E/x.so&pin-source=env:P", "module-path", "clean absolute"},
+		{"pin-source plain", "pkcs11:token=t;object=k?module-path=" + mod + "&pin-source=" + pin, "pin-source", "env:NAME or file:"},
+		{"pin-source pipe", "pkcs11:token=t;object=k?module-path=" + mod + "&pin-source=|/bin/cat", "pin-source", "env:NAME or file:"},
+		{"pin-source https", "pkcs11:token=t;object=k?module-path=" + mod + "&pin-source=https://x/pin", "pin-source", "env:NAME or file:"},
+		{"pin-source bad env", "pkcs11:token=t;object=k?module-path=" + mod + "&pin-source=env:1X", "pin-source", "environment variable name"},
+		{"pin-source empty env", "pkcs11:token=t;object=k?module-path=" + mod + "&pin-source=env:", "pin-source", "environment variable name"},
+		{"pin-source env with =", "pkcs11:token=t;object=k?module-path=" + mod + "&pin-source=env:A=B", "pin-source", "environment variable name"},
+		{"pin-source relative file", "pkcs11:token=t;object=k?module-path=" + mod + "&pin-source=file:pin.txt", "pin-source", "absolute"},
+		{"pin-source file URL", "pkcs11:token=t;object=k?module-path=" + mod + "&pin-source=file:///etc/pin", "pin-source", "clean absolute"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k, err := pkcs11kms.ParseKeyURI(tc.uri)
+			if err == nil {
+				t.Fatalf("accepted: %+v", k)
+			}
+			if !errors.Is(err, pkcs11kms.ErrInvalidURI) {
+				t.Fatalf("error %v does not match ErrInvalidURI", err)
+			}
+			var ue *pkcs11kms.URIError
+			if !errors.As(err, &ue) {
+				t.Fatalf("error %T is not a *URIError", err)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "pkcs11kms: ") {
+				t.Errorf("message %q lacks the package prefix", msg)
+			}
+			if tc.attr != "" && ue.Attr != tc.attr {
+				t.Errorf("Attr = %q, want %q (%s)", ue.Attr, tc.attr, msg)
+			}
+			if !strings.Contains(msg, tc.says) {
+				t.Errorf("message %q does not say %q", msg, tc.says)
+			}
+			if strings.Contains(msg, pin) {
+				t.Errorf("message %q contains the PIN", msg)
+			}
+			if strings.ContainsAny(msg, "\n\x00") {
+				t.Errorf("message %q contains a control character", msg)
+			}
+		})
+	}
+}
+
+func TestURIErrorTruncatesHostileNames(t *testing.T) {
+	name := strings.Repeat("A", 1000) + "\nFAKE LOG LINE"
+	_, err := pkcs11kms.ParseKeyURI("pkcs11:token=t;object=k;" + name + "=v" + q)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	if msg := err.Error(); len(msg) > 200 || strings.Contains(msg, "\n") {
+		t.Fatalf("message not truncated/escaped: %q", msg)
+	}
+}
+
+func TestKeyURIString(t *testing.T) {
+	k := pkcs11kms.KeyURI{Token: "a b", Object: "x/y;z", ModulePath: "/opt/hsm/lib p11.so", PINSource: "file:/run/pin"}
+	want := "pkcs11:token=a%20b;object=x%2Fy%3Bz?module-path=/opt/hsm/lib%20p11.so&pin-source=file:/run/pin"
+	if got := k.String(); got != want {
+		t.Fatalf("String() = %q, want %q", got, want)
+	}
+}
+
+func FuzzParseKeyURI(f *testing.F) {
+	f.Add("pkcs11:token=tenancy;object=master-kek" + q)
+	f.Add("pkcs11:token=a%20b;object=x%2Fy?module-path=/a&pin-source=file:/b")
+	f.Add("pkcs11:token=t;object=k?pin-value=1234")
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := pkcs11kms.ParseKeyURI(s)
+		if err != nil {
+			if !errors.Is(err, pkcs11kms.ErrInvalidURI) {
+				t.Fatalf("error %v does not match ErrInvalidURI", err)
+			}
+			return
+		}
+		if strings.Contains(s, "pin-value") && !strings.Contains(k.Token+k.Object+k.ModulePath+k.PINSource, "pin-value") {
+			t.Fatalf("accepted a pin-value attribute: %q", s)
+		}
+		again, err := pkcs11kms.ParseKeyURI(k.String())
+		if err != nil || *again != *k {
+			t.Fatalf("String() %q of %q does not parse back: %v", k.String(), s, err)
+		}
+	})
+}
