@@ -47,7 +47,9 @@ func TestOpenRefusesUnsafeAppRole(t *testing.T) {
 		{name: "PrivilegeOnTenantSchema", attrs: "NOINHERIT", want: "holds privileges on schema " + id.SchemaName(),
 			setup: func(role string) { d.Exec(t, `GRANT USAGE ON SCHEMA `+schema+` TO `+role) }},
 		{name: "OwnsTenantSchema", attrs: "NOINHERIT", want: "owns schema tenant_",
-			setup: func(role string) { d.Exec(t, `CREATE SCHEMA tenant_owned`+role[len(d.Prefix()):]+` AUTHORIZATION `+role) }},
+			setup: func(role string) {
+				d.Exec(t, `CREATE SCHEMA tenant_owned`+role[len(d.Prefix()):]+` AUTHORIZATION `+role)
+			}},
 		{name: "OwnsTableInTenantSchema", attrs: "NOINHERIT", want: "owns " + id.SchemaName() + ".stray",
 			setup: func(role string) {
 				d.Exec(t, `CREATE TABLE `+schema+`.stray (x int)`)

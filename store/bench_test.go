@@ -1,0 +1,172 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rtmx-ai/tenancy/internal/pgtest"
+	"github.com/rtmx-ai/tenancy/store"
+	"github.com/rtmx-ai/tenancy/tenant"
+	"github.com/stretchr/testify/require"
+)
+
+// The benchmarks come in pairs: "raw" does the work with plain pgx on the
+// same pool (the application role's) against an identical table without
+// row level security; "scoped" does it through store. Compare them with
+// benchstat; the ratio raw/scoped is what we report:
+//
+//	go test -run '^$' -bench . -count 10 ./store/ | tee bench.txt
+//	benchstat -col /mode bench.txt
+
+const benchRows = 1000
+
+var (
+	benchOnce sync.Once
+	benchDB   *store.DB
+	benchCtxs []context.Context
+	benchErr  error
+)
+
+// benchSetup creates (once per package run) a store with a pool of 4, 20
+// tenants with benchRows requirements each, and the raw twin table.
+func benchSetup(b *testing.B) (*store.DB, []context.Context) {
+	b.Helper()
+	d := pgtest.DB(b)
+	benchOnce.Do(func() {
+		cfg, err := store.ParseConfig(appRole(b), d.AdminURL())
+		if err != nil {
+			benchErr = err
+			return
+		}
+		cfg.RolePrefix = d.Prefix()
+		cfg.Tables = []store.Table{requirements}
+		cfg.App.MaxConns = 4
+		db, err := store.OpenConfig(context.Background(), cfg)
+		if err != nil {
+			benchErr = err
+			return
+		}
+		benchDB = db
+		for i := range 20 {
+			id := tenant.MustParseID(fmt.Sprintf("bench%d", i))
+			if benchErr = db.CreateTenant(context.Background(), tenant.Info{ID: id, Name: "Bench", Tier: tenant.TierStandard}); benchErr != nil {
+				return
+			}
+			ctx := tenant.NewContext(context.Background(), id)
+			benchCtxs = append(benchCtxs, ctx)
+			if _, benchErr = db.Exec(ctx, `INSERT INTO requirements (req_id, category, requirement_text)
+				SELECT 'REQ-' || g, 'BENCH', 'requirement text ' || g FROM generate_series(1, $1) g`, benchRows); benchErr != nil {
+				return
+			}
+			if _, benchErr = db.Exec(ctx, `ANALYZE requirements`); benchErr != nil {
+				return
+			}
+		}
+		d.Exec(b, `CREATE SCHEMA benchraw`)
+		d.Exec(b, `CREATE TABLE benchraw.requirements (tenant_id text NOT NULL DEFAULT 'bench0', `+requirements.Columns+`)`)
+		d.Exec(b, `INSERT INTO benchraw.requirements (req_id, category, requirement_text)
+			SELECT 'REQ-' || g, 'BENCH', 'requirement text ' || g FROM generate_series(1, $1) g`, benchRows)
+		d.Exec(b, `ANALYZE benchraw.requirements`)
+		d.Exec(b, `GRANT USAGE ON SCHEMA benchraw TO `+pgx.Identifier{benchDB.AppRole()}.Sanitize())
+		d.Exec(b, `GRANT SELECT, UPDATE ON benchraw.requirements TO `+pgx.Identifier{benchDB.AppRole()}.Sanitize())
+	})
+	require.NoError(b, benchErr)
+	return benchDB, benchCtxs
+}
+
+func reqKey(i int64) string { return fmt.Sprintf("REQ-%d", i%benchRows+1) }
+
+// BenchmarkSelectPK is a single-row primary-key SELECT, in parallel.
+func BenchmarkSelectPK(b *testing.B) {
+	db, ctxs := benchSetup(b)
+	pool := db.UnscopedPool()
+	b.Run("mode=raw", func(b *testing.B) {
+		var n atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			var s string
+			for pb.Next() {
+				if err := pool.QueryRow(context.Background(), `SELECT requirement_text FROM benchraw.requirements WHERE req_id = $1`, reqKey(n.Add(1))).Scan(&s); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("mode=scoped", func(b *testing.B) {
+		var n atomic.Int64
+		ctx := ctxs[0]
+		b.RunParallel(func(pb *testing.PB) {
+			var s string
+			for pb.Next() {
+				if err := db.QueryRow(ctx, `SELECT requirement_text FROM requirements WHERE req_id = $1`, reqKey(n.Add(1))).Scan(&s); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("mode=scoped20tenants", func(b *testing.B) {
+		// Tenants rotate on every call, so connections keep changing role
+		// and search_path: the worst case for PostgreSQL's plan cache.
+		var n atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			var s string
+			for pb.Next() {
+				i := n.Add(1)
+				if err := db.QueryRow(ctxs[i%int64(len(ctxs))], `SELECT requirement_text FROM requirements WHERE req_id = $1`, reqKey(i)).Scan(&s); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkReadWriteTx is a small transaction: UPDATE one row, SELECT it.
+func BenchmarkReadWriteTx(b *testing.B) {
+	db, ctxs := benchSetup(b)
+	pool := db.UnscopedPool()
+	b.Run("mode=raw", func(b *testing.B) {
+		var n atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			var s string
+			for pb.Next() {
+				key := reqKey(n.Add(1))
+				err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(context.Background(), `UPDATE benchraw.requirements SET status = 'TESTED' WHERE req_id = $1`, key); err != nil {
+						return err
+					}
+					return tx.QueryRow(context.Background(), `SELECT requirement_text FROM benchraw.requirements WHERE req_id = $1`, key).Scan(&s)
+				})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("mode=scoped", func(b *testing.B) {
+		var n atomic.Int64
+		ctx := ctxs[0]
+		b.RunParallel(func(pb *testing.PB) {
+			var s string
+			for pb.Next() {
+				key := reqKey(n.Add(1))
+				err := db.Tx(ctx, func(tx *store.Tx) error {
+					if _, err := tx.Exec(ctx, `UPDATE requirements SET status = 'TESTED' WHERE req_id = $1`, key); err != nil {
+						return err
+					}
+					return tx.QueryRow(ctx, `SELECT requirement_text FROM requirements WHERE req_id = $1`, key).Scan(&s)
+				})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
