@@ -133,16 +133,19 @@ func (c *Client) GenerateKey(ctx context.Context, keyURI string) error {
 	if err != nil {
 		return err
 	}
-	conn.genMu.Lock()
-	defer conn.genMu.Unlock()
-	existing, err := c.findKeys(ctx, conn, k)
-	if err != nil {
-		return err
-	}
-	if len(existing) > 0 {
-		return fmt.Errorf("%w: %s", ErrKeyExists, k)
-	}
+	// Lookup and generation run as one call under the token's lock, so
+	// that a caller giving up (ctx) does not release the lock while the
+	// module is still generating.
 	_, err = call(ctx, func() (struct{}, error) {
+		conn.genMu.Lock()
+		defer conn.genMu.Unlock()
+		existing, err := conn.ctx.FindKeys(nil, []byte(k.Object))
+		if err != nil {
+			return struct{}{}, fmt.Errorf("%w: looking up key %s: %w", ErrHSM, k, err)
+		}
+		if len(existing) > 0 {
+			return struct{}{}, fmt.Errorf("%w: %s", ErrKeyExists, k)
+		}
 		tmpl, err := crypto11.NewAttributeSetWithIDAndLabel([]byte(k.Object), []byte(k.Object))
 		if err != nil {
 			return struct{}{}, err
@@ -177,14 +180,25 @@ func (c *Client) GenerateKey(ctx context.Context, keyURI string) error {
 		}
 		return struct{}{}, nil
 	})
-	if err != nil {
-		conn.noteError(err)
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return err
-		}
-		return fmt.Errorf("%w: generating key %s: %w", ErrHSM, k, err)
+	return c.opError(conn, err, "generating key", k)
+}
+
+// opError classifies the error of a key-management call: context errors
+// and this package's errors pass through, anything else (a module error
+// or a recovered panic) is wrapped in ErrHSM.
+func (c *Client) opError(conn *tokenConn, err error, what string, k *KeyURI) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
 	}
-	return nil
+	conn.noteError(err)
+	switch {
+	case errors.Is(err, ErrKeyExists), errors.Is(err, ErrKeyNotFound), errors.Is(err, ErrHSM):
+		return err
+	}
+	return fmt.Errorf("%w: %s %s: %w", ErrHSM, what, k, err)
 }
 
 // checkKeyAttributes verifies that a generated key really is a sensitive,
@@ -224,7 +238,18 @@ func ulong(b []byte) uint64 {
 	return 0
 }
 
-// DestroyKey destroys every key labelled with the URI's object in the
+// onlyAES filters keys to AES keys.
+func onlyAES(keys []*crypto11.SecretKey) []*crypto11.SecretKey {
+	var aes []*crypto11.SecretKey
+	for _, k := range keys {
+		if k.Cipher == crypto11.CipherAES {
+			aes = append(aes, k)
+		}
+	}
+	return aes
+}
+
+// DestroyKey destroys every AES key labelled with the URI's object in the
 // token (crypto-shredding a KEK): from then on nothing encrypted under it
 // can be decrypted, through this process or any other. AEADs already
 // obtained for it fail with [ErrKeyNotFound]. It fails with
@@ -235,29 +260,32 @@ func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 	if err != nil {
 		return err
 	}
-	conn.genMu.Lock()
-	defer conn.genMu.Unlock()
-	keys, err := c.findKeys(ctx, conn, k)
-	if err != nil {
-		return err
-	}
-	if len(keys) == 0 {
-		return fmt.Errorf("%w: %s", ErrKeyNotFound, k)
-	}
-	for _, key := range keys {
-		if _, err := call(ctx, func() (struct{}, error) { return struct{}{}, key.Delete() }); err != nil {
-			conn.noteError(err)
-			return fmt.Errorf("%w: destroying key %s: %w", ErrHSM, k, err)
+	_, err = call(ctx, func() (struct{}, error) {
+		conn.genMu.Lock()
+		defer conn.genMu.Unlock()
+		keys, err := conn.ctx.FindKeys(nil, []byte(k.Object))
+		if err != nil {
+			return struct{}{}, fmt.Errorf("%w: looking up key %s: %w", ErrHSM, k, err)
 		}
-	}
-	left, err := c.findKeys(ctx, conn, k)
-	if err != nil {
-		return err
-	}
-	if len(left) > 0 {
-		return fmt.Errorf("%w: key %s still present after destroy", ErrHSM, k)
-	}
-	return nil
+		keys = onlyAES(keys)
+		if len(keys) == 0 {
+			return struct{}{}, fmt.Errorf("%w: %s", ErrKeyNotFound, k)
+		}
+		for _, key := range keys {
+			if err := key.Delete(); err != nil {
+				return struct{}{}, fmt.Errorf("%w: destroying key %s: %w", ErrHSM, k, err)
+			}
+		}
+		left, err := conn.ctx.FindKeys(nil, []byte(k.Object))
+		if err != nil {
+			return struct{}{}, fmt.Errorf("%w: checking that key %s is gone: %w", ErrHSM, k, err)
+		}
+		if len(onlyAES(left)) > 0 {
+			return struct{}{}, fmt.Errorf("%w: key %s still present after destroy", ErrHSM, k)
+		}
+		return struct{}{}, nil
+	})
+	return c.opError(conn, err, "destroying key", k)
 }
 
 // Close releases the client's tokens; a token's connection is closed when

@@ -3,6 +3,7 @@ package pkcs11kms_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThalesGroup/crypto11"
 	"github.com/tink-crypto/tink-go/v2/aead"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 	"github.com/tink-crypto/tink-go/v2/tink"
@@ -625,5 +627,64 @@ func TestTinkKeysetWrapping(t *testing.T) {
 	}
 	if _, err := env.Decrypt(ect, []byte("beta")); err == nil {
 		t.Fatal("envelope decrypted with another tenant's associated data")
+	}
+}
+
+// TestKeyAttributes looks at a generated key with crypto11 directly: it
+// must be a sensitive, non-extractable, private AES-256 token object whose
+// value cannot be read; and GetAEAD must refuse an AES key of another size.
+func TestKeyAttributes(t *testing.T) {
+	tok := softhsmtest.NewToken(t)
+	c := newClient(t)
+	newKey(t, c, tok, "kek")
+
+	hsm, err := crypto11.Configure(&crypto11.Config{Path: tok.Module, TokenLabel: tok.Label, Pin: tok.PIN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hsm.Close()
+	key, err := hsm.FindKey(nil, []byte("kek"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs, err := hsm.GetAttributes(key, []crypto11.AttributeType{
+		crypto11.CkaToken, crypto11.CkaPrivate, crypto11.CkaSensitive, crypto11.CkaExtractable,
+		crypto11.CkaEncrypt, crypto11.CkaDecrypt, crypto11.CkaWrap, crypto11.CkaUnwrap,
+		crypto11.CkaAlwaysSensitive, crypto11.CkaNeverExtractable, crypto11.CkaValueLen,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for typ, want := range map[crypto11.AttributeType]bool{
+		crypto11.CkaToken: true, crypto11.CkaPrivate: true, crypto11.CkaSensitive: true,
+		crypto11.CkaExtractable: false, crypto11.CkaEncrypt: true, crypto11.CkaDecrypt: true,
+		crypto11.CkaWrap: false, crypto11.CkaUnwrap: false,
+		crypto11.CkaAlwaysSensitive: true, crypto11.CkaNeverExtractable: true,
+	} {
+		a := attrs[typ]
+		if a == nil || len(a.Value) != 1 || (a.Value[0] == 1) != want {
+			t.Errorf("attribute %#x = %v, want %v", typ, a, want)
+		}
+	}
+	if v := attrs[crypto11.CkaValueLen]; v == nil || binary.NativeEndian.Uint64(v.Value) != 32 {
+		t.Errorf("CKA_VALUE_LEN = %v, want 32", v)
+	}
+	if _, err := hsm.GetAttribute(key, crypto11.CkaValue); err == nil {
+		t.Error("the key's value could be read")
+	}
+
+	// An AES-128 key made outside pkcs11kms is not accepted as a KEK.
+	if _, err := hsm.GenerateSecretKeyWithLabel([]byte("k128"), []byte("kek128"), 128, crypto11.CipherAES); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetAEAD(tok.URI("kek128")); !errors.Is(err, pkcs11kms.ErrHSM) || !strings.Contains(err.Error(), "not an AES-256 key") {
+		t.Fatalf("GetAEAD of an AES-128 key: %v", err)
+	}
+	// Two keys with one label are ambiguous.
+	if _, err := hsm.GenerateSecretKeyWithLabel([]byte("dup"), []byte("kek"), 256, crypto11.CipherAES); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newClient(t).GetAEAD(tok.URI("kek")); !errors.Is(err, pkcs11kms.ErrHSM) || !strings.Contains(err.Error(), "2 keys") {
+		t.Fatalf("GetAEAD with two keys under one label: %v", err)
 	}
 }

@@ -1,0 +1,50 @@
+package pkcs11kms_test
+
+import (
+	"bytes"
+	"context"
+	"log"
+
+	"github.com/tink-crypto/tink-go/v2/aead"
+	"github.com/tink-crypto/tink-go/v2/keyset"
+
+	"github.com/rtmx-ai/tenancy/keys/pkcs11kms"
+)
+
+// Wrap a tenant keyset with a master key held in an HSM. The PIN is read
+// from the environment variable the URI names; it never appears in the URI.
+// (Not run: it needs a configured token.)
+func Example() {
+	const kek = "pkcs11:token=tenancy;object=master-kek" +
+		"?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=env:TENANCY_HSM_PIN"
+
+	client, err := pkcs11kms.NewClient("pkcs11:token=tenancy;",
+		pkcs11kms.WithModulePaths("/usr/lib/softhsm/libsofthsm2.so"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+
+	// Once, at installation:
+	if err := client.GenerateKey(context.Background(), kek); err != nil {
+		log.Fatal(err)
+	}
+
+	master, err := client.GetAEAD(kek)
+	if err != nil {
+		log.Fatal(err)
+	}
+	h, err := keyset.NewHandle(aead.AES256GCMKeyTemplate())
+	if err != nil {
+		log.Fatal(err)
+	}
+	var wrapped bytes.Buffer
+	ad := []byte("tenant=acme;purpose=data")
+	if err := h.WriteWithAssociatedData(keyset.NewBinaryWriter(&wrapped), master, ad); err != nil {
+		log.Fatal(err)
+	}
+	// Store wrapped.Bytes() in the control plane; later:
+	if _, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(&wrapped), master, ad); err != nil {
+		log.Fatal(err)
+	}
+}
