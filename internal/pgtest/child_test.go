@@ -1,7 +1,9 @@
 package pgtest_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -22,6 +24,7 @@ import (
 const (
 	envChild  = "PGTEST_CHILD_PROBE" // makes TestChildProbe run
 	envNoMain = "PGTEST_CHILD_NO_MAIN"
+	envCrash  = "PGTEST_CHILD_CRASH" // makes TestChildProbe exit without cleanup
 )
 
 // TestChildProbe is the child's test: it asks for the database and prints
@@ -41,6 +44,10 @@ func TestChildProbe(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("PGTEST_ADMIN_URL=%s", db.AdminURL())
+	if os.Getenv(envCrash) != "" {
+		fmt.Printf("PGTEST_ADMIN_URL=%s\n", db.AdminURL())
+		os.Exit(3) // no cleanup by Main
+	}
 }
 
 // runChild runs TestChildProbe in a child process whose environment has no
@@ -77,18 +84,27 @@ func closedPort(t *testing.T) string {
 	return port
 }
 
-func TestMainStartsThrowawayCluster(t *testing.T) {
+func requireInitdb(t *testing.T) {
+	t.Helper()
 	if _, err := exec.LookPath("initdb"); err != nil && os.Getenv("TENANCY_TEST_PG_BIN") == "" {
 		if matches, _ := pgtest.GlobPGBin(); len(matches) == 0 {
 			skipOrFail(t, "initdb not installed")
 		}
 	}
+}
+
+// throwawayChild runs the child with no server reachable by the libpq
+// defaults, so that it starts a throwaway cluster, and returns the
+// cluster's admin URL.
+func throwawayChild(t *testing.T, wantCode int, env ...string) *pgx.ConnConfig {
+	t.Helper()
+	requireInitdb(t)
 	port := closedPort(t)
 	start := time.Now()
-	out, code := runChild(t, "PGHOST=127.0.0.1", "PGPORT="+port, "PGUSER=postgres")
+	out, code := runChild(t, append([]string{"PGHOST=127.0.0.1", "PGPORT=" + port}, env...)...)
 	t.Logf("child ran for %v", time.Since(start).Round(time.Millisecond))
-	if code != 0 || !strings.Contains(out, "--- PASS: TestChildProbe") {
-		t.Fatalf("child exit %d, want 0 and a pass:\n%s", code, out)
+	if code != wantCode {
+		t.Fatalf("child exit %d, want %d:\n%s", code, wantCode, out)
 	}
 	m := regexp.MustCompile(`PGTEST_ADMIN_URL=(\S+)`).FindStringSubmatch(out)
 	if m == nil {
@@ -99,13 +115,38 @@ func TestMainStartsThrowawayCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Host != "127.0.0.1" || strconv.Itoa(int(cfg.Port)) == port {
-		t.Errorf("child used %s:%d, want a throwaway cluster on 127.0.0.1, not port %s", cfg.Host, cfg.Port, port)
+		t.Fatalf("child used %s:%d, want a throwaway cluster on 127.0.0.1, not port %s", cfg.Host, cfg.Port, port)
 	}
-	// The cluster is gone with the child.
 	cfg.ConnectTimeout = 2 * time.Second
-	if conn, err := pgx.ConnectConfig(t.Context(), cfg); err == nil {
-		conn.Close(t.Context())
-		t.Errorf("the child's throwaway cluster still answers at %s", m[1])
+	return cfg
+}
+
+func serverAnswers(cfg *pgx.ConnConfig) bool {
+	conn, err := pgx.ConnectConfig(context.Background(), cfg)
+	if err != nil {
+		return false
+	}
+	conn.Close(context.Background())
+	return true
+}
+
+func TestMainStartsThrowawayCluster(t *testing.T) {
+	cfg := throwawayChild(t, 0)
+	if serverAnswers(cfg) {
+		t.Errorf("the child's throwaway cluster still answers at %s:%d", cfg.Host, cfg.Port)
+	}
+}
+
+// TestThrowawayClusterGoneAfterCrash checks that a test process that dies
+// without cleaning up does not leave its throwaway cluster running.
+func TestThrowawayClusterGoneAfterCrash(t *testing.T) {
+	cfg := throwawayChild(t, 3, envCrash+"=1")
+	deadline := time.Now().Add(20 * time.Second)
+	for serverAnswers(cfg) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the crashed child's cluster still answers at %s:%d after 20 s", cfg.Host, cfg.Port)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -9,11 +9,11 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -43,7 +43,7 @@ type cluster struct {
 	port    int
 	url     string // superuser on the postgres database, URL form
 	pgCtl   string
-	cred    *syscall.Credential // the OS user running the server; nil: this process's user
+	runAs   *osUser // the OS user running the server; nil: this process's user
 
 	watchdog     *exec.Cmd
 	watchdogPipe *os.File // write end; closing it releases the watchdog
@@ -118,19 +118,27 @@ func versionLess(a, b string) bool {
 // (PostgreSQL refuses to run as root) and the directory is owned by it.
 // The caller must call stop.
 func startThrowawayCluster(ctx context.Context) (_ *cluster, err error) {
+	if !throwawaySupported {
+		return nil, fmt.Errorf("no throwaway cluster on %s", runtime.GOOS)
+	}
 	initdb, pgCtl, err := findPGBin()
 	if err != nil {
 		return nil, err
 	}
 	c := &cluster{pgCtl: pgCtl}
+	tmp := os.TempDir()
 	if os.Geteuid() == 0 {
-		c.cred, err = lookupCredential("postgres")
+		c.runAs, err = lookupOSUser("postgres")
 		if err != nil {
 			return nil, fmt.Errorf("running as root, the throwaway cluster needs an OS user to run PostgreSQL as: %w", err)
 		}
+		// The postgres user must reach the directory.
+		if fi, err := os.Stat(tmp); err != nil || fi.Mode().Perm()&0o001 == 0 {
+			tmp = "/tmp"
+		}
 	}
 
-	c.dir, err = os.MkdirTemp("", "pgtest-")
+	c.dir, err = os.MkdirTemp(tmp, "pgtest-")
 	if err != nil {
 		return nil, err
 	}
@@ -141,8 +149,8 @@ func startThrowawayCluster(ctx context.Context) (_ *cluster, err error) {
 			}
 		}
 	}()
-	if c.cred != nil {
-		if err := os.Chown(c.dir, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+	if c.runAs != nil {
+		if err := os.Chown(c.dir, c.runAs.uid, c.runAs.gid); err != nil {
 			return nil, err
 		}
 	}
@@ -200,7 +208,7 @@ func (c *cluster) command(ctx context.Context, name string, args ...string) *exe
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = c.dir
 	cmd.Env = childEnv()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+	cmd.SysProcAttr = sysProcAttr(c.runAs, false)
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
 }
@@ -220,7 +228,7 @@ func (c *cluster) startWatchdog() error {
 	cmd.Dir = c.dir
 	cmd.Env = childEnv()
 	cmd.Stdin = r
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred, Setpgid: true}
+	cmd.SysProcAttr = sysProcAttr(c.runAs, true)
 	if err := cmd.Start(); err != nil {
 		w.Close()
 		return err
@@ -265,20 +273,23 @@ func (c *cluster) stop() error {
 	return c.stopErr
 }
 
-func lookupCredential(name string) (*syscall.Credential, error) {
+// osUser is an OS account commands can run as.
+type osUser struct{ uid, gid int }
+
+func lookupOSUser(name string) (*osUser, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
 		return nil, err
 	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	uid, err := strconv.Atoi(u.Uid)
 	if err != nil {
 		return nil, err
 	}
-	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	gid, err := strconv.Atoi(u.Gid)
 	if err != nil {
 		return nil, err
 	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+	return &osUser{uid: uid, gid: gid}, nil
 }
 
 // childEnv is this process's environment without the PG* variables (which

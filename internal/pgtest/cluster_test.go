@@ -3,6 +3,7 @@ package pgtest
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -107,5 +108,45 @@ func TestVersionLess(t *testing.T) {
 	if !versionLess("/usr/lib/postgresql/9.6/bin", "/usr/lib/postgresql/15/bin") ||
 		versionLess("/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin") {
 		t.Error("versionLess orders PostgreSQL versions wrongly")
+	}
+}
+
+// TestLoginBaseAvoidsPeerSocket sets up what Debian does (no password
+// logins on the local socket) and expects login roles to be sent to
+// 127.0.0.1 while the superuser keeps the socket.
+func TestLoginBaseAvoidsPeerSocket(t *testing.T) {
+	c := startForTest(t)
+	hba := "local all postgres trust\nlocal all all reject\nhost all all 127.0.0.1/32 trust\n"
+	if err := os.WriteFile(filepath.Join(c.dataDir, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &server{url: buildURL(c.dir, uint16(c.port), "postgres", "", "postgres")}
+	defer s.close("unused")
+	if err := s.adminExec(t.Context(), "SELECT pg_reload_conf()"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the postmaster reloads asynchronously
+	base, err := s.loginBase("pgtx_", "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "127.0.0.1:" + strconv.Itoa(c.port); base.Host != want || base.Query().Get("host") != "" {
+		t.Errorf("login base %s, want host %s", base, want)
+	}
+
+	// With logins allowed on the socket, roles stay on it.
+	hba = "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+	if err := os.WriteFile(filepath.Join(c.dataDir, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.adminExec(t.Context(), "SELECT pg_reload_conf()"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	s2 := &server{url: s.url}
+	defer s2.close("unused")
+	base, err = s2.loginBase("pgty_", "postgres")
+	if err != nil || base != s2.url {
+		t.Errorf("login base %v (%v), want the socket URL %s", base, err, s2.url)
 	}
 }

@@ -42,7 +42,10 @@
 // Each test package gets a fresh database with a unique name, created from
 // template0, and a unique [Database.Prefix] for the cluster-wide names it
 // makes (roles). [Database.CreateRole] makes login roles, [Database.NewDatabase]
-// more databases, [NewCluster] a private second server. After the tests,
+// more databases, [NewCluster] a private second server. Connection strings
+// are postgres:// URLs; those of login roles use 127.0.0.1 instead of a
+// local socket on which the server refuses password logins (peer
+// authentication). After the tests,
 // whether they passed or not, [Main] drops the package's databases WITH
 // (FORCE), every database owned by a role with the prefix, and every role
 // with the prefix. Databases and roles a test names otherwise are the test's

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"regexp"
@@ -65,6 +66,10 @@ type server struct {
 	mu    sync.Mutex
 	admin *pgx.Conn   // to the maintenance database, for CREATE DATABASE/ROLE
 	dbs   []*Database // made by this package, in order
+
+	loginOnce sync.Once
+	loginURL  *url.URL // where login roles connect: url, or 127.0.0.1 instead of its socket
+	loginErr  error
 }
 
 // Database is a database made for this test package (or for one test, by
@@ -338,9 +343,12 @@ func (d *Database) AdminURL() string {
 
 // URL returns a postgres:// connection string for login role on this
 // database, with password (none if empty). Host, port and options are those
-// of [Database.AdminURL].
+// of [Database.AdminURL], except that when AdminURL uses a local socket on
+// which the server does not accept password logins (peer authentication,
+// as Debian configures it) but 127.0.0.1 does, URL uses 127.0.0.1.
 func (d *Database) URL(role, password string) string {
-	u := *d.srv.url
+	base, _ := d.srv.loginBase(d.h.prefix, d.name)
+	u := *base
 	u.Path, u.RawPath = "/"+d.name, ""
 	if password == "" {
 		u.User = url.User(role)
@@ -369,6 +377,9 @@ func (d *Database) CreateRole(tb testing.TB, name, attrs string) string {
 	if len(role) > maxIdentLen {
 		tb.Fatalf("pgtest.CreateRole: role name %q is longer than %d bytes", role, maxIdentLen)
 	}
+	if _, err := d.srv.loginBase(d.h.prefix, d.name); err != nil {
+		tb.Fatalf("pgtest.CreateRole: %v", err)
+	}
 	password := randomHex(16)
 	sql := fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s' %s", pgx.Identifier{role}.Sanitize(), password, attrs)
 	if err := d.srv.adminExec(context.Background(), sql); err != nil {
@@ -379,6 +390,64 @@ func (d *Database) CreateRole(tb testing.TB, name, attrs string) string {
 		tb.Fatalf("pgtest.CreateRole(%q, %q): %v", name, attrs, err)
 	}
 	return d.URL(role, password)
+}
+
+// loginBase returns the URL login roles connect with (user and database to
+// be replaced). On first use with a server reached through a local socket,
+// it checks that a role with a password can log in there, and else tries
+// 127.0.0.1 on the same port; if neither works, it returns the socket URL
+// and an error saying why.
+func (s *server) loginBase(prefix, dbName string) (*url.URL, error) {
+	s.loginOnce.Do(func() {
+		s.loginURL = s.url
+		q := s.url.Query()
+		if s.url.Host != "" || !strings.HasPrefix(q.Get("host"), "/") {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 4*probeTimeout)
+		defer cancel()
+		role, password := prefix+"pgtest_login", randomHex(16)
+		ident := pgx.Identifier{role}.Sanitize()
+		if err := s.adminExec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", ident, password)); err != nil {
+			s.loginErr = fmt.Errorf("checking how login roles connect: %w", err)
+			return
+		}
+		defer s.adminExec(ctx, "DROP ROLE IF EXISTS "+ident)
+
+		tcp := *s.url
+		tcp.Host = net.JoinHostPort("127.0.0.1", q.Get("port"))
+		q.Del("host")
+		q.Del("port")
+		tcp.RawQuery = q.Encode()
+		var errs []error
+		for _, base := range []*url.URL{s.url, &tcp} {
+			u := *base
+			u.User = url.UserPassword(role, password)
+			u.Path, u.RawPath = "/"+dbName, ""
+			err := tryLogin(ctx, u.String())
+			if err == nil {
+				s.loginURL = base
+				return
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", u.Redacted(), err))
+		}
+		s.loginErr = fmt.Errorf("a login role with a password cannot connect (pg_hba.conf must allow password or trust authentication for it): %w",
+			errors.Join(errs...))
+	})
+	return s.loginURL, s.loginErr
+}
+
+func tryLogin(ctx context.Context, connString string) error {
+	cfg, err := pgx.ParseConfig(connString)
+	if err != nil {
+		return err
+	}
+	cfg.ConnectTimeout = probeTimeout
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return conn.Close(ctx)
 }
 
 // NewDatabase creates another fresh database with a unique name on the same
