@@ -47,25 +47,29 @@ var controlPlaneSteps = []func(ctx context.Context, db *DB, tx pgx.Tx) error{
 // tenancy.current_tenant() returns the transaction's tenant, and raises when
 // app.tenant_id is unset or empty (a pooled connection that once had it set
 // returns ” rather than NULL), or when it does not name the tenant role the
-// transaction has assumed. See isolationPolicy for how the policy uses it.
-func guardSQL(rolePrefix string) string {
-	return `CREATE OR REPLACE FUNCTION tenancy.current_tenant() RETURNS text
+// transaction has assumed. It is a SQL function that PostgreSQL inlines into
+// the policy, so the per-row cost is a comparison of two settings; the
+// PL/pgSQL function that raises runs only on failure. See isolationPolicy
+// for when it is evaluated.
+func guardSQL(rolePrefix string) []string {
+	return []string{`CREATE OR REPLACE FUNCTION tenancy.no_tenant(t text) RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE AS $f$
-DECLARE
-  t text := current_setting('app.tenant_id', true);
 BEGIN
   IF t IS NULL OR t = '' THEN
     RAISE EXCEPTION 'tenancy: no tenant is set for this transaction (app.tenant_id is unset)'
       USING ERRCODE = '42501',
             HINT = 'Run tenant-scoped statements through tenancy/store with a tenant in the context.';
   END IF;
-  IF current_user <> '` + rolePrefix + `tenant_' || t THEN
-    RAISE EXCEPTION 'tenancy: app.tenant_id does not match the tenant role of this transaction'
-      USING ERRCODE = '42501';
-  END IF;
-  RETURN t;
+  RAISE EXCEPTION 'tenancy: app.tenant_id does not match the tenant role of this transaction'
+    USING ERRCODE = '42501';
 END
-$f$`
+$f$`,
+		`CREATE OR REPLACE FUNCTION tenancy.current_tenant() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $f$
+  SELECT CASE WHEN current_user = '` + rolePrefix + `tenant_' || current_setting('app.tenant_id', true)
+              THEN current_setting('app.tenant_id', true)
+              ELSE tenancy.no_tenant(current_setting('app.tenant_id', true)) END
+$f$`}
 }
 
 func execAll(ctx context.Context, tx pgx.Tx, stmts ...string) error {
@@ -130,14 +134,13 @@ func (db *DB) migrateControlPlane(ctx context.Context) error {
 		}
 		group := pgx.Identifier{db.groupRole()}.Sanitize()
 		app := pgx.Identifier{db.appRole}.Sanitize()
-		return execAll(ctx, tx,
-			guardSQL(db.rolePrefix),
+		return execAll(ctx, tx, append(guardSQL(db.rolePrefix),
 			`REVOKE ALL ON SCHEMA tenancy FROM PUBLIC`,
-			`REVOKE ALL ON FUNCTION tenancy.current_tenant() FROM PUBLIC`,
+			`REVOKE ALL ON FUNCTION tenancy.current_tenant(), tenancy.no_tenant(text) FROM PUBLIC`,
 			`GRANT USAGE ON SCHEMA tenancy TO `+group+`, `+app,
-			`GRANT EXECUTE ON FUNCTION tenancy.current_tenant() TO `+group,
+			`GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.no_tenant(text) TO `+group,
 			`GRANT SELECT ON tenancy.tenants TO `+app,
-		)
+		)...)
 	})
 	if err != nil {
 		return fmt.Errorf("store: migrate control plane: %w", err)
