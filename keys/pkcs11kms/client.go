@@ -328,7 +328,10 @@ func (c *Client) open(keyURI string) (*KeyURI, *tokenConn, error) {
 	}
 	defer clear(pin)
 
-	key := tokenKey{k.ModulePath, k.Token}
+	key, err := moduleKey(k)
+	if err != nil {
+		return nil, nil, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.held == nil {
@@ -344,7 +347,7 @@ func (c *Client) open(keyURI string) (*KeyURI, *tokenConn, error) {
 		delete(c.held, key)
 		_ = conn.release() // broken anyway
 	}
-	conn, err := acquire(k, pin)
+	conn, err := acquire(key, k, pin)
 	if err != nil {
 		return nil, nil, err
 	}

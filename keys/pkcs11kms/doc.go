@@ -47,7 +47,11 @@
 // One crypto11 Context (session pool and login) is kept per (module-path,
 // token) in the process, shared by every Client that names that token and
 // closed when the last of them is closed. A second URI naming an open token
-// must bring the same PIN.
+// must bring the same PIN. Modules are identified by their path with
+// symlinks resolved, and crypto11 loads each once per process: other
+// crypto11 users in the same process must name the module by that resolved
+// path too, or the module is initialised twice and fails
+// (CKR_CRYPTOKI_ALREADY_INITIALIZED).
 //
 // # Errors
 //

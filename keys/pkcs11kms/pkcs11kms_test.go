@@ -638,7 +638,13 @@ func TestKeyAttributes(t *testing.T) {
 	c := newClient(t)
 	newKey(t, c, tok, "kek")
 
-	hsm, err := crypto11.Configure(&crypto11.Config{Path: tok.Module, TokenLabel: tok.Label, Pin: tok.PIN})
+	// Same resolved module path as pkcs11kms, or crypto11 would initialise
+	// the library a second time.
+	module, err := filepath.EvalSymlinks(tok.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hsm, err := crypto11.Configure(&crypto11.Config{Path: module, TokenLabel: tok.Label, Pin: tok.PIN})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -686,5 +692,36 @@ func TestKeyAttributes(t *testing.T) {
 	}
 	if _, err := newClient(t).GetAEAD(tok.URI("kek")); !errors.Is(err, pkcs11kms.ErrHSM) || !strings.Contains(err.Error(), "2 keys") {
 		t.Fatalf("GetAEAD with two keys under one label: %v", err)
+	}
+}
+
+// TestModuleSymlink: one module named by two paths (Debian installs
+// /usr/lib/softhsm/libsofthsm2.so as a symlink) is loaded once.
+func TestModuleSymlink(t *testing.T) {
+	tok := softhsmtest.NewToken(t)
+	real, err := filepath.EvalSymlinks(tok.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "libsofthsm2-link.so")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t)
+	_, a := newKey(t, c, tok, "kek")
+	viaLink := fmt.Sprintf("pkcs11:token=%s;object=kek?module-path=%s&pin-source=file:%s", tok.Label, link, tok.PINFile)
+	viaReal := fmt.Sprintf("pkcs11:token=%s;object=kek?module-path=%s&pin-source=file:%s", tok.Label, real, tok.PINFile)
+	ct, err := a.Encrypt([]byte("x"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, uri := range []string{viaLink, viaReal} {
+		b, err := newClient(t).GetAEAD(uri)
+		if err != nil {
+			t.Fatalf("GetAEAD(%s): %v", uri, err)
+		}
+		if pt, err := b.Decrypt(ct, nil); err != nil || string(pt) != "x" {
+			t.Fatalf("Decrypt via %s: %q, %v", uri, pt, err)
+		}
 	}
 }

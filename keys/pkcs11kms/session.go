@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,17 @@ const sessionWait = 10 * time.Second
 // gcmNonceSize is the GCM IV length: 96 bits, as NIST SP 800-38D
 // recommends for random IVs.
 const gcmNonceSize = 12
+
+// moduleKey resolves symlinks in a module path: a library loaded under two
+// names is one library to the dynamic linker, and initialising or
+// finalising it once per name would break the other users.
+func moduleKey(k *KeyURI) (tokenKey, error) {
+	module, err := filepath.EvalSymlinks(k.ModulePath)
+	if err != nil {
+		return tokenKey{}, fmt.Errorf("%w: cannot load PKCS#11 module %s: %w", ErrHSM, k.ModulePath, err)
+	}
+	return tokenKey{module, k.Token}, nil
+}
 
 // tokenKey names one token of one module: the unit that shares a crypto11
 // Context within the process.
@@ -67,8 +79,9 @@ func pinDigest(pin []byte) []byte {
 // in if there is none, and takes a reference on it. An open connection is
 // handed out only to a caller presenting the same PIN: the token would
 // otherwise accept any PIN (CKR_USER_ALREADY_LOGGED_IN).
-func acquire(k *KeyURI, pin []byte) (*tokenConn, error) {
-	key := tokenKey{k.ModulePath, k.Token}
+//
+// key.module is the module path with symlinks resolved (see moduleKey).
+func acquire(key tokenKey, k *KeyURI, pin []byte) (*tokenConn, error) {
 	sum := pinDigest(pin)
 	conns.mu.Lock()
 	defer conns.mu.Unlock()
@@ -83,7 +96,7 @@ func acquire(k *KeyURI, pin []byte) (*tokenConn, error) {
 		delete(conns.m, key) // closed when its last holder releases it
 	}
 	cfg := &crypto11.Config{
-		Path:            k.ModulePath,
+		Path:            key.module,
 		TokenLabel:      k.Token,
 		Pin:             string(pin),
 		GCMIVLength:     gcmNonceSize,
