@@ -35,7 +35,8 @@ type Option func(*Client) error
 // the given absolute paths. A URI naming another module-path fails with
 // [ErrModuleNotAllowed]. Use it whenever key URIs can come from outside the
 // operator's own configuration (customer-managed keys): loading a module
-// runs its code in this process.
+// runs its code in this process. Paths are compared as written, before
+// symlinks are resolved. With no paths, no module is allowed.
 func WithModulePaths(paths ...string) Option {
 	return func(c *Client) error {
 		if c.modules == nil {

@@ -62,7 +62,10 @@
 // destroyed while an AEAD uses it), [ErrKeyExists], [ErrDecrypt] (one vague
 // error for every authentication failure), [ErrHSM] (any other failure of
 // the module) and [ErrClosed]. Context-taking calls return the context's
-// error when it ends first.
+// error when it ends first. Modules report a failed GCM tag differently;
+// SoftHSM2 says CKR_GENERAL_ERROR, which could also be a failing module, so
+// on that code Decrypt checks that the key still encrypts and decrypts
+// before answering [ErrDecrypt] rather than [ErrHSM].
 //
 // crypto11 panics on some module errors, and a module may misbehave: every
 // call into crypto11 recovers panics and reports them as [ErrHSM]. A token
@@ -85,10 +88,12 @@
 //   - Each Encrypt draws a fresh random 96-bit nonce. With random nonces,
 //     NIST SP 800-38D limits one key to 2^32 encryptions; a KEK that wraps
 //     keysets is used orders of magnitude less, but it is not a data key.
-//   - module-path names native code that is loaded into the process. When
-//     URIs can come from outside the operator's configuration (a tenant's
-//     customer-managed key), confine them with [WithModulePaths] and a
-//     prefix that pins the token, and validate the URI before use.
+//   - module-path names native code that is loaded into the process, and
+//     pin-source names any environment variable or file the process can
+//     read. When URIs can come from outside the operator's configuration
+//     (a tenant's customer-managed key), confine them with
+//     [WithModulePaths] and a prefix that pins the token, and validate
+//     them with [ParseKeyURI] before storing them.
 //   - DestroyKey removes the key from the token; copies in HSM backups are
 //     outside this package's reach.
 package pkcs11kms
