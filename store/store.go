@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -245,4 +244,3 @@ func (db *DB) groupRole() string { return db.rolePrefix + "tenancy_tenants" }
 // [DB.Query], [DB.QueryRow] and [DB.Exec].
 func (db *DB) UnscopedPool() *pgxpool.Pool { return db.app }
 
-var errClosed = errors.New("store: closed")

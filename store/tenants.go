@@ -25,21 +25,21 @@ type Placement struct {
 func validateInfo(info tenant.Info) error {
 	var errs []error
 	if info.ID.IsZero() {
-		errs = append(errs, errors.New("ID: must be set (parse it with tenant.ParseID)"))
+		errs = append(errs, errors.New("field ID: must be set (parse it with tenant.ParseID)"))
 	}
 	if info.Name == "" || len(info.Name) > 200 || !utf8.ValidString(info.Name) {
-		errs = append(errs, errors.New("Name: must be 1 to 200 bytes of UTF-8"))
+		errs = append(errs, errors.New("field Name: must be 1 to 200 bytes of UTF-8"))
 	}
 	if !info.Tier.Valid() {
-		errs = append(errs, fmt.Errorf("Tier: %q is not a tier (standard, enterprise, government)", info.Tier))
+		errs = append(errs, fmt.Errorf("field Tier: %q is not a tier (standard, enterprise, government)", info.Tier))
 	} else if info.Tier != tenant.TierStandard {
-		errs = append(errs, fmt.Errorf("Tier: %s placement is not supported by this version of store (only standard)", info.Tier))
+		errs = append(errs, fmt.Errorf("field Tier: %s placement is not supported by this version of store (only standard)", info.Tier))
 	}
 	if info.State != "" && !info.State.Valid() {
-		errs = append(errs, fmt.Errorf("State: %q is not a state", info.State))
+		errs = append(errs, fmt.Errorf("field State: %q is not a state", info.State))
 	}
 	if len(info.Region) > 64 || !utf8.ValidString(info.Region) {
-		errs = append(errs, errors.New("Region: must be at most 64 bytes of UTF-8"))
+		errs = append(errs, errors.New("field Region: must be at most 64 bytes of UTF-8"))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("store: invalid tenant: %w", errors.Join(errs...))

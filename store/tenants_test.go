@@ -84,7 +84,7 @@ func TestCreateTenantRejectsBadInfoAndChangesNothing(t *testing.T) {
 	before := countTenants(t, a)
 	err := db.CreateTenant(ctxT(t), tenant.Info{Name: "", Tier: "platinum", State: "bogus"})
 	require.Error(t, err)
-	for _, field := range []string{"ID:", "Name:", "Tier:", "State:"} {
+	for _, field := range []string{"field ID:", "field Name:", "field Tier:", "field State:"} {
 		assert.Contains(t, err.Error(), field, "every error is reported at once")
 	}
 	err = db.CreateTenant(ctxT(t), tenant.Info{ID: tenant.MustParseID("ent1"), Name: "E", Tier: tenant.TierEnterprise})
