@@ -103,12 +103,26 @@ func (m *Manager) kek(uri string) (tink.AEAD, error) {
 	return &countingAEAD{a: a, calls: &m.kekCalls}, nil
 }
 
+// kekErr returns the error of the master key's own last call, if any, so
+// that callers can match its cause (Tink's keyset functions flatten it into
+// text).
+func kekErr(kek tink.AEAD, err error) error {
+	if c, ok := kek.(*countingAEAD); ok && c.err != nil {
+		return c.err
+	}
+	return err
+}
+
 // countingAEAD counts the master-key operations (one per wrap or unwrap),
 // and turns a panicking client (some PKCS#11 stacks panic on device errors)
 // into an error.
+//
+// A countingAEAD is made per wrap or unwrap and is not shared, so it can
+// keep the error of its last call.
 type countingAEAD struct {
 	a     tink.AEAD
 	calls *atomic.Uint64
+	err   error
 }
 
 func (c *countingAEAD) Encrypt(pt, ad []byte) (ct []byte, err error) {
@@ -117,6 +131,7 @@ func (c *countingAEAD) Encrypt(pt, ad []byte) (ct []byte, err error) {
 		ct, err = c.a.Encrypt(pt, ad)
 		return err
 	})
+	c.err = err
 	return ct, err
 }
 
@@ -126,6 +141,7 @@ func (c *countingAEAD) Decrypt(ct, ad []byte) (pt []byte, err error) {
 		pt, err = c.a.Decrypt(ct, ad)
 		return err
 	})
+	c.err = err
 	return pt, err
 }
 
@@ -153,7 +169,7 @@ func (m *Manager) wrap(h *keyset.Handle, id tenant.ID, p Purpose, uri string) ([
 	}
 	var buf bytes.Buffer
 	if err := h.WriteWithAssociatedData(keyset.NewBinaryWriter(&buf), kek, keysetAD(id, p)); err != nil {
-		return nil, fmt.Errorf("keys: wrap %s keyset of tenant %s with master key %s: %w: %w", p, id, DisplayURI(uri), ErrUnwrap, err)
+		return nil, fmt.Errorf("keys: wrap %s keyset of tenant %s with master key %s: %w: %w", p, id, DisplayURI(uri), ErrUnwrap, kekErr(kek, err))
 	}
 	return buf.Bytes(), nil
 }
@@ -166,7 +182,7 @@ func (m *Manager) unwrap(w WrappedKeyset) (*keyset.Handle, error) {
 	}
 	h, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(w.Wrapped)), kek, keysetAD(w.Tenant, w.Purpose))
 	if err != nil {
-		return nil, fmt.Errorf("keys: unwrap %s keyset of tenant %s with master key %s: %w: %w", w.Purpose, w.Tenant, DisplayURI(w.KEKURI), ErrUnwrap, err)
+		return nil, fmt.Errorf("keys: unwrap %s keyset of tenant %s with master key %s: %w: %w", w.Purpose, w.Tenant, DisplayURI(w.KEKURI), ErrUnwrap, kekErr(kek, err))
 	}
 	want := w.Purpose.template().GetTypeUrl()
 	for _, k := range h.KeysetInfo().GetKeyInfo() {

@@ -72,15 +72,15 @@ func (d *decryptingReader) Read(p []byte) (int, error) {
 }
 
 // String implements fmt.Stringer; it prints no key material.
-func (s *StreamingAEAD) String() string {
+func (s StreamingAEAD) String() string {
 	return "keys.StreamingAEAD{tenant=" + s.tenant.String() + "}"
 }
 
 // GoString implements fmt.GoStringer; it prints no key material.
-func (s *StreamingAEAD) GoString() string { return s.String() }
+func (s StreamingAEAD) GoString() string { return s.String() }
 
 // LogValue implements slog.LogValuer; it logs no key material.
-func (s *StreamingAEAD) LogValue() slog.Value { return slog.StringValue(s.String()) }
+func (s StreamingAEAD) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 // MAC is a tenant's audit MAC (HMAC-SHA256, 256-bit tags with a 5-byte key
 // prefix), bound to the tenant: the MAC input is the tenant followed by the
@@ -123,10 +123,10 @@ func (m *MAC) VerifyMAC(tag, data []byte) error {
 }
 
 // String implements fmt.Stringer; it prints no key material.
-func (m *MAC) String() string { return "keys.MAC{tenant=" + m.tenant.String() + "}" }
+func (m MAC) String() string { return "keys.MAC{tenant=" + m.tenant.String() + "}" }
 
 // GoString implements fmt.GoStringer; it prints no key material.
-func (m *MAC) GoString() string { return m.String() }
+func (m MAC) GoString() string { return m.String() }
 
 // LogValue implements slog.LogValuer; it logs no key material.
-func (m *MAC) LogValue() slog.Value { return slog.StringValue(m.String()) }
+func (m MAC) LogValue() slog.Value { return slog.StringValue(m.String()) }

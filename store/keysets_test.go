@@ -334,4 +334,3 @@ func TestKeysetsKeepWrappedBytesExactly(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(w.Wrapped, got.Wrapped))
 }
-
