@@ -365,9 +365,11 @@ func (d *Database) URL(role, password string) string {
 // name must match [a-z][a-z0-9_]* and fit the 63-byte identifier limit
 // with the prefix.
 //
-// Roles are cluster-wide and shared by every test of the package: creating
-// the same name twice fails the test. They are dropped when the package
-// ends.
+// Roles are cluster-wide and live until the package ends, when they are
+// dropped: creating the same name twice in one package run fails the test.
+// A test that may run more than once per package run (go test -count=N, a
+// helper called from several tests) creates the role once (sync.Once) or
+// gives each call a distinct name.
 func (d *Database) CreateRole(tb testing.TB, name, attrs string) string {
 	tb.Helper()
 	if !roleNameRE.MatchString(name) {
@@ -385,7 +387,7 @@ func (d *Database) CreateRole(tb testing.TB, name, attrs string) string {
 	if err := d.srv.adminExec(context.Background(), sql); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42710" { // duplicate_object
-			tb.Fatalf("pgtest.CreateRole: role %s already exists: role names are shared by all tests of the package, use another name", role)
+			tb.Fatalf("pgtest.CreateRole: role %s already exists: roles live until the package ends (across tests and -count runs); create it once or use distinct names", role)
 		}
 		tb.Fatalf("pgtest.CreateRole(%q, %q): %v", name, attrs, err)
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"regexp"
+	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -30,6 +32,14 @@ func connect(t *testing.T, connString string) *pgx.Conn {
 	return conn
 }
 
+var seq atomic.Int64
+
+// unique makes role names unique within the package run, so that the tests
+// pass with -count=N (roles are dropped when the package ends, not before).
+func unique(name string) string {
+	return name + strconv.FormatInt(seq.Add(1), 10)
+}
+
 func TestDB(t *testing.T) {
 	db := pgtest.DB(t)
 	if db != pgtest.DB(t) {
@@ -52,6 +62,9 @@ func TestDB(t *testing.T) {
 		t.Errorf("Name() = %q, want Prefix()+\"db\" = %q", got, db.Prefix()+"db")
 	}
 
+	// The package's database lives as long as the package run, -count
+	// repetitions included: drop what the test made.
+	t.Cleanup(func() { db.Exec(t, `DROP TABLE IF EXISTS t`) })
 	db.Exec(t, `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'one')`)
 	db.Exec(t, `INSERT INTO t VALUES ($1, $2)`, 2, "two")
 	var n int
@@ -112,12 +125,13 @@ func TestCreateRole(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			connString := db.CreateRole(t, c.name, c.attrs)
+			name := unique(c.name)
+			connString := db.CreateRole(t, name, c.attrs)
 			cfg, err := pgx.ParseConfig(connString)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := db.Prefix() + c.name; cfg.User != want || cfg.Password == "" {
+			if want := db.Prefix() + name; cfg.User != want || cfg.Password == "" {
 				t.Errorf("user %q password %q, want user %q and a password", cfg.User, cfg.Password, want)
 			}
 			conn := connect(t, connString)
@@ -129,8 +143,8 @@ func TestCreateRole(t *testing.T) {
 				&user, &dbName, &super, &inherit, &bypass, &creater, &login); err != nil {
 				t.Fatal(err)
 			}
-			if user != db.Prefix()+c.name || dbName != db.Name() || !login {
-				t.Errorf("logged in as %q on %q (login %v), want %q on %q", user, dbName, login, db.Prefix()+c.name, db.Name())
+			if user != db.Prefix()+name || dbName != db.Name() || !login {
+				t.Errorf("logged in as %q on %q (login %v), want %q on %q", user, dbName, login, db.Prefix()+name, db.Name())
 			}
 			if super != c.super || inherit != c.inherit || bypass != c.bypass || creater != c.creater {
 				t.Errorf("super=%v inherit=%v bypassrls=%v createrole=%v, want %v %v %v %v",
@@ -142,13 +156,14 @@ func TestCreateRole(t *testing.T) {
 
 func TestCreateRolePasswordIsChecked(t *testing.T) {
 	db := pgtest.DB(t)
-	connString := db.CreateRole(t, "pwcheck", "")
+	name := unique("pwcheck")
+	connString := db.CreateRole(t, name, "")
 	conn := connect(t, db.AdminURL())
 	// Password authentication is up to the server's pg_hba.conf (trust is
 	// common in tests); check at least that a password was set.
 	var hasPassword bool
 	if err := conn.QueryRow(t.Context(),
-		`SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = $1`, db.Prefix()+"pwcheck").Scan(&hasPassword); err != nil {
+		`SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = $1`, db.Prefix()+name).Scan(&hasPassword); err != nil {
 		t.Fatal(err)
 	}
 	if !hasPassword {
@@ -185,7 +200,7 @@ func TestNewDatabase(t *testing.T) {
 		t.Error("a table made in NewDatabase shows in the package's database")
 	}
 	// A role made through one database logs in to another.
-	role := other.CreateRole(t, "other_user", "")
+	role := other.CreateRole(t, unique("other_user"), "")
 	cfg, _ := pgx.ParseConfig(role)
 	connect(t, third.URL(cfg.User, cfg.Password))
 }
@@ -208,11 +223,12 @@ func TestExecFailureIsReported(t *testing.T) {
 	if !ft.failed {
 		t.Error("CreateRole with a bad name did not fail the test")
 	}
-	db.CreateRole(t, "twice", "")
+	twice := unique("twice")
+	db.CreateRole(t, twice, "")
 	ft = &fakeTB{TB: t}
 	func() {
 		defer func() { recover() }()
-		db.CreateRole(ft, "twice", "")
+		db.CreateRole(ft, twice, "")
 	}()
 	if !ft.failed {
 		t.Error("CreateRole of an existing name did not fail the test")
