@@ -1,0 +1,109 @@
+package keys_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/tink-crypto/tink-go/v2/core/registry"
+
+	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+func requireInvalid(t *testing.T, err error, sentinel error, field string) {
+	t.Helper()
+	require.ErrorIs(t, err, sentinel)
+	require.Contains(t, err.Error(), field, "the error must name the field")
+	require.True(t, strings.HasPrefix(err.Error(), "keys: "), "errors are prefixed with the package: %s", err)
+}
+
+func TestNewRejectsBadConfigNamingTheField(t *testing.T) {
+	e := newEnv(t)
+	for field, adjust := range map[string]func(*keys.Config){
+		"Config.Store":           func(c *keys.Config) { c.Store = nil },
+		"Config.KMS":             func(c *keys.Config) { c.KMS = nil },
+		"Config.KMS[1]":          func(c *keys.Config) { c.KMS = append(c.KMS, nil) },
+		"Config.CacheMaxAge":     func(c *keys.Config) { c.CacheMaxAge = 0 },
+		"Config.CacheMaxUses":    func(c *keys.Config) { c.CacheMaxUses = 0 },
+		"Config.CacheMaxEntries": func(c *keys.Config) { c.CacheMaxEntries = -1 },
+		"Config.LoadTimeout":     func(c *keys.Config) { c.LoadTimeout = 0 },
+		"Config.RefreshInterval": func(c *keys.Config) { c.RefreshInterval = 0 },
+	} {
+		cfg := keys.DefaultConfig()
+		cfg.Store, cfg.KMS, cfg.PlatformKEK = e.store, []registry.KMSClient{e.local}, e.platform
+		adjust(&cfg)
+		_, err := keys.New(cfg)
+		requireInvalid(t, err, keys.ErrInvalidArgument, field)
+	}
+	cfg := keys.DefaultConfig()
+	cfg.Store, cfg.KMS, cfg.PlatformKEK = e.store, []registry.KMSClient{e.local}, "vault://secret/kek"
+	_, err := keys.New(cfg)
+	requireInvalid(t, err, keys.ErrUnsupportedKEK, "Config.PlatformKEK")
+}
+
+func TestInputValidationNamesTheField(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	id, ctx := provision(t, m, "acme")
+	bg := ctxT(t)
+
+	requireInvalid(t, m.Provision(bg, tenant.ID{}, keys.ProvisionOptions{}), keys.ErrInvalidArgument, "tenant ID is zero")
+	requireInvalid(t, m.Provision(bg, newID("x"), keys.ProvisionOptions{KEKURI: "gcp-kms://projects/p/keys/k"}),
+		keys.ErrUnsupportedKEK, "ProvisionOptions.KEKURI")
+	noPlatform := e.manager(t, func(c *keys.Config) { c.PlatformKEK = "" })
+	requireInvalid(t, noPlatform.Provision(bg, newID("x"), keys.ProvisionOptions{}), keys.ErrInvalidArgument, "KEKURI")
+
+	requireInvalid(t, m.Rotate(bg, tenant.ID{}, keys.PurposeData), keys.ErrInvalidArgument, "tenant ID is zero")
+	for _, p := range []keys.Purpose{"", "Data", "backup", "data "} {
+		requireInvalid(t, m.Rotate(bg, id, p), keys.ErrInvalidArgument, "purpose")
+		_, err := keys.ParsePurpose(string(p))
+		require.ErrorIs(t, err, keys.ErrInvalidArgument)
+	}
+	for _, p := range keys.Purposes() {
+		got, err := keys.ParsePurpose(string(p))
+		require.NoError(t, err)
+		require.Equal(t, p, got)
+	}
+
+	for field, b := range map[string]keys.Binding{
+		"Binding.Table":  {Column: "c", RowKey: "r"},
+		"Binding.Column": {Table: "t", RowKey: "r"},
+		"Binding.RowKey": {Table: "t", Column: "c"},
+	} {
+		_, err := m.Seal(ctx, []byte("x"), b)
+		requireInvalid(t, err, keys.ErrInvalidArgument, field)
+		_, err = m.Open(ctx, []byte("x"), b)
+		requireInvalid(t, err, keys.ErrInvalidArgument, field)
+	}
+	_, err := m.Seal(ctx, []byte("x"), keys.Binding{Table: "t", Column: "c", RowKey: strings.Repeat("r", keys.MaxBindingField+1)})
+	requireInvalid(t, err, keys.ErrInvalidArgument, "Binding.RowKey")
+
+	_, err = m.Rewrap(bg, "", e.platform)
+	requireInvalid(t, err, keys.ErrInvalidArgument, "from")
+	_, err = m.Rewrap(bg, e.platform, "")
+	requireInvalid(t, err, keys.ErrInvalidArgument, "to")
+	_, err = m.Rewrap(bg, e.platform, e.platform)
+	requireInvalid(t, err, keys.ErrInvalidArgument, "same master key")
+	_, err = m.Rewrap(bg, "ftp://kek", e.platform)
+	requireInvalid(t, err, keys.ErrUnsupportedKEK, "from")
+
+	_, err = m.Shred(bg, tenant.ID{})
+	requireInvalid(t, err, keys.ErrInvalidArgument, "tenant ID is zero")
+}
+
+func TestDisplayURIRedactsSecrets(t *testing.T) {
+	for in, want := range map[string]string{
+		"local:///var/lib/kek":                          "local:///var/lib/kek",
+		"aws-kms://arn:aws:kms:us-east-1:1:key/abc":     "aws-kms://arn:aws:kms:us-east-1:1:key/abc",
+		"pkcs11:token=t;object=k?pin-value=1234":        "pkcs11:token=t;object=k?pin-value=REDACTED",
+		"pkcs11:token=t;pin-value=1234;object=k":        "pkcs11:token=t;pin-value=REDACTED;object=k",
+		"pkcs11:token=t?module-path=/m&PIN-VALUE=s&x=1": "pkcs11:token=t?module-path=/m&PIN-VALUE=REDACTED&x=1",
+	} {
+		require.Equal(t, want, keys.DisplayURI(in))
+	}
+	fake := "fake-kms://CM2b3_MDEjEwMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY"
+	got := keys.DisplayURI(fake)
+	require.True(t, strings.HasPrefix(got, "fake-kms://redacted-"), got)
+	require.NotContains(t, got, fake[len("fake-kms://"):])
+}
