@@ -51,7 +51,9 @@ type Config struct {
 	// is provisioned with ProvisionOptions.KEKURI.
 	PlatformKEK string
 
-	// CacheMaxAge is how long an unwrapped keyset stays cached (> 0).
+	// CacheMaxAge is how long an unwrapped keyset stays cached (> 0). A
+	// timer per entry drops it at that age (used or not), so unwrapped keys
+	// do not linger in memory and the hot path never reads the clock.
 	CacheMaxAge time.Duration
 	// CacheMaxUses is how many operations one unwrapped keyset serves
 	// before it is read and unwrapped again (> 0).
@@ -100,8 +102,13 @@ type Manager struct {
 	refreshInterval time.Duration
 	log             *slog.Logger
 
-	mu       sync.RWMutex
-	entries  map[cacheKey]*entry
+	// entries are the cached keysets, one map per purpose, by tenant ID
+	// string (hashing a string key is cheaper than a struct key): read
+	// without locks; written under mu.
+	entries [3]sync.Map
+
+	mu       sync.Mutex
+	count    int // cached entries
 	inflight map[cacheKey]*flight
 	epoch    uint64 // incremented by every purge
 
@@ -145,7 +152,6 @@ func New(cfg Config) (*Manager, error) {
 		loadTimeout:     cfg.LoadTimeout,
 		refreshInterval: cfg.RefreshInterval,
 		log:             cfg.Logger,
-		entries:         make(map[cacheKey]*entry),
 		inflight:        make(map[cacheKey]*flight),
 	}
 	if m.log == nil {
@@ -268,7 +274,10 @@ func (m *Manager) Seal(ctx context.Context, plaintext []byte, b Binding) ([]byte
 	if err != nil {
 		return nil, err
 	}
-	ct, err := e.aead.Encrypt(plaintext, dataAD(nil, id, b))
+	buf := getADBuf()
+	ad := dataAD(*buf, id, b)
+	ct, err := e.aead.Encrypt(plaintext, ad)
+	putADBuf(buf, ad)
 	if err != nil {
 		return nil, fmt.Errorf("keys: Seal: %w", err)
 	}
@@ -294,7 +303,9 @@ func (m *Manager) Open(ctx context.Context, ciphertext []byte, b Binding) ([]byt
 	if err != nil {
 		return nil, err
 	}
-	ad := dataAD(nil, id, b)
+	buf := getADBuf()
+	ad := dataAD(*buf, id, b)
+	defer putADBuf(buf, ad)
 	pt, err := e.aead.Decrypt(ciphertext, ad)
 	if err == nil {
 		return pt, nil
@@ -305,6 +316,21 @@ func (m *Manager) Open(ctx context.Context, ciphertext []byte, b Binding) ([]byt
 		}
 	}
 	return nil, ErrDecrypt
+}
+
+// adPool recycles associated-data buffers: the AEAD does not keep the
+// associated data after a call returns, and the hot path then allocates
+// nothing of its own.
+var adPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+func getADBuf() *[]byte { return adPool.Get().(*[]byte) }
+
+// putADBuf returns the buffer behind ad to the pool, unless it grew large.
+func putADBuf(buf *[]byte, ad []byte) {
+	if cap(ad) <= 4096 {
+		*buf = ad[:0]
+		adPool.Put(buf)
+	}
 }
 
 // refresh handles a ciphertext whose Tink key prefix names a key the cached
