@@ -295,12 +295,14 @@ func newDataAEAD(h *keyset.Handle) (*dataAEAD, error) {
 	return d, nil
 }
 
+// Encrypt seals with the primary key.
 func (d *dataAEAD) Encrypt(plaintext, associatedData []byte) ([]byte, error) {
 	return d.primary.Encrypt(plaintext, associatedData)
 }
 
 var errNoKey = errors.New("keys: no key for the ciphertext's key ID")
 
+// Decrypt opens with the key the ciphertext's prefix names.
 func (d *dataAEAD) Decrypt(ciphertext, associatedData []byte) ([]byte, error) {
 	if len(ciphertext) < 5 || ciphertext[0] != 0x01 {
 		return nil, errNoKey

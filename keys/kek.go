@@ -125,6 +125,7 @@ type countingAEAD struct {
 	err   error
 }
 
+// Encrypt implements tink.AEAD.
 func (c *countingAEAD) Encrypt(pt, ad []byte) (ct []byte, err error) {
 	c.calls.Add(1)
 	err = protect(func() error {
@@ -135,6 +136,7 @@ func (c *countingAEAD) Encrypt(pt, ad []byte) (ct []byte, err error) {
 	return ct, err
 }
 
+// Decrypt implements tink.AEAD.
 func (c *countingAEAD) Decrypt(ct, ad []byte) (pt []byte, err error) {
 	c.calls.Add(1)
 	err = protect(func() error {

@@ -63,6 +63,7 @@ func (s *StreamingAEAD) NewDecryptingReader(r io.Reader, associatedData []byte) 
 // cause, which may be an I/O error of the source, for errors.Is).
 type decryptingReader struct{ r io.Reader }
 
+// Read implements io.Reader.
 func (d *decryptingReader) Read(p []byte) (int, error) {
 	n, err := d.r.Read(p)
 	if err != nil && !errors.Is(err, io.EOF) {
