@@ -20,8 +20,9 @@ import (
 // only keysets wrapped by a master key, never key material in the clear.
 //
 // The tables are created by [EnsureKeysetsSchema]. The role of the pool
-// needs USAGE on schema tenancy and SELECT, INSERT, UPDATE, DELETE on both
-// tables ([GrantKeysets]). Keysets is safe for concurrent use.
+// needs USAGE on schema tenancy and SELECT on both tables to serve tenants,
+// and INSERT, UPDATE, DELETE as well to provision, rotate, re-wrap and
+// shred ([GrantKeysets]). Keysets is safe for concurrent use.
 type Keysets struct {
 	pool *pgxpool.Pool
 }
@@ -68,6 +69,12 @@ var keysetsDDL = []string{
 // It is idempotent. admin must be allowed to create them (the owner of
 // schema tenancy or a superuser). It grants nothing: see [GrantKeysets].
 //
+// The tables: tenancy.tenant_keysets (tenant_id, purpose, kek_uri,
+// tenant_kek, wrapped, version, created_at, updated_at; primary key
+// (tenant_id, purpose); index on kek_uri for re-wrapping) and
+// tenancy.tenant_keyset_tombstones (tenant_id, destroyed_at, tenant_keks).
+// Tenant IDs and purposes are compared in the "C" collation.
+//
 // It opens its own transaction: from inside the control-plane migration
 // transaction (which holds the same advisory lock), call
 // ensureKeysetsSchemaTx with that transaction instead.
@@ -94,10 +101,34 @@ func ensureKeysetsSchemaTx(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
-// GrantKeysets grants role what [Keysets] needs: USAGE on schema tenancy
-// and SELECT, INSERT, UPDATE, DELETE on the keyset tables. The role name is
-// quoted as an identifier.
-func GrantKeysets(ctx context.Context, admin *pgxpool.Pool, role string) error {
+// KeysetAccess selects what [GrantKeysets] grants.
+type KeysetAccess int
+
+const (
+	// KeysetsRead is SELECT on the keyset tables: enough for a process that
+	// only serves tenants (keys.Manager's Seal, Open, StreamingAEAD, MAC).
+	// Grant this to the application role that handles requests, so that a
+	// compromised request handler cannot delete (shred) or overwrite any
+	// tenant's keys.
+	KeysetsRead KeysetAccess = iota + 1
+	// KeysetsReadWrite adds INSERT, UPDATE and DELETE: provisioning,
+	// rotation, re-wrapping and shredding (keys.Manager's Provision, Rotate,
+	// Rewrap, Shred), for the lifecycle's role.
+	KeysetsReadWrite
+)
+
+// GrantKeysets grants role USAGE on schema tenancy and access to the keyset
+// tables. The role name is quoted as an identifier.
+func GrantKeysets(ctx context.Context, admin *pgxpool.Pool, role string, access KeysetAccess) error {
+	var privs string
+	switch access {
+	case KeysetsRead:
+		privs = "SELECT"
+	case KeysetsReadWrite:
+		privs = "SELECT, INSERT, UPDATE, DELETE"
+	default:
+		return fmt.Errorf("store: grant keyset tables: %w: unknown KeysetAccess %d", ErrInvalidConfig, access)
+	}
 	if role == "" {
 		return fmt.Errorf("store: grant keyset tables: %w: role is empty", ErrInvalidConfig)
 	}
@@ -105,7 +136,7 @@ func GrantKeysets(ctx context.Context, admin *pgxpool.Pool, role string) error {
 	err := pgx.BeginFunc(ctx, admin, func(tx pgx.Tx) error {
 		for _, s := range []string{
 			`GRANT USAGE ON SCHEMA tenancy TO ` + r,
-			`GRANT SELECT, INSERT, UPDATE, DELETE ON tenancy.tenant_keysets, tenancy.tenant_keyset_tombstones TO ` + r,
+			`GRANT ` + privs + ` ON tenancy.tenant_keysets, tenancy.tenant_keyset_tombstones TO ` + r,
 		} {
 			if _, err := tx.Exec(ctx, s); err != nil {
 				return err

@@ -22,6 +22,10 @@ var (
 	ksURL   string
 	ksSetup error
 	ksSeq   atomic.Int64
+
+	ksReadOnce sync.Once
+	ksReadURL  string
+	ksReadErr  error
 )
 
 // ksPool returns a pool of the superuser and a keyset store whose pool
@@ -35,7 +39,7 @@ func ksPool(t testing.TB) (admin *pgxpool.Pool, ks *store.Keysets) {
 	ksOnce.Do(func() {
 		ksURL = d.CreateRole(t, "keysets", "NOINHERIT")
 		if ksSetup = store.EnsureKeysetsSchema(ctxT(t), admin); ksSetup == nil {
-			ksSetup = store.GrantKeysets(ctxT(t), admin, d.Prefix()+"keysets")
+			ksSetup = store.GrantKeysets(ctxT(t), admin, d.Prefix()+"keysets", store.KeysetsReadWrite)
 		}
 	})
 	require.NoError(t, ksSetup)
@@ -333,4 +337,36 @@ func TestKeysetsKeepWrappedBytesExactly(t *testing.T) {
 	got, err := ks.Get(ctx, id, keys.PurposeData)
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(w.Wrapped, got.Wrapped))
+}
+
+func TestKeysetsReadOnlyRoleCanServeButNotWriteOrShred(t *testing.T) {
+	admin, ks := ksPool(t)
+	d := pgtest.DB(t)
+	ksReadOnce.Do(func() {
+		ksReadURL = d.CreateRole(t, "keysets_ro", "NOINHERIT")
+		ksReadErr = store.GrantKeysets(ctxT(t), admin, d.Prefix()+"keysets_ro", store.KeysetsRead)
+	})
+	require.NoError(t, ksReadErr)
+	pool, err := pgxpool.New(ctxT(t), ksReadURL)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	ro := store.NewKeysets(pool)
+
+	ctx, id := ctxT(t), ksTenant("ro")
+	require.NoError(t, ks.Put(ctx, ksSet(id, keys.PurposeData, "local:///k", 0)))
+	w, err := ro.Get(ctx, id, keys.PurposeData)
+	require.NoError(t, err)
+	_, err = ro.List(ctx, keys.ListOptions{Limit: 1})
+	require.NoError(t, err)
+
+	w.Wrapped = []byte("overwritten")
+	require.ErrorContains(t, ro.Put(ctx, w), "permission denied")
+	_, err = ro.Delete(ctx, id)
+	require.ErrorContains(t, err, "permission denied")
+	n, tombs := ksCount(t, admin, id)
+	require.Equal(t, 1, n)
+	require.Zero(t, tombs)
+
+	require.ErrorIs(t, store.GrantKeysets(ctx, admin, d.Prefix()+"keysets_ro", 0), store.ErrInvalidConfig)
+	require.ErrorIs(t, store.GrantKeysets(ctx, admin, "", store.KeysetsRead), store.ErrInvalidConfig)
 }
