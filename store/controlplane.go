@@ -39,6 +39,8 @@ var controlPlaneSteps = []func(ctx context.Context, db *DB, tx pgx.Tx) error{
 				PRIMARY KEY (schema_name, table_name))`,
 		)
 	},
+	// 2: wrapped keysets of package keys (see keysets.go).
+	func(ctx context.Context, db *DB, tx pgx.Tx) error { return ensureKeysetsSchemaTx(ctx, tx) },
 }
 
 // guardSQL returns the definition of the row-level-security guard. The role
@@ -140,6 +142,9 @@ func (db *DB) migrateControlPlane(ctx context.Context) error {
 			`GRANT USAGE ON SCHEMA tenancy TO `+group+`, `+app,
 			`GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.no_tenant(text) TO `+group,
 			`GRANT SELECT ON tenancy.tenants TO `+app,
+			// Serving reads wrapped keysets; only the admin role may write
+			// (provision, rotate, shred) them.
+			`GRANT SELECT ON tenancy.tenant_keysets, tenancy.tenant_keyset_tombstones TO `+app,
 		)...)
 	})
 	if err != nil {

@@ -244,3 +244,14 @@ func (db *DB) groupRole() string { return db.rolePrefix + "tenancy_tenants" }
 // [DB.Query], [DB.QueryRow] and [DB.Exec].
 func (db *DB) UnscopedPool() *pgxpool.Pool { return db.app }
 
+// Keysets returns the control-plane store of wrapped keysets, for a
+// keys.Manager. With [KeysetsRead] it uses the application role, which may
+// only read them: that is the one for serving requests. With
+// [KeysetsReadWrite] it uses the admin role, for provisioning, rotation,
+// re-wrapping and shredding; never hand that one to request handling.
+func (db *DB) Keysets(access KeysetAccess) *Keysets {
+	if access == KeysetsReadWrite {
+		return NewKeysets(db.admin)
+	}
+	return NewKeysets(db.app)
+}
