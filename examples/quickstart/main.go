@@ -1,6 +1,8 @@
 // Command quickstart shows tenancy's promise end to end on a local
-// PostgreSQL: two tenants, each writing RTMX requirements, each seeing only
-// its own, and a query without a tenant failing instead of returning rows.
+// PostgreSQL: two tenants, each writing RTMX requirements and seeing only its
+// own, each encrypting a secret under its own key, a cross-tenant query and
+// a query without a tenant failing, and deprovisioning that deletes the data
+// and shreds the keys.
 //
 //	go run ./examples/quickstart
 //
@@ -21,11 +23,16 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/tink-crypto/tink-go/v2/core/registry"
+
+	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/keys/localkms"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -46,6 +53,13 @@ var requirements = store.Table{
 		status text NOT NULL DEFAULT 'MISSING',
 		priority text NOT NULL DEFAULT 'MEDIUM',
 		phase int NOT NULL DEFAULT 1`,
+}
+
+// integrations holds each tenant's integration secrets, sealed under the
+// tenant's own data key.
+var integrations = store.Table{
+	Name:    "integrations",
+	Columns: `name text PRIMARY KEY, secret bytea NOT NULL`,
 }
 
 type requirement struct {
@@ -118,13 +132,44 @@ func run(ctx context.Context, out io.Writer, adminURL string) (err error) {
 		return err
 	}
 	cfg.RolePrefix = rolePrefix
-	cfg.Tables = []store.Table{requirements}
+	cfg.Tables = []store.Table{requirements, integrations}
 	db, err := store.OpenConfig(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	p("tenancy quickstart: PostgreSQL database %s, application role %s\n", dbName, db.AppRole())
+
+	// Keys: a development master key in a file (an HSM or cloud KMS in
+	// production), wrapping per-tenant keysets kept in the control plane.
+	// The provisioning side writes keysets with the admin role; the serving
+	// side only reads them.
+	keyDir, err := os.MkdirTemp("", "tenancy-quickstart-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(keyDir)
+	kek, err := localkms.KeyURI(filepath.Join(keyDir, "master.key"))
+	if err != nil {
+		return err
+	}
+	local, err := localkms.NewClient(localkms.Scheme)
+	if err != nil {
+		return err
+	}
+	newKeys := func(ks keys.Store) (*keys.Manager, error) {
+		kc := keys.DefaultConfig()
+		kc.Store, kc.KMS, kc.PlatformKEK = ks, []registry.KMSClient{local}, kek
+		return keys.New(kc)
+	}
+	provisioner, err := newKeys(db.Keysets(store.KeysetsReadWrite))
+	if err != nil {
+		return err
+	}
+	serving, err := newKeys(db.Keysets(store.KeysetsRead))
+	if err != nil {
+		return err
+	}
 
 	// 2. Two standard-tier tenants, each in its own schema with its own role.
 	ids := []tenant.ID{}
@@ -136,8 +181,11 @@ func run(ctx context.Context, out io.Writer, adminURL string) (err error) {
 		if err := db.CreateTenant(ctx, tenant.Info{ID: id, Name: "Tenant " + s, Tier: tenant.TierStandard, Region: "us-gov-east-1"}); err != nil {
 			return err
 		}
+		if err := provisioner.Provision(ctx, id, keys.ProvisionOptions{}); err != nil {
+			return err
+		}
 		ids = append(ids, id)
-		p("provisioned tenant %-7s schema %s, role %s", id, id.SchemaName(), db.TenantRole(id))
+		p("provisioned tenant %-7s schema %s, role %s, own keysets wrapped by %s", id, id.SchemaName(), db.TenantRole(id), keys.DisplayURI(kek))
 	}
 
 	// 3. Each tenant writes its requirements. The tenant is in the context;
@@ -184,7 +232,38 @@ func run(ctx context.Context, out io.Writer, adminURL string) (err error) {
 		tw.Flush()
 	}
 
-	// 5. Reaching across: tenant abc123 names xyz789's table outright.
+	// 5. One field per tenant encrypted under the tenant's own key, bound to
+	//    tenant, table, column and row: copied elsewhere it does not open.
+	sealedOf := map[tenant.ID][]byte{}
+	where := keys.Binding{Table: "integrations", Column: "secret", RowKey: "github"}
+	p("")
+	for _, id := range ids {
+		ctx := tenant.NewContext(ctx, id)
+		sealed, err := serving.Seal(ctx, []byte("ghp_token_of_"+id.String()), where)
+		if err != nil {
+			return err
+		}
+		if _, err := db.Exec(ctx, `INSERT INTO integrations (name, secret) VALUES ('github', $1)`, sealed); err != nil {
+			return err
+		}
+		var stored []byte
+		if err := db.QueryRow(ctx, `SELECT secret FROM integrations WHERE name = 'github'`).Scan(&stored); err != nil {
+			return err
+		}
+		plain, err := serving.Open(ctx, stored, where)
+		if err != nil {
+			return err
+		}
+		sealedOf[id] = stored
+		p("as tenant %s: integrations.secret stored sealed (%d bytes), opens to %q", id, len(stored), plain)
+	}
+	_, err = serving.Open(tenant.NewContext(ctx, ids[1]), sealedOf[ids[0]], where)
+	p("as tenant %s: open %s's sealed secret\n  -> %v", ids[1], ids[0], err)
+	if err == nil {
+		return errors.New("isolation broken: another tenant's key opened the secret")
+	}
+
+	// 6. Reaching across: tenant abc123 names xyz789's table outright.
 	a := tenant.NewContext(ctx, ids[0])
 	_, err = db.Exec(a, `SELECT count(*) FROM `+pgx.Identifier{ids[1].SchemaName(), "requirements"}.Sanitize())
 	p("\nas tenant %s: SELECT count(*) FROM %s.requirements\n  -> %v", ids[0], ids[1].SchemaName(), err)
@@ -192,19 +271,30 @@ func run(ctx context.Context, out io.Writer, adminURL string) (err error) {
 		return errors.New("isolation broken: cross-tenant query succeeded")
 	}
 
-	// 6. No tenant in the context: refused before any SQL is sent.
+	// 7. No tenant in the context: refused before any SQL is sent.
 	_, err = db.Query(ctx, `SELECT * FROM requirements`)
 	p("\nwithout a tenant: SELECT * FROM requirements\n  -> %v", err)
 	if !errors.Is(err, tenant.ErrNoTenant) {
 		return fmt.Errorf("expected tenant.ErrNoTenant, got %v", err)
 	}
 
-	// 7. Deprovision both tenants: schema, role and data are gone.
+	// 8. Deprovision both tenants: schema, role and data are gone, and the
+	//    keys are shredded, so even a saved copy of a ciphertext is dead.
+	p("")
 	for _, id := range ids {
 		if err := db.DropTenant(ctx, id); err != nil {
 			return err
 		}
-		p("\ndropped tenant %s", id)
+		if _, err := provisioner.Shred(ctx, id); err != nil {
+			return err
+		}
+		serving.Purge(id) // other replicas' caches expire within keys.Config.CacheMaxAge
+		p("dropped tenant %s: schema, role and rows deleted, keys shredded", id)
+	}
+	_, err = serving.Open(tenant.NewContext(ctx, ids[0]), sealedOf[ids[0]], where)
+	p("as tenant %s after deprovisioning: open a saved copy of its secret\n  -> %v", ids[0], err)
+	if !errors.Is(err, keys.ErrKeyDestroyed) {
+		return fmt.Errorf("expected keys.ErrKeyDestroyed, got %v", err)
 	}
 	return nil
 }

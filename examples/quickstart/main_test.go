@@ -26,6 +26,9 @@ func TestQuickstartRuns(t *testing.T) {
 	assert.Contains(t, s, "xyz789     REQ-UI-010")
 	assert.Contains(t, s, "permission denied for schema tenant_xyz789")
 	assert.Contains(t, s, "no tenant in context")
+	assert.Contains(t, s, `opens to "ghp_token_of_abc123"`)
+	assert.Contains(t, s, "open abc123's sealed secret\n  -> keys: decryption failed")
+	assert.Contains(t, s, "tenant keys destroyed")
 	assert.Contains(t, s, "cleaned up")
 	assert.NotContains(t, s, "abc123     REQ-UI-010", "xyz789's row shown to abc123")
 }
