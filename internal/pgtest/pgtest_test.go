@@ -3,9 +3,11 @@ package pgtest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -232,6 +234,8 @@ func TestExecFailureIsReported(t *testing.T) {
 	}()
 	if !ft.failed {
 		t.Error("CreateRole of an existing name did not fail the test")
+	} else if !strings.Contains(ft.msg, twice) {
+		t.Errorf("the failure does not name the role %q: %q", twice, ft.msg)
 	}
 }
 
@@ -247,9 +251,11 @@ var errFatal = errors.New("fatal")
 func (f *fakeTB) Helper() {}
 func (f *fakeTB) Fatalf(format string, args ...any) {
 	f.failed = true
+	f.msg = fmt.Sprintf(format, args...)
 	panic(errFatal)
 }
 func (f *fakeTB) Fatal(args ...any) {
 	f.failed = true
+	f.msg = fmt.Sprint(args...)
 	panic(errFatal)
 }
