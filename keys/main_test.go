@@ -16,13 +16,14 @@ import (
 	"github.com/tink-crypto/tink-go/v2/tink"
 
 	"github.com/rtmx-ai/tenancy/internal/pgtest"
+	"github.com/rtmx-ai/tenancy/internal/softhsmtest"
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/keys/localkms"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) { pgtest.Main(m, softhsmtest.Cleanup) }
 
 var (
 	schemaOnce sync.Once

@@ -97,17 +97,24 @@ type Database struct {
 // started, and exits with m.Run's code (or 1 if cleanup failed, or if CI=true
 // and no server could be had). Cleanup runs whether tests pass or fail; a
 // throwaway cluster is also removed if the test process crashes.
-func Main(m *testing.M) {
-	os.Exit(run(m))
+//
+// The functions in after run once m.Run has returned, before the database
+// cleanup: the cleanups of other test harnesses that would otherwise need a
+// TestMain of their own (pgtest.Main(m, softhsmtest.Cleanup)).
+func Main(m *testing.M, after ...func()) {
+	os.Exit(run(m, after...))
 }
 
-func run(m *testing.M) int {
+func run(m *testing.M, after ...func()) int {
 	h := &harness{prefix: newPrefix()}
 	if !current.CompareAndSwap(nil, h) {
 		fmt.Fprintln(os.Stderr, "pgtest: Main called twice")
 		return 2
 	}
 	code := m.Run()
+	for _, f := range after {
+		f()
+	}
 	// Later DB calls (from goroutines tests leaked) must not set up again.
 	h.once.Do(func() { h.err = errFinished })
 	if err := h.close(); err != nil {

@@ -193,10 +193,17 @@ func escape(s string, slash bool) string {
 //	func TestMain(m *testing.M) { softhsmtest.Main(m) }
 func Main(m *testing.M) {
 	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}
+
+// Cleanup removes the per-process SoftHSM2 directory, if one was made. A
+// package whose TestMain is another harness's (pgtest.Main) passes it
+// there: pgtest.Main(m, softhsmtest.Cleanup).
+func Cleanup() {
 	if proc.dir != "" {
 		_ = os.RemoveAll(proc.dir)
 	}
-	os.Exit(code)
 }
 
 func setup() {
