@@ -95,40 +95,42 @@ func TestTenantACannotReadTenantBRowsByQualifiedName(t *testing.T) {
 func TestTenantACannotReadTenantBRowsThroughSharedTable(t *testing.T) {
 	db := newStore(t)
 	shared := store.Table{Name: "req_index", Columns: `req_id text NOT NULL, title text NOT NULL, PRIMARY KEY (tenant_id, req_id)`}
-	require.NoError(t, db.CreateSharedTable(ctxT(t), "shared", shared))
+	sch := uniqueName("shared")
+	require.NoError(t, db.CreateSharedTable(ctxT(t), sch, shared))
+	tbl := pgx.Identifier{sch, "req_index"}.Sanitize()
 	idA, ctxA := newTenant(t, db, "a")
 	idB, ctxB := newTenant(t, db, "b")
 	for _, c := range []struct {
 		ctx context.Context
 		id  string
 	}{{ctxA, "A-1"}, {ctxB, "B-1"}, {ctxB, "B-2"}} {
-		_, err := db.Exec(c.ctx, `INSERT INTO shared.req_index (req_id, title) VALUES ($1, 'x')`, c.id)
+		_, err := db.Exec(c.ctx, `INSERT INTO `+tbl+` (req_id, title) VALUES ($1, 'x')`, c.id)
 		require.NoError(t, err)
 	}
-	got, err := reqIDs(t, db, ctxA, `SELECT req_id FROM shared.req_index ORDER BY 1`)
+	got, err := reqIDs(t, db, ctxA, `SELECT req_id FROM `+tbl+` ORDER BY 1`)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"A-1"}, got)
 
 	var tenants []string
-	rows, err := db.Query(ctxB, `SELECT DISTINCT tenant_id FROM shared.req_index`)
+	rows, err := db.Query(ctxB, `SELECT DISTINCT tenant_id FROM `+tbl)
 	require.NoError(t, err)
 	tenants, err = pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	assert.Equal(t, []string{idB.String()}, tenants, "tenant_id is filled from the transaction")
 
 	t.Run("CannotWriteRowForOtherTenant", func(t *testing.T) {
-		_, err := db.Exec(ctxA, `INSERT INTO shared.req_index (tenant_id, req_id, title) VALUES ($1, 'X', 'forged')`, idB.String())
+		_, err := db.Exec(ctxA, `INSERT INTO `+tbl+` (tenant_id, req_id, title) VALUES ($1, 'X', 'forged')`, idB.String())
 		require.Error(t, err)
 		assert.Equal(t, "42501", pgCode(err), "row-level security WITH CHECK: %v", err)
 	})
 	t.Run("CannotUpdateOrDeleteOtherTenantsRows", func(t *testing.T) {
-		ct, err := db.Exec(ctxA, `UPDATE shared.req_index SET title = 'pwned' WHERE req_id LIKE 'B-%'`)
+		ct, err := db.Exec(ctxA, `UPDATE `+tbl+` SET title = 'pwned' WHERE req_id LIKE 'B-%'`)
 		require.NoError(t, err)
 		assert.Zero(t, ct.RowsAffected())
-		ct, err = db.Exec(ctxA, `DELETE FROM shared.req_index`)
+		ct, err = db.Exec(ctxA, `DELETE FROM `+tbl)
 		require.NoError(t, err)
 		assert.EqualValues(t, 1, ct.RowsAffected(), "A deletes only its own row")
-		got, err := reqIDs(t, db, ctxB, `SELECT req_id FROM shared.req_index WHERE title = 'x' ORDER BY 1`)
+		got, err := reqIDs(t, db, ctxB, `SELECT req_id FROM `+tbl+` WHERE title = 'x' ORDER BY 1`)
 		require.NoError(t, err)
 		assert.Equal(t, []string{"B-1", "B-2"}, got)
 	})
@@ -139,7 +141,7 @@ func TestTenantACannotReadTenantBRowsThroughSharedTable(t *testing.T) {
 			if _, err := tx.Exec(ctxA, `SELECT set_config('app.tenant_id', $1, true)`, idB.String()); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctxA, `SELECT count(*) FROM shared.req_index`)
+			_, err := tx.Exec(ctxA, `SELECT count(*) FROM `+tbl)
 			return err
 		})
 		require.Error(t, err)
@@ -195,7 +197,8 @@ func TestQueryWithoutTenantFailsAtDatabase(t *testing.T) {
 	db := newStore(t)
 	idA, ctxA := newTenant(t, db, "a")
 	shared := store.Table{Name: "notes", Columns: `body text NOT NULL`}
-	require.NoError(t, db.CreateSharedTable(ctxT(t), "sharednotes", shared))
+	notes := uniqueName("sharednotes")
+	require.NoError(t, db.CreateSharedTable(ctxT(t), notes, shared))
 	ctx := ctxT(t)
 	table := pgx.Identifier{idA.SchemaName(), "requirements"}.Sanitize()
 	pool := db.UnscopedPool()
@@ -204,7 +207,7 @@ func TestQueryWithoutTenantFailsAtDatabase(t *testing.T) {
 		_, err := pool.Exec(ctx, `SELECT count(*) FROM `+table)
 		require.Error(t, err)
 		assert.Equal(t, "42501", pgCode(err), "%v", err)
-		_, err = pool.Exec(ctx, `SELECT count(*) FROM sharednotes.notes`)
+		_, err = pool.Exec(ctx, `SELECT count(*) FROM `+pgx.Identifier{notes, "notes"}.Sanitize())
 		require.Error(t, err)
 		assert.Equal(t, "42501", pgCode(err), "%v", err)
 	})

@@ -16,7 +16,7 @@ import (
 func TestOpenGivesAppRoleReadOnlyKeysets(t *testing.T) {
 	db := newStore(t)
 	ctx := ctxT(t)
-	id := tenant.MustParseID("wiring1")
+	id := tenant.MustParseID(uniqueName("wiring"))
 	w := keys.WrappedKeyset{Tenant: id, Purpose: keys.PurposeData, KEKURI: "local:///nonexistent", Wrapped: []byte{1, 2, 3}}
 	require.NoError(t, db.Keysets(store.KeysetsReadWrite).Put(ctx, w))
 

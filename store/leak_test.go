@@ -26,7 +26,9 @@ func TestLeakHuntConcurrentTenantsSeeOnlyTheirOwnRows(t *testing.T) {
 	)
 	db := newStore(t, func(c *store.Config) { c.App.MaxConns = 4 })
 	shared := store.Table{Name: "events", Columns: `seq bigint NOT NULL, owner text NOT NULL`}
-	require.NoError(t, db.CreateSharedTable(ctxT(t), "leakshared", shared))
+	sch := uniqueName("leakshared")
+	require.NoError(t, db.CreateSharedTable(ctxT(t), sch, shared))
+	events := pgx.Identifier{sch, "events"}.Sanitize()
 	ctxs := make([]context.Context, tenants)
 	for i := range ctxs {
 		_, ctxs[i] = newTenant(t, db, "leak")
@@ -72,14 +74,14 @@ func TestLeakHuntConcurrentTenantsSeeOnlyTheirOwnRows(t *testing.T) {
 					if _, err := db.Exec(ctx, `INSERT INTO requirements (req_id, category, requirement_text) VALUES ($1, 'LEAK', $2)`, key, id.String()); err != nil {
 						return err
 					}
-					if _, err := db.Exec(ctx, `INSERT INTO leakshared.events (seq, owner) VALUES ($1, $2)`, g*rounds+r, id.String()); err != nil {
+					if _, err := db.Exec(ctx, `INSERT INTO `+events+` (seq, owner) VALUES ($1, $2)`, g*rounds+r, id.String()); err != nil {
 						return err
 					}
 					rows, err := db.Query(ctx, `SELECT tenant_id, requirement_text FROM requirements`)
 					if err := check(id, rows, err); err != nil {
 						return err
 					}
-					rows, err = db.Query(ctx, `SELECT tenant_id, owner FROM leakshared.events`)
+					rows, err = db.Query(ctx, `SELECT tenant_id, owner FROM `+events)
 					if err := check(id, rows, err); err != nil {
 						return err
 					}

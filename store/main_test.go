@@ -68,6 +68,10 @@ func newStore(t testing.TB, adjust ...func(*store.Config)) *store.DB {
 
 var tenantSeq atomic.Int64
 
+// uniqueName returns name with a suffix no other test of this package run
+// uses (tests may run with -count=N against the same database).
+func uniqueName(name string) string { return fmt.Sprintf("%s%d", name, tenantSeq.Add(1)) }
+
 // newTenant creates a standard-tier tenant with a unique ID starting with
 // name, and returns its ID and a context carrying it.
 func newTenant(t testing.TB, db *store.DB, name string) (tenant.ID, context.Context) {

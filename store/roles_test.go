@@ -31,11 +31,12 @@ func TestOpenRefusesUnsafeAppRole(t *testing.T) {
 	db := newStore(t)
 	id, _ := newTenant(t, db, "victim")
 	schema := pgx.Identifier{id.SchemaName()}.Sanitize()
+	rlsSuffix := uniqueName("")
 
 	cases := []struct {
 		name  string
 		attrs string
-		setup func(role string) // as superuser, after the role exists
+		setup func(t *testing.T, role string) // as superuser, after the role exists
 		want  string            // fragment of the error
 	}{
 		{name: "Superuser", attrs: "SUPERUSER NOINHERIT", want: "superuser"},
@@ -43,23 +44,23 @@ func TestOpenRefusesUnsafeAppRole(t *testing.T) {
 		{name: "CreateRole", attrs: "CREATEROLE NOINHERIT", want: "CREATEROLE"},
 		{name: "Inherits", attrs: "INHERIT", want: "NOINHERIT"},
 		{name: "MemberOfAdmin", attrs: "NOINHERIT", want: "member of the admin role",
-			setup: func(role string) { d.Exec(t, `GRANT `+pgx.Identifier{adminRole(t)}.Sanitize()+` TO `+role) }},
+			setup: func(t *testing.T, role string) { d.Exec(t, `GRANT `+pgx.Identifier{adminRole(t)}.Sanitize()+` TO `+role) }},
 		{name: "PrivilegeOnTenantSchema", attrs: "NOINHERIT", want: "holds privileges on schema " + id.SchemaName(),
-			setup: func(role string) { d.Exec(t, `GRANT USAGE ON SCHEMA `+schema+` TO `+role) }},
+			setup: func(t *testing.T, role string) { d.Exec(t, `GRANT USAGE ON SCHEMA `+schema+` TO `+role) }},
 		{name: "OwnsTenantSchema", attrs: "NOINHERIT", want: "owns schema tenant_",
-			setup: func(role string) {
+			setup: func(t *testing.T, role string) {
 				d.Exec(t, `CREATE SCHEMA tenant_owned`+role[len(d.Prefix()):]+` AUTHORIZATION `+role)
 			}},
 		{name: "OwnsTableInTenantSchema", attrs: "NOINHERIT", want: "owns " + id.SchemaName() + ".stray",
-			setup: func(role string) {
+			setup: func(t *testing.T, role string) {
 				d.Exec(t, `CREATE TABLE `+schema+`.stray (x int)`)
 				d.Exec(t, `ALTER TABLE `+schema+`.stray OWNER TO `+role)
 			}},
-		{name: "OwnsRLSTable", attrs: "NOINHERIT", want: "owns public.rlsowned",
-			setup: func(role string) {
-				d.Exec(t, `CREATE TABLE public.rlsowned (x int)`)
-				d.Exec(t, `ALTER TABLE public.rlsowned ENABLE ROW LEVEL SECURITY`)
-				d.Exec(t, `ALTER TABLE public.rlsowned OWNER TO `+role)
+		{name: "OwnsRLSTable", attrs: "NOINHERIT", want: "owns public.rlsowned" + rlsSuffix,
+			setup: func(t *testing.T, role string) {
+				d.Exec(t, `CREATE TABLE public.rlsowned`+rlsSuffix+` (x int)`)
+				d.Exec(t, `ALTER TABLE public.rlsowned`+rlsSuffix+` ENABLE ROW LEVEL SECURITY`)
+				d.Exec(t, `ALTER TABLE public.rlsowned`+rlsSuffix+` OWNER TO `+role)
 			}},
 	}
 	for _, c := range cases {
@@ -67,7 +68,7 @@ func TestOpenRefusesUnsafeAppRole(t *testing.T) {
 			name := fmt.Sprintf("unsafe%d", roleSeq.Add(1))
 			url := d.CreateRole(t, name, c.attrs)
 			if c.setup != nil {
-				c.setup(d.Prefix() + name)
+				c.setup(t, d.Prefix()+name)
 			}
 			cfg, err := store.ParseConfig(url, d.AdminURL())
 			require.NoError(t, err)

@@ -258,6 +258,15 @@ func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 
 // CopyFrom copies rows into table in the transaction; see [pgx.Tx.CopyFrom].
 // tableName is resolved with the tenant's search_path.
+//
+// PostgreSQL refuses COPY FROM into a table under row level security, which
+// every tenant table is (SQLSTATE 0A000). For bulk loads, copy into a
+// temporary table of the transaction and move the rows with INSERT ...
+// SELECT, which the isolation policy checks row by row:
+//
+//	CREATE TEMP TABLE staging (LIKE requirements INCLUDING DEFAULTS) ON COMMIT DROP
+//	-- tx.CopyFrom(ctx, pgx.Identifier{"staging"}, ...)
+//	INSERT INTO requirements SELECT * FROM staging
 func (t *Tx) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
 	if t.tx == nil {
 		if _, err := t.start(ctx, "", nil); err != nil {

@@ -110,12 +110,14 @@ func TestCreateTenantIsAllOrNothing(t *testing.T) {
 
 func TestDropTenantRemovesAllItsData(t *testing.T) {
 	db := newStore(t)
-	require.NoError(t, db.CreateSharedTable(ctxT(t), "dropshared", store.Table{Name: "notes", Columns: "body text NOT NULL"}))
+	sch := uniqueName("dropshared")
+	require.NoError(t, db.CreateSharedTable(ctxT(t), sch, store.Table{Name: "notes", Columns: "body text NOT NULL"}))
+	notes := pgx.Identifier{sch, "notes"}.Sanitize()
 	id, ctx := newTenant(t, db, "gone")
 	keep, keepCtx := newTenant(t, db, "keep")
 	insertReq(t, db, ctx, "R1", "x")
 	for _, c := range []context.Context{ctx, keepCtx} {
-		_, err := db.Exec(c, `INSERT INTO dropshared.notes (body) VALUES ('n')`)
+		_, err := db.Exec(c, `INSERT INTO `+notes+` (body) VALUES ('n')`)
 		require.NoError(t, err)
 	}
 
@@ -124,8 +126,8 @@ func TestDropTenantRemovesAllItsData(t *testing.T) {
 	a := admin(t)
 	assert.False(t, exists(t, a, `SELECT 1 FROM pg_namespace WHERE nspname = $1`, id.SchemaName()), "schema dropped")
 	assert.False(t, exists(t, a, `SELECT 1 FROM pg_roles WHERE rolname = $1`, db.TenantRole(id)), "role dropped")
-	assert.False(t, exists(t, a, `SELECT 1 FROM dropshared.notes WHERE tenant_id = $1`, id.String()), "shared rows deleted")
-	assert.True(t, exists(t, a, `SELECT 1 FROM dropshared.notes WHERE tenant_id = $1`, keep.String()), "other tenants' rows kept")
+	assert.False(t, exists(t, a, `SELECT 1 FROM `+notes+` WHERE tenant_id = $1`, id.String()), "shared rows deleted")
+	assert.True(t, exists(t, a, `SELECT 1 FROM `+notes+` WHERE tenant_id = $1`, keep.String()), "other tenants' rows kept")
 	info, err := db.Tenant(ctxT(t), id)
 	require.NoError(t, err)
 	assert.Equal(t, tenant.StateDeleted, info.State, "the directory keeps a deletion record")
