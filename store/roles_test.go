@@ -37,14 +37,16 @@ func TestOpenRefusesUnsafeAppRole(t *testing.T) {
 		name  string
 		attrs string
 		setup func(t *testing.T, role string) // as superuser, after the role exists
-		want  string            // fragment of the error
+		want  string                          // fragment of the error
 	}{
 		{name: "Superuser", attrs: "SUPERUSER NOINHERIT", want: "superuser"},
 		{name: "BypassRLS", attrs: "BYPASSRLS NOINHERIT", want: "BYPASSRLS"},
 		{name: "CreateRole", attrs: "CREATEROLE NOINHERIT", want: "CREATEROLE"},
 		{name: "Inherits", attrs: "INHERIT", want: "NOINHERIT"},
 		{name: "MemberOfAdmin", attrs: "NOINHERIT", want: "member of the admin role",
-			setup: func(t *testing.T, role string) { d.Exec(t, `GRANT `+pgx.Identifier{adminRole(t)}.Sanitize()+` TO `+role) }},
+			setup: func(t *testing.T, role string) {
+				d.Exec(t, `GRANT `+pgx.Identifier{adminRole(t)}.Sanitize()+` TO `+role)
+			}},
 		{name: "PrivilegeOnTenantSchema", attrs: "NOINHERIT", want: "holds privileges on schema " + id.SchemaName(),
 			setup: func(t *testing.T, role string) { d.Exec(t, `GRANT USAGE ON SCHEMA `+schema+` TO `+role) }},
 		{name: "OwnsTenantSchema", attrs: "NOINHERIT", want: "owns schema tenant_",
