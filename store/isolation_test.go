@@ -181,21 +181,9 @@ func TestUnknownTenantFails(t *testing.T) {
 	assert.ErrorIs(t, err, store.ErrUnknownTenant)
 }
 
-// rawPool is a pool of the application role without store: what a handler
-// would get if it bypassed the scoped API.
-func rawPool(t testing.TB, maxConns int32) *pgxpool.Pool {
-	cfg, err := pgxpool.ParseConfig(appRole(t))
-	require.NoError(t, err)
-	cfg.MaxConns = maxConns
-	p, err := pgxpool.NewWithConfig(ctxT(t), cfg)
-	require.NoError(t, err)
-	t.Cleanup(p.Close)
-	return p
-}
-
 func TestQueryWithoutTenantFailsAtDatabase(t *testing.T) {
 	db := newStore(t)
-	idA, ctxA := newTenant(t, db, "a")
+	idA, _ := newTenant(t, db, "a")
 	shared := store.Table{Name: "notes", Columns: `body text NOT NULL`}
 	notes := uniqueName("sharednotes")
 	require.NoError(t, db.CreateSharedTable(ctxT(t), notes, shared))
@@ -225,33 +213,30 @@ func TestQueryWithoutTenantFailsAtDatabase(t *testing.T) {
 		assert.Contains(t, err.Error(), "no tenant is set")
 	})
 	t.Run("OnPooledConnectionThatServedAnotherTenant", func(t *testing.T) {
-		insertReq(t, db, ctxA, "REQ-1", "x")
-		one := rawPool(t, 1) // a single connection: the one that served A
-		for _, exec := range []func(context.Context, string, ...any) (pgconn.CommandTag, error){
-			func(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-				return one.Exec(ctx, sql, args...)
-			},
-		} {
-			// Serve tenant A on this connection through the same mechanism store uses.
-			_, err := exec(ctx, `SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true)`, db.TenantRole(idA), idA.String())
-			require.NoError(t, err)
-			// Now the setting is '' (not NULL) on this connection; the role alone must not open the rows.
-			err = pgx.BeginFunc(ctx, one, func(tx pgx.Tx) error {
-				var s *string
-				if err := tx.QueryRow(ctx, `SELECT current_setting('app.tenant_id', true)`).Scan(&s); err != nil {
-					return err
-				}
-				require.NotNil(t, s)
-				assert.Equal(t, "", *s, "after use the setting reads as empty, which the guard must treat as unset")
-				if _, err := tx.Exec(ctx, `SELECT set_config('role', $1, true)`, db.TenantRole(idA)); err != nil {
-					return err
-				}
-				_, err := tx.Exec(ctx, `SELECT req_id FROM `+table)
+		// A store with one connection: the raw transaction below runs on
+		// the very connection that just served tenant A through store.
+		one := newStore(t, func(c *store.Config) { c.App.MaxConns = 1 })
+		idA, ctxA := newTenant(t, one, "pooled")
+		insertReq(t, one, ctxA, "REQ-1", "x")
+		tableA := pgx.Identifier{idA.SchemaName(), "requirements"}.Sanitize()
+		var pidServed, pidRaw int
+		require.NoError(t, one.QueryRow(ctxA, `SELECT pg_backend_pid() FROM requirements`).Scan(&pidServed))
+		err := pgx.BeginFunc(ctx, one.UnscopedPool(), func(tx pgx.Tx) error {
+			var s *string
+			if err := tx.QueryRow(ctx, `SELECT current_setting('app.tenant_id', true), pg_backend_pid()`).Scan(&s, &pidRaw); err != nil {
 				return err
-			})
-			require.Error(t, err)
-			assert.Contains(t, err.Error(), "no tenant is set")
-		}
+			}
+			require.NotNil(t, s)
+			assert.Equal(t, "", *s, "after use the setting reads as empty, which the guard must treat as unset")
+			if _, err := tx.Exec(ctx, `SELECT set_config('role', $1, true)`, one.TenantRole(idA)); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `SELECT req_id FROM `+tableA)
+			return err
+		})
+		require.Equal(t, pidServed, pidRaw, "same server connection")
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "no tenant is set")
 	})
 }
 

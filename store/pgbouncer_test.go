@@ -228,7 +228,7 @@ func pgbLeakRound(ctx context.Context, db *store.DB, id tenant.ID, key, schema s
 		return err
 	}
 	pids.Store(pid, true)
-	wantPath := pgx.Identifier{id.SchemaName()}.Sanitize()
+	wantPath := pgx.Identifier{id.SchemaName()}.Sanitize() + ", pg_temp"
 	if user != db.TenantRole(id) || tid != id.String() || path != wantPath || text != id.String() {
 		return fmt.Errorf("LEAK: statement ran as user=%s tenant=%s search_path=%s and read %q", user, tid, path, text)
 	}

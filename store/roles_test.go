@@ -43,6 +43,15 @@ func TestOpenRefusesUnsafeAppRole(t *testing.T) {
 		{name: "BypassRLS", attrs: "BYPASSRLS NOINHERIT", want: "BYPASSRLS"},
 		{name: "CreateRole", attrs: "CREATEROLE NOINHERIT", want: "CREATEROLE"},
 		{name: "Inherits", attrs: "INHERIT", want: "NOINHERIT"},
+		{name: "Replication", attrs: "REPLICATION NOINHERIT", want: "REPLICATION"},
+		{name: "ReadAllData", attrs: "NOINHERIT", want: "member of pg_read_all_data",
+			setup: func(t *testing.T, role string) { d.Exec(t, `GRANT pg_read_all_data TO `+role) }},
+		{name: "WriteAllData", attrs: "NOINHERIT", want: "member of pg_write_all_data",
+			setup: func(t *testing.T, role string) { d.Exec(t, `GRANT pg_write_all_data TO `+role) }},
+		{name: "ServerProgram", attrs: "NOINHERIT", want: "member of pg_execute_server_program",
+			setup: func(t *testing.T, role string) { d.Exec(t, `GRANT pg_execute_server_program TO `+role) }},
+		{name: "ServerFiles", attrs: "NOINHERIT", want: "member of pg_read_server_files",
+			setup: func(t *testing.T, role string) { d.Exec(t, `GRANT pg_read_server_files TO `+role) }},
 		{name: "MemberOfAdmin", attrs: "NOINHERIT", want: "member of the admin role",
 			setup: func(t *testing.T, role string) {
 				d.Exec(t, `GRANT `+pgx.Identifier{adminRole(t)}.Sanitize()+` TO `+role)

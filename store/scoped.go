@@ -22,7 +22,7 @@ const setupSQL = `SELECT set_config('role', $1, true), set_config('search_path',
 type scope struct {
 	id   tenant.ID
 	role string // tenant role name
-	path string // search_path value: the quoted tenant schema
+	path string // search_path value: the quoted tenant schema, then pg_temp
 }
 
 func (db *DB) scope(ctx context.Context, op string) (*scope, error) {
@@ -33,7 +33,10 @@ func (db *DB) scope(ctx context.Context, op string) (*scope, error) {
 	if s, ok := db.scopes.Load(id); ok {
 		return s.(*scope), nil
 	}
-	s := &scope{id: id, role: db.TenantRole(id), path: pgx.Identifier{id.SchemaName()}.Sanitize()}
+	// pg_temp last: a temporary table left on the connection by an earlier
+	// transaction can never shadow a tenant table (PostgreSQL searches
+	// pg_temp first unless the path names it).
+	s := &scope{id: id, role: db.TenantRole(id), path: pgx.Identifier{id.SchemaName()}.Sanitize() + ", pg_temp"}
 	db.scopes.Store(id, s)
 	return s, nil
 }
@@ -42,15 +45,21 @@ func (s *scope) queueSetup(b *pgx.Batch) {
 	b.Queue(setupSQL, s.role, s.path, s.id.String())
 }
 
-// setupError translates a failed setup into the store's vocabulary.
-func (s *scope) setupError(err error) error {
+// setupError translates an error of the setup statement (or of the batch
+// before it) into the store's vocabulary. Only a server error about the
+// tenant role means the tenant is unknown; anything else (an argument that
+// pgx cannot encode, a cancelled context) is passed on as it is.
+func (s *scope) setupError(op string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == "22023" || pgErr.Code == "42704" || pgErr.Code == "42501") {
 		// invalid_parameter_value / undefined_object: the role does not
 		// exist; insufficient_privilege: we are not a member of it.
-		return fmt.Errorf("store: %w: %s has no placement here (%s)", ErrUnknownTenant, s.id, pgErr.Message)
+		return fmt.Errorf("%s: %w: %s has no placement here (%s)", op, ErrUnknownTenant, s.id, pgErr.Message)
 	}
-	return fmt.Errorf("store: assume tenant %s: %w", s.id, err)
+	if errors.As(err, &pgErr) {
+		return fmt.Errorf("%s: assume tenant %s: %w", op, s.id, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
 }
 
 // warmSet records, per connection, the statements that the connection has
@@ -116,7 +125,7 @@ func (db *DB) canPipeline(c *pgx.Conn, sql string, args []any) bool {
 // the work can be retried the slow way.
 func isPrepareFailure(err error) bool {
 	var pe pgx.ErrPreprocessingBatch
-	return errors.As(err, &pe) && strings.Contains(pe.Error(), "(prepare)")
+	return errors.As(err, &pe) && strings.HasPrefix(pe.Error(), "error preprocessing batch (prepare)")
 }
 
 // acquire takes a connection and resolves the tenant scope.
@@ -161,15 +170,17 @@ func (t *Tx) start(ctx context.Context, sql string, args []any) (br pgx.BatchRes
 		br := c.SendBatch(ctx, b)
 		if _, err := br.Exec(); err != nil { // BEGIN, or the prepare step
 			_ = br.Close()
+			t.db.markCold(c, sql)
 			if !isPrepareFailure(err) {
-				return nil, err
+				return nil, t.sc.setupError("store: tx", err)
 			}
-			t.db.markCold(c, sql) // evicted from pgx's cache: go the slow way
+			// evicted from pgx's cache: go the slow way
 		} else {
 			t.tx = br.Tx()
 			if _, err := br.Exec(); err != nil {
 				_ = br.Close()
-				return nil, t.sc.setupError(err)
+				t.db.markCold(c, sql)
+				return nil, t.sc.setupError("store: tx", err)
 			}
 			return br, nil
 		}
@@ -180,7 +191,7 @@ func (t *Tx) start(ctx context.Context, sql string, args []any) (br pgx.BatchRes
 	sbr := c.SendBatch(ctx, b)
 	if _, err := sbr.Exec(); err != nil {
 		_ = sbr.Close()
-		return nil, err
+		return nil, t.sc.setupError("store: tx", err)
 	}
 	t.tx = sbr.Tx()
 	_, serr := sbr.Exec()
@@ -188,7 +199,7 @@ func (t *Tx) start(ctx context.Context, sql string, args []any) (br pgx.BatchRes
 		serr = err
 	}
 	if serr != nil {
-		return nil, t.sc.setupError(serr)
+		return nil, t.sc.setupError("store: tx", serr)
 	}
 	return nil, nil
 }
@@ -205,12 +216,17 @@ func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 			if cerr := br.Close(); err == nil {
 				err = cerr
 			}
+			if err != nil {
+				t.db.markCold(t.conn.Conn(), sql)
+			}
 			return ct, err
 		}
 	}
 	ct, err := t.tx.Exec(ctx, sql, args...)
 	if err == nil {
 		t.db.markWarm(t.conn.Conn(), sql)
+	} else {
+		t.db.markCold(t.conn.Conn(), sql)
 	}
 	return ct, err
 }
@@ -224,17 +240,21 @@ func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, erro
 			return nil, err
 		}
 		if br != nil {
+			c := t.conn.Conn()
 			rows, err := br.Query()
 			if err != nil {
 				_ = br.Close()
+				t.db.markCold(c, sql)
 				return nil, err
 			}
-			return &batchRows{Rows: rows, br: br}, nil
+			return &batchRows{Rows: rows, br: br, onErr: func() { t.db.markCold(c, sql) }}, nil
 		}
 	}
 	rows, err := t.tx.Query(ctx, sql, args...)
 	if err == nil {
 		t.db.markWarm(t.conn.Conn(), sql)
+	} else {
+		t.db.markCold(t.conn.Conn(), sql)
 	}
 	return rows, err
 }
@@ -336,13 +356,18 @@ func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.Command
 			if cerr := br.Close(); err == nil {
 				err = cerr
 			}
+			if err != nil {
+				// pgx may have dropped the statement from its cache: the
+				// next call prepares it again under the tenant.
+				db.markCold(c, sql)
+			}
 			return ct, err
 		}
 		_ = br.Close()
-		if !isPrepareFailure(err) {
-			return pgconn.CommandTag{}, s.setupError(err)
-		}
 		db.markCold(c, sql)
+		if !isPrepareFailure(err) {
+			return pgconn.CommandTag{}, s.setupError("store: exec", err)
+		}
 	}
 	t := &Tx{db: db, conn: conn, sc: s}
 	ct, err := t.Exec(ctx, sql, args...)
@@ -375,17 +400,18 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 			rows, err := br.Query()
 			if err != nil {
 				_ = br.Close()
+				db.markCold(c, sql)
 				conn.Release()
 				return nil, err
 			}
-			return &batchRows{Rows: rows, br: br, release: conn.Release}, nil
+			return &batchRows{Rows: rows, br: br, release: conn.Release, onErr: func() { db.markCold(c, sql) }}, nil
 		}
 		_ = br.Close()
+		db.markCold(c, sql)
 		if !isPrepareFailure(err) {
 			conn.Release()
-			return nil, s.setupError(err)
+			return nil, s.setupError("store: query", err)
 		}
-		db.markCold(c, sql)
 	}
 	t := &Tx{db: db, conn: conn, sc: s}
 	rows, err := t.Query(ctx, sql, args...)
@@ -413,6 +439,7 @@ type batchRows struct {
 	pgx.Rows
 	br      pgx.BatchResults
 	release func()
+	onErr   func() // called before release when the statement failed
 	closed  bool
 	err     error
 }
@@ -436,6 +463,9 @@ func (r *batchRows) Close() {
 	r.Rows.Close()
 	if err := r.br.Close(); err != nil && r.Rows.Err() == nil {
 		r.err = err
+	}
+	if r.Err() != nil && r.onErr != nil {
+		r.onErr()
 	}
 	if r.release != nil {
 		r.release()

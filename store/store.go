@@ -177,6 +177,40 @@ func (db *DB) checkAppRole(ctx context.Context) error {
 	if inherit && db.pgVersion < 160000 {
 		problems = append(problems, fmt.Sprintf("it inherits the privileges of the roles it belongs to, so tenant roles would be open to it without SET ROLE (fix: ALTER ROLE %s NOINHERIT)", role))
 	}
+	// Predefined roles that read or write everything, or reach the server
+	// itself, and replication (logical decoding ignores row level security).
+	var replication bool
+	if err := db.app.QueryRow(ctx, `SELECT rolreplication FROM pg_roles WHERE rolname = current_user`).Scan(&replication); err != nil {
+		return fmt.Errorf("store: inspect application role: %w", err)
+	}
+	if replication {
+		problems = append(problems, fmt.Sprintf("it has REPLICATION, and logical decoding reads every tenant's rows past row level security (fix: ALTER ROLE %s NOREPLICATION)", role))
+	}
+	rows, err := db.app.Query(ctx, `SELECT r.rolname FROM pg_roles r
+		WHERE r.rolname = ANY($1) AND pg_has_role(current_user, r.oid, 'MEMBER') ORDER BY 1`,
+		[]string{"pg_read_all_data", "pg_write_all_data", "pg_execute_server_program", "pg_read_server_files", "pg_write_server_files", "pg_signal_backend"})
+	if err != nil {
+		return fmt.Errorf("store: inspect application role: %w", err)
+	}
+	predefined, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("store: inspect application role: %w", err)
+	}
+	for _, r := range predefined {
+		problems = append(problems, fmt.Sprintf("it is a member of %s, which reaches past tenant isolation (fix: REVOKE %s FROM %s)", r, r, role))
+	}
+	// A tenant table name that resolves on the role's own search_path would
+	// let a statement be prepared against the wrong table before the tenant
+	// is assumed.
+	for _, t := range db.tables {
+		var found *string
+		if err := db.app.QueryRow(ctx, `SELECT to_regclass($1)::text`, t.Name).Scan(&found); err != nil {
+			return fmt.Errorf("store: inspect application role: %w", err)
+		}
+		if found != nil {
+			problems = append(problems, fmt.Sprintf("its own search_path finds a table %s named like the tenant table %s (fix: ALTER ROLE %s SET search_path = '', or drop or rename that table)", *found, t.Name, role))
+		}
+	}
 	var adminMember bool
 	if err := db.app.QueryRow(ctx, `SELECT pg_has_role(current_user, $1, 'MEMBER')`, db.adminRole).Scan(&adminMember); err != nil {
 		return fmt.Errorf("store: inspect application role: %w", err)
@@ -187,7 +221,7 @@ func (db *DB) checkAppRole(ctx context.Context) error {
 	// Ownership of, or privileges on, tenant schemas and their objects, and
 	// ownership of any table under row-level security (owners are exempt
 	// unless FORCE is set).
-	rows, err := db.app.Query(ctx, `
+	rows, err = db.app.Query(ctx, `
 SELECT what FROM (
   SELECT format('owns schema %I', n.nspname) AS what FROM pg_namespace n
    WHERE n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)

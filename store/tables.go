@@ -95,7 +95,10 @@ func secureTable(ctx context.Context, tx pgx.Tx, schema, table string) error {
 // whose rows belong to many tenants, isolated by row level security alone:
 // every tenant role may read and write it, and sees only its own rows.
 // Prefer per-tenant tables ([Config.Tables]); shared tables suit small
-// cross-tenant indexes. The table is recorded in the control plane, so that
+// cross-tenant indexes. Every unique or exclusion constraint of a shared
+// table must include tenant_id (PRIMARY KEY (tenant_id, id)), or one tenant
+// could learn another's keys from a unique violation; CreateSharedTable
+// refuses the table otherwise. The table is recorded in the control plane, so that
 // dropping a tenant deletes its rows there too. schema must match
 // [a-z][a-z0-9_]* and must not be a tenant schema or tenancy.
 func (db *DB) CreateSharedTable(ctx context.Context, schema string, t Table) error {
@@ -115,13 +118,29 @@ func (db *DB) CreateSharedTable(ctx context.Context, schema string, t Table) err
 			return err
 		}
 		name := pgx.Identifier{schema, t.Name}.Sanitize()
+		// A unique key without tenant_id would let one tenant learn, through
+		// a unique violation, which keys another tenant holds.
+		var bad []string
+		rows, err := tx.Query(ctx, `SELECT i.indexrelid::regclass::text FROM pg_index i
+			WHERE i.indrelid = $1::regclass AND (i.indisunique OR i.indisexclusion)
+			  AND NOT (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attname = 'tenant_id') = ANY (i.indkey::int2[])
+			ORDER BY 1`, name)
+		if err != nil {
+			return err
+		}
+		if bad, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return err
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("%w: table %s: unique or exclusion constraints %v do not include tenant_id, so a tenant could probe another tenant's keys: add tenant_id to them, e.g. PRIMARY KEY (tenant_id, id)", ErrInvalidTable, t.Name, bad)
+		}
 		if err := execAll(ctx, tx,
 			`GRANT SELECT, INSERT, UPDATE, DELETE ON `+name+` TO `+group,
 			`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA `+s+` TO `+group,
 		); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO tenancy.shared_tables (schema_name, table_name) VALUES ($1, $2)`, schema, t.Name)
+		_, err = tx.Exec(ctx, `INSERT INTO tenancy.shared_tables (schema_name, table_name) VALUES ($1, $2)`, schema, t.Name)
 		return err
 	})
 	if err != nil {

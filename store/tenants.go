@@ -153,6 +153,18 @@ func (db *DB) DropTenant(ctx context.Context, id tenant.ID) error {
 			return err
 		}
 		if len(shared) > 0 {
+			// A non-superuser admin with CREATEROLE (PostgreSQL 16+) is not a
+			// member of the roles it creates; it holds ADMIN OPTION, so it can
+			// make itself one for the rest of this transaction's work.
+			var member bool
+			if err := tx.QueryRow(ctx, `SELECT pg_has_role(current_user, $1, 'MEMBER')`, roleName).Scan(&member); err != nil {
+				return err
+			}
+			if !member {
+				if _, err := tx.Exec(ctx, `GRANT `+role+` TO CURRENT_USER`); err != nil {
+					return err
+				}
+			}
 			if _, err := tx.Exec(ctx, `SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true)`, roleName, id.String()); err != nil {
 				return err
 			}
