@@ -48,4 +48,13 @@
 // with the application role's connection could RESET ROLE. Always pass
 // values as bind parameters. The admin connection (DDL, provisioning) is
 // never used for tenant-scoped work and is not exposed.
+//
+// The tenant's search_path is its own schema, then pg_temp: a temporary
+// table left on a pooled connection cannot shadow a tenant table. Create
+// temporary tables ON COMMIT DROP all the same, and never grant them to
+// others.
+//
+// Tenant IDs are not secret from tenants: any SQL can list schema and role
+// names in the system catalogs (pg_namespace, pg_roles). Use IDs that do not
+// reveal a customer's identity if that matters.
 package store
