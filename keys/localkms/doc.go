@@ -1,7 +1,16 @@
 // Package localkms is a Tink KMS client (registry.KMSClient) whose master
 // keys are files on the local disk, addressed by URIs of the form
-// "local://PATH": local:///var/lib/app/master.key for an absolute path,
-// local://dev/master.key for one relative to the working directory.
+// "local://PATH" with an absolute PATH: local:///var/lib/app/master.key.
+// Relative paths are refused: they would name another file in another
+// working directory. [KeyURI] makes the URI of a path.
+//
+// A path has one canonical URI, its clean absolute form
+// ([Client.CanonicalKeyURI]): "local:///keys/./a.key" and
+// "local:///keys//a.key" name the key "local:///keys/a.key", and keys.Manager
+// compares master keys by that URI, so that one key cannot pass for another
+// by a different spelling. A [Client] made with a longer prefix than
+// "local://" serves only the keys inside that directory, checked on the
+// clean path, so ".." cannot leave it.
 //
 // # NOT FOR PRODUCTION
 //
@@ -38,7 +47,8 @@
 // exists but cannot be used (malformed, wrong mode); [fs.ErrNotExist] for a
 // missing one at decryption; [ErrDecrypt] for a ciphertext that does not
 // decrypt with the key (another key, other associated data, tampered).
-// [ErrInvalidURI] is wrapped for a URI this client does not serve.
+// [ErrInvalidURI] is wrapped for a URI this client does not serve (not
+// local://, relative, or outside the client's directory).
 //
 // # Security
 //
@@ -46,5 +56,6 @@
 // memory between calls; nothing in this package prints it. [Client.DestroyKey]
 // overwrites the file with zeros before removing it, which helps on simple
 // file systems and guarantees nothing on SSDs, copy-on-write file systems or
-// in backups.
+// in backups. It refuses to destroy through a symbolic link: a link named
+// as a tenant's own key must not destroy the key it points to.
 package localkms

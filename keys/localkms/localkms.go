@@ -51,22 +51,34 @@ var (
 // material; it is safe for concurrent use.
 type Client struct {
 	prefix string
+	root   string // clean absolute directory the keys must be in; "" for any
 }
 
 var _ registry.KMSClient = (*Client)(nil)
 
-// NewClient returns a client for the key URIs that start with uriPrefix,
-// which must start with "local://". "local://" alone serves every local
-// key; a longer prefix ("local:///etc/app/keys/") restricts the client to
-// keys under it.
+// NewClient returns a client for local:// key URIs. uriPrefix must start
+// with "local://". "local://" alone serves every local key; a longer prefix
+// names a directory ("local:///etc/app/keys/", with or without the final
+// slash) and restricts the client to key files inside it. Key paths are
+// cleaned before the check, so "..", "." and doubled slashes cannot escape
+// the directory; symbolic links are not resolved.
 func NewClient(uriPrefix string) (*Client, error) {
 	if !strings.HasPrefix(uriPrefix, Scheme) {
 		return nil, fmt.Errorf("%w: uriPrefix %q must start with %q", ErrInvalidURI, uriPrefix, Scheme)
 	}
-	return &Client{prefix: uriPrefix}, nil
+	c := &Client{prefix: uriPrefix}
+	if dir := uriPrefix[len(Scheme):]; dir != "" {
+		p := filepath.FromSlash(dir)
+		if strings.ContainsRune(p, 0) || !filepath.IsAbs(p) {
+			return nil, fmt.Errorf("%w: uriPrefix %q must name an absolute directory (local:///DIR/)", ErrInvalidURI, uriPrefix)
+		}
+		c.root = filepath.Clean(p)
+	}
+	return c, nil
 }
 
-// KeyURI returns the local:// URI of the key file at path, made absolute.
+// KeyURI returns the local:// URI of the key file at path, made absolute
+// and clean: the canonical URI of that key (see [Client.CanonicalKeyURI]).
 func KeyURI(path string) (string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -75,22 +87,61 @@ func KeyURI(path string) (string, error) {
 	return Scheme + filepath.ToSlash(abs), nil
 }
 
-// Supported reports whether keyURI starts with the client's prefix and names
-// a path.
+// Supported reports whether keyURI is a local:// URI naming an absolute
+// path inside the client's directory.
 func (c *Client) Supported(keyURI string) bool {
 	_, err := c.path(keyURI)
 	return err == nil
 }
 
-func (c *Client) path(keyURI string) (string, error) {
-	if !strings.HasPrefix(keyURI, c.prefix) {
-		return "", fmt.Errorf("%w: %q does not start with %q", ErrInvalidURI, keyURI, c.prefix)
+// CanonicalKeyURI returns the canonical URI of the key keyURI names:
+// "local://" followed by the clean absolute path, so that every spelling of
+// one path ("./", "//", "dir/../") gives the same URI. It fails with
+// [ErrInvalidURI] for a URI the client does not serve. keys.Manager stores
+// and compares master keys by this URI.
+//
+// Paths are compared as cleaned text: two paths that reach one file through
+// a symbolic or hard link are different URIs. [Client.DestroyKey] refuses
+// to destroy through a symbolic link for that reason.
+func (c *Client) CanonicalKeyURI(keyURI string) (string, error) {
+	p, err := c.path(keyURI)
+	if err != nil {
+		return "", err
 	}
-	p := strings.TrimPrefix(keyURI, Scheme)
+	return Scheme + filepath.ToSlash(p), nil
+}
+
+// KeyIdentity returns the identity of the key keyURI names, which for a
+// local key is its canonical URI ([Client.CanonicalKeyURI]): the path is
+// the key.
+func (c *Client) KeyIdentity(keyURI string) (string, error) {
+	return c.CanonicalKeyURI(keyURI)
+}
+
+// path returns the clean absolute file path keyURI names, checking that it
+// is inside the client's directory.
+func (c *Client) path(keyURI string) (string, error) {
+	if !strings.HasPrefix(keyURI, Scheme) {
+		return "", fmt.Errorf("%w: %q is not a %s URI", ErrInvalidURI, keyURI, Scheme)
+	}
+	p := filepath.FromSlash(keyURI[len(Scheme):])
 	if p == "" || strings.ContainsRune(p, 0) {
 		return "", fmt.Errorf("%w: %q names no file", ErrInvalidURI, keyURI)
 	}
-	return filepath.FromSlash(p), nil
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("%w: %q: the path must be absolute (local:///PATH): a relative path names another file in another working directory", ErrInvalidURI, keyURI)
+	}
+	p = filepath.Clean(p)
+	if filepath.Dir(p) == p {
+		return "", fmt.Errorf("%w: %q names no file", ErrInvalidURI, keyURI)
+	}
+	if c.root != "" {
+		rel, err := filepath.Rel(c.root, p)
+		if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return "", fmt.Errorf("%w: %q is not inside %s, the directory this client is restricted to", ErrInvalidURI, keyURI, c.root)
+		}
+	}
+	return p, nil
 }
 
 // GetAEAD returns the AEAD of the key file named by keyURI. It does not
@@ -104,7 +155,9 @@ func (c *Client) GetAEAD(keyURI string) (tink.AEAD, error) {
 }
 
 // DestroyKey destroys the key file named by keyURI: it overwrites it with
-// zeros, syncs it and removes it. A missing file is not an error. See the
+// zeros, syncs it and removes it. A missing file is not an error. It
+// refuses (with [ErrKeyFile]) a symbolic link or anything but a regular
+// file, so that a link named as one key cannot destroy another. See the
 // package documentation for what this does not guarantee.
 func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 	p, err := c.path(keyURI)
@@ -114,6 +167,19 @@ func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	lfi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("localkms: destroy %s: %w", p, err)
+	}
+	if lfi.Mode()&fs.ModeSymlink != 0 {
+		return fmt.Errorf("%w: destroy %s: it is a symbolic link; destroy the key file it points to by its own URI", ErrKeyFile, p)
+	}
+	if !lfi.Mode().IsRegular() {
+		return fmt.Errorf("%w: destroy %s: not a regular file", ErrKeyFile, p)
+	}
 	f, err := os.OpenFile(p, os.O_WRONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -122,6 +188,9 @@ func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 		return fmt.Errorf("localkms: destroy %s: %w", p, err)
 	}
 	fi, err := f.Stat()
+	if err == nil && !os.SameFile(lfi, fi) {
+		err = fmt.Errorf("%w: it was replaced while being destroyed", ErrKeyFile)
+	}
 	if err == nil {
 		_, err = f.WriteAt(make([]byte, fi.Size()), 0)
 	}

@@ -290,7 +290,7 @@ func TestURIs(t *testing.T) {
 		want bool
 	}{
 		{all, "local:///tmp/k", true},
-		{all, "local://relative/k", true},
+		{all, "local://relative/k", false},
 		{all, "local://", false},
 		{all, "local://a\x00b", false},
 		{all, "aws-kms://arn:aws:kms:x", false},
@@ -346,5 +346,141 @@ func TestNothingPrintsTheKey(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// A client restricted to a directory serves only keys inside it, however
+// the path is spelled: "..", "." and doubled slashes are resolved before
+// the check, so the restriction cannot be escaped.
+func TestPrefixCannotBeEscaped(t *testing.T) {
+	dir := t.TempDir()
+	allowed := filepath.Join(dir, "allowed")
+	c, err := localkms.NewClient(localkms.Scheme + allowed + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, uri := range []string{
+		localkms.Scheme + allowed + "/../outside.key",
+		localkms.Scheme + allowed + "/sub/../../outside.key",
+		localkms.Scheme + allowed + "/./../outside.key",
+		localkms.Scheme + allowed + "/..",
+		localkms.Scheme + allowed + "/.",
+		localkms.Scheme + allowed,
+		localkms.Scheme + allowed + "2/k",
+	} {
+		if c.Supported(uri) {
+			t.Errorf("Supported(%q) = true for a client restricted to %s/", uri, allowed)
+		}
+		a, err := c.GetAEAD(uri)
+		if !errors.Is(err, localkms.ErrInvalidURI) {
+			t.Errorf("GetAEAD(%q) = %v, want ErrInvalidURI", uri, err)
+			if a != nil {
+				_, _ = a.Encrypt([]byte("x"), nil)
+			}
+		}
+		if err := c.DestroyKey(context.Background(), uri); !errors.Is(err, localkms.ErrInvalidURI) {
+			t.Errorf("DestroyKey(%q) = %v, want ErrInvalidURI", uri, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "outside.key")); err == nil {
+		t.Fatalf("a client restricted to %s/ created %s", allowed, filepath.Join(dir, "outside.key"))
+	}
+	// Spellings that stay inside are served, under their clean path.
+	for _, uri := range []string{
+		localkms.Scheme + allowed + "/k",
+		localkms.Scheme + allowed + "//k",
+		localkms.Scheme + allowed + "/./k",
+		localkms.Scheme + allowed + "/sub/../k",
+	} {
+		if !c.Supported(uri) {
+			t.Errorf("Supported(%q) = false", uri)
+		}
+	}
+	// The prefix is a directory, not a text prefix of the path.
+	noSlash, err := localkms.NewClient(localkms.Scheme + allowed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if noSlash.Supported(localkms.Scheme + allowed + "2/k") {
+		t.Errorf("prefix %s serves a sibling directory %s2", allowed, allowed)
+	}
+	if !noSlash.Supported(localkms.Scheme + allowed + "/k") {
+		t.Errorf("prefix %s does not serve %s/k", allowed, allowed)
+	}
+}
+
+// Relative paths depend on the working directory, so the same URI could
+// name different keys in different processes: they are refused.
+func TestRelativePathsAreRefused(t *testing.T) {
+	all := newClient(t)
+	for _, uri := range []string{"local://relative/k", "local://./k", "local://../k", "local://k"} {
+		if all.Supported(uri) {
+			t.Errorf("Supported(%q) = true", uri)
+		}
+		if _, err := all.GetAEAD(uri); !errors.Is(err, localkms.ErrInvalidURI) || !strings.Contains(err.Error(), "absolute") {
+			t.Errorf("GetAEAD(%q) = %v, want ErrInvalidURI saying the path must be absolute", uri, err)
+		}
+		if _, err := all.CanonicalKeyURI(uri); !errors.Is(err, localkms.ErrInvalidURI) {
+			t.Errorf("CanonicalKeyURI(%q) = %v, want ErrInvalidURI", uri, err)
+		}
+	}
+	for _, prefix := range []string{"local://relative/", "local://../x/"} {
+		if _, err := localkms.NewClient(prefix); !errors.Is(err, localkms.ErrInvalidURI) {
+			t.Errorf("NewClient(%q) = %v, want ErrInvalidURI", prefix, err)
+		}
+	}
+}
+
+// Every spelling of a key's path has one canonical URI, which is also its
+// identity: that is how keys.Manager tells that two URIs name one key.
+func TestCanonicalKeyURI(t *testing.T) {
+	dir := t.TempDir()
+	want, err := localkms.KeyURI(filepath.Join(dir, "kek", "platform.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t)
+	for _, alias := range []string{
+		want,
+		localkms.Scheme + dir + "/kek/./platform.key",
+		localkms.Scheme + dir + "//kek//platform.key",
+		localkms.Scheme + dir + "/kek/x/../platform.key",
+		localkms.Scheme + dir + "/other/../kek/platform.key",
+	} {
+		got, err := c.CanonicalKeyURI(alias)
+		if err != nil || got != want {
+			t.Errorf("CanonicalKeyURI(%q) = %q, %v; want %q", alias, got, err, want)
+		}
+		id, err := c.KeyIdentity(alias)
+		if err != nil || id != want {
+			t.Errorf("KeyIdentity(%q) = %q, %v; want %q", alias, id, err, want)
+		}
+	}
+	other, _ := c.CanonicalKeyURI(localkms.Scheme + dir + "/kek/platform.key2")
+	if other == want {
+		t.Errorf("two keys have one canonical URI %q", want)
+	}
+}
+
+// DestroyKey does not follow a symbolic link: a link named as a tenant's
+// own key must not destroy the file it points to (another key).
+func TestDestroyKeyRefusesSymlinks(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "platform.key")
+	a, _ := aeadAt(t, target)
+	ct, err := a.Encrypt([]byte("x"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "tenant.key")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	linkURI, _ := localkms.KeyURI(link)
+	if err := newClient(t).DestroyKey(context.Background(), linkURI); !errors.Is(err, localkms.ErrKeyFile) {
+		t.Fatalf("DestroyKey(symlink) = %v, want ErrKeyFile", err)
+	}
+	if _, err := a.Decrypt(ct, nil); err != nil {
+		t.Fatalf("the key behind the symlink was destroyed: %v", err)
 	}
 }
