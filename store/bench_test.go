@@ -109,6 +109,31 @@ func BenchmarkSelectPK(b *testing.B) {
 			}
 		})
 	})
+	b.Run("mode=scoped20tenantsPlanPerTenant", func(b *testing.B) {
+		// The same, with Config.PlanPerTenant: one prepared statement (and
+		// plan) per tenant on each connection, so no re-planning.
+		d := pgtest.DB(b)
+		cfg, err := store.ParseConfig(appRole(b), d.AdminURL())
+		require.NoError(b, err)
+		cfg.RolePrefix = d.Prefix()
+		cfg.App.MaxConns = 4
+		cfg.PlanPerTenant = true
+		pdb, err := store.OpenConfig(context.Background(), cfg)
+		require.NoError(b, err)
+		defer pdb.Close()
+		var n atomic.Int64
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			var s string
+			for pb.Next() {
+				i := n.Add(1)
+				if err := pdb.QueryRow(ctxs[i%int64(len(ctxs))], `SELECT requirement_text FROM requirements WHERE req_id = $1`, reqKey(i)).Scan(&s); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
 	b.Run("mode=scoped20tenants", func(b *testing.B) {
 		// Tenants rotate on every call, so connections keep changing role
 		// and search_path: the worst case for PostgreSQL's plan cache.

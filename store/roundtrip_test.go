@@ -122,3 +122,33 @@ func TestExecModesKeepIsolation(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanPerTenantKeepsIsolationAndOneRoundTrip: with PlanPerTenant,
+// tenants alternating on one connection each see only their own rows, and a
+// warm statement still costs one round trip.
+func TestPlanPerTenantKeepsIsolationAndOneRoundTrip(t *testing.T) {
+	var writes atomic.Int64
+	db := newStore(t, withWriteCounter(&writes), func(c *store.Config) { c.PlanPerTenant = true })
+	_, ctxA := newTenant(t, db, "ppt")
+	_, ctxB := newTenant(t, db, "ppt")
+	insertReq(t, db, ctxA, "A", "a")
+	insertReq(t, db, ctxB, "B", "b")
+	q := `SELECT req_id FROM requirements -- a trailing comment must not swallow the tenant's`
+	for range 3 {
+		for _, c := range []struct {
+			ctx  context.Context
+			want string
+		}{{ctxA, "A"}, {ctxB, "B"}} {
+			writes.Store(0)
+			var got string
+			require.NoError(t, db.QueryRow(c.ctx, q).Scan(&got))
+			assert.Equal(t, c.want, got)
+		}
+	}
+	writes.Store(0)
+	var got string
+	require.NoError(t, db.QueryRow(ctxA, q).Scan(&got))
+	assert.EqualValues(t, 1, writes.Load(), "round trips")
+	require.NoError(t, db.Tx(ctxB, func(tx *store.Tx) error { return tx.QueryRow(ctxB, q).Scan(&got) }))
+	assert.Equal(t, "B", got)
+}

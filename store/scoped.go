@@ -20,9 +20,19 @@ const setupSQL = `SELECT set_config('role', $1, true), set_config('search_path',
 
 // scope is the precomputed setup arguments of one tenant.
 type scope struct {
-	id   tenant.ID
-	role string // tenant role name
-	path string // search_path value: the quoted tenant schema, then pg_temp
+	id     tenant.ID
+	role   string // tenant role name
+	path   string // search_path value: the quoted tenant schema, then pg_temp
+	suffix string // appended to statements with Config.PlanPerTenant
+}
+
+// stmt returns the SQL to send for sql: with Config.PlanPerTenant a comment
+// naming the tenant makes every tenant's statement a statement of its own.
+func (s *scope) stmt(sql string) string {
+	if s.suffix == "" {
+		return sql
+	}
+	return sql + s.suffix
 }
 
 func (db *DB) scope(ctx context.Context, op string) (*scope, error) {
@@ -37,6 +47,10 @@ func (db *DB) scope(ctx context.Context, op string) (*scope, error) {
 	// transaction can never shadow a tenant table (PostgreSQL searches
 	// pg_temp first unless the path names it).
 	s := &scope{id: id, role: db.TenantRole(id), path: pgx.Identifier{id.SchemaName()}.Sanitize() + ", pg_temp"}
+	if db.planPerTenant {
+		// The ID grammar ([a-z0-9_]) cannot end the comment.
+		s.suffix = "\n/* tenancy:" + id.String() + " */"
+	}
 	db.scopes.Store(id, s)
 	return s, nil
 }
@@ -206,6 +220,7 @@ func (t *Tx) start(ctx context.Context, sql string, args []any) (br pgx.BatchRes
 
 // Exec runs sql in the transaction; see [pgx.Tx.Exec].
 func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	sql = t.sc.stmt(sql)
 	if t.tx == nil {
 		br, err := t.start(ctx, sql, args)
 		if err != nil {
@@ -234,6 +249,7 @@ func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 // Query runs sql in the transaction; see [pgx.Tx.Query]. The rows must be
 // closed (or read to the end) before the next statement.
 func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	sql = t.sc.stmt(sql)
 	if t.tx == nil {
 		br, err := t.start(ctx, sql, args)
 		if err != nil {
@@ -345,10 +361,11 @@ func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.Command
 	}
 	defer conn.Release()
 	c := conn.Conn()
-	if db.canPipeline(c, sql, args) {
+	tsql := s.stmt(sql)
+	if db.canPipeline(c, tsql, args) {
 		b := &pgx.Batch{}
 		s.queueSetup(b)
-		b.Queue(sql, args...)
+		b.Queue(tsql, args...)
 		br := c.SendBatch(ctx, b)
 		_, err := br.Exec()
 		if err == nil {
@@ -359,12 +376,12 @@ func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.Command
 			if err != nil {
 				// pgx may have dropped the statement from its cache: the
 				// next call prepares it again under the tenant.
-				db.markCold(c, sql)
+				db.markCold(c, tsql)
 			}
 			return ct, err
 		}
 		_ = br.Close()
-		db.markCold(c, sql)
+		db.markCold(c, tsql)
 		if !isPrepareFailure(err) {
 			return pgconn.CommandTag{}, s.setupError("store: exec", err)
 		}
@@ -390,24 +407,25 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 		return nil, err
 	}
 	c := conn.Conn()
-	if db.canPipeline(c, sql, args) {
+	tsql := s.stmt(sql)
+	if db.canPipeline(c, tsql, args) {
 		b := &pgx.Batch{}
 		s.queueSetup(b)
-		b.Queue(sql, args...)
+		b.Queue(tsql, args...)
 		br := c.SendBatch(ctx, b)
 		_, err := br.Exec()
 		if err == nil {
 			rows, err := br.Query()
 			if err != nil {
 				_ = br.Close()
-				db.markCold(c, sql)
+				db.markCold(c, tsql)
 				conn.Release()
 				return nil, err
 			}
-			return &batchRows{Rows: rows, br: br, release: conn.Release, onErr: func() { db.markCold(c, sql) }}, nil
+			return &batchRows{Rows: rows, br: br, release: conn.Release, onErr: func() { db.markCold(c, tsql) }}, nil
 		}
 		_ = br.Close()
-		db.markCold(c, sql)
+		db.markCold(c, tsql)
 		if !isPrepareFailure(err) {
 			conn.Release()
 			return nil, s.setupError("store: query", err)

@@ -29,6 +29,17 @@ type Config struct {
 	RolePrefix string
 	// Tables are the tenant tables created in every new tenant's schema.
 	Tables []Table
+	// PlanPerTenant makes every statement of a tenant a prepared statement
+	// of its own on each connection (a comment naming the tenant is
+	// appended to the SQL), so that PostgreSQL keeps a plan per tenant
+	// instead of re-planning whenever a connection passes from one tenant
+	// to another (role and search_path change). It pays off when few
+	// tenants share a connection at a time: each connection then holds up
+	// to (statements x tenants) prepared statements, bounded by pgx's
+	// statement cache (ConnConfig.StatementCacheCapacity); beyond that,
+	// evictions cost round trips. SQL passed to the scoped calls must then
+	// be SQL, not the name of a statement prepared by hand. Off by default.
+	PlanPerTenant bool
 	// Logger receives store's logs; nil discards them. Logs carry tenant
 	// IDs and role names, never row data or secrets.
 	Logger *slog.Logger
@@ -60,7 +71,9 @@ type DB struct {
 	rolePrefix string
 	tables     []Table
 	log        *slog.Logger
-	pgVersion  int // server_version_num
+
+	planPerTenant bool
+	pgVersion     int // server_version_num
 
 	fastMode  bool     // every first statement can share the setup round trip
 	slowMode  bool     // no first statement can (DescribeExec)
@@ -100,6 +113,8 @@ func OpenConfig(ctx context.Context, cfg *Config) (*DB, error) {
 		rolePrefix: cfg.RolePrefix,
 		tables:     append([]Table(nil), cfg.Tables...),
 		log:        cfg.Logger,
+
+		planPerTenant: cfg.PlanPerTenant,
 	}
 	if db.log == nil {
 		db.log = slog.New(slog.DiscardHandler)
