@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,7 +38,9 @@ type Option func(*Client) error
 // [ErrModuleNotAllowed]. Use it whenever key URIs can come from outside the
 // operator's own configuration (customer-managed keys): loading a module
 // runs its code in this process. Paths are compared as written, before
-// symlinks are resolved. With no paths, no module is allowed.
+// symlinks are resolved, and a key's identity ([KeyURI.Identity]) holds its
+// module path as written, so [NewClient] refuses two allowed paths that are
+// one module. With no paths, no module is allowed.
 func WithModulePaths(paths ...string) Option {
 	return func(c *Client) error {
 		if c.modules == nil {
@@ -71,13 +75,84 @@ func NewClient(uriPrefix string, opts ...Option) (*Client, error) {
 			return nil, err
 		}
 	}
+	if err := c.checkModuleAliases(); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// checkModuleAliases refuses an allow-list naming one module by two paths
+// (one a symbolic link to the other): a key would then have two URIs of
+// different identities. Paths that do not resolve (not installed) are not
+// checked.
+func (c *Client) checkModuleAliases() error {
+	seen := map[string]string{}
+	paths := make([]string, 0, len(c.modules))
+	for p := range c.modules {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	for _, p := range paths {
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			continue
+		}
+		if other, ok := seen[real]; ok {
+			return &URIError{Attr: "module-path", Reason: "WithModulePaths: " + other + " and " + p +
+				" are one module (a symbolic link): allow one path per module, so that each key has one identity"}
+		}
+		seen[real] = p
+	}
+	return nil
 }
 
 // Supported reports whether keyURI is under the client's prefix. It does
 // not parse the URI; GetAEAD does.
 func (c *Client) Supported(keyURI string) bool {
 	return strings.HasPrefix(keyURI, c.prefix)
+}
+
+// CanonicalKeyURI returns the canonical form of keyURI ([KeyURI.String]):
+// the same key, token, module and pin-source, spelled one way. keys.Manager
+// stores master keys by this URI and compares them by [Client.KeyIdentity],
+// so that a URI cannot pass for another key, or another key for it, by a
+// different spelling. It fails like GetAEAD for a URI that is invalid,
+// names a module not allowed ([WithModulePaths]), or whose canonical form
+// is not under the client's prefix (write prefixes in canonical order,
+// token first). It opens nothing.
+func (c *Client) CanonicalKeyURI(keyURI string) (string, error) {
+	k, err := c.parse(keyURI)
+	if err != nil {
+		return "", err
+	}
+	return k.String(), nil
+}
+
+// KeyIdentity returns the identity of the key keyURI names
+// ([KeyURI.Identity]): its canonical URI without the pin-source, which says
+// how to log in, not which key it is. It fails like [Client.CanonicalKeyURI].
+func (c *Client) KeyIdentity(keyURI string) (string, error) {
+	k, err := c.parse(keyURI)
+	if err != nil {
+		return "", err
+	}
+	return k.Identity(), nil
+}
+
+// parse parses keyURI and checks that its module is allowed and that its
+// canonical form is under the client's prefix.
+func (c *Client) parse(keyURI string) (*KeyURI, error) {
+	k, err := ParseKeyURI(keyURI)
+	if err != nil {
+		return nil, err
+	}
+	if c.modules != nil && !c.modules[k.ModulePath] {
+		return nil, fmt.Errorf("%w: %s", ErrModuleNotAllowed, k.ModulePath)
+	}
+	if !c.Supported(k.String()) {
+		return nil, fmt.Errorf("%w (prefix %s)", ErrUnsupportedURI, quote(c.prefix))
+	}
+	return k, nil
 }
 
 // GetAEAD returns an AEAD whose Encrypt and Decrypt run AES-256-GCM inside
@@ -316,12 +391,9 @@ func (c *Client) open(keyURI string) (*KeyURI, *tokenConn, error) {
 	if !c.Supported(keyURI) {
 		return nil, nil, fmt.Errorf("%w (prefix %s)", ErrUnsupportedURI, quote(c.prefix))
 	}
-	k, err := ParseKeyURI(keyURI)
+	k, err := c.parse(keyURI)
 	if err != nil {
 		return nil, nil, err
-	}
-	if c.modules != nil && !c.modules[k.ModulePath] {
-		return nil, nil, fmt.Errorf("%w: %s", ErrModuleNotAllowed, k.ModulePath)
 	}
 	pin, err := readPIN(k.PINSource)
 	if err != nil {

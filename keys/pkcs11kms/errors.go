@@ -60,6 +60,9 @@ type URIError struct {
 	Reason string
 }
 
+// Error returns "pkcs11kms: invalid key URI: ", then the attribute at
+// fault (quoted, escaped and truncated) if any, and the reason. It never
+// contains the URI itself.
 func (e *URIError) Error() string {
 	if e.Attr == "" {
 		return "pkcs11kms: invalid key URI: " + e.Reason

@@ -725,3 +725,88 @@ func TestModuleSymlink(t *testing.T) {
 		}
 	}
 }
+
+// CanonicalKeyURI and KeyIdentity give one URI and one identity for every
+// spelling of a key, and the canonical URI reaches the same key.
+func TestClientCanonicalKeyURI(t *testing.T) {
+	tok := softhsmtest.NewToken(t)
+	c := newClient(t, pkcs11kms.WithModulePaths(tok.Module))
+	uri, a := newKey(t, c, tok, "kek")
+	ct, err := a.Encrypt([]byte("x"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := pkcs11kms.ParseKeyURI(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PKCS11KMS_TEST_ALIAS_PIN", tok.PIN)
+	aliases := []string{
+		uri,
+		"pkcs11:object=kek;type=secret-key;token=" + softhsmtest.Escape(tok.Label) + "?pin-source=file:" + tok.PINFile + "&module-path=" + tok.Module,
+		"pkcs11:token=" + softhsmtest.Escape(tok.Label) + ";object=%6b%65%6B?module-path=" + tok.Module + "&pin-source=env:PKCS11KMS_TEST_ALIAS_PIN",
+	}
+	for _, alias := range aliases {
+		id, err := c.KeyIdentity(alias)
+		if err != nil || id != k.Identity() {
+			t.Errorf("KeyIdentity(%q) = %q, %v; want %q", alias, id, err, k.Identity())
+		}
+		canon, err := c.CanonicalKeyURI(alias)
+		if err != nil || !strings.HasPrefix(canon, k.Identity()) {
+			t.Fatalf("CanonicalKeyURI(%q) = %q, %v", alias, canon, err)
+		}
+		again, err := c.CanonicalKeyURI(canon)
+		if err != nil || again != canon {
+			t.Errorf("CanonicalKeyURI is not idempotent: %q -> %q, %v", canon, again, err)
+		}
+		b, err := c.GetAEAD(canon)
+		if err != nil {
+			t.Fatalf("GetAEAD(%q): %v", canon, err)
+		}
+		if pt, err := b.Decrypt(ct, nil); err != nil || string(pt) != "x" {
+			t.Fatalf("the canonical URI %q reaches another key: %q, %v", canon, pt, err)
+		}
+	}
+	if canon, _ := c.CanonicalKeyURI(aliases[1]); canon != uri {
+		t.Errorf("CanonicalKeyURI(%q) = %q, want %q", aliases[1], canon, uri)
+	}
+	// Refused like GetAEAD: an invalid URI, a module not allowed, a URI
+	// outside the prefix.
+	if _, err := c.CanonicalKeyURI("pkcs11:token=t;object=k?module-path=" + tok.Module + "&pin-value=1"); !errors.Is(err, pkcs11kms.ErrInvalidURI) {
+		t.Errorf("pin-value: %v", err)
+	}
+	if _, err := c.KeyIdentity("pkcs11:token=t;object=k?module-path=/opt/other.so&pin-source=env:P"); !errors.Is(err, pkcs11kms.ErrModuleNotAllowed) {
+		t.Errorf("module not allowed: %v", err)
+	}
+	acme, err := pkcs11kms.NewClient("pkcs11:token=acme;", pkcs11kms.WithModulePaths(tok.Module))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer acme.Close()
+	if _, err := acme.CanonicalKeyURI("pkcs11:token=beta;object=k?module-path=" + tok.Module + "&pin-source=env:P"); !errors.Is(err, pkcs11kms.ErrUnsupportedURI) {
+		t.Errorf("outside the prefix: %v", err)
+	}
+}
+
+// An allow-list naming one module by two paths would give one key two
+// identities: NewClient refuses it.
+func TestWithModulePathsRefusesOneModuleByTwoPaths(t *testing.T) {
+	module := softhsmtest.ModulePath(t)
+	real, err := filepath.EvalSymlinks(module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "libsofthsm2-link.so")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pkcs11kms.NewClient("pkcs11:", pkcs11kms.WithModulePaths(real, link))
+	if !errors.Is(err, pkcs11kms.ErrInvalidURI) || !strings.Contains(err.Error(), "one module") {
+		t.Fatalf("NewClient with one module allowed by two paths: %v", err)
+	}
+	c, err := pkcs11kms.NewClient("pkcs11:", pkcs11kms.WithModulePaths(real, "/opt/not-installed/hsm.so"))
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	_ = c.Close()
+}

@@ -156,11 +156,29 @@ func (k *KeyURI) validate() error {
 }
 
 // String returns the URI in canonical form: token, object, module-path,
-// pin-source, in that order, percent-encoded. It contains no PIN (a KeyURI
-// cannot hold one).
+// pin-source, in that order, percent-encoded (every byte but the
+// unreserved characters, and '/' and ':' in the query, as %XX with
+// upper-case hex), without type=secret-key. Every URI that ParseKeyURI
+// accepts for the same attribute values has this one canonical form. It
+// contains no PIN (a KeyURI cannot hold one).
 func (k *KeyURI) String() string {
+	return k.Identity() + escape(k.PINSource, true)
+}
+
+// Identity returns the part of the canonical URI ([KeyURI.String]) that
+// says which key it names, as opposed to how to log in to its token: the
+// canonical URI up to and including "&pin-source=". Two URIs name the same
+// key exactly when their identities are equal, whatever their attribute
+// order, percent-encoding, optional type=secret-key or pin-source. Since
+// every value is percent-encoded, no canonical URI of another key starts
+// with it.
+//
+// The module is compared by its path as written (clean, absolute): one
+// module reached by two paths (a symbolic link) gives two identities. Allow
+// one path per module with [WithModulePaths].
+func (k *KeyURI) Identity() string {
 	return Scheme + "token=" + escape(k.Token, false) + ";object=" + escape(k.Object, false) +
-		"?module-path=" + escape(k.ModulePath, true) + "&pin-source=" + escape(k.PINSource, true)
+		"?module-path=" + escape(k.ModulePath, true) + "&pin-source="
 }
 
 // splitAttr splits one name=value attribute and percent-decodes its value;

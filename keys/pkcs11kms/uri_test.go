@@ -190,3 +190,57 @@ func FuzzParseKeyURI(f *testing.F) {
 		}
 	})
 }
+
+// Every spelling of one key has one canonical URI and one identity; the
+// pin-source changes the canonical URI (it must stay usable) but not the
+// identity (it says how to log in, not which key).
+func TestCanonicalFormAndIdentity(t *testing.T) {
+	const canon = "pkcs11:token=tenancy;object=master-kek?module-path=" + mod + "&pin-source=env:TENANCY_HSM_PIN"
+	const identity = "pkcs11:token=tenancy;object=master-kek?module-path=" + mod + "&pin-source="
+	for _, alias := range []string{
+		canon,
+		"pkcs11:object=master-kek;token=tenancy?pin-source=env:TENANCY_HSM_PIN&module-path=" + mod,
+		"pkcs11:token=tenancy;type=secret-key;object=master-kek" + q,
+		"pkcs11:token=%74enancy;object=master%2Dkek" + q,
+		"pkcs11:token=%74%65%6e%61%6E%63%79;object=master-kek?module-path=%2Fusr%2Flib/softhsm/libsofthsm2.so&pin-source=env%3ATENANCY_HSM_PIN",
+	} {
+		k, err := pkcs11kms.ParseKeyURI(alias)
+		if err != nil {
+			t.Fatalf("ParseKeyURI(%q): %v", alias, err)
+		}
+		if got := k.String(); got != canon {
+			t.Errorf("canonical form of %q = %q, want %q", alias, got, canon)
+		}
+		if got := k.Identity(); got != identity {
+			t.Errorf("identity of %q = %q, want %q", alias, got, identity)
+		}
+	}
+	other, err := pkcs11kms.ParseKeyURI("pkcs11:token=tenancy;object=master-kek?module-path=" + mod + "&pin-source=file:/run/secrets/pin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.Identity() != identity {
+		t.Errorf("another pin-source changed the identity: %q", other.Identity())
+	}
+	if other.String() == canon || !strings.HasSuffix(other.String(), "&pin-source=file:/run/secrets/pin") {
+		t.Errorf("the canonical URI must keep its own pin-source: %q", other.String())
+	}
+	// Other keys: other object, token or module; a value that is a prefix
+	// of the other's never makes one identity a prefix of the other URI.
+	for _, u := range []string{
+		"pkcs11:token=tenancy;object=master-kek2" + q,
+		"pkcs11:token=tenancy;object=master" + q,
+		"pkcs11:token=tenancy2;object=master-kek" + q,
+		"pkcs11:token=tenanc;object=master-kek" + q,
+		"pkcs11:token=tenancy;object=master-kek?module-path=" + mod + "2&pin-source=env:TENANCY_HSM_PIN",
+		"pkcs11:token=tenancy;object=master-kek?module-path=/usr/lib/softhsm/libsofthsm&pin-source=env:TENANCY_HSM_PIN",
+	} {
+		k, err := pkcs11kms.ParseKeyURI(u)
+		if err != nil {
+			t.Fatalf("ParseKeyURI(%q): %v", u, err)
+		}
+		if k.Identity() == identity || strings.HasPrefix(k.String(), identity) || strings.HasPrefix(canon, k.Identity()) {
+			t.Errorf("%q and %q share an identity", u, canon)
+		}
+	}
+}
