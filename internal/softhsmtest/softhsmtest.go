@@ -9,10 +9,12 @@
 //
 // The helper needs the softhsm2-util tool and the libsofthsm2.so module
 // (Debian/Ubuntu: apt-get install softhsm2). When they are missing, a test
-// calling [NewToken] is skipped with a message saying so — unless the
-// environment variable CI is "true", in which case it fails: CI must run
-// the HSM tests, not skip them. TENANCY_TEST_SOFTHSM2_MODULE may name the
-// module if it is not in one of the usual places.
+// calling [NewToken] or [ModulePath] is skipped with a message saying so —
+// unless the environment variable CI is true (any value strconv.ParseBool
+// takes as true, such as "true" or "1", as for internal/pgtest), in which
+// case it fails: CI must run the HSM tests, not skip them.
+// TENANCY_TEST_SOFTHSM2_MODULE may name the module if it is not in one of
+// the usual places.
 //
 // # One configuration per process
 //
@@ -44,6 +46,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -261,10 +264,18 @@ func findModule() (string, error) {
 
 func unavailable(tb testing.TB, err error) {
 	tb.Helper()
-	if os.Getenv("CI") == "true" {
-		tb.Fatalf("softhsmtest: SoftHSM2 is required when CI=true: %v (apt-get install softhsm2)", err)
+	if inCI() {
+		tb.Fatalf("softhsmtest: SoftHSM2 is required in CI (CI=%s): %v (apt-get install softhsm2)", os.Getenv("CI"), err)
 	}
 	tb.Skipf("softhsmtest: SoftHSM2 not available, skipping (apt-get install softhsm2): %v", err)
+}
+
+// inCI reports whether CI is set to a value strconv.ParseBool takes as
+// true ("1", "t", "true", "TRUE", ...), as internal/pgtest and
+// internal/pgbouncertest read it.
+func inCI() bool {
+	ci, _ := strconv.ParseBool(os.Getenv("CI"))
+	return ci
 }
 
 func util(args ...string) ([]byte, error) {
