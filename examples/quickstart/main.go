@@ -37,11 +37,33 @@ import (
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
-const (
-	dbName     = "tenancy_quickstart"
-	appRole    = "tenancy_quickstart_app"
-	rolePrefix = "tenancy_qs_"
-)
+// options says where the quickstart runs and which cluster-wide names it
+// creates. Everything so named is dropped before and after a run, so two
+// runs at the same time on one server need different names: main uses the
+// fixed names documented above, the test names derived from its pgtest
+// prefix.
+type options struct {
+	// AdminURL is the connection string of a PostgreSQL superuser, used
+	// for setup and cleanup only.
+	AdminURL string
+	// Database is the scratch database, created and dropped.
+	Database string
+	// AppRole is the least-privilege login role the application uses.
+	AppRole string
+	// RolePrefix is store's Config.RolePrefix (at most 16 bytes); every
+	// role whose name starts with it is dropped.
+	RolePrefix string
+}
+
+// defaultOptions returns the names the package documentation promises.
+func defaultOptions(adminURL string) options {
+	return options{
+		AdminURL:   adminURL,
+		Database:   "tenancy_quickstart",
+		AppRole:    "tenancy_quickstart_app",
+		RolePrefix: "tenancy_qs_",
+	}
+}
 
 // requirements has the core columns of RTMX's database.csv.
 var requirements = store.Table{
@@ -86,43 +108,48 @@ func main() {
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := run(ctx, os.Stdout, *adminURL); err != nil {
+	if err := run(ctx, os.Stdout, defaultOptions(*adminURL)); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, out io.Writer, adminURL string) (err error) {
+func run(ctx context.Context, out io.Writer, o options) (err error) {
 	p := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	for _, name := range []string{o.Database, o.AppRole, o.RolePrefix} {
+		if !isName(name) {
+			return fmt.Errorf("%q is not a lower-case SQL name", name)
+		}
+	}
 
 	// 1. Setup: a scratch database, a least-privilege application role.
-	server, err := pgx.Connect(ctx, adminURL)
+	server, err := pgx.Connect(ctx, o.AdminURL)
 	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL or pass -admin-url", redact(adminURL), err)
+		return fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL or pass -admin-url", redact(o.AdminURL), err)
 	}
 	defer server.Close(context.WithoutCancel(ctx))
 	password := randomHex()
-	if err := cleanup(ctx, server); err != nil { // leftovers of an interrupted run
+	if err := cleanup(ctx, server, o); err != nil { // leftovers of an interrupted run
 		return err
 	}
 	defer func() {
-		if cerr := cleanup(context.WithoutCancel(ctx), server); cerr != nil && err == nil {
+		if cerr := cleanup(context.WithoutCancel(ctx), server, o); cerr != nil && err == nil {
 			err = cerr
 		} else if cerr == nil {
-			p("\ncleaned up: database %s and roles %s, %s* dropped", dbName, appRole, rolePrefix)
+			p("\ncleaned up: database %s and roles %s, %s* dropped", o.Database, o.AppRole, o.RolePrefix)
 		}
 	}()
 	for _, sql := range []string{
-		`CREATE DATABASE ` + dbName,
+		`CREATE DATABASE ` + o.Database,
 		// NOINHERIT: the role reaches a tenant's data only by assuming that
 		// tenant's role, which store does per transaction.
-		`CREATE ROLE ` + appRole + ` LOGIN NOINHERIT PASSWORD '` + password + `'`,
+		`CREATE ROLE ` + o.AppRole + ` LOGIN NOINHERIT PASSWORD '` + password + `'`,
 	} {
 		if _, err := server.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("setup: %w", err)
 		}
 	}
-	adminDB, appDB, err := urls(adminURL, password)
+	adminDB, appDB, err := urls(o, password)
 	if err != nil {
 		return err
 	}
@@ -131,14 +158,14 @@ func run(ctx context.Context, out io.Writer, adminURL string) (err error) {
 	if err != nil {
 		return err
 	}
-	cfg.RolePrefix = rolePrefix
+	cfg.RolePrefix = o.RolePrefix
 	cfg.Tables = []store.Table{requirements, integrations}
 	db, err := store.OpenConfig(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	p("tenancy quickstart: PostgreSQL database %s, application role %s\n", dbName, db.AppRole())
+	p("tenancy quickstart: PostgreSQL database %s, application role %s\n", o.Database, db.AppRole())
 
 	// Keys: a development master key in a file (an HSM or cloud KMS in
 	// production), wrapping per-tenant keysets kept in the control plane.
@@ -299,13 +326,14 @@ func run(ctx context.Context, out io.Writer, adminURL string) (err error) {
 	return nil
 }
 
-// cleanup drops what the quickstart creates; it is safe to run repeatedly.
-func cleanup(ctx context.Context, server *pgx.Conn) error {
-	if _, err := server.Exec(ctx, `DROP DATABASE IF EXISTS `+dbName+` WITH (FORCE)`); err != nil {
+// cleanup drops what the quickstart creates with o's names; it is safe to
+// run repeatedly.
+func cleanup(ctx context.Context, server *pgx.Conn, o options) error {
+	if _, err := server.Exec(ctx, `DROP DATABASE IF EXISTS `+o.Database+` WITH (FORCE)`); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	rows, err := server.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname = $1 OR rolname LIKE $2 ORDER BY rolname = $1`,
-		appRole, strings.ReplaceAll(rolePrefix, "_", `\_`)+"%")
+		o.AppRole, strings.ReplaceAll(o.RolePrefix, "_", `\_`)+"%")
 	if err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
@@ -323,8 +351,8 @@ func cleanup(ctx context.Context, server *pgx.Conn) error {
 
 // urls derives the admin and application connection strings for the
 // scratch database from the superuser's.
-func urls(adminURL, password string) (admin, app string, err error) {
-	cfg, err := pgx.ParseConfig(adminURL)
+func urls(o options, password string) (admin, app string, err error) {
+	cfg, err := pgx.ParseConfig(o.AdminURL)
 	if err != nil {
 		return "", "", err
 	}
@@ -333,7 +361,7 @@ func urls(adminURL, password string) (admin, app string, err error) {
 		hostport = ""
 	}
 	mk := func(user, pass string) string {
-		u := url.URL{Scheme: "postgres", Host: hostport, Path: "/" + dbName}
+		u := url.URL{Scheme: "postgres", Host: hostport, Path: "/" + o.Database}
 		if pass != "" {
 			u.User = url.UserPassword(user, pass)
 		} else {
@@ -348,7 +376,21 @@ func urls(adminURL, password string) (admin, app string, err error) {
 		u.RawQuery = q.Encode()
 		return u.String()
 	}
-	return mk(cfg.User, cfg.Password), mk(appRole, password), nil
+	return mk(cfg.User, cfg.Password), mk(o.AppRole, password), nil
+}
+
+// isName reports whether s can be written into SQL unquoted: [a-z_][a-z0-9_]*,
+// at most 63 bytes.
+func isName(s string) bool {
+	if s == "" || len(s) > 63 || ('0' <= s[0] && s[0] <= '9') {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
 }
 
 func redact(s string) string {
