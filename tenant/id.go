@@ -29,6 +29,10 @@ type IDError struct {
 	Rule string
 }
 
+// Error returns "tenant: invalid tenant ID <Input>: <Rule>". [ParseID]
+// sets Input to the rejected string quoted with strconv.QuoteToASCII (and
+// truncated), so its errors are one printable ASCII line whatever the input
+// held.
 func (e *IDError) Error() string {
 	return fmt.Sprintf("tenant: invalid tenant ID %s: %s", e.Input, e.Rule)
 }
