@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -142,7 +143,7 @@ func (s *MemStore) List(ctx context.Context, opts ListOptions) ([]WrappedKeyset,
 	s.init()
 	var out []WrappedKeyset
 	for _, w := range s.sets {
-		if opts.KEKURI != "" && w.KEKURI != opts.KEKURI {
+		if opts.KEKURI != "" && w.KEKURI != opts.KEKURI || !strings.HasPrefix(w.KEKURI, opts.KEKURIPrefix) {
 			continue
 		}
 		if !opts.AfterTenant.IsZero() && compareKey(w.Tenant, w.Purpose, opts.AfterTenant, opts.AfterPurpose) <= 0 {

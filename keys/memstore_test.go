@@ -59,6 +59,14 @@ func TestMemStoreKeepsTheStoreContract(t *testing.T) {
 		}
 	}
 	require.Equal(t, []string{"a/audit", "a/blob", "b/data"}, got)
+	for prefix, want := range map[string]int{"k": 4, "k1": 3, "k2": 1, "x": 0, "": 4} {
+		page, err := s.List(ctx, keys.ListOptions{KEKURIPrefix: prefix, Limit: 10})
+		require.NoError(t, err)
+		require.Len(t, page, want, "prefix %q", prefix)
+	}
+	page, err := s.List(ctx, keys.ListOptions{KEKURIPrefix: "k", KEKURI: "k2", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, page, 1)
 	_, err = s.List(ctx, keys.ListOptions{})
 	require.ErrorIs(t, err, keys.ErrInvalidArgument)
 

@@ -43,7 +43,8 @@ type Store interface {
 
 	// List returns up to opts.Limit keysets in (tenant, purpose) order,
 	// starting after (opts.AfterTenant, opts.AfterPurpose), restricted to
-	// those wrapped by opts.KEKURI when it is not empty.
+	// those whose KEKURI is opts.KEKURI when it is not empty and starts with
+	// opts.KEKURIPrefix when that is not empty.
 	List(ctx context.Context, opts ListOptions) ([]WrappedKeyset, error)
 }
 
@@ -86,8 +87,13 @@ type Tombstone struct {
 
 // ListOptions selects keysets for [Store.List].
 type ListOptions struct {
-	// KEKURI, when not empty, restricts the list to keysets wrapped by it.
+	// KEKURI, when not empty, restricts the list to keysets whose KEKURI
+	// is exactly this.
 	KEKURI string
+	// KEKURIPrefix, when not empty, restricts the list to keysets whose
+	// KEKURI starts with it (compared byte by byte). [Manager] uses it to
+	// find the keysets of a master key by its identity ([KeyIdentifier]).
+	KEKURIPrefix string
 	// AfterTenant and AfterPurpose make a cursor: the list starts after
 	// this (tenant, purpose) pair. A zero AfterTenant starts at the
 	// beginning.

@@ -298,17 +298,18 @@ func (s *Keysets) Delete(ctx context.Context, id tenant.ID) (keys.Tombstone, err
 	return t, nil
 }
 
+// listSQL and listOrder enclose the query of List. A ListOptions.KEKURI
+// is compared with "=", which uses the index on kek_uri; a KEKURIPrefix is
+// compared byte by byte with starts_with, which that index does not serve
+// unless the database collation is "C" (the rows are then scanned: prefix
+// lists are for provisioning and shredding tenants with their own master
+// key, and for re-wrapping, never for serving).
 const (
-	listAllSQL = `
+	listSQL = `
 		SELECT tenant_id, purpose, kek_uri, tenant_kek, wrapped, version, created_at, updated_at
 		FROM tenancy.tenant_keysets
-		WHERE (tenant_id, purpose) > ($1, $2)
-		ORDER BY tenant_id, purpose
-		LIMIT $3`
-	listByKEKSQL = `
-		SELECT tenant_id, purpose, kek_uri, tenant_kek, wrapped, version, created_at, updated_at
-		FROM tenancy.tenant_keysets
-		WHERE kek_uri = $4 AND (tenant_id, purpose) > ($1, $2)
+		WHERE (tenant_id, purpose) > ($1, $2)`
+	listOrder = `
 		ORDER BY tenant_id, purpose
 		LIMIT $3`
 )
@@ -321,10 +322,16 @@ func (s *Keysets) List(ctx context.Context, opts keys.ListOptions) ([]keys.Wrapp
 	// "" sorts before every tenant ID and purpose, so the zero cursor is the
 	// start.
 	args := []any{opts.AfterTenant.String(), string(opts.AfterPurpose), opts.Limit}
-	sql := listAllSQL
+	sql := listSQL
 	if opts.KEKURI != "" {
-		sql, args = listByKEKSQL, append(args, opts.KEKURI)
+		args = append(args, opts.KEKURI)
+		sql += fmt.Sprintf(` AND kek_uri = $%d`, len(args))
 	}
+	if opts.KEKURIPrefix != "" {
+		args = append(args, opts.KEKURIPrefix)
+		sql += fmt.Sprintf(` AND starts_with(kek_uri, $%d)`, len(args))
+	}
+	sql += listOrder
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: keysets: List: %w", err)

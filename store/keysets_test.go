@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -268,6 +269,51 @@ func TestKeysetsListPaginatesInOrderAndFiltersByKEK(t *testing.T) {
 	all, err := ks.List(ctx, keys.ListOptions{Limit: 1})
 	require.NoError(t, err)
 	require.Len(t, all, 1)
+}
+
+// A KEK URI prefix selects the keysets of every URI that starts with it,
+// byte by byte: LIKE wildcards and collation play no part.
+func TestKeysetsListFiltersByKEKPrefix(t *testing.T) {
+	_, ks := ksPool(t)
+	ctx := ctxT(t)
+	base := fmt.Sprintf("pkcs11:token=p%d;object=k?module-path=/m&pin-source=", ksSeq.Add(1))
+	keks := map[string]string{
+		"file": base + "file:/run/pin",
+		"env":  base + "env:PIN",
+		"wild": base[:len(base)-1] + "%_",                  // shares base minus its last byte
+		"case": strings.ToUpper(base[:7]) + base[7:] + "x", // differs only in case
+	}
+	ids := map[string]tenant.ID{}
+	for name, kek := range keks {
+		ids[name] = ksTenant("prefix")
+		require.NoError(t, ks.Put(ctx, ksSet(ids[name], keys.PurposeData, kek, 0)))
+	}
+	list := func(opts keys.ListOptions) []tenant.ID {
+		t.Helper()
+		opts.Limit = 100
+		page, err := ks.List(ctx, opts)
+		require.NoError(t, err)
+		var out []tenant.ID
+		for _, w := range page {
+			require.True(t, strings.HasPrefix(w.KEKURI, opts.KEKURIPrefix), w.KEKURI)
+			out = append(out, w.Tenant)
+		}
+		return out
+	}
+	require.ElementsMatch(t, []tenant.ID{ids["file"], ids["env"]}, list(keys.ListOptions{KEKURIPrefix: base}))
+	require.ElementsMatch(t, []tenant.ID{ids["env"]}, list(keys.ListOptions{KEKURIPrefix: base, KEKURI: keks["env"]}))
+	require.Empty(t, list(keys.ListOptions{KEKURIPrefix: base, KEKURI: keks["wild"]}))
+	require.Empty(t, list(keys.ListOptions{KEKURIPrefix: base[:len(base)-1] + "_"}), "_ is not a wildcard")
+	require.ElementsMatch(t, []tenant.ID{ids["wild"]}, list(keys.ListOptions{KEKURIPrefix: base[:len(base)-1] + "%"}), "% is not a wildcard")
+	require.Empty(t, list(keys.ListOptions{KEKURIPrefix: strings.ToUpper(base)}), "the comparison is case-sensitive")
+	// Paginated: the cursor and the prefix together.
+	first, err := ks.List(ctx, keys.ListOptions{KEKURIPrefix: base, Limit: 1})
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+	rest, err := ks.List(ctx, keys.ListOptions{KEKURIPrefix: base, AfterTenant: first[0].Tenant, AfterPurpose: first[0].Purpose, Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, rest, 1)
+	require.NotEqual(t, first[0].Tenant, rest[0].Tenant)
 }
 
 func TestKeysetsRejectInvalidInputNamingTheField(t *testing.T) {
