@@ -26,6 +26,17 @@
 // (customer-managed) KEK URI in [ProvisionOptions]; their keysets are then
 // wrapped by that key only.
 //
+// Master keys are compared by identity, not by the spelling of their URI:
+// a PKCS#11 URI with its attributes in another order, percent-encoded, or
+// reading the PIN from another source, and a local path with "./" or "//",
+// name the same key. KMS clients that can tell implement [KeyIdentifier]
+// (localkms and pkcs11kms do); the Manager stores every keyset under the
+// canonical URI of its master key. A customer-managed KEK that is the
+// platform key, or another tenant's, is refused ([ErrKEKInUse]), and Shred
+// destroys a tenant's own KEK only when no other tenant's keysets use it.
+// URIs of Tink's own clients (AWS, GCP, Vault, fake) are compared exactly
+// as written: give those keys in the one form their KMS documents.
+//
 // # Cache
 //
 // Unwrapped keysets (as Tink primitives, never as bytes) are cached per
@@ -71,6 +82,8 @@
 //     the KMS client's error is wrapped too.
 //   - [ErrUnsupportedKEK]: no configured KMS client serves the URI.
 //   - [ErrInvalidArgument]: bad input; the message names the field.
+//     [ErrKEKInUse] with it: a customer-managed KEK that is not the
+//     tenant's own.
 //   - [ErrExists], [ErrConflict]: provisioning with another KEK than the
 //     existing keys'; a lost compare-and-swap in a [Store].
 //   - tenant.ErrNoTenant: a data call without a tenant in its context.

@@ -43,6 +43,14 @@ var (
 	// configured KMS client supports.
 	ErrUnsupportedKEK = errors.New("keys: no KMS client supports the master key URI")
 
+	// ErrKEKInUse is wrapped, together with [ErrInvalidArgument], by errors
+	// from [Manager.Provision] for a customer-managed master key
+	// (ProvisionOptions.KEKURI) that is the platform master key, or a master
+	// key that already wraps another tenant's keysets, however its URI is
+	// spelled (see [KeyIdentifier]). Such a key is not the tenant's own: a
+	// Shred of the tenant must not destroy it.
+	ErrKEKInUse = errors.New("keys: master key already in use")
+
 	// ErrInvalidArgument is wrapped by errors for invalid input: a zero
 	// tenant ID, an unknown purpose, an empty binding field, an empty master
 	// key URI, an invalid [Config]. The message names the field.

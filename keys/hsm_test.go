@@ -4,6 +4,7 @@ package keys_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -81,6 +82,108 @@ func TestHSMTenantOwnKEKIsDestroyedByShred(t *testing.T) {
 	require.ErrorIs(t, err, pkcs11kms.ErrKeyNotFound)
 	_, err = m.Open(ctx, ct, field)
 	require.ErrorIs(t, err, keys.ErrKeyDestroyed)
+}
+
+// hsmAliases returns other spellings of the PKCS#11 key URI uri (made by
+// softhsmtest), all naming the same key: attributes reordered,
+// percent-encoded, type=secret-key added, the PIN read from elsewhere.
+func hsmAliases(t testing.TB, tok *softhsmtest.Token, uri string) []string {
+	t.Helper()
+	k, err := pkcs11kms.ParseKeyURI(uri)
+	require.NoError(t, err)
+	const env = "KEYS_TEST_HSM_ALIAS_PIN"
+	t.Setenv(env, tok.PIN)
+	var pct string
+	for i := 0; i < len(k.Object); i++ {
+		pct += fmt.Sprintf("%%%02x", k.Object[i])
+	}
+	token := softhsmtest.Escape(k.Token)
+	return []string{
+		"pkcs11:object=" + softhsmtest.Escape(k.Object) + ";token=" + token + "?pin-source=" + k.PINSource + "&module-path=" + k.ModulePath,
+		"pkcs11:token=" + token + ";object=" + pct + "?module-path=" + k.ModulePath + "&pin-source=" + k.PINSource,
+		"pkcs11:type=secret-key;token=" + token + ";object=" + softhsmtest.Escape(k.Object) + "?module-path=" + k.ModulePath + "&pin-source=" + k.PINSource,
+		"pkcs11:token=" + token + ";object=" + softhsmtest.Escape(k.Object) + "?module-path=" + k.ModulePath + "&pin-source=env:" + env,
+	}
+}
+
+// The reviewer's reproduction on an HSM: a "customer-managed" URI that is
+// the platform key spelled another way is refused, and no Shred destroys
+// the platform key.
+func TestHSMAliasOfThePlatformKEKIsRefused(t *testing.T) {
+	e := newEnv(t)
+	tok, platform, hsm := hsmKEK(t, "platform")
+	m := e.manager(t, func(c *keys.Config) { c.KMS = []registry.KMSClient{hsm}; c.PlatformKEK = platform })
+	_, victimCtx := provision(t, m, "victim")
+	ct, err := m.Seal(victimCtx, []byte("secret"), field)
+	require.NoError(t, err)
+	for _, alias := range append(hsmAliases(t, tok, platform), platform) {
+		attacker := newID("attacker")
+		err := m.Provision(ctxT(t), attacker, keys.ProvisionOptions{KEKURI: alias})
+		require.ErrorIs(t, err, keys.ErrKEKInUse, alias)
+		require.ErrorIs(t, err, keys.ErrInvalidArgument, alias)
+		require.Contains(t, err.Error(), "ProvisionOptions.KEKURI")
+		_, err = m.Shred(ctxT(t), attacker)
+		require.NoError(t, err)
+	}
+	_, err = hsm.GetAEAD(platform)
+	require.NoError(t, err, "the platform key was destroyed")
+	m.PurgeAll()
+	got, err := m.Open(victimCtx, ct, field)
+	require.NoError(t, err)
+	require.Equal(t, "secret", string(got))
+}
+
+// Another tenant's HSM key is refused under any spelling, including with
+// the PIN read from another source (a different stored URI, the same key).
+func TestHSMAliasOfAnotherTenantsKEKIsRefused(t *testing.T) {
+	e := newEnv(t)
+	tok, own, hsm := hsmKEK(t, "acme-kek")
+	m := e.manager(t, withKMS(hsm))
+	owner, ownerCtx := provision(t, m, "hsmowner", keys.ProvisionOptions{KEKURI: own})
+	ct, err := m.Seal(ownerCtx, []byte("x"), field)
+	require.NoError(t, err)
+	for _, alias := range append(hsmAliases(t, tok, own), own) {
+		err := m.Provision(ctxT(t), newID("hsmother"), keys.ProvisionOptions{KEKURI: alias})
+		require.ErrorIs(t, err, keys.ErrKEKInUse, alias)
+	}
+	// The owner's own re-run with another spelling is a no-op.
+	for _, alias := range hsmAliases(t, tok, own) {
+		require.NoError(t, m.Provision(ctxT(t), owner, keys.ProvisionOptions{KEKURI: alias}))
+	}
+	got, err := m.Open(ownerCtx, ct, field)
+	require.NoError(t, err)
+	require.Equal(t, "x", string(got))
+}
+
+// Keysets of another tenant that reach the tenant's key through another
+// pin-source (rows written before keys were compared by identity) keep
+// Shred from destroying it.
+func TestHSMShredKeepsAKEKThatAnotherTenantReachesByAnotherPINSource(t *testing.T) {
+	e := newEnv(t)
+	tok, own, hsm := hsmKEK(t, "shared-kek")
+	m := e.manager(t, withKMS(hsm))
+	owner, ownerCtx := provision(t, m, "hsmowner", keys.ProvisionOptions{KEKURI: own})
+	_, err := m.Seal(ownerCtx, []byte("x"), field)
+	require.NoError(t, err)
+	viaEnv := hsmAliases(t, tok, own)[3]
+	canonical, err := hsm.CanonicalKeyURI(viaEnv)
+	require.NoError(t, err)
+	require.NotEqual(t, own, canonical)
+	other := newID("hsmlegacy")
+	var sets []keys.WrappedKeyset
+	for _, p := range keys.Purposes() {
+		w, err := e.store.Get(ctxT(t), owner, p)
+		require.NoError(t, err)
+		sets = append(sets, keys.WrappedKeyset{Tenant: other, Purpose: p, KEKURI: canonical, TenantKEK: true, Wrapped: w.Wrapped})
+	}
+	require.NoError(t, e.store.Put(ctxT(t), sets...))
+
+	res, err := m.Shred(ctxT(t), owner)
+	require.NoError(t, err)
+	require.Empty(t, res.DestroyedKEKs)
+	require.Equal(t, []string{own}, res.RetainedKEKs)
+	_, err = hsm.GetAEAD(own)
+	require.NoError(t, err, "a key another tenant's keysets use was destroyed")
 }
 
 // BenchmarkColdUnwrapPKCS11 is BenchmarkColdUnwrapLocalKMS with the master

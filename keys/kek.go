@@ -68,17 +68,151 @@ func supported(c registry.KMSClient, uri string) (ok bool) {
 	return c.Supported(uri)
 }
 
-// checkKEK reports whether uri can be used as a master key URI, naming
+// KeyIdentifier is implemented by KMS clients whose master keys can be
+// named by more than one URI: a PKCS#11 URI's attributes in any order,
+// percent-encoded or not, with the PIN read from one source or another; a
+// local path spelled with "./" or "//". keys/localkms and keys/pkcs11kms
+// implement it.
+//
+// A [Manager] compares master keys by identity, not by spelling, so that
+// one key cannot pass for another: a tenant naming the platform master key
+// (or another tenant's) under another spelling as its own would otherwise
+// have it destroyed by [Manager.Shred]. It canonicalises every master key
+// URI it is given (Config.PlatformKEK, ProvisionOptions.KEKURI, the
+// arguments of [Manager.Rewrap]) and stores keysets under the canonical
+// URI.
+//
+// For clients without it (Tink's AWS, GCP, Vault and fake KMS clients),
+// URIs are compared exactly as written: give those keys in the one form the
+// KMS documents (a key ARN, a resource name), never an alias.
+type KeyIdentifier interface {
+	// CanonicalKeyURI returns the canonical URI of the key keyURI names:
+	// one spelling for all URIs of that key that reach it the same way. The
+	// Manager stores and uses it in place of keyURI, so the client must
+	// support it and serve the same key with it. It fails for a URI the
+	// client does not serve.
+	CanonicalKeyURI(keyURI string) (string, error)
+
+	// KeyIdentity returns the identity of the key keyURI names: equal for
+	// every URI of the key, however spelled and whatever the credentials it
+	// reaches the key with, and different for different keys. It is either
+	// CanonicalKeyURI(keyURI) itself or a prefix of it (without the part
+	// that says how to reach the key, such as a PKCS#11 pin-source) that no
+	// canonical URI of another key starts with: the Manager finds the
+	// keysets of a key in the [Store] by that prefix.
+	KeyIdentity(keyURI string) (string, error)
+}
+
+// kekRef is a master key URI resolved against the configured KMS clients.
+type kekRef struct {
+	uri      string // canonical URI: stored in keysets and used
+	identity string // equal for every URI of the key: uri or a prefix of it
+	client   registry.KMSClient
+}
+
+// filter returns the ListOptions that select the keysets wrapped by the key.
+func (r kekRef) filter() ListOptions {
+	if r.identity == r.uri {
+		return ListOptions{KEKURI: r.uri}
+	}
+	return ListOptions{KEKURIPrefix: r.identity}
+}
+
+// resolve canonicalises uri with the KMS client that serves it. Its errors
+// wrap ErrUnsupportedKEK (no client) or ErrInvalidArgument (the client
+// refuses the URI, or breaks the KeyIdentifier contract).
+func (m *Manager) resolve(uri string) (kekRef, error) {
+	ref := kekRef{uri: uri, identity: uri}
+	// The canonical URI is canonicalised again, by the client that serves
+	// it (a client's prefix matches the URI text, so it may be another one),
+	// until it no longer changes: the URI stored is one its client keeps.
+	for range 3 {
+		c := m.client(ref.uri)
+		if c == nil {
+			return kekRef{}, fmt.Errorf("%w: %q (configure a KMS client for its scheme in Config.KMS)", ErrUnsupportedKEK, DisplayURI(ref.uri))
+		}
+		ki, ok := c.(KeyIdentifier)
+		if !ok {
+			ref.identity, ref.client = ref.uri, c
+			return ref, nil
+		}
+		var canon, id string
+		err := protect(func() error {
+			var err error
+			if canon, err = ki.CanonicalKeyURI(ref.uri); err != nil {
+				return err
+			}
+			id, err = ki.KeyIdentity(ref.uri)
+			return err
+		})
+		if err != nil {
+			return kekRef{}, fmt.Errorf("%w: master key %s: %w", ErrInvalidArgument, DisplayURI(ref.uri), err)
+		}
+		if canon == "" || id == "" || !strings.HasPrefix(canon, id) {
+			return kekRef{}, fmt.Errorf("%w: master key %s: the KMS client %T gives a key identity that is not a prefix of its canonical URI", ErrInvalidArgument, DisplayURI(ref.uri), c)
+		}
+		if canon == ref.uri {
+			ref.identity, ref.client = id, c
+			return ref, nil
+		}
+		ref.uri = canon
+	}
+	return kekRef{}, fmt.Errorf("%w: master key %s: the KMS clients do not agree on its canonical URI", ErrInvalidArgument, DisplayURI(uri))
+}
+
+// resolveArg is resolve for a master key URI given as an argument, naming
 // field in the error.
-func (m *Manager) checkKEK(op, field, uri string) error {
+func (m *Manager) resolveArg(op, field, uri string) (kekRef, error) {
 	if uri == "" {
-		return fmt.Errorf("keys: %s: %w: %s is empty", op, ErrInvalidArgument, field)
+		return kekRef{}, fmt.Errorf("keys: %s: %w: %s is empty", op, ErrInvalidArgument, field)
 	}
-	if m.client(uri) == nil {
-		return fmt.Errorf("keys: %s: %w: %s %q (configure a KMS client for its scheme in Config.KMS)",
-			op, ErrUnsupportedKEK, field, DisplayURI(uri))
+	ref, err := m.resolve(uri)
+	if err != nil {
+		return kekRef{}, fmt.Errorf("keys: %s: %s: %w", op, field, err)
 	}
-	return nil
+	return ref, nil
+}
+
+// isPlatform reports whether r is the platform master key.
+func (m *Manager) isPlatform(r kekRef) bool {
+	return m.platform.identity != "" && r.identity == m.platform.identity
+}
+
+// sameKEK reports whether the stored URI uri names the key r.
+func (m *Manager) sameKEK(uri string, r kekRef) bool {
+	if uri == r.uri {
+		return true
+	}
+	o, err := m.resolve(uri)
+	return err == nil && o.identity == r.identity
+}
+
+// kekUsedByOthers reports whether the key r (also spelled raw, as a stored
+// URI may be) wraps a keyset of a tenant other than id.
+func (m *Manager) kekUsedByOthers(ctx context.Context, r kekRef, id tenant.ID, raw string) (bool, error) {
+	filters := []ListOptions{r.filter()}
+	if raw != "" && raw != r.uri {
+		filters = append(filters, ListOptions{KEKURI: raw}) // a row written before URIs were canonical
+	}
+	for _, opts := range filters {
+		opts.Limit = 2 * len(Purposes())
+		for {
+			batch, err := m.store.List(ctx, opts)
+			if err != nil {
+				return false, err
+			}
+			for _, w := range batch {
+				if w.Tenant != id {
+					return true, nil
+				}
+				opts.AfterTenant, opts.AfterPurpose = w.Tenant, w.Purpose
+			}
+			if len(batch) < opts.Limit {
+				break
+			}
+		}
+	}
+	return false, nil
 }
 
 // kek returns the master key named uri as an AEAD whose calls are counted

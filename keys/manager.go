@@ -94,7 +94,7 @@ func DefaultConfig() Config {
 type Manager struct {
 	store           Store
 	kms             []registry.KMSClient
-	platformKEK     string
+	platform        kekRef // zero if Config.PlatformKEK is empty
 	maxAge          time.Duration
 	maxUses         uint64
 	maxEntries      int
@@ -145,7 +145,6 @@ func New(cfg Config) (*Manager, error) {
 	m := &Manager{
 		store:           cfg.Store,
 		kms:             append([]registry.KMSClient(nil), cfg.KMS...),
-		platformKEK:     cfg.PlatformKEK,
 		maxAge:          cfg.CacheMaxAge,
 		maxUses:         cfg.CacheMaxUses,
 		maxEntries:      cfg.CacheMaxEntries,
@@ -158,9 +157,11 @@ func New(cfg Config) (*Manager, error) {
 		m.log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.PlatformKEK != "" {
-		if err := m.checkKEK("New", "Config.PlatformKEK", cfg.PlatformKEK); err != nil {
+		ref, err := m.resolveArg("New", "Config.PlatformKEK", cfg.PlatformKEK)
+		if err != nil {
 			return nil, err
 		}
+		m.platform = ref
 	}
 	return m, nil
 }
@@ -168,7 +169,7 @@ func New(cfg Config) (*Manager, error) {
 // String implements fmt.Stringer. It prints no key material.
 func (m *Manager) String() string {
 	s := m.Stats()
-	return fmt.Sprintf("keys.Manager{platformKEK=%s cached=%d}", DisplayURI(m.platformKEK), s.Entries)
+	return fmt.Sprintf("keys.Manager{platformKEK=%s cached=%d}", DisplayURI(m.platform.uri), s.Entries)
 }
 
 // GoString implements fmt.GoStringer, so %#v prints no key material either.
@@ -176,7 +177,7 @@ func (m *Manager) GoString() string { return m.String() }
 
 // LogValue implements slog.LogValuer. It logs no key material.
 func (m *Manager) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("platform_kek", DisplayURI(m.platformKEK)), slog.Int("cached", m.Stats().Entries))
+	return slog.GroupValue(slog.String("platform_kek", DisplayURI(m.platform.uri)), slog.Int("cached", m.Stats().Entries))
 }
 
 func checkTenant(op string, id tenant.ID) error {
@@ -198,32 +199,56 @@ type ProvisionOptions struct {
 	// KEKURI names the tenant's own master key (customer-managed
 	// encryption, kms_key_arn in a provisioning request). Its keysets are
 	// then wrapped by this key only, and Shred destroys it where the KMS
-	// client can. Empty means Config.PlatformKEK.
+	// client can. It must be the tenant's alone: Provision refuses the
+	// platform master key and a key that wraps another tenant's keysets,
+	// however spelled. Empty means Config.PlatformKEK.
 	KEKURI string
 }
 
 // Provision generates the tenant's three keysets (data, blob, audit), wraps
 // each with the master key and writes all three in one Store transaction:
 // all or none. It is idempotent: for a tenant that already has keysets
-// wrapped by the requested kind of master key it does nothing and returns
-// nil; if they are wrapped by another key it returns an error wrapping
-// [ErrExists]. A shredded tenant cannot be provisioned again
-// ([ErrKeyDestroyed]).
+// wrapped by the requested master key (compared by identity, see
+// [KeyIdentifier]) it does nothing and returns nil; if they are wrapped by
+// another key it returns an error wrapping [ErrExists]. A shredded tenant
+// cannot be provisioned again ([ErrKeyDestroyed]).
+//
+// A customer-managed key (opts.KEKURI) that is the platform master key, or
+// that already wraps keysets of another tenant, is refused with an error
+// wrapping [ErrInvalidArgument] and [ErrKEKInUse]: Shred destroys a
+// tenant's own key, so it must not be anyone else's. The check reads the
+// Store before writing; two tenants provisioned at the same moment with
+// one key can both pass it, and Shred then keeps the key (it destroys a key
+// only when no other tenant's keysets use it).
 func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOptions) error {
 	if err := checkTenant("Provision", id); err != nil {
 		return err
 	}
-	uri, field := opts.KEKURI, "ProvisionOptions.KEKURI"
-	if uri == "" {
-		if m.platformKEK == "" {
+	own := opts.KEKURI != ""
+	var ref kekRef
+	if !own {
+		if m.platform.uri == "" {
 			return fmt.Errorf("keys: Provision: %w: no master key: ProvisionOptions.KEKURI and Config.PlatformKEK are both empty", ErrInvalidArgument)
 		}
-		uri, field = m.platformKEK, "Config.PlatformKEK"
+		ref = m.platform
+	} else {
+		var err error
+		if ref, err = m.resolveArg("Provision", "ProvisionOptions.KEKURI", opts.KEKURI); err != nil {
+			return err
+		}
+		if m.isPlatform(ref) {
+			return fmt.Errorf("keys: Provision tenant %s: %w: %w: ProvisionOptions.KEKURI %s names the platform master key (Config.PlatformKEK); leave it empty to use the platform key",
+				id, ErrInvalidArgument, ErrKEKInUse, DisplayURI(opts.KEKURI))
+		}
+		inUse, err := m.kekUsedByOthers(ctx, ref, id, "")
+		if err != nil {
+			return fmt.Errorf("keys: Provision tenant %s: check that master key %s is the tenant's own: %w", id, DisplayURI(ref.uri), err)
+		}
+		if inUse {
+			return fmt.Errorf("keys: Provision tenant %s: %w: %w: ProvisionOptions.KEKURI %s names a master key that already wraps another tenant's keysets; a customer-managed key must be the tenant's own",
+				id, ErrInvalidArgument, ErrKEKInUse, DisplayURI(opts.KEKURI))
+		}
 	}
-	if err := m.checkKEK("Provision", field, uri); err != nil {
-		return err
-	}
-	own := uri != m.platformKEK
 
 	sets := make([]WrappedKeyset, 0, 3)
 	for _, p := range Purposes() {
@@ -231,11 +256,11 @@ func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOpt
 		if err != nil {
 			return fmt.Errorf("keys: Provision: generate %s keyset: %w", p, err)
 		}
-		wrapped, err := m.wrap(h, id, p, uri)
+		wrapped, err := m.wrap(h, id, p, ref.uri)
 		if err != nil {
 			return err // nothing written yet
 		}
-		sets = append(sets, WrappedKeyset{Tenant: id, Purpose: p, KEKURI: uri, TenantKEK: own, Wrapped: wrapped})
+		sets = append(sets, WrappedKeyset{Tenant: id, Purpose: p, KEKURI: ref.uri, TenantKEK: own, Wrapped: wrapped})
 	}
 	err := m.store.Put(ctx, sets...)
 	if errors.Is(err, ErrConflict) {
@@ -243,7 +268,7 @@ func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOpt
 		if gerr != nil {
 			return fmt.Errorf("keys: Provision tenant %s: %w", id, gerr)
 		}
-		if (opts.KEKURI == "" && !w.TenantKEK) || w.KEKURI == opts.KEKURI {
+		if (!own && !w.TenantKEK) || (own && w.TenantKEK && m.sameKEK(w.KEKURI, ref)) {
 			return nil // already provisioned as asked
 		}
 		return fmt.Errorf("keys: Provision tenant %s: %w, wrapped by master key %s", id, ErrExists, DisplayURI(w.KEKURI))
@@ -251,7 +276,7 @@ func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOpt
 	if err != nil {
 		return fmt.Errorf("keys: Provision tenant %s: %w", id, err)
 	}
-	m.log.InfoContext(ctx, "keys: provisioned tenant keysets", "tenant_id", id.String(), "kek", DisplayURI(uri), "tenant_kek", own)
+	m.log.InfoContext(ctx, "keys: provisioned tenant keysets", "tenant_id", id.String(), "kek", DisplayURI(ref.uri), "tenant_kek", own)
 	return nil
 }
 
@@ -466,52 +491,69 @@ const rewrapBatch = 100
 // the failures joined. Run it with the old master key still available, then
 // retire the old key once a run reports Failed == 0.
 //
+// Master keys are compared by identity (see [KeyIdentifier]): from may be
+// spelled any way, and the keysets record the canonical URI of to. from and
+// to may be one key reached two ways (a PKCS#11 URI with another
+// pin-source): the keysets then record to. to should be a key no other
+// tenant uses, or [Manager.Shred] will keep it for them.
+//
 // Keysets of tenants with their own master key (customer-managed) are
 // wrapped by that key, not by from, and so are left alone, unless from is
 // that key (the customer rotating theirs).
 func (m *Manager) Rewrap(ctx context.Context, from, to string) (RewrapResult, error) {
 	var res RewrapResult
-	if err := m.checkKEK("Rewrap", "from", from); err != nil {
+	fromRef, err := m.resolveArg("Rewrap", "from", from)
+	if err != nil {
 		return res, err
 	}
-	if err := m.checkKEK("Rewrap", "to", to); err != nil {
+	toRef, err := m.resolveArg("Rewrap", "to", to)
+	if err != nil {
 		return res, err
 	}
-	if from == to {
+	if fromRef.uri == toRef.uri {
 		return res, fmt.Errorf("keys: Rewrap: %w: from and to are the same master key", ErrInvalidArgument)
 	}
+	filters := []ListOptions{fromRef.filter()}
+	if from != fromRef.uri {
+		filters = append(filters, ListOptions{KEKURI: from}) // keysets stored before URIs were canonical
+	}
 	var errs []error
-	opts := ListOptions{KEKURI: from, Limit: rewrapBatch}
-	for {
-		if err := ctx.Err(); err != nil {
-			return res, errors.Join(append(errs, fmt.Errorf("keys: Rewrap interrupted: %w", err))...)
-		}
-		batch, err := m.store.List(ctx, opts)
-		if err != nil {
-			return res, errors.Join(append(errs, fmt.Errorf("keys: Rewrap: list keysets: %w", err))...)
-		}
-		for _, w := range batch {
+	for _, opts := range filters {
+		opts.Limit = rewrapBatch
+		for {
 			if err := ctx.Err(); err != nil {
 				return res, errors.Join(append(errs, fmt.Errorf("keys: Rewrap interrupted: %w", err))...)
 			}
-			opts.AfterTenant, opts.AfterPurpose = w.Tenant, w.Purpose
-			if err := m.rewrapOne(ctx, w, to); err != nil {
-				res.Failed++
-				errs = append(errs, fmt.Errorf("keys: Rewrap %s keyset of tenant %s: %w", w.Purpose, w.Tenant, err))
-				m.log.WarnContext(ctx, "keys: re-wrap failed", "tenant_id", w.Tenant.String(), "purpose", string(w.Purpose), "error", err)
-				continue
+			batch, err := m.store.List(ctx, opts)
+			if err != nil {
+				return res, errors.Join(append(errs, fmt.Errorf("keys: Rewrap: list keysets: %w", err))...)
 			}
-			res.Rewrapped++
-		}
-		if len(batch) < opts.Limit {
-			break
+			for _, w := range batch {
+				if err := ctx.Err(); err != nil {
+					return res, errors.Join(append(errs, fmt.Errorf("keys: Rewrap interrupted: %w", err))...)
+				}
+				opts.AfterTenant, opts.AfterPurpose = w.Tenant, w.Purpose
+				if w.KEKURI == toRef.uri {
+					continue // from and to are one key: already done
+				}
+				if err := m.rewrapOne(ctx, w, toRef); err != nil {
+					res.Failed++
+					errs = append(errs, fmt.Errorf("keys: Rewrap %s keyset of tenant %s: %w", w.Purpose, w.Tenant, err))
+					m.log.WarnContext(ctx, "keys: re-wrap failed", "tenant_id", w.Tenant.String(), "purpose", string(w.Purpose), "error", err)
+					continue
+				}
+				res.Rewrapped++
+			}
+			if len(batch) < opts.Limit {
+				break
+			}
 		}
 	}
-	m.log.InfoContext(ctx, "keys: re-wrap done", "from", DisplayURI(from), "to", DisplayURI(to), "rewrapped", res.Rewrapped, "failed", res.Failed)
+	m.log.InfoContext(ctx, "keys: re-wrap done", "from", DisplayURI(fromRef.uri), "to", DisplayURI(toRef.uri), "rewrapped", res.Rewrapped, "failed", res.Failed)
 	return res, errors.Join(errs...)
 }
 
-func (m *Manager) rewrapOne(ctx context.Context, w WrappedKeyset, to string) error {
+func (m *Manager) rewrapOne(ctx context.Context, w WrappedKeyset, to kekRef) error {
 	from := w.KEKURI
 	for range maxCASAttempts {
 		h, err := m.unwrap(w)
@@ -519,9 +561,9 @@ func (m *Manager) rewrapOne(ctx context.Context, w WrappedKeyset, to string) err
 			return err
 		}
 		nw := w
-		nw.KEKURI = to
-		nw.TenantKEK = w.TenantKEK && to != m.platformKEK
-		if nw.Wrapped, err = m.wrap(h, w.Tenant, w.Purpose, to); err != nil {
+		nw.KEKURI = to.uri
+		nw.TenantKEK = w.TenantKEK && !m.isPlatform(to)
+		if nw.Wrapped, err = m.wrap(h, w.Tenant, w.Purpose, to.uri); err != nil {
 			return err
 		}
 		err = m.store.Put(ctx, nw)
@@ -547,9 +589,10 @@ type ShredResult struct {
 	DestroyedKEKs []string
 	// RetainedKEKs are the tenant's own master keys that were not
 	// destroyed: the KMS client has no DestroyKey, or the key also wraps
-	// another tenant's keysets or is the platform key. The tenant's data is
-	// unreadable regardless (its keysets are gone); destroy these keys in
-	// their KMS if they should go too.
+	// another tenant's keysets or is the platform key (compared by
+	// identity, see [KeyIdentifier]). The tenant's data is unreadable
+	// regardless (its keysets are gone); destroy these keys in their KMS if
+	// they should go too.
 	RetainedKEKs []string
 }
 
@@ -575,13 +618,14 @@ func (m *Manager) Shred(ctx context.Context, id tenant.ID) (ShredResult, error) 
 	}
 	res.Tombstone = tomb
 	var errs []error
+	destroyed := map[string]bool{} // identities destroyed by this Shred
 	for _, uri := range tomb.TenantKEKs {
-		destroyed, err := m.destroyKEK(ctx, id, uri)
+		ok, err := m.destroyKEK(ctx, id, uri, destroyed)
 		switch {
 		case err != nil:
 			res.RetainedKEKs = append(res.RetainedKEKs, uri)
 			errs = append(errs, fmt.Errorf("keys: Shred tenant %s: destroy master key %s: %w", id, DisplayURI(uri), err))
-		case destroyed:
+		case ok:
 			res.DestroyedKEKs = append(res.DestroyedKEKs, uri)
 		default:
 			res.RetainedKEKs = append(res.RetainedKEKs, uri)
@@ -592,28 +636,43 @@ func (m *Manager) Shred(ctx context.Context, id tenant.ID) (ShredResult, error) 
 	return res, errors.Join(errs...)
 }
 
-// destroyKEK destroys the tenant's own master key uri if that is safe and
-// the client can. It reports whether the key was destroyed.
-func (m *Manager) destroyKEK(ctx context.Context, id tenant.ID, uri string) (bool, error) {
-	if uri == m.platformKEK {
-		m.log.WarnContext(ctx, "keys: not destroying the platform master key", "tenant_id", id.String(), "kek", DisplayURI(uri))
+// destroyKEK destroys the tenant's own master key uri if it is the
+// tenant's alone and the client can. It reports whether the key is
+// destroyed. Keys are compared by identity: the platform key, and a key
+// that wraps another tenant's keysets under any spelling, are kept.
+// destroyed holds the identities this Shred destroyed already.
+func (m *Manager) destroyKEK(ctx context.Context, id tenant.ID, uri string, destroyed map[string]bool) (bool, error) {
+	ref, err := m.resolve(uri)
+	if errors.Is(err, ErrUnsupportedKEK) {
+		m.log.WarnContext(ctx, "keys: no KMS client serves the tenant's master key; destroy it in the KMS", "tenant_id", id.String(), "kek", DisplayURI(uri))
 		return false, nil
 	}
-	others, err := m.store.List(ctx, ListOptions{KEKURI: uri, Limit: 1})
 	if err != nil {
 		return false, err
 	}
-	if len(others) > 0 {
+	if m.isPlatform(ref) {
+		m.log.WarnContext(ctx, "keys: not destroying the platform master key", "tenant_id", id.String(), "kek", DisplayURI(uri))
+		return false, nil
+	}
+	if destroyed[ref.identity] {
+		return true, nil // the same key, recorded under two spellings
+	}
+	others, err := m.kekUsedByOthers(ctx, ref, id, uri)
+	if err != nil {
+		return false, err
+	}
+	if others {
 		m.log.WarnContext(ctx, "keys: not destroying a master key that wraps another tenant's keysets", "tenant_id", id.String(), "kek", DisplayURI(uri))
 		return false, nil
 	}
-	d, ok := m.client(uri).(KeyDestroyer)
+	d, ok := ref.client.(KeyDestroyer)
 	if !ok {
 		m.log.WarnContext(ctx, "keys: the KMS client cannot destroy the tenant's master key; destroy it in the KMS", "tenant_id", id.String(), "kek", DisplayURI(uri))
 		return false, nil
 	}
-	if err := protect(func() error { return d.DestroyKey(ctx, uri) }); err != nil {
+	if err := protect(func() error { return d.DestroyKey(ctx, ref.uri) }); err != nil {
 		return false, err
 	}
+	destroyed[ref.identity] = true
 	return true, nil
 }

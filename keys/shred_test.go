@@ -124,10 +124,20 @@ func TestShredKeepsAMasterKeyThatOtherTenantsStillUse(t *testing.T) {
 	e := newEnv(t)
 	m := e.manager(t)
 	shared, sharedPath := e.keyURI(t, "group.key")
+	twoOwn, _ := e.keyURI(t, "two.key")
 	a, _ := provision(t, m, "one", keys.ProvisionOptions{KEKURI: shared})
-	_, ctxB := provision(t, m, "two", keys.ProvisionOptions{KEKURI: shared})
+	// Provisioning refuses a customer key that another tenant uses ...
+	err := m.Provision(ctxT(t), newID("two"), keys.ProvisionOptions{KEKURI: shared})
+	require.ErrorIs(t, err, keys.ErrKEKInUse)
+	// ... but an operator's re-wrap can still move a tenant onto it.
+	b, ctxB := provision(t, m, "two", keys.ProvisionOptions{KEKURI: twoOwn})
 	ct, err := m.Seal(ctxB, []byte("b"), field)
 	require.NoError(t, err)
+	_, err = m.Rewrap(ctxT(t), twoOwn, shared)
+	require.NoError(t, err)
+	for _, uri := range e.kekOf(t, b) {
+		require.Equal(t, shared, uri)
+	}
 
 	res, err := m.Shred(ctxT(t), a)
 	require.NoError(t, err)

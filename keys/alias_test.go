@@ -1,0 +1,184 @@
+package keys_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rtmx-ai/tenancy/keys"
+)
+
+// localAliases returns other spellings of the local key file at path, all
+// naming the same file.
+func localAliases(path string) []string {
+	dir, name := filepath.Dir(path), filepath.Base(path)
+	return []string{
+		"local://" + dir + "/./" + name,
+		"local://" + dir + "//" + name,
+		"local://" + dir + "/x/../" + name,
+		"local://" + filepath.Dir(dir) + "/../" + filepath.Base(filepath.Dir(dir)) + "/" + filepath.Base(dir) + "/" + name,
+	}
+}
+
+// A tenant cannot name the platform master key as its own under another
+// spelling: it would be recorded as the tenant's key and destroyed when the
+// tenant is shredded, and every tenant's data with it.
+func TestAliasOfThePlatformKEKIsRefusedAndShredNeverDestroysIt(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	_, victimCtx := provision(t, m, "victim")
+	ct, err := m.Seal(victimCtx, []byte("secret"), field)
+	require.NoError(t, err)
+
+	for _, alias := range append(localAliases(e.platformPath), e.platform) {
+		attacker := newID("attacker")
+		err := m.Provision(ctxT(t), attacker, keys.ProvisionOptions{KEKURI: alias})
+		require.ErrorIs(t, err, keys.ErrInvalidArgument, alias)
+		require.ErrorIs(t, err, keys.ErrKEKInUse, alias)
+		require.Contains(t, err.Error(), "ProvisionOptions.KEKURI")
+		require.Contains(t, err.Error(), "platform master key")
+		n, tombs := e.rows(t, attacker)
+		require.Zero(t, n+tombs, "nothing may be written for a refused tenant")
+		_, err = m.Shred(ctxT(t), attacker)
+		require.NoError(t, err)
+	}
+	_, err = os.Stat(e.platformPath)
+	require.NoError(t, err, "the platform master key file was destroyed")
+	m.PurgeAll()
+	got, err := m.Open(victimCtx, ct, field)
+	require.NoError(t, err)
+	require.Equal(t, "secret", string(got))
+}
+
+// The reviewer's reproduction, on a Manager whose Config.PlatformKEK is
+// itself spelled unusually: identity, not spelling, decides.
+func TestAliasKEKShredDoesNotDestroyPlatformKey(t *testing.T) {
+	e := newEnv(t)
+	odd := localAliases(e.platformPath)[0]
+	m := e.manager(t, func(c *keys.Config) { c.PlatformKEK = odd })
+	victim, victimCtx := provision(t, m, "victim")
+	for _, uri := range e.kekOf(t, victim) {
+		require.Equal(t, e.platform, uri, "keysets record the canonical URI of their master key")
+	}
+	ct, err := m.Seal(victimCtx, []byte("secret"), field)
+	require.NoError(t, err)
+	err = m.Provision(ctxT(t), newID("attacker"), keys.ProvisionOptions{KEKURI: e.platform})
+	require.ErrorIs(t, err, keys.ErrKEKInUse)
+	m.PurgeAll()
+	_, err = m.Open(victimCtx, ct, field)
+	require.NoError(t, err)
+}
+
+// Nor can a tenant name another tenant's own master key: its Shred would
+// destroy it, and the other tenant's Shred could no longer destroy it.
+func TestAliasOfAnotherTenantsKEKIsRefused(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	custURI, custPath := e.keyURI(t, "acme-own.key")
+	owner, ownerCtx := provision(t, m, "owner", keys.ProvisionOptions{KEKURI: custURI})
+	ct, err := m.Seal(ownerCtx, []byte("owner's"), field)
+	require.NoError(t, err)
+
+	for _, alias := range append(localAliases(custPath), custURI) {
+		other := newID("other")
+		err := m.Provision(ctxT(t), other, keys.ProvisionOptions{KEKURI: alias})
+		require.ErrorIs(t, err, keys.ErrInvalidArgument, alias)
+		require.ErrorIs(t, err, keys.ErrKEKInUse, alias)
+		require.Contains(t, err.Error(), "ProvisionOptions.KEKURI")
+		require.NotContains(t, err.Error(), owner.String(), "the error must not name the other tenant")
+		n, _ := e.rows(t, other)
+		require.Zero(t, n)
+	}
+	// The owner re-running its provisioning under any spelling is a no-op.
+	for _, alias := range localAliases(custPath) {
+		require.NoError(t, m.Provision(ctxT(t), owner, keys.ProvisionOptions{KEKURI: alias}))
+	}
+	got, err := m.Open(ownerCtx, ct, field)
+	require.NoError(t, err)
+	require.Equal(t, "owner's", string(got))
+	for _, uri := range e.kekOf(t, owner) {
+		require.Equal(t, custURI, uri)
+	}
+
+	res, err := m.Shred(ctxT(t), owner)
+	require.NoError(t, err)
+	require.Equal(t, []string{custURI}, res.DestroyedKEKs)
+}
+
+// A customer-managed URI is stored in canonical form, and Shred destroys
+// that key.
+func TestCustomerKEKIsStoredCanonical(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	custURI, custPath := e.keyURI(t, "byok.key")
+	id, _ := provision(t, m, "byok", keys.ProvisionOptions{KEKURI: localAliases(custPath)[2]})
+	for p, uri := range e.kekOf(t, id) {
+		require.Equal(t, custURI, uri, p)
+	}
+	res, err := m.Shred(ctxT(t), id)
+	require.NoError(t, err)
+	require.Equal(t, []string{custURI}, res.DestroyedKEKs)
+	_, err = os.Stat(custPath)
+	require.True(t, os.IsNotExist(err))
+}
+
+// Rows written before master keys were compared by identity may record a
+// tenant key that aliases the platform key. Shred must not destroy it.
+func TestShredKeepsALegacyTenantKEKThatAliasesThePlatformKey(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	victim, victimCtx := provision(t, m, "victim")
+	ct, err := m.Seal(victimCtx, []byte("secret"), field)
+	require.NoError(t, err)
+	legacy := newID("legacy")
+	alias := localAliases(e.platformPath)[1]
+	// The rows as the old Provision wrote them: wrapped by the platform key,
+	// recorded under the alias as the tenant's own key.
+	var sets []keys.WrappedKeyset
+	for _, p := range keys.Purposes() {
+		w, err := e.store.Get(ctxT(t), victim, p)
+		require.NoError(t, err)
+		sets = append(sets, keys.WrappedKeyset{Tenant: legacy, Purpose: p, KEKURI: alias, TenantKEK: true, Wrapped: w.Wrapped})
+	}
+	require.NoError(t, e.store.Put(ctxT(t), sets...))
+
+	res, err := m.Shred(ctxT(t), legacy)
+	require.NoError(t, err)
+	require.Equal(t, []string{alias}, res.Tombstone.TenantKEKs)
+	require.Empty(t, res.DestroyedKEKs)
+	require.Equal(t, []string{alias}, res.RetainedKEKs)
+	_, err = os.Stat(e.platformPath)
+	require.NoError(t, err, "the platform master key file was destroyed")
+	m.PurgeAll()
+	_, err = m.Open(victimCtx, ct, field)
+	require.NoError(t, err)
+}
+
+// Rewrap finds the keysets of a master key by identity: from may be
+// spelled any way, and to may not be from under another spelling.
+func TestRewrapComparesMasterKeysByIdentity(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	id, ctx := provision(t, m, "rw")
+	ct, err := m.Seal(ctx, []byte("v"), field)
+	require.NoError(t, err)
+
+	_, err = m.Rewrap(ctxT(t), e.platform, localAliases(e.platformPath)[0])
+	require.ErrorIs(t, err, keys.ErrInvalidArgument)
+	require.Contains(t, err.Error(), "same master key")
+
+	newURI, newPath := e.keyURI(t, "platform-2.key")
+	res, err := m.Rewrap(ctxT(t), localAliases(e.platformPath)[2], localAliases(newPath)[1])
+	require.NoError(t, err)
+	require.Equal(t, keys.RewrapResult{Rewrapped: 3}, res, "keysets on an aliased master key were skipped")
+	for _, uri := range e.kekOf(t, id) {
+		require.Equal(t, newURI, uri, "keysets record the canonical URI of the new master key")
+	}
+	removeFile(t, e.platformPath)
+	m.PurgeAll()
+	got, err := m.Open(ctx, ct, field)
+	require.NoError(t, err)
+	require.Equal(t, "v", string(got))
+}
