@@ -172,10 +172,37 @@ func (m *Manager) load(ctx context.Context, k cacheKey, stale *entry) (*entry, e
 	}
 }
 
+// runLoad runs the load f of k, bounded by Config.LoadTimeout, and hands
+// its result to the callers waiting for it. The Store read and the
+// master-key call get the deadline; should either ignore it, runLoad stops
+// waiting anyway, so that the callers get an error and the next one starts
+// a new load rather than join one that may never end.
 func (m *Manager) runLoad(ctx context.Context, k cacheKey, f *flight, epoch uint64) {
 	ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
 	defer cancel()
-	e, err := m.fetch(ctx, k.tenant, k.purpose)
+	type result struct {
+		e   *entry
+		err error
+	}
+	var kekURI atomic.Pointer[string] // set by fetch once it knows the master key
+	ch := make(chan result, 1)
+	go func() {
+		e, err := m.fetch(ctx, k.tenant, k.purpose, &kekURI)
+		ch <- result{e, err}
+	}()
+	var r result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		if uri := kekURI.Load(); uri != nil {
+			r.err = fmt.Errorf("keys: load %s keyset of tenant %s: %w: master key %s did not answer within Config.LoadTimeout (%v): %w",
+				k.purpose, k.tenant, ErrUnwrap, DisplayURI(*uri), m.loadTimeout, context.Cause(ctx))
+		} else {
+			r.err = fmt.Errorf("keys: load %s keyset of tenant %s: the Store did not answer within Config.LoadTimeout (%v): %w",
+				k.purpose, k.tenant, m.loadTimeout, context.Cause(ctx))
+		}
+	}
+	e, err := r.e, r.err
 	m.loads.Add(1)
 	if err != nil {
 		m.loadErrors.Add(1)
@@ -195,8 +222,9 @@ func (m *Manager) runLoad(ctx context.Context, k cacheKey, f *flight, epoch uint
 	close(f.done)
 }
 
-// fetch reads and unwraps the keyset (id, p) and makes its primitive.
-func (m *Manager) fetch(ctx context.Context, id tenant.ID, p Purpose) (e *entry, err error) {
+// fetch reads and unwraps the keyset (id, p) and makes its primitive. It
+// sets kekURI to the keyset's master key URI once it has read it.
+func (m *Manager) fetch(ctx context.Context, id tenant.ID, p Purpose, kekURI *atomic.Pointer[string]) (e *entry, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			e, err = nil, fmt.Errorf("keys: load %s keyset of tenant %s: panic: %v", p, id, r)
@@ -209,7 +237,8 @@ func (m *Manager) fetch(ctx context.Context, id tenant.ID, p Purpose) (e *entry,
 	if w.Tenant != id || w.Purpose != p {
 		return nil, fmt.Errorf("keys: load %s keyset of tenant %s: the store returned the %s keyset of tenant %s", p, id, w.Purpose, w.Tenant)
 	}
-	h, err := m.unwrap(w)
+	kekURI.Store(&w.KEKURI)
+	h, err := m.unwrap(ctx, w)
 	if err != nil {
 		m.log.WarnContext(ctx, "keys: cannot unwrap keyset", "tenant_id", id.String(), "purpose", string(p), "kek", DisplayURI(w.KEKURI), "error", err)
 		return nil, err

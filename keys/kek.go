@@ -216,8 +216,8 @@ func (m *Manager) kekUsedByOthers(ctx context.Context, r kekRef, id tenant.ID, r
 }
 
 // kek returns the master key named uri as an AEAD whose calls are counted
-// in Stats.KEKCalls and cannot panic.
-func (m *Manager) kek(uri string) (tink.AEAD, error) {
+// in Stats.KEKCalls, cannot panic, and give up when their context ends.
+func (m *Manager) kek(uri string) (*countingAEAD, error) {
 	c := m.client(uri)
 	if c == nil {
 		return nil, fmt.Errorf("%w: %q (configure a KMS client for its scheme in Config.KMS)", ErrUnsupportedKEK, DisplayURI(uri))
@@ -240,16 +240,20 @@ func (m *Manager) kek(uri string) (tink.AEAD, error) {
 // kekErr returns the error of the master key's own last call, if any, so
 // that callers can match its cause (Tink's keyset functions flatten it into
 // text).
-func kekErr(kek tink.AEAD, err error) error {
-	if c, ok := kek.(*countingAEAD); ok && c.err != nil {
-		return c.err
+func kekErr(kek *countingAEAD, err error) error {
+	if kek.err != nil {
+		return kek.err
 	}
 	return err
 }
 
 // countingAEAD counts the master-key operations (one per wrap or unwrap),
-// and turns a panicking client (some PKCS#11 stacks panic on device errors)
-// into an error.
+// turns a panicking client (some PKCS#11 stacks panic on device errors)
+// into an error, and bounds each call by its context: an AEAD that takes a
+// context (tink.AEADWithContext, as pkcs11kms's does) gets it, so the KMS
+// call itself can give up; any AEAD runs on its own goroutine, abandoned
+// (and left to finish in the background) when the context ends first, so
+// that a hung KMS or HSM cannot hold the caller.
 //
 // A countingAEAD is made per wrap or unwrap and is not shared, so it can
 // keep the error of its last call.
@@ -259,26 +263,69 @@ type countingAEAD struct {
 	err   error
 }
 
-// Encrypt implements tink.AEAD.
-func (c *countingAEAD) Encrypt(pt, ad []byte) (ct []byte, err error) {
-	c.calls.Add(1)
-	err = protect(func() error {
-		ct, err = c.a.Encrypt(pt, ad)
-		return err
-	})
-	c.err = err
-	return ct, err
+var _ tink.AEADWithContext = (*countingAEAD)(nil)
+
+// Encrypt implements tink.AEAD, without a bound.
+func (c *countingAEAD) Encrypt(pt, ad []byte) ([]byte, error) {
+	return c.EncryptWithContext(context.Background(), pt, ad)
 }
 
-// Decrypt implements tink.AEAD.
-func (c *countingAEAD) Decrypt(ct, ad []byte) (pt []byte, err error) {
-	c.calls.Add(1)
-	err = protect(func() error {
-		pt, err = c.a.Decrypt(ct, ad)
-		return err
+// Decrypt implements tink.AEAD, without a bound.
+func (c *countingAEAD) Decrypt(ct, ad []byte) ([]byte, error) {
+	return c.DecryptWithContext(context.Background(), ct, ad)
+}
+
+// EncryptWithContext implements tink.AEADWithContext.
+func (c *countingAEAD) EncryptWithContext(ctx context.Context, pt, ad []byte) ([]byte, error) {
+	return c.call(ctx, func(ctx context.Context) ([]byte, error) {
+		if a, ok := c.a.(tink.AEADWithContext); ok {
+			return a.EncryptWithContext(ctx, pt, ad)
+		}
+		return c.a.Encrypt(pt, ad)
 	})
-	c.err = err
-	return pt, err
+}
+
+// DecryptWithContext implements tink.AEADWithContext.
+func (c *countingAEAD) DecryptWithContext(ctx context.Context, ct, ad []byte) ([]byte, error) {
+	return c.call(ctx, func(ctx context.Context) ([]byte, error) {
+		if a, ok := c.a.(tink.AEADWithContext); ok {
+			return a.DecryptWithContext(ctx, ct, ad)
+		}
+		return c.a.Decrypt(ct, ad)
+	})
+}
+
+// call counts and runs one master-key operation, giving up when ctx ends.
+func (c *countingAEAD) call(ctx context.Context, f func(context.Context) ([]byte, error)) ([]byte, error) {
+	c.calls.Add(1)
+	type result struct {
+		b   []byte
+		err error
+	}
+	run := func() (r result) {
+		r.err = protect(func() error {
+			var err error
+			r.b, err = f(ctx)
+			return err
+		})
+		return r
+	}
+	var r result
+	if err := ctx.Err(); err != nil {
+		r.err = fmt.Errorf("the master key was not called: %w", context.Cause(ctx))
+	} else if ctx.Done() == nil {
+		r = run()
+	} else {
+		ch := make(chan result, 1)
+		go func() { ch <- run() }()
+		select {
+		case r = <-ch:
+		case <-ctx.Done():
+			r.err = fmt.Errorf("the master key did not answer in time: %w", context.Cause(ctx))
+		}
+	}
+	c.err = r.err
+	return r.b, r.err
 }
 
 // String implements fmt.Stringer without printing the wrapped AEAD.
@@ -298,25 +345,31 @@ func protect(f func() error) (err error) {
 }
 
 // wrap encrypts h with the master key at uri, binding tenant and purpose.
-func (m *Manager) wrap(h *keyset.Handle, id tenant.ID, p Purpose, uri string) ([]byte, error) {
+// The master-key call is bounded by ctx and by Config.LoadTimeout.
+func (m *Manager) wrap(ctx context.Context, h *keyset.Handle, id tenant.ID, p Purpose, uri string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
+	defer cancel()
 	kek, err := m.kek(uri)
 	if err != nil {
 		return nil, fmt.Errorf("keys: wrap %s keyset of tenant %s: %w", p, id, err)
 	}
 	var buf bytes.Buffer
-	if err := h.WriteWithAssociatedData(keyset.NewBinaryWriter(&buf), kek, keysetAD(id, p)); err != nil {
+	if err := h.WriteWithContext(ctx, keyset.NewBinaryWriter(&buf), kek, keysetAD(id, p)); err != nil {
 		return nil, fmt.Errorf("keys: wrap %s keyset of tenant %s with master key %s: %w: %w", p, id, DisplayURI(uri), ErrUnwrap, kekErr(kek, err))
 	}
 	return buf.Bytes(), nil
 }
 
-// unwrap decrypts w with the master key it names.
-func (m *Manager) unwrap(w WrappedKeyset) (*keyset.Handle, error) {
+// unwrap decrypts w with the master key it names. The master-key call is
+// bounded by ctx and by Config.LoadTimeout.
+func (m *Manager) unwrap(ctx context.Context, w WrappedKeyset) (*keyset.Handle, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
+	defer cancel()
 	kek, err := m.kek(w.KEKURI)
 	if err != nil {
 		return nil, fmt.Errorf("keys: unwrap %s keyset of tenant %s: %w", w.Purpose, w.Tenant, err)
 	}
-	h, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(w.Wrapped)), kek, keysetAD(w.Tenant, w.Purpose))
+	h, err := keyset.ReadWithContext(ctx, keyset.NewBinaryReader(bytes.NewReader(w.Wrapped)), kek, keysetAD(w.Tenant, w.Purpose))
 	if err != nil {
 		return nil, fmt.Errorf("keys: unwrap %s keyset of tenant %s with master key %s: %w: %w", w.Purpose, w.Tenant, DisplayURI(w.KEKURI), ErrUnwrap, kekErr(kek, err))
 	}

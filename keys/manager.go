@@ -61,9 +61,15 @@ type Config struct {
 	// CacheMaxEntries bounds the cache (> 0); the entries closest to expiry
 	// are evicted first.
 	CacheMaxEntries int
-	// LoadTimeout bounds one Store read and unwrap (> 0). A load is shared
-	// by all callers waiting for it and so does not stop when one of them
-	// gives up; each caller still returns when its own context ends.
+	// LoadTimeout bounds one Store read and unwrap (> 0), and each
+	// master-key call of Provision, Rotate and Rewrap. A load is shared by
+	// all callers waiting for it and so does not stop when one of them gives
+	// up; each caller still returns when its own context ends. A load that
+	// times out (a hung KMS or HSM) fails for the callers waiting for it,
+	// with an error naming the master key, and the next caller starts a new
+	// one. The master key gets the deadline if its AEAD implements
+	// tink.AEADWithContext (pkcs11kms's does); otherwise its call is
+	// abandoned, left to finish in the background.
 	LoadTimeout time.Duration
 	// RefreshInterval is the shortest interval between two re-reads of a
 	// data keyset prompted by a ciphertext under a key the cached keyset does
@@ -256,7 +262,7 @@ func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOpt
 		if err != nil {
 			return fmt.Errorf("keys: Provision: generate %s keyset: %w", p, err)
 		}
-		wrapped, err := m.wrap(h, id, p, ref.uri)
+		wrapped, err := m.wrap(ctx, h, id, p, ref.uri)
 		if err != nil {
 			return err // nothing written yet
 		}
@@ -453,7 +459,7 @@ func (m *Manager) rotateOnce(ctx context.Context, id tenant.ID, p Purpose) error
 	if err != nil {
 		return err
 	}
-	h, err := m.unwrap(w)
+	h, err := m.unwrap(ctx, w)
 	if err != nil {
 		return err
 	}
@@ -468,7 +474,7 @@ func (m *Manager) rotateOnce(ctx context.Context, id tenant.ID, p Purpose) error
 	if h, err = km.Handle(); err != nil {
 		return err
 	}
-	if w.Wrapped, err = m.wrap(h, id, p, w.KEKURI); err != nil {
+	if w.Wrapped, err = m.wrap(ctx, h, id, p, w.KEKURI); err != nil {
 		return err
 	}
 	return m.store.Put(ctx, w)
@@ -556,14 +562,14 @@ func (m *Manager) Rewrap(ctx context.Context, from, to string) (RewrapResult, er
 func (m *Manager) rewrapOne(ctx context.Context, w WrappedKeyset, to kekRef) error {
 	from := w.KEKURI
 	for range maxCASAttempts {
-		h, err := m.unwrap(w)
+		h, err := m.unwrap(ctx, w)
 		if err != nil {
 			return err
 		}
 		nw := w
 		nw.KEKURI = to.uri
 		nw.TenantKEK = w.TenantKEK && !m.isPlatform(to)
-		if nw.Wrapped, err = m.wrap(h, w.Tenant, w.Purpose, to.uri); err != nil {
+		if nw.Wrapped, err = m.wrap(ctx, h, w.Tenant, w.Purpose, to.uri); err != nil {
 			return err
 		}
 		err = m.store.Put(ctx, nw)
