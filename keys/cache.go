@@ -47,8 +47,11 @@ type entry struct {
 	keyIDs  []uint32 // sorted IDs of the keyset's keys
 	version int64    // the Store version it was read at
 	kekURI  string
-	expires time.Time   // when the timer marks it expired (for eviction order)
-	timer   *time.Timer // marks it expired at expires; nil if never cached
+	timer   *time.Timer // marks it expired at max age; nil if never cached
+
+	// prev and next link the cached entries in the eviction ring, whose
+	// hand is Manager.hand; guarded by Manager.mu.
+	prev, next *entry
 
 	// expired is set by the timer at max age, and by purges and evictions.
 	// The hot path reads this flag instead of the clock: time.Now costs
@@ -56,6 +59,9 @@ type entry struct {
 	expired   atomic.Bool
 	uses      atomic.Uint64
 	lastCheck atomic.Int64 // unix nanoseconds of the last staleness check
+	// used is set by a cache hit and cleared by the eviction hand passing:
+	// an entry used since the hand last passed gets a second chance.
+	used atomic.Bool
 }
 
 // String implements fmt.Stringer; it prints no key material.
@@ -91,8 +97,14 @@ func (e *entry) hasKey(id uint32) bool {
 // same keyset meanwhile (singleflight): N goroutines, 1 master-key call.
 type flight struct {
 	done chan struct{}
-	e    *entry
-	err  error
+	// purged is set, under Manager.mu, by a purge of the tenant while the
+	// load runs: what it read may be stale (rotated, shredded).
+	purged bool
+	// e and err are the result, and retry says that the load was purged
+	// and its waiters must load again; set before done is closed.
+	e     *entry
+	err   error
+	retry bool
 }
 
 // purposeIndex returns the index of p in Manager.entries.
@@ -120,6 +132,9 @@ func (m *Manager) get(ctx context.Context, id tenant.ID, p Purpose) (*entry, err
 	e := m.cached(k)
 	if e != nil && e.usable(m.maxUses) {
 		m.hits.Add(1)
+		if !e.used.Load() { // a read, not a write, on the hot path
+			e.used.Store(true)
+		}
 		return e, nil
 	}
 	m.misses.Add(1)
@@ -135,40 +150,57 @@ func (m *Manager) deleteLocked(k cacheKey, e *entry) {
 	}
 	m.entries[purposeIndex(k.purpose)].Delete(k.tenant.String())
 	m.count--
+	m.unlinkLocked(cur)
 	cur.retire()
 }
 
 // load joins or starts the load of k. stale is the entry the caller found
 // unusable (expired or used up), if any; it is dropped.
+//
+// A waiter counts its use of the loaded keyset against CacheMaxUses like
+// any other caller, and loads again if the keyset is used up. A load
+// purged while it ran (by Rotate or Shred) hands nothing to its waiters:
+// they load again, and see the rotated keyset or ErrKeyDestroyed.
 func (m *Manager) load(ctx context.Context, k cacheKey, stale *entry) (*entry, error) {
-	m.mu.Lock()
-	if cur := m.cached(k); cur != nil {
-		if cur == stale {
-			m.deleteLocked(k, cur)
-		} else if cur.usable(m.maxUses) {
-			m.mu.Unlock()
-			return cur, nil // loaded by someone else meanwhile
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("keys: waiting for the %s keyset of tenant %s: %w", k.purpose, k.tenant, context.Cause(ctx))
 		}
-	}
-	f := m.inflight[k]
-	if f == nil {
-		f = &flight{done: make(chan struct{})}
-		m.inflight[k] = f
-		// The load outlives the caller that started it (others wait for it
-		// too), so it does not inherit its cancellation; LoadTimeout bounds it.
-		go m.runLoad(context.WithoutCancel(ctx), k, f, m.epoch)
-	}
-	m.mu.Unlock()
+		m.mu.Lock()
+		if cur := m.cached(k); cur != nil {
+			if cur == stale {
+				m.deleteLocked(k, cur)
+			} else if cur.usable(m.maxUses) {
+				m.mu.Unlock()
+				return cur, nil // loaded by someone else meanwhile
+			}
+		}
+		f := m.inflight[k]
+		if f == nil {
+			f = &flight{done: make(chan struct{})}
+			m.inflight[k] = f
+			// The load outlives the caller that started it (others wait for
+			// it too), so it does not inherit its cancellation; LoadTimeout
+			// bounds it.
+			go m.runLoad(context.WithoutCancel(ctx), k, f)
+		}
+		m.mu.Unlock()
 
-	select {
-	case <-f.done:
-		if f.err != nil {
-			return nil, f.err
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("keys: waiting for the %s keyset of tenant %s: %w", k.purpose, k.tenant, context.Cause(ctx))
 		}
-		f.e.uses.Add(1)
-		return f.e, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("keys: waiting for the %s keyset of tenant %s: %w", k.purpose, k.tenant, context.Cause(ctx))
+		switch {
+		case f.retry:
+			stale = nil
+		case f.err != nil:
+			return nil, f.err
+		case f.e.usable(m.maxUses):
+			return f.e, nil
+		default:
+			stale = f.e // used up by the other waiters
+		}
 	}
 }
 
@@ -177,7 +209,7 @@ func (m *Manager) load(ctx context.Context, k cacheKey, stale *entry) (*entry, e
 // master-key call get the deadline; should either ignore it, runLoad stops
 // waiting anyway, so that the callers get an error and the next one starts
 // a new load rather than join one that may never end.
-func (m *Manager) runLoad(ctx context.Context, k cacheKey, f *flight, epoch uint64) {
+func (m *Manager) runLoad(ctx context.Context, k cacheKey, f *flight) {
 	ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
 	defer cancel()
 	type result struct {
@@ -213,12 +245,15 @@ func (m *Manager) runLoad(ctx context.Context, k cacheKey, f *flight, epoch uint
 		delete(m.inflight, k)
 	}
 	// A purge (rotation, shred) since the load started makes its result
-	// suspect: hand it to the callers already waiting, but do not cache it.
-	if err == nil && m.epoch == epoch {
+	// stale: neither cache it nor hand it to the callers waiting for it.
+	f.retry = f.purged
+	if err == nil && !f.retry {
 		m.insertLocked(k, e)
 	}
 	m.mu.Unlock()
-	f.e, f.err = e, err
+	if !f.retry {
+		f.e, f.err = e, err
+	}
 	close(f.done)
 }
 
@@ -356,27 +391,8 @@ func (d *dataAEAD) GoString() string { return d.String() }
 func (m *Manager) insertLocked(k cacheKey, e *entry) {
 	m.deleteLocked(k, nil)
 	if m.count >= m.maxEntries {
-		// Evict an expired entry whose timer has not run yet, or else the
-		// entry closest to expiry.
-		var oldest *entry
-		for i := range m.entries {
-			m.entries[i].Range(func(_, v any) bool {
-				ce := v.(*entry)
-				if oldest == nil || ce.expired.Load() || ce.expires.Before(oldest.expires) {
-					oldest = ce
-				}
-				return !ce.expired.Load()
-			})
-			if oldest != nil && oldest.expired.Load() {
-				break
-			}
-		}
-		if oldest != nil {
-			m.deleteLocked(cacheKey{oldest.tenant, oldest.purpose}, oldest)
-			m.evictions.Add(1)
-		}
+		m.evictLocked()
 	}
-	e.expires = time.Now().Add(m.maxAge)
 	e.timer = time.AfterFunc(m.maxAge, func() {
 		// At max age the unwrapped keyset leaves memory, used or not.
 		m.mu.Lock()
@@ -386,25 +402,88 @@ func (m *Manager) insertLocked(k cacheKey, e *entry) {
 	})
 	m.entries[purposeIndex(k.purpose)].Store(k.tenant.String(), e)
 	m.count++
+	m.linkLocked(e)
+}
+
+// maxSweep bounds the entries the eviction hand passes over in one
+// eviction, so that evicting costs O(1) however many entries are cached and
+// however busy they are.
+const maxSweep = 32
+
+// evictLocked evicts one entry by the CLOCK algorithm, an approximation of
+// least-recently-used that costs nothing on a cache hit but a flag: the
+// hand goes round the ring of entries, giving each entry used since it last
+// passed (used) a second chance, and evicts the first one that was not used
+// (or has expired). After maxSweep entries it evicts the one under the
+// hand. m.mu must be held.
+func (m *Manager) evictLocked() {
+	if m.hand == nil {
+		return
+	}
+	for range maxSweep {
+		e := m.hand
+		if e.expired.Load() || !e.used.Load() {
+			break
+		}
+		e.used.Store(false)
+		m.hand = e.next
+	}
+	e := m.hand
+	m.deleteLocked(cacheKey{e.tenant, e.purpose}, e)
+	m.evictions.Add(1)
+}
+
+// linkLocked adds e to the eviction ring just behind the hand, so that the
+// hand reaches it last. m.mu must be held.
+func (m *Manager) linkLocked(e *entry) {
+	if m.hand == nil {
+		e.prev, e.next = e, e
+		m.hand = e
+		return
+	}
+	e.prev, e.next = m.hand.prev, m.hand
+	m.hand.prev.next = e
+	m.hand.prev = e
+}
+
+// unlinkLocked removes e from the eviction ring. m.mu must be held.
+func (m *Manager) unlinkLocked(e *entry) {
+	if e.next == nil {
+		return // not linked
+	}
+	if e.next == e {
+		m.hand = nil
+	} else {
+		e.prev.next = e.next
+		e.next.prev = e.prev
+		if m.hand == e {
+			m.hand = e.next
+		}
+	}
+	e.prev, e.next = nil, nil
 }
 
 // Purge drops every cached keyset of the tenant from this Manager's cache,
-// and makes loads in progress for it uncacheable, so that the next use reads
-// the Store again. [Manager.Rotate] and [Manager.Shred] call it; other
-// replicas' caches expire after Config.CacheMaxAge.
+// and makes loads in progress for it stale, so that the next use, and the
+// callers waiting for those loads, read the Store again. [Manager.Rotate]
+// and [Manager.Shred] call it; other replicas' caches expire after
+// Config.CacheMaxAge.
 func (m *Manager) Purge(id tenant.ID) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, p := range Purposes() {
 		k := cacheKey{id, p}
 		m.deleteLocked(k, nil)
-		delete(m.inflight, k)
+		if f := m.inflight[k]; f != nil {
+			f.purged = true
+			delete(m.inflight, k)
+		}
 	}
-	m.epoch++
 }
 
 // PurgeAll drops every cached keyset. Call it before discarding a Manager
 // to drop its unwrapped keys from memory at once rather than at max age.
+// Loads in progress become stale, as with [Manager.Purge].
 func (m *Manager) PurgeAll() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -415,8 +494,10 @@ func (m *Manager) PurgeAll() {
 			return true
 		})
 	}
-	clear(m.inflight)
-	m.epoch++
+	for k, f := range m.inflight {
+		f.purged = true
+		delete(m.inflight, k)
+	}
 }
 
 // invalidate drops e if it is still the cached entry for its key.

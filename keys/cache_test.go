@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/tink-crypto/tink-go/v2/core/registry"
 
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/tenant"
@@ -152,4 +153,126 @@ func TestWaitingCallerReturnsWhenItsContextEnds(t *testing.T) {
 	defer cancel()
 	_, err := m2.Seal(ctx, []byte("x"), field)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+// blockFirstDecrypt returns a Manager over e whose master key's first
+// unwrap blocks until release is closed, and the client, whose decrypts
+// counter shows when the load is blocked in the master key.
+func blockFirstDecrypt(t *testing.T, e *env, adjust ...func(*keys.Config)) (*keys.Manager, *hookClient, chan struct{}) {
+	t.Helper()
+	slow := &hookClient{KMSClient: e.local}
+	release := make(chan struct{})
+	slow.setHook(func(op string, n int64) error {
+		if op == "decrypt" && n == 1 {
+			<-release
+		}
+		return nil
+	})
+	m := e.manager(t, append([]func(*keys.Config){func(c *keys.Config) { c.KMS = []registry.KMSClient{slow} }}, adjust...)...)
+	return m, slow, release
+}
+
+// Callers that wait for a load share it within CacheMaxUses like everyone
+// else: a load serves at most CacheMaxUses operations, waiters included.
+func TestWaitersOfALoadRespectCacheMaxUses(t *testing.T) {
+	const callers, maxUses = 10, 3
+	e := newEnv(t)
+	id, _ := provision(t, e.manager(t), "waiters")
+	m, slow, release := blockFirstDecrypt(t, e, func(c *keys.Config) { c.CacheMaxUses = maxUses })
+	ctx := tenant.NewContext(ctxT(t), id)
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := m.Seal(ctx, []byte("x"), field)
+			require.NoError(t, err)
+		}()
+	}
+	// All of them miss and join the one load, blocked in the master key.
+	require.Eventually(t, func() bool { return m.Stats().Misses == callers && slow.decrypts.Load() == 1 }, 5*time.Second, time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // let the last one reach the wait
+	close(release)
+	wg.Wait()
+	s := m.Stats()
+	t.Logf("stats: %+v", s)
+	require.GreaterOrEqual(t, s.Loads, uint64((callers+maxUses-1)/maxUses), "one unwrap served more than CacheMaxUses operations")
+}
+
+// A load that was in progress when the tenant was shredded must not hand
+// the keyset it read before the shred to the callers waiting for it.
+func TestWaitersOfALoadStartedBeforeShredGetErrKeyDestroyed(t *testing.T) {
+	e := newEnv(t)
+	id, _ := provision(t, e.manager(t), "shredwait")
+	m, slow, release := blockFirstDecrypt(t, e)
+	ctx := tenant.NewContext(ctxT(t), id)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := m.Seal(ctx, []byte("x"), field)
+		errc <- err
+	}()
+	require.Eventually(t, func() bool { return slow.decrypts.Load() == 1 }, 5*time.Second, time.Millisecond)
+	_, err := m.Shred(ctxT(t), id) // the keyset was read; its unwrap is in progress
+	require.NoError(t, err)
+	close(release)
+	require.ErrorIs(t, <-errc, keys.ErrKeyDestroyed, "a waiter was handed a keyset loaded before the shred")
+	_, err = m.Seal(ctx, []byte("x"), field)
+	require.ErrorIs(t, err, keys.ErrKeyDestroyed)
+}
+
+// Likewise after a rotation: the waiters get the rotated keyset.
+func TestWaitersOfALoadStartedBeforeRotateGetTheNewKeyset(t *testing.T) {
+	e := newEnv(t)
+	id, _ := provision(t, e.manager(t), "rotwait")
+	m, slow, release := blockFirstDecrypt(t, e)
+	ctx := tenant.NewContext(ctxT(t), id)
+	type result struct {
+		ct  []byte
+		err error
+	}
+	resc := make(chan result, 1)
+	go func() {
+		ct, err := m.Seal(ctx, []byte("x"), field)
+		resc <- result{ct, err}
+	}()
+	require.Eventually(t, func() bool { return slow.decrypts.Load() == 1 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, m.Rotate(ctxT(t), id, keys.PurposeData)) // its own unwrap is not blocked
+	close(release)
+	r := <-resc
+	require.NoError(t, r.err)
+	after, err := m.Seal(ctx, []byte("y"), field)
+	require.NoError(t, err)
+	require.Equal(t, after[:5], r.ct[:5], "a waiter sealed with the keyset read before the rotation")
+}
+
+// Eviction keeps the keysets in use: an entry used since the last sweep
+// gets a second chance (CLOCK), and eviction costs O(1), not a scan.
+func TestCacheEvictionKeepsKeysetsInUse(t *testing.T) {
+	e := newEnv(t)
+	const maxEntries = 4
+	m := e.manager(t, func(c *keys.Config) { c.CacheMaxEntries = maxEntries })
+	hot := make([]context.Context, 2)
+	for i := range hot {
+		_, hot[i] = provision(t, m, "hot")
+	}
+	seal := func(ctx context.Context) {
+		t.Helper()
+		_, err := m.Seal(ctx, []byte("x"), field)
+		require.NoError(t, err)
+	}
+	for _, ctx := range hot {
+		seal(ctx)
+	}
+	for range 20 { // a stream of one-off tenants
+		_, cold := provision(t, m, "cold")
+		seal(cold)
+		for _, ctx := range hot {
+			seal(ctx)
+		}
+	}
+	s := m.Stats()
+	t.Logf("stats: %+v", s)
+	require.Equal(t, maxEntries, s.Entries)
+	require.EqualValues(t, 2+20, s.Loads, "a keyset in use was evicted in favour of one-off tenants")
+	require.GreaterOrEqual(t, s.Evictions, uint64(20+2-maxEntries))
 }

@@ -58,8 +58,9 @@ type Config struct {
 	// CacheMaxUses is how many operations one unwrapped keyset serves
 	// before it is read and unwrapped again (> 0).
 	CacheMaxUses uint64
-	// CacheMaxEntries bounds the cache (> 0); the entries closest to expiry
-	// are evicted first.
+	// CacheMaxEntries bounds the cache (> 0). When it is full, a new entry
+	// evicts one not used recently (the CLOCK approximation of
+	// least-recently-used, at a constant cost per eviction).
 	CacheMaxEntries int
 	// LoadTimeout bounds one Store read and unwrap (> 0), and each
 	// master-key call of Provision, Rotate and Rewrap. A load is shared by
@@ -114,9 +115,9 @@ type Manager struct {
 	entries [3]sync.Map
 
 	mu       sync.Mutex
-	count    int // cached entries
+	count    int    // cached entries
+	hand     *entry // the eviction hand in the ring of cached entries
 	inflight map[cacheKey]*flight
-	epoch    uint64 // incremented by every purge
 
 	hits, misses, loads, loadErrors, kekCalls, evictions atomic.Uint64
 }
