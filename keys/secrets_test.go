@@ -8,17 +8,21 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/tink-crypto/tink-go/v2/core/registry"
 	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 	gcmpb "github.com/tink-crypto/tink-go/v2/proto/aes_gcm_go_proto"
 	gcmhkdfpb "github.com/tink-crypto/tink-go/v2/proto/aes_gcm_hkdf_streaming_go_proto"
 	hmacpb "github.com/tink-crypto/tink-go/v2/proto/hmac_go_proto"
+	"github.com/tink-crypto/tink-go/v2/testing/fakekms"
 	"github.com/tink-crypto/tink-go/v2/tink"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/tenant"
 )
 
 // unwrapWith unwraps w with kek the way keys does, for tests that play the
@@ -112,5 +116,45 @@ func TestNothingPrintsKeyMaterial(t *testing.T) {
 		for j := 0; j+8 <= len(s); j += 4 {
 			require.NotContains(t, dump, hex.EncodeToString(s[j:j+8]), "key material %d partially printed", i)
 		}
+	}
+}
+
+// The types that hold master key URIs print and log them redacted: a Tink
+// fake-kms:// URI carries its key inline, and a PKCS#11 URI may carry a
+// pin-value. No verb, and neither slog handler, shows the raw URI.
+func TestNothingPrintsRawMasterKeyURIs(t *testing.T) {
+	kek, err := fakekms.NewKeyURI()
+	require.NoError(t, err)
+	inline := strings.TrimPrefix(kek, "fake-kms://")
+	const pin = "pkcs11:token=t;object=k?module-path=/m&pin-value=s3cr3t-pin"
+	fake, err := fakekms.NewClient(kek) // holds the key URI
+	require.NoError(t, err)
+	id := tenant.MustParseID("acme")
+	w := keys.WrappedKeyset{Tenant: id, Purpose: keys.PurposeData, KEKURI: kek, TenantKEK: true, Wrapped: []byte("wrapped-bytes-not-shown"), Version: 3}
+	tomb := keys.Tombstone{Tenant: id, DestroyedAt: time.Now(), TenantKEKs: []string{kek, pin}}
+	res := keys.ShredResult{Tombstone: tomb, DestroyedKEKs: []string{kek}, RetainedKEKs: []string{pin}}
+	cfg := keys.DefaultConfig()
+	cfg.Store, cfg.KMS, cfg.PlatformKEK = keys.NewMemStore(), []registry.KMSClient{fake}, kek
+	values := []any{
+		w, &w, []keys.WrappedKeyset{w}, tomb, &tomb, res, &res, cfg, &cfg,
+		keys.ListOptions{KEKURI: kek, KEKURIPrefix: pin, Limit: 1},
+		keys.ProvisionOptions{KEKURI: kek}, &keys.ProvisionOptions{KEKURI: pin},
+		struct{ R keys.ShredResult }{res},
+	}
+	var out strings.Builder
+	for _, v := range values {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%T"} {
+			fmt.Fprintf(&out, verb+"\n", v)
+		}
+	}
+	for _, h := range []slog.Handler{slog.NewJSONHandler(&out, nil), slog.NewTextHandler(&out, nil)} {
+		slog.New(h).Info("dump", "keyset", w, "tombstone", tomb, "result", res, "config", cfg,
+			"list", keys.ListOptions{KEKURI: kek}, "provision", keys.ProvisionOptions{KEKURI: kek}, "values", values)
+	}
+	dump := out.String()
+	require.Contains(t, dump, keys.DisplayURI(kek), "the dump should show the redacted URI")
+	require.Contains(t, dump, "keys.ShredResult{")
+	for _, secret := range []string{inline, "s3cr3t-pin", "wrapped-bytes-not-shown", hex.EncodeToString([]byte(inline)), hex.EncodeToString([]byte("s3cr3t-pin"))} {
+		require.NotContains(t, dump, secret)
 	}
 }

@@ -2,7 +2,6 @@ package keys
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/rtmx-ai/tenancy/tenant"
@@ -67,12 +66,6 @@ type WrappedKeyset struct {
 	Version int64
 	// CreatedAt and UpdatedAt are set by the Store.
 	CreatedAt, UpdatedAt time.Time
-}
-
-// String describes the keyset without its wrapped bytes.
-func (w WrappedKeyset) String() string {
-	return fmt.Sprintf("keys.WrappedKeyset{tenant=%s purpose=%s kek=%s version=%d wrapped=%d bytes}",
-		w.Tenant, w.Purpose, DisplayURI(w.KEKURI), w.Version, len(w.Wrapped))
 }
 
 // Tombstone records that a tenant's keys were destroyed.
