@@ -94,7 +94,9 @@
 // that returns key bytes, and every type that holds keys ([Manager],
 // [StreamingAEAD], [MAC]) implements String, GoString and slog.LogValuer
 // without them. Master key URIs are shown through [DisplayURI], which
-// redacts PKCS#11 PINs and the inline key of fake-kms:// URIs.
+// redacts PKCS#11 PINs and the inline key of fake-kms:// URIs, including by
+// the types that carry them ([WrappedKeyset], [Tombstone], [ShredResult],
+// [Config], [ListOptions], [ProvisionOptions]) whatever the fmt verb.
 //
 // Crypto-shredding makes a tenant's data unreadable by deleting the only
 // copies of its keysets that the master key can open. Copies of the keyset
