@@ -263,7 +263,7 @@ func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, erro
 				t.db.markCold(c, sql)
 				return nil, err
 			}
-			return &batchRows{Rows: rows, br: br, onErr: func() { t.db.markCold(c, sql) }}, nil
+			return batchRows(rows, br, func() { t.db.markCold(c, sql) }, nil), nil
 		}
 	}
 	rows, err := t.tx.Query(ctx, sql, args...)
@@ -422,7 +422,7 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 				conn.Release()
 				return nil, err
 			}
-			return &batchRows{Rows: rows, br: br, release: conn.Release, onErr: func() { db.markCold(c, tsql) }}, nil
+			return batchRows(rows, br, func() { db.markCold(c, tsql) }, conn.Release), nil
 		}
 		_ = br.Close()
 		db.markCold(c, tsql)
@@ -440,7 +440,7 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 		conn.Release()
 		return nil, err
 	}
-	return &txRows{Rows: rows, ctx: ctx, tx: t.tx, release: conn.Release}, nil
+	return txRows(ctx, rows, t.tx, conn.Release), nil
 }
 
 // QueryRow runs one query scoped to the tenant of ctx and returns its only
@@ -450,19 +450,17 @@ func (db *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	return &row{rows: rows, err: err}
 }
 
-// batchRows are the rows of a statement sent in a batch with the setup:
-// closing them reads the rest of the batch and, for the one-statement
-// calls, releases the connection.
-type batchRows struct {
+// finishRows wraps rows whose end must do more than close them: finish
+// runs once, when the rows are closed or read to the end, with the rows'
+// error, and returns the error to report if the rows had none.
+type finishRows struct {
 	pgx.Rows
-	br      pgx.BatchResults
-	release func()
-	onErr   func() // called before release when the statement failed
-	closed  bool
-	err     error
+	finish func(rowsErr error) error
+	closed bool
+	err    error
 }
 
-func (r *batchRows) Next() bool {
+func (r *finishRows) Next() bool {
 	if r.closed {
 		return false
 	}
@@ -473,71 +471,55 @@ func (r *batchRows) Next() bool {
 	return false
 }
 
-func (r *batchRows) Close() {
+func (r *finishRows) Close() {
 	if r.closed {
 		return
 	}
 	r.closed = true
 	r.Rows.Close()
-	if err := r.br.Close(); err != nil && r.Rows.Err() == nil {
-		r.err = err
-	}
-	if r.Err() != nil && r.onErr != nil {
-		r.onErr()
-	}
-	if r.release != nil {
-		r.release()
-	}
+	r.err = r.finish(r.Rows.Err())
 }
 
-func (r *batchRows) Err() error {
+func (r *finishRows) Err() error {
 	if err := r.Rows.Err(); err != nil {
 		return err
 	}
 	return r.err
+}
+
+// batchRows are the rows of a statement sent in a batch with the setup:
+// closing them reads the rest of the batch, calls onErr if the statement
+// failed and release (for the one-statement calls), both when not nil.
+func batchRows(rows pgx.Rows, br pgx.BatchResults, onErr, release func()) pgx.Rows {
+	return &finishRows{Rows: rows, finish: func(rowsErr error) error {
+		err := br.Close()
+		if rowsErr != nil {
+			err = nil // the rows' own error is the one to report
+		}
+		if (rowsErr != nil || err != nil) && onErr != nil {
+			onErr()
+		}
+		if release != nil {
+			release()
+		}
+		return err
+	}}
 }
 
 // txRows are the rows of a one-statement query that had to run in an
 // explicit transaction: closing them commits (or rolls back) and releases.
-type txRows struct {
-	pgx.Rows
-	ctx     context.Context
-	tx      pgx.Tx
-	release func()
-	closed  bool
-	err     error
-}
-
-func (r *txRows) Next() bool {
-	if r.closed {
-		return false
-	}
-	if r.Rows.Next() {
-		return true
-	}
-	r.Close()
-	return false
-}
-
-func (r *txRows) Close() {
-	if r.closed {
-		return
-	}
-	r.closed = true
-	r.Rows.Close()
-	if r.Rows.Err() != nil {
-		_ = r.tx.Rollback(context.WithoutCancel(r.ctx))
-	} else if err := r.tx.Commit(r.ctx); err != nil {
-		r.err = fmt.Errorf("store: commit: %w", err)
-	}
-	r.release()
-}
-
-func (r *txRows) Err() error {
-	if err := r.Rows.Err(); err != nil {
-		return err
-	}
-	return r.err
+func txRows(ctx context.Context, rows pgx.Rows, tx pgx.Tx, release func()) pgx.Rows {
+	return &finishRows{Rows: rows, finish: func(rowsErr error) (err error) {
+		defer release()
+		if rowsErr != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			return nil
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return fmt.Errorf("store: commit: %w", err)
+		}
+		return nil
+	}}
 }
 
 // row implements pgx.Row over rows, like pgx's own.
