@@ -100,6 +100,7 @@ func TestSharedTableUniqueKeysMustIncludeTenant(t *testing.T) {
 	for _, cols := range []string{
 		`req_id text PRIMARY KEY, title text`,
 		`req_id text NOT NULL, title text, UNIQUE (title)`,
+		`req_id text NOT NULL, email text, UNIQUE (email) INCLUDE (tenant_id)`, // INCLUDE is not part of the key
 	} {
 		err := db.CreateSharedTable(ctxT(t), sch, store.Table{Name: "idx", Columns: cols})
 		require.ErrorIs(t, err, store.ErrInvalidTable, cols)

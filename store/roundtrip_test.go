@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/rtmx-ai/tenancy/store"
+	"github.com/rtmx-ai/tenancy/tenant"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -151,4 +152,17 @@ func TestPlanPerTenantKeepsIsolationAndOneRoundTrip(t *testing.T) {
 	assert.EqualValues(t, 1, writes.Load(), "round trips")
 	require.NoError(t, db.Tx(ctxB, func(tx *store.Tx) error { return tx.QueryRow(ctxB, q).Scan(&got) }))
 	assert.Equal(t, "B", got)
+
+	// The point of the option: the connection holds one prepared statement
+	// (so one plan) per tenant for the same SQL.
+	var perTenant []string
+	rows, err := db.UnscopedPool().Query(context.Background(),
+		`SELECT substring(statement from '/\* tenancy:([a-z0-9_]+) \*/') FROM pg_prepared_statements
+		 WHERE statement LIKE 'SELECT req_id FROM requirements -- a trailing comment%' ORDER BY 1`)
+	require.NoError(t, err)
+	perTenant, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	idA, _ := tenant.FromContext(ctxA)
+	idB, _ := tenant.FromContext(ctxB)
+	assert.ElementsMatch(t, []string{idA.String(), idB.String()}, perTenant)
 }

@@ -123,7 +123,8 @@ func (db *DB) CreateSharedTable(ctx context.Context, schema string, t Table) err
 		var bad []string
 		rows, err := tx.Query(ctx, `SELECT i.indexrelid::regclass::text FROM pg_index i
 			WHERE i.indrelid = $1::regclass AND (i.indisunique OR i.indisexclusion)
-			  AND NOT (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attname = 'tenant_id') = ANY (i.indkey::int2[])
+			  AND NOT (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attname = 'tenant_id')
+			      = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]) -- key columns only, not INCLUDE
 			ORDER BY 1`, name)
 		if err != nil {
 			return err
