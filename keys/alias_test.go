@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/keys/localkms"
 )
 
 // localAliases returns other spellings of the local key file at path, all
@@ -181,4 +182,112 @@ func TestRewrapComparesMasterKeysByIdentity(t *testing.T) {
 	got, err := m.Open(ctx, ct, field)
 	require.NoError(t, err)
 	require.Equal(t, "v", string(got))
+}
+
+// linkedAliases returns URIs that reach the local key file at path through
+// symbolic links made in a temporary directory: a linked directory (as
+// /lib -> usr/lib), the key path under it with "./", and a link to the key
+// file itself (made when the file exists).
+func linkedAliases(t *testing.T, path string) []string {
+	t.Helper()
+	dir := t.TempDir()
+	linkDir := filepath.Join(dir, "alias")
+	require.NoError(t, os.Symlink(filepath.Dir(path), linkDir))
+	aliases := []string{
+		"local://" + filepath.Join(linkDir, filepath.Base(path)),
+		"local://" + linkDir + "/./" + filepath.Base(path),
+	}
+	if _, err := os.Stat(path); err == nil {
+		fileLink := filepath.Join(dir, "tenant.key")
+		require.NoError(t, os.Symlink(path, fileLink))
+		aliases = append(aliases, "local://"+fileLink)
+	}
+	return aliases
+}
+
+// The reviewer's reproduction with a symbolic link: a tenant naming the
+// platform key through a linked directory (or a link to the file) is
+// refused as the platform key, and Shred never destroys the platform key.
+func TestLinkedAliasOfThePlatformKEKIsRefusedAndShredNeverDestroysIt(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	_, victimCtx := provision(t, m, "victim")
+	ct, err := m.Seal(victimCtx, []byte("secret"), field)
+	require.NoError(t, err)
+	aliases := linkedAliases(t, e.platformPath)
+	require.Len(t, aliases, 3)
+	for _, alias := range aliases {
+		attacker := newID("attacker")
+		err := m.Provision(ctxT(t), attacker, keys.ProvisionOptions{KEKURI: alias})
+		require.ErrorIs(t, err, keys.ErrInvalidArgument, alias)
+		require.ErrorIs(t, err, keys.ErrKEKInUse, alias)
+		require.Contains(t, err.Error(), "platform master key")
+		n, tombs := e.rows(t, attacker)
+		require.Zero(t, n+tombs, "nothing may be written for a refused tenant")
+		res, err := m.Shred(ctxT(t), attacker)
+		require.NoError(t, err)
+		require.Empty(t, res.DestroyedKEKs)
+	}
+	_, err = os.Stat(e.platformPath)
+	require.NoError(t, err, "the platform master key file was destroyed")
+	m.PurgeAll()
+	got, err := m.Open(victimCtx, ct, field)
+	require.NoError(t, err)
+	require.Equal(t, "secret", string(got))
+}
+
+// Rows written before links were resolved may record, as a tenant's own
+// key, the platform key through a linked directory. Shred keeps it.
+func TestShredKeepsALegacyTenantKEKThatLinksToThePlatformKey(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	victim, victimCtx := provision(t, m, "victim")
+	ct, err := m.Seal(victimCtx, []byte("secret"), field)
+	require.NoError(t, err)
+	legacy := newID("legacy")
+	alias := linkedAliases(t, e.platformPath)[0]
+	var sets []keys.WrappedKeyset
+	for _, p := range keys.Purposes() {
+		w, err := e.store.Get(ctxT(t), victim, p)
+		require.NoError(t, err)
+		sets = append(sets, keys.WrappedKeyset{Tenant: legacy, Purpose: p, KEKURI: alias, TenantKEK: true, Wrapped: w.Wrapped})
+	}
+	require.NoError(t, e.store.Put(ctxT(t), sets...))
+
+	res, err := m.Shred(ctxT(t), legacy)
+	require.NoError(t, err)
+	require.Empty(t, res.DestroyedKEKs)
+	require.Equal(t, []string{alias}, res.RetainedKEKs)
+	_, err = os.Stat(e.platformPath)
+	require.NoError(t, err, "the platform master key file was destroyed")
+	m.PurgeAll()
+	_, err = m.Open(victimCtx, ct, field)
+	require.NoError(t, err)
+}
+
+// A customer's own key named through a linked directory is stored under
+// its canonical URI (links resolved), and Shred destroys it, twice over.
+func TestLinkedCustomerKEKIsStoredCanonicalAndShredDestroysIt(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	custURI, custPath := e.keyURI(t, "byok-linked.key")
+	// A link to a directory that does not exist yet names nothing for sure.
+	dangling := linkedAliases(t, custPath)[0]
+	err := m.Provision(ctxT(t), newID("byok"), keys.ProvisionOptions{KEKURI: dangling})
+	require.ErrorIs(t, err, keys.ErrInvalidArgument)
+	require.ErrorIs(t, err, localkms.ErrInvalidURI)
+	require.Contains(t, err.Error(), "symbolic link to nothing")
+
+	require.NoError(t, os.MkdirAll(filepath.Dir(custPath), 0o700))
+	id, _ := provision(t, m, "byok", keys.ProvisionOptions{KEKURI: linkedAliases(t, custPath)[0]})
+	for p, uri := range e.kekOf(t, id) {
+		require.Equal(t, custURI, uri, p)
+	}
+	for i := range 2 {
+		res, err := m.Shred(ctxT(t), id)
+		require.NoError(t, err, "Shred #%d", i+1)
+		require.Equal(t, []string{custURI}, res.DestroyedKEKs, "Shred #%d", i+1)
+	}
+	_, err = os.Stat(custPath)
+	require.True(t, os.IsNotExist(err))
 }

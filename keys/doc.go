@@ -27,9 +27,10 @@
 // wrapped by that key only.
 //
 // Master keys are compared by identity, not by the spelling of their URI:
-// a PKCS#11 URI with its attributes in another order, percent-encoded, or
-// reading the PIN from another source, and a local path with "./" or "//",
-// name the same key. KMS clients that can tell implement [KeyIdentifier]
+// a PKCS#11 URI with its attributes in another order, percent-encoded,
+// reading the PIN from another source or naming its module through a
+// symbolic link, and a local path with "./", "//" or a symbolic link, name
+// the same key. KMS clients that can tell implement [KeyIdentifier]
 // (localkms and pkcs11kms do); the Manager stores every keyset under the
 // canonical URI of its master key. A customer-managed KEK that is the
 // platform key, or another tenant's, is refused ([ErrKEKInUse]), and Shred

@@ -70,9 +70,10 @@ func supported(c registry.KMSClient, uri string) (ok bool) {
 
 // KeyIdentifier is implemented by KMS clients whose master keys can be
 // named by more than one URI: a PKCS#11 URI's attributes in any order,
-// percent-encoded or not, with the PIN read from one source or another; a
-// local path spelled with "./" or "//". keys/localkms and keys/pkcs11kms
-// implement it.
+// percent-encoded or not, with the PIN read from one source or another, its
+// module named through a symbolic link; a local path spelled with "./" or
+// "//", or through a symbolic link. keys/localkms and keys/pkcs11kms
+// implement it (both resolve symbolic links).
 //
 // A [Manager] compares master keys by identity, not by spelling, so that
 // one key cannot pass for another: a tenant naming the platform master key

@@ -4,13 +4,14 @@
 // Relative paths are refused: they would name another file in another
 // working directory. [KeyURI] makes the URI of a path.
 //
-// A path has one canonical URI, its clean absolute form
-// ([Client.CanonicalKeyURI]): "local:///keys/./a.key" and
-// "local:///keys//a.key" name the key "local:///keys/a.key", and keys.Manager
-// compares master keys by that URI, so that one key cannot pass for another
-// by a different spelling. A [Client] made with a longer prefix than
-// "local://" serves only the keys inside that directory, checked on the
-// clean path, so ".." cannot leave it.
+// A key has one canonical URI, its clean absolute path with symbolic links
+// resolved ([Client.CanonicalKeyURI]): "local:///keys/./a.key",
+// "local:///keys//a.key" and, when /alias is a link to /keys,
+// "local:///alias/a.key" name the key "local:///keys/a.key", and
+// keys.Manager compares master keys by that URI, so that one key cannot
+// pass for another by a different spelling. A [Client] made with a longer
+// prefix than "local://" serves only the keys inside that directory,
+// checked on the resolved path, so neither ".." nor a link can leave it.
 //
 // # NOT FOR PRODUCTION
 //
@@ -56,6 +57,7 @@
 // memory between calls; nothing in this package prints it. [Client.DestroyKey]
 // overwrites the file with zeros before removing it, which helps on simple
 // file systems and guarantees nothing on SSDs, copy-on-write file systems or
-// in backups. It refuses to destroy through a symbolic link: a link named
-// as a tenant's own key must not destroy the key it points to.
+// in backups. It destroys a key only by its canonical URI and refuses a URI
+// that reaches the file through a symbolic link: a link named as a
+// tenant's own key must not destroy the key it points to.
 package localkms

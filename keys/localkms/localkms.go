@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 
 	"github.com/tink-crypto/tink-go/v2/core/registry"
 	"github.com/tink-crypto/tink-go/v2/tink"
@@ -51,7 +52,7 @@ var (
 // material; it is safe for concurrent use.
 type Client struct {
 	prefix string
-	root   string // clean absolute directory the keys must be in; "" for any
+	root   string // clean absolute directory, links resolved, the keys must be in; "" for any
 }
 
 var _ registry.KMSClient = (*Client)(nil)
@@ -59,9 +60,12 @@ var _ registry.KMSClient = (*Client)(nil)
 // NewClient returns a client for local:// key URIs. uriPrefix must start
 // with "local://". "local://" alone serves every local key; a longer prefix
 // names a directory ("local:///etc/app/keys/", with or without the final
-// slash) and restricts the client to key files inside it. Key paths are
-// cleaned before the check, so "..", "." and doubled slashes cannot escape
-// the directory; symbolic links are not resolved.
+// slash) and restricts the client to key files inside it. The check is made
+// on the path with "..", "." and doubled slashes cleaned and symbolic links
+// resolved, in the key path and in the directory alike, so that neither
+// ".." nor a link can leave the directory. The directory's links are
+// resolved here, when it exists; one that does not exist yet is resolved as
+// far as it does.
 func NewClient(uriPrefix string) (*Client, error) {
 	if !strings.HasPrefix(uriPrefix, Scheme) {
 		return nil, fmt.Errorf("%w: uriPrefix %q must start with %q", ErrInvalidURI, uriPrefix, Scheme)
@@ -72,13 +76,18 @@ func NewClient(uriPrefix string) (*Client, error) {
 		if strings.ContainsRune(p, 0) || !filepath.IsAbs(p) {
 			return nil, fmt.Errorf("%w: uriPrefix %q must name an absolute directory (local:///DIR/)", ErrInvalidURI, uriPrefix)
 		}
-		c.root = filepath.Clean(p)
+		root, err := resolveLinks(filepath.Clean(p))
+		if err != nil {
+			return nil, fmt.Errorf("%w: uriPrefix %q: %w", ErrInvalidURI, uriPrefix, err)
+		}
+		c.root = root
 	}
 	return c, nil
 }
 
 // KeyURI returns the local:// URI of the key file at path, made absolute
-// and clean: the canonical URI of that key (see [Client.CanonicalKeyURI]).
+// and clean. It does not resolve symbolic links: [Client.CanonicalKeyURI]
+// gives the canonical URI of the key, which does.
 func KeyURI(path string) (string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -88,21 +97,41 @@ func KeyURI(path string) (string, error) {
 }
 
 // Supported reports whether keyURI is a local:// URI naming an absolute
-// path inside the client's directory.
+// path inside the client's directory (with links resolved). A path whose
+// links cannot be resolved is checked as written, so that the client that
+// serves it reports why ([Client.CanonicalKeyURI], [Client.GetAEAD]).
 func (c *Client) Supported(keyURI string) bool {
-	_, err := c.path(keyURI)
-	return err == nil
+	p, err := cleanPath(keyURI)
+	if err != nil {
+		return false
+	}
+	if r, err := resolveLinks(p); err == nil {
+		p = r
+	}
+	return filepath.Dir(p) != p && c.inRoot(p)
+}
+
+// inRoot reports whether the path p is inside the client's directory.
+func (c *Client) inRoot(p string) bool {
+	if c.root == "" {
+		return true
+	}
+	rel, err := filepath.Rel(c.root, p)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 // CanonicalKeyURI returns the canonical URI of the key keyURI names:
-// "local://" followed by the clean absolute path, so that every spelling of
-// one path ("./", "//", "dir/../") gives the same URI. It fails with
-// [ErrInvalidURI] for a URI the client does not serve. keys.Manager stores
-// and compares master keys by this URI.
+// "local://" followed by the clean absolute path with symbolic links
+// resolved, so that every spelling of one path ("./", "//", "dir/../", a
+// linked directory, a link to the key file) gives the same URI. The key
+// file need not exist yet: links are resolved in the part of the path that
+// exists. It fails with [ErrInvalidURI] for a URI the client does not serve
+// or whose links cannot be resolved (a link to nothing, a loop). keys.Manager
+// stores and compares master keys by this URI.
 //
-// Paths are compared as cleaned text: two paths that reach one file through
-// a symbolic or hard link are different URIs. [Client.DestroyKey] refuses
-// to destroy through a symbolic link for that reason.
+// A hard link to a key file is another file name, and so another URI; so
+// is a path whose links are changed after the key was provisioned.
+// [Client.DestroyKey] destroys a key only by its canonical URI.
 func (c *Client) CanonicalKeyURI(keyURI string) (string, error) {
 	p, err := c.path(keyURI)
 	if err != nil {
@@ -118,9 +147,29 @@ func (c *Client) KeyIdentity(keyURI string) (string, error) {
 	return c.CanonicalKeyURI(keyURI)
 }
 
-// path returns the clean absolute file path keyURI names, checking that it
-// is inside the client's directory.
+// path returns the canonical file path keyURI names (clean, absolute,
+// links resolved), checking that it is inside the client's directory.
 func (c *Client) path(keyURI string) (string, error) {
+	p, err := cleanPath(keyURI)
+	if err != nil {
+		return "", err
+	}
+	r, err := resolveLinks(p)
+	if err != nil {
+		return "", fmt.Errorf("%w: %q: %w", ErrInvalidURI, keyURI, err)
+	}
+	if filepath.Dir(r) == r {
+		return "", fmt.Errorf("%w: %q names no file", ErrInvalidURI, keyURI)
+	}
+	if !c.inRoot(r) {
+		return "", fmt.Errorf("%w: %q is not inside %s, the directory this client is restricted to (symbolic links resolved)", ErrInvalidURI, keyURI, c.root)
+	}
+	return r, nil
+}
+
+// cleanPath returns the clean absolute file path keyURI names, as written:
+// links not resolved.
+func cleanPath(keyURI string) (string, error) {
 	if !strings.HasPrefix(keyURI, Scheme) {
 		return "", fmt.Errorf("%w: %q is not a %s URI", ErrInvalidURI, keyURI, Scheme)
 	}
@@ -135,13 +184,42 @@ func (c *Client) path(keyURI string) (string, error) {
 	if filepath.Dir(p) == p {
 		return "", fmt.Errorf("%w: %q names no file", ErrInvalidURI, keyURI)
 	}
-	if c.root != "" {
-		rel, err := filepath.Rel(c.root, p)
-		if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-			return "", fmt.Errorf("%w: %q is not inside %s, the directory this client is restricted to", ErrInvalidURI, keyURI, c.root)
-		}
-	}
 	return p, nil
+}
+
+// resolveLinks resolves the symbolic links in the clean absolute path p,
+// which need not exist: the links of its longest existing ancestor are
+// resolved and the rest appended. A link to nothing is an error (what it
+// names would change when its target is made), as is anything but a
+// missing path that stops the resolution (a loop, a permission error).
+func resolveLinks(p string) (string, error) {
+	r, err := filepath.EvalSymlinks(p)
+	if err == nil {
+		return r, nil
+	}
+	if !missing(err) {
+		return "", fmt.Errorf("resolving symbolic links: %w", err)
+	}
+	if _, lerr := os.Lstat(p); lerr == nil {
+		return "", fmt.Errorf("resolving symbolic links: %s is a symbolic link to nothing", p)
+	} else if !missing(lerr) {
+		return "", fmt.Errorf("resolving symbolic links: %w", lerr)
+	}
+	dir := filepath.Dir(p)
+	if dir == p {
+		return p, nil
+	}
+	rd, err := resolveLinks(dir)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(rd, filepath.Base(p)), nil
+}
+
+// missing reports whether err says that a path does not exist: no such
+// file, or a file where a directory should be (which then cannot hold it).
+func missing(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }
 
 // GetAEAD returns the AEAD of the key file named by keyURI. It does not
@@ -156,13 +234,21 @@ func (c *Client) GetAEAD(keyURI string) (tink.AEAD, error) {
 
 // DestroyKey destroys the key file named by keyURI: it overwrites it with
 // zeros, syncs it and removes it. A missing file is not an error. It
-// refuses (with [ErrKeyFile]) a symbolic link or anything but a regular
-// file, so that a link named as one key cannot destroy another. See the
+// destroys a key only by its canonical URI ([Client.CanonicalKeyURI]): a
+// URI that reaches the file through a symbolic link (in its directories or
+// the file name) is refused with [ErrKeyFile], so that a link named as one
+// key cannot destroy another; so is anything but a regular file. See the
 // package documentation for what this does not guarantee.
 func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 	p, err := c.path(keyURI)
 	if err != nil {
 		return err
+	}
+	if written, err := cleanPath(keyURI); err != nil {
+		return err
+	} else if written != p {
+		return fmt.Errorf("%w: destroy %s: it reaches %s through a symbolic link; destroy the key by its canonical URI %s",
+			ErrKeyFile, written, p, Scheme+filepath.ToSlash(p))
 	}
 	if err := ctx.Err(); err != nil {
 		return err

@@ -484,3 +484,132 @@ func TestDestroyKeyRefusesSymlinks(t *testing.T) {
 		t.Fatalf("the key behind the symlink was destroyed: %v", err)
 	}
 }
+
+// symlinkedDir makes dir/real and dir/alias, a symbolic link to it, and
+// returns both.
+func symlinkedDir(t *testing.T) (real, alias string) {
+	t.Helper()
+	dir := t.TempDir()
+	real, alias = filepath.Join(dir, "real"), filepath.Join(dir, "alias")
+	if err := os.Mkdir(real, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, alias); err != nil {
+		t.Fatal(err)
+	}
+	return real, alias
+}
+
+// A key reached through a symbolic link (a linked directory, a link to the
+// key file, a link to a directory that does not hold the file yet) has the
+// canonical URI of the file itself: that is how keys.Manager tells that a
+// tenant's "own" key is really the platform key.
+func TestCanonicalKeyURIResolvesSymlinks(t *testing.T) {
+	real, alias := symlinkedDir(t)
+	want, err := localkms.KeyURI(filepath.Join(real, "platform.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t)
+	check := func(uri, want string) {
+		t.Helper()
+		got, err := c.CanonicalKeyURI(uri)
+		if err != nil || got != want {
+			t.Errorf("CanonicalKeyURI(%q) = %q, %v; want %q", uri, got, err, want)
+		}
+		id, err := c.KeyIdentity(uri)
+		if err != nil || id != want {
+			t.Errorf("KeyIdentity(%q) = %q, %v; want %q", uri, id, err, want)
+		}
+	}
+	// Before the key file exists: the directory's link is resolved.
+	check(localkms.Scheme+alias+"/platform.key", want)
+	if _, err := newClient(t).GetAEAD(want); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := aeadAt(t, filepath.Join(real, "platform.key"))
+	if _, err := a.Encrypt([]byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	// After: also through a link to the file, and a missing subdirectory
+	// of a linked directory.
+	fileLink := filepath.Join(filepath.Dir(real), "tenant.key")
+	if err := os.Symlink(filepath.Join(alias, "platform.key"), fileLink); err != nil {
+		t.Fatal(err)
+	}
+	for _, uri := range []string{
+		want,
+		localkms.Scheme + alias + "/platform.key",
+		localkms.Scheme + alias + "/./x/../platform.key",
+		localkms.Scheme + fileLink,
+	} {
+		check(uri, want)
+	}
+	check(localkms.Scheme+alias+"/sub/new.key", localkms.Scheme+real+"/sub/new.key")
+	// Under a regular file nothing can exist: the rest is kept as written.
+	check(localkms.Scheme+alias+"/platform.key/sub.key", want+"/sub.key")
+	// A link to nothing cannot be told apart from what it will name.
+	dangling := filepath.Join(real, "dangling.key")
+	if err := os.Symlink(filepath.Join(real, "nothing"), dangling); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CanonicalKeyURI(localkms.Scheme + dangling); !errors.Is(err, localkms.ErrInvalidURI) {
+		t.Errorf("CanonicalKeyURI(link to nothing) = %v, want ErrInvalidURI", err)
+	}
+}
+
+// DestroyKey destroys a key only by its canonical URI: through a linked
+// directory it is refused and the key kept, as through a link to the file.
+func TestDestroyKeyRefusesALinkedDirectory(t *testing.T) {
+	real, alias := symlinkedDir(t)
+	a, uri := aeadAt(t, filepath.Join(real, "platform.key"))
+	ct, err := a.Encrypt([]byte("x"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t)
+	for _, u := range []string{localkms.Scheme + alias + "/platform.key", localkms.Scheme + alias + "//platform.key"} {
+		if err := c.DestroyKey(context.Background(), u); !errors.Is(err, localkms.ErrKeyFile) || !strings.Contains(err.Error(), uri) {
+			t.Errorf("DestroyKey(%q) = %v, want ErrKeyFile naming the canonical URI %s", u, err, uri)
+		}
+	}
+	if _, err := a.Decrypt(ct, nil); err != nil {
+		t.Fatalf("the key behind the linked directory was destroyed: %v", err)
+	}
+	if err := c.DestroyKey(context.Background(), uri); err != nil {
+		t.Fatalf("DestroyKey(canonical) = %v", err)
+	}
+	if _, err := a.Decrypt(ct, nil); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Decrypt after DestroyKey: %v, want fs.ErrNotExist", err)
+	}
+}
+
+// A client restricted to a directory checks the path with links resolved:
+// a link inside pointing outside is refused, and a directory given through
+// a link serves its keys under either spelling.
+func TestPrefixCannotBeEscapedThroughASymlink(t *testing.T) {
+	real, alias := symlinkedDir(t)
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(real, "out")); err != nil {
+		t.Fatal(err)
+	}
+	for _, prefix := range []string{localkms.Scheme + real + "/", localkms.Scheme + alias + "/"} {
+		c, err := localkms.NewClient(prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		escape := localkms.Scheme + real + "/out/k"
+		if c.Supported(escape) {
+			t.Errorf("%s: Supported(%q) = true: a link leaves the directory", prefix, escape)
+		}
+		if _, err := c.GetAEAD(escape); !errors.Is(err, localkms.ErrInvalidURI) {
+			t.Errorf("%s: GetAEAD(%q) = %v, want ErrInvalidURI", prefix, escape, err)
+		}
+		want := localkms.Scheme + real + "/k"
+		for _, uri := range []string{want, localkms.Scheme + alias + "/k"} {
+			if got, err := c.CanonicalKeyURI(uri); err != nil || got != want {
+				t.Errorf("%s: CanonicalKeyURI(%q) = %q, %v; want %q", prefix, uri, got, err, want)
+			}
+		}
+	}
+}
