@@ -5,6 +5,9 @@ package keys_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,7 +57,7 @@ func TestHSMTokenRemovedCachedTenantsWorkUntilMaxAgeUncachedGetErrorNamingURI(t 
 
 	_, err = srv.Open(ctxCold, ctCold, field)
 	require.ErrorIs(t, err, keys.ErrUnwrap)
-	require.Contains(t, err.Error(), uri, "the error must name the master key")
+	require.Contains(t, err.Error(), canonicalHSM(t, hsm, uri), "the error must name the master key")
 	t.Logf("uncached tenant: %v", err)
 
 	id := newID("hsmnew")
@@ -77,11 +80,39 @@ func TestHSMTenantOwnKEKIsDestroyedByShred(t *testing.T) {
 	require.NoError(t, err)
 	res, err := m.Shred(ctxT(t), id)
 	require.NoError(t, err)
-	require.Equal(t, []string{uri}, res.DestroyedKEKs)
+	require.Equal(t, []string{canonicalHSM(t, hsm, uri)}, res.DestroyedKEKs)
 	_, err = hsm.GetAEAD(uri)
 	require.ErrorIs(t, err, pkcs11kms.ErrKeyNotFound)
 	_, err = m.Open(ctx, ct, field)
 	require.ErrorIs(t, err, keys.ErrKeyDestroyed)
+}
+
+// canonicalHSM returns the canonical URI of the HSM key uri, as the Manager
+// stores it (module path with links resolved).
+func canonicalHSM(t testing.TB, c *pkcs11kms.Client, uri string) string {
+	t.Helper()
+	canon, err := c.CanonicalKeyURI(uri)
+	require.NoError(t, err)
+	return canon
+}
+
+// The reviewer's reproduction of a Shred run twice: the second run (a
+// retry) succeeds and reports the key destroyed, not retained, because
+// DestroyKey of a key already gone is not an error (KeyDestroyer).
+func TestHSMShredTwiceReportsTheKeyDestroyed(t *testing.T) {
+	e := newEnv(t)
+	_, uri, hsm := hsmKEK(t, "k1")
+	m := e.manager(t, withKMS(hsm))
+	id, _ := provision(t, m, "shredtwice", keys.ProvisionOptions{KEKURI: uri})
+	canon := canonicalHSM(t, hsm, uri)
+	for i := range 2 {
+		res, err := m.Shred(ctxT(t), id)
+		require.NoError(t, err, "Shred #%d", i+1)
+		require.Equal(t, []string{canon}, res.DestroyedKEKs, "Shred #%d", i+1)
+		require.Empty(t, res.RetainedKEKs, "Shred #%d", i+1)
+	}
+	_, err := hsm.GetAEAD(uri)
+	require.ErrorIs(t, err, pkcs11kms.ErrKeyNotFound)
 }
 
 // hsmAliases returns other spellings of the PKCS#11 key URI uri (made by
@@ -98,11 +129,81 @@ func hsmAliases(t testing.TB, tok *softhsmtest.Token, uri string) []string {
 		pct += fmt.Sprintf("%%%02x", k.Object[i])
 	}
 	token := softhsmtest.Escape(k.Token)
-	return []string{
+	aliases := []string{
 		"pkcs11:object=" + softhsmtest.Escape(k.Object) + ";token=" + token + "?pin-source=" + k.PINSource + "&module-path=" + k.ModulePath,
 		"pkcs11:token=" + token + ";object=" + pct + "?module-path=" + k.ModulePath + "&pin-source=" + k.PINSource,
 		"pkcs11:type=secret-key;token=" + token + ";object=" + softhsmtest.Escape(k.Object) + "?module-path=" + k.ModulePath + "&pin-source=" + k.PINSource,
 		"pkcs11:token=" + token + ";object=" + softhsmtest.Escape(k.Object) + "?module-path=" + k.ModulePath + "&pin-source=env:" + env,
+	}
+	for _, module := range moduleLinks(t, k.ModulePath) {
+		aliases = append(aliases, "pkcs11:token="+token+";object="+softhsmtest.Escape(k.Object)+"?module-path="+module+"&pin-source="+k.PINSource)
+	}
+	return aliases
+}
+
+// moduleLinks returns other paths of the PKCS#11 module at module: the
+// file itself (links resolved) when module is a link, a link to it, and the
+// module reached through a linked directory (as /lib/softhsm/... is
+// through /lib -> usr/lib).
+func moduleLinks(t testing.TB, module string) []string {
+	t.Helper()
+	real, err := filepath.EvalSymlinks(module)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	link, libDir := filepath.Join(dir, "libsofthsm2-link.so"), filepath.Join(dir, "lib")
+	require.NoError(t, os.Symlink(real, link))
+	require.NoError(t, os.Symlink(filepath.Dir(real), libDir))
+	paths := []string{link, filepath.Join(libDir, filepath.Base(real))}
+	if real != module {
+		paths = append(paths, real)
+	}
+	return paths
+}
+
+// The reviewer's reproduction with the module path spelled through a
+// symbolic link: with and without an allow-list naming the module, a
+// "customer-managed" URI that reaches the platform key through a link to
+// its module is refused as the platform key, and no Shred destroys it.
+func TestHSMModulePathLinkToThePlatformKEKIsRefused(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("allowlist=%v", allow), func(t *testing.T) {
+			e := newEnv(t)
+			tok := softhsmtest.NewToken(t)
+			platform := tok.URI("platform")
+			var opts []pkcs11kms.Option
+			if allow {
+				opts = append(opts, pkcs11kms.WithModulePaths(tok.Module))
+			}
+			hsm, err := pkcs11kms.NewClient("pkcs11:", opts...)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = hsm.Close() })
+			require.NoError(t, hsm.GenerateKey(ctxT(t), platform))
+			m := e.manager(t, func(c *keys.Config) { c.KMS = []registry.KMSClient{hsm}; c.PlatformKEK = platform })
+			_, victimCtx := provision(t, m, "victim")
+			ct, err := m.Seal(victimCtx, []byte("secret"), field)
+			require.NoError(t, err)
+			for _, module := range moduleLinks(t, tok.Module) {
+				alias := strings.Replace(platform, "module-path="+softhsmtest.Escape(tok.Module), "module-path="+module, 1)
+				alias = strings.Replace(alias, "module-path="+tok.Module, "module-path="+module, 1)
+				require.Contains(t, alias, "module-path="+module)
+				attacker := newID("attacker")
+				err := m.Provision(ctxT(t), attacker, keys.ProvisionOptions{KEKURI: alias})
+				require.ErrorIs(t, err, keys.ErrKEKInUse, alias)
+				require.ErrorIs(t, err, keys.ErrInvalidArgument, alias)
+				require.Contains(t, err.Error(), "platform master key")
+				n, tombs := e.rows(t, attacker)
+				require.Zero(t, n+tombs, "nothing may be written for a refused tenant")
+				res, err := m.Shred(ctxT(t), attacker)
+				require.NoError(t, err)
+				require.Empty(t, res.DestroyedKEKs)
+			}
+			_, err = hsm.GetAEAD(platform)
+			require.NoError(t, err, "the platform key was destroyed")
+			m.PurgeAll()
+			got, err := m.Open(victimCtx, ct, field)
+			require.NoError(t, err)
+			require.Equal(t, "secret", string(got))
+		})
 	}
 }
 
@@ -181,7 +282,7 @@ func TestHSMShredKeepsAKEKThatAnotherTenantReachesByAnotherPINSource(t *testing.
 	res, err := m.Shred(ctxT(t), owner)
 	require.NoError(t, err)
 	require.Empty(t, res.DestroyedKEKs)
-	require.Equal(t, []string{own}, res.RetainedKEKs)
+	require.Equal(t, []string{canonicalHSM(t, hsm, own)}, res.RetainedKEKs)
 	_, err = hsm.GetAEAD(own)
 	require.NoError(t, err, "a key another tenant's keysets use was destroyed")
 }

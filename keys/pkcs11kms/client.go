@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,7 +22,7 @@ var _ registry.KMSClient = (*Client)(nil)
 // and Close it when done.
 type Client struct {
 	prefix  string
-	modules map[string]bool // nil: any module path
+	modules map[string]bool // allowed module paths, as given and resolved; nil: any module path
 
 	closed atomic.Bool
 	mu     sync.Mutex
@@ -34,13 +33,13 @@ type Client struct {
 type Option func(*Client) error
 
 // WithModulePaths restricts the PKCS#11 modules the client will load to
-// the given absolute paths. A URI naming another module-path fails with
+// the given absolute paths. A URI naming another module fails with
 // [ErrModuleNotAllowed]. Use it whenever key URIs can come from outside the
 // operator's own configuration (customer-managed keys): loading a module
-// runs its code in this process. Paths are compared as written, before
-// symlinks are resolved, and a key's identity ([KeyURI.Identity]) holds its
-// module path as written, so [NewClient] refuses two allowed paths that are
-// one module. With no paths, no module is allowed.
+// runs its code in this process. A module is allowed when its path, as
+// written or with symbolic links resolved, is one of the given paths or
+// resolves to the same file as one: the file loaded is the resolved one.
+// With no paths, no module is allowed.
 func WithModulePaths(paths ...string) Option {
 	return func(c *Client) error {
 		if c.modules == nil {
@@ -51,6 +50,9 @@ func WithModulePaths(paths ...string) Option {
 				return &URIError{Attr: "module-path", Reason: "WithModulePaths: must be a clean absolute path"}
 			}
 			c.modules[p] = true
+			if real, err := filepath.EvalSymlinks(p); err == nil {
+				c.modules[real] = true
+			}
 		}
 		return nil
 	}
@@ -75,35 +77,7 @@ func NewClient(uriPrefix string, opts ...Option) (*Client, error) {
 			return nil, err
 		}
 	}
-	if err := c.checkModuleAliases(); err != nil {
-		return nil, err
-	}
 	return c, nil
-}
-
-// checkModuleAliases refuses an allow-list naming one module by two paths
-// (one a symbolic link to the other): a key would then have two URIs of
-// different identities. Paths that do not resolve (not installed) are not
-// checked.
-func (c *Client) checkModuleAliases() error {
-	seen := map[string]string{}
-	paths := make([]string, 0, len(c.modules))
-	for p := range c.modules {
-		paths = append(paths, p)
-	}
-	slices.Sort(paths)
-	for _, p := range paths {
-		real, err := filepath.EvalSymlinks(p)
-		if err != nil {
-			continue
-		}
-		if other, ok := seen[real]; ok {
-			return &URIError{Attr: "module-path", Reason: "WithModulePaths: " + other + " and " + p +
-				" are one module (a symbolic link): allow one path per module, so that each key has one identity"}
-		}
-		seen[real] = p
-	}
-	return nil
 }
 
 // Supported reports whether keyURI is under the client's prefix. It does
@@ -112,14 +86,17 @@ func (c *Client) Supported(keyURI string) bool {
 	return strings.HasPrefix(keyURI, c.prefix)
 }
 
-// CanonicalKeyURI returns the canonical form of keyURI ([KeyURI.String]):
-// the same key, token, module and pin-source, spelled one way. keys.Manager
-// stores master keys by this URI and compares them by [Client.KeyIdentity],
-// so that a URI cannot pass for another key, or another key for it, by a
-// different spelling. It fails like GetAEAD for a URI that is invalid,
-// names a module not allowed ([WithModulePaths]), or whose canonical form
-// is not under the client's prefix (write prefixes in canonical order,
-// token first). It opens nothing.
+// CanonicalKeyURI returns the canonical form of keyURI ([KeyURI.String])
+// with the symbolic links in its module-path resolved: the same key, token,
+// module and pin-source, spelled one way. keys.Manager stores master keys
+// by this URI and compares them by [Client.KeyIdentity], so that a URI
+// cannot pass for another key, or another key for it, by a different
+// spelling, including a module path through a link (/lib -> usr/lib).
+// It fails like GetAEAD for a URI that is invalid, names a module path that
+// does not resolve (not installed: [ErrHSM]) or a module not allowed
+// ([WithModulePaths]), or whose canonical form is not under the client's
+// prefix (write prefixes in canonical order, token first). It resolves the
+// module path but opens nothing.
 func (c *Client) CanonicalKeyURI(keyURI string) (string, error) {
 	k, err := c.parse(keyURI)
 	if err != nil {
@@ -129,8 +106,10 @@ func (c *Client) CanonicalKeyURI(keyURI string) (string, error) {
 }
 
 // KeyIdentity returns the identity of the key keyURI names
-// ([KeyURI.Identity]): its canonical URI without the pin-source, which says
-// how to log in, not which key it is. It fails like [Client.CanonicalKeyURI].
+// ([KeyURI.Identity] of the URI with its module path resolved): its
+// canonical URI without the pin-source, which says how to log in, not which
+// key it is. Every URI of one key, whatever the path it names the module
+// by, has one identity. It fails like [Client.CanonicalKeyURI].
 func (c *Client) KeyIdentity(keyURI string) (string, error) {
 	k, err := c.parse(keyURI)
 	if err != nil {
@@ -139,20 +118,56 @@ func (c *Client) KeyIdentity(keyURI string) (string, error) {
 	return k.Identity(), nil
 }
 
-// parse parses keyURI and checks that its module is allowed and that its
-// canonical form is under the client's prefix.
+// parse parses keyURI, resolves the symbolic links in its module path
+// (the returned KeyURI holds the resolved path), and checks that the module
+// is allowed and that the canonical form is under the client's prefix.
 func (c *Client) parse(keyURI string) (*KeyURI, error) {
 	k, err := ParseKeyURI(keyURI)
 	if err != nil {
 		return nil, err
 	}
-	if c.modules != nil && !c.modules[k.ModulePath] {
-		return nil, fmt.Errorf("%w: %s", ErrModuleNotAllowed, k.ModulePath)
+	written := k.ModulePath
+	if k.ModulePath, err = resolveModule(written); err != nil {
+		return nil, err
+	}
+	if c.modules != nil && !c.allowed(written, k.ModulePath) {
+		return nil, fmt.Errorf("%w: %s", ErrModuleNotAllowed, written)
 	}
 	if !c.Supported(k.String()) {
 		return nil, fmt.Errorf("%w (prefix %s)", ErrUnsupportedURI, quote(c.prefix))
 	}
 	return k, nil
+}
+
+// resolveModule resolves the symbolic links in a module path: the module's
+// identity is the file the dynamic linker loads, whatever link names it.
+// A path that does not resolve (not installed) is refused: its identity
+// could not be told.
+func resolveModule(p string) (string, error) {
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", fmt.Errorf("%w: cannot load PKCS#11 module %s: resolving its path: %w", ErrHSM, p, err)
+	}
+	if !cleanAbs(real) || len(real) > maxPathLen {
+		return "", fmt.Errorf("%w: PKCS#11 module %s: its resolved path %s is not a clean absolute path of at most %d bytes", ErrHSM, p, real, maxPathLen)
+	}
+	return real, nil
+}
+
+// allowed reports whether the module at written, which resolves to real,
+// may be loaded ([WithModulePaths]).
+func (c *Client) allowed(written, real string) bool {
+	if c.modules[written] || c.modules[real] {
+		return true
+	}
+	// An allowed path that did not resolve when the client was made (the
+	// module was installed later).
+	for p := range c.modules {
+		if r, err := filepath.EvalSymlinks(p); err == nil && r == real {
+			return true
+		}
+	}
+	return false
 }
 
 // GetAEAD returns an AEAD whose Encrypt and Decrypt run AES-256-GCM inside
@@ -328,9 +343,11 @@ func onlyAES(keys []*crypto11.SecretKey) []*crypto11.SecretKey {
 // DestroyKey destroys every AES key labelled with the URI's object in the
 // token (crypto-shredding a KEK): from then on nothing encrypted under it
 // can be decrypted, through this process or any other. AEADs already
-// obtained for it fail with [ErrKeyNotFound]. It fails with
-// [ErrKeyNotFound] if there is no such key, and with [ErrHSM] if the key is
-// still found after deletion.
+// obtained for it fail with [ErrKeyNotFound]. DestroyKey is idempotent: a
+// key that does not exist (destroyed already, or never made) is not an
+// error, as keys.KeyDestroyer requires. It fails with [ErrHSM] if the key
+// is still found after deletion, and like GetAEAD if the token cannot be
+// opened (a missing token is an error: the key may be in it).
 func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 	k, conn, err := c.open(keyURI)
 	if err != nil {
@@ -345,7 +362,7 @@ func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 		}
 		keys = onlyAES(keys)
 		if len(keys) == 0 {
-			return struct{}{}, fmt.Errorf("%w: %s", ErrKeyNotFound, k)
+			return struct{}{}, nil // gone already
 		}
 		for _, key := range keys {
 			if err := key.Delete(); err != nil {

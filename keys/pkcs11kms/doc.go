@@ -53,6 +53,13 @@
 // path too, or the module is initialised twice and fails
 // (CKR_CRYPTOKI_ALREADY_INITIALIZED).
 //
+// For the same reason a key's canonical URI and identity
+// ([Client.CanonicalKeyURI], [Client.KeyIdentity]), by which keys.Manager
+// tells keys apart, hold the module path with symlinks resolved: a URI
+// naming the module through a link (/lib/softhsm/libsofthsm2.so, with /lib
+// a link to usr/lib) names the same key as one naming the file itself. A
+// module path that does not resolve (not installed) is refused.
+//
 // # Errors
 //
 // Errors match the sentinels of this package with [errors.Is]:

@@ -251,6 +251,10 @@ func TestDestroyKey(t *testing.T) {
 	if err := c.DestroyKey(ctx, uri); err != nil {
 		t.Fatal(err)
 	}
+	// Idempotent (keys.KeyDestroyer): a key already gone is not an error.
+	if err := c.DestroyKey(ctx, uri); err != nil {
+		t.Fatalf("DestroyKey of a key destroyed already: %v, want nil", err)
+	}
 	// Crypto-shredded: the AEAD in hand and any new one fail.
 	if _, err := a.Decrypt(ct, []byte("acme")); !errors.Is(err, pkcs11kms.ErrKeyNotFound) {
 		t.Fatalf("Decrypt after DestroyKey: %v, want ErrKeyNotFound", err)
@@ -281,8 +285,13 @@ func TestDestroyKey(t *testing.T) {
 	if pt, err := other.Decrypt(otherCT, []byte("beta")); err != nil || string(pt) != "beta keyset" {
 		t.Fatalf("other key after DestroyKey: %q, %v", pt, err)
 	}
-	if err := c.DestroyKey(ctx, tok.URI("never-made")); !errors.Is(err, pkcs11kms.ErrKeyNotFound) {
-		t.Fatalf("DestroyKey of a missing key: %v, want ErrKeyNotFound", err)
+	if err := c.DestroyKey(ctx, tok.URI("never-made")); err != nil {
+		t.Fatalf("DestroyKey of a key that never existed: %v, want nil", err)
+	}
+	// A missing token is still an error: the key may be in it.
+	missing := strings.Replace(tok.URI("kek"), "token="+softhsmtest.Escape(tok.Label), "token=no-such-token", 1)
+	if err := c.DestroyKey(ctx, missing); !errors.Is(err, pkcs11kms.ErrTokenNotFound) {
+		t.Fatalf("DestroyKey in a missing token: %v, want ErrTokenNotFound", err)
 	}
 }
 
@@ -740,11 +749,19 @@ func TestClientCanonicalKeyURI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The canonical URI holds the module path with links resolved.
+	if k.ModulePath, err = filepath.EvalSymlinks(k.ModulePath); err != nil {
+		t.Fatal(err)
+	}
+	links := moduleLinks(t, tok.Module)
 	t.Setenv("PKCS11KMS_TEST_ALIAS_PIN", tok.PIN)
 	aliases := []string{
 		uri,
 		"pkcs11:object=kek;type=secret-key;token=" + softhsmtest.Escape(tok.Label) + "?pin-source=file:" + tok.PINFile + "&module-path=" + tok.Module,
 		"pkcs11:token=" + softhsmtest.Escape(tok.Label) + ";object=%6b%65%6B?module-path=" + tok.Module + "&pin-source=env:PKCS11KMS_TEST_ALIAS_PIN",
+	}
+	for _, l := range links {
+		aliases = append(aliases, "pkcs11:token="+softhsmtest.Escape(tok.Label)+";object=kek?module-path="+l+"&pin-source=file:"+tok.PINFile)
 	}
 	for _, alias := range aliases {
 		id, err := c.KeyIdentity(alias)
@@ -767,15 +784,21 @@ func TestClientCanonicalKeyURI(t *testing.T) {
 			t.Fatalf("the canonical URI %q reaches another key: %q, %v", canon, pt, err)
 		}
 	}
-	if canon, _ := c.CanonicalKeyURI(aliases[1]); canon != uri {
-		t.Errorf("CanonicalKeyURI(%q) = %q, want %q", aliases[1], canon, uri)
+	for _, alias := range append([]string{aliases[1]}, aliases[3:]...) {
+		if canon, _ := c.CanonicalKeyURI(alias); canon != k.String() {
+			t.Errorf("CanonicalKeyURI(%q) = %q, want %q", alias, canon, k.String())
+		}
 	}
 	// Refused like GetAEAD: an invalid URI, a module not allowed, a URI
 	// outside the prefix.
 	if _, err := c.CanonicalKeyURI("pkcs11:token=t;object=k?module-path=" + tok.Module + "&pin-value=1"); !errors.Is(err, pkcs11kms.ErrInvalidURI) {
 		t.Errorf("pin-value: %v", err)
 	}
-	if _, err := c.KeyIdentity("pkcs11:token=t;object=k?module-path=/opt/other.so&pin-source=env:P"); !errors.Is(err, pkcs11kms.ErrModuleNotAllowed) {
+	other := filepath.Join(t.TempDir(), "other.so")
+	if err := os.WriteFile(other, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.KeyIdentity("pkcs11:token=t;object=k?module-path=" + other + "&pin-source=env:P"); !errors.Is(err, pkcs11kms.ErrModuleNotAllowed) {
 		t.Errorf("module not allowed: %v", err)
 	}
 	acme, err := pkcs11kms.NewClient("pkcs11:token=acme;", pkcs11kms.WithModulePaths(tok.Module))
@@ -788,25 +811,115 @@ func TestClientCanonicalKeyURI(t *testing.T) {
 	}
 }
 
-// An allow-list naming one module by two paths would give one key two
-// identities: NewClient refuses it.
-func TestWithModulePathsRefusesOneModuleByTwoPaths(t *testing.T) {
-	module := softhsmtest.ModulePath(t)
+// moduleLinks returns other paths of the module file at module, made in a
+// temporary directory: a link to it, a link to that link, and the module
+// reached through a linked directory (as /lib/... is through /lib ->
+// usr/lib).
+func moduleLinks(t *testing.T, module string) []string {
+	t.Helper()
 	real, err := filepath.EvalSymlinks(module)
 	if err != nil {
 		t.Fatal(err)
 	}
-	link := filepath.Join(t.TempDir(), "libsofthsm2-link.so")
-	if err := os.Symlink(real, link); err != nil {
+	dir := t.TempDir()
+	link := filepath.Join(dir, "libsofthsm2-link.so")
+	linkToLink := filepath.Join(dir, "libsofthsm2-link2.so")
+	libDir := filepath.Join(dir, "lib")
+	for _, l := range []struct{ target, name string }{
+		{real, link}, {link, linkToLink}, {filepath.Dir(real), libDir},
+	} {
+		if err := os.Symlink(l.target, l.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return []string{link, linkToLink, filepath.Join(libDir, filepath.Base(real))}
+}
+
+// A key's identity holds its module path with links resolved: a URI naming
+// the module through a link is the same key, not another one (which a
+// tenant could otherwise provision as its own and then have destroyed).
+func TestModulePathLinksGiveOneIdentity(t *testing.T) {
+	tok := softhsmtest.NewToken(t)
+	real, err := filepath.EvalSymlinks(tok.Module)
+	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = pkcs11kms.NewClient("pkcs11:", pkcs11kms.WithModulePaths(real, link))
-	if !errors.Is(err, pkcs11kms.ErrInvalidURI) || !strings.Contains(err.Error(), "one module") {
-		t.Fatalf("NewClient with one module allowed by two paths: %v", err)
+	withReal := func(p string) string {
+		return fmt.Sprintf("pkcs11:token=%s;object=kek?module-path=%s&pin-source=file:%s", softhsmtest.Escape(tok.Label), p, tok.PINFile)
 	}
-	c, err := pkcs11kms.NewClient("pkcs11:", pkcs11kms.WithModulePaths(real, "/opt/not-installed/hsm.so"))
+	c := newClient(t)
+	newKey(t, c, tok, "kek")
+	wantID, err := c.KeyIdentity(withReal(real))
 	if err != nil {
-		t.Fatalf("NewClient: %v", err)
+		t.Fatal(err)
 	}
-	_ = c.Close()
+	if !strings.Contains(wantID, "module-path="+real+"&") {
+		t.Fatalf("identity %q does not hold the resolved module path %s", wantID, real)
+	}
+	for _, p := range append(moduleLinks(t, tok.Module), tok.Module) {
+		id, err := c.KeyIdentity(withReal(p))
+		if err != nil || id != wantID {
+			t.Errorf("KeyIdentity via %s = %q, %v; want %q", p, id, err, wantID)
+		}
+		canon, err := c.CanonicalKeyURI(withReal(p))
+		if err != nil || canon != withReal(real) {
+			t.Errorf("CanonicalKeyURI via %s = %q, %v; want %q", p, canon, err, withReal(real))
+		}
+	}
+	// A module path that does not resolve is refused, with a clear error.
+	for _, p := range []string{"/opt/not-installed/hsm.so", filepath.Join(t.TempDir(), "dangling.so")} {
+		if strings.HasSuffix(p, "dangling.so") {
+			if err := os.Symlink("/opt/not-installed/hsm.so", p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for name, f := range map[string]func(string) (string, error){"CanonicalKeyURI": c.CanonicalKeyURI, "KeyIdentity": c.KeyIdentity} {
+			if _, err := f(withReal(p)); !errors.Is(err, pkcs11kms.ErrHSM) || !strings.Contains(err.Error(), "resolving its path") {
+				t.Errorf("%s with module %s: %v, want ErrHSM saying the path does not resolve", name, p, err)
+			}
+		}
+	}
+}
+
+// The allow-list compares modules with links resolved: a module allowed by
+// one path is allowed by any path to the same file (the file loaded is the
+// same), and one module allowed by two paths is fine; another module is
+// refused however it is reached.
+func TestWithModulePathsComparesResolvedModules(t *testing.T) {
+	tok := softhsmtest.NewToken(t)
+	real, err := filepath.EvalSymlinks(tok.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := moduleLinks(t, tok.Module)
+	uriVia := func(p string) string {
+		return fmt.Sprintf("pkcs11:token=%s;object=kek?module-path=%s&pin-source=file:%s", softhsmtest.Escape(tok.Label), p, tok.PINFile)
+	}
+	both := newClient(t, pkcs11kms.WithModulePaths(real, links[0], "/opt/not-installed/hsm.so"))
+	newKey(t, both, tok, "kek")
+	onlyLink := newClient(t, pkcs11kms.WithModulePaths(links[0]))
+	for _, c := range []*pkcs11kms.Client{both, onlyLink} {
+		for _, p := range append(links, real, tok.Module) {
+			canon, err := c.CanonicalKeyURI(uriVia(p))
+			if err != nil || canon != uriVia(real) {
+				t.Errorf("CanonicalKeyURI via %s = %q, %v; want %q", p, canon, err, uriVia(real))
+			}
+		}
+		if _, err := c.GetAEAD(uriVia(links[2])); err != nil {
+			t.Errorf("GetAEAD via %s: %v", links[2], err)
+		}
+	}
+	other := filepath.Join(t.TempDir(), "other.so")
+	if err := os.WriteFile(other, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	otherLink := filepath.Join(t.TempDir(), "libsofthsm2.so")
+	if err := os.Symlink(other, otherLink); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{other, otherLink} {
+		if _, err := onlyLink.CanonicalKeyURI(uriVia(p)); !errors.Is(err, pkcs11kms.ErrModuleNotAllowed) {
+			t.Errorf("CanonicalKeyURI via %s (another module): %v, want ErrModuleNotAllowed", p, err)
+		}
+	}
 }

@@ -173,9 +173,10 @@ func (k *KeyURI) String() string {
 // every value is percent-encoded, no canonical URI of another key starts
 // with it.
 //
-// The module is compared by its path as written (clean, absolute): one
-// module reached by two paths (a symbolic link) gives two identities. Allow
-// one path per module with [WithModulePaths].
+// The module is compared by its path as held in k: ParseKeyURI keeps it as
+// written (clean, absolute), so one module reached by two paths (a
+// symbolic link) gives two identities here. [Client.KeyIdentity] and
+// [Client.CanonicalKeyURI] resolve the links first, so that they give one.
 func (k *KeyURI) Identity() string {
 	return Scheme + "token=" + escape(k.Token, false) + ";object=" + escape(k.Object, false) +
 		"?module-path=" + escape(k.ModulePath, true) + "&pin-source="
