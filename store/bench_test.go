@@ -96,6 +96,30 @@ func BenchmarkSelectPK(b *testing.B) {
 			}
 		})
 	})
+	b.Run("mode=rawByHand", func(b *testing.B) {
+		// The same isolation done by hand with raw pgx, the idiomatic way:
+		// BEGIN, set role, search_path and app.tenant_id locally, SELECT,
+		// COMMIT. What store adds (or saves) over this is our layer's cost;
+		// what this costs over mode=raw is PostgreSQL's isolation work.
+		var n atomic.Int64
+		id, _ := tenant.FromContext(ctxs[0])
+		role, path := db.TenantRole(id), pgx.Identifier{id.SchemaName()}.Sanitize()+", pg_temp"
+		b.RunParallel(func(pb *testing.PB) {
+			var s string
+			for pb.Next() {
+				err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(context.Background(), `SELECT set_config('role', $1, true), set_config('search_path', $2, true), set_config('app.tenant_id', $3, true)`, role, path, id.String()); err != nil {
+						return err
+					}
+					return tx.QueryRow(context.Background(), `SELECT requirement_text FROM requirements WHERE req_id = $1`, reqKey(n.Add(1))).Scan(&s)
+				})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
 	b.Run("mode=scoped", func(b *testing.B) {
 		var n atomic.Int64
 		ctx := ctxs[0]
