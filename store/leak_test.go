@@ -34,31 +34,7 @@ func TestLeakHuntConcurrentTenantsSeeOnlyTheirOwnRows(t *testing.T) {
 		_, ctxs[i] = newTenant(t, db, "leak")
 	}
 
-	// check verifies that rows hold (tenant_id, owner) pairs of want only.
-	check := func(want tenant.ID, rows pgx.Rows, err error) error {
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		n := 0
-		for rows.Next() {
-			var tid, owner string
-			if err := rows.Scan(&tid, &owner); err != nil {
-				return err
-			}
-			if tid != want.String() || owner != want.String() {
-				return fmt.Errorf("LEAK: tenant %s saw row of tenant_id=%s owner=%s", want, tid, owner)
-			}
-			n++
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if n == 0 {
-			return fmt.Errorf("tenant %s saw none of its own rows", want)
-		}
-		return nil
-	}
+	check := ownRows
 
 	var wg sync.WaitGroup
 	errs := make(chan error, goroutines)

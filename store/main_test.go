@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/rtmx-ai/tenancy/internal/pgtest"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
@@ -86,4 +87,31 @@ func insertReq(t testing.TB, db *store.DB, ctx context.Context, reqID, text stri
 	t.Helper()
 	_, err := db.Exec(ctx, `INSERT INTO requirements (req_id, category, requirement_text) VALUES ($1, 'DEPLOY', $2)`, reqID, text)
 	require.NoError(t, err)
+}
+
+// ownRows checks that rows hold (tenant_id, owner) pairs naming want only,
+// and at least one: the leak hunts' assertion.
+func ownRows(want tenant.ID, rows pgx.Rows, err error) error {
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var tid, owner string
+		if err := rows.Scan(&tid, &owner); err != nil {
+			return err
+		}
+		if tid != want.String() || owner != want.String() {
+			return fmt.Errorf("LEAK: tenant %s saw row of tenant_id=%s owner=%s", want, tid, owner)
+		}
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("tenant %s saw none of its own rows", want)
+	}
+	return nil
 }

@@ -90,33 +90,6 @@ func pgbReadSession(ctx context.Context, q pgbQueryer) (pgbSession, error) {
 	return s, err
 }
 
-// pgbOwnRows checks that rows hold (tenant_id, text) pairs of want only,
-// and at least one.
-func pgbOwnRows(want tenant.ID, rows pgx.Rows, err error) error {
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	n := 0
-	for rows.Next() {
-		var tid, text string
-		if err := rows.Scan(&tid, &text); err != nil {
-			return err
-		}
-		if tid != want.String() || text != want.String() {
-			return fmt.Errorf("LEAK: tenant %s saw row of tenant_id=%s text=%s", want, tid, text)
-		}
-		n++
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	if n == 0 {
-		return fmt.Errorf("tenant %s saw none of its own rows", want)
-	}
-	return nil
-}
-
 // TestBehindPgBouncerTenantsSeeOnlyTheirOwnRows is the leak hunt of
 // leak_test.go behind PgBouncer: 32 goroutines over 10 tenants on 16 client
 // connections that share 2 server connections, through every scoped call,
@@ -212,11 +185,11 @@ func pgbLeakRound(ctx context.Context, db *store.DB, id tenant.ID, key, schema s
 		return err
 	}
 	rows, err := db.Query(ctx, `SELECT tenant_id, requirement_text FROM requirements`)
-	if err := pgbOwnRows(id, rows, err); err != nil {
+	if err := ownRows(id, rows, err); err != nil {
 		return err
 	}
 	rows, err = db.Query(ctx, `SELECT tenant_id, owner FROM `+events)
-	if err := pgbOwnRows(id, rows, err); err != nil {
+	if err := ownRows(id, rows, err); err != nil {
 		return err
 	}
 	// The setup and the statement ran on the same server connection, in
@@ -257,7 +230,7 @@ func pgbLeakRound(ctx context.Context, db *store.DB, id tenant.ID, key, schema s
 			return err
 		}
 		rows, err := tx.Query(ctx, `SELECT tenant_id, requirement_text FROM requirements WHERE status = 'TESTED'`)
-		if err := pgbOwnRows(id, rows, err); err != nil {
+		if err := ownRows(id, rows, err); err != nil {
 			return err
 		}
 		var tid string
