@@ -155,6 +155,35 @@ func (db *DB) acquire(ctx context.Context, op string) (*scope, *pgxpool.Conn, er
 	return s, conn, nil
 }
 
+// pipeline sends the setup and sql in one round trip, after BEGIN when
+// opts is not nil, and reads the results that come before sql's. On success
+// br is positioned at sql's result. slow reports that pgx failed to prepare
+// the batch before anything ran: the caller goes the slow way. On any other
+// error br is returned closed, so that a begun transaction can be rolled
+// back. Every failure marks sql cold on this connection.
+func (db *DB) pipeline(ctx context.Context, c *pgx.Conn, s *scope, opts *pgx.TxOptions, sql string, args []any) (br pgx.BatchResults, slow bool, err error) {
+	b := &pgx.Batch{}
+	before := 1 // results before sql's: the setup, and BEGIN if any
+	if opts != nil {
+		b.BeginTx(*opts)
+		before = 2
+	}
+	s.queueSetup(b)
+	b.Queue(sql, args...)
+	br = c.SendBatch(ctx, b)
+	for i := range before {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			db.markCold(c, sql)
+			if i == 0 && isPrepareFailure(err) {
+				return nil, true, nil
+			}
+			return br, false, err
+		}
+	}
+	return br, false, nil
+}
+
 // Tx is a tenant-scoped transaction, handed to the function given to
 // [DB.Tx]. Its first statement travels in one round trip together with
 // BEGIN and the setup that assumes the tenant (role, search_path,
@@ -177,27 +206,17 @@ func (t *Tx) Tenant() tenant.ID { return t.sc.id }
 func (t *Tx) start(ctx context.Context, sql string, args []any) (br pgx.BatchResults, err error) {
 	c := t.conn.Conn()
 	if sql != "" && t.db.canPipeline(c, sql, args) {
-		b := &pgx.Batch{}
-		b.BeginTx(t.opts)
-		t.sc.queueSetup(b)
-		b.Queue(sql, args...)
-		br := c.SendBatch(ctx, b)
-		if _, err := br.Exec(); err != nil { // BEGIN, or the prepare step
-			_ = br.Close()
-			t.db.markCold(c, sql)
-			if !isPrepareFailure(err) {
-				return nil, t.sc.setupError("store: tx", err)
-			}
-			// evicted from pgx's cache: go the slow way
-		} else {
+		br, slow, err := t.db.pipeline(ctx, c, t.sc, &t.opts, sql, args)
+		if br != nil {
 			t.tx = br.Tx()
-			if _, err := br.Exec(); err != nil {
-				_ = br.Close()
-				t.db.markCold(c, sql)
-				return nil, t.sc.setupError("store: tx", err)
-			}
+		}
+		if err != nil {
+			return nil, t.sc.setupError("store: tx", err)
+		}
+		if !slow {
 			return br, nil
 		}
+		// evicted from pgx's cache: go the slow way
 	}
 	b := &pgx.Batch{}
 	b.BeginTx(t.opts)
@@ -363,12 +382,11 @@ func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.Command
 	c := conn.Conn()
 	tsql := s.stmt(sql)
 	if db.canPipeline(c, tsql, args) {
-		b := &pgx.Batch{}
-		s.queueSetup(b)
-		b.Queue(tsql, args...)
-		br := c.SendBatch(ctx, b)
-		_, err := br.Exec()
-		if err == nil {
+		br, slow, err := db.pipeline(ctx, c, s, nil, tsql, args)
+		if err != nil {
+			return pgconn.CommandTag{}, s.setupError("store: exec", err)
+		}
+		if !slow {
 			ct, err := br.Exec()
 			if cerr := br.Close(); err == nil {
 				err = cerr
@@ -379,11 +397,6 @@ func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.Command
 				db.markCold(c, tsql)
 			}
 			return ct, err
-		}
-		_ = br.Close()
-		db.markCold(c, tsql)
-		if !isPrepareFailure(err) {
-			return pgconn.CommandTag{}, s.setupError("store: exec", err)
 		}
 	}
 	t := &Tx{db: db, conn: conn, sc: s}
@@ -409,12 +422,12 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 	c := conn.Conn()
 	tsql := s.stmt(sql)
 	if db.canPipeline(c, tsql, args) {
-		b := &pgx.Batch{}
-		s.queueSetup(b)
-		b.Queue(tsql, args...)
-		br := c.SendBatch(ctx, b)
-		_, err := br.Exec()
-		if err == nil {
+		br, slow, err := db.pipeline(ctx, c, s, nil, tsql, args)
+		if err != nil {
+			conn.Release()
+			return nil, s.setupError("store: query", err)
+		}
+		if !slow {
 			rows, err := br.Query()
 			if err != nil {
 				_ = br.Close()
@@ -423,12 +436,6 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 				return nil, err
 			}
 			return batchRows(rows, br, func() { db.markCold(c, tsql) }, conn.Release), nil
-		}
-		_ = br.Close()
-		db.markCold(c, tsql)
-		if !isPrepareFailure(err) {
-			conn.Release()
-			return nil, s.setupError("store: query", err)
 		}
 	}
 	t := &Tx{db: db, conn: conn, sc: s}
