@@ -1,6 +1,7 @@
 package keys_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -45,12 +46,7 @@ func TestAliasOfThePlatformKEKIsRefusedAndShredNeverDestroysIt(t *testing.T) {
 		_, err = m.Shred(ctxT(t), attacker)
 		require.NoError(t, err)
 	}
-	_, err = os.Stat(e.platformPath)
-	require.NoError(t, err, "the platform master key file was destroyed")
-	m.PurgeAll()
-	got, err := m.Open(victimCtx, ct, field)
-	require.NoError(t, err)
-	require.Equal(t, "secret", string(got))
+	requirePlatformKEKServes(t, e, m, victimCtx, ct)
 }
 
 // The reviewer's reproduction, on a Manager whose Config.PlatformKEK is
@@ -125,36 +121,53 @@ func TestCustomerKEKIsStoredCanonical(t *testing.T) {
 	require.True(t, os.IsNotExist(err))
 }
 
-// Rows written before master keys were compared by identity may record a
-// tenant key that aliases the platform key. Shred must not destroy it.
+// Rows written before master keys were compared by identity (and before
+// links were resolved) may record, as a tenant's own key, the platform key
+// under another spelling or through a linked directory. Shred must not
+// destroy it.
 func TestShredKeepsALegacyTenantKEKThatAliasesThePlatformKey(t *testing.T) {
-	e := newEnv(t)
-	m := e.manager(t)
-	victim, victimCtx := provision(t, m, "victim")
-	ct, err := m.Seal(victimCtx, []byte("secret"), field)
-	require.NoError(t, err)
-	legacy := newID("legacy")
-	alias := localAliases(e.platformPath)[1]
-	// The rows as the old Provision wrote them: wrapped by the platform key,
-	// recorded under the alias as the tenant's own key.
-	var sets []keys.WrappedKeyset
-	for _, p := range keys.Purposes() {
-		w, err := e.store.Get(ctxT(t), victim, p)
-		require.NoError(t, err)
-		sets = append(sets, keys.WrappedKeyset{Tenant: legacy, Purpose: p, KEKURI: alias, TenantKEK: true, Wrapped: w.Wrapped})
-	}
-	require.NoError(t, e.store.Put(ctxT(t), sets...))
+	for name, aliasOf := range map[string]func(t *testing.T, platformPath string) string{
+		"Spelling":        func(_ *testing.T, p string) string { return localAliases(p)[1] },
+		"LinkedDirectory": func(t *testing.T, p string) string { return linkedAliases(t, p)[0] },
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			m := e.manager(t)
+			victim, victimCtx := provision(t, m, "victim")
+			ct, err := m.Seal(victimCtx, []byte("secret"), field)
+			require.NoError(t, err)
+			legacy := newID("legacy")
+			alias := aliasOf(t, e.platformPath)
+			// The rows as the old Provision wrote them: wrapped by the
+			// platform key, recorded under the alias as the tenant's own key.
+			var sets []keys.WrappedKeyset
+			for _, p := range keys.Purposes() {
+				w, err := e.store.Get(ctxT(t), victim, p)
+				require.NoError(t, err)
+				sets = append(sets, keys.WrappedKeyset{Tenant: legacy, Purpose: p, KEKURI: alias, TenantKEK: true, Wrapped: w.Wrapped})
+			}
+			require.NoError(t, e.store.Put(ctxT(t), sets...))
 
-	res, err := m.Shred(ctxT(t), legacy)
-	require.NoError(t, err)
-	require.Equal(t, []string{alias}, res.Tombstone.TenantKEKs)
-	require.Empty(t, res.DestroyedKEKs)
-	require.Equal(t, []string{alias}, res.RetainedKEKs)
-	_, err = os.Stat(e.platformPath)
+			res, err := m.Shred(ctxT(t), legacy)
+			require.NoError(t, err)
+			require.Equal(t, []string{alias}, res.Tombstone.TenantKEKs)
+			require.Empty(t, res.DestroyedKEKs)
+			require.Equal(t, []string{alias}, res.RetainedKEKs)
+			requirePlatformKEKServes(t, e, m, victimCtx, ct)
+		})
+	}
+}
+
+// requirePlatformKEKServes checks that the platform key file still exists
+// and that, with every cache dropped, the victim's ciphertext still opens.
+func requirePlatformKEKServes(t *testing.T, e *env, m *keys.Manager, victimCtx context.Context, ct []byte) {
+	t.Helper()
+	_, err := os.Stat(e.platformPath)
 	require.NoError(t, err, "the platform master key file was destroyed")
 	m.PurgeAll()
-	_, err = m.Open(victimCtx, ct, field)
+	got, err := m.Open(victimCtx, ct, field)
 	require.NoError(t, err)
+	require.Equal(t, "secret", string(got))
 }
 
 // Rewrap finds the keysets of a master key by identity: from may be
@@ -228,41 +241,7 @@ func TestLinkedAliasOfThePlatformKEKIsRefusedAndShredNeverDestroysIt(t *testing.
 		require.NoError(t, err)
 		require.Empty(t, res.DestroyedKEKs)
 	}
-	_, err = os.Stat(e.platformPath)
-	require.NoError(t, err, "the platform master key file was destroyed")
-	m.PurgeAll()
-	got, err := m.Open(victimCtx, ct, field)
-	require.NoError(t, err)
-	require.Equal(t, "secret", string(got))
-}
-
-// Rows written before links were resolved may record, as a tenant's own
-// key, the platform key through a linked directory. Shred keeps it.
-func TestShredKeepsALegacyTenantKEKThatLinksToThePlatformKey(t *testing.T) {
-	e := newEnv(t)
-	m := e.manager(t)
-	victim, victimCtx := provision(t, m, "victim")
-	ct, err := m.Seal(victimCtx, []byte("secret"), field)
-	require.NoError(t, err)
-	legacy := newID("legacy")
-	alias := linkedAliases(t, e.platformPath)[0]
-	var sets []keys.WrappedKeyset
-	for _, p := range keys.Purposes() {
-		w, err := e.store.Get(ctxT(t), victim, p)
-		require.NoError(t, err)
-		sets = append(sets, keys.WrappedKeyset{Tenant: legacy, Purpose: p, KEKURI: alias, TenantKEK: true, Wrapped: w.Wrapped})
-	}
-	require.NoError(t, e.store.Put(ctxT(t), sets...))
-
-	res, err := m.Shred(ctxT(t), legacy)
-	require.NoError(t, err)
-	require.Empty(t, res.DestroyedKEKs)
-	require.Equal(t, []string{alias}, res.RetainedKEKs)
-	_, err = os.Stat(e.platformPath)
-	require.NoError(t, err, "the platform master key file was destroyed")
-	m.PurgeAll()
-	_, err = m.Open(victimCtx, ct, field)
-	require.NoError(t, err)
+	requirePlatformKEKServes(t, e, m, victimCtx, ct)
 }
 
 // A customer's own key named through a linked directory is stored under
