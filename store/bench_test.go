@@ -8,19 +8,35 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rtmx-ai/tenancy/internal/pgtest"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 	"github.com/stretchr/testify/require"
 )
 
-// The benchmarks come in pairs: "raw" does the work with plain pgx on the
-// same pool (the application role's) against an identical table without
-// row level security; "scoped" does it through store. Compare them with
-// benchstat; the ratio raw/scoped is what we report:
+// The benchmarks compare store with the same work done without it, on the
+// same pool (the application role's), in the same run:
 //
-//	go test -run '^$' -bench . -count 10 ./store/ | tee bench.txt
+//   - raw: plain pgx, the same SELECT against an identical table without
+//     row level security and without any tenant setup (no isolation);
+//   - rawPlusNoop: raw with a SELECT 1 in the same round trip (the price of
+//     any second statement);
+//   - rawPipelined: the same isolation by hand at its cheapest (the setup
+//     statement and the SELECT in one pgx.Batch, against the tenant table);
+//   - rawByHand: the same isolation by hand the idiomatic way
+//     (pgx.BeginFunc, setup, SELECT, COMMIT);
+//   - scoped: through store.
+//
+// Besides time per operation, each reports the CPU time per operation of
+// this process (client-cpu-µs/op) and of the PostgreSQL backends serving
+// the pool (server-cpu-µs/op), which are steadier than wall-clock time on a
+// shared machine. Compare them with benchstat:
+//
+//	go test -run '^$' -bench . -count 6 ./store/ | tee bench.txt
 //	benchstat -col /mode bench.txt
+//
+// docs/benchmarks.md reports the ratios and what they mean.
 
 const benchRows = 1000
 
@@ -80,12 +96,35 @@ func benchSetup(b *testing.B) (*store.DB, []context.Context) {
 
 func reqKey(i int64) string { return fmt.Sprintf("REQ-%d", i%benchRows+1) }
 
+// benchSetupSQL is the statement the by-hand baselines use to assume a
+// tenant: the same one store sends.
+const benchSetupSQL = `SELECT set_config('role', $1, true), set_config('search_path', $2, true), set_config('app.tenant_id', $3, true)`
+
+// warmPool runs fn once on every connection the pool can hold, all held at
+// once so that each is a different connection.
+func warmPool(b *testing.B, pool *pgxpool.Pool, fn func(*pgx.Conn) error) {
+	b.Helper()
+	conns := make([]*pgxpool.Conn, 0, pool.Config().MaxConns)
+	defer func() {
+		for _, c := range conns {
+			c.Release()
+		}
+	}()
+	for range pool.Config().MaxConns {
+		c, err := pool.Acquire(context.Background())
+		require.NoError(b, err)
+		conns = append(conns, c)
+		require.NoError(b, fn(c.Conn()))
+	}
+}
+
 // BenchmarkSelectPK is a single-row primary-key SELECT, in parallel.
 func BenchmarkSelectPK(b *testing.B) {
 	db, ctxs := benchSetup(b)
 	pool := db.UnscopedPool()
 	b.Run("mode=raw", func(b *testing.B) {
 		var n atomic.Int64
+		cpu := startCPU(b, pool)
 		b.RunParallel(func(pb *testing.PB) {
 			var s string
 			for pb.Next() {
@@ -95,6 +134,7 @@ func BenchmarkSelectPK(b *testing.B) {
 				}
 			}
 		})
+		cpu.report(b)
 	})
 	b.Run("mode=rawByHand", func(b *testing.B) {
 		// The same isolation done by hand with raw pgx, the idiomatic way:
@@ -104,11 +144,12 @@ func BenchmarkSelectPK(b *testing.B) {
 		var n atomic.Int64
 		id, _ := tenant.FromContext(ctxs[0])
 		role, path := db.TenantRole(id), pgx.Identifier{id.SchemaName()}.Sanitize()+", pg_temp"
+		cpu := startCPU(b, pool)
 		b.RunParallel(func(pb *testing.PB) {
 			var s string
 			for pb.Next() {
 				err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
-					if _, err := tx.Exec(context.Background(), `SELECT set_config('role', $1, true), set_config('search_path', $2, true), set_config('app.tenant_id', $3, true)`, role, path, id.String()); err != nil {
+					if _, err := tx.Exec(context.Background(), benchSetupSQL, role, path, id.String()); err != nil {
 						return err
 					}
 					return tx.QueryRow(context.Background(), `SELECT requirement_text FROM requirements WHERE req_id = $1`, reqKey(n.Add(1))).Scan(&s)
@@ -119,10 +160,71 @@ func BenchmarkSelectPK(b *testing.B) {
 				}
 			}
 		})
+		cpu.report(b)
+	})
+	b.Run("mode=rawPlusNoop", func(b *testing.B) {
+		// mode=raw with one more statement, SELECT 1, in the same round
+		// trip. No isolation at all: this is the price of any second
+		// statement, and so a floor under the price of the setup that
+		// assumes a tenant.
+		var n atomic.Int64
+		cpu := startCPU(b, pool)
+		b.RunParallel(func(pb *testing.PB) {
+			var s string
+			for pb.Next() {
+				bt := &pgx.Batch{}
+				bt.Queue(`SELECT 1`)
+				bt.Queue(`SELECT requirement_text FROM benchraw.requirements WHERE req_id = $1`, reqKey(n.Add(1))).QueryRow(func(r pgx.Row) error { return r.Scan(&s) })
+				if err := pool.SendBatch(context.Background(), bt).Close(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		cpu.report(b)
+	})
+	b.Run("mode=rawPipelined", func(b *testing.B) {
+		// The same isolation done by hand at its cheapest: the statement
+		// that sets role, search_path and app.tenant_id locally and the
+		// SELECT in one pgx.Batch (one round trip, one implicit
+		// transaction), against the tenant's own table. Raw pgx prepares
+		// a batch's statements before it executes any, so each connection
+		// first runs the SELECT once under the tenant (the warm-up below)
+		// to have it in its statement cache. This is what store does,
+		// without store: the ratio scoped/rawPipelined is our layer's own
+		// cost; rawPipelined/raw is PostgreSQL's cost of the isolation.
+		id, _ := tenant.FromContext(ctxs[0])
+		role, path := db.TenantRole(id), pgx.Identifier{id.SchemaName()}.Sanitize()+", pg_temp"
+		const q = `SELECT requirement_text FROM requirements WHERE req_id = $1`
+		warmPool(b, pool, func(c *pgx.Conn) error {
+			return pgx.BeginFunc(context.Background(), c, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(context.Background(), benchSetupSQL, role, path, id.String()); err != nil {
+					return err
+				}
+				var s string
+				return tx.QueryRow(context.Background(), q, reqKey(0)).Scan(&s)
+			})
+		})
+		var n atomic.Int64
+		cpu := startCPU(b, pool)
+		b.RunParallel(func(pb *testing.PB) {
+			var s string
+			for pb.Next() {
+				bt := &pgx.Batch{}
+				bt.Queue(benchSetupSQL, role, path, id.String())
+				bt.Queue(q, reqKey(n.Add(1))).QueryRow(func(r pgx.Row) error { return r.Scan(&s) })
+				if err := pool.SendBatch(context.Background(), bt).Close(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		cpu.report(b)
 	})
 	b.Run("mode=scoped", func(b *testing.B) {
 		var n atomic.Int64
 		ctx := ctxs[0]
+		cpu := startCPU(b, pool)
 		b.RunParallel(func(pb *testing.PB) {
 			var s string
 			for pb.Next() {
@@ -132,6 +234,7 @@ func BenchmarkSelectPK(b *testing.B) {
 				}
 			}
 		})
+		cpu.report(b)
 	})
 	b.Run("mode=scoped20tenantsPlanPerTenant", func(b *testing.B) {
 		// The same, with Config.PlanPerTenant: one prepared statement (and
@@ -146,7 +249,7 @@ func BenchmarkSelectPK(b *testing.B) {
 		require.NoError(b, err)
 		defer pdb.Close()
 		var n atomic.Int64
-		b.ResetTimer()
+		cpu := startCPU(b, pdb.UnscopedPool())
 		b.RunParallel(func(pb *testing.PB) {
 			var s string
 			for pb.Next() {
@@ -157,11 +260,13 @@ func BenchmarkSelectPK(b *testing.B) {
 				}
 			}
 		})
+		cpu.report(b)
 	})
 	b.Run("mode=scoped20tenants", func(b *testing.B) {
 		// Tenants rotate on every call, so connections keep changing role
 		// and search_path: the worst case for PostgreSQL's plan cache.
 		var n atomic.Int64
+		cpu := startCPU(b, pool)
 		b.RunParallel(func(pb *testing.PB) {
 			var s string
 			for pb.Next() {
@@ -172,6 +277,7 @@ func BenchmarkSelectPK(b *testing.B) {
 				}
 			}
 		})
+		cpu.report(b)
 	})
 }
 
@@ -181,6 +287,7 @@ func BenchmarkReadWriteTx(b *testing.B) {
 	pool := db.UnscopedPool()
 	b.Run("mode=raw", func(b *testing.B) {
 		var n atomic.Int64
+		cpu := startCPU(b, pool)
 		b.RunParallel(func(pb *testing.PB) {
 			var s string
 			for pb.Next() {
@@ -197,10 +304,12 @@ func BenchmarkReadWriteTx(b *testing.B) {
 				}
 			}
 		})
+		cpu.report(b)
 	})
 	b.Run("mode=scoped", func(b *testing.B) {
 		var n atomic.Int64
 		ctx := ctxs[0]
+		cpu := startCPU(b, pool)
 		b.RunParallel(func(pb *testing.PB) {
 			var s string
 			for pb.Next() {
@@ -217,5 +326,6 @@ func BenchmarkReadWriteTx(b *testing.B) {
 				}
 			}
 		})
+		cpu.report(b)
 	})
 }
