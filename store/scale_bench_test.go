@@ -1,0 +1,131 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rtmx-ai/tenancy/internal/pgtest"
+	"github.com/rtmx-ai/tenancy/tenant"
+	"github.com/stretchr/testify/require"
+)
+
+// BenchmarkMembershipRecompute measures the first tenant-scoped call
+// (setup and a primary-key SELECT, one round trip) after PostgreSQL has
+// dropped its list of the application role's memberships, while the
+// application role is a member of n more roles, as it is of every tenant's
+// role in the standard tier: on a new connection (after=connect;
+// connecting is not timed) and on a connection that has served the tenant
+// before, after another session created and dropped a role
+// (after=createRole; that is not timed either).
+//
+// PostgreSQL computes the list of roles a login role is a member of when a
+// backend first needs it (SET ROLE does), keeps it per backend, and drops
+// it in every backend whenever any role or membership changes: every
+// CREATE ROLE or GRANT, so every tenant provisioned. On PostgreSQL 15 that
+// computation grows with the square of the number of memberships. What
+// this costs at a given tenant count is what this benchmark shows; see
+// docs/benchmarks.md and store's package documentation.
+func BenchmarkMembershipRecompute(b *testing.B) {
+	db, ctxs := benchSetup(b)
+	d := pgtest.DB(b)
+	id, _ := tenant.FromContext(ctxs[0])
+	role, path := db.TenantRole(id), pgx.Identifier{id.SchemaName()}.Sanitize()+", pg_temp"
+	cfg, err := pgx.ParseConfig(appRole(b))
+	require.NoError(b, err)
+	// A new connection has nothing prepared, and pgx would prepare the
+	// SELECT before the setup runs: send both as one simple query.
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	ctx := context.Background()
+	assume := func(conn *pgx.Conn) error {
+		bt := &pgx.Batch{}
+		bt.Queue(benchSetupSQL, role, path, id.String())
+		var s string
+		bt.Queue(`SELECT requirement_text FROM requirements WHERE req_id = $1`, reqKey(1)).
+			QueryRow(func(r pgx.Row) error { return r.Scan(&s) })
+		return conn.SendBatch(ctx, bt).Close()
+	}
+	have := 0
+	for _, n := range []int{0, 1000, 2000, 4000} {
+		addMemberships(b, d, db.AppRole(), have, n)
+		have = n
+		b.Run(fmt.Sprintf("memberships=%d/after=connect", n), func(b *testing.B) {
+			for range b.N {
+				b.StopTimer()
+				conn, err := pgx.ConnectConfig(ctx, cfg)
+				require.NoError(b, err)
+				b.StartTimer()
+				err = assume(conn)
+				b.StopTimer()
+				require.NoError(b, err)
+				require.NoError(b, conn.Close(ctx))
+				b.StartTimer()
+			}
+		})
+		b.Run(fmt.Sprintf("memberships=%d/after=createRole", n), func(b *testing.B) {
+			// Another session creates and drops a role (as provisioning
+			// and deprovisioning a tenant do) before each call on a
+			// connection that has served the tenant before.
+			conn, err := pgx.ConnectConfig(ctx, cfg)
+			require.NoError(b, err)
+			defer conn.Close(ctx)
+			require.NoError(b, assume(conn))
+			other := pgx.Identifier{d.Prefix() + "churn"}.Sanitize()
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				d.Exec(b, `CREATE ROLE `+other+` NOLOGIN`)
+				d.Exec(b, `DROP ROLE `+other)
+				b.StartTimer()
+				require.NoError(b, assume(conn))
+			}
+		})
+	}
+}
+
+// addMemberships creates the NOLOGIN roles number from to to-1 under the
+// package's role prefix, grants each to app, and drops them when the
+// benchmark ends (dropping a role ends its memberships), so that later
+// benchmarks run without them.
+func addMemberships(b *testing.B, d *pgtest.Database, app string, from, to int) {
+	b.Helper()
+	if to <= from {
+		return
+	}
+	names := make([]string, to-from)
+	bt := &pgx.Batch{}
+	for i := range names {
+		names[i] = pgx.Identifier{fmt.Sprintf("%smember%d", d.Prefix(), from+i)}.Sanitize()
+		bt.Queue(`CREATE ROLE ` + names[i] + ` NOLOGIN`)
+		bt.Queue(`GRANT ` + names[i] + ` TO ` + pgx.Identifier{app}.Sanitize())
+	}
+	conn, err := pgx.Connect(context.Background(), d.AdminURL())
+	require.NoError(b, err)
+	defer conn.Close(context.Background())
+	b.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), d.AdminURL())
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close(context.Background())
+		for chunk := range slicesChunk(names, 500) {
+			if _, err := c.Exec(context.Background(), `DROP ROLE IF EXISTS `+strings.Join(chunk, ", ")); err != nil {
+				b.Error(err)
+			}
+		}
+	})
+	require.NoError(b, conn.SendBatch(context.Background(), bt).Close())
+}
+
+func slicesChunk(s []string, n int) func(yield func([]string) bool) {
+	return func(yield func([]string) bool) {
+		for i := 0; i < len(s); i += n {
+			if !yield(s[i:min(i+n, len(s))]) {
+				return
+			}
+		}
+	}
+}
