@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -43,7 +44,19 @@ type Config struct {
 	// Logger receives store's logs; nil discards them. Logs carry tenant
 	// IDs and role names, never row data or secrets.
 	Logger *slog.Logger
+	// WarnMemberships is the number of role memberships of the application
+	// role (one per standard-tier tenant) above which store logs a warning,
+	// at Open and when a tenant is created: PostgreSQL's cost of
+	// recomputing them grows with their square (see "Tenant count per
+	// cluster" in the package documentation). 0 means
+	// DefaultWarnMemberships; a negative value turns the warning off.
+	WarnMemberships int
 }
+
+// DefaultWarnMemberships is the default of [Config.WarnMemberships]: on
+// PostgreSQL 15 on two cores, recomputing 2,000 memberships takes about
+// 18 ms, paid by every pooled connection after every tenant provisioned.
+const DefaultWarnMemberships = 2000
 
 // ParseConfig builds a Config from the application role's and the admin
 // role's connection strings (URL or keyword/value form, as pgxpool accepts).
@@ -72,8 +85,10 @@ type DB struct {
 	tables     []Table
 	log        *slog.Logger
 
-	planPerTenant bool
-	pgVersion     int // server_version_num
+	planPerTenant   bool
+	pgVersion       int // server_version_num
+	warnMemberships int // < 0: never
+	warnedMembers   atomic.Bool
 
 	fastMode  bool     // every first statement can share the setup round trip
 	slowMode  bool     // no first statement can (DescribeExec)
@@ -114,7 +129,11 @@ func OpenConfig(ctx context.Context, cfg *Config) (*DB, error) {
 		tables:     append([]Table(nil), cfg.Tables...),
 		log:        cfg.Logger,
 
-		planPerTenant: cfg.PlanPerTenant,
+		planPerTenant:   cfg.PlanPerTenant,
+		warnMemberships: cfg.WarnMemberships,
+	}
+	if db.warnMemberships == 0 {
+		db.warnMemberships = DefaultWarnMemberships
 	}
 	if db.log == nil {
 		db.log = slog.New(slog.DiscardHandler)
@@ -166,7 +185,30 @@ func (db *DB) init(ctx context.Context) error {
 	if err := db.migrateControlPlane(ctx); err != nil {
 		return err
 	}
-	return db.checkAppRole(ctx)
+	if err := db.checkAppRole(ctx); err != nil {
+		return err
+	}
+	db.checkMemberships(ctx)
+	return nil
+}
+
+// checkMemberships logs a warning, once per DB, when the application role
+// is a member of more roles than Config.WarnMemberships. It is advice, not
+// a check: a failure to count is logged and otherwise ignored.
+func (db *DB) checkMemberships(ctx context.Context) {
+	if db.warnMemberships < 0 || db.warnedMembers.Load() {
+		return
+	}
+	var n int
+	err := db.admin.QueryRow(ctx, `SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = $1`, db.appRole).Scan(&n)
+	if err != nil {
+		db.log.WarnContext(ctx, "store: count the application role's memberships", "err", err)
+		return
+	}
+	if n > db.warnMemberships && db.warnedMembers.CompareAndSwap(false, true) {
+		db.log.WarnContext(ctx, "store: the application role is a member of many roles; PostgreSQL recomputes them, in time that grows with their square, on every connection's next call after any role or membership changes in the cluster (each tenant created or dropped): spread tenants over clusters, or see \"Tenant count per cluster\" in the store package documentation",
+			"app_role", db.appRole, "memberships", n, "warn_above", db.warnMemberships, "server_version_num", db.pgVersion)
+	}
 }
 
 // checkAppRole enforces layer 1. It runs with the application role's own

@@ -115,6 +115,7 @@ func (db *DB) CreateTenant(ctx context.Context, info tenant.Info) error {
 		return fmt.Errorf("store: create tenant %s: %w", id, err)
 	}
 	db.log.InfoContext(ctx, "store: tenant created", "tenant_id", id.String(), "tier", string(info.Tier), "schema", schemaName)
+	db.checkMemberships(ctx)
 	return nil
 }
 
