@@ -22,47 +22,70 @@ import (
 // processes; both are in clock ticks (10 ms), which over a run of a second
 // or more is well below the noise.
 type cpuMeter struct {
-	pids     []int
+	procs    []backendProc
 	client0  time.Duration
 	server0  time.Duration
 	serverOK bool
 }
 
+// backendProc identifies a PostgreSQL backend process by its PID and start
+// time, so that a PID reused by another process is not counted.
+type backendProc struct {
+	pid   int
+	start string // field 22 of /proc/PID/stat
+}
+
 // startCPU holds every connection the pool can have at once (so that all of
 // them exist and none is created during the run), records their backends'
-// process IDs, and resets the benchmark timer. Call it after any warm-up
-// and just before b.RunParallel; call report right after.
+// processes, and resets the benchmark timer. Call it after any warm-up and
+// just before b.RunParallel; call report right after.
 func startCPU(b *testing.B, pool *pgxpool.Pool) *cpuMeter {
 	b.Helper()
-	m := &cpuMeter{serverOK: true}
+	m := &cpuMeter{}
 	conns := make([]*pgxpool.Conn, 0, pool.Config().MaxConns)
+	var err error
 	for range pool.Config().MaxConns {
-		c, err := pool.Acquire(context.Background())
-		if err != nil {
-			b.Fatal(err)
+		var c *pgxpool.Conn
+		if c, err = pool.Acquire(context.Background()); err != nil {
+			break
 		}
 		conns = append(conns, c)
-		m.pids = append(m.pids, int(c.Conn().PgConn().PID()))
 	}
-	for _, c := range conns {
+	pids := make([]int, len(conns))
+	for i, c := range conns {
+		pids[i] = int(c.Conn().PgConn().PID())
 		c.Release()
 	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.procs, m.serverOK = backendProcs(pids)
+	if !m.serverOK {
+		b.Logf("server-cpu-µs/op left out: the backends' processes are not visible in /proc here (PostgreSQL on another host or in a container?)")
+	}
 	m.client0 = clientCPU()
-	m.server0, m.serverOK = serverCPU(m.pids)
+	m.server0, _ = m.serverCPU()
 	b.ResetTimer()
 	return m
 }
 
 // report adds client-cpu-µs/op and server-cpu-µs/op to the benchmark's
-// results.
+// results. Server CPU counts the backends that served the pool, not
+// PostgreSQL's background processes (WAL writer, checkpointer).
 func (m *cpuMeter) report(b *testing.B) {
 	b.Helper()
 	b.StopTimer()
 	n := float64(b.N)
 	b.ReportMetric(float64(clientCPU()-m.client0)/float64(time.Microsecond)/n, "client-cpu-µs/op")
-	if s, ok := serverCPU(m.pids); ok && m.serverOK {
-		b.ReportMetric(float64(s-m.server0)/float64(time.Microsecond)/n, "server-cpu-µs/op")
+	if !m.serverOK {
+		return
 	}
+	s, ok := m.serverCPU()
+	if !ok {
+		b.Logf("server-cpu-µs/op left out: a backend of the pool ended during the run")
+		return
+	}
+	b.ReportMetric(float64(s-m.server0)/float64(time.Microsecond)/n, "server-cpu-µs/op")
 }
 
 func clientCPU() time.Duration {
@@ -73,24 +96,47 @@ func clientCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// serverCPU sums user and system time of the given processes from
-// /proc/PID/stat (fields 14 and 15, in USER_HZ = 100 ticks per second on
-// Linux). ok is false when any of them cannot be read.
-func serverCPU(pids []int) (total time.Duration, ok bool) {
+// statFields returns the fields of /proc/PID/stat from field 3 on (the
+// command name, field 2, may hold spaces and is skipped) and the command
+// name.
+func statFields(pid int) (comm string, f []string, ok bool) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", nil, false
+	}
+	s := string(raw)
+	i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if i < 0 || j < i {
+		return "", nil, false
+	}
+	f = strings.Fields(s[j+1:]) // f[0] is field 3
+	if len(f) < 20 {
+		return "", nil, false
+	}
+	return s[i+1 : j], f, true
+}
+
+// backendProcs checks that every PID is a local postgres process and
+// records its start time.
+func backendProcs(pids []int) ([]backendProc, bool) {
+	procs := make([]backendProc, 0, len(pids))
 	for _, pid := range pids {
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return 0, false
+		comm, f, ok := statFields(pid)
+		if !ok || comm != "postgres" {
+			return nil, false
 		}
-		// The command name (field 2) may hold spaces; fields are counted
-		// from the closing parenthesis.
-		s := string(raw)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			return 0, false
-		}
-		f := strings.Fields(s[i+1:]) // f[0] is field 3
-		if len(f) < 13 {
+		procs = append(procs, backendProc{pid: pid, start: f[19]})
+	}
+	return procs, len(procs) > 0
+}
+
+// serverCPU sums user and system time (fields 14 and 15, in USER_HZ = 100
+// ticks per second on Linux) of the recorded backends. ok is false when
+// any of them has ended or its PID now names another process.
+func (m *cpuMeter) serverCPU() (total time.Duration, ok bool) {
+	for _, p := range m.procs {
+		_, f, ok := statFields(p.pid)
+		if !ok || f[19] != p.start {
 			return 0, false
 		}
 		utime, err1 := strconv.ParseInt(f[11], 10, 64)

@@ -37,8 +37,9 @@
 // A tenant-scoped call costs PostgreSQL one more statement in the same round
 // trip (the setup), a role and search_path switch, and the policy check:
 // about 1.7 times the server and client CPU of the same primary-key SELECT
-// without any isolation on PostgreSQL 15, and no more than the same
-// isolation written by hand with pgx (docs/benchmarks.md). A connection
+// without any isolation on PostgreSQL 15, and level, within the noise of
+// the measurement, with the same isolation written by hand with pgx in one
+// round trip (docs/benchmarks.md). A connection
 // that passes between tenants re-plans its cached statements; see
 // [Config.PlanPerTenant].
 //
@@ -50,8 +51,9 @@
 // or membership changes anywhere in the cluster (every tenant provisioned
 // or deleted). On PostgreSQL 15 this takes time that grows with the square
 // of the number of memberships: on a 2-core machine about 5–7 ms at 1,000
-// tenants, 50–75 ms at 4,000, and over a minute at 100,000
-// (BenchmarkMembershipRecompute). Each pooled connection pays it once per
+// tenants and 50–75 ms at 4,000 (BenchmarkMembershipRecompute), and over a
+// minute at 100,000 (store/testdata/pgbench/memberships.sh, by hand).
+// Each pooled connection pays it once per
 // change, on its next call. Keep the standard tier of one cluster to a few
 // thousand tenants on PostgreSQL 15 (measure on your version), spread
 // tenants over clusters, or place large tenants in the enterprise tier.

@@ -52,21 +52,36 @@ func TestOpenWarnsWhenAppRoleHasManyMemberships(t *testing.T) {
 	require.Equal(t, 1, strings.Count(logs.String(), manyRolesWarning), logs.String())
 }
 
-func TestCreateTenantWarnsWhenAppRoleCrossesWarnMemberships(t *testing.T) {
-	var logs syncBuffer
-	// A threshold just above today's count, read from a store that does
-	// not warn: the next tenants cross it. Other tests add tenants too,
-	// which only makes the crossing come sooner.
+func appRoleMemberships(t *testing.T, db *store.DB) int {
+	t.Helper()
 	var n int
-	probe := newStore(t, func(c *store.Config) { c.WarnMemberships = -1 })
-	require.NoError(t, probe.UnscopedPool().QueryRow(ctxT(t), `SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = current_user`).Scan(&n))
+	require.NoError(t, db.UnscopedPool().QueryRow(ctxT(t), `SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = current_user`).Scan(&n))
+	return n
+}
+
+func TestCreateTenantWarnsWhenAppRoleCrossesWarnMemberships(t *testing.T) {
+	// No test in this package runs in parallel, so the count moves only
+	// with the tenants this test creates.
+	var logs syncBuffer
+	n := appRoleMemberships(t, newStore(t, func(c *store.Config) { c.WarnMemberships = -1 }))
 	db := newStore(t, func(c *store.Config) {
 		c.WarnMemberships = n + 1
 		c.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
 	})
+	require.NotContains(t, logs.String(), manyRolesWarning, "n memberships are not above n+1")
 	newTenant(t, db, "membercross")
+	require.NotContains(t, logs.String(), manyRolesWarning, "n+1 memberships are not above n+1")
 	newTenant(t, db, "membercross")
-	require.Equal(t, 1, strings.Count(logs.String(), manyRolesWarning), logs.String())
+	require.Equal(t, 1, strings.Count(logs.String(), manyRolesWarning), "n+2 are: %s", logs.String())
+}
+
+func TestDefaultWarnMembershipsStaysSilentForFewTenants(t *testing.T) {
+	var logs syncBuffer
+	db := newStore(t, func(c *store.Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
+	newTenant(t, db, "memberdefault")
+	require.Less(t, appRoleMemberships(t, db), store.DefaultWarnMemberships, "this test needs fewer tenants than the default")
+	require.NotContains(t, logs.String(), manyRolesWarning)
+	require.Contains(t, logs.String(), "tenant created", "the logger is wired: other records arrive")
 }
 
 func TestNegativeWarnMembershipsTurnsTheWarningOff(t *testing.T) {

@@ -46,16 +46,18 @@ type Config struct {
 	Logger *slog.Logger
 	// WarnMemberships is the number of role memberships of the application
 	// role (one per standard-tier tenant) above which store logs a warning,
-	// at Open and when a tenant is created: PostgreSQL's cost of
-	// recomputing them grows with their square (see "Tenant count per
-	// cluster" in the package documentation). 0 means
-	// DefaultWarnMemberships; a negative value turns the warning off.
+	// once, at Open or when a tenant is created: PostgreSQL recomputes
+	// them on every connection after any role change, on PostgreSQL 15 in
+	// time that grows with their square (see "Tenant count per cluster" in
+	// the package documentation). 0 means DefaultWarnMemberships; a
+	// negative value turns the warning off.
 	WarnMemberships int
 }
 
 // DefaultWarnMemberships is the default of [Config.WarnMemberships]: on
 // PostgreSQL 15 on two cores, recomputing 2,000 memberships takes about
-// 18 ms, paid by every pooled connection after every tenant provisioned.
+// 18 ms, paid by every pooled connection after every tenant provisioned
+// (BenchmarkMembershipRecompute). Other versions may differ: measure.
 const DefaultWarnMemberships = 2000
 
 // ParseConfig builds a Config from the application role's and the admin
@@ -202,11 +204,11 @@ func (db *DB) checkMemberships(ctx context.Context) {
 	var n int
 	err := db.admin.QueryRow(ctx, `SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = $1`, db.appRole).Scan(&n)
 	if err != nil {
-		db.log.WarnContext(ctx, "store: count the application role's memberships", "err", err)
+		db.log.DebugContext(ctx, "store: could not count the application role's memberships (the warning about many memberships is skipped this time)", "err", err)
 		return
 	}
 	if n > db.warnMemberships && db.warnedMembers.CompareAndSwap(false, true) {
-		db.log.WarnContext(ctx, "store: the application role is a member of many roles; PostgreSQL recomputes them, in time that grows with their square, on every connection's next call after any role or membership changes in the cluster (each tenant created or dropped): spread tenants over clusters, or see \"Tenant count per cluster\" in the store package documentation",
+		db.log.WarnContext(ctx, "store: the application role is a member of many roles (one per standard-tier tenant); PostgreSQL recomputes them on every connection's next call after any role or membership change in the cluster (each tenant created or dropped), on PostgreSQL 15 in time that grows with their square: spread tenants over clusters, or see \"Tenant count per cluster\" in the store package documentation",
 			"app_role", db.appRole, "memberships", n, "warn_above", db.warnMemberships, "server_version_num", db.pgVersion)
 	}
 }

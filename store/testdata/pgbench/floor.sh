@@ -21,17 +21,26 @@ admin=${PGUSER:-postgres}
 work=$(mktemp -d)
 
 cleanup() {
-	psql -X -q -U "$admin" -d postgres -c "DROP DATABASE IF EXISTS $db" \
-		-c "DROP ROLE IF EXISTS $app" -c "DROP ROLE IF EXISTS $trole" >/dev/null 2>&1 || true
+	if ! psql -X -q -v ON_ERROR_STOP=1 -U "$admin" -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" \
+		-c "DROP ROLE IF EXISTS $app" -c "DROP ROLE IF EXISTS $trole" >/dev/null; then
+		echo "floor.sh: could not drop database $db or roles $app, $trole: drop them by hand" >&2
+	fi
 	rm -rf "$work"
 }
+
+v=$(pgbench --version | sed -n 's/.* \([0-9][0-9]*\)\..*/\1/p' | head -1)
+if [ -z "$v" ] || [ "$v" -lt 14 ]; then
+	echo "floor.sh: needs pgbench 14 or later (\\startpipeline); found: $(pgbench --version)" >&2
+	exit 1
+fi
 trap cleanup EXIT
 
 psql -X -q -v ON_ERROR_STOP=1 -U "$admin" -d postgres \
 	-c "CREATE DATABASE $db" -c "CREATE ROLE $app LOGIN NOINHERIT" -c "CREATE ROLE $trole NOLOGIN" \
 	-c "GRANT $trole TO $app"
 # The guard and policy are the ones store creates (store/controlplane.go,
-# store/tables.go), with this script's role names.
+# store/tables.go), with this script's role names; here PUBLIC may execute
+# them, where store grants EXECUTE to a group role of tenant roles.
 psql -X -q -v ON_ERROR_STOP=1 -U "$admin" -d "$db" <<SQL
 CREATE SCHEMA tenancy;
 GRANT USAGE ON SCHEMA tenancy TO PUBLIC;
@@ -93,7 +102,7 @@ SQL
 run() {
 	local out tps
 	out=$(pgbench -n -M prepared -U "$app" -c 2 -j 2 -T "$secs" -f "$work/$1.sql" "$db" 2>&1) || true
-	tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
+	tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
 	if [ -z "$tps" ] || grep -q 'error' <<<"$out"; then
 		echo "floor.sh: variant $1 failed:" >&2
 		echo "$out" >&2
