@@ -22,8 +22,9 @@ import (
 //     row level security and without any tenant setup (no isolation);
 //   - rawPlusNoop: raw with a SELECT 1 in the same round trip (the price of
 //     any second statement);
-//   - rawPipelined: the same isolation by hand at its cheapest (the setup
-//     statement and the SELECT in one pgx.Batch, against the tenant table);
+//   - rawPipelined: the same isolation by hand at its cheapest (CLOSE ALL,
+//     the setup statement and the SELECT in one pgx.Batch, against the
+//     tenant table);
 //   - rawByHand: the same isolation by hand the idiomatic way
 //     (pgx.BeginFunc, setup, SELECT, COMMIT);
 //   - scoped: through store.
@@ -184,8 +185,9 @@ func BenchmarkSelectPK(b *testing.B) {
 		cpu.report(b)
 	})
 	b.Run("mode=rawPipelined", func(b *testing.B) {
-		// The same isolation done by hand at its cheapest: the statement
-		// that sets role, search_path and app.tenant_id locally and the
+		// The same isolation done by hand at its cheapest: CLOSE ALL (no
+		// cursor held by an earlier transaction survives), the statement
+		// that sets role, search_path and app.tenant_id locally, and the
 		// SELECT in one pgx.Batch (one round trip, one implicit
 		// transaction), against the tenant's own table. Raw pgx prepares
 		// a batch's statements before it executes any, so each connection
@@ -211,6 +213,7 @@ func BenchmarkSelectPK(b *testing.B) {
 			var s string
 			for pb.Next() {
 				bt := &pgx.Batch{}
+				bt.Queue(`CLOSE ALL`)
 				bt.Queue(benchSetupSQL, role, path, id.String())
 				bt.Queue(q, reqKey(n.Add(1))).QueryRow(func(r pgx.Row) error { return r.Scan(&s) })
 				if err := pool.SendBatch(context.Background(), bt).Close(); err != nil {

@@ -19,6 +19,8 @@
 //     statement run without that setting fails with an error; it does not
 //     silently see zero rows.
 //  4. Every tenant-scoped unit of work is a transaction whose first action
+//     closes any cursor left open on the connection (a cursor declared WITH
+//     HOLD outlives its transaction, with rows read as its tenant) and then
 //     sets role, search_path and app.tenant_id with transaction-local scope
 //     (set_config(..., true)). Nothing survives on the connection after commit
 //     or rollback, so it is also correct behind PgBouncer in transaction
@@ -82,5 +84,8 @@
 //
 // Tenant IDs are not secret from tenants: any SQL can list schema and role
 // names in the system catalogs (pg_namespace, pg_roles). Use IDs that do not
-// reveal a customer's identity if that matters.
+// reveal a customer's identity if that matters. Nor is every tenant's
+// activity: the statistics views (pg_stat_user_tables: rows inserted,
+// updated, deleted per table) and the last value of a shared table's
+// sequence are readable by all. Rows are not.
 package store

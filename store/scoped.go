@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -55,7 +56,20 @@ func (db *DB) scope(ctx context.Context, op string) (*scope, error) {
 	return s, nil
 }
 
+// closeCursorsSQL closes every cursor open on the connection. A cursor
+// declared WITH HOLD outlives its transaction with the rows it read as its
+// tenant, and any later transaction on the connection, of any tenant, could
+// FETCH them by name: no privilege guards a cursor. Closing them before the
+// setup means no unit of work sees a cursor it did not open itself.
+const closeCursorsSQL = `CLOSE ALL`
+
+// setupStatements is the number of statements queueSetup queues.
+const setupStatements = 2
+
+// queueSetup queues the statements that start every unit of work: close
+// cursors left on the connection, then assume the tenant.
 func (s *scope) queueSetup(b *pgx.Batch) {
+	b.Queue(closeCursorsSQL)
 	b.Queue(setupSQL, s.role, s.path, s.id.String())
 }
 
@@ -163,10 +177,10 @@ func (db *DB) acquire(ctx context.Context, op string) (*scope, *pgxpool.Conn, er
 // back. Every failure marks sql cold on this connection.
 func (db *DB) pipeline(ctx context.Context, c *pgx.Conn, s *scope, opts *pgx.TxOptions, sql string, args []any) (br pgx.BatchResults, slow bool, err error) {
 	b := &pgx.Batch{}
-	before := 1 // results before sql's: the setup, and BEGIN if any
+	before := setupStatements // results before sql's: the setup, and BEGIN if any
 	if opts != nil {
 		b.BeginTx(*opts)
-		before = 2
+		before++
 	}
 	s.queueSetup(b)
 	b.Queue(sql, args...)
@@ -194,7 +208,17 @@ type Tx struct {
 	conn *pgxpool.Conn
 	sc   *scope
 	opts pgx.TxOptions
-	tx   pgx.Tx // nil until the transaction has begun
+	tx   pgx.Tx      // nil until the transaction has begun
+	done atomic.Bool // the function given to BeginTx has returned
+}
+
+// closed returns the error for a Tx used after its function returned: its
+// connection is back in the pool, perhaps serving another tenant.
+func (t *Tx) closed(op string) error {
+	if t.done.Load() {
+		return fmt.Errorf("store: %s: %w: the transaction ended when the function given to DB.Tx returned", op, pgx.ErrTxClosed)
+	}
+	return nil
 }
 
 // Tenant returns the tenant the transaction is scoped to.
@@ -227,7 +251,12 @@ func (t *Tx) start(ctx context.Context, sql string, args []any) (br pgx.BatchRes
 		return nil, t.sc.setupError("store: tx", err)
 	}
 	t.tx = sbr.Tx()
-	_, serr := sbr.Exec()
+	var serr error
+	for range setupStatements {
+		if _, serr = sbr.Exec(); serr != nil {
+			break
+		}
+	}
 	if err := sbr.Close(); serr == nil {
 		serr = err
 	}
@@ -239,6 +268,9 @@ func (t *Tx) start(ctx context.Context, sql string, args []any) (br pgx.BatchRes
 
 // Exec runs sql in the transaction; see [pgx.Tx.Exec].
 func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if err := t.closed("exec"); err != nil {
+		return pgconn.CommandTag{}, err
+	}
 	sql = t.sc.stmt(sql)
 	if t.tx == nil {
 		br, err := t.start(ctx, sql, args)
@@ -268,6 +300,9 @@ func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 // Query runs sql in the transaction; see [pgx.Tx.Query]. The rows must be
 // closed (or read to the end) before the next statement.
 func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := t.closed("query"); err != nil {
+		return nil, err
+	}
 	sql = t.sc.stmt(sql)
 	if t.tx == nil {
 		br, err := t.start(ctx, sql, args)
@@ -303,6 +338,9 @@ func (t *Tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 
 // SendBatch sends b in the transaction; see [pgx.Tx.SendBatch].
 func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if err := t.closed("send batch"); err != nil {
+		return errBatchResults{err}
+	}
 	if t.tx == nil {
 		if _, err := t.start(ctx, "", nil); err != nil {
 			return errBatchResults{err}
@@ -323,6 +361,9 @@ func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 //	-- tx.CopyFrom(ctx, pgx.Identifier{"staging"}, ...)
 //	INSERT INTO requirements SELECT * FROM staging
 func (t *Tx) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
+	if err := t.closed("copy from"); err != nil {
+		return 0, err
+	}
 	if t.tx == nil {
 		if _, err := t.start(ctx, "", nil); err != nil {
 			return 0, err
@@ -353,6 +394,7 @@ func (db *DB) BeginTx(ctx context.Context, opts pgx.TxOptions, fn func(tx *Tx) e
 	defer func() {
 		// Runs on error, on success and while a panic of fn unwinds: roll
 		// back whatever was not committed, then give the connection back.
+		t.done.Store(true)
 		if t.tx != nil && !committed {
 			_ = t.tx.Rollback(context.WithoutCancel(ctx))
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -124,6 +125,12 @@ func (db *DB) CreateTenant(ctx context.Context, info tenant.Info) error {
 // in it, and its role. The directory keeps the tenant with state deleted, so
 // the ID is never given to another tenant. Dropping a tenant that has no
 // placement fails with an error wrapping [ErrUnknownTenant].
+//
+// It waits for transactions that are writing to shared tables to end, so
+// that it deletes what they commit; the tenant's transactions that try to
+// write after it began fail once it has committed. Suspend the tenant
+// first (SetState), so that services that check its state start no new
+// work for it.
 func (db *DB) DropTenant(ctx context.Context, id tenant.ID) error {
 	if id.IsZero() {
 		return fmt.Errorf("store: drop tenant: %w", tenant.ErrNoTenant)
@@ -154,6 +161,18 @@ func (db *DB) DropTenant(ctx context.Context, id tenant.ID) error {
 			return err
 		}
 		if len(shared) > 0 {
+			// SHARE mode waits for every transaction that is writing to a
+			// shared table, so that the DELETE below sees the rows they
+			// commit (it would neither see nor wait for an uncommitted
+			// insert), and holds off new writers until the role is gone,
+			// after which their writes fail. Always in the same order.
+			lock := make([]string, len(shared))
+			for i, t := range shared {
+				lock[i] = t.Sanitize()
+			}
+			if _, err := tx.Exec(ctx, `LOCK TABLE `+strings.Join(lock, ", ")+` IN SHARE MODE`); err != nil {
+				return err
+			}
 			// A non-superuser admin with CREATEROLE (PostgreSQL 16+) is not a
 			// member of the roles it creates; it holds ADMIN OPTION, so it can
 			// make itself one for the rest of this transaction's work.
