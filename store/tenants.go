@@ -127,10 +127,9 @@ func (db *DB) CreateTenant(ctx context.Context, info tenant.Info) error {
 // placement fails with an error wrapping [ErrUnknownTenant].
 //
 // It waits for transactions that are writing to shared tables to end, so
-// that it deletes what they commit; the tenant's transactions that try to
-// write after it began fail once it has committed. Suspend the tenant
-// first (SetState), so that services that check its state start no new
-// work for it.
+// that it deletes what they commit, and holds off new writers until it
+// ends. Suspend the tenant first (SetState), so that services that check
+// its state start no new work for it.
 func (db *DB) DropTenant(ctx context.Context, id tenant.ID) error {
 	if id.IsZero() {
 		return fmt.Errorf("store: drop tenant: %w", tenant.ErrNoTenant)
