@@ -3,7 +3,8 @@
 # in the loop), what PostgreSQL itself charges for the isolation that store
 # sets up on every tenant-scoped call: one more statement that assumes the
 # tenant (role, search_path, app.tenant_id, all transaction-local) in the
-# same round trip, and the row-level-security policy. It prints transactions
+# same round trip, the row-level-security policy, and the CLOSE ALL that
+# ends cursors held by earlier transactions. It prints transactions
 # per second for each variant and its ratio to the bare SELECT.
 #
 #   store/testdata/pgbench/floor.sh            # 8 s per variant
@@ -98,6 +99,14 @@ $setup
 SELECT v FROM t.req WHERE id = :id;
 \endpipeline
 SQL
+cat >"$work/store.sql" <<SQL
+\set id random(1, 1000)
+\startpipeline
+CLOSE ALL;
+$setup
+SELECT v FROM t.req WHERE id = :id;
+\endpipeline
+SQL
 
 run() {
 	local out tps
@@ -113,11 +122,12 @@ run() {
 base=$(run raw)
 printf '%-60s %10s %8s\n' variant tps vs_raw
 printf '%-60s %10.0f %8.2f\n' "raw: SELECT by primary key" "$base" 1
-for v in noop setup_norls setup_rls; do
+for v in noop setup_norls setup_rls store; do
 	case $v in
 	noop) name="+ SELECT 1 in the same round trip" ;;
 	setup_norls) name="+ setup (role, search_path, app.tenant_id), no RLS" ;;
-	setup_rls) name="+ setup, and the RLS policy (what store does)" ;;
+	setup_rls) name="+ setup, and the RLS policy" ;;
+	store) name="+ CLOSE ALL before the setup (what store does)" ;;
 	esac
 	tps=$(run "$v")
 	printf '%-60s %10.0f %8.2f\n' "$name" "$tps" "$(awk -v a="$tps" -v b="$base" 'BEGIN { print a / b }')"
