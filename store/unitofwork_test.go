@@ -100,7 +100,7 @@ func TestDropTenantWaitsForWritersOfSharedTables(t *testing.T) {
 			dropErr <- dropped
 		case <-time.After(20 * time.Millisecond):
 			var n int
-			require.NoError(t, a.QueryRow(ctxT(t), `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%'`).Scan(&n))
+			require.NoError(t, a.QueryRow(ctxT(t), `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%'`).Scan(&n))
 			waiting = n > 0
 		}
 	}
