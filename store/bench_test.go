@@ -119,70 +119,60 @@ func warmPool(b *testing.B, pool *pgxpool.Pool, fn func(*pgx.Conn) error) {
 	}
 }
 
+// parallel runs op in parallel on every CPU, with a call counter i (from 1)
+// and a string to scan into, between startCPU and report on pool.
+func parallel(b *testing.B, pool *pgxpool.Pool, op func(i int64, s *string) error) {
+	b.Helper()
+	var n atomic.Int64
+	cpu := startCPU(b, pool)
+	b.RunParallel(func(pb *testing.PB) {
+		var s string
+		for pb.Next() {
+			if err := op(n.Add(1), &s); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	cpu.report(b)
+}
+
 // BenchmarkSelectPK is a single-row primary-key SELECT, in parallel.
 func BenchmarkSelectPK(b *testing.B) {
 	db, ctxs := benchSetup(b)
 	pool := db.UnscopedPool()
 	b.Run("mode=raw", func(b *testing.B) {
-		var n atomic.Int64
-		cpu := startCPU(b, pool)
-		b.RunParallel(func(pb *testing.PB) {
-			var s string
-			for pb.Next() {
-				if err := pool.QueryRow(context.Background(), `SELECT requirement_text FROM benchraw.requirements WHERE req_id = $1`, reqKey(n.Add(1))).Scan(&s); err != nil {
-					b.Error(err)
-					return
-				}
-			}
+		parallel(b, pool, func(i int64, s *string) error {
+			return pool.QueryRow(context.Background(), `SELECT requirement_text FROM benchraw.requirements WHERE req_id = $1`, reqKey(i)).Scan(s)
 		})
-		cpu.report(b)
 	})
 	b.Run("mode=rawByHand", func(b *testing.B) {
 		// The same isolation done by hand with raw pgx, the idiomatic way:
 		// BEGIN, set role, search_path and app.tenant_id locally, SELECT,
 		// COMMIT. What store adds (or saves) over this is our layer's cost;
 		// what this costs over mode=raw is PostgreSQL's isolation work.
-		var n atomic.Int64
 		id, _ := tenant.FromContext(ctxs[0])
 		role, path := db.TenantRole(id), pgx.Identifier{id.SchemaName()}.Sanitize()+", pg_temp"
-		cpu := startCPU(b, pool)
-		b.RunParallel(func(pb *testing.PB) {
-			var s string
-			for pb.Next() {
-				err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
-					if _, err := tx.Exec(context.Background(), benchSetupSQL, role, path, id.String()); err != nil {
-						return err
-					}
-					return tx.QueryRow(context.Background(), `SELECT requirement_text FROM requirements WHERE req_id = $1`, reqKey(n.Add(1))).Scan(&s)
-				})
-				if err != nil {
-					b.Error(err)
-					return
+		parallel(b, pool, func(i int64, s *string) error {
+			return pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(context.Background(), benchSetupSQL, role, path, id.String()); err != nil {
+					return err
 				}
-			}
+				return tx.QueryRow(context.Background(), `SELECT requirement_text FROM requirements WHERE req_id = $1`, reqKey(i)).Scan(s)
+			})
 		})
-		cpu.report(b)
 	})
 	b.Run("mode=rawPlusNoop", func(b *testing.B) {
 		// mode=raw with one more statement, SELECT 1, in the same round
 		// trip. No isolation at all: this is the price of any second
 		// statement, and so a floor under the price of the setup that
 		// assumes a tenant.
-		var n atomic.Int64
-		cpu := startCPU(b, pool)
-		b.RunParallel(func(pb *testing.PB) {
-			var s string
-			for pb.Next() {
-				bt := &pgx.Batch{}
-				bt.Queue(`SELECT 1`)
-				bt.Queue(`SELECT requirement_text FROM benchraw.requirements WHERE req_id = $1`, reqKey(n.Add(1))).QueryRow(func(r pgx.Row) error { return r.Scan(&s) })
-				if err := pool.SendBatch(context.Background(), bt).Close(); err != nil {
-					b.Error(err)
-					return
-				}
-			}
+		parallel(b, pool, func(i int64, s *string) error {
+			bt := &pgx.Batch{}
+			bt.Queue(`SELECT 1`)
+			bt.Queue(`SELECT requirement_text FROM benchraw.requirements WHERE req_id = $1`, reqKey(i)).QueryRow(func(r pgx.Row) error { return r.Scan(s) })
+			return pool.SendBatch(context.Background(), bt).Close()
 		})
-		cpu.report(b)
 	})
 	b.Run("mode=rawPipelined", func(b *testing.B) {
 		// The same isolation done by hand at its cheapest: CLOSE ALL (no
@@ -207,37 +197,18 @@ func BenchmarkSelectPK(b *testing.B) {
 				return tx.QueryRow(context.Background(), q, reqKey(0)).Scan(&s)
 			})
 		})
-		var n atomic.Int64
-		cpu := startCPU(b, pool)
-		b.RunParallel(func(pb *testing.PB) {
-			var s string
-			for pb.Next() {
-				bt := &pgx.Batch{}
-				bt.Queue(`CLOSE ALL`)
-				bt.Queue(benchSetupSQL, role, path, id.String())
-				bt.Queue(q, reqKey(n.Add(1))).QueryRow(func(r pgx.Row) error { return r.Scan(&s) })
-				if err := pool.SendBatch(context.Background(), bt).Close(); err != nil {
-					b.Error(err)
-					return
-				}
-			}
+		parallel(b, pool, func(i int64, s *string) error {
+			bt := &pgx.Batch{}
+			bt.Queue(`CLOSE ALL`)
+			bt.Queue(benchSetupSQL, role, path, id.String())
+			bt.Queue(q, reqKey(i)).QueryRow(func(r pgx.Row) error { return r.Scan(s) })
+			return pool.SendBatch(context.Background(), bt).Close()
 		})
-		cpu.report(b)
 	})
 	b.Run("mode=scoped", func(b *testing.B) {
-		var n atomic.Int64
-		ctx := ctxs[0]
-		cpu := startCPU(b, pool)
-		b.RunParallel(func(pb *testing.PB) {
-			var s string
-			for pb.Next() {
-				if err := db.QueryRow(ctx, `SELECT requirement_text FROM requirements WHERE req_id = $1`, reqKey(n.Add(1))).Scan(&s); err != nil {
-					b.Error(err)
-					return
-				}
-			}
+		parallel(b, pool, func(i int64, s *string) error {
+			return db.QueryRow(ctxs[0], `SELECT requirement_text FROM requirements WHERE req_id = $1`, reqKey(i)).Scan(s)
 		})
-		cpu.report(b)
 	})
 	b.Run("mode=scoped20tenantsPlanPerTenant", func(b *testing.B) {
 		// The same, with Config.PlanPerTenant: one prepared statement (and
@@ -251,36 +222,16 @@ func BenchmarkSelectPK(b *testing.B) {
 		pdb, err := store.OpenConfig(context.Background(), cfg)
 		require.NoError(b, err)
 		defer pdb.Close()
-		var n atomic.Int64
-		cpu := startCPU(b, pdb.UnscopedPool())
-		b.RunParallel(func(pb *testing.PB) {
-			var s string
-			for pb.Next() {
-				i := n.Add(1)
-				if err := pdb.QueryRow(ctxs[i%int64(len(ctxs))], `SELECT requirement_text FROM requirements WHERE req_id = $1`, reqKey(i)).Scan(&s); err != nil {
-					b.Error(err)
-					return
-				}
-			}
+		parallel(b, pdb.UnscopedPool(), func(i int64, s *string) error {
+			return pdb.QueryRow(ctxs[i%int64(len(ctxs))], `SELECT requirement_text FROM requirements WHERE req_id = $1`, reqKey(i)).Scan(s)
 		})
-		cpu.report(b)
 	})
 	b.Run("mode=scoped20tenants", func(b *testing.B) {
 		// Tenants rotate on every call, so connections keep changing role
 		// and search_path: the worst case for PostgreSQL's plan cache.
-		var n atomic.Int64
-		cpu := startCPU(b, pool)
-		b.RunParallel(func(pb *testing.PB) {
-			var s string
-			for pb.Next() {
-				i := n.Add(1)
-				if err := db.QueryRow(ctxs[i%int64(len(ctxs))], `SELECT requirement_text FROM requirements WHERE req_id = $1`, reqKey(i)).Scan(&s); err != nil {
-					b.Error(err)
-					return
-				}
-			}
+		parallel(b, pool, func(i int64, s *string) error {
+			return db.QueryRow(ctxs[i%int64(len(ctxs))], `SELECT requirement_text FROM requirements WHERE req_id = $1`, reqKey(i)).Scan(s)
 		})
-		cpu.report(b)
 	})
 }
 
@@ -289,46 +240,26 @@ func BenchmarkReadWriteTx(b *testing.B) {
 	db, ctxs := benchSetup(b)
 	pool := db.UnscopedPool()
 	b.Run("mode=raw", func(b *testing.B) {
-		var n atomic.Int64
-		cpu := startCPU(b, pool)
-		b.RunParallel(func(pb *testing.PB) {
-			var s string
-			for pb.Next() {
-				key := reqKey(n.Add(1))
-				err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
-					if _, err := tx.Exec(context.Background(), `UPDATE benchraw.requirements SET status = 'TESTED' WHERE req_id = $1`, key); err != nil {
-						return err
-					}
-					return tx.QueryRow(context.Background(), `SELECT requirement_text FROM benchraw.requirements WHERE req_id = $1`, key).Scan(&s)
-				})
-				if err != nil {
-					b.Error(err)
-					return
+		parallel(b, pool, func(i int64, s *string) error {
+			key := reqKey(i)
+			return pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(context.Background(), `UPDATE benchraw.requirements SET status = 'TESTED' WHERE req_id = $1`, key); err != nil {
+					return err
 				}
-			}
+				return tx.QueryRow(context.Background(), `SELECT requirement_text FROM benchraw.requirements WHERE req_id = $1`, key).Scan(s)
+			})
 		})
-		cpu.report(b)
 	})
 	b.Run("mode=scoped", func(b *testing.B) {
-		var n atomic.Int64
 		ctx := ctxs[0]
-		cpu := startCPU(b, pool)
-		b.RunParallel(func(pb *testing.PB) {
-			var s string
-			for pb.Next() {
-				key := reqKey(n.Add(1))
-				err := db.Tx(ctx, func(tx *store.Tx) error {
-					if _, err := tx.Exec(ctx, `UPDATE requirements SET status = 'TESTED' WHERE req_id = $1`, key); err != nil {
-						return err
-					}
-					return tx.QueryRow(ctx, `SELECT requirement_text FROM requirements WHERE req_id = $1`, key).Scan(&s)
-				})
-				if err != nil {
-					b.Error(err)
-					return
+		parallel(b, pool, func(i int64, s *string) error {
+			key := reqKey(i)
+			return db.Tx(ctx, func(tx *store.Tx) error {
+				if _, err := tx.Exec(ctx, `UPDATE requirements SET status = 'TESTED' WHERE req_id = $1`, key); err != nil {
+					return err
 				}
-			}
+				return tx.QueryRow(ctx, `SELECT requirement_text FROM requirements WHERE req_id = $1`, key).Scan(s)
+			})
 		})
-		cpu.report(b)
 	})
 }
