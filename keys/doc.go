@@ -38,6 +38,15 @@
 // URIs of Tink's own clients (AWS, GCP, Vault, fake) are compared exactly
 // as written: give those keys in the one form their KMS documents.
 //
+// Some ways of reaching one key no spelling rule can see: another PKCS#11
+// module file for the same token (a copy of the vendor's module, the
+// p11-kit proxy), a hard link to a key file, a second alias of a cloud key.
+// So Provision with a customer-managed KEK, and Shred before it destroys
+// one, also ask the keys: a key that decrypts a probe the platform key (or
+// another tenant's own key) encrypted is that key, and is refused or kept.
+// This needs the platform key to answer; another tenant's own key that
+// does not answer (its customer revoked it) cannot be compared.
+//
 // # Cache
 //
 // Unwrapped keysets (as Tink primitives, never as bytes) are cached per

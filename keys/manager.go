@@ -223,7 +223,11 @@ type ProvisionOptions struct {
 // A customer-managed key (opts.KEKURI) that is the platform master key, or
 // that already wraps keysets of another tenant, is refused with an error
 // wrapping [ErrInvalidArgument] and [ErrKEKInUse]: Shred destroys a
-// tenant's own key, so it must not be anyone else's. The check reads the
+// tenant's own key, so it must not be anyone else's. Besides comparing
+// identities ([KeyIdentifier]), Provision asks the keys themselves: a key
+// that decrypts what the platform key, or another tenant's own key,
+// encrypted is that key, however its URI reaches it. So Provision with
+// opts.KEKURI fails while the platform key does not answer. The check reads the
 // Store before writing; two tenants provisioned at the same moment with
 // one key can both pass it, and Shred then keeps the key (it destroys a key
 // only when no other tenant's keysets use it).
@@ -254,6 +258,14 @@ func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOpt
 		if inUse {
 			return fmt.Errorf("keys: Provision tenant %s: %w: %w: ProvisionOptions.KEKURI %s names a master key that already wraps another tenant's keysets; a customer-managed key must be the tenant's own",
 				id, ErrInvalidArgument, ErrKEKInUse, DisplayURI(opts.KEKURI))
+		}
+		is, err := m.aliasOf(ctx, ref, id)
+		if err != nil {
+			return fmt.Errorf("keys: Provision tenant %s: check that master key %s is the tenant's own: %w", id, DisplayURI(ref.uri), err)
+		}
+		if is != "" {
+			return fmt.Errorf("keys: Provision tenant %s: %w: %w: ProvisionOptions.KEKURI %s reaches %s by another way (another PKCS#11 module for the same token, a hard link to a key file...); a customer-managed key must be the tenant's own",
+				id, ErrInvalidArgument, ErrKEKInUse, DisplayURI(opts.KEKURI), is)
 		}
 	}
 
@@ -597,7 +609,8 @@ type ShredResult struct {
 	// RetainedKEKs are the tenant's own master keys that were not
 	// destroyed: the KMS client has no DestroyKey, or the key also wraps
 	// another tenant's keysets or is the platform key (compared by
-	// identity, see [KeyIdentifier]). The tenant's data is unreadable
+	// identity, see [KeyIdentifier], and by a probe: it decrypts what the
+	// other key encrypted). The tenant's data is unreadable
 	// regardless (its keysets are gone); destroy these keys in their KMS if
 	// they should go too.
 	RetainedKEKs []string
@@ -670,6 +683,14 @@ func (m *Manager) destroyKEK(ctx context.Context, id tenant.ID, uri string, dest
 	}
 	if others {
 		m.log.WarnContext(ctx, "keys: not destroying a master key that wraps another tenant's keysets", "tenant_id", id.String(), "kek", DisplayURI(uri))
+		return false, nil
+	}
+	is, err := m.aliasOf(ctx, ref, id)
+	if err != nil {
+		return false, fmt.Errorf("not destroying master key %s: %w", DisplayURI(uri), err)
+	}
+	if is != "" {
+		m.log.WarnContext(ctx, "keys: not destroying a master key that is "+is+", reached by another URI", "tenant_id", id.String(), "kek", DisplayURI(uri))
 		return false, nil
 	}
 	d, ok := ref.client.(KeyDestroyer)

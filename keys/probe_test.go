@@ -1,0 +1,96 @@
+package keys_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/tink-crypto/tink-go/v2/core/registry"
+
+	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/keys/localkms"
+)
+
+// A hard link reaches a key file under another path: another URI, the
+// same key. KeyIdentifier cannot see it; the probe can.
+func TestProvisionRefusesAHardLinkToThePlatformOrAnotherTenantsKey(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	victimKEK, victimPath := e.keyURI(t, "victim.key")
+	_, victimCtx := provision(t, m, "linkvictim", keys.ProvisionOptions{KEKURI: victimKEK})
+	_, platformCtx := provision(t, m, "linkplatform")
+	for name, target := range map[string]string{"platform key": e.platformPath, "another tenant's key": victimPath} {
+		t.Run(name, func(t *testing.T) {
+			link := e.dir + "/kek/link-" + newID("l").String() + ".key"
+			require.NoError(t, os.Link(target, link))
+			alias, err := localkms.KeyURI(link)
+			require.NoError(t, err)
+			attacker := newID("linkattacker")
+			err = m.Provision(ctxT(t), attacker, keys.ProvisionOptions{KEKURI: alias})
+			require.ErrorIs(t, err, keys.ErrKEKInUse)
+			require.ErrorIs(t, err, keys.ErrInvalidArgument)
+			n, _ := e.rows(t, attacker)
+			require.Zero(t, n, "nothing written")
+		})
+	}
+	// Both keys still serve their tenants.
+	m.PurgeAll()
+	for _, ctx := range []context.Context{victimCtx, platformCtx} {
+		ct, err := m.Seal(ctx, []byte("still here"), field)
+		require.NoError(t, err)
+		_, err = m.Open(ctx, ct, field)
+		require.NoError(t, err)
+	}
+}
+
+// A tenant's own key file that became a hard link to the platform key
+// after it was provisioned (or was provisioned before the probe existed):
+// Shred keeps it.
+func TestShredKeepsAnOwnKeyThatIsThePlatformKeyReachedAnotherWay(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	_, platformCtx := provision(t, m, "keepplatform")
+	ct, err := m.Seal(platformCtx, []byte("platform tenant's secret"), field)
+	require.NoError(t, err)
+
+	own, ownPath := e.keyURI(t, "own.key")
+	id, _ := provision(t, m, "keepattacker", keys.ProvisionOptions{KEKURI: own})
+	require.NoError(t, os.Remove(ownPath))
+	require.NoError(t, os.Link(e.platformPath, ownPath))
+
+	res, _ := m.Shred(ctxT(t), id)
+	require.Empty(t, res.DestroyedKEKs)
+	require.Len(t, res.RetainedKEKs, 1)
+
+	m.PurgeAll()
+	got, err := m.Open(platformCtx, ct, field)
+	require.NoError(t, err, "the platform key must survive")
+	require.Equal(t, "platform tenant's secret", string(got))
+}
+
+// Provision with an own key cannot tell it from the platform key while the
+// platform key does not answer: it fails and writes nothing.
+func TestProvisionWithOwnKeyFailsWhileThePlatformKeyIsUnavailable(t *testing.T) {
+	e := newEnv(t)
+	// The first master-key call of the Provision below is the platform
+	// key's probe; the KMS refuses it.
+	down := &hookClient{KMSClient: e.local}
+	down.setHook(func(op string, n int64) error {
+		if op == "encrypt" && n == 1 {
+			return errors.New("CKR_DEVICE_REMOVED")
+		}
+		return nil
+	})
+	m := e.manager(t, func(c *keys.Config) { c.KMS = []registry.KMSClient{down} })
+	own, _ := e.keyURI(t, "own2.key")
+	id := newID("unavailown")
+	err := m.Provision(ctxT(t), id, keys.ProvisionOptions{KEKURI: own})
+	require.ErrorContains(t, err, "platform master key")
+	require.ErrorContains(t, err, "CKR_DEVICE_REMOVED")
+	n, _ := e.rows(t, id)
+	require.Zero(t, n)
+	// Once it answers again, the same call succeeds.
+	require.NoError(t, m.Provision(ctxT(t), id, keys.ProvisionOptions{KEKURI: own}))
+}
