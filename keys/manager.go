@@ -12,6 +12,7 @@ import (
 
 	"github.com/tink-crypto/tink-go/v2/core/registry"
 	"github.com/tink-crypto/tink-go/v2/keyset"
+	"github.com/tink-crypto/tink-go/v2/tink"
 
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -387,6 +388,14 @@ func (m *Manager) refresh(ctx context.Context, e *entry, ct []byte) *entry {
 	if len(ct) < 5 || ct[0] != tinkPrefix || e.hasKey(binary.BigEndian.Uint32(ct[1:5])) {
 		return nil
 	}
+	return m.refreshChanged(ctx, e)
+}
+
+// refreshChanged is refresh without the key-prefix check, for ciphertexts
+// that carry none (blob streams): at most once per RefreshInterval per
+// entry it reads the Store, and only if the keyset's version changed does
+// it drop e and load the new one.
+func (m *Manager) refreshChanged(ctx context.Context, e *entry) *entry {
 	now := time.Now().UnixNano()
 	last := e.lastCheck.Load()
 	if now-last < int64(m.refreshInterval) || !e.lastCheck.CompareAndSwap(last, now) {
@@ -417,7 +426,12 @@ func (m *Manager) StreamingAEAD(ctx context.Context) (*StreamingAEAD, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &StreamingAEAD{tenant: id, s: e.stream}, nil
+	return &StreamingAEAD{tenant: id, s: e.stream, newer: func() tink.StreamingAEAD {
+		if e2 := m.refreshChanged(ctx, e); e2 != nil {
+			return e2.stream
+		}
+		return nil
+	}}, nil
 }
 
 // MAC returns the audit MAC of the tenant of ctx, bound to that tenant.
@@ -432,7 +446,12 @@ func (m *Manager) MAC(ctx context.Context) (*MAC, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &MAC{tenant: id, m: e.mac}, nil
+	return &MAC{tenant: id, m: e.mac, newer: func(tag []byte) tink.MAC {
+		if e2 := m.refresh(ctx, e, tag); e2 != nil {
+			return e2.mac
+		}
+		return nil
+	}}, nil
 }
 
 // maxCASAttempts bounds the retries of a compare-and-swap write that loses
@@ -443,9 +462,10 @@ const maxCASAttempts = 3
 // the primary: new seals (tags, streams) use it, and everything made with
 // the older keys still opens. The keyset stays wrapped by the master key
 // that wrapped it. This Manager's cache is purged; other replicas pick the
-// new key up when their cache entry expires (data ciphertexts under a key
-// they do not know yet make them re-read the keyset early; see
-// Config.RefreshInterval).
+// new key up when their cache entry expires, or earlier when they meet its
+// work: a data ciphertext or audit tag under a key they do not know, or a
+// blob stream that none of their keys opens, makes them re-read the keyset
+// (at most once per Config.RefreshInterval) and try again with it.
 func (m *Manager) Rotate(ctx context.Context, id tenant.ID, p Purpose) error {
 	if err := checkTenant("Rotate", id); err != nil {
 		return err

@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,9 @@ import (
 type StreamingAEAD struct {
 	tenant tenant.ID
 	s      tink.StreamingAEAD
+	// newer returns the stream cipher of a newer keyset of the tenant if
+	// the Store holds one (another replica rotated it), or nil.
+	newer func() tink.StreamingAEAD
 }
 
 var _ tink.StreamingAEAD = (*StreamingAEAD)(nil)
@@ -52,20 +56,73 @@ func (s *StreamingAEAD) NewDecryptingReader(r io.Reader, associatedData []byte) 
 	if uint64(len(associatedData)) > math.MaxUint32 {
 		return nil, fmt.Errorf("keys: %w: associated data longer than 4 GiB", ErrInvalidArgument)
 	}
-	dr, err := s.s.NewDecryptingReader(r, boundAD(adBlob, s.tenant, associatedData))
+	ad := boundAD(adBlob, s.tenant, associatedData)
+	rec := &recorder{r: r}
+	dr, err := s.s.NewDecryptingReader(rec, ad)
 	if err != nil {
 		return nil, fmt.Errorf("keys: blob stream: %w: %w", ErrDecrypt, err)
 	}
-	return &decryptingReader{r: dr}, nil
+	return &decryptingReader{r: dr, rec: rec, ad: ad, newer: s.newer}, nil
 }
 
+// maxRecord bounds what a decrypting reader keeps of its source until the
+// first plaintext comes out (the header and the first segment), so that it
+// can start again with a newer keyset.
+const maxRecord = 1 << 20
+
+// recorder passes reads through and keeps a copy of what they return, up
+// to maxRecord bytes, until it is stopped.
+type recorder struct {
+	r       io.Reader
+	buf     []byte
+	stopped bool
+}
+
+func (c *recorder) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if !c.stopped {
+		if len(c.buf)+n > maxRecord {
+			c.stop()
+		} else {
+			c.buf = append(c.buf, p[:n]...)
+		}
+	}
+	return n, err
+}
+
+func (c *recorder) stop() { c.stopped, c.buf = true, nil }
+
 // decryptingReader maps decryption failures to ErrDecrypt (keeping the
-// cause, which may be an I/O error of the source, for errors.Is).
-type decryptingReader struct{ r io.Reader }
+// cause, which may be an I/O error of the source, for errors.Is). If the
+// stream fails before any plaintext came out and the tenant's keyset has
+// changed in the Store since it was cached (another replica rotated it),
+// it starts again, once, with the newer keyset.
+type decryptingReader struct {
+	r     io.Reader
+	rec   *recorder
+	ad    []byte
+	newer func() tink.StreamingAEAD
+	begun bool // plaintext came out, or the retry was made
+}
 
 // Read implements io.Reader.
 func (d *decryptingReader) Read(p []byte) (int, error) {
 	n, err := d.r.Read(p)
+	if !d.begun && n == 0 && err != nil && !errors.Is(err, io.EOF) && d.newer != nil && !d.rec.stopped {
+		d.begun = true
+		if s2 := d.newer(); s2 != nil {
+			src := io.MultiReader(bytes.NewReader(d.rec.buf), d.rec.r)
+			d.rec.stop()
+			if dr, err2 := s2.NewDecryptingReader(src, d.ad); err2 == nil {
+				d.r = dr
+				n, err = d.r.Read(p)
+			}
+		}
+	}
+	if n > 0 && !d.begun {
+		d.begun = true
+		d.rec.stop()
+	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		err = fmt.Errorf("keys: blob stream: %w: %w", ErrDecrypt, err)
 	}
@@ -91,6 +148,10 @@ func (s StreamingAEAD) LogValue() slog.Value { return slog.StringValue(s.String(
 type MAC struct {
 	tenant tenant.ID
 	m      tink.MAC
+	// newer returns the MAC of a newer keyset of the tenant if tag names a
+	// key this one lacks and the Store holds a newer keyset (another
+	// replica rotated it), or nil.
+	newer func(tag []byte) tink.MAC
 }
 
 var _ tink.MAC = (*MAC)(nil)
@@ -117,10 +178,16 @@ func (m *MAC) VerifyMAC(tag, data []byte) error {
 	if uint64(len(data)) > math.MaxUint32 {
 		return ErrInvalidMAC
 	}
-	if m.m.VerifyMAC(tag, boundAD(adAudit, m.tenant, data)) != nil {
-		return ErrInvalidMAC
+	in := boundAD(adAudit, m.tenant, data)
+	if m.m.VerifyMAC(tag, in) == nil {
+		return nil
 	}
-	return nil
+	if m.newer != nil {
+		if m2 := m.newer(tag); m2 != nil && m2.VerifyMAC(tag, in) == nil {
+			return nil
+		}
+	}
+	return ErrInvalidMAC
 }
 
 // String implements fmt.Stringer; it prints no key material.
