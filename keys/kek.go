@@ -219,6 +219,11 @@ func (m *Manager) kekUsedByOthers(ctx context.Context, r kekRef, id tenant.ID, r
 // kek returns the master key named uri as an AEAD whose calls are counted
 // in Stats.KEKCalls, cannot panic, and give up when their context ends.
 func (m *Manager) kek(uri string) (*countingAEAD, error) {
+	return m.kekCounted(uri, &m.kekCalls)
+}
+
+// kekCounted is kek counting the calls in calls.
+func (m *Manager) kekCounted(uri string, calls *atomic.Uint64) (*countingAEAD, error) {
 	c := m.client(uri)
 	if c == nil {
 		return nil, fmt.Errorf("%w: %q (configure a KMS client for its scheme in Config.KMS)", ErrUnsupportedKEK, DisplayURI(uri))
@@ -235,7 +240,7 @@ func (m *Manager) kek(uri string) (*countingAEAD, error) {
 	if a == nil {
 		return nil, fmt.Errorf("%w: master key %s: the KMS client returned no AEAD", ErrUnwrap, DisplayURI(uri))
 	}
-	return &countingAEAD{a: a, calls: &m.kekCalls}, nil
+	return &countingAEAD{a: a, calls: calls}, nil
 }
 
 // kekErr returns the error of the master key's own last call, if any, so

@@ -151,6 +151,7 @@ var field = keys.Binding{Table: "integrations", Column: "jira_token", RowKey: "r
 type hookClient struct {
 	registry.KMSClient
 	encrypts, decrypts atomic.Int64
+	probes             atomic.Int64 // encrypts that compare keys (keys/probe.go), not wraps
 	hook               atomic.Pointer[func(op string, n int64) error]
 }
 
@@ -176,7 +177,13 @@ func (h *hookAEAD) run(op string, n int64) error {
 	return nil
 }
 
+// probeAD is the associated data of the Manager's key-comparing probes.
+const probeAD = "tenancy/keys: master key probe"
+
 func (h *hookAEAD) Encrypt(pt, ad []byte) ([]byte, error) {
+	if string(ad) == probeAD {
+		h.c.probes.Add(1)
+	}
 	if err := h.run("encrypt", h.c.encrypts.Add(1)); err != nil {
 		return nil, err
 	}

@@ -120,7 +120,7 @@ type Manager struct {
 	hand     *entry // the eviction hand in the ring of cached entries
 	inflight map[cacheKey]*flight
 
-	hits, misses, loads, loadErrors, kekCalls, evictions atomic.Uint64
+	hits, misses, loads, loadErrors, kekCalls, kekProbes, evictions atomic.Uint64
 }
 
 // New returns a Manager for cfg, or an error wrapping [ErrInvalidArgument]
@@ -235,6 +235,11 @@ type ProvisionOptions struct {
 func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOptions) error {
 	if err := checkTenant("Provision", id); err != nil {
 		return err
+	}
+	// A shredded tenant is never provisioned again: say so before any
+	// master key is called (or, for a local key file, created anew).
+	if _, err := m.store.Get(ctx, id, PurposeData); errors.Is(err, ErrKeyDestroyed) {
+		return fmt.Errorf("keys: Provision tenant %s: %w", id, err)
 	}
 	own := opts.KEKURI != ""
 	var ref kekRef
@@ -533,8 +538,10 @@ const rewrapBatch = 100
 // Master keys are compared by identity (see [KeyIdentifier]): from may be
 // spelled any way, and the keysets record the canonical URI of to. from and
 // to may be one key reached two ways (a PKCS#11 URI with another
-// pin-source): the keysets then record to. to should be a key no other
-// tenant uses, or [Manager.Shred] will keep it for them.
+// pin-source): the keysets then record to. to must not be a tenant's own
+// master key (customer-managed), under any URI or reached another way: that
+// customer could then revoke other tenants' keys. Rewrap refuses it with
+// an error wrapping [ErrInvalidArgument] and [ErrKEKInUse].
 //
 // Keysets of tenants with their own master key (customer-managed) are
 // wrapped by that key, not by from, and so are left alone, unless from is
@@ -551,6 +558,11 @@ func (m *Manager) Rewrap(ctx context.Context, from, to string) (RewrapResult, er
 	}
 	if fromRef.uri == toRef.uri {
 		return res, fmt.Errorf("keys: Rewrap: %w: from and to are the same master key", ErrInvalidArgument)
+	}
+	if toRef.identity != fromRef.identity {
+		if err := m.checkNotOwnKEK(ctx, toRef); err != nil {
+			return res, fmt.Errorf("keys: Rewrap: to: %w", err)
+		}
 	}
 	filters := []ListOptions{fromRef.filter()}
 	if from != fromRef.uri {

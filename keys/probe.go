@@ -23,7 +23,7 @@ var probeAD = []byte("tenancy/keys: master key probe")
 func (m *Manager) probe(ctx context.Context, r kekRef) (pt, ct []byte, err error) {
 	ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
 	defer cancel()
-	k, err := m.kek(r.uri)
+	k, err := m.kekCounted(r.uri, &m.kekProbes)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -42,7 +42,7 @@ func (m *Manager) probe(ctx context.Context, r kekRef) (pt, ct []byte, err error
 func (m *Manager) opens(ctx context.Context, r kekRef, pt, ct []byte) bool {
 	ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
 	defer cancel()
-	k, err := m.kek(r.uri)
+	k, err := m.kekCounted(r.uri, &m.kekProbes)
 	if err != nil {
 		return false
 	}
@@ -115,4 +115,41 @@ func (m *Manager) othersOwnKEKs(ctx context.Context, r kekRef, id tenant.ID) ([]
 			return out, nil
 		}
 	}
+}
+
+// checkNotOwnKEK fails, with an error wrapping ErrInvalidArgument and
+// ErrKEKInUse, if r is some tenant's own master key: by identity, or by a
+// probe that the other key opens.
+func (m *Manager) checkNotOwnKEK(ctx context.Context, r kekRef) error {
+	opts := r.filter()
+	opts.Limit = 500
+	for {
+		batch, err := m.store.List(ctx, opts)
+		if err != nil {
+			return fmt.Errorf("list keysets of master key %s: %w", DisplayURI(r.uri), err)
+		}
+		for _, w := range batch {
+			if w.TenantKEK {
+				return fmt.Errorf("%w: %w: master key %s is tenant %s's own", ErrInvalidArgument, ErrKEKInUse, DisplayURI(r.uri), w.Tenant)
+			}
+			opts.AfterTenant, opts.AfterPurpose = w.Tenant, w.Purpose
+		}
+		if len(batch) < opts.Limit {
+			break
+		}
+	}
+	owned, err := m.othersOwnKEKs(ctx, r, tenant.ID{})
+	if err != nil || len(owned) == 0 {
+		return err
+	}
+	pt, ct, err := m.probe(ctx, r)
+	if err != nil {
+		return err
+	}
+	for _, o := range owned {
+		if m.opens(ctx, o, pt, ct) {
+			return fmt.Errorf("%w: %w: master key %s reaches a tenant's own master key by another way", ErrInvalidArgument, ErrKEKInUse, DisplayURI(r.uri))
+		}
+	}
+	return nil
 }

@@ -94,3 +94,44 @@ func TestProvisionWithOwnKeyFailsWhileThePlatformKeyIsUnavailable(t *testing.T) 
 	// Once it answers again, the same call succeeds.
 	require.NoError(t, m.Provision(ctxT(t), id, keys.ProvisionOptions{KEKURI: own}))
 }
+
+// Rewrap onto a tenant's own key would put every other tenant's keysets in
+// the hands of that key's customer.
+func TestRewrapRefusesATenantsOwnKeyAsTo(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	own, ownPath := e.keyURI(t, "cust.key")
+	provision(t, m, "rewrapvictim")
+	provision(t, m, "rewrapcust", keys.ProvisionOptions{KEKURI: own})
+	link := e.dir + "/kek/cust-link.key"
+	require.NoError(t, os.Link(ownPath, link))
+	linkURI, err := localkms.KeyURI(link)
+	require.NoError(t, err)
+	for name, to := range map[string]string{"by its URI": own, "through a hard link": linkURI} {
+		t.Run(name, func(t *testing.T) {
+			res, err := m.Rewrap(ctxT(t), e.platform, to)
+			require.ErrorIs(t, err, keys.ErrKEKInUse)
+			require.ErrorIs(t, err, keys.ErrInvalidArgument)
+			require.Zero(t, res.Rewrapped)
+		})
+	}
+}
+
+// A shredded tenant is refused before any master key is called: a local
+// key file destroyed by the Shred is not created again.
+func TestProvisionAfterShredCallsNoMasterKey(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	own, ownPath := e.keyURI(t, "gone.key")
+	id, _ := provision(t, m, "reprov", keys.ProvisionOptions{KEKURI: own})
+	_, err := m.Shred(ctxT(t), id)
+	require.NoError(t, err)
+	before := m.Stats()
+	err = m.Provision(ctxT(t), id, keys.ProvisionOptions{KEKURI: own})
+	require.ErrorIs(t, err, keys.ErrKeyDestroyed)
+	after := m.Stats()
+	require.Equal(t, before.KEKCalls, after.KEKCalls)
+	require.Equal(t, before.KEKProbes, after.KEKProbes)
+	_, err = os.Stat(ownPath)
+	require.ErrorIs(t, err, os.ErrNotExist, "the destroyed key file must not come back")
+}

@@ -213,11 +213,12 @@ func TestRewrapResumesAfterInterruption(t *testing.T) {
 	require.Equal(t, 30, done+count(e.platform), "a keyset is on neither master key")
 
 	target.setHook(nil)
-	encryptsBefore = target.encrypts.Load()
+	encryptsBefore, probesBefore := target.encrypts.Load(), target.probes.Load()
 	res2, err := m.Rewrap(ctxT(t), e.platform, newURI)
 	require.NoError(t, err)
 	require.Equal(t, 30-done, res2.Rewrapped, "the second run redoes or skips keysets")
-	require.EqualValues(t, 30-done, target.encrypts.Load()-encryptsBefore, "keysets already re-wrapped were wrapped again")
+	wraps := target.encrypts.Load() - encryptsBefore - (target.probes.Load() - probesBefore)
+	require.EqualValues(t, 30-done, wraps, "keysets already re-wrapped were wrapped again")
 	require.Equal(t, 30, count(newURI))
 
 	removeFile(t, e.platformPath)

@@ -129,11 +129,21 @@ func TestShredKeepsAMasterKeyThatOtherTenantsStillUse(t *testing.T) {
 	// Provisioning refuses a customer key that another tenant uses ...
 	err := m.Provision(ctxT(t), newID("two"), keys.ProvisionOptions{KEKURI: shared})
 	require.ErrorIs(t, err, keys.ErrKEKInUse)
-	// ... but an operator's re-wrap can still move a tenant onto it.
-	b, ctxB := provision(t, m, "two", keys.ProvisionOptions{KEKURI: twoOwn})
-	ct, err := m.Seal(ctxB, []byte("b"), field)
-	require.NoError(t, err)
+	// ... and so does Rewrap (as to) ...
+	b, _ := provision(t, m, "two", keys.ProvisionOptions{KEKURI: twoOwn})
 	_, err = m.Rewrap(ctxT(t), twoOwn, shared)
+	require.ErrorIs(t, err, keys.ErrKEKInUse)
+	// ... but two tenants provisioned at the same moment with one key can
+	// both pass the check, which reads before it writes. Make that state:
+	// hide one's keysets while the other is provisioned.
+	_, err = e.admin.Exec(ctxT(t), `UPDATE tenancy.tenant_keysets SET kek_uri = 'hidden:' || kek_uri WHERE tenant_id = $1`, a.String())
+	require.NoError(t, err)
+	_, err = m.Shred(ctxT(t), b) // b starts again on the shared key under a new ID
+	require.NoError(t, err)
+	b, ctxB := provision(t, m, "two", keys.ProvisionOptions{KEKURI: shared})
+	_, err = e.admin.Exec(ctxT(t), `UPDATE tenancy.tenant_keysets SET kek_uri = substr(kek_uri, 8) WHERE tenant_id = $1`, a.String())
+	require.NoError(t, err)
+	ct, err := m.Seal(ctxB, []byte("b"), field)
 	require.NoError(t, err)
 	for _, uri := range e.kekOf(t, b) {
 		require.Equal(t, shared, uri)
