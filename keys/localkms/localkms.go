@@ -237,7 +237,8 @@ func (c *Client) GetAEAD(keyURI string) (tink.AEAD, error) {
 // destroys a key only by its canonical URI ([Client.CanonicalKeyURI]): a
 // URI that reaches the file through a symbolic link (in its directories or
 // the file name) is refused with [ErrKeyFile], so that a link named as one
-// key cannot destroy another; so is anything but a regular file. See the
+// key cannot destroy another; so is anything but a regular file, and a
+// file with other hard links (other names for the same key). See the
 // package documentation for what this does not guarantee.
 func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 	p, err := c.path(keyURI)
@@ -265,6 +266,10 @@ func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 	}
 	if !lfi.Mode().IsRegular() {
 		return fmt.Errorf("%w: destroy %s: not a regular file", ErrKeyFile, p)
+	}
+	if n := links(lfi); n > 1 {
+		// Overwriting would destroy the key for every other name too.
+		return fmt.Errorf("%w: destroy %s: the file has %d hard links, so the key has other names (URIs) that may be in use; remove the other links first", ErrKeyFile, p, n)
 	}
 	f, err := os.OpenFile(p, os.O_WRONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {

@@ -485,6 +485,39 @@ func TestDestroyKeyRefusesSymlinks(t *testing.T) {
 	}
 }
 
+// A hard link is the same file under another name: destroying it by one
+// name would destroy the key behind the others.
+func TestDestroyKeyRefusesAFileWithOtherHardLinks(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "platform.key")
+	a, _ := aeadAt(t, target)
+	ct, err := a.Encrypt([]byte("x"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "tenant.key")
+	if err := os.Link(target, link); err != nil {
+		t.Fatal(err)
+	}
+	linkURI, _ := localkms.KeyURI(link)
+	if err := newClient(t).DestroyKey(context.Background(), linkURI); !errors.Is(err, localkms.ErrKeyFile) {
+		t.Fatalf("DestroyKey(hard link) = %v, want ErrKeyFile", err)
+	}
+	if _, err := a.Decrypt(ct, nil); err != nil {
+		t.Fatalf("the key behind the hard link was destroyed: %v", err)
+	}
+	// With the other name gone, it is the key's only name and goes.
+	if err := os.Remove(target); err != nil {
+		t.Fatal(err)
+	}
+	if err := newClient(t).DestroyKey(context.Background(), linkURI); err != nil {
+		t.Fatalf("DestroyKey(only name) = %v", err)
+	}
+	if _, err := os.Stat(link); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("key file still there: %v", err)
+	}
+}
+
 // symlinkedDir makes dir/real and dir/alias, a symbolic link to it, and
 // returns both.
 func symlinkedDir(t *testing.T) (real, alias string) {
