@@ -179,6 +179,16 @@ func (m *Manager) isPlatform(r kekRef) bool {
 	return m.platform.identity != "" && r.identity == m.platform.identity
 }
 
+// isRetired reports whether r is one of Config.RetiredKEKs.
+func (m *Manager) isRetired(r kekRef) bool {
+	for _, o := range m.retired {
+		if r.identity == o.identity {
+			return true
+		}
+	}
+	return false
+}
+
 // sameKEK reports whether the stored URI uri names the key r.
 func (m *Manager) sameKEK(uri string, r kekRef) bool {
 	if uri == r.uri {

@@ -52,6 +52,13 @@ type Config struct {
 	// is provisioned with ProvisionOptions.KEKURI.
 	PlatformKEK string
 
+	// RetiredKEKs are the URIs of master keys the platform used before
+	// PlatformKEK (the from of past Rewraps): kept to open old backups of
+	// the keysets. Like the platform key, a tenant may not name one as its
+	// own, and Shred never destroys one, under any URI (compared by
+	// identity and by a probe where the key still answers).
+	RetiredKEKs []string
+
 	// CacheMaxAge is how long an unwrapped keyset stays cached (> 0). A
 	// timer per entry drops it at that age (used or not), so unwrapped keys
 	// do not linger in memory and the hot path never reads the clock.
@@ -102,7 +109,8 @@ func DefaultConfig() Config {
 type Manager struct {
 	store           Store
 	kms             []registry.KMSClient
-	platform        kekRef // zero if Config.PlatformKEK is empty
+	platform        kekRef   // zero if Config.PlatformKEK is empty
+	retired         []kekRef // Config.RetiredKEKs
 	maxAge          time.Duration
 	maxUses         uint64
 	maxEntries      int
@@ -170,6 +178,13 @@ func New(cfg Config) (*Manager, error) {
 			return nil, err
 		}
 		m.platform = ref
+	}
+	for i, uri := range cfg.RetiredKEKs {
+		ref, err := m.resolveArg("New", fmt.Sprintf("Config.RetiredKEKs[%d]", i), uri)
+		if err != nil {
+			return nil, err
+		}
+		m.retired = append(m.retired, ref)
 	}
 	return m, nil
 }
@@ -533,7 +548,9 @@ const rewrapBatch = 100
 // so an interrupted Rewrap is resumed by running it again: keysets already
 // on to are not listed. It continues past a keyset that fails and returns
 // the failures joined. Run it with the old master key still available, then
-// retire the old key once a run reports Failed == 0.
+// retire the old key once a run reports Failed == 0: list it in
+// Config.RetiredKEKs for as long as backups made before need it, so that
+// no tenant can claim it as its own.
 //
 // Master keys are compared by identity (see [KeyIdentifier]): from may be
 // spelled any way, and the keysets record the canonical URI of to. from and

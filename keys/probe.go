@@ -51,8 +51,8 @@ func (m *Manager) opens(ctx context.Context, r kekRef, pt, ct []byte) bool {
 }
 
 // aliasOf tells whether the master key r, about to become tenant id's own
-// or to be destroyed as its own, is in fact the platform master key or
-// another tenant's own key reached another way. It returns a description
+// or to be destroyed as its own, is in fact the platform master key, a
+// retired one, or another tenant's own key reached another way. It returns a description
 // of the key r is, or "" if none.
 //
 // The platform key is probed first and must answer: if it cannot encrypt,
@@ -70,13 +70,24 @@ func (m *Manager) aliasOf(ctx context.Context, r kekRef, id tenant.ID) (string, 
 			return "the platform master key (Config.PlatformKEK)", nil
 		}
 	}
+	if m.isRetired(r) {
+		return "a retired platform master key (Config.RetiredKEKs)", nil
+	}
 	others, err := m.othersOwnKEKs(ctx, r, id)
-	if err != nil || len(others) == 0 {
+	if err != nil {
 		return "", err
+	}
+	if len(others) == 0 && len(m.retired) == 0 {
+		return "", nil
 	}
 	pt, ct, err := m.probe(ctx, r)
 	if err != nil {
 		return "", err
+	}
+	for _, o := range m.retired {
+		if m.opens(ctx, o, pt, ct) {
+			return "a retired platform master key (Config.RetiredKEKs)", nil
+		}
 	}
 	for _, o := range others {
 		if m.opens(ctx, o, pt, ct) {

@@ -135,3 +135,27 @@ func TestProvisionAfterShredCallsNoMasterKey(t *testing.T) {
 	_, err = os.Stat(ownPath)
 	require.ErrorIs(t, err, os.ErrNotExist, "the destroyed key file must not come back")
 }
+
+// After a master-key rotation the old platform key still opens old backups
+// of the keysets: no tenant may claim it as its own (and so destroy it).
+func TestProvisionRefusesARetiredPlatformKey(t *testing.T) {
+	e := newEnv(t)
+	old := e.manager(t)
+	provision(t, old, "retiredbefore") // creates the old platform key
+	newKEK, _ := e.keyURI(t, "platform-2.key")
+	m := e.manager(t, func(c *keys.Config) {
+		c.PlatformKEK = newKEK
+		c.RetiredKEKs = []string{e.platform}
+	})
+	link := e.dir + "/kek/retired-link.key"
+	require.NoError(t, os.Link(e.platformPath, link))
+	linkURI, err := localkms.KeyURI(link)
+	require.NoError(t, err)
+	for name, uri := range map[string]string{"by its URI": e.platform, "through a hard link": linkURI} {
+		t.Run(name, func(t *testing.T) {
+			err := m.Provision(ctxT(t), newID("retiredclaim"), keys.ProvisionOptions{KEKURI: uri})
+			require.ErrorIs(t, err, keys.ErrKEKInUse)
+			require.ErrorContains(t, err, "retired")
+		})
+	}
+}
