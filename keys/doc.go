@@ -41,11 +41,16 @@
 // Some ways of reaching one key no spelling rule can see: another PKCS#11
 // module file for the same token (a copy of the vendor's module, the
 // p11-kit proxy), a hard link to a key file, a second alias of a cloud key.
-// So Provision with a customer-managed KEK, and Shred before it destroys
-// one, also ask the keys: a key that decrypts a probe the platform key (or
-// another tenant's own key) encrypted is that key, and is refused or kept.
-// This needs the platform key to answer; another tenant's own key that
-// does not answer (its customer revoked it) cannot be compared.
+// So Provision with a customer-managed KEK, Shred before it destroys one,
+// and Rewrap for its new key also ask the keys: a working key that
+// decrypts a probe the platform key, a retired one (Config.RetiredKEKs) or
+// any key wrapping another tenant's keysets encrypted is that key, and is
+// refused or kept. The platform key must answer (or its KMS client must
+// say it does not exist, [KeyChecker]); Shred keeps a tenant's own key that
+// does not answer itself (run it again). Another tenant's key that does
+// not answer (its customer revoked it) cannot be compared and is passed
+// over with a warning. Each such call costs two master-key calls per key
+// compared (Stats.KEKProbes).
 //
 // # Cache
 //

@@ -68,6 +68,15 @@ func supported(c registry.KMSClient, uri string) (ok bool) {
 	return c.Supported(uri)
 }
 
+// KeyChecker is implemented by KMS clients that can tell whether a master
+// key exists without using it (keys/localkms and keys/pkcs11kms do). The
+// Manager asks before it compares keys by probing them (see
+// [Manager.Provision]): a key destroyed already is then told from one that
+// does not answer, and a local key file is not created by the probe.
+type KeyChecker interface {
+	KeyExists(ctx context.Context, keyURI string) (bool, error)
+}
+
 // KeyIdentifier is implemented by KMS clients whose master keys can be
 // named by more than one URI: a PKCS#11 URI's attributes in any order,
 // percent-encoded or not, with the PIN read from one source or another, its

@@ -280,7 +280,10 @@ func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOpt
 			return fmt.Errorf("keys: Provision tenant %s: %w: %w: ProvisionOptions.KEKURI %s names a master key that already wraps another tenant's keysets; a customer-managed key must be the tenant's own",
 				id, ErrInvalidArgument, ErrKEKInUse, DisplayURI(opts.KEKURI))
 		}
-		is, err := m.aliasOf(ctx, ref, id)
+		if err := m.works(ctx, ref, true); err != nil {
+			return fmt.Errorf("keys: Provision tenant %s: master key %s: %w", id, DisplayURI(ref.uri), err)
+		}
+		is, err := m.aliasOf(ctx, ref, id, false)
 		if err != nil {
 			return fmt.Errorf("keys: Provision tenant %s: check that master key %s is the tenant's own: %w", id, DisplayURI(ref.uri), err)
 		}
@@ -422,7 +425,11 @@ func (m *Manager) refreshChanged(ctx context.Context, e *entry) *entry {
 		return nil
 	}
 	w, err := m.store.Get(ctx, e.tenant, e.purpose)
-	if err != nil || w.Version == e.version {
+	if err != nil {
+		e.lastCheck.CompareAndSwap(now, last) // a failed read does not use up the interval
+		return nil
+	}
+	if w.Version == e.version {
 		return nil
 	}
 	m.invalidate(e)
@@ -446,12 +453,43 @@ func (m *Manager) StreamingAEAD(ctx context.Context) (*StreamingAEAD, error) {
 	if err != nil {
 		return nil, err
 	}
+	latest := m.latest(e, func(e *entry, _ []byte) *entry {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.loadTimeout)
+		defer cancel()
+		return m.refreshChanged(rctx, e)
+	})
 	return &StreamingAEAD{tenant: id, s: e.stream, newer: func() tink.StreamingAEAD {
-		if e2 := m.refreshChanged(ctx, e); e2 != nil {
+		if e2 := latest(nil); e2 != nil {
 			return e2.stream
 		}
 		return nil
 	}}, nil
+}
+
+// latest returns a function that gives the newest entry of e's tenant and
+// purpose known to this Manager, newer than e, or nil: from the cache, or
+// else from the Store through load (at most once per RefreshInterval). A
+// StreamingAEAD or MAC kept for a batch thus follows a rotation made on
+// another replica for every item, not only the first. The callers refresh
+// with the values of the context that made the object but not its
+// cancellation (a kept object may outlive that request), within
+// Config.LoadTimeout.
+func (m *Manager) latest(e *entry, load func(*entry, []byte) *entry) func([]byte) *entry {
+	var cur atomic.Pointer[entry]
+	cur.Store(e)
+	return func(ct []byte) *entry {
+		c := cur.Load()
+		if n := m.cached(cacheKey{e.tenant, e.purpose}); n != nil && n != c && n.version > c.version {
+			c = n
+		} else if n := load(c, ct); n != nil {
+			c = n
+		}
+		cur.Store(c)
+		if c == e {
+			return nil
+		}
+		return c
+	}
 }
 
 // MAC returns the audit MAC of the tenant of ctx, bound to that tenant.
@@ -466,8 +504,13 @@ func (m *Manager) MAC(ctx context.Context) (*MAC, error) {
 	if err != nil {
 		return nil, err
 	}
+	latest := m.latest(e, func(e *entry, tag []byte) *entry {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.loadTimeout)
+		defer cancel()
+		return m.refresh(rctx, e, tag)
+	})
 	return &MAC{tenant: id, m: e.mac, newer: func(tag []byte) tink.MAC {
-		if e2 := m.refresh(ctx, e, tag); e2 != nil {
+		if e2 := latest(tag); e2 != nil {
 			return e2.mac
 		}
 		return nil
@@ -576,8 +619,17 @@ func (m *Manager) Rewrap(ctx context.Context, from, to string) (RewrapResult, er
 	if fromRef.uri == toRef.uri {
 		return res, fmt.Errorf("keys: Rewrap: %w: from and to are the same master key", ErrInvalidArgument)
 	}
+	lo := fromRef.filter()
+	lo.Limit = 1
+	left, err := m.store.List(ctx, lo)
+	if err != nil {
+		return res, fmt.Errorf("keys: Rewrap: list keysets: %w", err)
+	}
+	if len(left) == 0 && from == fromRef.uri {
+		return res, nil // nothing on from: done already
+	}
 	if toRef.identity != fromRef.identity {
-		if err := m.checkNotOwnKEK(ctx, toRef); err != nil {
+		if err := m.checkNotOwnKEK(ctx, toRef, fromRef); err != nil {
 			return res, fmt.Errorf("keys: Rewrap: to: %w", err)
 		}
 	}
@@ -734,7 +786,17 @@ func (m *Manager) destroyKEK(ctx context.Context, id tenant.ID, uri string, dest
 		m.log.WarnContext(ctx, "keys: not destroying a master key that wraps another tenant's keysets", "tenant_id", id.String(), "kek", DisplayURI(uri))
 		return false, nil
 	}
-	is, err := m.aliasOf(ctx, ref, id)
+	// Compare the key with the others by what it does, failing closed: a
+	// key that does not answer, or that cannot be told from one that does
+	// not, is kept (run Shred again). A key its KMS client says does not
+	// exist is destroyed already.
+	if err := m.works(ctx, ref, false); errors.Is(err, errKEKGone) {
+		destroyed[ref.identity] = true
+		return true, nil
+	} else if err != nil {
+		return false, fmt.Errorf("not destroying master key %s: it does not answer, so it cannot be told from the platform's or another tenant's key; run Shred again: %w", DisplayURI(uri), err)
+	}
+	is, err := m.aliasOf(ctx, ref, id, true)
 	if err != nil {
 		return false, fmt.Errorf("not destroying master key %s: %w", DisplayURI(uri), err)
 	}

@@ -74,11 +74,12 @@ func TestShredKeepsAnOwnKeyThatIsThePlatformKeyReachedAnotherWay(t *testing.T) {
 // platform key does not answer: it fails and writes nothing.
 func TestProvisionWithOwnKeyFailsWhileThePlatformKeyIsUnavailable(t *testing.T) {
 	e := newEnv(t)
-	// The first master-key call of the Provision below is the platform
-	// key's probe; the KMS refuses it.
+	provision(t, e.manager(t), "unavailplatform") // the platform key exists
+	// The Provision below encrypts first to check the tenant's own key
+	// works, then to probe the platform key; the KMS refuses the second.
 	down := &hookClient{KMSClient: e.local}
 	down.setHook(func(op string, n int64) error {
-		if op == "encrypt" && n == 1 {
+		if op == "encrypt" && n == 2 {
 			return errors.New("CKR_DEVICE_REMOVED")
 		}
 		return nil

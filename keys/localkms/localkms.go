@@ -232,6 +232,30 @@ func (c *Client) GetAEAD(keyURI string) (tink.AEAD, error) {
 	return &fileAEAD{path: p}, nil
 }
 
+// KeyExists reports whether the key file keyURI names exists
+// (keys.KeyChecker). The Manager asks before it probes a key: encrypting
+// with a missing key would create it.
+func (c *Client) KeyExists(ctx context.Context, keyURI string) (bool, error) {
+	p, err := c.path(keyURI)
+	if err != nil {
+		return false, err
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	fi, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("localkms: %s: %w", p, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return false, fmt.Errorf("%w: %s: not a regular file", ErrKeyFile, p)
+	}
+	return true, nil
+}
+
 // DestroyKey destroys the key file named by keyURI: it overwrites it with
 // zeros, syncs it and removes it. A missing file is not an error. It
 // destroys a key only by its canonical URI ([Client.CanonicalKeyURI]): a

@@ -381,6 +381,21 @@ func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 	return c.opError(conn, err, "destroying key", k)
 }
 
+// KeyExists reports whether the token holds a key with the label keyURI
+// names (keys.KeyChecker): the Manager asks before it probes a key, so that
+// a key destroyed already is told from one that does not answer.
+func (c *Client) KeyExists(ctx context.Context, keyURI string) (bool, error) {
+	k, conn, err := c.open(keyURI)
+	if err != nil {
+		return false, err
+	}
+	keys, err := c.findKeys(ctx, conn, k)
+	if err != nil {
+		return false, c.opError(conn, err, "looking up key", k)
+	}
+	return len(keys) > 0, nil
+}
+
 // Close releases the client's tokens; a token's connection is closed when
 // the last client using it in the process closes. AEADs obtained from the
 // client fail with [ErrClosed] afterwards. Close is idempotent.
