@@ -25,7 +25,10 @@ type MemStore struct {
 	tombs map[tenant.ID]Tombstone
 }
 
-var _ Store = (*MemStore)(nil)
+var (
+	_ Store     = (*MemStore)(nil)
+	_ KEKLister = (*MemStore)(nil)
+)
 
 // NewMemStore returns an empty MemStore.
 func NewMemStore() *MemStore { return &MemStore{} }
@@ -155,6 +158,27 @@ func (s *MemStore) List(ctx context.Context, opts ListOptions) ([]WrappedKeyset,
 	if len(out) > opts.Limit {
 		out = out[:opts.Limit]
 	}
+	return out, nil
+}
+
+// KEKURIs implements [KEKLister].
+func (s *MemStore) KEKURIs(ctx context.Context, except tenant.ID) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.init()
+	seen := map[string]bool{}
+	var out []string
+	for _, w := range s.sets {
+		if w.Tenant == except || seen[w.KEKURI] {
+			continue
+		}
+		seen[w.KEKURI] = true
+		out = append(out, w.KEKURI)
+	}
+	slices.Sort(out)
 	return out, nil
 }
 

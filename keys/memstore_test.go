@@ -85,3 +85,20 @@ func TestMemStoreKeepsTheStoreContract(t *testing.T) {
 	_, err = s.Get(ctx, a, keys.PurposeBlob)
 	require.NoError(t, err, "another tenant's keys survive")
 }
+
+func TestMemStoreKEKURIsListsDistinctKeysOfOtherTenants(t *testing.T) {
+	ctx := ctxT(t)
+	s := keys.NewMemStore()
+	a, b := tenant.MustParseID("a"), tenant.MustParseID("b")
+	w := func(id tenant.ID, p keys.Purpose, kek string) keys.WrappedKeyset {
+		return keys.WrappedKeyset{Tenant: id, Purpose: p, KEKURI: kek, Wrapped: []byte("w")}
+	}
+	require.NoError(t, s.Put(ctx, w(a, keys.PurposeData, "ka"), w(a, keys.PurposeBlob, "ka")))
+	require.NoError(t, s.Put(ctx, w(b, keys.PurposeData, "kb"), w(b, keys.PurposeBlob, "ka")))
+	all, err := s.KEKURIs(ctx, tenant.ID{})
+	require.NoError(t, err)
+	require.Equal(t, []string{"ka", "kb"}, all)
+	notB, err := s.KEKURIs(ctx, b)
+	require.NoError(t, err)
+	require.Equal(t, []string{"ka"}, notB)
+}

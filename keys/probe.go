@@ -177,26 +177,43 @@ func (m *Manager) otherKEKs(ctx context.Context, r kekRef, id tenant.ID) ([]kekR
 	for _, o := range m.retired {
 		seen[o.identity] = true
 	}
-	stored := map[string]bool{} // URIs as stored
+	uris, err := m.kekURIs(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("list master keys in use: %w", err)
+	}
 	var out []kekRef
+	for _, uri := range uris {
+		o, err := m.resolve(uri)
+		if err != nil || seen[o.identity] {
+			continue
+		}
+		seen[o.identity] = true
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// kekURIs returns the distinct master key URIs of the keysets of tenants
+// other than except, through the Store's KEKLister if it has one, else by
+// listing every keyset.
+func (m *Manager) kekURIs(ctx context.Context, except tenant.ID) ([]string, error) {
+	if l, ok := m.store.(KEKLister); ok {
+		return l.KEKURIs(ctx, except)
+	}
+	stored := map[string]bool{}
+	var out []string
 	opts := ListOptions{Limit: 500}
 	for {
 		batch, err := m.store.List(ctx, opts)
 		if err != nil {
-			return nil, fmt.Errorf("list master keys in use: %w", err)
+			return nil, err
 		}
 		for _, w := range batch {
 			opts.AfterTenant, opts.AfterPurpose = w.Tenant, w.Purpose
-			if w.Tenant == id || stored[w.KEKURI] {
-				continue
+			if w.Tenant != except && !stored[w.KEKURI] {
+				stored[w.KEKURI] = true
+				out = append(out, w.KEKURI)
 			}
-			stored[w.KEKURI] = true
-			o, err := m.resolve(w.KEKURI)
-			if err != nil || seen[o.identity] {
-				continue
-			}
-			seen[o.identity] = true
-			out = append(out, o)
 		}
 		if len(batch) < opts.Limit {
 			return out, nil

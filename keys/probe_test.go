@@ -160,3 +160,20 @@ func TestProvisionRefusesARetiredPlatformKey(t *testing.T) {
 		})
 	}
 }
+
+// listOnly hides the Store's KEKLister: the Manager then lists every
+// keyset to find the keys in use.
+type listOnly struct{ keys.Store }
+
+func TestProvisionRefusesAHardLinkThroughAStoreWithoutKEKLister(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t, func(c *keys.Config) { c.Store = listOnly{e.store} })
+	victimKEK, victimPath := e.keyURI(t, "victim-lo.key")
+	provision(t, m, "lovictim", keys.ProvisionOptions{KEKURI: victimKEK})
+	link := e.dir + "/kek/lo-link.key"
+	require.NoError(t, os.Link(victimPath, link))
+	alias, err := localkms.KeyURI(link)
+	require.NoError(t, err)
+	err = m.Provision(ctxT(t), newID("loattacker"), keys.ProvisionOptions{KEKURI: alias})
+	require.ErrorIs(t, err, keys.ErrKEKInUse)
+}

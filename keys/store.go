@@ -47,6 +47,16 @@ type Store interface {
 	List(ctx context.Context, opts ListOptions) ([]WrappedKeyset, error)
 }
 
+// KEKLister is implemented by Stores that can list the distinct master
+// keys in use without listing every keyset (MemStore and store.Keysets do).
+// The Manager uses it, when present, to find the keys it compares a
+// customer-managed key with (see [Manager.Provision]).
+type KEKLister interface {
+	// KEKURIs returns the distinct KEKURI values of the keysets of tenants
+	// other than except (all tenants if except is the zero ID).
+	KEKURIs(ctx context.Context, except tenant.ID) ([]string, error)
+}
+
 // WrappedKeyset is one tenant keyset as stored: a Tink keyset encrypted by
 // the master key named KEKURI, with keysetAD(Tenant, Purpose) as associated
 // data. It holds no key material in the clear.

@@ -27,7 +27,10 @@ type Keysets struct {
 	pool *pgxpool.Pool
 }
 
-var _ keys.Store = (*Keysets)(nil)
+var (
+	_ keys.Store     = (*Keysets)(nil)
+	_ keys.KEKLister = (*Keysets)(nil)
+)
 
 // NewKeysets returns the keyset store over pool.
 func NewKeysets(pool *pgxpool.Pool) *Keysets { return &Keysets{pool: pool} }
@@ -296,6 +299,20 @@ func (s *Keysets) Delete(ctx context.Context, id tenant.ID) (keys.Tombstone, err
 		t.TenantKEKs = nil
 	}
 	return t, nil
+}
+
+// KEKURIs implements keys.KEKLister: the distinct master keys of the
+// keysets of tenants other than except, in one query.
+func (s *Keysets) KEKURIs(ctx context.Context, except tenant.ID) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT kek_uri FROM tenancy.tenant_keysets WHERE tenant_id <> $1 ORDER BY 1`, except.String())
+	if err != nil {
+		return nil, fmt.Errorf("store: keysets: KEKURIs: %w", err)
+	}
+	uris, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("store: keysets: KEKURIs: %w", err)
+	}
+	return uris, nil
 }
 
 // listSQL and listOrder enclose the query of List. A ListOptions.KEKURI

@@ -416,3 +416,33 @@ func TestKeysetsReadOnlyRoleCanServeButNotWriteOrShred(t *testing.T) {
 	require.ErrorIs(t, store.GrantKeysets(ctx, admin, d.Prefix()+"keysets_ro", 0), store.ErrInvalidConfig)
 	require.ErrorIs(t, store.GrantKeysets(ctx, admin, "", store.KeysetsRead), store.ErrInvalidConfig)
 }
+
+func TestKeysetsKEKURIsListsDistinctKeysOfOtherTenants(t *testing.T) {
+	_, ks := ksPool(t)
+	ctx, a, b := ctxT(t), ksTenant("kekuria"), ksTenant("kekurib")
+	ka, kb := "local:///kekuris/"+a.String(), "local:///kekuris/"+b.String()
+	var sets []keys.WrappedKeyset
+	for _, p := range keys.Purposes() {
+		sets = append(sets, ksSet(a, p, ka, 0))
+	}
+	require.NoError(t, ks.Put(ctx, sets...))
+	require.NoError(t, ks.Put(ctx, ksSet(b, keys.PurposeData, kb, 0), ksSet(b, keys.PurposeBlob, ka, 0)))
+
+	all, err := ks.KEKURIs(ctx, tenant.ID{})
+	require.NoError(t, err)
+	require.Contains(t, all, ka)
+	require.Contains(t, all, kb)
+	seen := map[string]int{}
+	for _, u := range all {
+		seen[u]++
+	}
+	require.Equal(t, 1, seen[ka], "distinct")
+
+	notA, err := ks.KEKURIs(ctx, a)
+	require.NoError(t, err)
+	require.Contains(t, notA, kb)
+	require.Contains(t, notA, ka, "b's blob keyset is on a's key")
+	notB, err := ks.KEKURIs(ctx, b)
+	require.NoError(t, err)
+	require.NotContains(t, notB, kb, "only b uses kb")
+}
