@@ -76,10 +76,14 @@ type recorder struct {
 	r       io.Reader
 	buf     []byte
 	stopped bool
+	err     error // the source's first error other than io.EOF
 }
 
 func (c *recorder) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && c.err == nil {
+		c.err = err
+	}
 	if !c.stopped {
 		if len(c.buf)+n > maxRecord {
 			c.stop()
@@ -108,6 +112,14 @@ type decryptingReader struct {
 // Read implements io.Reader.
 func (d *decryptingReader) Read(p []byte) (int, error) {
 	n, err := d.r.Read(p)
+	if err != nil && d.rec.err != nil {
+		// The source failed: Tink reports that as a stream that does not
+		// authenticate; say what happened, and start nothing again.
+		if errors.Is(err, d.rec.err) {
+			return n, fmt.Errorf("keys: blob stream: %w: %w", ErrDecrypt, err)
+		}
+		return n, fmt.Errorf("keys: blob stream: %w: reading the source: %w (%v)", ErrDecrypt, d.rec.err, err)
+	}
 	if !d.begun && n == 0 && err != nil && !errors.Is(err, io.EOF) && d.newer != nil && !d.rec.stopped {
 		d.begun = true
 		if s2 := d.newer(); s2 != nil {
