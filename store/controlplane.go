@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -131,7 +133,7 @@ func (db *DB) migrateControlPlane(ctx context.Context) error {
 		if prefix != db.rolePrefix {
 			return fmt.Errorf("%w: RolePrefix is %q but this database was set up with %q", ErrInvalidConfig, db.rolePrefix, prefix)
 		}
-		if err := db.ensureRole(ctx, tx, db.groupRole()); err != nil {
+		if err := db.ensureGroupRole(ctx, tx); err != nil {
 			return err
 		}
 		group := pgx.Identifier{db.groupRole()}.Sanitize()
@@ -153,25 +155,42 @@ func (db *DB) migrateControlPlane(ctx context.Context) error {
 	return nil
 }
 
-// ensureRole creates a NOLOGIN role if it does not exist. Roles are
-// cluster-wide, so two databases may race to create the same one: a
-// duplicate is not an error.
-func (db *DB) ensureRole(ctx context.Context, tx pgx.Tx, name string) error {
-	var exists bool
-	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, name).Scan(&exists); err != nil {
-		return err
-	}
-	if exists {
-		return nil
-	}
+// groupRoleComment marks the group role as tenancy's, for its RolePrefix.
+func (db *DB) groupRoleComment() string {
+	return "tenancy: group of the tenant roles of RolePrefix " + strconv.Quote(db.rolePrefix)
+}
+
+// ensureGroupRole creates the NOLOGIN group role of the tenant roles if it
+// does not exist, marked with a comment, and otherwise checks that the
+// existing role carries that mark. Roles are cluster-wide: an unmarked role
+// of that name may belong to another deployment (even be one of its tenant
+// roles), and must not be adopted. Two databases of one deployment may race
+// to create it: a duplicate is not an error.
+func (db *DB) ensureGroupRole(ctx context.Context, tx pgx.Tx) error {
+	name, mark := db.groupRole(), db.groupRoleComment()
 	if _, err := tx.Exec(ctx, `SAVEPOINT ensure_role`); err != nil {
 		return err
 	}
-	_, err := tx.Exec(ctx, `CREATE ROLE `+pgx.Identifier{name}.Sanitize()+` NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB`)
+	role := pgx.Identifier{name}.Sanitize()
+	_, err := tx.Exec(ctx, `CREATE ROLE `+role+` NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB`)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == "42710" || pgErr.Code == "23505") { // duplicate_object, or a concurrent create
-		_, err = tx.Exec(ctx, `ROLLBACK TO SAVEPOINT ensure_role`)
+		if _, err := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT ensure_role`); err != nil {
+			return err
+		}
+		var got *string
+		if err := tx.QueryRow(ctx, `SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1`, name).Scan(&got); err != nil {
+			return err
+		}
+		if got == nil || *got != mark {
+			return fmt.Errorf("%w: role %s exists but tenancy did not create it as the group role of RolePrefix %q (it has no such comment); it may belong to another deployment on this cluster: choose another RolePrefix", ErrInvalidConfig, role, db.rolePrefix)
+		}
+		return nil
+	}
+	if err != nil {
 		return err
 	}
+	// COMMENT takes no parameters; the mark holds the validated prefix only.
+	_, err = tx.Exec(ctx, `COMMENT ON ROLE `+role+` IS '`+strings.ReplaceAll(mark, "'", "''")+`'`)
 	return err
 }

@@ -143,3 +143,37 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 	_, err = store.ParseConfig("postgres://%zz", d.AdminURL())
 	assert.ErrorIs(t, err, store.ErrInvalidConfig)
 }
+
+var prefixSeq atomic.Int32
+
+// Roles are cluster-wide. A role with the group role's name that tenancy
+// did not make (another deployment's, perhaps one of its tenant roles:
+// prefix "a" with tenant "xtenancy_tenants" is "atenant_xtenancy_tenants",
+// the group role of prefix "atenant_x") must not be adopted.
+func TestOpenRefusesAnUnmarkedRoleWithTheGroupRolesName(t *testing.T) {
+	d := pgtest.DB(t)
+	nd := d.NewDatabase(t)
+	// RolePrefix has at most 16 bytes; the package prefix takes 12.
+	prefix := fmt.Sprintf("%sg%d", d.Prefix(), prefixSeq.Add(1))
+	group := pgx.Identifier{prefix + "tenancy_tenants"}.Sanitize()
+	nd.Exec(t, `CREATE ROLE `+group+` NOLOGIN`)
+	t.Cleanup(func() { d.Exec(t, `DROP ROLE IF EXISTS `+group) })
+
+	cfg, err := store.ParseConfig(appRole(t), nd.AdminURL())
+	require.NoError(t, err)
+	cfg.RolePrefix = prefix
+	_, err = store.OpenConfig(ctxT(t), cfg)
+	require.ErrorIs(t, err, store.ErrInvalidConfig)
+	require.ErrorContains(t, err, "choose another RolePrefix")
+
+	// Opening twice with a role tenancy made itself is fine.
+	other := d.NewDatabase(t)
+	cfg2, err := store.ParseConfig(appRole(t), other.AdminURL())
+	require.NoError(t, err)
+	cfg2.RolePrefix = fmt.Sprintf("%sh%d", d.Prefix(), prefixSeq.Add(1))
+	for range 2 {
+		db, err := store.OpenConfig(ctxT(t), cfg2)
+		require.NoError(t, err)
+		db.Close()
+	}
+}
