@@ -443,7 +443,8 @@ func (m *Manager) refreshChanged(ctx context.Context, e *entry) *entry {
 // StreamingAEAD returns the blob streaming AEAD of the tenant of ctx. It is
 // bound to that tenant: the associated data given to it is prefixed with the
 // tenant. Get one per object rather than keeping it: the call is cheap
-// (cached), and a kept one would outlive a shred or a rotation.
+// (cached), and a kept one outlives a shred (a kept one does follow a
+// rotation made by another replica).
 func (m *Manager) StreamingAEAD(ctx context.Context) (*StreamingAEAD, error) {
 	id, err := tenant.Require(ctx, "keys: StreamingAEAD")
 	if err != nil {
@@ -453,11 +454,7 @@ func (m *Manager) StreamingAEAD(ctx context.Context) (*StreamingAEAD, error) {
 	if err != nil {
 		return nil, err
 	}
-	latest := m.latest(e, func(e *entry, _ []byte) *entry {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.loadTimeout)
-		defer cancel()
-		return m.refreshChanged(rctx, e)
-	})
+	latest := m.latest(ctx, e, func(ctx context.Context, e *entry, _ []byte) *entry { return m.refreshChanged(ctx, e) })
 	return &StreamingAEAD{tenant: id, s: e.stream, newer: func() tink.StreamingAEAD {
 		if e2 := latest(nil); e2 != nil {
 			return e2.stream
@@ -470,18 +467,24 @@ func (m *Manager) StreamingAEAD(ctx context.Context) (*StreamingAEAD, error) {
 // purpose known to this Manager, newer than e, or nil: from the cache, or
 // else from the Store through load (at most once per RefreshInterval). A
 // StreamingAEAD or MAC kept for a batch thus follows a rotation made on
-// another replica for every item, not only the first. The callers refresh
-// with the values of the context that made the object but not its
-// cancellation (a kept object may outlive that request), within
+// another replica for every item, not only the first. load runs with the
+// values of ctx (the context that made the object) but not its
+// cancellation, since a kept object may outlive that request, and within
 // Config.LoadTimeout.
-func (m *Manager) latest(e *entry, load func(*entry, []byte) *entry) func([]byte) *entry {
+func (m *Manager) latest(ctx context.Context, e *entry, load func(context.Context, *entry, []byte) *entry) func([]byte) *entry {
+	ctx = context.WithoutCancel(ctx)
 	var cur atomic.Pointer[entry]
 	cur.Store(e)
+	fromStore := func(c *entry, ct []byte) *entry {
+		ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
+		defer cancel()
+		return load(ctx, c, ct)
+	}
 	return func(ct []byte) *entry {
 		c := cur.Load()
 		if n := m.cached(cacheKey{e.tenant, e.purpose}); n != nil && n != c && n.version > c.version {
 			c = n
-		} else if n := load(c, ct); n != nil {
+		} else if n := fromStore(c, ct); n != nil {
 			c = n
 		}
 		cur.Store(c)
@@ -504,11 +507,7 @@ func (m *Manager) MAC(ctx context.Context) (*MAC, error) {
 	if err != nil {
 		return nil, err
 	}
-	latest := m.latest(e, func(e *entry, tag []byte) *entry {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.loadTimeout)
-		defer cancel()
-		return m.refresh(rctx, e, tag)
-	})
+	latest := m.latest(ctx, e, m.refresh)
 	return &MAC{tenant: id, m: e.mac, newer: func(tag []byte) tink.MAC {
 		if e2 := latest(tag); e2 != nil {
 			return e2.mac
