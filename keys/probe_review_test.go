@@ -16,8 +16,10 @@ import (
 	"github.com/tink-crypto/tink-go/v2/core/registry"
 	"github.com/tink-crypto/tink-go/v2/tink"
 
+	"github.com/rtmx-ai/tenancy/internal/softhsmtest"
 	"github.com/rtmx-ai/tenancy/keys"
-	"github.com/rtmx-ai/tenancy/keys/localkms"
+	"github.com/rtmx-ai/tenancy/keys/pkcs11kms"
+	"github.com/rtmx-ai/tenancy/tenant"
 )
 
 // Keysets wrapped by a platform-managed key that is neither
@@ -85,37 +87,24 @@ func TestShredKeepsAnOwnKeyThatDoesNotAnswer(t *testing.T) {
 	module := copyModule(t)
 	fl := &flaky{KMSClient: hsm, bad: module}
 	m := e.manager(t, func(c *keys.Config) { c.KMS = []registry.KMSClient{fl}; c.PlatformKEK = platform })
-	_, pctx := provision(t, m, "r2platform")
-	ct, err := m.Seal(pctx, []byte("p"), field)
-	require.NoError(t, err)
-	own := tok.URI("own")
-	require.NoError(t, hsm.GenerateKey(ctxT(t), own))
-	id, _ := provision(t, m, "r2attacker", keys.ProvisionOptions{KEKURI: own})
-	alias := viaModule(t, tok, platform, module)
-	_, err = e.admin.Exec(ctxT(t), `UPDATE tenancy.tenant_keysets SET kek_uri = $2 WHERE tenant_id = $1`, id.String(), alias)
-	require.NoError(t, err)
+	pctx, ct, id := ownRowsOnPlatformKeyViaModule(t, e, m, tok, platform, hsm, module)
 	res, err := m.Shred(ctxT(t), id)
-	t.Logf("Shred: destroyed=%v retained=%v err=%v", res.DestroyedKEKs, res.RetainedKEKs, err)
+	require.ErrorContains(t, err, "does not answer", "Shred says why it kept the key")
+	require.Empty(t, res.DestroyedKEKs)
+	require.Len(t, res.RetainedKEKs, 1)
 	m.PurgeAll()
 	_, err = m.Open(pctx, ct, field)
 	require.NoError(t, err, "the platform key was destroyed")
 }
 
-// The same row, no failure injected: the probe before DestroyKey is what
+// The same rows, no failure injected: the probe before DestroyKey is what
 // keeps the platform key (localkms's hard-link check would mask it).
 func TestHSMShredKeepsAnOwnKeyThatIsThePlatformKeyThroughAnotherModule(t *testing.T) {
 	e := newEnv(t)
 	tok, platform, hsm := hsmKEK(t, "platform")
 	module := copyModule(t)
 	m := e.manager(t, func(c *keys.Config) { c.KMS = []registry.KMSClient{hsm}; c.PlatformKEK = platform })
-	_, pctx := provision(t, m, "r2bplatform")
-	ct, err := m.Seal(pctx, []byte("p"), field)
-	require.NoError(t, err)
-	own := tok.URI("own")
-	require.NoError(t, hsm.GenerateKey(ctxT(t), own))
-	id, _ := provision(t, m, "r2battacker", keys.ProvisionOptions{KEKURI: own})
-	_, err = e.admin.Exec(ctxT(t), `UPDATE tenancy.tenant_keysets SET kek_uri = $2 WHERE tenant_id = $1`, id.String(), viaModule(t, tok, platform, module))
-	require.NoError(t, err)
+	pctx, ct, id := ownRowsOnPlatformKeyViaModule(t, e, m, tok, platform, hsm, module)
 	res, err := m.Shred(ctxT(t), id)
 	require.NoError(t, err)
 	require.Empty(t, res.DestroyedKEKs)
@@ -123,6 +112,24 @@ func TestHSMShredKeepsAnOwnKeyThatIsThePlatformKeyThroughAnotherModule(t *testin
 	m.PurgeAll()
 	_, err = m.Open(pctx, ct, field)
 	require.NoError(t, err)
+}
+
+// ownRowsOnPlatformKeyViaModule provisions a tenant on the platform key and
+// seals a value for it, then a tenant with its own key whose keyset rows
+// are made to name the platform key through another module file, as if it
+// had been provisioned before the probe existed. It returns the platform
+// tenant's context and ciphertext, and the other tenant.
+func ownRowsOnPlatformKeyViaModule(t *testing.T, e *env, m *keys.Manager, tok *softhsmtest.Token, platform string, hsm *pkcs11kms.Client, module string) (context.Context, []byte, tenant.ID) {
+	t.Helper()
+	_, pctx := provision(t, m, "viaplatform")
+	ct, err := m.Seal(pctx, []byte("p"), field)
+	require.NoError(t, err)
+	own := tok.URI("own")
+	require.NoError(t, hsm.GenerateKey(ctxT(t), own))
+	id, _ := provision(t, m, "viaattacker", keys.ProvisionOptions{KEKURI: own})
+	_, err = e.admin.Exec(ctxT(t), `UPDATE tenancy.tenant_keysets SET kek_uri = $2 WHERE tenant_id = $1`, id.String(), viaModule(t, tok, platform, module))
+	require.NoError(t, err)
+	return pctx, ct, id
 }
 
 // One MAC / StreamingAEAD kept for several items (an audit-chain
@@ -159,7 +166,6 @@ func TestKeptMACAndStreamFollowARotationForEveryItem(t *testing.T) {
 		_, err = io.ReadAll(r)
 		blobErrs = append(blobErrs, err)
 	}
-	t.Logf("MAC: %v  blob: %v", macErrs, blobErrs)
 	require.NoError(t, errors.Join(append(macErrs, blobErrs...)...))
 }
 
@@ -176,9 +182,11 @@ func TestKeptMACRefreshesAfterItsContextEnded(t *testing.T) {
 	require.NoError(t, err)
 	cancel()
 	require.NoError(t, a.Rotate(ctxT(t), id, keys.PurposeAudit))
-	ma, _ := a.MAC(ctx)
-	tag, _ := ma.ComputeMAC([]byte("e"))
-	t.Logf("kept MAC, dead ctx: %v", mb.VerifyMAC(tag, []byte("e")))
+	ma, err := a.MAC(ctx)
+	require.NoError(t, err)
+	tag, err := ma.ComputeMAC([]byte("e"))
+	require.NoError(t, err)
+	require.NoError(t, mb.VerifyMAC(tag, []byte("e")), "the kept MAC refreshes though its context ended")
 	fresh, err := b.MAC(ctx)
 	require.NoError(t, err)
 	require.NoError(t, fresh.VerifyMAC(tag, []byte("e")), "a fresh MAC with a live ctx right after")
@@ -211,12 +219,11 @@ func TestShredDoesNotCreateAMissingPlatformKeyFile(t *testing.T) {
 	provision(t, m, "r5platform")                                         // the platform key file exists ...
 	require.NoError(t, os.Rename(e.platformPath, e.platformPath+".away")) // ... then is gone: a volume not mounted
 	res, err := m.Shred(ctxT(t), id)
-	t.Logf("Shred: destroyed=%v retained=%v err=%v", res.DestroyedKEKs, res.RetainedKEKs, err)
-	_, serr := os.Stat(e.platformPath)
-	require.Error(t, serr, "Shred created a new platform key file")
+	require.NoError(t, err)
+	require.Len(t, res.DestroyedKEKs, 1, "a platform key that does not exist is not the tenant's key")
+	_, err = os.Stat(e.platformPath)
+	require.ErrorIs(t, err, os.ErrNotExist, "Shred created a new platform key file")
 }
-
-var _ = localkms.Scheme
 
 // An interrupted customer rotation (own A -> own A') resumes.
 func TestCustomerRewrapResumesAfterInterruption(t *testing.T) {
@@ -235,11 +242,15 @@ func TestCustomerRewrapResumesAfterInterruption(t *testing.T) {
 		return nil
 	})
 	res, err := m.Rewrap(ctx, a, a2)
-	t.Logf("first run: %+v %v; keks now %v", res, err, e.kekOf(t, id))
+	require.ErrorIs(t, err, context.Canceled)
+	require.Less(t, res.Rewrapped, len(keys.Purposes()), "the first run was interrupted")
 	hc.setHook(nil)
-	res, err = m.Rewrap(ctxT(t), a, a2)
-	t.Logf("resume: %+v %v; keks now %v", res, err, e.kekOf(t, id))
+	res2, err := m.Rewrap(ctxT(t), a, a2)
 	require.NoError(t, err)
+	require.Equal(t, len(keys.Purposes()), res.Rewrapped+res2.Rewrapped)
+	for p, uri := range e.kekOf(t, id) {
+		require.Equal(t, a2, uri, "%s keyset", p)
+	}
 }
 
 type noDestroy struct{ flaky }
