@@ -462,59 +462,45 @@ func TestCanonicalKeyURI(t *testing.T) {
 	}
 }
 
-// DestroyKey does not follow a symbolic link: a link named as a tenant's
-// own key must not destroy the file it points to (another key).
-func TestDestroyKeyRefusesSymlinks(t *testing.T) {
-	dir := t.TempDir()
-	target := filepath.Join(dir, "platform.key")
-	a, _ := aeadAt(t, target)
-	ct, err := a.Encrypt([]byte("x"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	link := filepath.Join(dir, "tenant.key")
-	if err := os.Symlink(target, link); err != nil {
-		t.Fatal(err)
-	}
-	linkURI, _ := localkms.KeyURI(link)
-	if err := newClient(t).DestroyKey(context.Background(), linkURI); !errors.Is(err, localkms.ErrKeyFile) {
-		t.Fatalf("DestroyKey(symlink) = %v, want ErrKeyFile", err)
-	}
-	if _, err := a.Decrypt(ct, nil); err != nil {
-		t.Fatalf("the key behind the symlink was destroyed: %v", err)
-	}
-}
-
-// A hard link is the same file under another name: destroying it by one
-// name would destroy the key behind the others.
-func TestDestroyKeyRefusesAFileWithOtherHardLinks(t *testing.T) {
-	dir := t.TempDir()
-	target := filepath.Join(dir, "platform.key")
-	a, _ := aeadAt(t, target)
-	ct, err := a.Encrypt([]byte("x"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	link := filepath.Join(dir, "tenant.key")
-	if err := os.Link(target, link); err != nil {
-		t.Fatal(err)
-	}
-	linkURI, _ := localkms.KeyURI(link)
-	if err := newClient(t).DestroyKey(context.Background(), linkURI); !errors.Is(err, localkms.ErrKeyFile) {
-		t.Fatalf("DestroyKey(hard link) = %v, want ErrKeyFile", err)
-	}
-	if _, err := a.Decrypt(ct, nil); err != nil {
-		t.Fatalf("the key behind the hard link was destroyed: %v", err)
-	}
-	// With the other name gone, it is the key's only name and goes.
-	if err := os.Remove(target); err != nil {
-		t.Fatal(err)
-	}
-	if err := newClient(t).DestroyKey(context.Background(), linkURI); err != nil {
-		t.Fatalf("DestroyKey(only name) = %v", err)
-	}
-	if _, err := os.Stat(link); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("key file still there: %v", err)
+// DestroyKey refuses a key file reached through a symbolic link (a link
+// named as a tenant's own key must not destroy the file it points to,
+// another key) and a file with other hard links (the same key under other
+// names).
+func TestDestroyKeyRefusesLinks(t *testing.T) {
+	for name, link := range map[string]func(oldname, newname string) error{"symbolic": os.Symlink, "hard": os.Link} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			target := filepath.Join(dir, "platform.key")
+			a, _ := aeadAt(t, target)
+			ct, err := a.Encrypt([]byte("x"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, "tenant.key")
+			if err := link(target, path); err != nil {
+				t.Fatal(err)
+			}
+			uri, _ := localkms.KeyURI(path)
+			if err := newClient(t).DestroyKey(context.Background(), uri); !errors.Is(err, localkms.ErrKeyFile) {
+				t.Fatalf("DestroyKey(%s link) = %v, want ErrKeyFile", name, err)
+			}
+			if _, err := a.Decrypt(ct, nil); err != nil {
+				t.Fatalf("the key behind the %s link was destroyed: %v", name, err)
+			}
+			if name != "hard" {
+				return
+			}
+			// With the other name gone, it is the key's only name and goes.
+			if err := os.Remove(target); err != nil {
+				t.Fatal(err)
+			}
+			if err := newClient(t).DestroyKey(context.Background(), uri); err != nil {
+				t.Fatalf("DestroyKey(only name) = %v", err)
+			}
+			if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("key file still there: %v", err)
+			}
+		})
 	}
 }
 
