@@ -79,10 +79,12 @@ type jobEnvelope struct {
 }
 
 // tag computes the HMAC over an unambiguous encoding of version, tenant and
-// payload: the tenant grammar excludes NUL, so the separator cannot be forged.
+// payload: the tenant is length-prefixed, so no split of the same bytes
+// into another tenant and payload (say "alpha" + "x\x00y" against
+// "alpha\x00x" + "y") gives the same input, whatever the tenant holds.
 func tag(newMAC func() hash.Hash, tenant string, payload []byte) []byte {
 	m := newMAC()
-	fmt.Fprintf(m, "tenancy-job-v%d\x00%s\x00", jobEnvelopeVersion, tenant)
+	fmt.Fprintf(m, "tenancy-job-v%d\x00%d:%s", jobEnvelopeVersion, len(tenant), tenant)
 	m.Write(payload)
 	return m.Sum(nil)
 }
