@@ -34,9 +34,8 @@ func DisplayURI(keyURI string) string {
 		sum := sha256.Sum256([]byte(keyURI))
 		return keyURI[:len(fake)] + "redacted-" + hex.EncodeToString(sum[:4])
 	}
-	lower := strings.ToLower(keyURI)
 	const pin = "pin-value="
-	if i := strings.Index(lower, pin); i >= 0 {
+	if i := indexASCIIFold(keyURI, pin); i >= 0 {
 		start := i + len(pin)
 		end := strings.IndexAny(keyURI[start:], ";&?#")
 		rest := ""
@@ -111,6 +110,28 @@ type KeyIdentifier interface {
 	// canonical URI of another key starts with: the Manager finds the
 	// keysets of a key in the [Store] by that prefix.
 	KeyIdentity(keyURI string) (string, error)
+}
+
+// indexASCIIFold is strings.Index ignoring ASCII case, on the bytes of s
+// as they are: unlike searching strings.ToLower(s), whose offsets shift
+// where lowering changes a character's length, the index is one into s.
+func indexASCIIFold(s, sub string) int {
+	lower := func(b byte) byte {
+		if 'A' <= b && b <= 'Z' {
+			return b + 'a' - 'A'
+		}
+		return b
+	}
+outer:
+	for i := 0; i+len(sub) <= len(s); i++ {
+		for j := 0; j < len(sub); j++ {
+			if lower(s[i+j]) != lower(sub[j]) {
+				continue outer
+			}
+		}
+		return i
+	}
+	return -1
 }
 
 // kekRef is a master key URI resolved against the configured KMS clients.

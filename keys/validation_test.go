@@ -99,6 +99,9 @@ func TestDisplayURIRedactsSecrets(t *testing.T) {
 		"pkcs11:token=t;object=k?pin-value=1234":        "pkcs11:token=t;object=k?pin-value=REDACTED",
 		"pkcs11:token=t;pin-value=1234;object=k":        "pkcs11:token=t;pin-value=REDACTED;object=k",
 		"pkcs11:token=t?module-path=/m&PIN-VALUE=s&x=1": "pkcs11:token=t?module-path=/m&PIN-VALUE=REDACTED&x=1",
+		// Lowering Ⱥ makes it longer: offsets must stay those of the URI.
+		"pkcs11:token=ȺȺȺȺȺȺȺȺ?pin-value=SECRETPIN": "pkcs11:token=ȺȺȺȺȺȺȺȺ?pin-value=REDACTED",
+		"pkcs11:token=ﬀ?Pin-Value=SECRETPIN&x=1":    "pkcs11:token=ﬀ?Pin-Value=REDACTED&x=1",
 	} {
 		require.Equal(t, want, keys.DisplayURI(in))
 	}
