@@ -209,6 +209,23 @@ func TestDataCallsWithoutTenantFailWithErrNoTenant(t *testing.T) {
 	require.ErrorIs(t, err, tenant.ErrNoTenant)
 }
 
+// A StreamingAEAD or MAC not made by a Manager belongs to no tenant: it
+// fails with ErrNoTenant rather than panicking.
+func TestZeroStreamingAEADAndMACFailWithErrNoTenant(t *testing.T) {
+	var s keys.StreamingAEAD
+	_, err := s.NewEncryptingWriter(io.Discard, nil)
+	require.ErrorIs(t, err, tenant.ErrNoTenant)
+	_, err = s.NewDecryptingReader(strings.NewReader("x"), nil)
+	require.ErrorIs(t, err, tenant.ErrNoTenant)
+	var mac keys.MAC
+	_, err = mac.ComputeMAC([]byte("x"))
+	require.ErrorIs(t, err, tenant.ErrNoTenant)
+	require.ErrorIs(t, mac.VerifyMAC([]byte("t"), []byte("x")), tenant.ErrNoTenant)
+	var nilMAC *keys.MAC
+	_, err = nilMAC.ComputeMAC([]byte("x"))
+	require.ErrorIs(t, err, tenant.ErrNoTenant)
+}
+
 func TestNeverProvisionedTenantGetsErrNoKeys(t *testing.T) {
 	e := newEnv(t)
 	m := e.manager(t)

@@ -198,6 +198,10 @@ func (m *Manager) String() string {
 // GoString implements fmt.GoStringer, so %#v prints no key material either.
 func (m *Manager) GoString() string { return m.String() }
 
+// Format implements fmt.Formatter: every verb prints String, so no verb
+// reaches the master-key URIs the Manager holds.
+func (m *Manager) Format(f fmt.State, verb rune) { formatSafe(f, verb, m.String(), m.GoString()) }
+
 // LogValue implements slog.LogValuer. It logs no key material.
 func (m *Manager) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("platform_kek", DisplayURI(m.platform.uri)), slog.Int("cached", m.Stats().Entries))

@@ -37,6 +37,9 @@ func (s *StreamingAEAD) Tenant() tenant.ID { return s.tenant }
 // into w, binding the tenant and associatedData. Close it to write the last
 // segment; the ciphertext is incomplete until then.
 func (s *StreamingAEAD) NewEncryptingWriter(w io.Writer, associatedData []byte) (io.WriteCloser, error) {
+	if s == nil || s.s == nil {
+		return nil, errZeroPrimitive("StreamingAEAD")
+	}
 	if uint64(len(associatedData)) > math.MaxUint32 {
 		return nil, fmt.Errorf("keys: %w: associated data longer than 4 GiB", ErrInvalidArgument)
 	}
@@ -53,6 +56,9 @@ func (s *StreamingAEAD) NewEncryptingWriter(w io.Writer, associatedData []byte) 
 // tampered with, truncated) makes Read return an error wrapping
 // [ErrDecrypt], possibly after returning the segments that did authenticate.
 func (s *StreamingAEAD) NewDecryptingReader(r io.Reader, associatedData []byte) (io.Reader, error) {
+	if s == nil || s.s == nil {
+		return nil, errZeroPrimitive("StreamingAEAD")
+	}
 	if uint64(len(associatedData)) > math.MaxUint32 {
 		return nil, fmt.Errorf("keys: %w: associated data longer than 4 GiB", ErrInvalidArgument)
 	}
@@ -63,6 +69,12 @@ func (s *StreamingAEAD) NewDecryptingReader(r io.Reader, associatedData []byte) 
 		return nil, fmt.Errorf("keys: blob stream: %w: %w", ErrDecrypt, err)
 	}
 	return &decryptingReader{r: dr, rec: rec, ad: ad, newer: s.newer}, nil
+}
+
+// errZeroPrimitive is the error of a StreamingAEAD or MAC not made by the
+// Manager: it belongs to no tenant.
+func errZeroPrimitive(what string) error {
+	return fmt.Errorf("keys: %s: %w: get one from Manager.%s with a tenant in the context", what, tenant.ErrNoTenant, what)
 }
 
 // maxRecord bounds what a decrypting reader keeps of its source until the
@@ -149,6 +161,9 @@ func (s StreamingAEAD) String() string {
 // GoString implements fmt.GoStringer; it prints no key material.
 func (s StreamingAEAD) GoString() string { return s.String() }
 
+// Format implements fmt.Formatter: every verb prints String.
+func (s StreamingAEAD) Format(f fmt.State, verb rune) { formatSafe(f, verb, s.String(), s.GoString()) }
+
 // LogValue implements slog.LogValuer; it logs no key material.
 func (s StreamingAEAD) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
@@ -173,6 +188,9 @@ func (m *MAC) Tenant() tenant.ID { return m.tenant }
 
 // ComputeMAC returns the tag of data under the tenant's primary audit key.
 func (m *MAC) ComputeMAC(data []byte) ([]byte, error) {
+	if m == nil || m.m == nil {
+		return nil, errZeroPrimitive("MAC")
+	}
 	if uint64(len(data)) > math.MaxUint32 {
 		return nil, fmt.Errorf("keys: %w: MAC input longer than 4 GiB", ErrInvalidArgument)
 	}
@@ -187,6 +205,9 @@ func (m *MAC) ComputeMAC(data []byte) ([]byte, error) {
 // audit keys, and [ErrInvalidMAC] otherwise. The comparison is constant
 // time.
 func (m *MAC) VerifyMAC(tag, data []byte) error {
+	if m == nil || m.m == nil {
+		return errZeroPrimitive("MAC")
+	}
 	if uint64(len(data)) > math.MaxUint32 {
 		return ErrInvalidMAC
 	}
@@ -207,6 +228,9 @@ func (m MAC) String() string { return "keys.MAC{tenant=" + m.tenant.String() + "
 
 // GoString implements fmt.GoStringer; it prints no key material.
 func (m MAC) GoString() string { return m.String() }
+
+// Format implements fmt.Formatter: every verb prints String.
+func (m MAC) Format(f fmt.State, verb rune) { formatSafe(f, verb, m.String(), m.GoString()) }
 
 // LogValue implements slog.LogValuer; it logs no key material.
 func (m MAC) LogValue() slog.Value { return slog.StringValue(m.String()) }

@@ -135,7 +135,10 @@ func TestNothingPrintsRawMasterKeyURIs(t *testing.T) {
 	res := keys.ShredResult{Tombstone: tomb, DestroyedKEKs: []string{kek}, RetainedKEKs: []string{pin}}
 	cfg := keys.DefaultConfig()
 	cfg.Store, cfg.KMS, cfg.PlatformKEK = keys.NewMemStore(), []registry.KMSClient{fake}, kek
-	values := []any{
+	cfg.RetiredKEKs = []string{kek}
+	m, err := keys.New(cfg)
+	require.NoError(t, err)
+	values := []any{m,
 		w, &w, []keys.WrappedKeyset{w}, tomb, &tomb, res, &res, cfg, &cfg,
 		keys.ListOptions{KEKURI: kek, KEKURIPrefix: pin, Limit: 1},
 		keys.ProvisionOptions{KEKURI: kek}, &keys.ProvisionOptions{KEKURI: pin},
