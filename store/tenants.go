@@ -36,8 +36,16 @@ func validateInfo(info tenant.Info) error {
 	} else if info.Tier != tenant.TierStandard {
 		errs = append(errs, fmt.Errorf("field Tier: %s placement is not supported by this version of store (only standard)", info.Tier))
 	}
-	if info.State != "" && !info.State.Valid() {
-		errs = append(errs, fmt.Errorf("field State: %q is not a state", info.State))
+	switch info.State {
+	case "", tenant.StateActive, tenant.StateProvisioning, tenant.StateSuspended:
+	default:
+		if !info.State.Valid() {
+			errs = append(errs, fmt.Errorf("field State: %q is not a state", info.State))
+		} else {
+			// A placed tenant is not deleted, failed, or on its way out:
+			// only DropTenant records deleted, once the data is gone.
+			errs = append(errs, fmt.Errorf("field State: a new tenant is active, provisioning or suspended, not %s", info.State))
+		}
 	}
 	if len(info.Region) > 64 || !utf8.ValidString(info.Region) {
 		errs = append(errs, errors.New("field Region: must be at most 64 bytes of UTF-8"))
@@ -237,7 +245,8 @@ func (db *DB) Tenant(ctx context.Context, id tenant.ID) (tenant.Info, error) {
 }
 
 // SetState moves tenant id to state to, if the lifecycle allows the move
-// from its current state (see [tenant.State.Transition]).
+// from its current state (see [tenant.State.Transition]). It never moves a
+// tenant to deleted: [DB.DropTenant] does, with its data.
 func (db *DB) SetState(ctx context.Context, id tenant.ID, to tenant.State) error {
 	err := pgx.BeginFunc(ctx, db.admin, func(tx pgx.Tx) error {
 		var cur string
@@ -247,6 +256,11 @@ func (db *DB) SetState(ctx context.Context, id tenant.ID, to tenant.State) error
 		}
 		if err != nil {
 			return err
+		}
+		if to == tenant.StateDeleted {
+			// Deleted means the data is gone: DropTenant deletes it and
+			// records the state in the same transaction.
+			return fmt.Errorf("%w: to delete a tenant's data and record it deleted, use DropTenant", tenant.ErrIllegalTransition)
 		}
 		if _, err := tenant.State(cur).Transition(to); err != nil {
 			return err

@@ -150,3 +150,24 @@ func TestSetStateFollowsLifecycle(t *testing.T) {
 	assert.Equal(t, tenant.StateActive, info.State, "an illegal move changes nothing")
 	assert.ErrorIs(t, db.SetState(ctxT(t), tenant.MustParseID("nobody"), tenant.StateActive), store.ErrUnknownTenant)
 }
+
+// Deleted means the data is gone: only DropTenant records it. A tenant set
+// to deleted by SetState (even through the legal decommissioning step) or
+// created as deleted would keep its data and then refuse DropTenant.
+func TestOnlyDropTenantRecordsDeleted(t *testing.T) {
+	db := newStore(t)
+	id, ctx := newTenant(t, db, "onlydrop")
+	require.NoError(t, db.SetState(ctxT(t), id, tenant.StateSuspended))
+	require.NoError(t, db.SetState(ctxT(t), id, tenant.StateDecommissioning))
+	err := db.SetState(ctxT(t), id, tenant.StateDeleted)
+	require.ErrorIs(t, err, tenant.ErrIllegalTransition)
+	require.ErrorContains(t, err, "DropTenant")
+	require.NoError(t, db.DropTenant(ctxT(t), id), "the tenant can still be dropped")
+	_, err = db.Exec(ctx, `SELECT 1`)
+	require.ErrorIs(t, err, store.ErrUnknownTenant, "and its data is gone")
+
+	for _, st := range []tenant.State{tenant.StateDeleted, tenant.StateFailed, tenant.StateDecommissioning, tenant.StateRequested} {
+		err := db.CreateTenant(ctxT(t), tenant.Info{ID: tenant.MustParseID(uniqueName("created")), Name: "X", Tier: tenant.TierStandard, State: st})
+		require.ErrorContains(t, err, "field State:", "created as %s", st)
+	}
+}
