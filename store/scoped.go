@@ -212,13 +212,17 @@ type Tx struct {
 	done atomic.Bool // the function given to BeginTx has returned
 }
 
-// closed returns the error for a Tx used after its function returned: its
-// connection is back in the pool, perhaps serving another tenant.
-func (t *Tx) closed(op string) error {
+// check returns the error for a Tx used after its function returned (its
+// connection is back in the pool, perhaps serving another tenant), or
+// with a context that does not carry the Tx's tenant: a tenant-scoped call
+// needs its tenant in the context (ErrNoTenant), and one context must not
+// speak for another tenant (ErrCrossTenant).
+func (t *Tx) check(ctx context.Context, op string) error {
 	if t.done.Load() {
-		return fmt.Errorf("store: %s: %w: the transaction ended when the function given to DB.Tx returned", op, pgx.ErrTxClosed)
+		return fmt.Errorf("%s: %w: the transaction ended when the function given to DB.Tx returned", op, pgx.ErrTxClosed)
 	}
-	return nil
+	_, err := tenant.RequireSame(ctx, op, t.sc.id)
+	return err
 }
 
 // Tenant returns the tenant the transaction is scoped to.
@@ -268,7 +272,7 @@ func (t *Tx) start(ctx context.Context, sql string, args []any) (br pgx.BatchRes
 
 // Exec runs sql in the transaction; see [pgx.Tx.Exec].
 func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if err := t.closed("exec"); err != nil {
+	if err := t.check(ctx, "store: tx exec"); err != nil {
 		return pgconn.CommandTag{}, err
 	}
 	sql = t.sc.stmt(sql)
@@ -300,7 +304,7 @@ func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 // Query runs sql in the transaction; see [pgx.Tx.Query]. The rows must be
 // closed (or read to the end) before the next statement.
 func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	if err := t.closed("query"); err != nil {
+	if err := t.check(ctx, "store: tx query"); err != nil {
 		return nil, err
 	}
 	sql = t.sc.stmt(sql)
@@ -338,7 +342,7 @@ func (t *Tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 
 // SendBatch sends b in the transaction; see [pgx.Tx.SendBatch].
 func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	if err := t.closed("send batch"); err != nil {
+	if err := t.check(ctx, "store: tx send batch"); err != nil {
 		return errBatchResults{err}
 	}
 	if t.tx == nil {
@@ -361,7 +365,7 @@ func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 //	-- tx.CopyFrom(ctx, pgx.Identifier{"staging"}, ...)
 //	INSERT INTO requirements SELECT * FROM staging
 func (t *Tx) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
-	if err := t.closed("copy from"); err != nil {
+	if err := t.check(ctx, "store: tx copy from"); err != nil {
 		return 0, err
 	}
 	if t.tx == nil {

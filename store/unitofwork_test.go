@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rtmx-ai/tenancy/store"
+	"github.com/rtmx-ai/tenancy/tenant"
 	"github.com/stretchr/testify/require"
 )
 
@@ -138,4 +139,35 @@ func TestTxUsedAfterItsFunctionReturnedFails(t *testing.T) {
 	require.ErrorIs(t, db.Tx(ctx, func(tx *store.Tx) error { kept = tx; return sentinel }), sentinel)
 	_, err = kept.Exec(context.Background(), `SELECT 1`)
 	require.ErrorIs(t, err, pgx.ErrTxClosed)
+}
+
+// A statement of a tenant's transaction needs that tenant in its context:
+// none is ErrNoTenant, another tenant is ErrCrossTenant, and neither runs.
+func TestTxStatementsNeedTheTxsTenantInTheirContext(t *testing.T) {
+	db := newStore(t)
+	_, ctxA := newTenant(t, db, "txctxa")
+	_, ctxB := newTenant(t, db, "txctxb")
+	err := db.Tx(ctxA, func(tx *store.Tx) error {
+		for name, tc := range map[string]struct {
+			ctx  context.Context
+			want error
+		}{"no tenant": {context.Background(), tenant.ErrNoTenant}, "another tenant": {ctxB, tenant.ErrCrossTenant}} {
+			_, err := tx.Exec(tc.ctx, `INSERT INTO requirements (req_id, category, requirement_text) VALUES ('X-1', 'C', 't')`)
+			require.ErrorIs(t, err, tc.want, "Exec, %s", name)
+			_, err = tx.Query(tc.ctx, `SELECT 1`)
+			require.ErrorIs(t, err, tc.want, "Query, %s", name)
+			var one int
+			require.ErrorIs(t, tx.QueryRow(tc.ctx, `SELECT 1`).Scan(&one), tc.want, "QueryRow, %s", name)
+			require.ErrorIs(t, tx.SendBatch(tc.ctx, &pgx.Batch{}).Close(), tc.want, "SendBatch, %s", name)
+			_, err = tx.CopyFrom(tc.ctx, pgx.Identifier{"requirements"}, []string{"req_id"}, pgx.CopyFromRows(nil))
+			require.ErrorIs(t, err, tc.want, "CopyFrom, %s", name)
+		}
+		// The transaction itself is unharmed.
+		_, err := tx.Exec(ctxA, `SELECT 1`)
+		return err
+	})
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, db.QueryRow(ctxA, `SELECT count(*) FROM requirements WHERE req_id = 'X-1'`).Scan(&n))
+	require.Zero(t, n)
 }
