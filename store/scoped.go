@@ -21,6 +21,7 @@ const setupSQL = `SELECT set_config('role', $1, true), set_config('search_path',
 
 // scope is the precomputed setup arguments of one tenant.
 type scope struct {
+	db     *DB
 	id     tenant.ID
 	role   string // tenant role name
 	path   string // search_path value: the quoted tenant schema, then pg_temp
@@ -47,7 +48,7 @@ func (db *DB) scope(ctx context.Context, op string) (*scope, error) {
 	// pg_temp last: a temporary table left on the connection by an earlier
 	// transaction can never shadow a tenant table (PostgreSQL searches
 	// pg_temp first unless the path names it).
-	s := &scope{id: id, role: db.TenantRole(id), path: pgx.Identifier{id.SchemaName()}.Sanitize() + ", pg_temp"}
+	s := &scope{db: db, id: id, role: db.TenantRole(id), path: pgx.Identifier{id.SchemaName()}.Sanitize() + ", pg_temp"}
 	if db.planPerTenant {
 		// The ID grammar ([a-z0-9_]) cannot end the comment.
 		s.suffix = "\n/* tenancy:" + id.String() + " */"
@@ -82,6 +83,9 @@ func (s *scope) setupError(op string, err error) error {
 	if errors.As(err, &pgErr) && (pgErr.Code == "22023" || pgErr.Code == "42704" || pgErr.Code == "42501") {
 		// invalid_parameter_value / undefined_object: the role does not
 		// exist; insufficient_privilege: we are not a member of it.
+		// Cache setups of tenants that exist only: IDs from hostile
+		// input, and dropped tenants, must not pile up.
+		s.db.scopes.Delete(s.id)
 		return fmt.Errorf("%s: %w: %s has no placement here (%s)", op, ErrUnknownTenant, s.id, pgErr.Message)
 	}
 	if errors.As(err, &pgErr) {

@@ -220,6 +220,7 @@ func (db *DB) DropTenant(ctx context.Context, id tenant.ID) error {
 	if err != nil {
 		return fmt.Errorf("store: drop tenant %s: %w", id, err)
 	}
+	db.scopes.Delete(id)
 	db.log.InfoContext(ctx, "store: tenant dropped", "tenant_id", id.String())
 	return nil
 }

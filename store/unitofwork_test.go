@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -170,4 +171,22 @@ func TestTxStatementsNeedTheTxsTenantInTheirContext(t *testing.T) {
 	var n int
 	require.NoError(t, db.QueryRow(ctxA, `SELECT count(*) FROM requirements WHERE req_id = 'X-1'`).Scan(&n))
 	require.Zero(t, n)
+}
+
+// The setup of a tenant is cached only while the tenant exists: calls with
+// unknown IDs (hostile input) or a dropped tenant's do not pile up.
+func TestUnknownAndDroppedTenantsAreNotCached(t *testing.T) {
+	db := newStore(t)
+	id, ctx := newTenant(t, db, "cached")
+	_, err := db.Exec(ctx, `SELECT 1`)
+	require.NoError(t, err)
+	before := store.CachedScopes(db)
+	for i := range 50 {
+		ghost := tenant.NewContext(ctxT(t), tenant.MustParseID(fmt.Sprintf("ghost%d", i)))
+		_, err := db.Exec(ghost, `SELECT 1`)
+		require.ErrorIs(t, err, store.ErrUnknownTenant)
+	}
+	require.Equal(t, before, store.CachedScopes(db), "unknown tenants were cached")
+	require.NoError(t, db.DropTenant(ctxT(t), id))
+	require.Equal(t, before-1, store.CachedScopes(db), "a dropped tenant stays cached")
 }
