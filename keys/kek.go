@@ -235,22 +235,15 @@ func (m *Manager) kekUsedByOthers(ctx context.Context, r kekRef, id tenant.ID, r
 	if raw != "" && raw != r.uri {
 		filters = append(filters, ListOptions{KEKURI: raw}) // a row written before URIs were canonical
 	}
+	used := false
 	for _, opts := range filters {
 		opts.Limit = 2 * len(Purposes())
-		for {
-			batch, err := m.store.List(ctx, opts)
-			if err != nil {
-				return false, err
-			}
-			for _, w := range batch {
-				if w.Tenant != id {
-					return true, nil
-				}
-				opts.AfterTenant, opts.AfterPurpose = w.Tenant, w.Purpose
-			}
-			if len(batch) < opts.Limit {
-				break
-			}
+		err := m.eachKeyset(ctx, opts, func(w WrappedKeyset) (bool, error) {
+			used = w.Tenant != id
+			return !used, nil
+		})
+		if err != nil || used {
+			return used, err
 		}
 	}
 	return false, nil

@@ -87,6 +87,41 @@ func (m *Manager) decrypts(ctx context.Context, r kekRef, pt, ct []byte) bool {
 	return err == nil && bytes.Equal(got, pt)
 }
 
+// opensProbeOf reports whether the working master key r decrypts a probe
+// that the master key o encrypted: whether they are one key. It fails when
+// o does not answer (wrapping errKEKGone when o does not exist).
+func (m *Manager) opensProbeOf(ctx context.Context, r, o kekRef) (bool, error) {
+	pt, ct, err := m.probe(ctx, o, false)
+	if err != nil {
+		return false, err
+	}
+	return m.decrypts(ctx, r, pt, ct), nil
+}
+
+// eachKeyset calls fn for every keyset opts selects (opts.Limit is the
+// page size, 500 if 0), in (tenant, purpose) order, until fn returns false
+// or an error.
+func (m *Manager) eachKeyset(ctx context.Context, opts ListOptions, fn func(WrappedKeyset) (bool, error)) error {
+	if opts.Limit <= 0 {
+		opts.Limit = 500
+	}
+	for {
+		batch, err := m.store.List(ctx, opts)
+		if err != nil {
+			return fmt.Errorf("list keysets: %w", err)
+		}
+		for _, w := range batch {
+			opts.AfterTenant, opts.AfterPurpose = w.Tenant, w.Purpose
+			if more, err := fn(w); err != nil || !more {
+				return err
+			}
+		}
+		if len(batch) < opts.Limit {
+			return nil
+		}
+	}
+}
+
 // works checks that the master key r encrypts and decrypts its own probe.
 // Its error wraps errKEKGone for a key its client says does not exist,
 // unless create (see probe).
@@ -117,15 +152,8 @@ func (m *Manager) aliasOf(ctx context.Context, r kekRef, id tenant.ID, strict bo
 	if m.isRetired(r) {
 		return "a retired platform master key (Config.RetiredKEKs)", nil
 	}
-	same := func(o kekRef) (bool, error) {
-		pt, ct, err := m.probe(ctx, o, false)
-		if err != nil {
-			return false, err
-		}
-		return m.decrypts(ctx, r, pt, ct), nil
-	}
 	if m.platform.uri != "" {
-		is, err := same(m.platform)
+		is, err := m.opensProbeOf(ctx, r, m.platform)
 		if errors.Is(err, errKEKGone) {
 			is, err = false, nil // not made yet (a local key is made by its first use): r works, so it is not r
 		}
@@ -142,7 +170,7 @@ func (m *Manager) aliasOf(ctx context.Context, r kekRef, id tenant.ID, strict bo
 	}
 	for i, o := range append(append([]kekRef(nil), m.retired...), others...) {
 		retired := i < len(m.retired)
-		is, err := same(o)
+		is, err := m.opensProbeOf(ctx, r, o)
 		if errors.Is(err, errKEKGone) {
 			continue
 		}
@@ -202,23 +230,14 @@ func (m *Manager) kekURIs(ctx context.Context, except tenant.ID) ([]string, erro
 	}
 	stored := map[string]bool{}
 	var out []string
-	opts := ListOptions{Limit: 500}
-	for {
-		batch, err := m.store.List(ctx, opts)
-		if err != nil {
-			return nil, err
+	err := m.eachKeyset(ctx, ListOptions{}, func(w WrappedKeyset) (bool, error) {
+		if w.Tenant != except && !stored[w.KEKURI] {
+			stored[w.KEKURI] = true
+			out = append(out, w.KEKURI)
 		}
-		for _, w := range batch {
-			opts.AfterTenant, opts.AfterPurpose = w.Tenant, w.Purpose
-			if w.Tenant != except && !stored[w.KEKURI] {
-				stored[w.KEKURI] = true
-				out = append(out, w.KEKURI)
-			}
-		}
-		if len(batch) < opts.Limit {
-			return out, nil
-		}
-	}
+		return true, nil
+	})
+	return out, err
 }
 
 // checkNotOwnKEK fails, with an error wrapping ErrInvalidArgument and
@@ -227,31 +246,24 @@ func (m *Manager) kekURIs(ctx context.Context, except tenant.ID) ([]string, erro
 // all on r or from, some on from (a customer rotating its own key from
 // from to r, resumed).
 func (m *Manager) checkNotOwnKEK(ctx context.Context, r, from kekRef) error {
-	opts := r.filter()
-	opts.Limit = 500
-	for {
-		batch, err := m.store.List(ctx, opts)
-		if err != nil {
-			return fmt.Errorf("list keysets of master key %s: %w", DisplayURI(r.uri), err)
+	err := m.eachKeyset(ctx, r.filter(), func(w WrappedKeyset) (bool, error) {
+		if !w.TenantKEK {
+			return true, nil
 		}
-		for _, w := range batch {
-			opts.AfterTenant, opts.AfterPurpose = w.Tenant, w.Purpose
-			if !w.TenantKEK {
-				continue
-			}
-			ok := false
-			if !m.isPlatform(from) && !m.isRetired(from) {
-				if ok, err = m.onlyOn(ctx, w.Tenant, r, from); err != nil {
-					return err
-				}
-			}
-			if !ok {
-				return fmt.Errorf("%w: %w: master key %s is tenant %s's own", ErrInvalidArgument, ErrKEKInUse, DisplayURI(r.uri), w.Tenant)
+		ok := false
+		if !m.isPlatform(from) && !m.isRetired(from) {
+			var err error
+			if ok, err = m.onlyOn(ctx, w.Tenant, r, from); err != nil {
+				return false, err
 			}
 		}
-		if len(batch) < opts.Limit {
-			break
+		if !ok {
+			return false, fmt.Errorf("%w: %w: master key %s is tenant %s's own", ErrInvalidArgument, ErrKEKInUse, DisplayURI(r.uri), w.Tenant)
 		}
+		return true, nil
+	})
+	if err != nil {
+		return err
 	}
 	if err := m.works(ctx, r, true); err != nil {
 		return err
@@ -264,11 +276,11 @@ func (m *Manager) checkNotOwnKEK(ctx context.Context, r, from kekRef) error {
 		if o.identity == from.identity {
 			continue
 		}
-		pt, ct, err := m.probe(ctx, o, false)
+		is, err := m.opensProbeOf(ctx, r, o)
 		if err != nil {
 			continue // r is checked against keys that answer
 		}
-		if m.decrypts(ctx, r, pt, ct) {
+		if is {
 			return fmt.Errorf("%w: %w: master key %s reaches a key that wraps other keysets by another way", ErrInvalidArgument, ErrKEKInUse, DisplayURI(r.uri))
 		}
 	}

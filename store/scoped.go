@@ -124,6 +124,16 @@ func (db *DB) markWarm(c *pgx.Conn, sql string) {
 	w.m[sql] = struct{}{}
 }
 
+// mark records how sql fared on c when sent after the setup: warm if it
+// went through, cold otherwise.
+func (db *DB) mark(c *pgx.Conn, sql string, err error) {
+	if err == nil {
+		db.markWarm(c, sql)
+	} else {
+		db.markCold(c, sql)
+	}
+}
+
 func (db *DB) markCold(c *pgx.Conn, sql string) {
 	if w, ok := db.warm.Load(c); ok {
 		delete(w.(*warmSet).m, sql)
@@ -297,11 +307,7 @@ func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 		}
 	}
 	ct, err := t.tx.Exec(ctx, sql, args...)
-	if err == nil {
-		t.db.markWarm(t.conn.Conn(), sql)
-	} else {
-		t.db.markCold(t.conn.Conn(), sql)
-	}
+	t.db.mark(t.conn.Conn(), sql, err)
 	return ct, err
 }
 
@@ -329,11 +335,7 @@ func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, erro
 		}
 	}
 	rows, err := t.tx.Query(ctx, sql, args...)
-	if err == nil {
-		t.db.markWarm(t.conn.Conn(), sql)
-	} else {
-		t.db.markCold(t.conn.Conn(), sql)
-	}
+	t.db.mark(t.conn.Conn(), sql, err)
 	return rows, err
 }
 
