@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rtmx-ai/tenancy/tenant"
 )
 
 // controlPlaneLock is the advisory lock key that serialises control-plane
@@ -26,7 +27,7 @@ var controlPlaneSteps = []func(ctx context.Context, db *DB, tx pgx.Tx) error{
 				key   text PRIMARY KEY,
 				value text NOT NULL)`,
 			`CREATE TABLE tenancy.tenants (
-				id               text PRIMARY KEY CHECK (id ~ '^[a-z](_?[a-z0-9])*$' AND length(id) <= 40),
+				id               text PRIMARY KEY CHECK (`+idCheck("id")+`),
 				name             text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
 				tier             text NOT NULL CHECK (tier IN ('standard', 'enterprise', 'government')),
 				region           text NOT NULL DEFAULT '',
@@ -55,6 +56,12 @@ var controlPlaneSteps = []func(ctx context.Context, db *DB, tx pgx.Tx) error{
 // the policy, so the per-row cost is a comparison of two settings; the
 // PL/pgSQL function that raises runs only on failure. See isolationPolicy
 // for when it is evaluated.
+// idCheck is the SQL check of a tenant ID column: tenant.ParseID's
+// grammar and length (the column name is a constant of this package).
+func idCheck(column string) string {
+	return column + ` ~ '^[a-z](_?[a-z0-9])*$' AND length(` + column + `) <= ` + strconv.Itoa(tenant.MaxIDLen)
+}
+
 func guardSQL(rolePrefix string) []string {
 	return []string{`CREATE OR REPLACE FUNCTION tenancy.no_tenant(t text) RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE AS $f$
@@ -70,7 +77,7 @@ END
 $f$`,
 		`CREATE OR REPLACE FUNCTION tenancy.current_tenant() RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $f$
-  SELECT CASE WHEN current_user = '` + rolePrefix + `tenant_' || current_setting('app.tenant_id', true)
+  SELECT CASE WHEN current_user = '` + strings.ReplaceAll(rolePrefix, "'", "''") + `tenant_' || current_setting('app.tenant_id', true)
               THEN current_setting('app.tenant_id', true)
               ELSE tenancy.no_tenant(current_setting('app.tenant_id', true)) END
 $f$`}

@@ -47,7 +47,7 @@ const keysetsTenantLockClass = 0x6b657973 // "keys"
 var keysetsDDL = []string{
 	`CREATE SCHEMA IF NOT EXISTS tenancy`,
 	`CREATE TABLE IF NOT EXISTS tenancy.tenant_keysets (
-		tenant_id  text COLLATE "C" NOT NULL CHECK (tenant_id ~ '^[a-z](_?[a-z0-9])*$' AND length(tenant_id) <= 40),
+		tenant_id  text COLLATE "C" NOT NULL CHECK (` + idCheck("tenant_id") + `),
 		purpose    text COLLATE "C" NOT NULL CHECK (purpose IN ('data', 'blob', 'audit')),
 		kek_uri    text NOT NULL CHECK (kek_uri <> ''),
 		tenant_kek boolean NOT NULL DEFAULT false,
@@ -60,7 +60,7 @@ var keysetsDDL = []string{
 		'tenancy/keys: per-tenant Tink keysets, each encrypted by the master key kek_uri with associated data naming tenant and purpose'`,
 	`CREATE INDEX IF NOT EXISTS tenant_keysets_kek_uri ON tenancy.tenant_keysets (kek_uri, tenant_id, purpose)`,
 	`CREATE TABLE IF NOT EXISTS tenancy.tenant_keyset_tombstones (
-		tenant_id    text COLLATE "C" PRIMARY KEY CHECK (tenant_id ~ '^[a-z](_?[a-z0-9])*$' AND length(tenant_id) <= 40),
+		tenant_id    text COLLATE "C" PRIMARY KEY CHECK (` + idCheck("tenant_id") + `),
 		destroyed_at timestamptz NOT NULL DEFAULT now(),
 		tenant_keks  text[] NOT NULL DEFAULT '{}')`,
 	`COMMENT ON TABLE tenancy.tenant_keyset_tombstones IS
@@ -96,12 +96,7 @@ func EnsureKeysetsSchema(ctx context.Context, admin *pgxpool.Pool) error {
 
 // ensureKeysetsSchemaTx runs the keyset DDL in tx.
 func ensureKeysetsSchemaTx(ctx context.Context, tx pgx.Tx) error {
-	for _, s := range keysetsDDL {
-		if _, err := tx.Exec(ctx, s); err != nil {
-			return err
-		}
-	}
-	return nil
+	return execAll(ctx, tx, keysetsDDL...)
 }
 
 // KeysetAccess selects what [GrantKeysets] grants.
@@ -137,15 +132,9 @@ func GrantKeysets(ctx context.Context, admin *pgxpool.Pool, role string, access 
 	}
 	r := pgx.Identifier{role}.Sanitize()
 	err := pgx.BeginFunc(ctx, admin, func(tx pgx.Tx) error {
-		for _, s := range []string{
-			`GRANT USAGE ON SCHEMA tenancy TO ` + r,
-			`GRANT ` + privs + ` ON tenancy.tenant_keysets, tenancy.tenant_keyset_tombstones TO ` + r,
-		} {
-			if _, err := tx.Exec(ctx, s); err != nil {
-				return err
-			}
-		}
-		return nil
+		return execAll(ctx, tx,
+			`GRANT USAGE ON SCHEMA tenancy TO `+r,
+			`GRANT `+privs+` ON tenancy.tenant_keysets, tenancy.tenant_keyset_tombstones TO `+r)
 	})
 	if err != nil {
 		return fmt.Errorf("store: grant keyset tables to %s: %w", r, err)
