@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -169,5 +170,55 @@ func TestOnlyDropTenantRecordsDeleted(t *testing.T) {
 	for _, st := range []tenant.State{tenant.StateDeleted, tenant.StateFailed, tenant.StateDecommissioning, tenant.StateRequested} {
 		err := db.CreateTenant(ctxT(t), tenant.Info{ID: tenant.MustParseID(uniqueName("created")), Name: "X", Tier: tenant.TierStandard, State: st})
 		require.ErrorContains(t, err, "field State:", "created as %s", st)
+	}
+}
+
+// Hostile or careless names for a shared table's schema and table are
+// refused with ErrInvalidTable before anything is created.
+func TestCreateSharedTableRefusesBadNamesAndCreatesNothing(t *testing.T) {
+	db := newStore(t)
+	a := admin(t)
+	ok := store.Table{Name: "notes", Columns: "body text"}
+	for name, tc := range map[string]struct {
+		schema string
+		table  store.Table
+	}{
+		"tenant schema":       {"tenant_acme", ok},
+		"control plane":       {"tenancy", ok},
+		"system schema":       {"pg_catalog", ok},
+		"system prefix":       {"pg_x", ok},
+		"upper case":          {"Shared", ok},
+		"quote injection":     {`s"; DROP SCHEMA tenancy; --`, ok},
+		"empty schema":        {"", ok},
+		"leading digit":       {"1shared", ok},
+		"bad table name":      {"sharedbad", store.Table{Name: "No-Dash", Columns: "body text"}},
+		"statement in column": {"sharedbad", store.Table{Name: "notes", Columns: "body text); DROP TABLE x; --"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := db.CreateSharedTable(ctxT(t), tc.schema, tc.table)
+			require.ErrorIs(t, err, store.ErrInvalidTable)
+			var n int
+			require.NoError(t, a.QueryRow(ctxT(t), `SELECT count(*) FROM pg_namespace WHERE nspname = $1`, tc.schema).Scan(&n))
+			if tc.schema != "tenancy" && tc.schema != "pg_catalog" {
+				require.Zero(t, n, "schema %q created", tc.schema)
+			}
+		})
+	}
+}
+
+// Every field of tenant.Info that CreateTenant checks is refused with a
+// message naming it.
+func TestCreateTenantRejectsOverlongAndInvalidText(t *testing.T) {
+	db := newStore(t)
+	id := func() tenant.ID { return tenant.MustParseID(uniqueName("texts")) }
+	for field, info := range map[string]tenant.Info{
+		"field Name:":   {ID: id(), Name: strings.Repeat("n", 201), Tier: tenant.TierStandard},
+		"field Name: ":  {ID: id(), Name: "bad \xff utf8", Tier: tenant.TierStandard},
+		"field Region:": {ID: id(), Name: "R", Tier: tenant.TierStandard, Region: strings.Repeat("r", 65)},
+	} {
+		err := db.CreateTenant(ctxT(t), info)
+		require.ErrorContains(t, err, strings.TrimSpace(field))
+		_, err = db.Tenant(ctxT(t), info.ID)
+		require.ErrorIs(t, err, store.ErrUnknownTenant, "nothing recorded")
 	}
 }
