@@ -2,6 +2,7 @@ package keys_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"io/fs"
@@ -291,4 +292,34 @@ func TestMasterKeyMissingFileGivesErrorNamingTheURI(t *testing.T) {
 	require.ErrorIs(t, err, fs.ErrNotExist)
 	require.Contains(t, err.Error(), e.platform)
 	require.True(t, strings.HasPrefix(err.Error(), "keys: "), err.Error())
+}
+
+// swappingStore answers Get for one tenant with another tenant's keyset,
+// as a broken or hostile Store might.
+type swappingStore struct {
+	keys.Store
+	from, to tenant.ID
+}
+
+func (s swappingStore) Get(ctx context.Context, id tenant.ID, p keys.Purpose) (keys.WrappedKeyset, error) {
+	if id == s.from {
+		id = s.to
+	}
+	return s.Store.Get(ctx, id, p)
+}
+
+// A Store that hands back another tenant's keyset is caught before the
+// keyset is unwrapped or used: no call of tenant A runs on B's keys.
+func TestStoreReturningAnotherTenantsKeysetIsRefused(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	a, ctxA := provision(t, m, "swapa")
+	b, _ := provision(t, m, "swapb")
+	calls := m.Stats().KEKCalls
+	swapped := e.manager(t, func(c *keys.Config) { c.Store = swappingStore{Store: e.store, from: a, to: b} })
+	_, err := swapped.Seal(ctxA, []byte("x"), field)
+	require.ErrorContains(t, err, "the store returned")
+	require.ErrorContains(t, err, b.String())
+	require.Equal(t, calls, m.Stats().KEKCalls)
+	require.Zero(t, swapped.Stats().KEKCalls, "the wrong keyset was not even unwrapped")
 }
