@@ -2,13 +2,9 @@ package store
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
@@ -19,9 +15,9 @@ const controlPlaneLock = 0x74656e616e6379 // "tenancy"
 // controlPlaneSteps are the versioned migrations of schema tenancy. Step i
 // brings the schema to version i+1. Steps are append-only: never edit one
 // that has shipped. Each runs in the migration transaction.
-var controlPlaneSteps = []func(ctx context.Context, db *DB, tx pgx.Tx) error{
-	// 1: the tenant directory and the row-level-security guard.
-	func(ctx context.Context, db *DB, tx pgx.Tx) error {
+var controlPlaneSteps = []func(ctx context.Context, tx pgx.Tx) error{
+	// 1: the tenant directory.
+	func(ctx context.Context, tx pgx.Tx) error {
 		return execAll(ctx, tx,
 			`CREATE TABLE tenancy.meta (
 				key   text PRIMARY KEY,
@@ -43,44 +39,97 @@ var controlPlaneSteps = []func(ctx context.Context, db *DB, tx pgx.Tx) error{
 		)
 	},
 	// 2: wrapped keysets of package keys (see keysets.go).
-	func(ctx context.Context, db *DB, tx pgx.Tx) error { return ensureKeysetsSchemaTx(ctx, tx) },
+	ensureKeysetsSchemaTx,
+	// 3: tenant logins: which login role (by OID) is which tenant, for the
+	// RLS guard, and the secret version and quota of each. Row level
+	// security lets a tenant login read its own row only.
+	func(ctx context.Context, tx pgx.Tx) error {
+		return execAll(ctx, tx,
+			`CREATE TABLE tenancy.tenant_logins (
+				tenant_id      text COLLATE "C" PRIMARY KEY REFERENCES tenancy.tenants (id),
+				role_oid       oid NOT NULL UNIQUE,
+				role_name      text COLLATE "C" NOT NULL UNIQUE,
+				secret_version int NOT NULL CHECK (secret_version > 0),
+				conn_limit     int NOT NULL CHECK (conn_limit > 0))`,
+			`ALTER TABLE tenancy.tenant_logins ENABLE ROW LEVEL SECURITY`,
+		)
+	},
 }
 
-// guardSQL returns the definition of the row-level-security guard. The role
-// prefix is validated by OpenConfig ([a-z0-9_]) and quoted as a literal.
-//
-// tenancy.current_tenant() returns the transaction's tenant, and raises when
-// app.tenant_id is unset or empty (a pooled connection that once had it set
-// returns ” rather than NULL), or when it does not name the tenant role the
-// transaction has assumed. It is a SQL function that PostgreSQL inlines into
-// the policy, so the per-row cost is a comparison of two settings; the
-// PL/pgSQL function that raises runs only on failure. See isolationPolicy
-// for when it is evaluated.
 // idCheck is the SQL check of a tenant ID column: tenant.ParseID's
 // grammar and length (the column name is a constant of this package).
 func idCheck(column string) string {
 	return column + ` ~ '^[a-z](_?[a-z0-9])*$' AND length(` + column + `) <= ` + strconv.Itoa(tenant.MaxIDLen)
 }
 
-func guardSQL(rolePrefix string) []string {
-	return []string{`CREATE OR REPLACE FUNCTION tenancy.no_tenant(t text) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $f$
+// sessionRoleSQL is the OID of the session's login role. session_user is
+// the role the connection authenticated as: only a superuser session can
+// change it (SET SESSION AUTHORIZATION), SET ROLE cannot.
+const sessionRoleSQL = `(SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) session_user)`
+
+// ownLoginSQL is the policy of tenancy.tenant_logins for tenant logins.
+const ownLoginSQL = `role_oid OPERATOR(pg_catalog.=) ` + sessionRoleSQL
+
+// loginTenantSQL is the tenant of the session's login role, or NULL.
+const loginTenantSQL = `(SELECT l.tenant_id FROM tenancy.tenant_logins l WHERE l.role_oid OPERATOR(pg_catalog.=) ` + sessionRoleSQL + `)`
+
+// isolationPolicy returns the row-level-security expression of every
+// tenant table in mode. Every name and operator in it is schema-qualified
+// and it is bound when the policy is created, so nothing on a caller's
+// search_path (pg_temp included) can shadow it.
+//
+// In ModeTenantLogin the tenant is looked up from the session's login
+// role, once per statement (an InitPlan), so the per-row cost is one
+// comparison; a session that is not a tenant login gets an error from
+// tenancy.no_tenant at the first row it would see. (Such a session has no
+// privilege on any tenant schema or shared table in the first place.) The
+// raise is inside the sub-select so that the planner, which evaluates
+// stable functions of constants to estimate selectivity, never calls it.
+//
+// In ModeSharedPool it is tenancy.current_tenant(), which PostgreSQL
+// inlines: the planner pre-evaluates it to estimate selectivity, so a
+// statement without a tenant fails even on an empty table, and the
+// executor evaluates it per row, so a cached plan cannot skip it.
+func isolationPolicy(m Mode) string {
+	if m == ModeSharedPool {
+		return `(tenant_id OPERATOR(pg_catalog.=) tenancy.current_tenant())`
+	}
+	return `(tenant_id OPERATOR(pg_catalog.=) (SELECT COALESCE(` + loginTenantSQL + `, tenancy.no_tenant(NULL))))`
+}
+
+// guardSQL returns the definitions of the guard functions of mode m:
+// tenancy.current_tenant(), the default of every tenant_id column (and
+// the policy of ModeSharedPool), and tenancy.no_tenant(text), which raises.
+// Both have bodies bound at creation (BEGIN ATOMIC, qualified names), so
+// no object a session creates can shadow what they call.
+func guardSQL(m Mode, sharedRole string) []string {
+	noTenant := `CREATE OR REPLACE FUNCTION tenancy.no_tenant(t text) RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
   IF t IS NULL OR t = '' THEN
-    RAISE EXCEPTION 'tenancy: no tenant is set for this transaction (app.tenant_id is unset)'
+    RAISE EXCEPTION 'tenancy: this session has no tenant'
       USING ERRCODE = '42501',
             HINT = 'Run tenant-scoped statements through tenancy/store with a tenant in the context.';
   END IF;
-  RAISE EXCEPTION 'tenancy: app.tenant_id does not match the tenant role of this transaction'
+  RAISE EXCEPTION 'tenancy: app.tenant_id is set, but this session is not the shared login'
     USING ERRCODE = '42501';
 END
-$f$`,
-		`CREATE OR REPLACE FUNCTION tenancy.current_tenant() RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE AS $f$
-  SELECT CASE WHEN current_user = '` + strings.ReplaceAll(rolePrefix, "'", "''") + `tenant_' || current_setting('app.tenant_id', true)
-              THEN current_setting('app.tenant_id', true)
-              ELSE tenancy.no_tenant(current_setting('app.tenant_id', true)) END
-$f$`}
+$f$`
+	if m == ModeSharedPool {
+		return []string{noTenant, `CREATE OR REPLACE FUNCTION tenancy.current_tenant() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+  SELECT CASE WHEN session_user OPERATOR(pg_catalog.=) ` + literal(sharedRole) + `::pg_catalog.name
+               AND pg_catalog.current_setting('app.tenant_id', true) OPERATOR(pg_catalog.<>) ''
+              THEN pg_catalog.current_setting('app.tenant_id', true)
+              ELSE tenancy.no_tenant(pg_catalog.current_setting('app.tenant_id', true)) END;
+END`}
+	}
+	return []string{noTenant, `CREATE OR REPLACE FUNCTION tenancy.current_tenant() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+  SELECT COALESCE(` + loginTenantSQL + `, tenancy.no_tenant(NULL));
+END`}
 }
 
 func execAll(ctx context.Context, tx pgx.Tx, stmts ...string) error {
@@ -94,110 +143,4 @@ func execAll(ctx context.Context, tx pgx.Tx, stmts ...string) error {
 
 // ControlPlaneVersion is the control-plane schema version this package
 // creates and expects.
-var ControlPlaneVersion = len(controlPlaneSteps)
-
-func (db *DB) migrateControlPlane(ctx context.Context) error {
-	err := pgx.BeginFunc(ctx, db.admin, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(controlPlaneLock)); err != nil {
-			return err
-		}
-		if err := execAll(ctx, tx,
-			`CREATE SCHEMA IF NOT EXISTS tenancy`,
-			`CREATE TABLE IF NOT EXISTS tenancy.schema_version (version int NOT NULL)`,
-		); err != nil {
-			return err
-		}
-		var version int
-		err := tx.QueryRow(ctx, `SELECT version FROM tenancy.schema_version`).Scan(&version)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			if _, err := tx.Exec(ctx, `INSERT INTO tenancy.schema_version VALUES (0)`); err != nil {
-				return err
-			}
-		case err != nil:
-			return err
-		}
-		if version > len(controlPlaneSteps) {
-			return fmt.Errorf("control-plane schema is at version %d, newer than this build of tenancy knows (%d): upgrade tenancy", version, len(controlPlaneSteps))
-		}
-		for v := version; v < len(controlPlaneSteps); v++ {
-			if err := controlPlaneSteps[v](ctx, db, tx); err != nil {
-				return fmt.Errorf("step %d: %w", v+1, err)
-			}
-			db.log.InfoContext(ctx, "store: control plane migrated", "version", v+1)
-		}
-		if _, err := tx.Exec(ctx, `UPDATE tenancy.schema_version SET version = $1`, len(controlPlaneSteps)); err != nil {
-			return err
-		}
-		// The role prefix is fixed for a database once chosen: the guard and
-		// every tenant role depend on it.
-		var prefix string
-		err = tx.QueryRow(ctx, `INSERT INTO tenancy.meta (key, value) VALUES ('role_prefix', $1)
-			ON CONFLICT (key) DO UPDATE SET value = tenancy.meta.value RETURNING value`, db.rolePrefix).Scan(&prefix)
-		if err != nil {
-			return err
-		}
-		if prefix != db.rolePrefix {
-			return fmt.Errorf("%w: RolePrefix is %q but this database was set up with %q", ErrInvalidConfig, db.rolePrefix, prefix)
-		}
-		if err := db.ensureGroupRole(ctx, tx); err != nil {
-			return err
-		}
-		group := pgx.Identifier{db.groupRole()}.Sanitize()
-		app := pgx.Identifier{db.appRole}.Sanitize()
-		return execAll(ctx, tx, append(guardSQL(db.rolePrefix),
-			`REVOKE ALL ON SCHEMA tenancy FROM PUBLIC`,
-			`REVOKE ALL ON FUNCTION tenancy.current_tenant(), tenancy.no_tenant(text) FROM PUBLIC`,
-			`GRANT USAGE ON SCHEMA tenancy TO `+group+`, `+app,
-			`GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.no_tenant(text) TO `+group,
-			`GRANT SELECT ON tenancy.tenants TO `+app,
-			// Serving reads wrapped keysets; only the admin role may write
-			// (provision, rotate, shred) them.
-			`GRANT SELECT ON tenancy.tenant_keysets, tenancy.tenant_keyset_tombstones TO `+app,
-		)...)
-	})
-	if err != nil {
-		return fmt.Errorf("store: migrate control plane: %w", err)
-	}
-	return nil
-}
-
-// groupRoleComment marks the group role as tenancy's, for its RolePrefix.
-func (db *DB) groupRoleComment() string {
-	return "tenancy: group of the tenant roles of RolePrefix " + strconv.Quote(db.rolePrefix)
-}
-
-// ensureGroupRole creates the NOLOGIN group role of the tenant roles if it
-// does not exist, marked with a comment, and otherwise checks that the
-// existing role carries that mark. Roles are cluster-wide: an unmarked role
-// of that name may belong to another deployment (even be one of its tenant
-// roles), and must not be adopted. Two databases of one deployment may race
-// to create it: a duplicate is not an error.
-func (db *DB) ensureGroupRole(ctx context.Context, tx pgx.Tx) error {
-	name, mark := db.groupRole(), db.groupRoleComment()
-	if _, err := tx.Exec(ctx, `SAVEPOINT ensure_role`); err != nil {
-		return err
-	}
-	role := pgx.Identifier{name}.Sanitize()
-	_, err := tx.Exec(ctx, `CREATE ROLE `+role+` NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB`)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "42710" || pgErr.Code == "23505") { // duplicate_object, or a concurrent create
-		if _, err := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT ensure_role`); err != nil {
-			return err
-		}
-		var got *string
-		if err := tx.QueryRow(ctx, `SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1`, name).Scan(&got); err != nil {
-			return err
-		}
-		if got == nil || *got != mark {
-			return fmt.Errorf("%w: role %s exists but tenancy did not create it as the group role of RolePrefix %q (it has no such comment); it may belong to another deployment on this cluster: choose another RolePrefix", ErrInvalidConfig, role, db.rolePrefix)
-		}
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	// COMMENT takes no parameters; the mark holds the validated prefix only.
-	_, err = tx.Exec(ctx, `COMMENT ON ROLE `+role+` IS '`+strings.ReplaceAll(mark, "'", "''")+`'`)
-	return err
-}
+func ControlPlaneVersion() int { return len(controlPlaneSteps) }

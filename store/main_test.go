@@ -2,17 +2,19 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+
 	"github.com/rtmx-ai/tenancy/internal/pgtest"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
-	"github.com/stretchr/testify/require"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -30,88 +32,122 @@ var requirements = store.Table{
 		custom jsonb NOT NULL DEFAULT '{}'`,
 }
 
+// secret is the login secret of every test store.
+var secret = store.LoginSecret{Version: 1, Key: []byte("tenancy test login secret, 32 bytes or more")}
+
+// modes are the connection modes every isolation test runs in.
+var modes = []store.Mode{store.ModeTenantLogin, store.ModeSharedPool}
+
 var (
-	appOnce sync.Once
-	appURL  string
+	platformOnce sync.Once
+	platformURL  string
+	dbsMu        sync.Mutex
+	dbs          = map[store.Mode]*pgtest.Database{}
 )
 
-// appRole returns the connection string of the package's least-privilege
-// application role.
-func appRole(t testing.TB) string {
-	d := pgtest.DB(t)
-	appOnce.Do(func() { appURL = d.CreateRole(t, "app", "NOINHERIT") })
-	return appURL
-}
-
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// newStore opens a store over the package database with the application
-// role, the package's role prefix and the requirements table.
-func newStore(t testing.TB, adjust ...func(*store.Config)) *store.DB {
+// platform returns the connection string of the package's platform role
+// (no privileges of its own) on database d.
+func platform(t testing.TB, d *pgtest.Database) string {
 	t.Helper()
-	d := pgtest.DB(t)
-	cfg, err := store.ParseConfig(appRole(t), d.AdminURL())
+	platformOnce.Do(func() { platformURL = pgtest.DB(t).CreateRole(t, "platform", "") })
+	cfg, err := pgx.ParseConfig(platformURL)
 	require.NoError(t, err)
-	cfg.RolePrefix = d.Prefix()
-	cfg.Tables = []store.Table{requirements}
-	for _, a := range adjust {
-		a(cfg)
+	return d.URL(cfg.User, cfg.Password)
+}
+
+// databaseFor returns the package's database for mode m: the mode is fixed
+// per database, so each has its own.
+func databaseFor(t testing.TB, m store.Mode) *pgtest.Database {
+	t.Helper()
+	dbsMu.Lock()
+	defer dbsMu.Unlock()
+	if d, ok := dbs[m]; ok {
+		return d
 	}
-	db, err := store.OpenConfig(ctxT(t), cfg)
+	d := pgtest.DB(t)
+	if len(dbs) > 0 {
+		d = d.NewDatabase(t)
+	}
+	dbs[m] = d
+	return d
+}
+
+// env is an Admin and a DB over one database.
+type env struct {
+	mode  store.Mode
+	d     *pgtest.Database
+	admin *store.Admin
+	db    *store.DB
+}
+
+// newEnv opens an Admin and a DB of mode m over the package's database for
+// m, with the requirements table; adjust changes the configs first.
+func newEnv(t testing.TB, m store.Mode, adjust ...func(*store.AdminConfig, *store.Config)) *env {
+	t.Helper()
+	d := databaseFor(t, m)
+	acfg, err := store.ParseAdminConfig(d.AdminURL())
+	require.NoError(t, err)
+	acfg.Mode = m
+	acfg.RolePrefix = d.Prefix()
+	acfg.LoginSecrets = []store.LoginSecret{secret}
+	acfg.Tables = []store.Table{requirements}
+	pcfg, err := pgx.ParseConfig(platformURLFor(t, d))
+	require.NoError(t, err)
+	acfg.PlatformRole = pcfg.User
+	cfg, err := store.ParseConfig(platformURLFor(t, d), secret)
+	require.NoError(t, err)
+	for _, a := range adjust {
+		a(acfg, cfg)
+	}
+	admin, err := store.OpenAdmin(t.Context(), acfg)
+	require.NoError(t, err)
+	t.Cleanup(admin.Close)
+	db, err := store.Open(t.Context(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(db.Close)
-	return db
+	return &env{mode: m, d: d, admin: admin, db: db}
 }
+
+func platformURLFor(t testing.TB, d *pgtest.Database) string { return platform(t, d) }
 
 var tenantSeq atomic.Int64
 
-// uniqueName returns name with a suffix no other test of this package run
-// uses (tests may run with -count=N against the same database).
-func uniqueName(name string) string { return fmt.Sprintf("%s%d", name, tenantSeq.Add(1)) }
-
 // newTenant creates a standard-tier tenant with a unique ID starting with
 // name, and returns its ID and a context carrying it.
-func newTenant(t testing.TB, db *store.DB, name string) (tenant.ID, context.Context) {
+func (e *env) newTenant(t testing.TB, name string) (tenant.ID, context.Context) {
 	t.Helper()
 	id := tenant.MustParseID(fmt.Sprintf("%s%d", name, tenantSeq.Add(1)))
-	require.NoError(t, db.CreateTenant(ctxT(t), tenant.Info{ID: id, Name: "Tenant " + name, Tier: tenant.TierStandard}))
-	return id, tenant.NewContext(ctxT(t), id)
+	require.NoError(t, e.admin.CreateTenant(t.Context(), tenant.Info{ID: id, Name: "Tenant " + name, Tier: tenant.TierStandard}))
+	return id, tenant.NewContext(t.Context(), id)
 }
 
 // insertReq writes one requirement row as the tenant of ctx.
-func insertReq(t testing.TB, db *store.DB, ctx context.Context, reqID, text string) {
+func (e *env) insertReq(t testing.TB, ctx context.Context, reqID, text string) {
 	t.Helper()
-	_, err := db.Exec(ctx, `INSERT INTO requirements (req_id, category, requirement_text) VALUES ($1, 'DEPLOY', $2)`, reqID, text)
+	_, err := e.db.Exec(ctx, `INSERT INTO requirements (req_id, category, requirement_text) VALUES ($1, 'DEPLOY', $2)`, reqID, text)
 	require.NoError(t, err)
 }
 
-// ownRows checks that rows hold (tenant_id, owner) pairs naming want only,
-// and at least one: the leak hunts' assertion.
-func ownRows(want tenant.ID, rows pgx.Rows, err error) error {
+// forModes runs fn as a subtest per mode.
+func forModes(t *testing.T, fn func(t *testing.T, e *env)) {
+	for _, m := range modes {
+		t.Run(string(m), func(t *testing.T) { fn(t, newEnv(t, m)) })
+	}
+}
+
+func pgCode(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+func reqIDs(t testing.TB, db *store.DB, ctx context.Context, sql string, args ...any) ([]string, error) {
+	t.Helper()
+	rows, err := db.Query(ctx, sql, args...)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer rows.Close()
-	n := 0
-	for rows.Next() {
-		var tid, owner string
-		if err := rows.Scan(&tid, &owner); err != nil {
-			return err
-		}
-		if tid != want.String() || owner != want.String() {
-			return fmt.Errorf("LEAK: tenant %s saw row of tenant_id=%s owner=%s", want, tid, owner)
-		}
-		n++
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	if n == 0 {
-		return fmt.Errorf("tenant %s saw none of its own rows", want)
-	}
-	return nil
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }

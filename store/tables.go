@@ -10,15 +10,15 @@ import (
 )
 
 // Table declares a tenant table: one that lives in every tenant's schema
-// (or, with [DB.CreateSharedTable], one shared table holding rows of many
+// (or, with [Admin.CreateSharedTable], one shared table holding rows of many
 // tenants). Store adds to it a first column
 //
 //	tenant_id text NOT NULL DEFAULT tenancy.current_tenant()
 //
-// which is filled in from the transaction's tenant, enables and FORCEs row
+// which is filled in from the session's tenant, enables and FORCEs row
 // level security, and installs the policy tenancy_isolation, which lets a
-// transaction see and write only rows of its own tenant and raises an error
-// when the transaction has no tenant.
+// session see and write only rows of its own tenant and raises an error
+// for a session that has no tenant.
 //
 // Every tenant's copy of a table must have the same shape, so that cached
 // statements fit every tenant: put per-tenant custom fields in a jsonb
@@ -51,19 +51,8 @@ func (t Table) validate() error {
 	return nil
 }
 
-// isolationPolicy is the row-level-security policy of every tenant table.
-// tenancy.current_tenant() raises when the transaction has no tenant, and it
-// is evaluated twice over: by the planner, which pre-evaluates the stable
-// side of "column = expression" to estimate selectivity (so a statement fails
-// even on an empty table), and per row by the executor (so a cached plan
-// cannot skip it). A pseudo-constant gate such as "current_tenant() IS NOT
-// NULL AND ..." does not work: PostgreSQL keeps security quals on the scan
-// and orders the cheaper comparison first, so the gate never runs when no
-// row matches.
-const isolationPolicy = `(tenant_id = tenancy.current_tenant())`
-
 // createTable creates t in schema and secures it.
-func createTable(ctx context.Context, tx pgx.Tx, schema string, t Table) error {
+func createTable(ctx context.Context, tx pgx.Tx, m Mode, schema string, t Table) error {
 	name := pgx.Identifier{schema, t.Name}.Sanitize()
 	_, err := tx.Exec(ctx, `CREATE TABLE `+name+` (
 	tenant_id text NOT NULL DEFAULT tenancy.current_tenant(),
@@ -71,19 +60,19 @@ func createTable(ctx context.Context, tx pgx.Tx, schema string, t Table) error {
 	if err != nil {
 		return fmt.Errorf("create table %s: %w", name, err)
 	}
-	return secureTable(ctx, tx, schema, t.Name)
+	return secureTable(ctx, tx, m, schema, t.Name)
 }
 
 // secureTable enables and forces row level security on an existing table
 // that has a tenant_id column, and (re)creates the isolation policy.
-func secureTable(ctx context.Context, tx pgx.Tx, schema, table string) error {
+func secureTable(ctx context.Context, tx pgx.Tx, m Mode, schema, table string) error {
 	name := pgx.Identifier{schema, table}.Sanitize()
 	err := execAll(ctx, tx,
 		`ALTER TABLE `+name+` ENABLE ROW LEVEL SECURITY`,
 		`ALTER TABLE `+name+` FORCE ROW LEVEL SECURITY`,
 		`DROP POLICY IF EXISTS tenancy_isolation ON `+name,
 		`CREATE POLICY tenancy_isolation ON `+name+` AS PERMISSIVE FOR ALL
-			USING `+isolationPolicy+` WITH CHECK `+isolationPolicy,
+			USING `+isolationPolicy(m)+` WITH CHECK `+isolationPolicy(m),
 	)
 	if err != nil {
 		return fmt.Errorf("secure table %s: %w", name, err)
@@ -94,27 +83,27 @@ func secureTable(ctx context.Context, tx pgx.Tx, schema, table string) error {
 // CreateSharedTable creates a table in a shared schema (not a tenant's)
 // whose rows belong to many tenants, isolated by row level security alone:
 // every tenant role may read and write it, and sees only its own rows.
-// Prefer per-tenant tables ([Config.Tables]); shared tables suit small
+// Prefer per-tenant tables ([AdminConfig.Tables]); shared tables suit small
 // cross-tenant indexes. Every unique or exclusion constraint of a shared
 // table must include tenant_id (PRIMARY KEY (tenant_id, id)), or one tenant
 // could learn another's keys from a unique violation; CreateSharedTable
 // refuses the table otherwise. The table is recorded in the control plane, so that
 // dropping a tenant deletes its rows there too. schema must match
 // [a-z][a-z0-9_]* and must not be a tenant schema or tenancy.
-func (db *DB) CreateSharedTable(ctx context.Context, schema string, t Table) error {
+func (a *Admin) CreateSharedTable(ctx context.Context, schema string, t Table) error {
 	if err := t.validate(); err != nil {
 		return err
 	}
 	if !tableNameRE.MatchString(schema) || strings.HasPrefix(schema, "tenant_") || schema == "tenancy" || strings.HasPrefix(schema, "pg_") {
 		return fmt.Errorf("%w: schema %q must match [a-z][a-z0-9_]* and not be tenancy, pg_* or a tenant schema", ErrInvalidTable, schema)
 	}
-	group := pgx.Identifier{db.groupRole()}.Sanitize()
-	err := pgx.BeginFunc(ctx, db.admin, func(tx pgx.Tx) error {
+	group := q(a.sharedWorkRole())
+	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		s := pgx.Identifier{schema}.Sanitize()
 		if err := execAll(ctx, tx, `CREATE SCHEMA IF NOT EXISTS `+s, `GRANT USAGE ON SCHEMA `+s+` TO `+group); err != nil {
 			return err
 		}
-		if err := createTable(ctx, tx, schema, t); err != nil {
+		if err := createTable(ctx, tx, a.mode, schema, t); err != nil {
 			return err
 		}
 		name := pgx.Identifier{schema, t.Name}.Sanitize()
@@ -136,6 +125,8 @@ func (db *DB) CreateSharedTable(ctx context.Context, schema string, t Table) err
 			return fmt.Errorf("%w: table %s: unique or exclusion constraints %v do not include tenant_id, so a tenant could probe another tenant's keys: add tenant_id to them, e.g. PRIMARY KEY (tenant_id, id)", ErrInvalidTable, t.Name, bad)
 		}
 		if err := execAll(ctx, tx,
+			// The admin deletes a dropped tenant's rows (DropTenant).
+			`CREATE POLICY tenancy_admin ON `+name+` FOR ALL TO `+q(a.adminRole)+` USING (true) WITH CHECK (true)`,
 			`GRANT SELECT, INSERT, UPDATE, DELETE ON `+name+` TO `+group,
 			`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA `+s+` TO `+group,
 		); err != nil {

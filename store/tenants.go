@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
@@ -19,8 +21,9 @@ type Placement struct {
 	Kind string `json:"kind"`
 	// Schema is the tenant's schema name.
 	Schema string `json:"schema,omitempty"`
-	// Role is the tenant's NOLOGIN role.
-	Role string `json:"role"`
+	// Role is the tenant's login role in ModeTenantLogin, "" in
+	// ModeSharedPool.
+	Role string `json:"role,omitempty"`
 }
 
 func validateInfo(info tenant.Info) error {
@@ -58,13 +61,16 @@ func validateInfo(info tenant.Info) error {
 
 // CreateTenant places a new tenant and records it in the tenant directory,
 // all in one admin transaction: either everything exists afterwards or
-// nothing does. For the standard tier it creates schema tenant_<id>, the
-// tenant's NOLOGIN role with privileges on that schema only, every table of
-// Config.Tables (secured, see [Table]), and makes the application role a
-// member of the tenant role without inheritance. info.State defaults to
-// active. Creating a tenant that exists (or existed: IDs are never reused)
-// fails with an error wrapping [ErrTenantExists].
-func (db *DB) CreateTenant(ctx context.Context, info tenant.Info) error {
+// nothing does. For the standard tier it creates schema tenant_<id> and
+// every table of AdminConfig.Tables (secured, see [Table]); in
+// ModeTenantLogin also the tenant's login role (an opaque name, the
+// password derived from the newest login secret and set as a SCRAM
+// verifier, CONNECTION LIMIT AdminConfig.ConnLimit, search_path its
+// schema, no other privilege than its own schema and what all tenants
+// share), recorded in tenancy.tenant_logins. info.State defaults to active.
+// Creating a tenant that exists (or existed: IDs are never reused) fails
+// with an error wrapping [ErrTenantExists].
+func (a *Admin) CreateTenant(ctx context.Context, info tenant.Info) error {
 	if err := validateInfo(info); err != nil {
 		return err
 	}
@@ -73,12 +79,22 @@ func (db *DB) CreateTenant(ctx context.Context, info tenant.Info) error {
 	}
 	id := info.ID
 	schemaName := id.SchemaName()
-	roleName := db.TenantRole(id)
-	placement := Placement{Kind: "schema", Schema: schemaName, Role: roleName}
-	role := pgx.Identifier{roleName}.Sanitize()
-	schema := pgx.Identifier{schemaName}.Sanitize()
+	schema := q(schemaName)
+	placement := Placement{Kind: "schema", Schema: schemaName}
+	var roleName string
+	if a.mode == ModeTenantLogin {
+		var err error
+		if roleName, err = a.secrets.roleName(a.rolePrefix, id); err != nil {
+			return fmt.Errorf("store: create tenant %s: %w", id, err)
+		}
+		placement.Role = roleName
+	}
+	worker := a.sharedRole()
+	if a.mode == ModeTenantLogin {
+		worker = roleName
+	}
 
-	err := pgx.BeginFunc(ctx, db.admin, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO tenancy.tenants (id, name, tier, region, state, placement)
 			VALUES ($1, $2, $3, $4, $5, $6)`, id.String(), info.Name, string(info.Tier), info.Region, string(info.State), placement)
 		if isUniqueViolation(err) {
@@ -87,64 +103,113 @@ func (db *DB) CreateTenant(ctx context.Context, info tenant.Info) error {
 		if err != nil {
 			return err
 		}
-		var roleExists bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, roleName).Scan(&roleExists); err != nil {
-			return err
+		if a.mode == ModeTenantLogin {
+			if err := a.createLogin(ctx, tx, id, roleName, schemaName, info.State); err != nil {
+				return err
+			}
 		}
-		if roleExists {
-			return fmt.Errorf("%w: role %s already exists on this cluster (another deployment with the same RolePrefix?)", ErrTenantExists, role)
-		}
-		appGrant := `GRANT ` + role + ` TO ` + pgx.Identifier{db.appRole}.Sanitize()
-		if db.pgVersion >= 160000 {
-			appGrant += ` WITH INHERIT FALSE`
-		}
+		w := q(worker)
 		if err := execAll(ctx, tx,
-			`CREATE ROLE `+role+` NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB INHERIT`,
-			`GRANT `+pgx.Identifier{db.groupRole()}.Sanitize()+` TO `+role,
 			`CREATE SCHEMA `+schema,
 			`REVOKE ALL ON SCHEMA `+schema+` FROM PUBLIC`,
-			`GRANT USAGE ON SCHEMA `+schema+` TO `+role,
-			`ALTER DEFAULT PRIVILEGES IN SCHEMA `+schema+` GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO `+role,
-			`ALTER DEFAULT PRIVILEGES IN SCHEMA `+schema+` GRANT USAGE, SELECT ON SEQUENCES TO `+role,
+			`GRANT USAGE ON SCHEMA `+schema+` TO `+w,
 		); err != nil {
 			return err
 		}
-		for _, t := range db.tables {
-			if err := createTable(ctx, tx, schemaName, t); err != nil {
+		for _, t := range a.tables {
+			if err := createTable(ctx, tx, a.mode, schemaName, t); err != nil {
 				return err
 			}
 		}
 		return execAll(ctx, tx,
-			`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA `+schema+` TO `+role,
-			`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA `+schema+` TO `+role,
-			appGrant,
+			`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA `+schema+` TO `+w,
+			`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA `+schema+` TO `+w,
 		)
 	})
 	if err != nil {
 		return fmt.Errorf("store: create tenant %s: %w", id, err)
 	}
-	db.log.InfoContext(ctx, "store: tenant created", "tenant_id", id.String(), "tier", string(info.Tier), "schema", schemaName)
-	db.checkMemberships(ctx)
+	a.log.InfoContext(ctx, "store: tenant created", "tenant_id", id.String(), "tier", string(info.Tier), "schema", schemaName)
 	return nil
+}
+
+// createLogin creates the login role of tenant id in tx and records it.
+func (a *Admin) createLogin(ctx context.Context, tx pgx.Tx, id tenant.ID, roleName, schemaName string, state tenant.State) error {
+	var roleExists bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, roleName).Scan(&roleExists); err != nil {
+		return err
+	}
+	if roleExists {
+		return fmt.Errorf("%w: role %s already exists on this cluster (another deployment with the same RolePrefix and login secret?)", ErrTenantExists, q(roleName))
+	}
+	login := "NOLOGIN"
+	if canLogin(state) {
+		login = "LOGIN"
+	}
+	role := q(roleName)
+	groupGrant := `GRANT ` + q(a.groupRole()) + ` TO ` + role
+	if a.pgVersion >= 160000 {
+		groupGrant += ` WITH INHERIT TRUE, SET FALSE`
+	}
+	if err := execAll(ctx, tx,
+		`CREATE ROLE `+role+` `+login+` NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT `+strconv.Itoa(a.connLimit),
+		groupGrant,
+		`ALTER ROLE `+role+` IN DATABASE `+q(a.dbName)+` SET search_path = `+q(schemaName),
+	); err != nil {
+		return err
+	}
+	if err := a.setVerifier(ctx, tx, roleName, a.secrets.current); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO tenancy.tenant_logins (tenant_id, role_oid, role_name, secret_version, conn_limit)
+		VALUES ($1, $2::regrole::oid, $2, $3, $4)`, id.String(), roleName, a.secrets.current, a.connLimit)
+	return err
+}
+
+// canLogin reports whether a tenant's login role may log in in state s.
+func canLogin(s tenant.State) bool { return s == tenant.StateActive || s == tenant.StateProvisioning }
+
+// loginOf returns the login role name of tenant id, "" if it has none.
+func loginOf(ctx context.Context, tx pgx.Tx, id tenant.ID) (string, error) {
+	var role string
+	err := tx.QueryRow(ctx, `SELECT role_name FROM tenancy.tenant_logins WHERE tenant_id = $1`, id.String()).Scan(&role)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	return role, err
+}
+
+// terminateSessions ends the sessions of role, where the admin may (a
+// superuser, or a member of pg_signal_backend); otherwise they end when
+// they next need what the role has lost.
+func terminateSessions(ctx context.Context, tx pgx.Tx, role string) error {
+	if _, err := tx.Exec(ctx, `SAVEPOINT terminate`); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, role); err != nil {
+		_, err = tx.Exec(ctx, `ROLLBACK TO SAVEPOINT terminate`)
+		return err
+	}
+	_, err := tx.Exec(ctx, `RELEASE SAVEPOINT terminate`)
+	return err
 }
 
 // DropTenant deletes a tenant's data and placement in one admin
 // transaction: its rows in every shared table, its schema with everything
-// in it, and its role. The directory keeps the tenant with state deleted, so
-// the ID is never given to another tenant. Dropping a tenant that has no
-// placement fails with an error wrapping [ErrUnknownTenant].
+// in it, and its login role (whose sessions it ends where it may). The
+// directory keeps the tenant with state deleted, so the ID is never given
+// to another tenant. Dropping a tenant that has no placement fails with an
+// error wrapping [ErrUnknownTenant].
 //
 // It waits for transactions that are writing to shared tables to end, so
 // that it deletes what they commit, and holds off new writers until it
-// ends. Suspend the tenant first (SetState), so that services that check
-// its state start no new work for it.
-func (db *DB) DropTenant(ctx context.Context, id tenant.ID) error {
+// ends. Suspend the tenant first (SetState), which in ModeTenantLogin also
+// stops new logins.
+func (a *Admin) DropTenant(ctx context.Context, id tenant.ID) error {
 	if id.IsZero() {
 		return fmt.Errorf("store: drop tenant: %w", tenant.ErrNoTenant)
 	}
-	roleName := db.TenantRole(id)
-	role := pgx.Identifier{roleName}.Sanitize()
-	err := pgx.BeginFunc(ctx, db.admin, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		var state string
 		err := tx.QueryRow(ctx, `SELECT state FROM tenancy.tenants WHERE id = $1 FOR UPDATE`, id.String()).Scan(&state)
 		if errors.Is(err, pgx.ErrNoRows) || state == string(tenant.StateDeleted) {
@@ -153,8 +218,6 @@ func (db *DB) DropTenant(ctx context.Context, id tenant.ID) error {
 		if err != nil {
 			return err
 		}
-		// Rows in shared tables: delete them as the tenant, so that row
-		// level security applies even to a non-superuser admin.
 		rows, err := tx.Query(ctx, `SELECT schema_name, table_name FROM tenancy.shared_tables ORDER BY 1, 2`)
 		if err != nil {
 			return err
@@ -170,9 +233,8 @@ func (db *DB) DropTenant(ctx context.Context, id tenant.ID) error {
 		if len(shared) > 0 {
 			// SHARE mode waits for every transaction that is writing to a
 			// shared table, so that the DELETE below sees the rows they
-			// commit (it would neither see nor wait for an uncommitted
-			// insert), and holds off new writers until the role is gone,
-			// after which their writes fail. Always in the same order.
+			// commit, and holds off new writers until the tenant is gone.
+			// Always in the same order.
 			lock := make([]string, len(shared))
 			for i, t := range shared {
 				lock[i] = t.Sanitize()
@@ -180,39 +242,34 @@ func (db *DB) DropTenant(ctx context.Context, id tenant.ID) error {
 			if _, err := tx.Exec(ctx, `LOCK TABLE `+strings.Join(lock, ", ")+` IN SHARE MODE`); err != nil {
 				return err
 			}
-			// A non-superuser admin with CREATEROLE (PostgreSQL 16+) is not a
-			// member of the roles it creates; it holds ADMIN OPTION, so it can
-			// make itself one for the rest of this transaction's work.
-			var member bool
-			if err := tx.QueryRow(ctx, `SELECT pg_has_role(current_user, $1, 'MEMBER')`, roleName).Scan(&member); err != nil {
-				return err
-			}
-			if !member {
-				if _, err := tx.Exec(ctx, `GRANT `+role+` TO CURRENT_USER`); err != nil {
-					return err
-				}
-			}
-			if _, err := tx.Exec(ctx, `SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true)`, roleName, id.String()); err != nil {
-				return err
-			}
 			for _, t := range shared {
-				if _, err := tx.Exec(ctx, `DELETE FROM `+t.Sanitize()); err != nil {
+				// The admin's own policy (tenancy_admin) lets it see every
+				// tenant's rows of a shared table.
+				if _, err := tx.Exec(ctx, `DELETE FROM `+t.Sanitize()+` WHERE tenant_id = $1`, id.String()); err != nil {
 					return err
 				}
-			}
-			if _, err := tx.Exec(ctx, `SET LOCAL ROLE NONE`); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `SELECT set_config('app.tenant_id', '', true)`); err != nil {
-				return err
 			}
 		}
-		if err := execAll(ctx, tx,
-			`DROP SCHEMA IF EXISTS `+pgx.Identifier{id.SchemaName()}.Sanitize()+` CASCADE`,
-			`DROP OWNED BY `+role,
-			`DROP ROLE `+role,
-		); err != nil {
+		role, err := loginOf(ctx, tx, id)
+		if err != nil {
 			return err
+		}
+		if err := execAll(ctx, tx, `DROP SCHEMA IF EXISTS `+q(id.SchemaName())+` CASCADE`); err != nil {
+			return err
+		}
+		if role != "" {
+			if _, err := tx.Exec(ctx, `DELETE FROM tenancy.tenant_logins WHERE tenant_id = $1`, id.String()); err != nil {
+				return err
+			}
+			if err := execAll(ctx, tx, `ALTER ROLE `+q(role)+` NOLOGIN`); err != nil {
+				return err
+			}
+			if err := terminateSessions(ctx, tx, role); err != nil {
+				return err
+			}
+			if err := execAll(ctx, tx, `DROP OWNED BY `+q(role), `DROP ROLE `+q(role)); err != nil {
+				return err
+			}
 		}
 		_, err = tx.Exec(ctx, `UPDATE tenancy.tenants SET state = 'deleted', placement = '{}', updated_at = now() WHERE id = $1`, id.String())
 		return err
@@ -220,20 +277,23 @@ func (db *DB) DropTenant(ctx context.Context, id tenant.ID) error {
 	if err != nil {
 		return fmt.Errorf("store: drop tenant %s: %w", id, err)
 	}
-	db.scopes.Delete(id)
-	db.log.InfoContext(ctx, "store: tenant dropped", "tenant_id", id.String())
+	a.log.InfoContext(ctx, "store: tenant dropped", "tenant_id", id.String())
 	return nil
 }
 
 // Tenant returns the directory entry of id, or an error wrapping
 // [ErrUnknownTenant].
-func (db *DB) Tenant(ctx context.Context, id tenant.ID) (tenant.Info, error) {
+func (a *Admin) Tenant(ctx context.Context, id tenant.ID) (tenant.Info, error) {
+	return readTenant(ctx, a.pool, id)
+}
+
+func readTenant(ctx context.Context, pool *pgxpool.Pool, id tenant.ID) (tenant.Info, error) {
 	var (
 		info             tenant.Info
 		sid, tier, state string
 		created, updated time.Time
 	)
-	err := db.app.QueryRow(ctx, `SELECT id, name, tier, region, state, created_at, updated_at
+	err := pool.QueryRow(ctx, `SELECT id, name, tier, region, state, created_at, updated_at
 		FROM tenancy.tenants WHERE id = $1`, id.String()).Scan(&sid, &info.Name, &tier, &info.Region, &state, &created, &updated)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return tenant.Info{}, fmt.Errorf("store: tenant %s: %w", id, ErrUnknownTenant)
@@ -247,9 +307,13 @@ func (db *DB) Tenant(ctx context.Context, id tenant.ID) (tenant.Info, error) {
 
 // SetState moves tenant id to state to, if the lifecycle allows the move
 // from its current state (see [tenant.State.Transition]). It never moves a
-// tenant to deleted: [DB.DropTenant] does, with its data.
-func (db *DB) SetState(ctx context.Context, id tenant.ID, to tenant.State) error {
-	err := pgx.BeginFunc(ctx, db.admin, func(tx pgx.Tx) error {
+// tenant to deleted: [Admin.DropTenant] does, with its data. In
+// ModeTenantLogin a suspended tenant's login role gets NOLOGIN (PostgreSQL
+// refuses its new connections) and its sessions are ended where the admin
+// may (and so in every state but active and provisioning); moving it back
+// to active restores LOGIN.
+func (a *Admin) SetState(ctx context.Context, id tenant.ID, to tenant.State) error {
+	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		var cur string
 		err := tx.QueryRow(ctx, `SELECT state FROM tenancy.tenants WHERE id = $1 FOR UPDATE`, id.String()).Scan(&cur)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -266,8 +330,20 @@ func (db *DB) SetState(ctx context.Context, id tenant.ID, to tenant.State) error
 		if _, err := tenant.State(cur).Transition(to); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE tenancy.tenants SET state = $2, updated_at = now() WHERE id = $1`, id.String(), string(to))
-		return err
+		if _, err = tx.Exec(ctx, `UPDATE tenancy.tenants SET state = $2, updated_at = now() WHERE id = $1`, id.String(), string(to)); err != nil {
+			return err
+		}
+		role, err := loginOf(ctx, tx, id)
+		if err != nil || role == "" {
+			return err
+		}
+		if canLogin(to) {
+			return execAll(ctx, tx, `ALTER ROLE `+q(role)+` LOGIN`)
+		}
+		if err := execAll(ctx, tx, `ALTER ROLE `+q(role)+` NOLOGIN`); err != nil {
+			return err
+		}
+		return terminateSessions(ctx, tx, role)
 	})
 	if err != nil {
 		return fmt.Errorf("store: set state of tenant %s: %w", id, err)

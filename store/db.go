@@ -1,0 +1,670 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rtmx-ai/tenancy/store/internal/admit"
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+func defaultCPUs() int { return runtime.NumCPU() }
+
+// DB is the request path of store: it runs work for the tenant in the
+// context, and nothing else. It cannot create, drop or change tenants;
+// that is [Admin]'s. It is safe for concurrent use.
+//
+// In ModeTenantLogin every tenant's work runs on connections logged in as
+// that tenant's own role, from a pool per tenant opened on first use; in
+// ModeSharedPool on the shared login's pool, with the tenant set per
+// statement or transaction.
+type DB struct {
+	platform     *pgxpool.Pool
+	platformRole string
+	mode         Mode
+	secrets      *secrets
+	base         *pgxpool.Config // the platform's config: host, port, database, TLS
+	adm          *admit.Controller
+	idle         time.Duration
+	maxConns     int
+	log          *slog.Logger
+
+	pools sync.Map // tenant.ID -> *tenantPool (ModeTenantLogin)
+
+	mu     sync.Mutex // guards opening (one open per tenant at a time) and closed
+	closed bool
+	stop   chan struct{} // closed by Close: stops the janitor
+	done   chan struct{} // closed when the janitor has stopped
+
+	shared *sharedPool // ModeSharedPool
+
+	opened, closedPools atomic.Int64
+}
+
+// Open connects the platform pool, checks that the platform role is safe
+// (see the package documentation) and that the control plane has been set
+// up by an [Admin] of this version, and reads the database's mode. It
+// opens no tenant connection: each tenant's pool opens on first use. An
+// unsafe role fails with an error wrapping [ErrUnsafeAppRole] that says
+// what is wrong and how to fix it; nothing is left open.
+func Open(ctx context.Context, cfg *Config) (*DB, error) {
+	if cfg == nil || cfg.Platform == nil {
+		return nil, fmt.Errorf("%w: Config.Platform is required: build the Config with store.ParseConfig", ErrInvalidConfig)
+	}
+	sec, err := newSecrets("Config.LoginSecrets", cfg.LoginSecrets)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.MaxConns < 1:
+		return nil, fmt.Errorf("%w: Config.MaxConns must be at least 1, got %d", ErrInvalidConfig, cfg.MaxConns)
+	case cfg.MinResidency < 0:
+		return nil, fmt.Errorf("%w: Config.MinResidency must not be negative, got %s", ErrInvalidConfig, cfg.MinResidency)
+	case cfg.IdleTimeout <= 0:
+		return nil, fmt.Errorf("%w: Config.IdleTimeout must be positive, got %s", ErrInvalidConfig, cfg.IdleTimeout)
+	case cfg.ConnectRate < 0 || cfg.ConnectBurst < 0:
+		return nil, fmt.Errorf("%w: Config.ConnectRate and ConnectBurst must not be negative", ErrInvalidConfig)
+	}
+	if m := cfg.Platform.ConnConfig.DefaultQueryExecMode; m == pgx.QueryExecModeSimpleProtocol {
+		return nil, fmt.Errorf("%w: Config.Platform: default_query_exec_mode simple_protocol is refused: it inlines arguments into the SQL text (visible in pg_stat_activity) and lets one value carry several statements", ErrInvalidConfig)
+	}
+	adm, err := admit.New(admit.Config{
+		MaxConns: cfg.MaxConns, MinResidency: cfg.MinResidency,
+		ConnectRate: cfg.ConnectRate, ConnectBurst: cfg.ConnectBurst,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	db := &DB{
+		secrets: sec, base: cfg.Platform.Copy(), adm: adm, idle: cfg.IdleTimeout, maxConns: cfg.MaxConns, log: cfg.Logger,
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	if db.log == nil {
+		db.log = slog.New(slog.DiscardHandler)
+	}
+	if db.platform, err = pgxpool.NewWithConfig(ctx, cfg.Platform.Copy()); err != nil {
+		return nil, fmt.Errorf("store: open platform pool: %w", err)
+	}
+	if err := db.init(ctx); err != nil {
+		db.platform.Close()
+		return nil, err
+	}
+	if db.mode == ModeSharedPool {
+		if db.shared, err = db.openShared(ctx); err != nil {
+			db.platform.Close()
+			return nil, err
+		}
+	}
+	go db.janitor()
+	return db, nil
+}
+
+func (db *DB) init(ctx context.Context) error {
+	var version int
+	err := db.platform.QueryRow(ctx, `SELECT current_user, (SELECT version FROM tenancy.schema_version),
+		(SELECT value FROM tenancy.meta WHERE key = 'mode')`).Scan(&db.platformRole, &version, &db.mode)
+	if err != nil {
+		return fmt.Errorf("store: read the control plane as the platform role (has an Admin of this database been opened with AdminConfig.PlatformRole naming this role?): %w", err)
+	}
+	if version != len(controlPlaneSteps) {
+		return fmt.Errorf("%w: the control plane is at version %d, this build of tenancy needs %d: open an Admin of this version first", ErrInvalidConfig, version, len(controlPlaneSteps))
+	}
+	if !db.mode.valid() {
+		return fmt.Errorf("%w: the control plane records mode %q, which this build does not know", ErrInvalidConfig, db.mode)
+	}
+	return checkPlatformRole(ctx, db.platform)
+}
+
+// Mode returns the database's connection mode.
+func (db *DB) Mode() Mode { return db.mode }
+
+// Close closes every pool. Calls after Close fail.
+func (db *DB) Close() {
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return
+	}
+	db.closed = true
+	db.mu.Unlock()
+	close(db.stop)
+	<-db.done
+	db.pools.Range(func(k, v any) bool {
+		p := v.(*tenantPool)
+		p.users.Store(-1 << 40)
+		p.close()
+		db.pools.Delete(k)
+		return true
+	})
+	if db.shared != nil {
+		db.shared.close()
+	}
+	db.platform.Close()
+}
+
+// Tenant returns the directory entry of the tenant in ctx, for checks
+// such as "is it active"; it reads no other tenant's.
+func (db *DB) Tenant(ctx context.Context) (tenant.Info, error) {
+	id, err := tenant.Require(ctx, "store: tenant")
+	if err != nil {
+		return tenant.Info{}, err
+	}
+	return readTenant(ctx, db.platform, id)
+}
+
+// Keysets returns the read-only control-plane store of wrapped keysets,
+// for the keys.Manager that serves requests. Provisioning, rotation and
+// shredding use [Admin.Keysets].
+func (db *DB) Keysets() *Keysets { return NewKeysets(db.platform) }
+
+// PoolStats are counters of a DB's connections, for metrics.
+type PoolStats struct {
+	// Pools is the number of tenant pools open now; Opened and Closed
+	// count pools opened and closed (idle) since Open.
+	Pools          int
+	Opened, Closed int64
+	// Conns is the number of open tenant connections; Waiting the number
+	// of connection requests waiting for the global cap.
+	Conns, Waiting int
+	// Connects counts new connections, ConnectFailures failed ones;
+	// Evictions idle connections closed for another tenant, Yields
+	// connections closed on release for a waiting tenant; Waits and
+	// WaitTime the requests that had to wait for the cap, and how long.
+	Connects, ConnectFailures, Evictions, Yields, Waits int64
+	WaitTime                                            time.Duration
+}
+
+// Stats returns a snapshot of the counters.
+func (db *DB) Stats() PoolStats {
+	s := db.adm.Stats()
+	n := 0
+	db.pools.Range(func(any, any) bool { n++; return true })
+	return PoolStats{
+		Pools: n, Opened: db.opened.Load(), Closed: db.closedPools.Load(),
+		Conns: s.Open, Waiting: s.Waiting, Connects: s.Connects, ConnectFailures: s.ConnectFailures,
+		Evictions: s.Evictions, Yields: s.Yields, Waits: s.Waits, WaitTime: s.WaitTime,
+	}
+}
+
+// tenantPool is the pool of one tenant's login.
+type tenantPool struct {
+	id   tenant.ID
+	pool *pgxpool.Pool
+	// users counts calls between taking the pool and getting their
+	// connection; the janitor closes an idle pool only by swapping 0 for
+	// a negative value, after which callers open a new one.
+	users      atomic.Int64
+	lastUsed   atomic.Int64 // unix nanoseconds
+	created    sync.Map     // *pgx.Conn -> time.Time
+	unregister func()
+}
+
+func (p *tenantPool) close() {
+	p.unregister()
+	p.pool.Close()
+}
+
+// acquire returns a connection of the tenant in ctx. op names the call for
+// errors.
+func (db *DB) acquire(ctx context.Context, op string) (*pgxpool.Conn, tenant.ID, error) {
+	id, err := tenant.Require(ctx, op)
+	if err != nil {
+		return nil, id, err
+	}
+	if db.mode == ModeSharedPool {
+		c, err := db.shared.acquire(ctx, id)
+		if err != nil {
+			return nil, id, fmt.Errorf("%s: %w", op, err)
+		}
+		return c, id, nil
+	}
+	for {
+		p, err := db.poolOf(ctx, id)
+		if err != nil {
+			return nil, id, fmt.Errorf("%s: %w", op, err)
+		}
+		n := p.users.Load()
+		if n < 0 || !p.users.CompareAndSwap(n, n+1) {
+			if n < 0 {
+				db.pools.CompareAndDelete(id, p)
+			}
+			continue
+		}
+		p.lastUsed.Store(time.Now().UnixNano())
+		db.adm.Touch(id.String())
+		c, err := p.pool.Acquire(admit.WithRequest(ctx))
+		p.users.Add(-1)
+		if err != nil {
+			return nil, id, fmt.Errorf("%s: tenant %s: acquire connection: %w", op, id, err)
+		}
+		return c, id, nil
+	}
+}
+
+// poolOf returns the pool of tenant id, opening it if needed.
+func (db *DB) poolOf(ctx context.Context, id tenant.ID) (*tenantPool, error) {
+	if p, ok := db.pools.Load(id); ok {
+		return p.(*tenantPool), nil
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return nil, errors.New("store: DB is closed")
+	}
+	if p, ok := db.pools.Load(id); ok {
+		return p.(*tenantPool), nil
+	}
+	p, err := db.openPool(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	db.pools.Store(id, p)
+	db.opened.Add(1)
+	return p, nil
+}
+
+func (db *DB) openPool(ctx context.Context, id tenant.ID) (*tenantPool, error) {
+	var (
+		role           string
+		version, limit int
+		state          string
+		schema         *string
+	)
+	err := db.platform.QueryRow(ctx, `SELECT l.role_name, l.secret_version, l.conn_limit, t.state, t.placement->>'schema'
+		FROM tenancy.tenant_logins l JOIN tenancy.tenants t ON t.id = l.tenant_id WHERE l.tenant_id = $1`, id.String()).
+		Scan(&role, &version, &limit, &state, &schema)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s (no login in this database's directory)", ErrUnknownTenant, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up the login of tenant %s: %w", id, err)
+	}
+	password, err := db.secrets.password(version, role)
+	if err != nil {
+		return nil, fmt.Errorf("tenant %s: %w", id, err)
+	}
+	cfg := db.base.Copy()
+	cfg.ConnConfig.User = role
+	cfg.ConnConfig.Password = password
+	cfg.ConnConfig.Fallbacks = nil
+	// The role's own settings give it its search_path; a setting in the
+	// startup packet would not pass PgBouncer. Nothing here relies on it
+	// for isolation.
+	delete(cfg.ConnConfig.RuntimeParams, "search_path")
+	cfg.MaxConns = int32(min(limit, 1<<20))
+	cfg.MinConns, cfg.MinIdleConns = 0, 0
+	cfg.MaxConnIdleTime = db.idle
+	cfg.HealthCheckPeriod = min(db.idle/2+time.Millisecond, time.Minute)
+	p := &tenantPool{id: id}
+	key := id.String()
+	dial := cfg.ConnConfig.DialFunc
+	if dial == nil {
+		d := &net.Dialer{KeepAlive: 5 * time.Minute}
+		dial = d.DialContext
+	}
+	cfg.ConnConfig.DialFunc = db.adm.Dial(key, dial)
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		p.created.Store(c, time.Now())
+		return nil
+	}
+	cfg.BeforeClose = func(c *pgx.Conn) { p.created.Delete(c) }
+	cfg.AfterRelease = func(c *pgx.Conn) bool {
+		t, ok := p.created.Load(c)
+		return !ok || !db.adm.Yield(key, t.(time.Time))
+	}
+	if p.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		return nil, fmt.Errorf("tenant %s: open pool: %w", id, err)
+	}
+	p.unregister = db.adm.Register(key, func(minAge time.Duration) bool { return evictIdle(p, minAge) })
+	p.lastUsed.Store(time.Now().UnixNano())
+	db.log.Debug("store: tenant pool opened", "tenant_id", key, "conn_limit", limit)
+	return p, nil
+}
+
+// evictIdle closes one idle connection of p that is at least minAge old.
+func evictIdle(p *tenantPool, minAge time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	evicted := false
+	for _, c := range p.pool.AcquireAllIdle(ctx) {
+		if !evicted {
+			if t, ok := p.created.Load(c.Conn()); ok && time.Since(t.(time.Time)) >= minAge {
+				_ = c.Conn().Close(ctx) // the pool destroys a closed connection on release
+				evicted = true
+			}
+		}
+		c.Release()
+	}
+	return evicted
+}
+
+// janitor closes tenant pools that have had no connection for the idle
+// timeout.
+func (db *DB) janitor() {
+	defer close(db.done)
+	t := time.NewTicker(min(db.idle/2+time.Millisecond, 30*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stop:
+			return
+		case <-t.C:
+		}
+		cutoff := time.Now().Add(-db.idle).UnixNano()
+		db.pools.Range(func(k, v any) bool {
+			p := v.(*tenantPool)
+			if p.lastUsed.Load() < cutoff && p.pool.Stat().TotalConns() == 0 && p.users.CompareAndSwap(0, -1<<40) {
+				db.pools.CompareAndDelete(k, p)
+				p.close()
+				db.closedPools.Add(1)
+			}
+			return true
+		})
+	}
+}
+
+// checkPlatformRole enforces layer 3 of the package documentation with the
+// platform role's own connection, so what it sees is what the role can do.
+func checkPlatformRole(ctx context.Context, pool *pgxpool.Pool) error {
+	var role string
+	var super, bypass, createRole, replication bool
+	err := pool.QueryRow(ctx, `SELECT rolname, rolsuper, rolbypassrls, rolcreaterole, rolreplication FROM pg_roles WHERE rolname = current_user`).
+		Scan(&role, &super, &bypass, &createRole, &replication)
+	if err != nil {
+		return fmt.Errorf("store: inspect platform role: %w", err)
+	}
+	r := q(role)
+	var problems []string
+	if super {
+		problems = append(problems, fmt.Sprintf("it is a superuser, which bypasses row-level security (fix: ALTER ROLE %s NOSUPERUSER)", r))
+	}
+	if bypass {
+		problems = append(problems, fmt.Sprintf("it has BYPASSRLS (fix: ALTER ROLE %s NOBYPASSRLS)", r))
+	}
+	if createRole {
+		problems = append(problems, fmt.Sprintf("it has CREATEROLE and could make itself a member of tenant roles (fix: ALTER ROLE %s NOCREATEROLE)", r))
+	}
+	if replication {
+		problems = append(problems, fmt.Sprintf("it has REPLICATION, and logical decoding reads every tenant's rows past row level security (fix: ALTER ROLE %s NOREPLICATION)", r))
+	}
+	// Any role it can use that reaches tenant data: predefined roles that
+	// read or write everything, tenant logins, their group, the shared
+	// login, the admin.
+	rows, err := pool.Query(ctx, `
+SELECT what FROM (
+  SELECT format('is a member of %I, which reaches past tenant isolation (fix: REVOKE %I FROM %I)', r.rolname, r.rolname, current_user) AS what
+    FROM pg_roles r
+   WHERE r.rolname = ANY ($1) AND pg_has_role(current_user, r.oid, 'MEMBER')
+  UNION ALL
+  SELECT format('is a member of the tenant login %I (fix: REVOKE %I FROM %I)', l.role_name, l.role_name, current_user)
+    FROM tenancy.tenant_logins l WHERE pg_has_role(current_user, l.role_oid, 'MEMBER')
+  UNION ALL
+  SELECT format('is a member of %I, which tenancy created (fix: REVOKE %I FROM %I)', r.rolname, r.rolname, current_user)
+    FROM pg_roles r
+   WHERE r.rolname <> current_user AND shobj_description(r.oid, 'pg_authid') LIKE 'tenancy: %'
+     AND pg_has_role(current_user, r.oid, 'MEMBER')
+  UNION ALL
+  SELECT format('holds privileges on schema %I', n.nspname) FROM pg_namespace n
+   WHERE n.nspname LIKE 'tenant\_%'
+     AND (has_schema_privilege(current_user, n.oid, 'USAGE') OR has_schema_privilege(current_user, n.oid, 'CREATE'))
+  UNION ALL
+  SELECT format('owns %I.%I, whose owner row level security does not bind unless forced', n.nspname, c.relname)
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+     AND (n.nspname LIKE 'tenant\_%' OR n.nspname = 'tenancy' OR c.relrowsecurity)
+) p ORDER BY 1 LIMIT 10`,
+		[]string{"pg_read_all_data", "pg_write_all_data", "pg_execute_server_program", "pg_read_server_files", "pg_write_server_files", "pg_signal_backend"})
+	if err != nil {
+		return fmt.Errorf("store: inspect platform role: %w", err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("store: inspect platform role: %w", err)
+	}
+	for _, f := range found {
+		problems = append(problems, "it "+f)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: platform role %s: %s", ErrUnsafeAppRole, r, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// rows hides the connection of the rows it wraps: a caller cannot keep a
+// pooled connection past Close (Conn returns nil).
+type rows struct{ pgx.Rows }
+
+// Conn returns nil: store does not hand out pooled connections.
+func (rows) Conn() *pgx.Conn { return nil }
+
+// Query runs one query for the tenant of ctx. The rows hold a connection
+// until they are closed or read to the end. Without a tenant in ctx it
+// fails with an error wrapping [tenant.ErrNoTenant] and touches no
+// connection.
+func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	c, id, err := db.acquire(ctx, "store: query")
+	if err != nil {
+		return nil, err
+	}
+	r, err := db.query(ctx, c, id, sql, args)
+	if err != nil {
+		c.Release()
+		return nil, err
+	}
+	return &releaseRows{rows: rows{r}, release: c.Release}, nil
+}
+
+// QueryRow runs one query for the tenant of ctx and returns its only row;
+// see [DB.Query].
+func (db *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	r, err := db.Query(ctx, sql, args...)
+	return &row{rows: r, err: err}
+}
+
+// Exec runs one statement for the tenant of ctx.
+func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	c, id, err := db.acquire(ctx, "store: exec")
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	defer c.Release()
+	if db.mode == ModeSharedPool {
+		return db.shared.exec(ctx, c, id, sql, args)
+	}
+	return c.Exec(ctx, sql, args...)
+}
+
+func (db *DB) query(ctx context.Context, c *pgxpool.Conn, id tenant.ID, sql string, args []any) (pgx.Rows, error) {
+	if db.mode == ModeSharedPool {
+		return db.shared.query(ctx, c, id, sql, args)
+	}
+	return c.Query(ctx, sql, args...)
+}
+
+// releaseRows releases the connection once the rows are done.
+type releaseRows struct {
+	rows
+	release func()
+	done    bool
+}
+
+func (r *releaseRows) Next() bool {
+	if r.done {
+		return false
+	}
+	if r.rows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
+func (r *releaseRows) Close() {
+	if r.done {
+		return
+	}
+	r.done = true
+	r.rows.Close()
+	r.release()
+}
+
+// Tx is a transaction of one tenant, handed to the function given to
+// [DB.Tx]. It must not be used after the function returns, nor by several
+// goroutines at once, and every call needs the Tx's tenant in its context.
+type Tx struct {
+	tx   pgx.Tx
+	id   tenant.ID
+	done atomic.Bool // the function given to BeginTx has returned
+}
+
+func (t *Tx) check(ctx context.Context, op string) error {
+	if t.done.Load() {
+		return fmt.Errorf("%s: %w: the transaction ended when the function given to DB.Tx returned", op, pgx.ErrTxClosed)
+	}
+	_, err := tenant.RequireSame(ctx, op, t.id)
+	return err
+}
+
+// Tenant returns the tenant the transaction belongs to.
+func (t *Tx) Tenant() tenant.ID { return t.id }
+
+// Exec runs sql in the transaction; see [pgx.Tx.Exec].
+func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if err := t.check(ctx, "store: tx exec"); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return t.tx.Exec(ctx, sql, args...)
+}
+
+// Query runs sql in the transaction; see [pgx.Tx.Query]. The rows must be
+// closed (or read to the end) before the next statement.
+func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := t.check(ctx, "store: tx query"); err != nil {
+		return nil, err
+	}
+	r, err := t.tx.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return rows{r}, nil
+}
+
+// QueryRow runs sql in the transaction and returns its only row.
+func (t *Tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	r, err := t.Query(ctx, sql, args...)
+	return &row{rows: r, err: err}
+}
+
+// SendBatch sends b in the transaction; see [pgx.Tx.SendBatch].
+func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if err := t.check(ctx, "store: tx send batch"); err != nil {
+		return errBatchResults{err}
+	}
+	return t.tx.SendBatch(ctx, b)
+}
+
+// CopyFrom copies rows into table in the transaction; see [pgx.Tx.CopyFrom].
+// tableName is resolved with the tenant's search_path.
+//
+// PostgreSQL refuses COPY FROM into a table under row level security, which
+// every tenant table is (SQLSTATE 0A000). For bulk loads, copy into a
+// temporary table ... tenants have no TEMP privilege either: insert with a
+// multi-row INSERT ... SELECT FROM unnest($1::text[], ...) instead, which
+// the isolation policy checks row by row.
+func (t *Tx) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
+	if err := t.check(ctx, "store: tx copy from"); err != nil {
+		return 0, err
+	}
+	return t.tx.CopyFrom(ctx, tableName, columnNames, rowSrc)
+}
+
+// Tx runs fn in a transaction of the tenant of ctx (read-write, the
+// server's default isolation); see [DB.BeginTx].
+func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
+	return db.BeginTx(ctx, pgx.TxOptions{}, fn)
+}
+
+// BeginTx runs fn in a transaction of the tenant of ctx, with opts. If fn
+// returns nil the transaction is committed, otherwise it is rolled back
+// and fn's error returned. Without a tenant in ctx it fails with an error
+// wrapping [tenant.ErrNoTenant] and touches no connection; for a tenant
+// this database does not know, with one wrapping [ErrUnknownTenant].
+func (db *DB) BeginTx(ctx context.Context, opts pgx.TxOptions, fn func(tx *Tx) error) (err error) {
+	c, id, err := db.acquire(ctx, "store: tx")
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	ptx, err := c.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("store: tx: begin: %w", err)
+	}
+	t := &Tx{tx: ptx, id: id}
+	committed := false
+	defer func() {
+		// Runs on error, on success and while a panic of fn unwinds: roll
+		// back whatever was not committed.
+		t.done.Store(true)
+		if !committed {
+			_ = ptx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	if db.mode == ModeSharedPool {
+		if err := db.shared.setLocal(ctx, ptx, id); err != nil {
+			return fmt.Errorf("store: tx: %w", err)
+		}
+	}
+	if err = fn(t); err != nil {
+		return err
+	}
+	committed = true
+	if err = ptx.Commit(ctx); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// row implements pgx.Row over rows, like pgx's own.
+type row struct {
+	rows pgx.Rows
+	err  error
+}
+
+func (r *row) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	r.rows.Close()
+	return r.rows.Err()
+}
+
+// errBatchResults reports err from every call.
+type errBatchResults struct{ err error }
+
+func (e errBatchResults) Exec() (pgconn.CommandTag, error) { return pgconn.CommandTag{}, e.err }
+func (e errBatchResults) Query() (pgx.Rows, error)         { return nil, e.err }
+func (e errBatchResults) QueryRow() pgx.Row                { return &row{err: e.err} }
+func (e errBatchResults) Close() error                     { return e.err }
+func (e errBatchResults) Tx() pgx.Tx                       { return nil }
