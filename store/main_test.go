@@ -128,12 +128,17 @@ func (e *env) insertReq(t testing.TB, ctx context.Context, reqID, text string) {
 	require.NoError(t, err)
 }
 
-// forModes runs fn as a subtest per mode.
-func forModes(t *testing.T, fn func(t *testing.T, e *env)) {
+// forModes runs fn as a subtest per mode, on a new env adjusted by adjust.
+func forModes(t *testing.T, fn func(t *testing.T, e *env), adjust ...func(*store.AdminConfig, *store.Config)) {
 	for _, m := range modes {
-		t.Run(string(m), func(t *testing.T) { fn(t, newEnv(t, m)) })
+		t.Run(string(m), func(t *testing.T) { fn(t, newEnv(t, m, adjust...)) })
 	}
 }
+
+// oneConn makes a DB hold one connection in all, closed for another
+// tenant at once: every call reuses the connection of the last, in the
+// shared-pool mode, and evicts it, in the tenant-login mode.
+func oneConn(_ *store.AdminConfig, c *store.Config) { c.MaxConns, c.MinResidency = 1, 0 }
 
 func pgCode(err error) string {
 	var pgErr *pgconn.PgError

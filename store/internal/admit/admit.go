@@ -126,8 +126,8 @@ func New(cfg Config) (*Controller, error) {
 }
 
 // Dial wraps dial for the pool of key (a tenant ID). The result is meant for
-// pgx.ConnConfig.DialFunc. A nil dial stands for pgconn's default, a
-// net.Dialer with a 5 minute keep-alive.
+// pgx.ConnConfig.DialFunc. A nil dial stands for a zero net.Dialer, as
+// pgconn's default is.
 //
 // The wrapped dial takes a slot, waiting in a queue shared by all keys when
 // none is free, then waits for the connect rate limit, then calls dial with
@@ -139,10 +139,13 @@ func New(cfg Config) (*Controller, error) {
 // it is first closed; so does a connection that is dropped without being
 // closed, once the garbage collector finds it. If dial fails, the slot is
 // given back at once and dial's error is returned unchanged.
+//
+// pgconn dials its cancel requests (sent when a query is interrupted)
+// through the same DialFunc. Such a dial takes a slot and queues like any
+// other, while the connection it cancels still holds its own slot.
 func (c *Controller) Dial(key string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	if dial == nil {
-		d := &net.Dialer{KeepAlive: 5 * time.Minute}
-		dial = d.DialContext
+		dial = new(net.Dialer).DialContext
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return c.dial(ctx, key, dial, network, addr)
@@ -150,12 +153,8 @@ func (c *Controller) Dial(key string, dial func(ctx context.Context, network, ad
 }
 
 func (c *Controller) dial(ctx context.Context, key string, dial func(ctx context.Context, network, addr string) (net.Conn, error), network, addr string) (net.Conn, error) {
-	var reqDone <-chan struct{}
-	req := requestFrom(ctx)
-	if req != nil {
-		reqDone = req.Done()
-	}
-	s, err := c.acquire(ctx, req, reqDone, key)
+	st := stopFor(ctx)
+	s, err := c.acquire(st, key)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +164,7 @@ func (c *Controller) dial(ctx context.Context, key string, dial func(ctx context
 			s.release()
 		}
 	}()
-	if err := c.throttle(ctx, req, reqDone); err != nil {
+	if err := c.throttle(st); err != nil {
 		return nil, err
 	}
 	nc, err := dial(ctx, network, addr)
@@ -189,23 +188,50 @@ func (c *Controller) dial(ctx context.Context, key string, dial func(ctx context
 	return s.wrap(nc), nil
 }
 
-// stopped returns the error of whichever of ctx and req is done, or nil.
-func stopped(ctx, req context.Context, what string) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("admit: waiting for %s: %w", what, err)
+// stop is what ends a wait: the dial's own context, and the request's
+// context if the dial's context carries one ([WithRequest]).
+type stop struct {
+	own     context.Context
+	req     context.Context // nil without WithRequest
+	reqDone <-chan struct{} // nil (never ready) without WithRequest
+}
+
+func stopFor(ctx context.Context) stop {
+	st := stop{own: ctx, req: requestFrom(ctx)}
+	if st.req != nil {
+		st.reqDone = st.req.Done()
 	}
-	if req != nil {
-		if err := req.Err(); err != nil {
-			return fmt.Errorf("admit: waiting for %s: request: %w", what, err)
-		}
+	return st
+}
+
+func (st stop) ownErr(what string) error {
+	return fmt.Errorf("admit: waiting for %s: %w", what, st.own.Err())
+}
+
+func (st stop) reqErr(what string) error {
+	return fmt.Errorf("admit: waiting for %s: request: %w", what, st.req.Err())
+}
+
+// err returns the error of whichever context is done, or nil.
+func (st stop) err(what string) error {
+	if st.own.Err() != nil {
+		return st.ownErr(what)
+	}
+	if st.req != nil && st.req.Err() != nil {
+		return st.reqErr(what)
 	}
 	return nil
 }
 
+const (
+	waitSlot = "a connection slot"
+	waitRate = "the connect rate limit"
+)
+
 // acquire takes a slot for key, waiting in the queue if none is free or
 // others are already waiting.
-func (c *Controller) acquire(ctx, req context.Context, reqDone <-chan struct{}, key string) (*slot, error) {
-	if err := stopped(ctx, req, "a connection slot"); err != nil {
+func (c *Controller) acquire(st stop, key string) (*slot, error) {
+	if err := st.err(waitSlot); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
@@ -226,11 +252,11 @@ func (c *Controller) acquire(ctx, req context.Context, reqDone <-chan struct{}, 
 	c.mu.Unlock()
 
 	start := time.Now()
-	granted := c.wait(ctx, reqDone, w)
+	err := c.wait(st, w)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stats.WaitTime += time.Since(start)
-	if granted {
+	if err == nil {
 		return &slot{c: c, ks: ks}, nil
 	}
 	if w.granted {
@@ -242,32 +268,28 @@ func (c *Controller) acquire(ctx, req context.Context, reqDone <-chan struct{}, 
 		ks.waiting--
 		c.dropIfUnusedLocked(ks)
 	}
-	err := stopped(ctx, req, "a connection slot")
-	if err == nil { // unreachable: wait returns false only when one is done
-		err = fmt.Errorf("admit: waiting for a connection slot: %w", context.Canceled)
-	}
 	return nil, err
 }
 
-// wait evicts for w until it is granted a slot (true) or ctx or reqDone is
-// done (false). The caller sorts out a grant that races with the end.
-func (c *Controller) wait(ctx context.Context, reqDone <-chan struct{}, w *waiter) bool {
+// wait evicts for w until it is granted a slot (nil) or st stops it. The
+// caller sorts out a grant that races with the stop.
+func (c *Controller) wait(st stop, w *waiter) error {
 	t := time.NewTimer(c.cfg.EvictRetry)
 	defer t.Stop()
 	for {
 		select {
 		case <-w.ready:
-			return true
+			return nil
 		default:
 		}
 		c.evictFor(w.ks)
 		select {
 		case <-w.ready:
-			return true
-		case <-ctx.Done():
-			return false
-		case <-reqDone:
-			return false
+			return nil
+		case <-st.own.Done():
+			return st.ownErr(waitSlot)
+		case <-st.reqDone:
+			return st.reqErr(waitSlot)
 		case <-t.C:
 			t.Reset(c.cfg.EvictRetry)
 		}
@@ -302,7 +324,7 @@ func (c *Controller) evictFor(ks *keyState) {
 }
 
 // throttle waits for the connect rate limiter.
-func (c *Controller) throttle(ctx, req context.Context, reqDone <-chan struct{}) error {
+func (c *Controller) throttle(st stop) error {
 	if c.limiter == nil {
 		return nil
 	}
@@ -316,11 +338,13 @@ func (c *Controller) throttle(ctx, req context.Context, reqDone <-chan struct{})
 	select {
 	case <-t.C:
 		return nil
-	case <-ctx.Done():
-	case <-reqDone:
+	case <-st.own.Done():
+		r.Cancel()
+		return st.ownErr(waitRate)
+	case <-st.reqDone:
+		r.Cancel()
+		return st.reqErr(waitRate)
 	}
-	r.Cancel()
-	return stopped(ctx, req, "the connect rate limit")
 }
 
 // takeLocked gives a slot to ks.
