@@ -314,16 +314,32 @@ func (db *DB) openPool(ctx context.Context, id tenant.ID) (*tenantPool, error) {
 		d := &net.Dialer{KeepAlive: 5 * time.Minute}
 		dial = d.DialContext
 	}
-	cfg.ConnConfig.DialFunc = db.adm.Dial(key, dial)
+	admitted := db.adm.Dial(key, dial)
+	cfg.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+		// Each connection gets its own dial. Its first socket takes a slot
+		// of the global cap; a dial made while that socket is open is the
+		// connection's cancel request, which PostgreSQL does not count
+		// against max_connections and which must not queue behind the
+		// cap the connection itself holds.
+		var open atomic.Bool
+		cc.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if open.Load() {
+				return dial(ctx, network, addr)
+			}
+			c, err := admitted(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			open.Store(true)
+			return &markedConn{Conn: c, open: &open}, nil
+		}
+		return nil
+	}
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		p.created.Store(c, time.Now())
 		return nil
 	}
 	cfg.BeforeClose = func(c *pgx.Conn) { p.created.Delete(c) }
-	cfg.AfterRelease = func(c *pgx.Conn) bool {
-		t, ok := p.created.Load(c)
-		return !ok || !db.adm.Yield(key, t.(time.Time))
-	}
 	if p.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
 		return nil, fmt.Errorf("tenant %s: open pool: %w", id, err)
 	}
@@ -331,6 +347,17 @@ func (db *DB) openPool(ctx context.Context, id tenant.ID) (*tenantPool, error) {
 	p.lastUsed.Store(time.Now().UnixNano())
 	db.log.Debug("store: tenant pool opened", "tenant_id", key, "conn_limit", limit)
 	return p, nil
+}
+
+// markedConn clears open when the socket closes.
+type markedConn struct {
+	net.Conn
+	open *atomic.Bool
+}
+
+func (c *markedConn) Close() error {
+	c.open.Store(false)
+	return c.Conn.Close()
 }
 
 // evictIdle closes one idle connection of p that is at least minAge old.

@@ -298,9 +298,14 @@ func (c *Controller) wait(st stop, w *waiter) error {
 
 // evictFor asks the evictors of keys other than ks, least recently active
 // first, to close one idle connection, and stops at the first that does.
+// If none does, it asks ks's own evictors, with no minimum age: a pool
+// may start a new connection while one of its own goes back idle, and
+// with every slot held by that key, only closing its idle connection lets
+// the new one in.
 func (c *Controller) evictFor(ks *keyState) {
 	c.mu.Lock()
 	var fns []func(time.Duration) bool
+	var ages []time.Duration
 	for e := c.lru.Front(); e != nil; e = e.Next() {
 		other := e.Value.(*keyState)
 		if other == ks {
@@ -308,13 +313,18 @@ func (c *Controller) evictFor(ks *keyState) {
 		}
 		for _, ev := range other.evictors {
 			fns = append(fns, ev.fn)
+			ages = append(ages, c.cfg.MinResidency)
 		}
+	}
+	for _, ev := range ks.evictors {
+		fns = append(fns, ev.fn)
+		ages = append(ages, 0)
 	}
 	c.mu.Unlock()
 	// Called without c.mu: an evictor closes a connection, which releases
 	// its slot.
-	for _, fn := range fns {
-		if fn(c.cfg.MinResidency) {
+	for i, fn := range fns {
+		if fn(ages[i]) {
 			c.mu.Lock()
 			c.stats.Evictions++
 			c.mu.Unlock()
