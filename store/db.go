@@ -315,7 +315,18 @@ func (db *DB) openPool(ctx context.Context, id tenant.ID) (*tenantPool, error) {
 		dial = d.DialContext
 	}
 	admitted := db.adm.Dial(key, dial)
-	cfg.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+	cfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
+		// The password of the secret version the directory records now,
+		// so that Admin.RotateLogins needs no restart.
+		var v int
+		if err := db.platform.QueryRow(ctx, `SELECT secret_version FROM tenancy.tenant_logins WHERE tenant_id = $1`, key).Scan(&v); err != nil {
+			return fmt.Errorf("tenant %s: look up its login: %w", id, err)
+		}
+		pw, err := db.secrets.password(v, role)
+		if err != nil {
+			return fmt.Errorf("tenant %s: %w", id, err)
+		}
+		cc.Password = pw
 		// Each connection gets its own dial. Its first socket takes a slot
 		// of the global cap; a dial made while that socket is open is the
 		// connection's cancel request, which PostgreSQL does not count

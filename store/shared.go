@@ -51,6 +51,24 @@ func (db *DB) openShared(ctx context.Context) (*sharedPool, error) {
 	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
 	cfg.MaxConns = int32(min(db.maxConns, 1<<20))
 	cfg.MaxConnIdleTime = db.idle
+	cfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error {
+		// The password of the version the control plane records now, so
+		// that Admin.RotateLogins needs no restart.
+		var version string
+		if err := db.platform.QueryRow(ctx, `SELECT value FROM tenancy.meta WHERE key = 'shared_secret_version'`).Scan(&version); err != nil {
+			return fmt.Errorf("store: look up the shared login: %w", err)
+		}
+		v, err := strconv.Atoi(version)
+		if err != nil {
+			return fmt.Errorf("store: the control plane records shared_secret_version %q: %w", version, err)
+		}
+		pw, err := db.secrets.password(v, role)
+		if err != nil {
+			return fmt.Errorf("store: shared login: %w", err)
+		}
+		cc.Password = pw
+		return nil
+	}
 	s := &sharedPool{}
 	cfg.BeforeClose = func(c *pgx.Conn) { s.last.Delete(c) }
 	if s.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {

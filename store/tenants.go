@@ -355,3 +355,189 @@ func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
 }
+
+// HardenDatabases revokes CONNECT and TEMPORARY from PUBLIC on each named
+// database of the cluster (the admin must own it or be superuser), so that
+// no tenant login can connect there: by default PostgreSQL lets every role
+// connect to every database (postgres and template1 included) and create
+// temporary objects in it. The database of this Admin is hardened by
+// OpenAdmin already. Roles that need to connect there afterwards need
+// GRANT CONNECT of their own.
+func (a *Admin) HardenDatabases(ctx context.Context, names ...string) error {
+	for _, n := range names {
+		if _, err := a.pool.Exec(ctx, `REVOKE CONNECT, TEMPORARY ON DATABASE `+q(n)+` FROM PUBLIC`); err != nil {
+			return fmt.Errorf("store: harden database %s: %w", q(n), err)
+		}
+	}
+	return nil
+}
+
+// LoginDrift is what [Admin.RepairLogins] found changed on one tenant's
+// login role since store set it up. A tenant may change its own password
+// and its own role settings (PostgreSQL allows both); nothing in store
+// relies on either for isolation, but a changed password locks the
+// tenant's own pools out, and settings are not the tenant's to keep.
+type LoginDrift struct {
+	Tenant tenant.ID
+	// What lists the changes found: "password" (only seen when the admin
+	// may read pg_authid, i.e. is superuser), "settings", "connection
+	// limit", "login".
+	What []string
+}
+
+// RepairLogins checks every tenant login of this database and sets it
+// back to what store made it: its password verifier from its recorded
+// secret version, its role settings (search_path only), its connection
+// limit and LOGIN according to the tenant's state. It repairs every login
+// whether or not drift was seen (a password change is invisible to a
+// non-superuser admin), and returns the drift it saw.
+func (a *Admin) RepairLogins(ctx context.Context) ([]LoginDrift, error) {
+	var drift []LoginDrift
+	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+		var super bool
+		if err := tx.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&super); err != nil {
+			return err
+		}
+		type login struct {
+			id, role, state, schema string
+			version, limit, rolLimit int
+			canLogin                 bool
+			settings                 []string
+			password                 *string
+		}
+		pw := `NULL::text`
+		if super {
+			pw = `(SELECT rolpassword FROM pg_authid WHERE oid = l.role_oid)`
+		}
+		rows, err := tx.Query(ctx, `SELECT l.tenant_id, l.role_name, t.state, t.placement->>'schema', l.secret_version, l.conn_limit,
+				r.rolconnlimit, r.rolcanlogin,
+				COALESCE((SELECT array_agg(s.cfg ORDER BY d.setdatabase, s.cfg)
+				          FROM pg_db_role_setting d, unnest(d.setconfig) s(cfg)
+				          WHERE d.setrole = l.role_oid), '{}'), `+pw+`
+			FROM tenancy.tenant_logins l JOIN tenancy.tenants t ON t.id = l.tenant_id
+			JOIN pg_roles r ON r.oid = l.role_oid ORDER BY 1`)
+		if err != nil {
+			return err
+		}
+		logins, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (login, error) {
+			var l login
+			err := r.Scan(&l.id, &l.role, &l.state, &l.schema, &l.version, &l.limit, &l.rolLimit, &l.canLogin, &l.settings, &l.password)
+			return l, err
+		})
+		if err != nil {
+			return err
+		}
+		for _, l := range logins {
+			id, err := tenant.ParseID(l.id)
+			if err != nil {
+				return err
+			}
+			var what []string
+			if l.password != nil {
+				v, err := a.secrets.verifier(l.version, l.role, a.iterations)
+				if err != nil {
+					return err
+				}
+				if *l.password != v {
+					what = append(what, "password")
+				}
+			}
+			if want := "search_path=" + q(l.schema); len(l.settings) != 1 || (l.settings[0] != want && l.settings[0] != "search_path="+l.schema) {
+				what = append(what, "settings")
+			}
+			if l.rolLimit != l.limit {
+				what = append(what, "connection limit")
+			}
+			login := canLogin(tenant.State(l.state))
+			if l.canLogin != login {
+				what = append(what, "login")
+			}
+			if len(what) > 0 {
+				drift = append(drift, LoginDrift{Tenant: id, What: what})
+			}
+			attr := "NOLOGIN"
+			if login {
+				attr = "LOGIN"
+			}
+			role := q(l.role)
+			if err := execAll(ctx, tx,
+				`ALTER ROLE `+role+` RESET ALL`,
+				`ALTER ROLE `+role+` IN DATABASE `+q(a.dbName)+` RESET ALL`,
+				`ALTER ROLE `+role+` IN DATABASE `+q(a.dbName)+` SET search_path = `+q(l.schema),
+				`ALTER ROLE `+role+` `+attr+` CONNECTION LIMIT `+strconv.Itoa(l.limit),
+			); err != nil {
+				return err
+			}
+			if err := a.setVerifier(ctx, tx, l.role, l.version); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: repair logins: %w", err)
+	}
+	for _, d := range drift {
+		a.log.WarnContext(ctx, "store: tenant login had drifted and was repaired", "tenant_id", d.Tenant.String(), "what", d.What)
+	}
+	return drift, nil
+}
+
+// RotateLogins moves every tenant login (and the shared login) of this
+// database whose password derives from an older login secret to the
+// newest one, in batches of batch logins per transaction (0 means 500),
+// and returns how many it moved. Every DB must have the newest secret
+// before the rotation starts and keep the old ones until it ends: a DB
+// whose connection fails authentication reopens the tenant's pool with
+// the version the directory records.
+func (a *Admin) RotateLogins(ctx context.Context, batch int) (int, error) {
+	if batch <= 0 {
+		batch = 500
+	}
+	total := 0
+	for {
+		n := 0
+		err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, `SELECT tenant_id, role_name FROM tenancy.tenant_logins
+				WHERE secret_version <> $1 ORDER BY tenant_id LIMIT $2 FOR UPDATE`, a.secrets.current, batch)
+			if err != nil {
+				return err
+			}
+			type login struct{ id, role string }
+			logins, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (login, error) {
+				var l login
+				err := r.Scan(&l.id, &l.role)
+				return l, err
+			})
+			if err != nil {
+				return err
+			}
+			for _, l := range logins {
+				if err := a.setVerifier(ctx, tx, l.role, a.secrets.current); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, `UPDATE tenancy.tenant_logins SET secret_version = $2 WHERE tenant_id = $1`, l.id, a.secrets.current); err != nil {
+					return err
+				}
+			}
+			n = len(logins)
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("store: rotate logins: %w", err)
+		}
+		total += n
+		if n < batch {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+	}
+	if a.mode == ModeSharedPool {
+		if err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error { return a.ensureSharedLogin(ctx, tx) }); err != nil {
+			return total, fmt.Errorf("store: rotate the shared login: %w", err)
+		}
+	}
+	return total, nil
+}

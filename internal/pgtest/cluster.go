@@ -117,7 +117,7 @@ func versionLess(a, b string) bool {
 // process runs as root, initdb and the server run as the OS user postgres
 // (PostgreSQL refuses to run as root) and the directory is owned by it.
 // The caller must call stop.
-func startThrowawayCluster(ctx context.Context) (_ *cluster, err error) {
+func startThrowawayCluster(ctx context.Context, hbaRules ...string) (_ *cluster, err error) {
 	if !throwawaySupported {
 		return nil, fmt.Errorf("no throwaway cluster on %s", runtime.GOOS)
 	}
@@ -167,6 +167,9 @@ func startThrowawayCluster(ctx context.Context) (_ *cluster, err error) {
 	hba := "# pgtest: trust, loopback and the private socket only\n" +
 		"local all all trust\n" +
 		"host  all all 127.0.0.1/32 trust\n"
+	if len(hbaRules) > 0 {
+		hba = "# pgtest: the test's own rules, loopback and the private socket only\n" + strings.Join(hbaRules, "\n") + "\n"
+	}
 	if err := os.WriteFile(filepath.Join(c.dataDir, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		return nil, err
 	}

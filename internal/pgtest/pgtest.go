@@ -516,17 +516,32 @@ func (d *Database) closeConn() {
 // cluster is stopped and removed when the test ends (or, at the latest,
 // when the package ends). When no cluster can be started, NewCluster skips
 // or fails the test as [DB] does.
-func NewCluster(tb testing.TB) *Database {
+func NewCluster(tb testing.TB) *Database { tb.Helper(); return newCluster(tb, "NewCluster") }
+
+// NewSCRAMCluster is [NewCluster] with pg_hba.conf asking every role but
+// the superuser postgres for a password, checked with SCRAM-SHA-256, on
+// the socket and on 127.0.0.1: for tests that must see real password
+// authentication, not trust.
+func NewSCRAMCluster(tb testing.TB) *Database {
 	tb.Helper()
-	h := harnessFor(tb, "NewCluster")
+	return newCluster(tb, "NewSCRAMCluster",
+		"local all postgres trust",
+		"host  all postgres 127.0.0.1/32 trust",
+		"local all all scram-sha-256",
+		"host  all all 127.0.0.1/32 scram-sha-256")
+}
+
+func newCluster(tb testing.TB, fn string, hba ...string) *Database {
+	tb.Helper()
+	h := harnessFor(tb, fn)
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
-	c, err := startThrowawayCluster(ctx)
+	c, err := startThrowawayCluster(ctx, hba...)
 	if err != nil {
 		if inCI() {
-			tb.Fatalf("pgtest.NewCluster: (a failure, not a skip, since CI=true): %v", err)
+			tb.Fatalf("pgtest.%s: (a failure, not a skip, since CI=true): %v", fn, err)
 		}
-		tb.Skipf("pgtest.NewCluster: no throwaway cluster: %v\n%s", err, howTo)
+		tb.Skipf("pgtest.%s: no throwaway cluster: %v\n%s", fn, err, howTo)
 	}
 	u, _ := url.Parse(c.url)
 	s := &server{url: u, cluster: c}
@@ -543,12 +558,12 @@ func NewCluster(tb testing.TB) *Database {
 		}
 		h.mu.Unlock()
 		if err := s.close(h.prefix); err != nil {
-			tb.Errorf("pgtest.NewCluster: stopping the cluster: %v", err)
+			tb.Errorf("pgtest.%s: stopping the cluster: %v", fn, err)
 		}
 	})
 	d, err := s.createDatabase(ctx, h, h.prefix+"db"+strconv.FormatInt(h.seq.Add(1)+1, 10))
 	if err != nil {
-		tb.Fatalf("pgtest.NewCluster: %v", err)
+		tb.Fatalf("pgtest.%s: %v", fn, err)
 	}
 	return d
 }

@@ -1,0 +1,235 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rtmx-ai/tenancy/internal/pgtest"
+	"github.com/rtmx-ai/tenancy/store"
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+// connectAs connects to database d as role with password, directly, as
+// someone holding the tenant's credentials would.
+func connectAs(t *testing.T, d *pgtest.Database, role, password string) (*pgx.Conn, error) {
+	t.Helper()
+	c, err := pgx.Connect(t.Context(), d.URL(role, password))
+	if err == nil {
+		t.Cleanup(func() { c.Close(context.Background()) })
+	}
+	return c, err
+}
+
+func TestTenantLoginIsHardened(t *testing.T) {
+	e := newEnv(t, store.ModeTenantLogin)
+	idA, _ := e.newTenant(t, "hard")
+	role, pw, err := store.LoginOf(t.Context(), e.admin, idA)
+	require.NoError(t, err)
+	assert.NotContains(t, role, idA.String(), "the role name reveals no tenant")
+	c, err := connectAs(t, e.d, role, pw)
+	require.NoError(t, err)
+
+	var super, createDB, createRole, repl, bypass, inherit bool
+	var limit int
+	require.NoError(t, c.QueryRow(t.Context(), `SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolinherit, rolconnlimit
+		FROM pg_roles WHERE rolname = current_user`).Scan(&super, &createDB, &createRole, &repl, &bypass, &inherit, &limit))
+	assert.False(t, super || createDB || createRole || repl || bypass, "no dangerous attribute")
+	assert.Equal(t, store.DefaultConnLimit, limit)
+
+	var memberships []string
+	rows, err := c.Query(t.Context(), `SELECT r.rolname FROM pg_roles r WHERE pg_has_role(current_user, r.oid, 'MEMBER') AND r.rolname <> current_user ORDER BY 1`)
+	require.NoError(t, err)
+	memberships, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Len(t, memberships, 1, "only the tenants' group: %v", memberships)
+	assert.NotContains(t, memberships[0], "pg_")
+
+	var owns int
+	require.NoError(t, c.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM pg_class WHERE relowner = r.oid) + (SELECT count(*) FROM pg_namespace WHERE nspowner = r.oid)
+		+ (SELECT count(*) FROM pg_proc WHERE proowner = r.oid) FROM pg_roles r WHERE rolname = current_user`).Scan(&owns))
+	assert.Zero(t, owns, "owns nothing")
+	var createAnywhere, temp bool
+	require.NoError(t, c.QueryRow(t.Context(), `SELECT bool_or(has_schema_privilege(current_user, oid, 'CREATE')) FROM pg_namespace`).Scan(&createAnywhere))
+	require.NoError(t, c.QueryRow(t.Context(), `SELECT has_database_privilege(current_user, current_database(), 'TEMPORARY')`).Scan(&temp))
+	assert.False(t, createAnywhere, "no CREATE on any schema")
+	assert.False(t, temp, "no TEMP")
+
+	// The tenant cannot raise its own quota.
+	_, err = c.Exec(t.Context(), `ALTER ROLE CURRENT_USER CONNECTION LIMIT 1000`)
+	require.Error(t, err)
+	assert.Equal(t, "42501", pgCode(err), "%v", err)
+	// Nor become another role.
+	_, err = c.Exec(t.Context(), `SET SESSION AUTHORIZATION postgres`)
+	require.Error(t, err)
+}
+
+func TestConnectionLimitIsTheQuota(t *testing.T) {
+	e := newEnv(t, store.ModeTenantLogin, func(a *store.AdminConfig, _ *store.Config) { a.ConnLimit = 2 })
+	idA, _ := e.newTenant(t, "quota")
+	role, pw, err := store.LoginOf(t.Context(), e.admin, idA)
+	require.NoError(t, err)
+	for range 2 {
+		_, err := connectAs(t, e.d, role, pw)
+		require.NoError(t, err)
+	}
+	_, err = connectAs(t, e.d, role, pw)
+	require.Error(t, err, "PostgreSQL refuses the third connection")
+	assert.Contains(t, err.Error(), "too many connections")
+}
+
+func TestTenantCannotConnectToAnotherDatabase(t *testing.T) {
+	e := newEnv(t, store.ModeTenantLogin)
+	other := databaseFor(t, store.ModeSharedPool)
+	newEnv(t, store.ModeSharedPool) // hardened by its Admin
+	idA, _ := e.newTenant(t, "conn")
+	role, pw, err := store.LoginOf(t.Context(), e.admin, idA)
+	require.NoError(t, err)
+	_, err = connectAs(t, other, role, pw)
+	require.Error(t, err)
+	assert.Equal(t, "42501", pgCode(err), "permission denied for database: %v", err)
+	_, err = connectAs(t, e.d, role, pw)
+	require.NoError(t, err, "its own database")
+}
+
+func TestNoTenantFailsAtTheDatabase(t *testing.T) {
+	t.Run("platform role", func(t *testing.T) {
+		e := newEnv(t, store.ModeTenantLogin)
+		idA, ctxA := e.newTenant(t, "pl")
+		e.insertReq(t, ctxA, "REQ-1", "x")
+		c, err := pgx.Connect(t.Context(), platform(t, e.d))
+		require.NoError(t, err)
+		defer c.Close(context.Background())
+		_, err = c.Exec(t.Context(), `SELECT * FROM `+pgx.Identifier{idA.SchemaName(), "requirements"}.Sanitize())
+		require.Error(t, err)
+		assert.Equal(t, "42501", pgCode(err), "%v", err)
+	})
+	t.Run("shared login without the setting", func(t *testing.T) {
+		e := newEnv(t, store.ModeSharedPool)
+		idA, _ := e.newTenant(t, "sl") // empty table: must still fail
+		role, pw, err := store.SharedLogin(e.admin)
+		require.NoError(t, err)
+		c, err := connectAs(t, e.d, role, pw)
+		require.NoError(t, err)
+		_, err = c.Exec(t.Context(), `SELECT * FROM `+pgx.Identifier{idA.SchemaName(), "requirements"}.Sanitize())
+		require.Error(t, err)
+		assert.Equal(t, "42501", pgCode(err), "%v", err)
+		assert.Contains(t, err.Error(), "no tenant")
+	})
+}
+
+func TestGuardCannotBeShadowed(t *testing.T) {
+	forModes(t, func(t *testing.T, e *env) {
+		_, ctxA, idB, _, canary := victim(t, e)
+		// A superuser plants, in schema public, a table and a view named
+		// like what the guard reads, mapping every role to tenant B; and
+		// the tenant puts public first on its search_path.
+		plant := e.d.Prefix() + "plant"
+		e.d.Exec(t, fmt.Sprintf(`CREATE SCHEMA IF NOT EXISTS %[1]s;
+			CREATE TABLE IF NOT EXISTS %[1]s.tenant_logins (tenant_id text, role_oid oid, role_name text);
+			CREATE OR REPLACE VIEW %[1]s.pg_roles AS SELECT oid, rolname FROM pg_catalog.pg_roles;
+			CREATE OR REPLACE FUNCTION %[1]s.current_setting(text, boolean) RETURNS text LANGUAGE sql AS $$ SELECT %[2]s::text $$;
+			GRANT USAGE ON SCHEMA %[1]s TO PUBLIC; GRANT SELECT ON ALL TABLES IN SCHEMA %[1]s TO PUBLIC;
+			INSERT INTO %[1]s.tenant_logins SELECT %[2]s, oid, rolname FROM pg_catalog.pg_roles`,
+			plant, "'"+idB.String()+"'"))
+		err := e.db.Tx(ctxA, func(tx *store.Tx) error {
+			if _, err := tx.Exec(ctxA, `SET LOCAL search_path = `+plant+`, pg_catalog, "$user"`); err != nil {
+				return err
+			}
+			// Unqualified: A's own table is not on this path; qualified by
+			// B's schema: no privilege (tenant logins) or no rows (shared).
+			return noCanary(t, canary)(tx.Query(ctxA, `SELECT * FROM `+pgx.Identifier{idB.SchemaName(), "requirements"}.Sanitize()))
+		})
+		if e.mode == store.ModeTenantLogin {
+			require.Error(t, err)
+			assert.Equal(t, "42501", pgCode(err), "%v", err)
+		} else {
+			require.NoError(t, err, "the guard calls pg_catalog.current_setting, whatever the path finds first")
+		}
+		e.d.Exec(t, `DROP SCHEMA `+plant+` CASCADE`)
+	})
+}
+
+func TestSCRAMAuthentication(t *testing.T) {
+	d := pgtest.NewSCRAMCluster(t)
+	platformURL := d.CreateRole(t, "scramplatform", "")
+	pc, err := pgx.ParseConfig(platformURL)
+	require.NoError(t, err)
+	acfg, err := store.ParseAdminConfig(d.AdminURL())
+	require.NoError(t, err)
+	acfg.RolePrefix, acfg.PlatformRole = d.Prefix(), pc.User
+	acfg.LoginSecrets = []store.LoginSecret{secret}
+	acfg.Tables = []store.Table{requirements}
+	admin, err := store.OpenAdmin(t.Context(), acfg)
+	require.NoError(t, err)
+	defer admin.Close()
+	require.NoError(t, admin.HardenDatabases(t.Context(), "postgres", "template1"))
+	cfg, err := store.ParseConfig(platformURL, secret)
+	require.NoError(t, err)
+	db, err := store.Open(t.Context(), cfg)
+	require.NoError(t, err)
+	defer db.Close()
+
+	id := tenant.MustParseID("scram1")
+	require.NoError(t, admin.CreateTenant(t.Context(), tenant.Info{ID: id, Name: "SCRAM", Tier: tenant.TierStandard}))
+	ctx := tenant.NewContext(t.Context(), id)
+	_, err = db.Exec(ctx, `INSERT INTO requirements (req_id, category, requirement_text) VALUES ('R', 'C', 'T')`)
+	require.NoError(t, err, "the derived password authenticates with SCRAM")
+
+	role, pw, err := store.LoginOf(t.Context(), admin, id)
+	require.NoError(t, err)
+	_, err = connectAs(t, d, role, pw+"x")
+	require.Error(t, err, "a wrong password fails")
+	assert.Contains(t, err.Error(), "password authentication failed")
+	for _, other := range []string{"postgres", "template1"} {
+		u, err := pgx.ParseConfig(d.URL(role, pw))
+		require.NoError(t, err)
+		u.Database = other
+		_, err = pgx.ConnectConfig(t.Context(), u)
+		require.Error(t, err, "HardenDatabases: no CONNECT to %s", other)
+	}
+
+	// Drift: the tenant changes its own password and settings; its next
+	// connection fails until the admin repairs the login.
+	c, err := connectAs(t, d, role, pw)
+	require.NoError(t, err)
+	_, err = c.Exec(t.Context(), `ALTER ROLE CURRENT_USER PASSWORD 'mine now'`)
+	require.NoError(t, err, "PostgreSQL lets a role change its own password")
+	_, err = c.Exec(t.Context(), `ALTER ROLE CURRENT_USER SET work_mem = '1GB'`)
+	require.NoError(t, err)
+	_, err = connectAs(t, d, role, pw)
+	require.Error(t, err)
+	drift, err := admin.RepairLogins(t.Context())
+	require.NoError(t, err)
+	require.Len(t, drift, 1)
+	assert.Equal(t, id, drift[0].Tenant)
+	assert.ElementsMatch(t, []string{"password", "settings"}, drift[0].What)
+	_, err = connectAs(t, d, role, pw)
+	require.NoError(t, err, "repaired")
+	drift, err = admin.RepairLogins(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, drift, "nothing left to repair")
+
+	// Rotation to a new secret: the DB that has both keeps working.
+	secret2 := store.LoginSecret{Version: 2, Key: []byte("the second tenancy test login secret, 32+ bytes")}
+	acfg.LoginSecrets = []store.LoginSecret{secret, secret2}
+	admin2, err := store.OpenAdmin(t.Context(), acfg)
+	require.NoError(t, err)
+	defer admin2.Close()
+	cfg2, err := store.ParseConfig(platformURL, secret, secret2)
+	require.NoError(t, err)
+	db2, err := store.Open(t.Context(), cfg2)
+	require.NoError(t, err)
+	defer db2.Close()
+	n, err := admin2.RotateLogins(t.Context(), 0)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	_, err = connectAs(t, d, role, pw)
+	require.Error(t, err, "the old password no longer works")
+	_, err = db2.Exec(ctx, `SELECT 1`)
+	require.NoError(t, err, "a DB with the new secret connects")
+}
