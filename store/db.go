@@ -191,6 +191,9 @@ func (db *DB) Stats() PoolStats {
 	s := db.adm.Stats()
 	n := 0
 	db.pools.Range(func(any, any) bool { n++; return true })
+	if db.shared != nil {
+		s.Open = int(db.shared.pool.Stat().TotalConns())
+	}
 	return PoolStats{
 		Pools: n, Opened: db.opened.Load(), Closed: db.closedPools.Load(),
 		Conns: s.Open, Waiting: s.Waiting, Connects: s.Connects, ConnectFailures: s.ConnectFailures,
