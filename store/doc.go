@@ -1,92 +1,148 @@
 // Package store is tenancy's PostgreSQL layer (pgx v5): the control-plane
-// catalog of tenants, the placement of each tenant's data, the tenant-scoped
-// unit of work, and the row-level security that backs it.
+// catalog of tenants, the placement of each tenant's data, and the
+// tenant-scoped request path, with the roles and row-level security that
+// back it.
 //
-// # Layers
+// Two types keep the request path apart from administration:
 //
-// Every tenant-scoped statement is protected by all of these at once:
+//   - [DB] is what request handlers get. It runs statements for the tenant
+//     in the context ([DB.Query], [DB.QueryRow], [DB.Exec], [DB.Tx]) and
+//     reads that tenant's directory entry ([DB.Tenant]) and the wrapped
+//     keysets ([DB.Keysets], read-only). It cannot create, drop or change
+//     tenants, and hands out no pool or connection.
+//   - [Admin] holds the admin connection: control-plane migrations, tenant
+//     placement ([Admin.CreateTenant], [Admin.DropTenant]), states, shared
+//     tables, login repair and rotation, keysets read-write. Provisioning
+//     and the operator CLI use it; request handling never sees it.
 //
-//  1. The application role (the one request handling connects as) is not a
-//     superuser, has no BYPASSRLS or CREATEROLE, owns no tenant object and holds
-//     no privilege on any tenant schema by itself. [Open] refuses a role that
-//     breaks this and says how to fix it.
-//  2. Each tenant has a NOLOGIN role (RolePrefix + "tenant_<id>") with
-//     privileges on its own schema only. The application role is a member
-//     without inheritance and assumes the tenant role per transaction.
-//  3. Every tenant table has a tenant_id column (filled in from the
-//     transaction's tenant), ROW LEVEL SECURITY enabled and FORCEd, and a
-//     policy that compares tenant_id with the transaction's app.tenant_id. A
-//     statement run without that setting fails with an error; it does not
-//     silently see zero rows.
-//  4. Every tenant-scoped unit of work is a transaction whose first action
-//     closes any cursor left open on the connection (a cursor declared WITH
-//     HOLD outlives its transaction, with rows read as its tenant) and then
-//     sets role, search_path and app.tenant_id with transaction-local scope
-//     (set_config(..., true)). Nothing survives on the connection after commit
-//     or rollback, so it is also correct behind PgBouncer in transaction
-//     pooling mode. The setup travels in the same network round trip as BEGIN
-//     and the first statement.
-//  5. Identifiers are quoted with pgx's sanitiser; tenant values travel as bind
-//     parameters.
+// # Tenant-bound connections (ModeTenantLogin, the default)
+//
+// Every tenant has a PostgreSQL LOGIN role of its own, and the DB runs a
+// tenant's work only on connections logged in as that role, from a pool per
+// tenant opened on first use. What SQL can change on a connection (SET
+// ROLE, settings, prepared statements, cursors, LISTEN, session state)
+// therefore never reaches another tenant: the next user of the connection
+// is the same tenant. Row-level security derives the tenant from
+// session_user, the role the connection authenticated as, which only a
+// superuser session can change. So neither a bug nor a value injected into
+// a tenant's statement can read another tenant's rows. No statement runs
+// on the hot path but the caller's.
+//
+// The layers, all at once:
+//
+//  1. A tenant's login has privileges on its own schema only, is a member
+//     of one role only (its database's tenant group: CONNECT to that
+//     database, the guard's lookup, shared tables), has no CREATEDB,
+//     CREATEROLE, REPLICATION or BYPASSRLS, owns nothing, may CREATE in no
+//     schema and has no TEMP. Its CONNECTION LIMIT is its connection quota
+//     ([AdminConfig.ConnLimit]), which PostgreSQL enforces and the tenant
+//     cannot raise. Its search_path, its schema, is a role setting: the
+//     tenant can change it (and its own password), nothing relies on it
+//     for isolation, and [Admin.RepairLogins] detects and undoes both.
+//  2. Every tenant table has a tenant_id column (filled in from the
+//     session's tenant), ROW LEVEL SECURITY enabled and FORCEd, and the
+//     policy tenancy_isolation: tenant_id must equal the tenant of the
+//     session's login, looked up by role OID in tenancy.tenant_logins once
+//     per statement. Every name and operator in the policy is
+//     schema-qualified and bound when the policy is created, so nothing a
+//     session puts on its search_path (pg_temp included) can shadow it. A
+//     session that is not a tenant login gets an error, not zero rows.
+//  3. The platform role the DB uses for control-plane reads is not a
+//     superuser, has no BYPASSRLS, CREATEROLE or REPLICATION, is a member
+//     of no tenant login, group or predefined role that reads everything,
+//     owns nothing tenancy made and holds no privilege on any tenant
+//     schema. [Open] refuses a role that breaks this and says how to fix
+//     it. The admin role (CREATEROLE, owner of the database) is used only
+//     by [Admin].
+//  4. In every database store manages, PUBLIC loses CONNECT, TEMPORARY and
+//     CREATE on schema public ([OpenAdmin]); [Admin.HardenDatabases] does
+//     the same for others (postgres, template1), so that a tenant login
+//     cannot connect anywhere but its own database.
+//  5. Identifiers are quoted with pgx's sanitiser; tenant values travel as
+//     bind parameters, except the tenant ID in the shared-pool mode's SET
+//     LOCAL, which takes no parameter and which the ID grammar makes safe
+//     to quote.
+//
+// Role names reveal nothing: every role can list pg_roles and
+// pg_stat_activity, so a tenant's login is named RolePrefix + "t" + 24
+// characters of a keyed hash of its ID, mapped to the tenant only in the
+// control plane, which tenants cannot read (a login reads its own row of
+// tenancy.tenant_logins only). Schema names are tenant_<id>, as
+// REQ-DEPLOY-004 specifies, and pg_namespace lists them to every role: give
+// tenants IDs that do not name the customer (the customer's name lives in
+// the directory, which tenants cannot read) if that matters.
+//
+// Credentials: a login's password is 256 bits derived (HKDF-SHA256) from a
+// platform secret ([LoginSecret], versioned) and the role name. PostgreSQL
+// only ever receives its SCRAM-SHA-256 verifier, computed in Go with a
+// salt derived the same way; the password itself appears in no SQL. The
+// verifier is DDL that log_statement = 'ddl' would log: an admin allowed to
+// change log_statement (a superuser, or one granted SET on it) turns
+// logging off for that statement; otherwise the server log holds verifiers,
+// from which the password cannot be recovered. [Admin.RotateLogins] moves
+// every login to the newest secret while DBs that hold both keep
+// connecting. Use sslmode=verify-full in production.
+//
+// Admission control: pgxpool caps each pool, not their sum, so the DB caps
+// the connections open across every tenant's pool ([Config.MaxConns]).
+// When the cap is reached, a tenant that needs a new connection waits its
+// turn (first come, first served) while idle connections of other tenants
+// that have been open at least [Config.MinResidency] are closed for it
+// (least recently used tenant first); new connections are rate-limited
+// ([Config.ConnectRate]); idle connections and pools close after
+// [Config.IdleTimeout]. A request never falls back to a weaker mode.
+// [DB.Stats] counts pools, connections, connects, evictions and waits.
+//
+// # Shared pool (ModeSharedPool, an explicit option)
+//
+// For deployments that cannot afford a connection per active tenant: one
+// login role (RolePrefix + "tenancy_s_" + a hash of the database name) for
+// the work of every tenant, with privileges on every tenant schema. Before
+// each statement (or at the start of each transaction), in the same round
+// trip, the DB sends SET LOCAL app.tenant_id and SET LOCAL search_path,
+// each as its own protocol message; the policy compares tenant_id with
+// that setting and raises when it is unset or the session is not the
+// shared login. EXECUTE on set_config is revoked from PUBLIC (which also
+// blocks UPDATE pg_settings), statements go over the extended protocol
+// only (one statement per Parse, so a value cannot carry a second
+// statement such as a SET), and a connection that passes to another tenant
+// is reset with DISCARD ALL first.
+//
+// This is isolation by convention. It holds against bugs (a handler that
+// forgot its tenant, an unqualified name, a connection reused by another
+// tenant) and against a value injected into one statement. It does not
+// hold against SQL that the application itself runs on a tenant's behalf:
+// a statement of its own such as SET app.tenant_id becomes any tenant.
+// docs/benchmarks.md puts its cost beside the default's.
 //
 // # Placement
 //
-// A standard-tier tenant lives in schema tenant_<id> of the shared database.
-// Enterprise and government placements are added by later versions.
-//
-// # Cost
-//
-// A tenant-scoped call costs PostgreSQL two more statements in the same
-// round trip (closing held cursors, and the setup), a role and search_path
-// switch, and the policy check:
-// about 1.7 times the server and client CPU of the same primary-key SELECT
-// without any isolation on PostgreSQL 15, and level, within the noise of
-// the measurement, with the same isolation written by hand with pgx in one
-// round trip (docs/benchmarks.md). A connection
-// that passes between tenants re-plans its cached statements; see
-// [Config.PlanPerTenant].
-//
-// # Tenant count per cluster
-//
-// The application role is a member of every standard-tier tenant's role.
-// PostgreSQL computes the list of a login role's memberships when a
-// backend first switches role, and again in every backend after any role
-// or membership changes anywhere in the cluster (every tenant provisioned
-// or deleted). On PostgreSQL 15 this takes time that grows with the square
-// of the number of memberships: on a 2-core machine about 5–7 ms at 1,000
-// tenants and 50–75 ms at 4,000 (BenchmarkMembershipRecompute), and over a
-// minute at 100,000 (store/testdata/pgbench/memberships.sh, by hand).
-// Each pooled connection pays it once per
-// change, on its next call. Keep the standard tier of one cluster to a few
-// thousand tenants on PostgreSQL 15 (measure on your version), spread
-// tenants over clusters, or place large tenants in the enterprise tier.
+// A standard-tier tenant lives in schema tenant_<id> of the shared
+// database. The placement is recorded in the directory.
 //
 // # Errors
 //
-// Scoped calls without a tenant in the context fail with an error wrapping
-// [tenant.ErrNoTenant]. [ErrUnsafeAppRole] is returned by [Open] for an
-// application role that breaks layer 1; [ErrUnknownTenant] for a tenant the
-// database does not know; [ErrTenantExists] when creating a tenant twice;
-// [ErrInvalidTable] for a table declaration that breaks the rules.
+// Tenant-scoped calls without a tenant in the context fail with an error
+// wrapping [tenant.ErrNoTenant] and touch no connection; a [Tx] used with
+// another tenant's context fails with [tenant.ErrCrossTenant].
+// [ErrUnsafeAppRole] is returned by [Open] for a platform role that breaks
+// layer 3; [ErrUnknownTenant] for a tenant the database does not know;
+// [ErrTenantExists] when creating a tenant twice; [ErrInvalidTable] for a
+// table declaration that breaks the rules; [ErrInvalidConfig] for a
+// configuration that cannot be used, naming the field.
 //
 // # Security
 //
-// The layers protect against bugs: a handler that forgot its tenant, a query
-// with an unqualified name, a pooled connection reused by another tenant.
-// They do not make SQL injection harmless: SQL that the application runs
-// with the application role's connection could RESET ROLE. Always pass
-// values as bind parameters. The admin connection (DDL, provisioning) is
-// never used for tenant-scoped work and is not exposed.
+// What every tenant can still see of others, in both modes: the names of
+// schemas (pg_namespace), per-table statistics (pg_stat_user_tables: rows
+// inserted, updated, deleted), the last value of a shared table's
+// sequence, and which database roles are connected (pg_stat_activity shows
+// no other role's queries). NOTIFY channels and advisory locks are
+// database-wide: a tenant can signal on a channel another tenant listens
+// to, so never trust a notification's payload. Rows are never visible.
 //
-// The tenant's search_path is its own schema, then pg_temp: a temporary
-// table left on a pooled connection cannot shadow a tenant table. Create
-// temporary tables ON COMMIT DROP all the same, and never grant them to
-// others.
-//
-// Tenant IDs are not secret from tenants: any SQL can list schema and role
-// names in the system catalogs (pg_namespace, pg_roles). Use IDs that do not
-// reveal a customer's identity if that matters. Nor is every tenant's
-// activity: the statistics views (pg_stat_user_tables: rows inserted,
-// updated, deleted per table) and the last value of a shared table's
-// sequence are readable by all. Rows are not.
+// Behind PgBouncer in transaction pooling mode, tenant logins keep their
+// isolation (PgBouncer pools server connections per user); configure
+// pgx's QueryExecModeExec or QueryExecModeCacheDescribe there. The DB
+// refuses the simple protocol, which inlines arguments into the SQL text.
 package store

@@ -115,8 +115,8 @@ const (
 	KeysetsReadWrite
 )
 
-// GrantKeysets grants role USAGE on schema tenancy and access to the keyset
-// tables. The role name is quoted as an identifier.
+// GrantKeysets grants role CONNECT on the pool's database, USAGE on schema
+// tenancy and access to the keyset tables. The role name is quoted as an identifier.
 func GrantKeysets(ctx context.Context, admin *pgxpool.Pool, role string, access KeysetAccess) error {
 	var privs string
 	switch access {
@@ -132,7 +132,13 @@ func GrantKeysets(ctx context.Context, admin *pgxpool.Pool, role string, access 
 	}
 	r := pgx.Identifier{role}.Sanitize()
 	err := pgx.BeginFunc(ctx, admin, func(tx pgx.Tx) error {
+		var db string
+		if err := tx.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+			return err
+		}
 		return execAll(ctx, tx,
+			// An Admin revokes CONNECT from PUBLIC.
+			`GRANT CONNECT ON DATABASE `+q(db)+` TO `+r,
 			`GRANT USAGE ON SCHEMA tenancy TO `+r,
 			`GRANT `+privs+` ON tenancy.tenant_keysets, tenancy.tenant_keyset_tombstones TO `+r)
 	})
