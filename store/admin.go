@@ -189,6 +189,12 @@ func (a *Admin) migrate(ctx context.Context) error {
 				return fmt.Errorf("%w: AdminConfig.%s is %q but this database was set up with %q", ErrInvalidConfig, kv[2], kv[1], got)
 			}
 		}
+		// The admin role, so that DBs can check their platform role is not
+		// a member of it.
+		if _, err := tx.Exec(ctx, `INSERT INTO tenancy.meta (key, value) VALUES ('admin_role', $1)
+			ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, a.adminRole); err != nil {
+			return err
+		}
 		if err := a.ensureMarkedRole(ctx, tx, a.groupRole(), "group of the tenant logins", `NOLOGIN`); err != nil {
 			return err
 		}

@@ -236,7 +236,7 @@ func (db *DB) acquire(ctx context.Context, op string) (*pgxpool.Conn, tenant.ID,
 	for {
 		p, err := db.poolOf(ctx, id)
 		if err != nil {
-			return nil, id, fmt.Errorf("%s: %w", op, err)
+			return nil, id, fmt.Errorf("%s: tenant %s: %w", op, id, err)
 		}
 		n := p.users.Load()
 		if n < 0 || !p.users.CompareAndSwap(n, n+1) {
@@ -289,19 +289,16 @@ func (db *DB) openPool(ctx context.Context, id tenant.ID) (*tenantPool, error) {
 		FROM tenancy.tenant_logins l JOIN tenancy.tenants t ON t.id = l.tenant_id WHERE l.tenant_id = $1`, id.String()).
 		Scan(&role, &version, &limit, &state, &schema)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("%w: %s (no login in this database's directory)", ErrUnknownTenant, id)
+		return nil, fmt.Errorf("%w: no login in this database's directory", ErrUnknownTenant)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("look up the login of tenant %s: %w", id, err)
+		return nil, fmt.Errorf("look up the login: %w", err)
 	}
-	password, err := db.secrets.password(version, role)
-	if err != nil {
-		return nil, fmt.Errorf("tenant %s: %w", id, err)
+	if _, err := db.secrets.password(version, role); err != nil {
+		return nil, err
 	}
 	cfg := db.base.Copy()
 	cfg.ConnConfig.User = role
-	cfg.ConnConfig.Password = password
-	cfg.ConnConfig.Fallbacks = nil
 	// The role's own settings give it its search_path; a setting in the
 	// startup packet would not pass PgBouncer. Nothing here relies on it
 	// for isolation.
@@ -322,12 +319,16 @@ func (db *DB) openPool(ctx context.Context, id tenant.ID) (*tenantPool, error) {
 		// The password of the secret version the directory records now,
 		// so that Admin.RotateLogins needs no restart.
 		var v int
-		if err := db.platform.QueryRow(ctx, `SELECT secret_version FROM tenancy.tenant_logins WHERE tenant_id = $1`, key).Scan(&v); err != nil {
-			return fmt.Errorf("tenant %s: look up its login: %w", id, err)
+		err := db.platform.QueryRow(ctx, `SELECT secret_version FROM tenancy.tenant_logins WHERE tenant_id = $1`, key).Scan(&v)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: it has no login any more (dropped?)", ErrUnknownTenant)
+		}
+		if err != nil {
+			return fmt.Errorf("look up the login: %w", err)
 		}
 		pw, err := db.secrets.password(v, role)
 		if err != nil {
-			return fmt.Errorf("tenant %s: %w", id, err)
+			return err
 		}
 		cc.Password = pw
 		// Each connection gets its own dial. Its first socket takes a slot
@@ -355,7 +356,7 @@ func (db *DB) openPool(ctx context.Context, id tenant.ID) (*tenantPool, error) {
 	}
 	cfg.BeforeClose = func(c *pgx.Conn) { p.created.Delete(c) }
 	if p.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
-		return nil, fmt.Errorf("tenant %s: open pool: %w", id, err)
+		return nil, fmt.Errorf("open pool: %w", err)
 	}
 	p.unregister = db.adm.Register(key, func(minAge time.Duration) bool { return evictIdle(p, minAge) })
 	p.lastUsed.Store(time.Now().UnixNano())
@@ -457,6 +458,12 @@ SELECT what FROM (
    WHERE r.rolname <> current_user AND shobj_description(r.oid, 'pg_authid') LIKE 'tenancy: %'
      AND pg_has_role(current_user, r.oid, 'MEMBER')
   UNION ALL
+  SELECT format('is a member of the admin role %I (fix: REVOKE %I FROM %I)', m.value, m.value, current_user)
+    FROM tenancy.meta m WHERE m.key = 'admin_role' AND pg_has_role(current_user, m.value, 'MEMBER')
+  UNION ALL
+  SELECT format('owns the database %I (fix: ALTER DATABASE %I OWNER TO the admin role)', d.datname, d.datname)
+    FROM pg_database d WHERE d.datname = current_database() AND pg_has_role(current_user, d.datdba, 'MEMBER')
+  UNION ALL
   SELECT format('holds privileges on schema %I', n.nspname) FROM pg_namespace n
    WHERE n.nspname LIKE 'tenant\_%'
      AND (has_schema_privilege(current_user, n.oid, 'USAGE') OR has_schema_privilege(current_user, n.oid, 'CREATE'))
@@ -495,6 +502,9 @@ func (rows) Conn() *pgx.Conn { return nil }
 // fails with an error wrapping [tenant.ErrNoTenant] and touches no
 // connection.
 func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := db.checkArgs("store: query", args); err != nil {
+		return nil, err
+	}
 	c, id, err := db.acquire(ctx, "store: query")
 	if err != nil {
 		return nil, err
@@ -516,6 +526,9 @@ func (db *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 
 // Exec runs one statement for the tenant of ctx.
 func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if err := db.checkArgs("store: exec", args); err != nil {
+		return pgconn.CommandTag{}, err
+	}
 	c, id, err := db.acquire(ctx, "store: exec")
 	if err != nil {
 		return pgconn.CommandTag{}, err
@@ -525,6 +538,28 @@ func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.Command
 		return db.shared.exec(ctx, c, id, sql, args)
 	}
 	return c.Exec(ctx, sql, args...)
+}
+
+// checkArgs refuses per-query options that store cannot honour: the simple
+// protocol everywhere, and any option in ModeSharedPool, whose statements
+// travel in a batch with their setup.
+func (db *DB) checkArgs(op string, args []any) error {
+	if len(args) == 0 {
+		return nil
+	}
+	switch m := args[0].(type) {
+	case pgx.QueryExecMode:
+		if m == pgx.QueryExecModeSimpleProtocol {
+			return fmt.Errorf("%s: %w", op, ErrSimpleProtocol)
+		}
+	case pgx.QueryResultFormats, pgx.QueryResultFormatsByOID, pgx.QueryRewriter:
+	default:
+		return nil
+	}
+	if db.mode == ModeSharedPool {
+		return fmt.Errorf("%s: %w: per-query options (%T) are not taken in the shared-pool mode", op, ErrInvalidConfig, args[0])
+	}
+	return nil
 }
 
 func (db *DB) query(ctx context.Context, c *pgxpool.Conn, id tenant.ID, sql string, args []any) (pgx.Rows, error) {
@@ -565,17 +600,20 @@ func (r *releaseRows) Close() {
 // [DB.Tx]. It must not be used after the function returns, nor by several
 // goroutines at once, and every call needs the Tx's tenant in its context.
 type Tx struct {
+	db   *DB
 	tx   pgx.Tx
 	id   tenant.ID
 	done atomic.Bool // the function given to BeginTx has returned
 }
 
-func (t *Tx) check(ctx context.Context, op string) error {
+func (t *Tx) check(ctx context.Context, op string, args []any) error {
 	if t.done.Load() {
 		return fmt.Errorf("%s: %w: the transaction ended when the function given to DB.Tx returned", op, pgx.ErrTxClosed)
 	}
-	_, err := tenant.RequireSame(ctx, op, t.id)
-	return err
+	if _, err := tenant.RequireSame(ctx, op, t.id); err != nil {
+		return err
+	}
+	return t.db.checkArgs(op, args)
 }
 
 // Tenant returns the tenant the transaction belongs to.
@@ -583,7 +621,7 @@ func (t *Tx) Tenant() tenant.ID { return t.id }
 
 // Exec runs sql in the transaction; see [pgx.Tx.Exec].
 func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if err := t.check(ctx, "store: tx exec"); err != nil {
+	if err := t.check(ctx, "store: tx exec", args); err != nil {
 		return pgconn.CommandTag{}, err
 	}
 	return t.tx.Exec(ctx, sql, args...)
@@ -592,7 +630,7 @@ func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 // Query runs sql in the transaction; see [pgx.Tx.Query]. The rows must be
 // closed (or read to the end) before the next statement.
 func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	if err := t.check(ctx, "store: tx query"); err != nil {
+	if err := t.check(ctx, "store: tx query", args); err != nil {
 		return nil, err
 	}
 	r, err := t.tx.Query(ctx, sql, args...)
@@ -610,7 +648,7 @@ func (t *Tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 
 // SendBatch sends b in the transaction; see [pgx.Tx.SendBatch].
 func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	if err := t.check(ctx, "store: tx send batch"); err != nil {
+	if err := t.check(ctx, "store: tx send batch", nil); err != nil {
 		return errBatchResults{err}
 	}
 	return t.tx.SendBatch(ctx, b)
@@ -620,12 +658,14 @@ func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 // tableName is resolved with the tenant's search_path.
 //
 // PostgreSQL refuses COPY FROM into a table under row level security, which
-// every tenant table is (SQLSTATE 0A000). For bulk loads, copy into a
-// temporary table ... tenants have no TEMP privilege either: insert with a
-// multi-row INSERT ... SELECT FROM unnest($1::text[], ...) instead, which
-// the isolation policy checks row by row.
+// every tenant table is (SQLSTATE 0A000), and tenants have no TEMP
+// privilege for a staging table. For bulk loads, send the rows as arrays
+// in one INSERT, which the isolation policy checks row by row:
+//
+//	INSERT INTO requirements (req_id, requirement_text)
+//	SELECT * FROM unnest($1::text[], $2::text[])
 func (t *Tx) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
-	if err := t.check(ctx, "store: tx copy from"); err != nil {
+	if err := t.check(ctx, "store: tx copy from", nil); err != nil {
 		return 0, err
 	}
 	return t.tx.CopyFrom(ctx, tableName, columnNames, rowSrc)
@@ -652,7 +692,7 @@ func (db *DB) BeginTx(ctx context.Context, opts pgx.TxOptions, fn func(tx *Tx) e
 	if err != nil {
 		return fmt.Errorf("store: tx: begin: %w", err)
 	}
-	t := &Tx{tx: ptx, id: id}
+	t := &Tx{db: db, tx: ptx, id: id}
 	committed := false
 	defer func() {
 		// Runs on error, on success and while a panic of fn unwinds: roll

@@ -3,8 +3,10 @@ package store
 import "errors"
 
 var (
-	// ErrUnsafeAppRole is returned by Open when the application role could
-	// reach tenant data without assuming a tenant role.
+	// ErrUnsafeAppRole is returned by Open when the platform role could
+	// reach tenant data (a superuser, BYPASSRLS, a member of a tenant
+	// login, privileges on a tenant schema, ...), and by OpenAdmin when the
+	// platform role is the admin role.
 	ErrUnsafeAppRole = errors.New("store: unsafe application role")
 
 	// ErrUnknownTenant is wrapped by errors for a tenant that has no
@@ -17,6 +19,12 @@ var (
 	// ErrInvalidTable is wrapped by errors for a table declaration that
 	// breaks the rules of [Table].
 	ErrInvalidTable = errors.New("store: invalid table declaration")
+
+	// ErrSimpleProtocol is wrapped by errors for a statement sent with
+	// pgx.QueryExecModeSimpleProtocol: it inlines arguments into the SQL
+	// text and lets one string carry several statements, so store never
+	// sends it.
+	ErrSimpleProtocol = errors.New("store: the simple query protocol is refused")
 
 	// ErrInvalidConfig is wrapped by errors for a configuration that Open
 	// cannot use.

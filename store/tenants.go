@@ -203,8 +203,8 @@ func terminateSessions(ctx context.Context, tx pgx.Tx, role string) error {
 //
 // It waits for transactions that are writing to shared tables to end, so
 // that it deletes what they commit, and holds off new writers until it
-// ends. Suspend the tenant first (SetState), which in ModeTenantLogin also
-// stops new logins.
+// ends. Move the tenant to decommissioning first (SetState), which in
+// ModeTenantLogin also stops its new logins and ends its sessions.
 func (a *Admin) DropTenant(ctx context.Context, id tenant.ID) error {
 	if id.IsZero() {
 		return fmt.Errorf("store: drop tenant: %w", tenant.ErrNoTenant)
@@ -399,7 +399,7 @@ func (a *Admin) RepairLogins(ctx context.Context) ([]LoginDrift, error) {
 			return err
 		}
 		type login struct {
-			id, role, state, schema string
+			id, role, state, schema  string
 			version, limit, rolLimit int
 			canLogin                 bool
 			settings                 []string

@@ -6,11 +6,16 @@
 //
 //	go run ./examples/quickstart
 //
-// It needs a PostgreSQL superuser to set things up; by default
+// It needs a PostgreSQL superuser; by default
 // postgres://postgres@127.0.0.1:5432/postgres (override with -admin-url or
 // TENANCY_QUICKSTART_ADMIN_URL). It creates a scratch database
-// tenancy_quickstart and the roles it needs, and removes all of them at the
-// end.
+// tenancy_quickstart and the login role tenancy_qs_platform, and store
+// creates the tenants' roles, all named tenancy_qs_*. At the start and at
+// the end it drops the database and every role whose name starts with
+// tenancy_qs_, so a run that was killed is cleaned up by the next.
+//
+// The superuser also serves as store's admin role (provisioning, DDL); in
+// production the admin is a role with CREATEROLE that owns the database.
 package main
 
 import (
@@ -29,6 +34,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/tink-crypto/tink-go/v2/core/registry"
 
 	"github.com/rtmx-ai/tenancy/keys"
@@ -43,15 +49,15 @@ import (
 // fixed names documented above, the test names derived from its pgtest
 // prefix.
 type options struct {
-	// AdminURL is the connection string of a PostgreSQL superuser, used
-	// for setup and cleanup only.
+	// AdminURL is the connection string of a PostgreSQL superuser: setup,
+	// cleanup, and store's admin role on the scratch database.
 	AdminURL string
 	// Database is the scratch database, created and dropped.
 	Database string
-	// AppRole is the least-privilege login role the application uses.
-	AppRole string
-	// RolePrefix is store's Config.RolePrefix (at most 16 bytes); every
-	// role whose name starts with it is dropped.
+	// RolePrefix is store's AdminConfig.RolePrefix and the prefix of the
+	// platform role: [a-z][a-z0-9_]*, 3 to 16 bytes, ending in "_", not
+	// starting with "pg_".
+	// Every role whose name starts with it is dropped.
 	RolePrefix string
 }
 
@@ -60,9 +66,24 @@ func defaultOptions(adminURL string) options {
 	return options{
 		AdminURL:   adminURL,
 		Database:   "tenancy_quickstart",
-		AppRole:    "tenancy_quickstart_app",
 		RolePrefix: "tenancy_qs_",
 	}
+}
+
+// platformRole is the least-privilege login role of the request path.
+func (o options) platformRole() string { return o.RolePrefix + "platform" }
+
+func (o options) validate() error {
+	if !isName(o.Database) {
+		return fmt.Errorf("database %q is not a lower-case SQL name", o.Database)
+	}
+	// Cleanup drops every role starting with the prefix: it must not be
+	// empty, nor a prefix of names that are not the quickstart's.
+	p := o.RolePrefix
+	if !isName(p) || len(p) < 3 || len(p) > 16 || p[0] == '_' || !strings.HasSuffix(p, "_") || strings.HasPrefix(p, "pg_") {
+		return fmt.Errorf("role prefix %q is not a lower-case SQL name of 3 to 16 bytes ending in _ (and not pg_)", p)
+	}
+	return nil
 }
 
 // requirements has the core columns of RTMX's database.csv.
@@ -104,7 +125,7 @@ func main() {
 	if def == "" {
 		def = "postgres://postgres@127.0.0.1:5432/postgres"
 	}
-	adminURL := flag.String("admin-url", def, "connection string of a PostgreSQL superuser (setup and cleanup only)")
+	adminURL := flag.String("admin-url", def, "connection string of a PostgreSQL superuser")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -116,61 +137,77 @@ func main() {
 
 func run(ctx context.Context, out io.Writer, o options) (err error) {
 	p := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
-	for _, name := range []string{o.Database, o.AppRole, o.RolePrefix} {
-		if !isName(name) {
-			return fmt.Errorf("%q is not a lower-case SQL name", name)
-		}
+	if err := o.validate(); err != nil {
+		return err
 	}
 
-	// 1. Setup: a scratch database, a least-privilege application role.
+	// 1. Setup as superuser: a scratch database and the platform role, a
+	//    login with no privileges of its own (OpenAdmin grants it the
+	//    control-plane reads). Leftovers of a killed run go first.
 	server, err := pgx.Connect(ctx, o.AdminURL)
 	if err != nil {
 		return fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL or pass -admin-url", redact(o.AdminURL), err)
 	}
 	defer server.Close(context.WithoutCancel(ctx))
-	password := randomHex()
-	if err := cleanup(ctx, server, o); err != nil { // leftovers of an interrupted run
+	if err := cleanup(ctx, server, o); err != nil {
 		return err
 	}
 	defer func() {
-		if cerr := cleanup(context.WithoutCancel(ctx), server, o); cerr != nil && err == nil {
-			err = cerr
-		} else if cerr == nil {
-			p("\ncleaned up: database %s and roles %s, %s* dropped", o.Database, o.AppRole, o.RolePrefix)
+		if cerr := cleanup(context.WithoutCancel(ctx), server, o); cerr != nil {
+			err = errors.Join(err, cerr)
+		} else {
+			p("\ncleaned up: database %s and roles %s* dropped", o.Database, o.RolePrefix)
 		}
 	}()
+	password := randomHex(16)
 	for _, sql := range []string{
 		`CREATE DATABASE ` + o.Database,
-		// NOINHERIT: the role reaches a tenant's data only by assuming that
-		// tenant's role, which store does per transaction.
-		`CREATE ROLE ` + o.AppRole + ` LOGIN NOINHERIT PASSWORD '` + password + `'`,
+		`CREATE ROLE ` + o.platformRole() + ` LOGIN PASSWORD '` + password + `'`,
 	} {
 		if _, err := server.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("setup: %w", err)
 		}
 	}
-	adminDB, appDB, err := urls(o, password)
-	if err != nil {
-		return err
-	}
+	// The login secret from which store derives every tenant login's
+	// password: in production it is kept with the platform's other secrets
+	// and given to the Admin and to every DB.
+	secret := store.LoginSecret{Version: 1, Key: randomBytes(32)}
 
-	cfg, err := store.ParseConfig(appDB, adminDB)
+	// 2. The admin side (provisioning) and the request path: a DB logged in
+	//    as the platform role, which opens a pool per tenant logged in as
+	//    that tenant's own role. Both connect to the scratch database with
+	//    the host and TLS settings of AdminURL.
+	acfg, err := store.ParseAdminConfig(o.AdminURL)
 	if err != nil {
 		return err
 	}
-	cfg.RolePrefix = o.RolePrefix
-	cfg.Tables = []store.Table{requirements, integrations}
-	db, err := store.OpenConfig(ctx, cfg)
+	acfg.Pool.ConnConfig.Database = o.Database
+	acfg.PlatformRole = o.platformRole()
+	acfg.RolePrefix = o.RolePrefix
+	acfg.LoginSecrets = []store.LoginSecret{secret}
+	acfg.Tables = []store.Table{requirements, integrations}
+	admin, err := store.OpenAdmin(ctx, acfg)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	cfg, err := store.ParseConfig(o.AdminURL, secret)
+	if err != nil {
+		return err
+	}
+	cfg.Platform.ConnConfig.Database = o.Database
+	cfg.Platform.ConnConfig.User, cfg.Platform.ConnConfig.Password = o.platformRole(), password
+	db, err := store.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	p("tenancy quickstart: PostgreSQL database %s, application role %s\n", o.Database, db.AppRole())
+	p("tenancy quickstart: database %s, platform role %s, mode %s\n", o.Database, o.platformRole(), db.Mode())
 
 	// Keys: a development master key in a file (an HSM or cloud KMS in
 	// production), wrapping per-tenant keysets kept in the control plane.
-	// The provisioning side writes keysets with the admin role; the serving
-	// side only reads them.
+	// Provisioning writes keysets through the Admin; serving only reads
+	// them, through the DB.
 	keyDir, err := os.MkdirTemp("", "tenancy-quickstart-")
 	if err != nil {
 		return err
@@ -189,34 +226,36 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 		kc.Store, kc.KMS, kc.PlatformKEK = ks, []registry.KMSClient{local}, kek
 		return keys.New(kc)
 	}
-	provisioner, err := newKeys(db.Keysets(store.KeysetsReadWrite))
+	provisioner, err := newKeys(admin.Keysets())
 	if err != nil {
 		return err
 	}
-	serving, err := newKeys(db.Keysets(store.KeysetsRead))
+	serving, err := newKeys(db.Keysets())
 	if err != nil {
 		return err
 	}
 
-	// 2. Two standard-tier tenants, each in its own schema with its own role.
-	ids := []tenant.ID{}
+	// 3. Two standard-tier tenants, each with its own schema, login role
+	//    and keysets.
+	var ids []tenant.ID
 	for _, s := range []string{"abc123", "xyz789"} {
 		id, err := tenant.ParseID(s) // every boundary parses
 		if err != nil {
 			return err
 		}
-		if err := db.CreateTenant(ctx, tenant.Info{ID: id, Name: "Tenant " + s, Tier: tenant.TierStandard, Region: "us-gov-east-1"}); err != nil {
+		if err := admin.CreateTenant(ctx, tenant.Info{ID: id, Name: "Tenant " + s, Tier: tenant.TierStandard, Region: "us-gov-east-1"}); err != nil {
 			return err
 		}
 		if err := provisioner.Provision(ctx, id, keys.ProvisionOptions{}); err != nil {
 			return err
 		}
 		ids = append(ids, id)
-		p("provisioned tenant %-7s schema %s, role %s, own keysets wrapped by %s", id, id.SchemaName(), db.TenantRole(id), keys.DisplayURI(kek))
+		p("provisioned tenant %s: schema %s, a login role of its own, keysets wrapped by %s", id, id.SchemaName(), keys.DisplayURI(kek))
 	}
 
-	// 3. Each tenant writes its requirements. The tenant is in the context;
-	//    store fills tenant_id and scopes the transaction.
+	// 4. Each tenant writes its requirements. The tenant is in the context;
+	//    store runs the transaction on a connection logged in as that
+	//    tenant, and fills in tenant_id.
 	for _, id := range ids {
 		ctx := tenant.NewContext(ctx, id)
 		err := db.Tx(ctx, func(tx *store.Tx) error {
@@ -235,14 +274,20 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 		}
 	}
 
-	// 4. Each sees only its own, with the very same SQL.
+	// 5. Each sees only its own, with the very same SQL.
+	logins := map[tenant.ID]string{}
 	for _, id := range ids {
 		ctx := tenant.NewContext(ctx, id)
+		var login string
+		if err := db.QueryRow(ctx, `SELECT session_user`).Scan(&login); err != nil {
+			return err
+		}
+		logins[id] = login
 		rows, err := db.Query(ctx, `SELECT tenant_id, req_id, status, priority, requirement_text FROM requirements ORDER BY req_id`)
 		if err != nil {
 			return err
 		}
-		p("\nas tenant %s: SELECT ... FROM requirements", id)
+		p("\nas tenant %s (logged in as %s): SELECT ... FROM requirements", id, login)
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  tenant_id\treq_id\tstatus\tpriority\trequirement_text")
 		var tid, reqID, status, prio, text string
@@ -259,7 +304,7 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 		tw.Flush()
 	}
 
-	// 5. One field per tenant encrypted under the tenant's own key, bound to
+	// 6. One field per tenant encrypted under the tenant's own key, bound to
 	//    tenant, table, column and row: copied elsewhere it does not open.
 	sealedOf := map[tenant.ID][]byte{}
 	where := keys.Binding{Table: "integrations", Column: "secret", RowKey: "github"}
@@ -286,37 +331,46 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 	}
 	_, err = serving.Open(tenant.NewContext(ctx, ids[1]), sealedOf[ids[0]], where)
 	p("as tenant %s: open %s's sealed secret\n  -> %v", ids[1], ids[0], err)
-	if err == nil {
-		return errors.New("isolation broken: another tenant's key opened the secret")
+	if !errors.Is(err, keys.ErrDecrypt) {
+		return fmt.Errorf("isolation broken: another tenant's key opening the secret gave %v, not keys.ErrDecrypt", err)
 	}
 
-	// 6. Reaching across: tenant abc123 names xyz789's table outright.
+	// 7. Reaching across: tenant abc123 names xyz789's table outright. Its
+	//    connection is logged in as abc123, which has no privilege on
+	//    xyz789's schema.
 	a := tenant.NewContext(ctx, ids[0])
 	_, err = db.Exec(a, `SELECT count(*) FROM `+pgx.Identifier{ids[1].SchemaName(), "requirements"}.Sanitize())
 	p("\nas tenant %s: SELECT count(*) FROM %s.requirements\n  -> %v", ids[0], ids[1].SchemaName(), err)
-	if err == nil {
-		return errors.New("isolation broken: cross-tenant query succeeded")
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+		return fmt.Errorf("isolation broken: the cross-tenant query gave %v, not permission denied", err)
 	}
 
-	// 7. No tenant in the context: refused before any SQL is sent.
+	// 8. No tenant in the context: refused before any SQL is sent.
 	_, err = db.Query(ctx, `SELECT * FROM requirements`)
 	p("\nwithout a tenant: SELECT * FROM requirements\n  -> %v", err)
 	if !errors.Is(err, tenant.ErrNoTenant) {
 		return fmt.Errorf("expected tenant.ErrNoTenant, got %v", err)
 	}
 
-	// 8. Deprovision both tenants: schema, role and data are gone, and the
-	//    keys are shredded, so even a saved copy of a ciphertext is dead.
+	// 9. Deprovision both tenants: decommissioning stops the tenant's
+	//    logins, DropTenant deletes its schema, rows and login role, Shred
+	//    destroys its keys, so even a saved copy of a ciphertext is dead.
 	p("")
 	for _, id := range ids {
-		if err := db.DropTenant(ctx, id); err != nil {
+		if err := admin.SetState(ctx, id, tenant.StateDecommissioning); err != nil {
+			return err
+		}
+		if err := admin.DropTenant(ctx, id); err != nil {
 			return err
 		}
 		if _, err := provisioner.Shred(ctx, id); err != nil {
 			return err
 		}
 		serving.Purge(id) // other replicas' caches expire within keys.Config.CacheMaxAge
-		p("dropped tenant %s: schema, role and rows deleted, keys shredded", id)
+		if err := checkDropped(ctx, server, admin, id, logins[id]); err != nil {
+			return err
+		}
+		p("dropped tenant %s: schema, rows and login role deleted, keys shredded", id)
 	}
 	_, err = serving.Open(tenant.NewContext(ctx, ids[0]), sealedOf[ids[0]], where)
 	p("as tenant %s after deprovisioning: open a saved copy of its secret\n  -> %v", ids[0], err)
@@ -326,57 +380,52 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 	return nil
 }
 
-// cleanup drops what the quickstart creates with o's names; it is safe to
-// run repeatedly.
-func cleanup(ctx context.Context, server *pgx.Conn, o options) error {
-	if _, err := server.Exec(ctx, `DROP DATABASE IF EXISTS `+o.Database+` WITH (FORCE)`); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	rows, err := server.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname = $1 OR rolname LIKE $2 ORDER BY rolname = $1`,
-		o.AppRole, strings.ReplaceAll(o.RolePrefix, "_", `\_`)+"%")
+// checkDropped checks, as superuser, that a dropped tenant's schema and
+// login role are gone and the directory records it deleted.
+func checkDropped(ctx context.Context, server *pgx.Conn, admin *store.Admin, id tenant.ID, login string) error {
+	info, err := admin.Tenant(ctx, id)
 	if err != nil {
-		return fmt.Errorf("cleanup: %w", err)
+		return err
 	}
-	roles, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	for _, r := range roles {
-		if _, err := server.Exec(ctx, `DROP ROLE `+pgx.Identifier{r}.Sanitize()); err != nil {
-			return fmt.Errorf("cleanup: %w", err)
-		}
+	var schemaLeft, roleLeft bool
+	err = server.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1),
+		EXISTS (SELECT FROM pg_roles WHERE rolname = $2)`, id.SchemaName(), login).Scan(&schemaLeft, &roleLeft)
+	switch {
+	case err != nil:
+		return err
+	case info.State != tenant.StateDeleted || schemaLeft || roleLeft:
+		return fmt.Errorf("tenant %s not deleted: state %s, schema left %t, login role left %t", id, info.State, schemaLeft, roleLeft)
 	}
 	return nil
 }
 
-// urls derives the admin and application connection strings for the
-// scratch database from the superuser's.
-func urls(o options, password string) (admin, app string, err error) {
-	cfg, err := pgx.ParseConfig(o.AdminURL)
+// cleanup drops the database and every role named with o's prefix; it is
+// safe to run repeatedly.
+func cleanup(ctx context.Context, server *pgx.Conn, o options) error {
+	if _, err := server.Exec(ctx, `DROP DATABASE IF EXISTS `+o.Database+` WITH (FORCE)`); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	rows, err := server.Query(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY rolname`, o.RolePrefix)
 	if err != nil {
-		return "", "", err
+		return fmt.Errorf("cleanup: %w", err)
 	}
-	hostport := fmt.Sprintf("%s:%d", cfg.Host, cfg.Port)
-	if strings.HasPrefix(cfg.Host, "/") {
-		hostport = ""
+	roles, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(roles) == 0 {
+		return err
 	}
-	mk := func(user, pass string) string {
-		u := url.URL{Scheme: "postgres", Host: hostport, Path: "/" + o.Database}
-		if pass != "" {
-			u.User = url.UserPassword(user, pass)
-		} else {
-			u.User = url.User(user)
-		}
-		q := url.Values{}
-		if hostport == "" {
-			q.Set("host", cfg.Host)
-			q.Set("port", fmt.Sprint(cfg.Port))
-		}
-		q.Set("sslmode", "prefer")
-		u.RawQuery = q.Encode()
-		return u.String()
+	// The roles hold privileges in the dropped database only; DROP OWNED
+	// also revokes any held in the database server is connected to.
+	list := make([]string, len(roles))
+	for i, r := range roles {
+		list[i] = pgx.Identifier{r}.Sanitize()
 	}
-	return mk(cfg.User, cfg.Password), mk(o.AppRole, password), nil
+	if _, err := server.Exec(ctx, `DROP OWNED BY `+strings.Join(list, ", ")); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	if _, err := server.Exec(ctx, `DROP ROLE `+strings.Join(list, ", ")); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	return nil
 }
 
 // isName reports whether s can be written into SQL unquoted: [a-z_][a-z0-9_]*,
@@ -403,8 +452,10 @@ func redact(s string) string {
 	return s
 }
 
-func randomHex() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	return b
 }
+
+func randomHex(n int) string { return hex.EncodeToString(randomBytes(n)) }

@@ -1,56 +1,213 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/rtmx-ai/tenancy/internal/pgtest"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rtmx-ai/tenancy/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// envKilledRun makes the test binary a quickstart that is killed mid-run:
+// it runs the options given as JSON and hangs once the tenants have data,
+// logins and keys, for TestRerunCleansUpKilledRun to kill it.
+const envKilledRun = "QUICKSTART_TEST_KILLED_RUN"
+
+// hanging is the line the killed run prints when it starts to hang.
+const hanging = "quickstart test: hanging, kill me"
+
+func TestMain(m *testing.M) {
+	if js := os.Getenv(envKilledRun); js != "" {
+		killedRun(js)
+		return
+	}
+	pgtest.Main(m)
+}
+
+// testOptions returns names under pgtest's prefix, never the fixed ones: a
+// `go run` of the quickstart on the same server at the same time keeps its
+// database and roles, and whatever a test leaves behind pgtest drops.
+func testOptions(d *pgtest.Database, tag string) options {
+	return options{
+		AdminURL:   d.AdminURL(),
+		Database:   d.Prefix() + "quickstart_" + tag,
+		RolePrefix: d.Prefix() + tag + "_",
+	}
+}
 
 // TestQuickstartRuns keeps the README's first command true: the quickstart
-// runs against a real PostgreSQL and shows what it promises.
+// runs against a real PostgreSQL, shows what it promises, and leaves
+// nothing behind. It runs in parallel with TestRerunCleansUpKilledRun: two
+// quickstarts with different names share a server.
 func TestQuickstartRuns(t *testing.T) {
+	t.Parallel()
 	d := pgtest.DB(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	o := testOptions(d, "qs")
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	// Names under pgtest's prefix, never the fixed ones: a `go run` of the
-	// quickstart on the same server at the same time keeps its database,
-	// and whatever this run leaves behind pgtest drops.
-	o := options{
-		AdminURL:   d.AdminURL(),
-		Database:   d.Prefix() + "quickstart",
-		AppRole:    d.Prefix() + "quickstart_app",
-		RolePrefix: d.Prefix() + "qs_",
-	}
 	var out bytes.Buffer
 	require.NoError(t, run(ctx, &out, o), out.String())
 	s := out.String()
-	assert.Contains(t, s, "abc123     REQ-DEPLOY-004")
-	assert.Contains(t, s, "xyz789     REQ-UI-010")
-	assert.Contains(t, s, "permission denied for schema tenant_xyz789")
-	assert.Contains(t, s, "no tenant in context")
-	assert.Contains(t, s, `opens to "ghp_token_of_abc123"`)
-	assert.Contains(t, s, "open abc123's sealed secret\n  -> keys: decryption failed")
-	assert.Contains(t, s, "tenant keys destroyed")
-	assert.Contains(t, s, "cleaned up")
-	assert.Contains(t, s, "PostgreSQL database "+o.Database+", application role "+o.AppRole)
+
+	assert.Contains(t, s, "database "+o.Database+", platform role "+o.RolePrefix+"platform, mode tenant-login")
 	assert.NotContains(t, s, "tenancy_quickstart", "the test used the fixed names of `go run`")
+	assert.NotContains(t, s, "tenancy_qs_", "the test used the fixed names of `go run`")
+
+	// Each tenant's connection is logged in as a role of its own, whose
+	// name does not reveal the tenant.
+	logins := map[string]string{}
+	for _, id := range []string{"abc123", "xyz789"} {
+		m := regexp.MustCompile(`as tenant ` + id + ` \(logged in as (\S+)\): SELECT`).FindStringSubmatch(s)
+		if assert.NotNil(t, m, "no login line for %s", id) {
+			logins[id] = m[1]
+			assert.True(t, strings.HasPrefix(m[1], o.RolePrefix+"t"), "login %q of %s", m[1], id)
+			assert.NotContains(t, m[1], id, "the login role names the tenant")
+		}
+	}
+	assert.NotEqual(t, logins["abc123"], logins["xyz789"], "two tenants share a login")
+
+	// Isolation: each sees its own rows, and only those.
+	assert.Contains(t, s, "abc123     REQ-DEPLOY-004  MISSING  HIGH")
+	assert.Contains(t, s, "abc123     REQ-SEC-002     PARTIAL  HIGH")
+	assert.Contains(t, s, "xyz789     REQ-UI-010  COMPLETE  MEDIUM")
 	assert.NotContains(t, s, "abc123     REQ-UI-010", "xyz789's row shown to abc123")
+	assert.NotContains(t, s, "xyz789     REQ-DEPLOY-004", "abc123's row shown to xyz789")
+	assert.NotContains(t, s, "xyz789     REQ-SEC-002", "abc123's row shown to xyz789")
+
+	// Keys, and what fails.
+	assert.Contains(t, s, `opens to "ghp_token_of_abc123"`)
+	assert.Contains(t, s, `opens to "ghp_token_of_xyz789"`)
+	assert.Contains(t, s, "open abc123's sealed secret\n  -> keys: decryption failed")
+	assert.Contains(t, s, "SELECT count(*) FROM tenant_xyz789.requirements\n  -> ERROR: permission denied for schema tenant_xyz789")
+	assert.Contains(t, s, "without a tenant: SELECT * FROM requirements\n  -> store: query: tenant: no tenant in context")
+	assert.Contains(t, s, "dropped tenant abc123: schema, rows and login role deleted, keys shredded")
+	assert.Contains(t, s, "dropped tenant xyz789: schema, rows and login role deleted, keys shredded")
+	assert.Regexp(t, `open a saved copy of its secret\n  -> .*tenant keys destroyed`, s)
+	assert.Contains(t, s, "cleaned up: database "+o.Database+" and roles "+o.RolePrefix+"* dropped")
+
+	requireNothingLeft(t, d, o)
 }
 
-// TestRunRejectsNames checks that run refuses names it would have to quote
-// before it connects anywhere.
+// TestRerunCleansUpKilledRun kills a quickstart once its tenants have
+// data, logins and keys and its pools are open, and checks that the next
+// run with the same names cleans up what the killed one left and itself
+// leaves nothing.
+func TestRerunCleansUpKilledRun(t *testing.T) {
+	t.Parallel()
+	d := pgtest.DB(t)
+	o := testOptions(d, "qk")
+	js, err := json.Marshal(o)
+	require.NoError(t, err)
+
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envKilledRun+"="+string(js))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	var out strings.Builder
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && sc.Text() != hanging {
+		out.WriteString(sc.Text() + "\n")
+	}
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+	require.Contains(t, out.String(), "as tenant abc123 (logged in as", "the killed run did not get far enough:\n%s\nstderr:\n%s", out.String(), stderr.String())
+	require.NotContains(t, out.String(), "cleaned up")
+
+	exists, roles := leftovers(t, d, o)
+	require.True(t, exists, "the killed run left no database: the test kills too late")
+	require.GreaterOrEqual(t, len(roles), 4, "the killed run should leave the platform role, the tenants' group and two tenant logins: %v", roles)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	var rerun bytes.Buffer
+	require.NoError(t, run(ctx, &rerun, o), rerun.String())
+	assert.Contains(t, rerun.String(), "cleaned up")
+	requireNothingLeft(t, d, o)
+}
+
+// killedRun is the process TestRerunCleansUpKilledRun kills.
+func killedRun(js string) {
+	var o options
+	if err := json.Unmarshal([]byte(js), &o); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := run(ctx, hangAfter{w: os.Stdout, marker: "as tenant xyz789 (logged in as"}, o)
+	fmt.Fprintln(os.Stderr, "run returned before the test killed it:", err)
+	os.Exit(2)
+}
+
+// hangAfter writes to w until a write contains marker, then prints
+// [hanging] and blocks, for at most a minute, and exits.
+type hangAfter struct {
+	w      io.Writer
+	marker string
+}
+
+func (h hangAfter) Write(b []byte) (int, error) {
+	n, err := h.w.Write(b)
+	if bytes.Contains(b, []byte(h.marker)) {
+		fmt.Fprintln(h.w, "\n"+hanging)
+		time.Sleep(time.Minute)
+		os.Exit(3)
+	}
+	return n, err
+}
+
+// leftovers reports whether o's database exists and which roles start
+// with o's prefix.
+func leftovers(t testing.TB, d *pgtest.Database, o options) (dbExists bool, roles []string) {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), d.AdminURL())
+	require.NoError(t, err)
+	defer conn.Close(context.WithoutCancel(t.Context()))
+	require.NoError(t, conn.QueryRow(t.Context(), `SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)`, o.Database).Scan(&dbExists))
+	rows, err := conn.Query(t.Context(), `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY 1`, o.RolePrefix)
+	require.NoError(t, err)
+	roles, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return dbExists, roles
+}
+
+func requireNothingLeft(t testing.TB, d *pgtest.Database, o options) {
+	t.Helper()
+	exists, roles := leftovers(t, d, o)
+	require.False(t, exists, "database %s left behind", o.Database)
+	require.Empty(t, roles, "roles with prefix %s left behind", o.RolePrefix)
+}
+
+// TestRunRejectsNames checks that run refuses, before it connects
+// anywhere, names it would have to quote and role prefixes that would make
+// its cleanup drop roles that are not its own.
 func TestRunRejectsNames(t *testing.T) {
 	for _, bad := range []string{"", "Upper", "1db", "x; DROP DATABASE postgres", `x"y`} {
 		o := defaultOptions("postgres://invalid.invalid/postgres")
 		o.Database = bad
-		err := run(context.Background(), &bytes.Buffer{}, o)
+		err := run(t.Context(), &bytes.Buffer{}, o)
 		require.ErrorContains(t, err, "not a lower-case SQL name", "database %q", bad)
+	}
+	for _, bad := range []string{"", "_", "_qs_", "p", "pg", "pg_", "pg_qs_", "qs", "Qs_", "qs_; DROP ROLE x", "a_prefix_too_long_", `q"s_`} {
+		o := defaultOptions("postgres://invalid.invalid/postgres")
+		o.RolePrefix = bad
+		err := run(t.Context(), &bytes.Buffer{}, o)
+		require.ErrorContains(t, err, "role prefix", "prefix %q", bad)
 	}
 }

@@ -1,0 +1,95 @@
+package store_test
+
+import (
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rtmx-ai/tenancy/store"
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+func TestSuspendedTenantCannotLogIn(t *testing.T) {
+	e := newEnv(t, store.ModeTenantLogin, func(_ *store.AdminConfig, c *store.Config) { c.MaxConns, c.MinResidency = 1, 0 })
+	idA, ctxA := e.newTenant(t, "susp")
+	_, ctxB := e.newTenant(t, "other")
+	e.insertReq(t, ctxA, "REQ-1", "x")
+	require.NoError(t, e.admin.SetState(t.Context(), idA, tenant.StateSuspended))
+	e.insertReq(t, ctxB, "REQ-1", "y") // takes the one connection: A's next call must log in anew
+	_, err := e.db.Exec(ctxA, `SELECT 1`)
+	require.Error(t, err, "PostgreSQL refuses a suspended tenant's login")
+	assert.Contains(t, err.Error(), "not permitted to log in")
+	require.NoError(t, e.admin.SetState(t.Context(), idA, tenant.StateActive))
+	_, err = e.db.Exec(ctxA, `SELECT 1`)
+	require.NoError(t, err, "active again")
+}
+
+func TestDroppedTenantIsUnknown(t *testing.T) {
+	forModes(t, func(t *testing.T, e *env) {
+		idA, ctxA := e.newTenant(t, "drop")
+		e.insertReq(t, ctxA, "REQ-1", "x")
+		require.NoError(t, e.admin.SetState(t.Context(), idA, tenant.StateDecommissioning))
+		require.NoError(t, e.admin.DropTenant(t.Context(), idA))
+		// The first call may meet its connection ended by DropTenant; after
+		// that, calls fail as an unknown tenant (tenant logins) or with no
+		// schema to find (the shared pool).
+		_, _ = e.db.Exec(ctxA, `SELECT count(*) FROM requirements`)
+		_, err := e.db.Exec(ctxA, `SELECT count(*) FROM requirements`)
+		require.Error(t, err)
+		if e.mode == store.ModeTenantLogin {
+			assert.ErrorIs(t, err, store.ErrUnknownTenant)
+		}
+		info, err := e.admin.Tenant(t.Context(), idA)
+		require.NoError(t, err)
+		assert.Equal(t, tenant.StateDeleted, info.State, "the directory keeps the ID, never reused")
+		err = e.admin.CreateTenant(t.Context(), tenant.Info{ID: idA, Name: "again", Tier: tenant.TierStandard})
+		assert.ErrorIs(t, err, store.ErrTenantExists)
+		err = e.admin.DropTenant(t.Context(), idA)
+		assert.ErrorIs(t, err, store.ErrUnknownTenant)
+	})
+}
+
+func TestSimpleProtocolIsRefused(t *testing.T) {
+	forModes(t, func(t *testing.T, e *env) {
+		_, ctxA := e.newTenant(t, "simple")
+		_, err := e.db.Exec(ctxA, `SELECT 1; SELECT 2`, pgx.QueryExecModeSimpleProtocol)
+		assert.ErrorIs(t, err, store.ErrSimpleProtocol)
+		_, err = e.db.Query(ctxA, `SELECT 1; SELECT 2`, pgx.QueryExecModeSimpleProtocol)
+		assert.ErrorIs(t, err, store.ErrSimpleProtocol)
+		err = e.db.Tx(ctxA, func(tx *store.Tx) error {
+			_, err := tx.Exec(ctxA, `SELECT 1; SELECT 2`, pgx.QueryExecModeSimpleProtocol)
+			return err
+		})
+		assert.ErrorIs(t, err, store.ErrSimpleProtocol)
+	})
+	d := databaseFor(t, store.ModeTenantLogin)
+	cfg, err := store.ParseConfig(platform(t, d), secret)
+	require.NoError(t, err)
+	cfg.Platform.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	_, err = store.Open(t.Context(), cfg)
+	assert.ErrorIs(t, err, store.ErrInvalidConfig)
+}
+
+func TestTenantCannotReadTheControlPlane(t *testing.T) {
+	forModes(t, func(t *testing.T, e *env) {
+		_, ctxA := e.newTenant(t, "cp")
+		_, _ = e.newTenant(t, "cpother")
+		for _, sql := range []string{
+			`SELECT * FROM tenancy.tenants`,
+			`SELECT * FROM tenancy.meta`,
+			`SELECT * FROM tenancy.tenant_keysets`,
+			`UPDATE tenancy.tenant_logins SET tenant_id = tenant_id`,
+		} {
+			_, err := e.db.Exec(ctxA, sql)
+			require.Error(t, err, sql)
+			assert.Equal(t, "42501", pgCode(err), "%s: %v", sql, err)
+		}
+		if e.mode == store.ModeTenantLogin {
+			var n int
+			require.NoError(t, e.db.QueryRow(ctxA, `SELECT count(*) FROM tenancy.tenant_logins`).Scan(&n))
+			assert.Equal(t, 1, n, "a login reads its own row only")
+		}
+	})
+}
