@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
@@ -254,4 +255,38 @@ func TestTxNeedsItsTenantInTheContext(t *testing.T) {
 		_, err = kept.Exec(ctxA, `SELECT 1`)
 		assert.ErrorIs(t, err, pgx.ErrTxClosed)
 	})
+}
+
+func TestAttackSignalAnotherTenantsBackend(t *testing.T) {
+	e := newEnv(t, store.ModeTenantLogin)
+	_, ctxA, idB, ctxB, _ := victim(t, e)
+	roleB, _, err := store.LoginOf(t.Context(), e.admin, idB)
+	require.NoError(t, err)
+	// B holds a connection busy; A tries to see its query and to end it.
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- e.db.Tx(ctxB, func(tx *store.Tx) error {
+			if _, err := tx.Exec(ctxB, `SELECT requirement_text FROM requirements`); err != nil {
+				return err
+			}
+			close(started)
+			_, err := tx.Exec(ctxB, `SELECT pg_sleep(1), 'SECRET-QUERY-OF-B'`)
+			return err
+		})
+	}()
+	<-started
+	var pid int
+	var query string
+	require.Eventually(t, func() bool {
+		err := e.db.QueryRow(ctxA, `SELECT pid, coalesce(query, '') || coalesce(state, '') FROM pg_stat_activity WHERE usename = $1 LIMIT 1`, roleB).Scan(&pid, &query)
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond, "A sees that B's role is connected")
+	assert.NotContains(t, query, "SECRET-QUERY-OF-B", "but not B's query text")
+	for _, fn := range []string{"pg_cancel_backend", "pg_terminate_backend"} {
+		_, err := e.db.Exec(ctxA, `SELECT `+fn+`($1)`, pid)
+		require.Error(t, err, fn)
+		assert.Equal(t, "42501", pgCode(err), "%s: %v", fn, err)
+	}
+	require.NoError(t, <-done, "B's work went through")
 }

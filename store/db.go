@@ -179,11 +179,10 @@ type PoolStats struct {
 	// of connection requests waiting for the global cap.
 	Conns, Waiting int
 	// Connects counts new connections, ConnectFailures failed ones;
-	// Evictions idle connections closed for another tenant, Yields
-	// connections closed on release for a waiting tenant; Waits and
+	// Evictions idle connections closed for a waiting tenant; Waits and
 	// WaitTime the requests that had to wait for the cap, and how long.
-	Connects, ConnectFailures, Evictions, Yields, Waits int64
-	WaitTime                                            time.Duration
+	Connects, ConnectFailures, Evictions, Waits int64
+	WaitTime                                    time.Duration
 }
 
 // Stats returns a snapshot of the counters.
@@ -197,7 +196,7 @@ func (db *DB) Stats() PoolStats {
 	return PoolStats{
 		Pools: n, Opened: db.opened.Load(), Closed: db.closedPools.Load(),
 		Conns: s.Open, Waiting: s.Waiting, Connects: s.Connects, ConnectFailures: s.ConnectFailures,
-		Evictions: s.Evictions, Yields: s.Yields, Waits: s.Waits, WaitTime: s.WaitTime,
+		Evictions: s.Evictions, Waits: s.Waits, WaitTime: s.WaitTime,
 	}
 }
 

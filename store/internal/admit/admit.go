@@ -20,7 +20,7 @@ type Config struct {
 	MaxConns int
 
 	// MinResidency is the age below which a connection is never closed for
-	// another key, neither by an evictor nor by Yield. Zero means any idle
+	// another key, not by an evictor. Zero means any idle
 	// connection may be closed. It must be >= 0.
 	MinResidency time.Duration
 
@@ -399,7 +399,8 @@ func (c *Controller) dropIfUnusedLocked(ks *keyState) {
 // connection of key's pool that is at least minAge old, and reports whether
 // it did. A dial waiting for a slot calls the evictors of keys other than
 // its own that hold connections, least recently active key first, with
-// minAge = [Config.MinResidency], and stops at the first that returns true.
+// minAge = [Config.MinResidency], then its own key's with minAge 0, and
+// stops at the first that returns true.
 // Evictors are called without any lock of the Controller held, and may be
 // called shortly after unregister returns, so an evictor must do nothing
 // harmful then (a closed pgxpool.Pool has no idle connection).
@@ -446,33 +447,6 @@ func (c *Controller) Touch(key string) {
 	}
 }
 
-// Yield is called when a connection of key, created at created, goes back
-// idle to its pool. It reports whether the connection should be closed
-// instead, making room for another key: true when a dial of a key other than
-// key is waiting for a slot and the connection is at least
-// [Config.MinResidency] old; false otherwise. The store returns !Yield(...)
-// from pgxpool's AfterRelease hook.
-//
-// Every connection released while another key waits yields, so a waiter may
-// cause more than one connection to close before it is served; the slots it
-// does not take are free for the next dial.
-func (c *Controller) Yield(key string, created time.Time) bool {
-	if time.Since(created) < c.cfg.MinResidency {
-		return false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	others := c.queue.Len()
-	if ks := c.keys[key]; ks != nil {
-		others -= ks.waiting
-	}
-	if others <= 0 {
-		return false
-	}
-	c.stats.Yields++
-	return true
-}
-
 // Stats is a snapshot of a Controller's state and counters, for metrics.
 // Counters only grow.
 type Stats struct {
@@ -482,7 +456,6 @@ type Stats struct {
 	Connects        int64         // dials that returned a connection
 	ConnectFailures int64         // dials that returned an error (waits that stopped are not counted)
 	Evictions       int64         // evictor calls that closed a connection
-	Yields          int64         // Yield calls that returned true
 	Waits           int64         // dials that had to wait for a slot
 	WaitTime        time.Duration // total time dials waited for a slot (not for the rate limit)
 

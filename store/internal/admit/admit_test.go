@@ -111,7 +111,7 @@ func TestCapHolds(t *testing.T) {
 }
 
 // TestPoolsShareCap runs pools that keep idle connections, so that only
-// eviction and Yield let a waiting key in, and checks that every request is
+// eviction lets a waiting key in, and checks that every request is
 // served and the cap holds.
 func TestPoolsShareCap(t *testing.T) {
 	const (
@@ -155,7 +155,7 @@ func TestPoolsShareCap(t *testing.T) {
 	s := c.Stats()
 	require.LessOrEqual(t, s.Open, maxConns)
 	require.Zero(t, s.Waiting)
-	require.Positive(t, s.Evictions+s.Yields, "eviction or yield let waiting keys in")
+	require.Positive(t, s.Evictions, "eviction let waiting keys in")
 
 	for _, p := range pools {
 		p.closeIdle()
@@ -565,11 +565,11 @@ func TestEvictionOrderIsLRU(t *testing.T) {
 		return append([]string(nil), asked[:n]...)
 	}
 
-	require.Equal(t, []string{"a", "b"}, firstRound("c", 2), "slots taken a, b, c; the waiter's own key is never asked")
+	require.Equal(t, []string{"a", "b", "c"}, firstRound("c", 3), "slots taken a, b, c; the waiter's own key is asked last")
 	c.Touch("a")
 	require.Equal(t, []string{"b", "c", "a"}, firstRound("w", 3))
 	c.Touch("b")
-	require.Equal(t, []string{"c", "a"}, firstRound("b", 2))
+	require.Equal(t, []string{"c", "a", "b"}, firstRound("b", 3))
 	c.Touch("unknown")
 	require.Equal(t, []string{"c", "a", "b"}, firstRound("w", 3))
 }
@@ -608,34 +608,6 @@ func TestUnregister(t *testing.T) {
 
 	noop := c.Register("a", nil)
 	noop()
-	requireIdle(t, c)
-}
-
-func TestYield(t *testing.T) {
-	c := mustNew(t, admit.Config{MaxConns: 1, MinResidency: time.Minute})
-	old := time.Now().Add(-time.Hour)
-	young := time.Now()
-	require.False(t, c.Yield("a", old), "nobody waits")
-
-	held, err := c.Dial("a", pipeDial)(t.Context(), "tcp", "pipe")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(t.Context())
-	sameKey := goDial(ctx, c.Dial("a", pipeDial))
-	waitingIs(t, c, 1)
-	require.False(t, c.Yield("a", old), "only the same key waits")
-
-	otherKey := goDial(ctx, c.Dial("b", pipeDial))
-	waitingIs(t, c, 2)
-	require.True(t, c.Yield("a", old), "another key waits")
-	require.False(t, c.Yield("a", young), "younger than MinResidency")
-	require.True(t, c.Yield("c", old))
-	require.Equal(t, int64(2), c.Stats().Yields)
-
-	cancel()
-	require.Error(t, (<-sameKey).err)
-	require.Error(t, (<-otherKey).err)
-	require.False(t, c.Yield("a", old), "nobody waits any more")
-	held.Close()
 	requireIdle(t, c)
 }
 

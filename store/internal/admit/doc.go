@@ -22,9 +22,12 @@
 // The store calls [WithRequest] on the request context before
 // pool.Acquire; the wrapped dial finds it among its context's values and
 // stops waiting when that request gives up. The pool registers an evictor
-// with [Controller.Register], calls [Controller.Touch] on every acquire and
-// asks [Controller.Yield] from its AfterRelease hook whether a released
-// connection should be closed for a waiting tenant.
+// with [Controller.Register] and calls [Controller.Touch] on every acquire.
+// A waiting dial asks the evictors of other keys first (least recently
+// active first, connections at least MinResidency old), then its own key's:
+// a pool may start a connection while one of its own goes back idle, and
+// when that key holds every slot only closing its idle one lets the new one
+// in.
 //
 // # Errors
 //

@@ -223,13 +223,7 @@ func (p *pool) acquire(ctx context.Context) (idleConn, error) {
 	return idleConn{conn, time.Now()}, nil
 }
 
-func (p *pool) release(ic idleConn) {
-	if p.c.Yield(p.key, ic.created) {
-		hangUp(ic)
-		return
-	}
-	p.put(ic)
-}
+func (p *pool) release(ic idleConn) { p.put(ic) }
 
 func (p *pool) put(ic idleConn) {
 	p.mu.Lock()
