@@ -596,11 +596,15 @@ func (r *releaseRows) Close() {
 }
 
 // Tx is a transaction of one tenant, handed to the function given to
-// [DB.Tx]. It must not be used after the function returns, nor by several
-// goroutines at once, and every call needs the Tx's tenant in its context.
+// [DB.Tx]. It begins with its first statement, in the same round trip
+// (with the tenant's setting, in the shared-pool mode). It must not be used
+// after the function returns, nor by several goroutines at once, and every
+// call needs the Tx's tenant in its context.
 type Tx struct {
 	db   *DB
-	tx   pgx.Tx
+	c    *pgxpool.Conn
+	opts pgx.TxOptions
+	tx   pgx.Tx // nil until the first statement
 	id   tenant.ID
 	done atomic.Bool // the function given to BeginTx has returned
 }
@@ -618,10 +622,51 @@ func (t *Tx) check(ctx context.Context, op string, args []any) error {
 // Tenant returns the tenant the transaction belongs to.
 func (t *Tx) Tenant() tenant.ID { return t.id }
 
+// begin queues BEGIN (and the shared-pool setting) and, if sql is not
+// empty, sql, sends them in one round trip, and reads the results before
+// sql's. br is positioned at sql's result (nil when sql is empty).
+func (t *Tx) begin(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
+	b := &pgx.Batch{}
+	b.BeginTx(t.opts)
+	before := 1
+	if t.db.mode == ModeSharedPool {
+		a, p := setupSQL(t.id)
+		b.Queue(a)
+		b.Queue(p)
+		before += 2
+	}
+	if sql != "" {
+		b.Queue(sql, args...)
+	}
+	br := t.c.SendBatch(ctx, b)
+	t.tx = br.Tx()
+	for range before {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return nil, fmt.Errorf("store: tx: begin: %w", err)
+		}
+	}
+	if sql == "" {
+		return nil, br.Close()
+	}
+	return br, nil
+}
+
 // Exec runs sql in the transaction; see [pgx.Tx.Exec].
 func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	if err := t.check(ctx, "store: tx exec", args); err != nil {
 		return pgconn.CommandTag{}, err
+	}
+	if t.tx == nil {
+		br, err := t.begin(ctx, sql, args)
+		if err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		ct, err := br.Exec()
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		return ct, err
 	}
 	return t.tx.Exec(ctx, sql, args...)
 }
@@ -631,6 +676,18 @@ func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	if err := t.check(ctx, "store: tx query", args); err != nil {
 		return nil, err
+	}
+	if t.tx == nil {
+		br, err := t.begin(ctx, sql, args)
+		if err != nil {
+			return nil, err
+		}
+		r, err := br.Query()
+		if err != nil {
+			_ = br.Close()
+			return nil, err
+		}
+		return rows{&batchRows{Rows: r, br: br}}, nil
 	}
 	r, err := t.tx.Query(ctx, sql, args...)
 	if err != nil {
@@ -650,6 +707,11 @@ func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	if err := t.check(ctx, "store: tx send batch", nil); err != nil {
 		return errBatchResults{err}
 	}
+	if t.tx == nil {
+		if _, err := t.begin(ctx, "", nil); err != nil {
+			return errBatchResults{err}
+		}
+	}
 	return t.tx.SendBatch(ctx, b)
 }
 
@@ -667,6 +729,11 @@ func (t *Tx) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames
 	if err := t.check(ctx, "store: tx copy from", nil); err != nil {
 		return 0, err
 	}
+	if t.tx == nil {
+		if _, err := t.begin(ctx, "", nil); err != nil {
+			return 0, err
+		}
+	}
 	return t.tx.CopyFrom(ctx, tableName, columnNames, rowSrc)
 }
 
@@ -680,37 +747,32 @@ func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 // returns nil the transaction is committed, otherwise it is rolled back
 // and fn's error returned. Without a tenant in ctx it fails with an error
 // wrapping [tenant.ErrNoTenant] and touches no connection; for a tenant
-// this database does not know, with one wrapping [ErrUnknownTenant].
+// this database does not know, with one wrapping [ErrUnknownTenant]. If fn
+// runs no statement, no transaction is begun.
 func (db *DB) BeginTx(ctx context.Context, opts pgx.TxOptions, fn func(tx *Tx) error) (err error) {
 	c, id, err := db.acquire(ctx, "store: tx")
 	if err != nil {
 		return err
 	}
 	defer c.Release()
-	ptx, err := c.BeginTx(ctx, opts)
-	if err != nil {
-		return fmt.Errorf("store: tx: begin: %w", err)
-	}
-	t := &Tx{db: db, tx: ptx, id: id}
+	t := &Tx{db: db, c: c, opts: opts, id: id}
 	committed := false
 	defer func() {
 		// Runs on error, on success and while a panic of fn unwinds: roll
 		// back whatever was not committed.
 		t.done.Store(true)
-		if !committed {
-			_ = ptx.Rollback(context.WithoutCancel(ctx))
+		if t.tx != nil && !committed {
+			_ = t.tx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
-	if db.mode == ModeSharedPool {
-		if err := db.shared.setLocal(ctx, ptx, id); err != nil {
-			return fmt.Errorf("store: tx: %w", err)
-		}
-	}
 	if err = fn(t); err != nil {
 		return err
 	}
 	committed = true
-	if err = ptx.Commit(ctx); err != nil {
+	if t.tx == nil {
+		return nil
+	}
+	if err = t.tx.Commit(ctx); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
 	return nil

@@ -103,15 +103,6 @@ func setupSQL(id tenant.ID) (string, string) {
 	return `SET LOCAL app.tenant_id TO ` + literal(id.String()), `SET LOCAL search_path TO ` + q(id.SchemaName())
 }
 
-// setLocal sets the tenant in a begun transaction.
-func (s *sharedPool) setLocal(ctx context.Context, tx pgx.Tx, id tenant.ID) error {
-	a, b := setupSQL(id)
-	batch := &pgx.Batch{}
-	batch.Queue(a)
-	batch.Queue(b)
-	return tx.SendBatch(ctx, batch).Close()
-}
-
 // pipeline sends the setup and sql in one round trip (an implicit
 // transaction, so the settings end with it) and returns the results
 // positioned at sql's.

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -91,5 +92,62 @@ func TestTenantCannotReadTheControlPlane(t *testing.T) {
 			require.NoError(t, e.db.QueryRow(ctxA, `SELECT count(*) FROM tenancy.tenant_logins`).Scan(&n))
 			assert.Equal(t, 1, n, "a login reads its own row only")
 		}
+	})
+}
+
+func TestTxCommitsOrRollsBack(t *testing.T) {
+	forModes(t, func(t *testing.T, e *env) {
+		_, ctxA := e.newTenant(t, "txa")
+		count := func() int {
+			var n int
+			require.NoError(t, e.db.QueryRow(ctxA, `SELECT count(*) FROM requirements`).Scan(&n))
+			return n
+		}
+		insert := func(tx *store.Tx, id string) error {
+			_, err := tx.Exec(ctxA, `INSERT INTO requirements (req_id, category, requirement_text) VALUES ($1, 'C', 'T')`, id)
+			return err
+		}
+		require.NoError(t, e.db.Tx(ctxA, func(tx *store.Tx) error { return insert(tx, "R1") }))
+		assert.Equal(t, 1, count(), "committed")
+
+		errBoom := errors.New("boom")
+		err := e.db.Tx(ctxA, func(tx *store.Tx) error {
+			if err := insert(tx, "R2"); err != nil {
+				return err
+			}
+			return errBoom
+		})
+		assert.ErrorIs(t, err, errBoom)
+		assert.Equal(t, 1, count(), "rolled back on error")
+
+		assert.Panics(t, func() {
+			_ = e.db.Tx(ctxA, func(tx *store.Tx) error {
+				if err := insert(tx, "R3"); err != nil {
+					return err
+				}
+				panic("in fn")
+			})
+		})
+		assert.Equal(t, 1, count(), "rolled back on panic")
+
+		// A first statement that fails: the transaction is rolled back and
+		// the connection serves the next one.
+		err = e.db.Tx(ctxA, func(tx *store.Tx) error { return insert(tx, "R1") })
+		assert.Equal(t, "23505", pgCode(err), "%v", err)
+		err = e.db.Tx(ctxA, func(tx *store.Tx) error {
+			rows, err := tx.Query(ctxA, `SELECT req_id FROM requirements`)
+			if err != nil {
+				return err
+			}
+			got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+			assert.Equal(t, []string{"R1"}, got)
+			return insert(tx, "R4")
+		})
+		require.NoError(t, err)
+		assert.Equal(t, 2, count())
+		require.NoError(t, e.db.Tx(ctxA, func(*store.Tx) error { return nil }), "no statement, no transaction")
 	})
 }
