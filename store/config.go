@@ -135,7 +135,7 @@ func ParseConfig(platformConnString string, secrets ...LoginSecret) (*Config, er
 	if err != nil {
 		return nil, fmt.Errorf("%w: platform connection string: %w", ErrInvalidConfig, err)
 	}
-	p.MaxConns = 2
+	p.MaxConns = 4 // directory reads, and one lookup per new tenant connection
 	return &Config{
 		Platform:     p,
 		LoginSecrets: secrets,

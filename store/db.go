@@ -281,12 +281,9 @@ func (db *DB) openPool(ctx context.Context, id tenant.ID) (*tenantPool, error) {
 	var (
 		role           string
 		version, limit int
-		state          string
-		schema         *string
 	)
-	err := db.platform.QueryRow(ctx, `SELECT l.role_name, l.secret_version, l.conn_limit, t.state, t.placement->>'schema'
-		FROM tenancy.tenant_logins l JOIN tenancy.tenants t ON t.id = l.tenant_id WHERE l.tenant_id = $1`, id.String()).
-		Scan(&role, &version, &limit, &state, &schema)
+	err := db.platform.QueryRow(ctx, `SELECT role_name, secret_version, conn_limit FROM tenancy.tenant_logins WHERE tenant_id = $1`, id.String()).
+		Scan(&role, &version, &limit)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: no login in this database's directory", ErrUnknownTenant)
 	}
