@@ -290,3 +290,26 @@ func TestAttackSignalAnotherTenantsBackend(t *testing.T) {
 	}
 	require.NoError(t, <-done, "B's work went through")
 }
+
+func TestAttackStackedStatementsInATransaction(t *testing.T) {
+	forModes(t, func(t *testing.T, e *env) {
+		_, ctxA, idB, _, canary := victim(t, e)
+		// pgx sends an Exec without arguments over the simple protocol,
+		// where one string may hold several statements: store must not.
+		inj := `x'; SET LOCAL app.tenant_id = '` + idB.String() + `'; SET LOCAL search_path = ` + idB.SchemaName() + `; SELECT '`
+		var leaked string
+		err := e.db.Tx(ctxA, func(tx *store.Tx) error {
+			if _, err := tx.Exec(ctxA, `SELECT 1`); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctxA, `UPDATE requirements SET status = 'X' WHERE req_id = '`+inj+`'`); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctxA, `SELECT string_agg(requirement_text, ',') FROM requirements`).Scan(&leaked)
+		})
+		require.Error(t, err, "several statements in one string are refused")
+		assert.NotContains(t, leaked, canary)
+		_, err = e.db.Exec(ctxA, `UPDATE requirements SET status = 'X' WHERE req_id = '`+inj+`'`)
+		require.Error(t, err, "DB.Exec too")
+	})
+}

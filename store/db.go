@@ -533,7 +533,22 @@ func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.Command
 	if db.mode == ModeSharedPool {
 		return db.shared.exec(ctx, c, id, sql, args)
 	}
-	return c.Exec(ctx, sql, args...)
+	return execExtended(ctx, c, sql, args)
+}
+
+// execExtended runs sql as pgx's Exec would, but always over the extended
+// protocol: pgx's Exec sends a statement without arguments over the simple
+// protocol, where one string may carry several statements, and so one
+// value concatenated into it could add a SET of its own.
+func execExtended(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, sql string, args []any) (pgconn.CommandTag, error) {
+	r, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	r.Close()
+	return r.CommandTag(), r.Err()
 }
 
 // checkArgs refuses per-query options that store cannot honour: the simple
@@ -665,7 +680,7 @@ func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 		}
 		return ct, err
 	}
-	return t.tx.Exec(ctx, sql, args...)
+	return execExtended(ctx, t.tx, sql, args)
 }
 
 // Query runs sql in the transaction; see [pgx.Tx.Query]. The rows must be

@@ -141,8 +141,34 @@
 // database-wide: a tenant can signal on a channel another tenant listens
 // to, so never trust a notification's payload. Rows are never visible.
 //
-// Behind PgBouncer in transaction pooling mode, tenant logins keep their
-// isolation (PgBouncer pools server connections per user); configure
-// pgx's QueryExecModeExec or QueryExecModeCacheDescribe there. The DB
-// refuses the simple protocol, which inlines arguments into the SQL text.
+// # Behind PgBouncer
+//
+// In transaction pooling mode (store/pgbouncer_test.go runs the isolation
+// tests through a real PgBouncer 1.18):
+//
+//   - Tenant logins keep their isolation: PgBouncer pools server
+//     connections per user, so a tenant's server connections serve that
+//     tenant only.
+//   - PgBouncer must know every login's password: use auth_query with an
+//     auth user in production (an auth file must be rewritten and reloaded
+//     after every CreateTenant and RotateLogins).
+//   - Config.MaxConns caps the DB's client connections, not PgBouncer's
+//     server connections: PgBouncer opens up to default_pool_size per
+//     tenant login and keeps them for server_idle_timeout. Bound them with
+//     max_db_connections and a short server_idle_timeout.
+//   - Use pgx's QueryExecModeExec or QueryExecModeCacheDescribe (in the
+//     connection string: default_query_exec_mode=exec): PgBouncer 1.18 has
+//     no named prepared statements across server connections, so pgx's
+//     default, QueryExecModeCacheStatement, fails after a server switch.
+//   - ModeSharedPool needs server_reset_query = DISCARD ALL and
+//     server_reset_query_always = 1. Without them, the shared login's
+//     server connections pass between tenants with whatever session state
+//     one left (a setting, a prepared statement, a cursor WITH HOLD over
+//     its rows): the DB's own DISCARD ALL resets its client connection,
+//     which PgBouncer maps to any server connection.
+//
+// The DB refuses the simple protocol, which inlines arguments into the SQL
+// text and lets one string carry several statements; statements without
+// arguments, which pgx's Exec would send that way, go over the extended
+// protocol too.
 package store

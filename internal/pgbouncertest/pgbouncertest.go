@@ -23,8 +23,10 @@
 // mode is transaction, default_pool_size is [Config.PoolSize] (2 unless
 // set) per database and user, there is no reserve pool, and no reset query
 // at all: PgBouncer cleans nothing up between clients, so whatever a client
-// leaves on a server connection, the next client sees. The binary's output
-// is kept and logged when the test fails.
+// leaves on a server connection, the next client sees. [Config.ResetAlways]
+// turns on the reset a deployment can choose instead (DISCARD ALL after
+// every transaction). The binary's output is kept and logged when the test
+// fails.
 //
 // When the tests run as root, PgBouncer (which refuses to run as root) runs
 // as the OS user postgres, which owns the directory; otherwise it runs as
@@ -36,22 +38,24 @@
 //
 // Clients authenticate with SCRAM-SHA-256 (auth_type = scram-sha-256)
 // against the auth file, which holds the plain-text passwords of the roles
-// registered with [Bouncer.URL]. PgBouncer needs the plain text anyway: it
-// logs in to PostgreSQL as the client's role with that password (SCRAM or
-// MD5, whatever pg_hba.conf asks for; with trust it is not used). auth_type
-// trust would still need every user in the auth file, with its password for
-// the server login, and "any" logs every client in as one fixed user, which
-// would hide the role a test connects as; so real passwords it is. A
-// registered role is added to the auth file and PgBouncer is told to RELOAD
-// on its admin console before URL returns.
+// registered with [Bouncer.URL] or [Bouncer.Register]. PgBouncer needs the
+// plain text anyway: it logs in to PostgreSQL as the client's role with
+// that password (SCRAM or MD5, whatever pg_hba.conf asks for; with trust
+// it is not used). auth_type trust would still need every user in the
+// auth file, with its password for the server login, and "any" logs every
+// client in as one fixed user, which would hide the role a test connects
+// as; so real passwords it is. A registered role is added to the auth file
+// and PgBouncer is told to RELOAD on its admin console before URL or
+// Register returns.
 //
 // # PgBouncer versions
 //
 // Debian's PgBouncer 1.18 does not track named prepared statements in
 // transaction mode (1.21 and later can, with max_prepared_statements): a
 // statement pgx prepared on one server connection is unknown on the next.
-// Clients must use pgx.QueryExecModeExec or pgx.QueryExecModeSimpleProtocol
-// (set ConnConfig.DefaultQueryExecMode), which prepare nothing by name.
+// Clients must use pgx.QueryExecModeExec, pgx.QueryExecModeCacheDescribe or
+// pgx.QueryExecModeSimpleProtocol (set ConnConfig.DefaultQueryExecMode),
+// which prepare nothing by name.
 //
 // # When there is no PgBouncer
 //
@@ -112,6 +116,13 @@ type Config struct {
 	PoolSize int
 	// MaxClientConn is max_client_conn; 0 means 200.
 	MaxClientConn int
+	// ResetAlways makes PgBouncer run DISCARD ALL on a server connection
+	// after every transaction, before another client gets it
+	// (server_reset_query = DISCARD ALL, server_reset_query_always = 1):
+	// settings, prepared statements, cursors WITH HOLD, LISTEN and
+	// advisory locks then end with the transaction. Without it nothing is
+	// reset.
+	ResetAlways bool
 }
 
 // Bouncer is a running PgBouncer. Its methods are safe for concurrent use.
@@ -265,9 +276,14 @@ func serverAddr(d *pgtest.Database) (host string, port uint16, err error) {
 }
 
 func (b *Bouncer) ini(host string, port uint16, cfg Config) string {
-	// No reset query: in transaction mode PgBouncer does not run one
-	// anyway (server_reset_query_always = 0), and the tests using this
-	// package must see whatever a client leaves on a server connection.
+	// No reset query unless asked: in transaction mode PgBouncer does not
+	// run one anyway (server_reset_query_always = 0), and the tests using
+	// this package must see whatever a client leaves on a server
+	// connection.
+	reset, always := "", 0
+	if cfg.ResetAlways {
+		reset, always = "DISCARD ALL", 1
+	}
 	return fmt.Sprintf(`[databases]
 * = host=%s port=%d
 
@@ -283,15 +299,15 @@ default_pool_size = %d
 min_pool_size = 0
 reserve_pool_size = 0
 max_client_conn = %d
-server_reset_query =
-server_reset_query_always = 0
+server_reset_query = %s
+server_reset_query_always = %d
 server_login_retry = 1
 query_wait_timeout = 30
 ignore_startup_parameters = extra_float_digits
 log_connections = 0
 log_disconnections = 0
 log_pooler_errors = 1
-`, host, port, b.port, filepath.Join(b.dir, "userlist.txt"), adminUser, cfg.PoolSize, cfg.MaxClientConn)
+`, host, port, b.port, filepath.Join(b.dir, "userlist.txt"), adminUser, cfg.PoolSize, cfg.MaxClientConn, reset, always)
 }
 
 // start runs PgBouncer and waits until its admin console answers.
@@ -394,6 +410,22 @@ func (b *Bouncer) URL(tb testing.TB, connString string) string {
 		tb.Fatalf("pgbouncertest.URL: registering %s: %v", cfg.User, err)
 	}
 	return b.url(cfg.User, cfg.Password, cfg.Database)
+}
+
+// Register lets clients log in through PgBouncer as role with password,
+// and PgBouncer log in to PostgreSQL as role with the same password: for
+// login roles that code under test creates and connects as by itself
+// (through the host and port of a URL that [Bouncer.URL] gave), such as
+// the per-tenant logins of store. Registering a role again with another
+// password replaces the old one.
+func (b *Bouncer) Register(tb testing.TB, role, password string) {
+	tb.Helper()
+	if role == "" || password == "" || role == adminUser {
+		tb.Fatalf("pgbouncertest.Register: need a login role other than %s and a password, got role %q", adminUser, role)
+	}
+	if err := b.register(role, password); err != nil {
+		tb.Fatalf("pgbouncertest.Register: registering %s: %v", role, err)
+	}
 }
 
 func (b *Bouncer) url(role, password, database string) string {

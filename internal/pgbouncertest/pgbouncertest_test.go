@@ -222,3 +222,56 @@ func TestFindBinary(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, self, got)
 }
+
+func TestRegisterLetsARoleLogInThroughPgBouncer(t *testing.T) {
+	d := pgtest.DB(t)
+	b := Start(t, d)
+	b.URL(t, role(t, d, "reg_other")) // the database URL the code under test would be given
+	cfg, err := pgx.ParseConfig(role(t, d, "reg_created"))
+	require.NoError(t, err)
+	through := b.url(cfg.User, cfg.Password, d.Name())
+	_, err = pgx.Connect(ctxT(t), through)
+	require.Error(t, err, "PgBouncer must refuse a role it does not know")
+
+	b.Register(t, cfg.User, cfg.Password)
+	var user string
+	require.NoError(t, connect(t, through).QueryRow(ctxT(t), `SELECT session_user`).Scan(&user))
+	assert.Equal(t, cfg.User, user)
+
+	b.Register(t, cfg.User, "replaced")
+	_, err = pgx.Connect(ctxT(t), through)
+	require.Error(t, err, "the old password no longer logs in")
+}
+
+// Settings, prepared statements and cursors WITH HOLD survive on a server
+// connection into the next client's transactions, unless ResetAlways.
+func TestResetAlwaysClearsSessionStateBetweenClients(t *testing.T) {
+	d := pgtest.DB(t)
+	bounced := role(t, d, "reset")
+	for _, reset := range []bool{false, true} {
+		t.Run("ResetAlways="+strconv.FormatBool(reset), func(t *testing.T) {
+			b := StartConfig(t, d, Config{PoolSize: 1, ResetAlways: reset})
+			c1, c2 := connect(t, b.URL(t, bounced)), connect(t, b.URL(t, bounced))
+			ctx := ctxT(t)
+			for _, sql := range []string{
+				`SET app.left_behind = 'by c1'`,
+				`PREPARE left_behind AS SELECT 1`,
+				`DECLARE left_behind CURSOR WITH HOLD FOR SELECT 1`,
+			} {
+				_, err := c1.Exec(ctx, sql)
+				require.NoError(t, err, sql)
+			}
+			require.Equal(t, pid(t, c1), pid(t, c2), "one server connection")
+			var setting string
+			var statements, cursors int
+			require.NoError(t, c2.QueryRow(ctx, `SELECT coalesce(current_setting('app.left_behind', true), ''),
+				(SELECT count(*) FROM pg_prepared_statements WHERE name = 'left_behind'),
+				(SELECT count(*) FROM pg_cursors WHERE name = 'left_behind')`).Scan(&setting, &statements, &cursors))
+			if reset {
+				assert.Equal(t, []any{"", 0, 0}, []any{setting, statements, cursors}, "setting, prepared statements, cursors")
+			} else {
+				assert.Equal(t, []any{"by c1", 1, 1}, []any{setting, statements, cursors}, "setting, prepared statements, cursors")
+			}
+		})
+	}
+}
