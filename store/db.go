@@ -510,7 +510,7 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 		c.Release()
 		return nil, err
 	}
-	return &releaseRows{rows: rows{r}, release: c.Release}, nil
+	return &finishRows{Rows: r, finish: func() error { c.Release(); return nil }}, nil
 }
 
 // QueryRow runs one query for the tenant of ctx and returns its only row;
@@ -580,32 +580,45 @@ func (db *DB) query(ctx context.Context, c *pgxpool.Conn, id tenant.ID, sql stri
 	return c.Query(ctx, sql, args...)
 }
 
-// releaseRows releases the connection once the rows are done.
-type releaseRows struct {
-	rows
-	release func()
-	done    bool
+// finishRows runs finish once, when the rows are closed or read to the
+// end; its error is the rows' error if they had none. Conn returns nil:
+// store does not hand out pooled connections.
+type finishRows struct {
+	pgx.Rows
+	finish func() error
+	done   bool
+	err    error
 }
 
-func (r *releaseRows) Next() bool {
+func (r *finishRows) Next() bool {
 	if r.done {
 		return false
 	}
-	if r.rows.Next() {
+	if r.Rows.Next() {
 		return true
 	}
 	r.Close()
 	return false
 }
 
-func (r *releaseRows) Close() {
+func (r *finishRows) Close() {
 	if r.done {
 		return
 	}
 	r.done = true
-	r.rows.Close()
-	r.release()
+	r.Rows.Close()
+	r.err = r.finish()
 }
+
+func (r *finishRows) Err() error {
+	if err := r.Rows.Err(); err != nil {
+		return err
+	}
+	return r.err
+}
+
+// Conn returns nil: store does not hand out pooled connections.
+func (*finishRows) Conn() *pgx.Conn { return nil }
 
 // Tx is a transaction of one tenant, handed to the function given to
 // [DB.Tx]. It begins with its first statement, in the same round trip
@@ -699,7 +712,7 @@ func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, erro
 			_ = br.Close()
 			return nil, err
 		}
-		return rows{&batchRows{Rows: r, br: br}}, nil
+		return &finishRows{Rows: r, finish: br.Close}, nil
 	}
 	r, err := t.tx.Query(ctx, sql, args...)
 	if err != nil {

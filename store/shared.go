@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -144,43 +143,5 @@ func (s *sharedPool) query(ctx context.Context, c *pgxpool.Conn, id tenant.ID, s
 		_ = br.Close()
 		return nil, err
 	}
-	return &batchRows{Rows: r, br: br}, nil
-}
-
-// batchRows closes the batch with the rows.
-type batchRows struct {
-	pgx.Rows
-	br     pgx.BatchResults
-	closed bool
-	err    error
-}
-
-func (r *batchRows) Next() bool {
-	if r.closed {
-		return false
-	}
-	if r.Rows.Next() {
-		return true
-	}
-	r.Close()
-	return false
-}
-
-func (r *batchRows) Close() {
-	if r.closed {
-		return
-	}
-	r.closed = true
-	r.Rows.Close()
-	r.err = r.br.Close()
-}
-
-func (r *batchRows) Err() error {
-	if err := r.Rows.Err(); err != nil {
-		return err
-	}
-	if r.err != nil && !errors.Is(r.err, r.Rows.Err()) {
-		return r.err
-	}
-	return nil
+	return &finishRows{Rows: r, finish: br.Close}, nil
 }
