@@ -243,12 +243,43 @@ func (a *Admin) grantControlPlane(ctx context.Context, tx pgx.Tx) error {
 			`GRANT CONNECT ON DATABASE `+db+` TO `+shared,
 			`GRANT USAGE ON SCHEMA tenancy TO `+shared,
 			`GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.no_tenant(text) TO `+shared,
-			// The tenant setting can then only be made by SET LOCAL, a
-			// statement of its own: not from inside another statement.
-			`REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC`,
 		)
 	}
-	return execAll(ctx, tx, stmts...)
+	if err := execAll(ctx, tx, stmts...); err != nil {
+		return err
+	}
+	if a.mode == ModeSharedPool {
+		// The tenant setting can then only be made by SET LOCAL, a
+		// statement of its own: not from inside another statement. Only
+		// the owner of set_config (a superuser) may revoke it; for others
+		// the check below says what to do.
+		if err := execAll(ctx, tx, `SAVEPOINT revoke_set_config`); err != nil {
+			return err
+		}
+		if err := execAll(ctx, tx, `REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC`); err != nil {
+			if err := execAll(ctx, tx, `ROLLBACK TO SAVEPOINT revoke_set_config`); err != nil {
+				return err
+			}
+		}
+		return checkSetConfigRevoked(ctx, tx, a.sharedRole())
+	}
+	return nil
+}
+
+// checkSetConfigRevoked fails unless role (the shared login) cannot call
+// set_config, without which ModeSharedPool's setting could be changed from
+// inside any statement.
+func checkSetConfigRevoked(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, role string) error {
+	var can bool
+	if err := q.QueryRow(ctx, `SELECT has_function_privilege($1, 'pg_catalog.set_config(text, text, boolean)', 'EXECUTE')`, role).Scan(&can); err != nil {
+		return err
+	}
+	if can {
+		return fmt.Errorf("%w: the shared-pool mode needs EXECUTE on set_config revoked from PUBLIC, and the admin role may not revoke it: run once as a superuser, in this database: REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC", ErrUnsafeAppRole)
+	}
+	return nil
 }
 
 // ensureMarkedRole creates the NOLOGIN or LOGIN role name if it does not

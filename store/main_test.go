@@ -84,7 +84,12 @@ type env struct {
 // m, with the requirements table; adjust changes the configs first.
 func newEnv(t testing.TB, m store.Mode, adjust ...func(*store.AdminConfig, *store.Config)) *env {
 	t.Helper()
-	d := databaseFor(t, m)
+	return newEnvOn(t, databaseFor(t, m), m, adjust...)
+}
+
+// newEnvOn is newEnv on database d.
+func newEnvOn(t testing.TB, d *pgtest.Database, m store.Mode, adjust ...func(*store.AdminConfig, *store.Config)) *env {
+	t.Helper()
 	acfg, err := store.ParseAdminConfig(d.AdminURL())
 	require.NoError(t, err)
 	acfg.Mode = m

@@ -42,6 +42,9 @@ func (db *DB) openShared(ctx context.Context) (*sharedPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: shared login: %w", err)
 	}
+	if err := checkSetConfigRevoked(ctx, db.platform, role); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	cfg := db.base.Copy()
 	cfg.ConnConfig.User, cfg.ConnConfig.Password = role, password
 	// Exec mode: extended protocol with unnamed statements, so no client
@@ -102,46 +105,60 @@ func setupSQL(id tenant.ID) (string, string) {
 	return `SET LOCAL app.tenant_id TO ` + literal(id.String()), `SET LOCAL search_path TO ` + q(id.SchemaName())
 }
 
-// pipeline sends the setup and sql in one round trip (an implicit
-// transaction, so the settings end with it) and returns the results
-// positioned at sql's.
-func pipeline(ctx context.Context, c *pgxpool.Conn, id tenant.ID, sql string, args []any) (pgx.BatchResults, error) {
+// pipeline sends BEGIN, the setup, sql and COMMIT in one round trip and
+// returns the results positioned at sql's; finish reads the rest. The
+// explicit transaction bounds the SET LOCALs (in an implicit one,
+// PostgreSQL would apply them but log a warning for each).
+func pipeline(ctx context.Context, c *pgxpool.Conn, id tenant.ID, sql string, args []any) (br pgx.BatchResults, finish func() error, err error) {
 	a, b := setupSQL(id)
 	batch := &pgx.Batch{}
+	batch.Queue(`BEGIN`)
 	batch.Queue(a)
 	batch.Queue(b)
 	batch.Queue(sql, args...)
-	br := c.SendBatch(ctx, batch)
-	for range 2 {
+	batch.Queue(`COMMIT`)
+	br = c.SendBatch(ctx, batch)
+	finish = func() error {
+		err := br.Close()
+		if c.Conn().PgConn().TxStatus() != 'I' {
+			// sql failed, so the server skipped the COMMIT: end the
+			// failed transaction, or the pool would drop the connection.
+			if _, rerr := c.Conn().PgConn().Exec(context.WithoutCancel(ctx), `ROLLBACK`).ReadAll(); rerr != nil && err == nil {
+				err = rerr
+			}
+		}
+		return err
+	}
+	for range 3 {
 		if _, err := br.Exec(); err != nil {
-			_ = br.Close()
-			return nil, fmt.Errorf("store: set tenant %s: %w", id, err)
+			_ = finish()
+			return nil, nil, fmt.Errorf("store: set tenant %s: %w", id, err)
 		}
 	}
-	return br, nil
+	return br, finish, nil
 }
 
 func (s *sharedPool) exec(ctx context.Context, c *pgxpool.Conn, id tenant.ID, sql string, args []any) (pgconn.CommandTag, error) {
-	br, err := pipeline(ctx, c, id, sql, args)
+	br, finish, err := pipeline(ctx, c, id, sql, args)
 	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
 	ct, err := br.Exec()
-	if cerr := br.Close(); err == nil {
-		err = cerr
+	if ferr := finish(); err == nil {
+		err = ferr
 	}
 	return ct, err
 }
 
 func (s *sharedPool) query(ctx context.Context, c *pgxpool.Conn, id tenant.ID, sql string, args []any) (pgx.Rows, error) {
-	br, err := pipeline(ctx, c, id, sql, args)
+	br, finish, err := pipeline(ctx, c, id, sql, args)
 	if err != nil {
 		return nil, err
 	}
 	r, err := br.Query()
 	if err != nil {
-		_ = br.Close()
+		_ = finish()
 		return nil, err
 	}
-	return &finishRows{Rows: r, finish: br.Close}, nil
+	return &finishRows{Rows: r, finish: finish}, nil
 }

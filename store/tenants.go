@@ -179,24 +179,31 @@ func loginOf(ctx context.Context, tx pgx.Tx, id tenant.ID) (string, error) {
 	return role, err
 }
 
-// terminateSessions ends the sessions of role, where the admin may (a
-// superuser, or a member of pg_signal_backend); otherwise they end when
-// they next need what the role has lost.
-func terminateSessions(ctx context.Context, tx pgx.Tx, role string) error {
-	if _, err := tx.Exec(ctx, `SAVEPOINT terminate`); err != nil {
+// terminateSessions ends the sessions of role. It needs the privileges of
+// the role: a non-superuser admin (CREATEROLE) makes itself a member for
+// the rest of the transaction, and revoke says whether to undo that.
+func terminateSessions(ctx context.Context, tx pgx.Tx, role string, revoke bool) error {
+	var member bool
+	if err := tx.QueryRow(ctx, `SELECT pg_has_role(current_user, $1, 'MEMBER')`, role).Scan(&member); err != nil {
 		return err
+	}
+	if !member {
+		if err := execAll(ctx, tx, `GRANT `+q(role)+` TO CURRENT_USER`); err != nil {
+			return err
+		}
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, role); err != nil {
-		_, err = tx.Exec(ctx, `ROLLBACK TO SAVEPOINT terminate`)
 		return err
 	}
-	_, err := tx.Exec(ctx, `RELEASE SAVEPOINT terminate`)
-	return err
+	if !member && revoke {
+		return execAll(ctx, tx, `REVOKE `+q(role)+` FROM CURRENT_USER`)
+	}
+	return nil
 }
 
 // DropTenant deletes a tenant's data and placement in one admin
 // transaction: its rows in every shared table, its schema with everything
-// in it, and its login role (whose sessions it ends where it may). The
+// in it, and its login role (whose sessions it ends). The
 // directory keeps the tenant with state deleted, so the ID is never given
 // to another tenant. Dropping a tenant that has no placement fails with an
 // error wrapping [ErrUnknownTenant].
@@ -264,7 +271,9 @@ func (a *Admin) DropTenant(ctx context.Context, id tenant.ID) error {
 			if err := execAll(ctx, tx, `ALTER ROLE `+q(role)+` NOLOGIN`); err != nil {
 				return err
 			}
-			if err := terminateSessions(ctx, tx, role); err != nil {
+			// Leaves the admin a member, which DROP OWNED needs; the role
+			// goes right after.
+			if err := terminateSessions(ctx, tx, role, false); err != nil {
 				return err
 			}
 			if err := execAll(ctx, tx, `DROP OWNED BY `+q(role), `DROP ROLE `+q(role)); err != nil {
@@ -309,9 +318,9 @@ func readTenant(ctx context.Context, pool *pgxpool.Pool, id tenant.ID) (tenant.I
 // from its current state (see [tenant.State.Transition]). It never moves a
 // tenant to deleted: [Admin.DropTenant] does, with its data. In
 // ModeTenantLogin a suspended tenant's login role gets NOLOGIN (PostgreSQL
-// refuses its new connections) and its sessions are ended where the admin
-// may (and so in every state but active and provisioning); moving it back
-// to active restores LOGIN.
+// refuses its new connections) and its sessions are ended (and so in every
+// state but active and provisioning); moving it back to active restores
+// LOGIN.
 func (a *Admin) SetState(ctx context.Context, id tenant.ID, to tenant.State) error {
 	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		var cur string
@@ -343,7 +352,7 @@ func (a *Admin) SetState(ctx context.Context, id tenant.ID, to tenant.State) err
 		if err := execAll(ctx, tx, `ALTER ROLE `+q(role)+` NOLOGIN`); err != nil {
 			return err
 		}
-		return terminateSessions(ctx, tx, role)
+		return terminateSessions(ctx, tx, role, true)
 	})
 	if err != nil {
 		return fmt.Errorf("store: set state of tenant %s: %w", id, err)

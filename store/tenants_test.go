@@ -2,9 +2,11 @@ package store_test
 
 import (
 	"errors"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -149,5 +151,33 @@ func TestTxCommitsOrRollsBack(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, 2, count())
 		require.NoError(t, e.db.Tx(ctxA, func(*store.Tx) error { return nil }), "no statement, no transaction")
+	})
+}
+
+func TestNoServerWarnings(t *testing.T) {
+	var mu sync.Mutex
+	var notices []string
+	forModes(t, func(t *testing.T, e *env) {
+		_, ctxA := e.newTenant(t, "warn")
+		e.insertReq(t, ctxA, "REQ-1", "x")
+		_, err := reqIDs(t, e.db, ctxA, `SELECT req_id FROM requirements`)
+		require.NoError(t, err)
+		require.NoError(t, e.db.Tx(ctxA, func(tx *store.Tx) error {
+			_, err := tx.Exec(ctxA, `UPDATE requirements SET status = 'PARTIAL'`)
+			return err
+		}))
+		_, err = e.db.Exec(ctxA, `SELECT 1/0`)
+		require.Error(t, err)
+		_, err = e.db.Exec(ctxA, `SELECT 1`)
+		require.NoError(t, err, "the connection survives a failed statement")
+		mu.Lock()
+		defer mu.Unlock()
+		assert.Empty(t, notices, "PostgreSQL sent no warnings (every one is a line in its log)")
+	}, func(_ *store.AdminConfig, c *store.Config) {
+		c.Platform.ConnConfig.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+			mu.Lock()
+			defer mu.Unlock()
+			notices = append(notices, n.Severity+": "+n.Message)
+		}
 	})
 }
