@@ -183,8 +183,11 @@ func loginOf(ctx context.Context, tx pgx.Tx, id tenant.ID) (string, error) {
 // the role: a non-superuser admin (CREATEROLE) makes itself a member for
 // the rest of the transaction, and revoke says whether to undo that.
 func terminateSessions(ctx context.Context, tx pgx.Tx, role string, revoke bool) error {
+	// USAGE, not MEMBER: on PostgreSQL 16+ the admin is a "member" of the
+	// roles it created through its ADMIN OPTION alone, without their
+	// privileges.
 	var member bool
-	if err := tx.QueryRow(ctx, `SELECT pg_has_role(current_user, $1, 'MEMBER')`, role).Scan(&member); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT pg_has_role(current_user, $1, 'USAGE')`, role).Scan(&member); err != nil {
 		return err
 	}
 	if !member {
