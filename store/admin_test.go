@@ -63,6 +63,18 @@ func TestLeastPrivilegeAdmin(t *testing.T) {
 		_, err = e.db.Exec(ctxA, `SELECT 1`)
 		require.NoError(t, err)
 
+		// The admin owns the tenant tables, and FORCE ROW LEVEL SECURITY
+		// holds it to the policy: a session that is not the tenant's gets
+		// an error, even where the table has no row.
+		ac, err := pgx.Connect(t.Context(), adminURL)
+		require.NoError(t, err)
+		defer ac.Close(t.Context())
+		for _, q := range []string{`SELECT * FROM %s.requirements`, `SELECT * FROM %s.requirements WHERE false`} {
+			_, err = ac.Exec(t.Context(), fmt.Sprintf(q, pgx.Identifier{idA.SchemaName()}.Sanitize()))
+			require.Error(t, err, q)
+			assert.Contains(t, err.Error(), "no tenant")
+		}
+
 		drift, err := e.admin.RepairLogins(t.Context())
 		require.NoError(t, err)
 		assert.Empty(t, drift)

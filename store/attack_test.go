@@ -313,3 +313,18 @@ func TestAttackStackedStatementsInATransaction(t *testing.T) {
 		require.Error(t, err, "DB.Exec too")
 	})
 }
+
+func TestMistakenGrantDoesNotLeak(t *testing.T) {
+	e := newEnv(t, store.ModeTenantLogin)
+	idA, ctxA, idB, _, canary := victim(t, e)
+	roleA, _, err := store.LoginOf(t.Context(), e.admin, idA)
+	require.NoError(t, err)
+	// An operator grants A's login B's schema and table by mistake: row
+	// level security still shows A none of B's rows, and says why.
+	schemaB := pgx.Identifier{idB.SchemaName()}.Sanitize()
+	e.d.Exec(t, `GRANT USAGE ON SCHEMA `+schemaB+` TO `+pgx.Identifier{roleA}.Sanitize()+`;
+		GRANT SELECT ON ALL TABLES IN SCHEMA `+schemaB+` TO `+pgx.Identifier{roleA}.Sanitize())
+	err = noCanary(t, canary)(e.db.Query(ctxA, `SELECT * FROM `+schemaB+`.requirements`))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "no tenant", "the policy of B's table refuses A's session: %v", err)
+}

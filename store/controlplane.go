@@ -73,33 +73,56 @@ const ownLoginSQL = `role_oid OPERATOR(pg_catalog.=) ` + sessionRoleSQL
 // loginTenantSQL is the tenant of the session's login role, or NULL.
 const loginTenantSQL = `(SELECT l.tenant_id FROM tenancy.tenant_logins l WHERE l.role_oid OPERATOR(pg_catalog.=) ` + sessionRoleSQL + `)`
 
-// isolationPolicy returns the row-level-security expression of every
-// tenant table in mode. Every name and operator in it is schema-qualified
-// and it is bound when the policy is created, so nothing on a caller's
-// search_path (pg_temp included) can shadow it.
+// guard is the row-level-security policy expression and the tenant_id
+// default of a tenant table. Every name and operator in the policy is
+// schema-qualified and bound when the policy is created, so nothing on a
+// caller's search_path (pg_temp included) can shadow it.
+type guard struct{ policy, def string }
+
+// sharedTableGuard is the guard of a table that holds rows of many
+// tenants (a shared table, and every table of ModeSharedPool).
 //
 // In ModeTenantLogin the tenant is looked up from the session's login
-// role, once per statement (an InitPlan), so the per-row cost is one
-// comparison; a session that is not a tenant login gets an error from
-// tenancy.no_tenant at the first row it would see. (Such a session has no
-// privilege on any tenant schema or shared table in the first place.) The
-// raise is inside the sub-select so that the planner, which evaluates
-// stable functions of constants to estimate selectivity, never calls it.
+// role, by OID in tenancy.tenant_logins, once per statement (an InitPlan),
+// so the per-row cost is one comparison; a session that is not a tenant
+// login gets an error from tenancy.no_tenant at the first row it would
+// see. (Such a session has no privilege on any tenant table in the first
+// place.) The raise is inside the sub-select so that the planner, which
+// evaluates stable functions of constants to estimate selectivity, never
+// calls it.
 //
 // In ModeSharedPool it is tenancy.current_tenant(), which PostgreSQL
 // inlines: the planner pre-evaluates it to estimate selectivity, so a
 // statement without a tenant fails even on an empty table, and the
 // executor evaluates it per row, so a cached plan cannot skip it.
-func isolationPolicy(m Mode) string {
+func sharedTableGuard(m Mode) guard {
+	def := `tenancy.current_tenant()`
 	if m == ModeSharedPool {
-		return `(tenant_id OPERATOR(pg_catalog.=) tenancy.current_tenant())`
+		return guard{`(tenant_id OPERATOR(pg_catalog.=) tenancy.current_tenant())`, def}
 	}
-	return `(tenant_id OPERATOR(pg_catalog.=) (SELECT COALESCE(` + loginTenantSQL + `, tenancy.no_tenant(NULL))))`
+	return guard{`(tenant_id OPERATOR(pg_catalog.=) (SELECT COALESCE(` + loginTenantSQL + `, tenancy.no_tenant(NULL))))`, def}
+}
+
+// tenantTableGuard is the guard of a table in the schema of tenant id,
+// whose login is role, in ModeTenantLogin: only that login has privileges
+// on the schema, so the policy names both as constants and needs no
+// lookup. For the tenant's own sessions the planner folds it to
+// tenant_id = '<id>' (it evaluates session_user to estimate selectivity);
+// any other session gets an error from tenancy.no_tenant when the
+// statement is planned, even on an empty table. The executor checks
+// session_user per row all the same, so a plan cannot outlive its session.
+func tenantTableGuard(id tenant.ID, role string) guard {
+	lit := literal(id.String())
+	return guard{
+		policy: `(tenant_id OPERATOR(pg_catalog.=) CASE WHEN session_user OPERATOR(pg_catalog.=) ` + literal(role) + `::pg_catalog.name
+			THEN ` + lit + `::pg_catalog.text ELSE tenancy.no_tenant(NULL) END)`,
+		def: lit,
+	}
 }
 
 // guardSQL returns the definitions of the guard functions of mode m:
 // tenancy.current_tenant(), the default of every tenant_id column (and
-// the policy of ModeSharedPool), and tenancy.no_tenant(text), which raises.
+// the guard of ModeSharedPool), and tenancy.no_tenant(text), which raises.
 // Both have bodies bound at creation (BEGIN ATOMIC, qualified names), so
 // no object a session creates can shadow what they call.
 func guardSQL(m Mode, sharedRole string) []string {

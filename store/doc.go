@@ -39,14 +39,18 @@
 //     cannot raise. Its search_path, its schema, is a role setting: the
 //     tenant can change it (and its own password), nothing relies on it
 //     for isolation, and [Admin.RepairLogins] detects and undoes both.
-//  2. Every tenant table has a tenant_id column (filled in from the
-//     session's tenant), ROW LEVEL SECURITY enabled and FORCEd, and the
-//     policy tenancy_isolation: tenant_id must equal the tenant of the
-//     session's login, looked up by role OID in tenancy.tenant_logins once
-//     per statement. Every name and operator in the policy is
-//     schema-qualified and bound when the policy is created, so nothing a
-//     session puts on its search_path (pg_temp included) can shadow it. A
-//     session that is not a tenant login gets an error, not zero rows.
+//  2. Every tenant table has a tenant_id column (filled in with the
+//     tenant), ROW LEVEL SECURITY enabled and FORCEd, and the policy
+//     tenancy_isolation. In a tenant's schema, which only that tenant's
+//     login may use, the policy names the tenant and its login as
+//     constants: tenant_id must be the tenant's, and a session that is not
+//     the tenant's login gets an error when its statement is planned, even
+//     on an empty table. In a shared table (rows of many tenants), tenant_id
+//     must equal the tenant of the session's login, looked up by role OID
+//     in tenancy.tenant_logins once per statement. Every name and operator
+//     in a policy is schema-qualified and bound when the policy is created,
+//     so nothing a session puts on its search_path (pg_temp included) can
+//     shadow it.
 //  3. The platform role the DB uses for control-plane reads is not a
 //     superuser, has no BYPASSRLS, CREATEROLE or REPLICATION, is a member
 //     of no tenant login, group or predefined role that reads everything,

@@ -51,28 +51,28 @@ func (t Table) validate() error {
 	return nil
 }
 
-// createTable creates t in schema and secures it.
-func createTable(ctx context.Context, tx pgx.Tx, m Mode, schema string, t Table) error {
+// createTable creates t in schema and secures it with g.
+func createTable(ctx context.Context, tx pgx.Tx, g guard, schema string, t Table) error {
 	name := pgx.Identifier{schema, t.Name}.Sanitize()
 	_, err := tx.Exec(ctx, `CREATE TABLE `+name+` (
-	tenant_id text NOT NULL DEFAULT tenancy.current_tenant(),
+	tenant_id text NOT NULL DEFAULT `+g.def+`,
 	`+t.Columns+`)`)
 	if err != nil {
 		return fmt.Errorf("create table %s: %w", name, err)
 	}
-	return secureTable(ctx, tx, m, schema, t.Name)
+	return secureTable(ctx, tx, g, schema, t.Name)
 }
 
 // secureTable enables and forces row level security on an existing table
 // that has a tenant_id column, and (re)creates the isolation policy.
-func secureTable(ctx context.Context, tx pgx.Tx, m Mode, schema, table string) error {
+func secureTable(ctx context.Context, tx pgx.Tx, g guard, schema, table string) error {
 	name := pgx.Identifier{schema, table}.Sanitize()
 	err := execAll(ctx, tx,
 		`ALTER TABLE `+name+` ENABLE ROW LEVEL SECURITY`,
 		`ALTER TABLE `+name+` FORCE ROW LEVEL SECURITY`,
 		`DROP POLICY IF EXISTS tenancy_isolation ON `+name,
 		`CREATE POLICY tenancy_isolation ON `+name+` AS PERMISSIVE FOR ALL
-			USING `+isolationPolicy(m)+` WITH CHECK `+isolationPolicy(m),
+			USING `+g.policy+` WITH CHECK `+g.policy,
 	)
 	if err != nil {
 		return fmt.Errorf("secure table %s: %w", name, err)
@@ -103,7 +103,7 @@ func (a *Admin) CreateSharedTable(ctx context.Context, schema string, t Table) e
 		if err := execAll(ctx, tx, `CREATE SCHEMA IF NOT EXISTS `+s, `GRANT USAGE ON SCHEMA `+s+` TO `+group); err != nil {
 			return err
 		}
-		if err := createTable(ctx, tx, a.mode, schema, t); err != nil {
+		if err := createTable(ctx, tx, sharedTableGuard(a.mode), schema, t); err != nil {
 			return err
 		}
 		name := pgx.Identifier{schema, t.Name}.Sanitize()

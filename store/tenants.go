@@ -116,8 +116,12 @@ func (a *Admin) CreateTenant(ctx context.Context, info tenant.Info) error {
 		); err != nil {
 			return err
 		}
+		g := sharedTableGuard(a.mode)
+		if a.mode == ModeTenantLogin {
+			g = tenantTableGuard(id, roleName)
+		}
 		for _, t := range a.tables {
-			if err := createTable(ctx, tx, a.mode, schemaName, t); err != nil {
+			if err := createTable(ctx, tx, g, schemaName, t); err != nil {
 				return err
 			}
 		}
