@@ -255,6 +255,13 @@ func (db *DB) acquire(ctx context.Context, op string) (*pgxpool.Conn, tenant.ID,
 	}
 }
 
+// release gives c back to its pool, where it is idle at once, and tells a
+// tenant waiting for the connection cap, if any, to evict it now.
+func (db *DB) release(c *pgxpool.Conn) {
+	c.Release()
+	db.adm.Kick()
+}
+
 // poolOf returns the pool of tenant id, opening it if needed.
 func (db *DB) poolOf(ctx context.Context, id tenant.ID) (*tenantPool, error) {
 	if p, ok := db.pools.Load(id); ok {
@@ -507,10 +514,10 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 	}
 	r, err := db.query(ctx, c, id, sql, args)
 	if err != nil {
-		c.Release()
+		db.release(c)
 		return nil, err
 	}
-	return &finishRows{Rows: r, finish: func() error { c.Release(); return nil }}, nil
+	return &finishRows{Rows: r, finish: func() error { db.release(c); return nil }}, nil
 }
 
 // QueryRow runs one query for the tenant of ctx and returns its only row;
@@ -529,7 +536,7 @@ func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.Command
 	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
-	defer c.Release()
+	defer db.release(c)
 	if db.mode == ModeSharedPool {
 		return db.shared.exec(ctx, c, id, sql, args)
 	}
@@ -779,7 +786,7 @@ func (db *DB) BeginTx(ctx context.Context, opts pgx.TxOptions, fn func(tx *Tx) e
 	if err != nil {
 		return err
 	}
-	defer c.Release()
+	defer db.release(c)
 	t := &Tx{db: db, c: c, opts: opts, id: id}
 	committed := false
 	defer func() {

@@ -676,3 +676,38 @@ func TestUnlimitedRate(t *testing.T) {
 	}
 	require.Equal(t, int64(100), c.Stats().Connects)
 }
+
+// TestKickServesAWaiterAtOnce: with an EvictRetry far longer than the
+// test, a waiting dial of key b is served as soon as a's connection goes
+// back idle and Kick is called, not at its next retry.
+func TestKickServesAWaiterAtOnce(t *testing.T) {
+	c := mustNew(t, admit.Config{MaxConns: 1, EvictRetry: time.Hour})
+	srv := newServer(t, false)
+	a := newPool(t, c, "a", srv.dial)
+	b := newPool(t, c, "b", srv.dial)
+	held, err := a.acquire(t.Context())
+	require.NoError(t, err)
+	got := make(chan error, 1)
+	go func() {
+		ic, err := b.acquire(t.Context())
+		if err == nil {
+			b.release(ic)
+		}
+		got <- err
+	}()
+	waitingIs(t, c, 1) // its first eviction found nothing idle
+	a.release(held)
+	select {
+	case err := <-got:
+		t.Fatalf("served before Kick: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	c.Kick()
+	select {
+	case err := <-got:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Kick did not make the waiter evict")
+	}
+	c.Kick() // nobody waits: nothing happens
+}
