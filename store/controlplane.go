@@ -65,7 +65,9 @@ func idCheck(column string) string {
 // sessionRoleSQL is the OID of the session's login role. session_user is
 // the role the connection authenticated as: only a superuser session can
 // change it (SET SESSION AUTHORIZATION), SET ROLE cannot.
-const sessionRoleSQL = `(SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) session_user)`
+// It is read with a cast of the quoted name (a cache lookup), not a query
+// of pg_roles; the quoting makes the lookup exact for any name.
+const sessionRoleSQL = `pg_catalog.to_regrole(pg_catalog.quote_ident(session_user))::pg_catalog.oid`
 
 // ownLoginSQL is the policy of tenancy.tenant_logins for tenant logins.
 const ownLoginSQL = `role_oid OPERATOR(pg_catalog.=) ` + sessionRoleSQL
