@@ -23,6 +23,9 @@ import (
 // connects with them. The key never leaves the process: PostgreSQL receives
 // only SCRAM-SHA-256 verifiers computed from the derived passwords, and
 // nothing prints the key (every fmt verb and slog print a redacted form).
+// Whoever holds the key can log in as every tenant: keep it with the
+// admin's credentials, not in application configuration files, and
+// rotate it ([Admin.RotateLogins]) if it may have leaked.
 type LoginSecret struct {
 	// Version numbers the secret, from 1. The directory records, per
 	// tenant login, the version its password was derived from.
