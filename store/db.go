@@ -467,11 +467,11 @@ SELECT what FROM (
   SELECT format('owns the database %I (fix: ALTER DATABASE %I OWNER TO the admin role)', d.datname, d.datname)
     FROM pg_database d WHERE d.datname = current_database() AND pg_has_role(current_user, d.datdba, 'MEMBER')
   UNION ALL
-  SELECT format('holds privileges on schema %I', n.nspname) FROM pg_namespace n
+  SELECT format('holds privileges on schema %I (fix: REVOKE ALL ON SCHEMA %I FROM %I)', n.nspname, n.nspname, current_user) FROM pg_namespace n
    WHERE n.nspname LIKE 'tenant\_%'
      AND (has_schema_privilege(current_user, n.oid, 'USAGE') OR has_schema_privilege(current_user, n.oid, 'CREATE'))
   UNION ALL
-  SELECT format('owns %I.%I, whose owner row level security does not bind unless forced', n.nspname, c.relname)
+  SELECT format('owns %I.%I, whose owner row level security does not bind unless forced (fix: ALTER TABLE %I.%I OWNER TO the admin role)', n.nspname, c.relname, n.nspname, c.relname)
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
      AND (n.nspname LIKE 'tenant\_%' OR n.nspname = 'tenancy' OR c.relrowsecurity)

@@ -200,7 +200,11 @@ func TestSharedTableRefusesSessionsWithoutATenant(t *testing.T) {
 func TestSharedTableUniqueKeysMustIncludeTenantID(t *testing.T) {
 	e := newEnv(t, store.ModeTenantLogin)
 	c := superuser(t, e.d)
+	e.d.Exec(t, `CREATE EXTENSION IF NOT EXISTS btree_gist`)
 	for name, cols := range map[string]string{
+		// With <>, one tenant's row conflicts with every other tenant's:
+		// a probe of their keys.
+		"exclusion with tenant_id unequal": `title text NOT NULL, EXCLUDE USING gist (tenant_id WITH <>, title WITH =)`,
 		"primary key":                  `req_id text PRIMARY KEY, title text`,
 		"unique":                       `req_id text NOT NULL, title text, UNIQUE (title)`,
 		"tenant_id included, not key":  `email text, UNIQUE (email) INCLUDE (tenant_id)`,

@@ -110,10 +110,19 @@ func (a *Admin) CreateSharedTable(ctx context.Context, schema string, t Table) e
 		// A unique key without tenant_id would let one tenant learn, through
 		// a unique violation, which keys another tenant holds.
 		var bad []string
-		rows, err := tx.Query(ctx, `SELECT i.indexrelid::regclass::text FROM pg_index i
-			WHERE i.indrelid = $1::regclass AND (i.indisunique OR i.indisexclusion)
-			  AND NOT (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attname = 'tenant_id')
-			      = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]) -- key columns only, not INCLUDE
+		// An exclusion constraint must compare tenant_id with equality:
+		// "tenant_id WITH <>" would make one tenant's rows conflict with
+		// every other tenant's.
+		rows, err := tx.Query(ctx, `
+			WITH t AS (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = $1::regclass AND a.attname = 'tenant_id')
+			SELECT i.indexrelid::regclass::text FROM pg_index i, t
+			WHERE i.indrelid = $1::regclass AND i.indisunique
+			  AND NOT t.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]) -- key columns only, not INCLUDE
+			UNION
+			SELECT c.conname::text FROM pg_constraint c, t
+			WHERE c.conrelid = $1::regclass AND c.contype = 'x'
+			  AND NOT EXISTS (SELECT 1 FROM unnest(c.conkey, c.conexclop) k(attnum, op) JOIN pg_operator o ON o.oid = k.op
+			                  WHERE k.attnum = t.attnum AND o.oprname = '=')
 			ORDER BY 1`, name)
 		if err != nil {
 			return err
@@ -122,7 +131,7 @@ func (a *Admin) CreateSharedTable(ctx context.Context, schema string, t Table) e
 			return err
 		}
 		if len(bad) > 0 {
-			return fmt.Errorf("%w: table %s: unique or exclusion constraints %v do not include tenant_id, so a tenant could probe another tenant's keys: add tenant_id to them, e.g. PRIMARY KEY (tenant_id, id)", ErrInvalidTable, t.Name, bad)
+			return fmt.Errorf("%w: table %s: unique or exclusion constraints %v do not include tenant_id (with = in an exclusion), so a tenant could probe another tenant's keys: add tenant_id to them, e.g. PRIMARY KEY (tenant_id, id) or EXCLUDE (tenant_id WITH =, ...)", ErrInvalidTable, t.Name, bad)
 		}
 		if err := execAll(ctx, tx,
 			// The admin deletes a dropped tenant's rows (DropTenant).

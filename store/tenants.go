@@ -31,8 +31,8 @@ func validateInfo(info tenant.Info) error {
 	if info.ID.IsZero() {
 		errs = append(errs, errors.New("field ID: must be set (parse it with tenant.ParseID)"))
 	}
-	if info.Name == "" || len(info.Name) > 200 || !utf8.ValidString(info.Name) {
-		errs = append(errs, errors.New("field Name: must be 1 to 200 bytes of UTF-8"))
+	if info.Name == "" || len(info.Name) > 200 || !utf8.ValidString(info.Name) || strings.ContainsRune(info.Name, 0) {
+		errs = append(errs, errors.New("field Name: must be 1 to 200 bytes of UTF-8, without NUL"))
 	}
 	if !info.Tier.Valid() {
 		errs = append(errs, fmt.Errorf("field Tier: %q is not a tier (standard, enterprise, government)", info.Tier))
@@ -50,8 +50,8 @@ func validateInfo(info tenant.Info) error {
 			errs = append(errs, fmt.Errorf("field State: a new tenant is active, provisioning or suspended, not %s", info.State))
 		}
 	}
-	if len(info.Region) > 64 || !utf8.ValidString(info.Region) {
-		errs = append(errs, errors.New("field Region: must be at most 64 bytes of UTF-8"))
+	if len(info.Region) > 64 || !utf8.ValidString(info.Region) || strings.ContainsRune(info.Region, 0) {
+		errs = append(errs, errors.New("field Region: must be at most 64 bytes of UTF-8, without NUL"))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("store: invalid tenant: %w", errors.Join(errs...))
