@@ -242,7 +242,7 @@ func (a *Admin) grantControlPlane(ctx context.Context, tx pgx.Tx) error {
 		stmts = append(stmts,
 			`GRANT CONNECT ON DATABASE `+db+` TO `+shared,
 			`GRANT USAGE ON SCHEMA tenancy TO `+shared,
-			`GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.no_tenant(text) TO `+shared,
+			`GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.no_tenant(text), tenancy.is_placed(text) TO `+shared,
 		)
 	}
 	if err := execAll(ctx, tx, stmts...); err != nil {

@@ -79,7 +79,7 @@ const loginTenantSQL = `(SELECT l.tenant_id FROM tenancy.tenant_logins l WHERE l
 // default of a tenant table. Every name and operator in the policy is
 // schema-qualified and bound when the policy is created, so nothing on a
 // caller's search_path (pg_temp included) can shadow it.
-type guard struct{ policy, def string }
+type guard struct{ policy, check, def string }
 
 // sharedTableGuard is the guard of a table that holds rows of many
 // tenants (a shared table, and every table of ModeSharedPool).
@@ -100,9 +100,14 @@ type guard struct{ policy, def string }
 func sharedTableGuard(m Mode) guard {
 	def := `tenancy.current_tenant()`
 	if m == ModeSharedPool {
-		return guard{`(tenant_id OPERATOR(pg_catalog.=) tenancy.current_tenant())`, def}
+		// A setting can name any ID, also one never created or already
+		// dropped: rows are written only for a placed tenant, so none is
+		// left behind by a dropped tenant or waits for a future one.
+		p := `(tenant_id OPERATOR(pg_catalog.=) tenancy.current_tenant())`
+		return guard{p, `(` + p + ` AND tenancy.is_placed(tenant_id))`, def}
 	}
-	return guard{`(tenant_id OPERATOR(pg_catalog.=) (SELECT COALESCE(` + loginTenantSQL + `, tenancy.no_tenant(NULL))))`, def}
+	p := `(tenant_id OPERATOR(pg_catalog.=) (SELECT COALESCE(` + loginTenantSQL + `, tenancy.no_tenant(NULL))))`
+	return guard{p, p, def}
 }
 
 // tenantTableGuard is the guard of a table in the schema of tenant id,
@@ -115,11 +120,9 @@ func sharedTableGuard(m Mode) guard {
 // session_user per row all the same, so a plan cannot outlive its session.
 func tenantTableGuard(id tenant.ID, role string) guard {
 	lit := literal(id.String())
-	return guard{
-		policy: `(tenant_id OPERATOR(pg_catalog.=) CASE WHEN session_user OPERATOR(pg_catalog.=) ` + literal(role) + `::pg_catalog.name
-			THEN ` + lit + `::pg_catalog.text ELSE tenancy.no_tenant(NULL) END)`,
-		def: lit,
-	}
+	p := `(tenant_id OPERATOR(pg_catalog.=) CASE WHEN session_user OPERATOR(pg_catalog.=) ` + literal(role) + `::pg_catalog.name
+			THEN ` + lit + `::pg_catalog.text ELSE tenancy.no_tenant(NULL) END)`
+	return guard{policy: p, check: p, def: lit}
 }
 
 // guardSQL returns the definitions of the guard functions of mode m:
@@ -140,8 +143,14 @@ BEGIN
     USING ERRCODE = '42501';
 END
 $f$`
+	isPlaced := `CREATE OR REPLACE FUNCTION tenancy.is_placed(t text) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  SELECT EXISTS (SELECT 1 FROM tenancy.tenants WHERE id OPERATOR(pg_catalog.=) t
+                    AND state OPERATOR(pg_catalog.<>) ALL (ARRAY['requested', 'deleted', 'failed']));
+END`
 	if m == ModeSharedPool {
-		return []string{noTenant, `CREATE OR REPLACE FUNCTION tenancy.current_tenant() RETURNS text
+		return []string{noTenant, isPlaced, `CREATE OR REPLACE FUNCTION tenancy.current_tenant() RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
   SELECT CASE WHEN session_user OPERATOR(pg_catalog.=) ` + literal(sharedRole) + `::pg_catalog.name
@@ -150,7 +159,7 @@ BEGIN ATOMIC
               ELSE tenancy.no_tenant(pg_catalog.current_setting('app.tenant_id', true)) END;
 END`}
 	}
-	return []string{noTenant, `CREATE OR REPLACE FUNCTION tenancy.current_tenant() RETURNS text
+	return []string{noTenant, isPlaced, `CREATE OR REPLACE FUNCTION tenancy.current_tenant() RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
   SELECT COALESCE(` + loginTenantSQL + `, tenancy.no_tenant(NULL));

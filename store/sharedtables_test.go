@@ -398,3 +398,37 @@ func TestDropTenantWaitsForWritersOfSharedTables(t *testing.T) {
 			"no row of the dropped tenant is left in the shared table")
 	})
 }
+
+// TestSharedTableTakesRowsOfPlacedTenantsOnly: in the shared-pool mode the
+// tenant is a setting, which can name any ID. A tenant never created, or
+// already dropped, writes nothing into a shared table: no row waits there
+// for a future tenant of that ID, and none outlives a dropped one.
+func TestSharedTableTakesRowsOfPlacedTenantsOnly(t *testing.T) {
+	forModes(t, func(t *testing.T, e *env) {
+		tbl := createShared(t, e, store.Table{Name: "notes", Columns: `body text NOT NULL`})
+		ghost := freshID("ghost")
+		ctxG := tenant.NewContext(t.Context(), ghost)
+		_, err := e.db.Exec(ctxG, `INSERT INTO `+tbl+` (body) VALUES ('planted before the tenant exists')`)
+		require.Error(t, err, "a tenant that does not exist writes nothing")
+		if e.mode == store.ModeSharedPool {
+			assert.Equal(t, "42501", pgCode(err), "%v", err)
+		} else {
+			assert.ErrorIs(t, err, store.ErrUnknownTenant)
+		}
+		require.NoError(t, e.admin.CreateTenant(t.Context(), tenant.Info{ID: ghost, Name: "G", Tier: tenant.TierStandard}))
+		var n int
+		require.NoError(t, e.db.QueryRow(ctxG, `SELECT count(*) FROM `+tbl).Scan(&n))
+		assert.Zero(t, n, "the new tenant inherits nothing")
+
+		idD, ctxD := e.newTenant(t, "gone")
+		_, err = e.db.Exec(ctxD, `INSERT INTO `+tbl+` (body) VALUES ('before the drop')`)
+		require.NoError(t, err)
+		require.NoError(t, e.admin.SetState(t.Context(), idD, tenant.StateDecommissioning))
+		require.NoError(t, e.admin.DropTenant(t.Context(), idD))
+		_, _ = e.db.Exec(ctxD, `SELECT 1`) // a connection ended by the drop
+		_, err = e.db.Exec(ctxD, `INSERT INTO `+tbl+` (body) VALUES ('after the drop')`)
+		require.Error(t, err, "a dropped tenant writes nothing")
+		c := superuser(t, e.d)
+		assert.Zero(t, count(t, c, `SELECT count(*) FROM `+tbl+` WHERE tenant_id = $1`, idD.String()), "no row of the dropped tenant is left")
+	})
+}

@@ -72,7 +72,7 @@ func secureTable(ctx context.Context, tx pgx.Tx, g guard, schema, table string) 
 		`ALTER TABLE `+name+` FORCE ROW LEVEL SECURITY`,
 		`DROP POLICY IF EXISTS tenancy_isolation ON `+name,
 		`CREATE POLICY tenancy_isolation ON `+name+` AS PERMISSIVE FOR ALL
-			USING `+g.policy+` WITH CHECK `+g.policy,
+			USING `+g.policy+` WITH CHECK `+g.check,
 	)
 	if err != nil {
 		return fmt.Errorf("secure table %s: %w", name, err)
