@@ -205,11 +205,11 @@ func TestSharedTableUniqueKeysMustIncludeTenantID(t *testing.T) {
 		// With <>, one tenant's row conflicts with every other tenant's:
 		// a probe of their keys.
 		"exclusion with tenant_id unequal": `title text NOT NULL, EXCLUDE USING gist (tenant_id WITH <>, title WITH =)`,
-		"primary key":                  `req_id text PRIMARY KEY, title text`,
-		"unique":                       `req_id text NOT NULL, title text, UNIQUE (title)`,
-		"tenant_id included, not key":  `email text, UNIQUE (email) INCLUDE (tenant_id)`,
-		"exclusion":                    `title text, EXCLUDE USING btree (title WITH =)`,
-		"one good key and one bad key": `title text, code text, UNIQUE (tenant_id, title), UNIQUE (code)`,
+		"primary key":                      `req_id text PRIMARY KEY, title text`,
+		"unique":                           `req_id text NOT NULL, title text, UNIQUE (title)`,
+		"tenant_id included, not key":      `email text, UNIQUE (email) INCLUDE (tenant_id)`,
+		"exclusion":                        `title text, EXCLUDE USING btree (title WITH =)`,
+		"one good key and one bad key":     `title text, code text, UNIQUE (tenant_id, title), UNIQUE (code)`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			schema := sharedSchema("uniq")
