@@ -110,7 +110,8 @@
 // blocks UPDATE pg_settings), statements go over the extended protocol
 // only (one statement per Parse, so a value cannot carry a second
 // statement such as a SET), and a connection that passes to another tenant
-// is reset with DISCARD ALL first.
+// is reset with DISCARD ALL first. Since a setting can name any ID, a
+// shared table takes rows only for a tenant the directory has placed.
 //
 // This is isolation by convention. It holds against bugs (a handler that
 // forgot its tenant, an unqualified name, a connection reused by another
