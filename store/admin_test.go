@@ -69,9 +69,10 @@ func TestLeastPrivilegeAdmin(t *testing.T) {
 		ac, err := pgx.Connect(t.Context(), adminURL)
 		require.NoError(t, err)
 		defer ac.Close(t.Context())
-		for _, q := range []string{`SELECT * FROM %s.requirements`, `SELECT * FROM %s.requirements WHERE false`} {
-			_, err = ac.Exec(t.Context(), fmt.Sprintf(q, pgx.Identifier{idA.SchemaName()}.Sanitize()))
-			require.Error(t, err, q)
+		idEmpty, _ := e.newTenant(t, "lpempty")
+		for _, id := range []tenant.ID{idA, idEmpty} {
+			_, err = ac.Exec(t.Context(), `SELECT * FROM `+pgx.Identifier{id.SchemaName(), "requirements"}.Sanitize())
+			require.Error(t, err, "tenant %s", id)
 			assert.Contains(t, err.Error(), "no tenant")
 		}
 

@@ -687,6 +687,10 @@ func TestKickServesAWaiterAtOnce(t *testing.T) {
 	b := newPool(t, c, "b", srv.dial)
 	held, err := a.acquire(t.Context())
 	require.NoError(t, err)
+	// Called after a's own evictor in each round: tells when the waiter's
+	// first round is over.
+	rounds := make(chan struct{}, 8)
+	defer c.Register("a", func(time.Duration) bool { rounds <- struct{}{}; return false })()
 	got := make(chan error, 1)
 	go func() {
 		ic, err := b.acquire(t.Context())
@@ -695,7 +699,8 @@ func TestKickServesAWaiterAtOnce(t *testing.T) {
 		}
 		got <- err
 	}()
-	waitingIs(t, c, 1) // its first eviction found nothing idle
+	waitingIs(t, c, 1)
+	<-rounds // its first eviction found nothing idle
 	a.release(held)
 	select {
 	case err := <-got:
