@@ -41,22 +41,22 @@ type Admin struct {
 // and grants the platform role its control-plane reads.
 func OpenAdmin(ctx context.Context, cfg *AdminConfig) (*Admin, error) {
 	if cfg == nil || cfg.Pool == nil {
-		return nil, fmt.Errorf("%w: AdminConfig.Pool is required: build the AdminConfig with store.ParseAdminConfig", ErrInvalidConfig)
+		return nil, fmt.Errorf("store: %w: AdminConfig.Pool is required: build the AdminConfig with store.ParseAdminConfig", ErrInvalidConfig)
 	}
 	if err := validRolePrefix(cfg.RolePrefix); err != nil {
 		return nil, err
 	}
 	if !cfg.Mode.valid() {
-		return nil, fmt.Errorf("%w: AdminConfig.Mode %q is not a mode (store.ModeTenantLogin or store.ModeSharedPool)", ErrInvalidConfig, cfg.Mode)
+		return nil, fmt.Errorf("store: %w: AdminConfig.Mode %q is not a mode (store.ModeTenantLogin or store.ModeSharedPool)", ErrInvalidConfig, cfg.Mode)
 	}
 	if cfg.PlatformRole == "" {
-		return nil, fmt.Errorf("%w: AdminConfig.PlatformRole is required: the login role that DBs connect as for control-plane reads", ErrInvalidConfig)
+		return nil, fmt.Errorf("store: %w: AdminConfig.PlatformRole is required: the login role that DBs connect as for control-plane reads", ErrInvalidConfig)
 	}
 	if cfg.ConnLimit < 1 || cfg.ConnLimit > 10000 {
-		return nil, fmt.Errorf("%w: AdminConfig.ConnLimit must be between 1 and 10000, got %d", ErrInvalidConfig, cfg.ConnLimit)
+		return nil, fmt.Errorf("store: %w: AdminConfig.ConnLimit must be between 1 and 10000, got %d", ErrInvalidConfig, cfg.ConnLimit)
 	}
 	if cfg.SCRAMIterations < 1 || cfg.SCRAMIterations > 1<<20 {
-		return nil, fmt.Errorf("%w: AdminConfig.SCRAMIterations must be between 1 and %d, got %d", ErrInvalidConfig, 1<<20, cfg.SCRAMIterations)
+		return nil, fmt.Errorf("store: %w: AdminConfig.SCRAMIterations must be between 1 and %d, got %d", ErrInvalidConfig, 1<<20, cfg.SCRAMIterations)
 	}
 	sec, err := newSecrets("AdminConfig.LoginSecrets", cfg.LoginSecrets)
 	if err != nil {
@@ -64,7 +64,7 @@ func OpenAdmin(ctx context.Context, cfg *AdminConfig) (*Admin, error) {
 	}
 	for i, t := range cfg.Tables {
 		if err := t.validate(); err != nil {
-			return nil, fmt.Errorf("AdminConfig.Tables[%d]: %w", i, err)
+			return nil, fmt.Errorf("store: AdminConfig.Tables[%d]: %w", i, err)
 		}
 	}
 	a := &Admin{
@@ -98,14 +98,14 @@ func (a *Admin) init(ctx context.Context) error {
 		return fmt.Errorf("store: connect as admin: %w", err)
 	}
 	if a.adminRole == a.platform {
-		return fmt.Errorf("%w: %q is both the admin and the platform role: the platform role must be a least-privilege role of its own", ErrUnsafeAppRole, a.platform)
+		return fmt.Errorf("store: %w: %q is both the admin and the platform role: the platform role must be a least-privilege role of its own", ErrUnsafeAppRole, a.platform)
 	}
 	var exists bool
 	if err := a.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, a.platform).Scan(&exists); err != nil {
 		return fmt.Errorf("store: look up platform role: %w", err)
 	}
 	if !exists {
-		return fmt.Errorf("%w: AdminConfig.PlatformRole %q does not exist: create it (CREATE ROLE ... LOGIN) first", ErrInvalidConfig, a.platform)
+		return fmt.Errorf("store: %w: AdminConfig.PlatformRole %q does not exist: create it (CREATE ROLE ... LOGIN) first", ErrInvalidConfig, a.platform)
 	}
 	return a.migrate(ctx)
 }

@@ -81,7 +81,7 @@ const DefaultConnLimit = 4
 func ParseAdminConfig(adminConnString string) (*AdminConfig, error) {
 	p, err := pgxpool.ParseConfig(adminConnString)
 	if err != nil {
-		return nil, fmt.Errorf("%w: admin connection string: %w", ErrInvalidConfig, err)
+		return nil, fmt.Errorf("store: %w: admin connection string: %w", ErrInvalidConfig, err)
 	}
 	p.MaxConns = 4
 	return &AdminConfig{Pool: p, Mode: ModeTenantLogin, ConnLimit: DefaultConnLimit, SCRAMIterations: DefaultSCRAMIterations}, nil
@@ -91,7 +91,7 @@ var rolePrefixRE = regexp.MustCompile(`^(?:[a-z][a-z0-9_]*)?$`)
 
 func validRolePrefix(p string) error {
 	if len(p) > 16 || !rolePrefixRE.MatchString(p) {
-		return fmt.Errorf("%w: RolePrefix %q must match [a-z][a-z0-9_]* and be at most 16 bytes", ErrInvalidConfig, p)
+		return fmt.Errorf("store: %w: RolePrefix %q must match [a-z][a-z0-9_]* and be at most 16 bytes", ErrInvalidConfig, p)
 	}
 	return nil
 }
@@ -133,7 +133,7 @@ type Config struct {
 func ParseConfig(platformConnString string, secrets ...LoginSecret) (*Config, error) {
 	p, err := pgxpool.ParseConfig(platformConnString)
 	if err != nil {
-		return nil, fmt.Errorf("%w: platform connection string: %w", ErrInvalidConfig, err)
+		return nil, fmt.Errorf("store: %w: platform connection string: %w", ErrInvalidConfig, err)
 	}
 	p.MaxConns = 4 // directory reads, and one lookup per new tenant connection
 	return &Config{

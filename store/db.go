@@ -61,7 +61,7 @@ type DB struct {
 // what is wrong and how to fix it; nothing is left open.
 func Open(ctx context.Context, cfg *Config) (*DB, error) {
 	if cfg == nil || cfg.Platform == nil {
-		return nil, fmt.Errorf("%w: Config.Platform is required: build the Config with store.ParseConfig", ErrInvalidConfig)
+		return nil, fmt.Errorf("store: %w: Config.Platform is required: build the Config with store.ParseConfig", ErrInvalidConfig)
 	}
 	sec, err := newSecrets("Config.LoginSecrets", cfg.LoginSecrets)
 	if err != nil {
@@ -69,23 +69,23 @@ func Open(ctx context.Context, cfg *Config) (*DB, error) {
 	}
 	switch {
 	case cfg.MaxConns < 1:
-		return nil, fmt.Errorf("%w: Config.MaxConns must be at least 1, got %d", ErrInvalidConfig, cfg.MaxConns)
+		return nil, fmt.Errorf("store: %w: Config.MaxConns must be at least 1, got %d", ErrInvalidConfig, cfg.MaxConns)
 	case cfg.MinResidency < 0:
-		return nil, fmt.Errorf("%w: Config.MinResidency must not be negative, got %s", ErrInvalidConfig, cfg.MinResidency)
+		return nil, fmt.Errorf("store: %w: Config.MinResidency must not be negative, got %s", ErrInvalidConfig, cfg.MinResidency)
 	case cfg.IdleTimeout <= 0:
-		return nil, fmt.Errorf("%w: Config.IdleTimeout must be positive, got %s", ErrInvalidConfig, cfg.IdleTimeout)
+		return nil, fmt.Errorf("store: %w: Config.IdleTimeout must be positive, got %s", ErrInvalidConfig, cfg.IdleTimeout)
 	case cfg.ConnectRate < 0 || cfg.ConnectBurst < 0:
-		return nil, fmt.Errorf("%w: Config.ConnectRate and ConnectBurst must not be negative", ErrInvalidConfig)
+		return nil, fmt.Errorf("store: %w: Config.ConnectRate and ConnectBurst must not be negative", ErrInvalidConfig)
 	}
 	if m := cfg.Platform.ConnConfig.DefaultQueryExecMode; m == pgx.QueryExecModeSimpleProtocol {
-		return nil, fmt.Errorf("%w: Config.Platform: default_query_exec_mode simple_protocol is refused: it inlines arguments into the SQL text (visible in pg_stat_activity) and lets one value carry several statements", ErrInvalidConfig)
+		return nil, fmt.Errorf("store: %w: Config.Platform: default_query_exec_mode simple_protocol is refused: it inlines arguments into the SQL text (visible in pg_stat_activity) and lets one value carry several statements", ErrInvalidConfig)
 	}
 	adm, err := admit.New(admit.Config{
 		MaxConns: cfg.MaxConns, MinResidency: cfg.MinResidency,
 		ConnectRate: cfg.ConnectRate, ConnectBurst: cfg.ConnectBurst,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		return nil, fmt.Errorf("store: %w: %w", ErrInvalidConfig, err)
 	}
 	db := &DB{
 		secrets: sec, base: cfg.Platform.Copy(), adm: adm, idle: cfg.IdleTimeout, maxConns: cfg.MaxConns, log: cfg.Logger,
@@ -119,10 +119,10 @@ func (db *DB) init(ctx context.Context) error {
 		return fmt.Errorf("store: read the control plane as the platform role (has an Admin of this database been opened with AdminConfig.PlatformRole naming this role?): %w", err)
 	}
 	if version != len(controlPlaneSteps) {
-		return fmt.Errorf("%w: the control plane is at version %d, this build of tenancy needs %d: open an Admin of this version first", ErrInvalidConfig, version, len(controlPlaneSteps))
+		return fmt.Errorf("store: %w: the control plane is at version %d, this build of tenancy needs %d: open an Admin of this version first", ErrInvalidConfig, version, len(controlPlaneSteps))
 	}
 	if !db.mode.valid() {
-		return fmt.Errorf("%w: the control plane records mode %q, which this build does not know", ErrInvalidConfig, db.mode)
+		return fmt.Errorf("store: %w: the control plane records mode %q, which this build does not know", ErrInvalidConfig, db.mode)
 	}
 	return checkPlatformRole(ctx, db.platform)
 }
@@ -488,7 +488,7 @@ SELECT what FROM (
 		problems = append(problems, "it "+f)
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%w: platform role %s: %s", ErrUnsafeAppRole, r, strings.Join(problems, "; "))
+		return fmt.Errorf("store: %w: platform role %s: %s", ErrUnsafeAppRole, r, strings.Join(problems, "; "))
 	}
 	return nil
 }

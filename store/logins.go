@@ -65,17 +65,17 @@ type secrets struct {
 
 func newSecrets(field string, in []LoginSecret) (*secrets, error) {
 	if len(in) == 0 {
-		return nil, fmt.Errorf("%w: %s: at least one LoginSecret is required (32 random bytes or more; keep it with the platform's other secrets)", ErrInvalidConfig, field)
+		return nil, fmt.Errorf("store: %w: %s: at least one LoginSecret is required (32 random bytes or more; keep it with the platform's other secrets)", ErrInvalidConfig, field)
 	}
 	s := &secrets{byVersion: make(map[int][]byte, len(in))}
 	for i, ls := range in {
 		switch {
 		case ls.Version < 1:
-			return nil, fmt.Errorf("%w: %s[%d].Version must be 1 or more, got %d", ErrInvalidConfig, field, i, ls.Version)
+			return nil, fmt.Errorf("store: %w: %s[%d].Version must be 1 or more, got %d", ErrInvalidConfig, field, i, ls.Version)
 		case len(ls.Key) < minSecretLen:
-			return nil, fmt.Errorf("%w: %s[%d].Key must be at least %d bytes, got %d", ErrInvalidConfig, field, i, minSecretLen, len(ls.Key))
+			return nil, fmt.Errorf("store: %w: %s[%d].Key must be at least %d bytes, got %d", ErrInvalidConfig, field, i, minSecretLen, len(ls.Key))
 		case s.byVersion[ls.Version] != nil:
-			return nil, fmt.Errorf("%w: %s[%d]: version %d is given twice", ErrInvalidConfig, field, i, ls.Version)
+			return nil, fmt.Errorf("store: %w: %s[%d]: version %d is given twice", ErrInvalidConfig, field, i, ls.Version)
 		}
 		s.byVersion[ls.Version] = slices.Clone(ls.Key)
 		s.current = max(s.current, ls.Version)

@@ -92,10 +92,10 @@ func secureTable(ctx context.Context, tx pgx.Tx, g guard, schema, table string) 
 // [a-z][a-z0-9_]* and must not be a tenant schema or tenancy.
 func (a *Admin) CreateSharedTable(ctx context.Context, schema string, t Table) error {
 	if err := t.validate(); err != nil {
-		return err
+		return fmt.Errorf("store: create shared table: %w", err)
 	}
 	if !tableNameRE.MatchString(schema) || strings.HasPrefix(schema, "tenant_") || schema == "tenancy" || strings.HasPrefix(schema, "pg_") {
-		return fmt.Errorf("%w: schema %q must match [a-z][a-z0-9_]* and not be tenancy, pg_* or a tenant schema", ErrInvalidTable, schema)
+		return fmt.Errorf("store: create shared table: %w: schema %q must match [a-z][a-z0-9_]* and not be tenancy, pg_* or a tenant schema", ErrInvalidTable, schema)
 	}
 	group := q(a.sharedWorkRole())
 	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {

@@ -98,7 +98,7 @@ func (a *Admin) CreateTenant(ctx context.Context, info tenant.Info) error {
 		_, err := tx.Exec(ctx, `INSERT INTO tenancy.tenants (id, name, tier, region, state, placement)
 			VALUES ($1, $2, $3, $4, $5, $6)`, id.String(), info.Name, string(info.Tier), info.Region, string(info.State), placement)
 		if isUniqueViolation(err) {
-			return fmt.Errorf("%w: %s", ErrTenantExists, id)
+			return ErrTenantExists
 		}
 		if err != nil {
 			return err
@@ -227,7 +227,7 @@ func (a *Admin) DropTenant(ctx context.Context, id tenant.ID) error {
 		var state string
 		err := tx.QueryRow(ctx, `SELECT state FROM tenancy.tenants WHERE id = $1 FOR UPDATE`, id.String()).Scan(&state)
 		if errors.Is(err, pgx.ErrNoRows) || state == string(tenant.StateDeleted) {
-			return fmt.Errorf("%w: %s", ErrUnknownTenant, id)
+			return ErrUnknownTenant
 		}
 		if err != nil {
 			return err
