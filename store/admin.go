@@ -195,6 +195,22 @@ func (a *Admin) migrate(ctx context.Context) error {
 			ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, a.adminRole); err != nil {
 			return err
 		}
+		// The platform role this database had before: if it changed, the
+		// old one loses what it was granted.
+		var oldPlatform string
+		err = tx.QueryRow(ctx, `SELECT value FROM tenancy.meta WHERE key = 'platform_role'`).Scan(&oldPlatform)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		if oldPlatform != "" && oldPlatform != a.platform {
+			if err := a.revokePlatform(ctx, tx, oldPlatform); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO tenancy.meta (key, value) VALUES ('platform_role', $1)
+			ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, a.platform); err != nil {
+			return err
+		}
 		if err := a.ensureMarkedRole(ctx, tx, a.groupRole(), "group of the tenant logins", `NOLOGIN`); err != nil {
 			return err
 		}
@@ -280,6 +296,24 @@ func checkSetConfigRevoked(ctx context.Context, q interface {
 		return fmt.Errorf("%w: the shared-pool mode needs EXECUTE on set_config revoked from PUBLIC, and the admin role may not revoke it: run once as a superuser, in this database: REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC", ErrUnsafeAppRole)
 	}
 	return nil
+}
+
+// revokePlatform takes from role what grantControlPlane gives the
+// platform role, when the database's platform role changes. A role that no
+// longer exists has nothing to lose.
+func (a *Admin) revokePlatform(ctx context.Context, tx pgx.Tx, role string) error {
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, role).Scan(&exists); err != nil || !exists {
+		return err
+	}
+	r := q(role)
+	a.log.InfoContext(ctx, "store: the platform role changed: revoking the old one's grants", "old", role, "new", a.platform)
+	return execAll(ctx, tx,
+		`REVOKE SELECT ON tenancy.tenants, tenancy.meta, tenancy.schema_version, tenancy.tenant_logins,
+			tenancy.tenant_keysets, tenancy.tenant_keyset_tombstones FROM `+r,
+		`REVOKE USAGE ON SCHEMA tenancy FROM `+r,
+		`REVOKE CONNECT ON DATABASE `+q(a.dbName)+` FROM `+r,
+	)
 }
 
 // ensureMarkedRole creates the NOLOGIN or LOGIN role name if it does not

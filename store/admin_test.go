@@ -101,3 +101,37 @@ func TestLeastPrivilegeAdmin(t *testing.T) {
 		a.Close()
 	})
 }
+
+func TestChangingThePlatformRoleRevokesTheOldOne(t *testing.T) {
+	base := pgtest.DB(t)
+	d := base.NewDatabase(t)
+	n := adminSeq.Add(1)
+	oldURL := base.CreateRole(t, fmt.Sprintf("oldplat%d", n), "")
+	newURL := base.CreateRole(t, fmt.Sprintf("newplat%d", n), "")
+	open := func(url string) (*store.Admin, string) {
+		c, err := pgx.ParseConfig(url)
+		require.NoError(t, err)
+		acfg, err := store.ParseAdminConfig(d.AdminURL())
+		require.NoError(t, err)
+		acfg.RolePrefix, acfg.LoginSecrets, acfg.PlatformRole = d.Prefix(), []store.LoginSecret{secret}, c.User
+		a, err := store.OpenAdmin(t.Context(), acfg)
+		require.NoError(t, err)
+		t.Cleanup(a.Close)
+		return a, d.URL(c.User, c.Password)
+	}
+	_, oldOnD := open(oldURL)
+	cfg, err := store.ParseConfig(oldOnD, secret)
+	require.NoError(t, err)
+	db, err := store.Open(t.Context(), cfg)
+	require.NoError(t, err, "the platform role works")
+	db.Close()
+
+	_, newOnD := open(newURL)
+	_, err = store.Open(t.Context(), cfg)
+	require.Error(t, err, "the old platform role lost CONNECT and its reads")
+	cfg2, err := store.ParseConfig(newOnD, secret)
+	require.NoError(t, err)
+	db2, err := store.Open(t.Context(), cfg2)
+	require.NoError(t, err, "the new one works")
+	db2.Close()
+}

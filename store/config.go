@@ -48,7 +48,8 @@ type AdminConfig struct {
 	// PlatformRole is the login role every [DB] of this database connects
 	// as for control-plane reads (tenant directory, logins, wrapped
 	// keysets). The Admin grants it exactly that, and CONNECT. It must
-	// exist; it must not be the admin role.
+	// exist; it must not be the admin role. When it changes, the Admin
+	// revokes those grants from the previous one.
 	PlatformRole string
 	// RolePrefix is prepended to the cluster-wide role names store
 	// creates, so that several deployments can share a PostgreSQL

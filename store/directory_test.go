@@ -598,7 +598,15 @@ func TestOpenRefusesAnUnsafePlatformRole(t *testing.T) {
 			url := d.CreateRole(t, name, tc.attrs)
 			role := d.Prefix() + name
 			quoted := pgx.Identifier{role}.Sanitize()
-			newEnvOn(t, d, store.ModeTenantLogin, func(a *store.AdminConfig, _ *store.Config) { a.PlatformRole = role })
+			// An Admin naming this role as the platform role, so that Open
+			// gets as far as checking it (the DB of e loses its platform
+			// role: it is not used again).
+			acfg, err := store.ParseAdminConfig(d.AdminURL())
+			require.NoError(t, err)
+			acfg.RolePrefix, acfg.LoginSecrets, acfg.PlatformRole = d.Prefix(), []store.LoginSecret{secret}, role
+			a, err := store.OpenAdmin(t.Context(), acfg)
+			require.NoError(t, err)
+			a.Close()
 			if tc.setup != "" {
 				d.Exec(t, fmt.Sprintf(tc.setup, quoted, n))
 			}
@@ -620,7 +628,12 @@ func TestOpenRefusesAnUnsafePlatformRole(t *testing.T) {
 	t.Run("safe role", func(t *testing.T) {
 		name := fmt.Sprintf("safe%d", unsafeSeq.Add(1))
 		url := d.CreateRole(t, name, "")
-		newEnvOn(t, d, store.ModeTenantLogin, func(a *store.AdminConfig, _ *store.Config) { a.PlatformRole = d.Prefix() + name })
+		acfg, err := store.ParseAdminConfig(d.AdminURL())
+		require.NoError(t, err)
+		acfg.RolePrefix, acfg.LoginSecrets, acfg.PlatformRole = d.Prefix(), []store.LoginSecret{secret}, d.Prefix()+name
+		a, err := store.OpenAdmin(t.Context(), acfg)
+		require.NoError(t, err)
+		a.Close()
 		cfg, err := store.ParseConfig(url, secret)
 		require.NoError(t, err)
 		db, err := store.Open(t.Context(), cfg)
