@@ -15,8 +15,8 @@ import (
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
-// Placement says where a tenant's data lives.
-type Placement struct {
+// placement says where a tenant's data lives.
+type placement struct {
 	// Kind is "schema" for the standard tier.
 	Kind string `json:"kind"`
 	// Schema is the tenant's schema name.
@@ -80,14 +80,14 @@ func (a *Admin) CreateTenant(ctx context.Context, info tenant.Info) error {
 	id := info.ID
 	schemaName := id.SchemaName()
 	schema := q(schemaName)
-	placement := Placement{Kind: "schema", Schema: schemaName}
+	place := placement{Kind: "schema", Schema: schemaName}
 	var roleName string
 	if a.mode == ModeTenantLogin {
 		var err error
 		if roleName, err = a.secrets.roleName(a.rolePrefix, id); err != nil {
 			return fmt.Errorf("store: create tenant %s: %w", id, err)
 		}
-		placement.Role = roleName
+		place.Role = roleName
 	}
 	worker := a.sharedRole()
 	if a.mode == ModeTenantLogin {
@@ -96,7 +96,7 @@ func (a *Admin) CreateTenant(ctx context.Context, info tenant.Info) error {
 
 	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO tenancy.tenants (id, name, tier, region, state, placement)
-			VALUES ($1, $2, $3, $4, $5, $6)`, id.String(), info.Name, string(info.Tier), info.Region, string(info.State), placement)
+			VALUES ($1, $2, $3, $4, $5, $6)`, id.String(), info.Name, string(info.Tier), info.Region, string(info.State), place)
 		if isUniqueViolation(err) {
 			return ErrTenantExists
 		}
