@@ -204,9 +204,18 @@ func TestRowsDoNotHandOutTheirConnection(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			defer rows.Close()
 			assert.Nil(t, rows.Conn(), "Tx.Query rows")
-			return nil
+			rows.Close()
+			b := &pgx.Batch{}
+			b.Queue(`SELECT 1`)
+			br := tx.SendBatch(ctxA, b)
+			rows, err = br.Query()
+			if err != nil {
+				return err
+			}
+			assert.Nil(t, rows.Conn(), "Tx.SendBatch rows")
+			rows.Close()
+			return br.Close()
 		}))
 	})
 }

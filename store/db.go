@@ -558,23 +558,34 @@ func execExtended(ctx context.Context, q interface {
 	return r.CommandTag(), r.Err()
 }
 
+// hasOptions reports whether args start with a pgx per-query option,
+// which a batch does not take: such a statement is not sent in the round
+// trip of BEGIN.
+func hasOptions(args []any) bool {
+	if len(args) == 0 {
+		return false
+	}
+	switch args[0].(type) {
+	case pgx.QueryExecMode, pgx.QueryResultFormats, pgx.QueryResultFormatsByOID, pgx.QueryRewriter:
+		return true
+	}
+	return false
+}
+
 // checkArgs refuses per-query options that store cannot honour: the simple
 // protocol everywhere, and any option in ModeSharedPool, whose statements
 // travel in a batch with their setup.
 func (db *DB) checkArgs(op string, args []any) error {
-	if len(args) == 0 {
-		return nil
-	}
-	switch m := args[0].(type) {
-	case pgx.QueryExecMode:
-		if m == pgx.QueryExecModeSimpleProtocol {
+	// pgx reads every leading option, in any order, as it does here.
+	for _, arg := range args {
+		if !hasOptions([]any{arg}) {
+			break
+		}
+		if m, ok := arg.(pgx.QueryExecMode); ok && m == pgx.QueryExecModeSimpleProtocol {
 			return fmt.Errorf("%s: %w", op, ErrSimpleProtocol)
 		}
-	case pgx.QueryResultFormats, pgx.QueryResultFormatsByOID, pgx.QueryRewriter:
-	default:
-		return nil
 	}
-	if db.mode == ModeSharedPool {
+	if db.mode == ModeSharedPool && hasOptions(args) {
 		return fmt.Errorf("%s: %w: per-query options (%T) are not taken in the shared-pool mode", op, ErrInvalidConfig, args[0])
 	}
 	return nil
@@ -689,6 +700,11 @@ func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 	if err := t.check(ctx, "store: tx exec", args); err != nil {
 		return pgconn.CommandTag{}, err
 	}
+	if t.tx == nil && hasOptions(args) {
+		if _, err := t.begin(ctx, "", nil); err != nil {
+			return pgconn.CommandTag{}, err
+		}
+	}
 	if t.tx == nil {
 		br, err := t.begin(ctx, sql, args)
 		if err != nil {
@@ -708,6 +724,11 @@ func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	if err := t.check(ctx, "store: tx query", args); err != nil {
 		return nil, err
+	}
+	if t.tx == nil && hasOptions(args) {
+		if _, err := t.begin(ctx, "", nil); err != nil {
+			return nil, err
+		}
 	}
 	if t.tx == nil {
 		br, err := t.begin(ctx, sql, args)
@@ -744,7 +765,24 @@ func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 			return errBatchResults{err}
 		}
 	}
-	return t.tx.SendBatch(ctx, b)
+	return batchResults{t.tx.SendBatch(ctx, b)}
+}
+
+// batchResults hides the connection of the rows of a batch, as rows does.
+type batchResults struct{ pgx.BatchResults }
+
+func (br batchResults) Query() (pgx.Rows, error) {
+	r, err := br.BatchResults.Query()
+	if err != nil {
+		return nil, err
+	}
+	return rows{r}, nil
+}
+
+// QueryRow reads the next result's only row.
+func (br batchResults) QueryRow() pgx.Row {
+	r, err := br.Query()
+	return &row{rows: r, err: err}
 }
 
 // CopyFrom copies rows into table in the transaction; see [pgx.Tx.CopyFrom].

@@ -66,6 +66,12 @@ func TestSimpleProtocolIsRefused(t *testing.T) {
 			return err
 		})
 		assert.ErrorIs(t, err, store.ErrSimpleProtocol)
+		// pgx reads every leading option: the simple protocol behind another.
+		formats := pgx.QueryResultFormats{pgx.TextFormatCode}
+		_, err = e.db.Exec(ctxA, `SELECT 1; SELECT 2`, formats, pgx.QueryExecModeSimpleProtocol)
+		assert.ErrorIs(t, err, store.ErrSimpleProtocol)
+		_, err = e.db.Query(ctxA, `SELECT 1; SELECT 2`, formats, pgx.QueryExecModeSimpleProtocol)
+		assert.ErrorIs(t, err, store.ErrSimpleProtocol)
 	})
 	d := databaseFor(t, store.ModeTenantLogin)
 	cfg, err := store.ParseConfig(platform(t, d), secret)
@@ -180,4 +186,25 @@ func TestNoServerWarnings(t *testing.T) {
 			notices = append(notices, n.Severity+": "+n.Message)
 		}
 	})
+}
+
+// A Tx's first statement normally shares the round trip of BEGIN, in a
+// batch, which takes no per-query option: one with an option still runs.
+func TestTxFirstStatementWithAnOption(t *testing.T) {
+	e := newEnv(t, store.ModeTenantLogin)
+	_, ctxA := e.newTenant(t, "opt")
+	e.insertReq(t, ctxA, "REQ-1", "x")
+	var n int
+	err := e.db.Tx(ctxA, func(tx *store.Tx) error {
+		if _, err := tx.Exec(ctxA, `UPDATE requirements SET status = $1`, pgx.QueryExecModeExec, "PARTIAL"); err != nil {
+			return err
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	err = e.db.Tx(ctxA, func(tx *store.Tx) error {
+		return tx.QueryRow(ctxA, `SELECT count(*) FROM requirements WHERE status = $1`, pgx.QueryExecModeExec, "PARTIAL").Scan(&n)
+	})
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
 }
