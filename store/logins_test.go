@@ -124,33 +124,78 @@ func TestNoTenantFailsAtTheDatabase(t *testing.T) {
 
 func TestGuardCannotBeShadowed(t *testing.T) {
 	forModes(t, func(t *testing.T, e *env) {
-		_, ctxA, idB, _, canary := victim(t, e)
-		// A superuser plants, in schema public, a table and a view named
-		// like what the guard reads, mapping every role to tenant B; and
-		// the tenant puts public first on its search_path.
+		idA, ctxA, idB, ctxB, canary := victim(t, e)
+		shared := createShared(t, e, store.Table{Name: "notes", Columns: `body text NOT NULL`})
+		for ctx, body := range map[context.Context]string{ctxA: "own note", ctxB: canary} {
+			_, err := e.db.Exec(ctx, `INSERT INTO `+shared+` (body) VALUES ($1)`, body)
+			require.NoError(t, err)
+		}
+		// A superuser plants, in a schema every role may use, everything a
+		// guard names without its schema: the lookup tables, the functions
+		// (current_setting, to_regrole, quote_ident) and = operators that
+		// are always true; the tenant then puts that schema before
+		// pg_catalog on its search_path.
 		plant := e.d.Prefix() + "plant"
 		e.d.Exec(t, fmt.Sprintf(`CREATE SCHEMA IF NOT EXISTS %[1]s;
 			CREATE TABLE IF NOT EXISTS %[1]s.tenant_logins (tenant_id text, role_oid oid, role_name text);
+			INSERT INTO %[1]s.tenant_logins SELECT %[2]s, oid, rolname FROM pg_catalog.pg_roles;
 			CREATE OR REPLACE VIEW %[1]s.pg_roles AS SELECT oid, rolname FROM pg_catalog.pg_roles;
 			CREATE OR REPLACE FUNCTION %[1]s.current_setting(text, boolean) RETURNS text LANGUAGE sql AS $$ SELECT %[2]s::text $$;
+			CREATE OR REPLACE FUNCTION %[1]s.to_regrole(text) RETURNS regrole LANGUAGE sql AS $$ SELECT 0::oid::regrole $$;
+			CREATE OR REPLACE FUNCTION %[1]s.quote_ident(text) RETURNS text LANGUAGE sql AS $$ SELECT 'postgres'::text $$;
+			CREATE OR REPLACE FUNCTION %[1]s.yes(text, text) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
+			CREATE OR REPLACE FUNCTION %[1]s.yes(oid, oid) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
+			CREATE OR REPLACE FUNCTION %[1]s.yes(name, name) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
+			CREATE OPERATOR %[1]s.= (LEFTARG = text, RIGHTARG = text, FUNCTION = %[1]s.yes);
+			CREATE OPERATOR %[1]s.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = %[1]s.yes);
+			CREATE OPERATOR %[1]s.= (LEFTARG = name, RIGHTARG = name, FUNCTION = %[1]s.yes);
 			GRANT USAGE ON SCHEMA %[1]s TO PUBLIC; GRANT SELECT ON ALL TABLES IN SCHEMA %[1]s TO PUBLIC;
-			INSERT INTO %[1]s.tenant_logins SELECT %[2]s, oid, rolname FROM pg_catalog.pg_roles`,
+			GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA %[1]s TO PUBLIC`,
 			plant, "'"+idB.String()+"'"))
+		t.Cleanup(func() { e.d.Exec(t, `DROP SCHEMA `+plant+` CASCADE`) })
 		err := e.db.Tx(ctxA, func(tx *store.Tx) error {
 			if _, err := tx.Exec(ctxA, `SET LOCAL search_path = `+plant+`, pg_catalog, "$user"`); err != nil {
 				return err
 			}
-			// Unqualified: A's own table is not on this path; qualified by
-			// B's schema: no privilege (tenant logins) or no rows (shared).
+			// The plants work on this path: SQL parsed with it gets them.
+			var planted bool
+			var quoted string
+			if err := tx.QueryRow(ctxA, `SELECT 'a'::text = 'b'::text, quote_ident('x')`).Scan(&planted, &quoted); err != nil {
+				return err
+			}
+			require.True(t, planted, "the planted = is found first")
+			require.Equal(t, "postgres", quoted, "the planted quote_ident is found first")
+			// The shared table (the lookup guard) and A's own table (the
+			// guard of constants) show A its own rows and no canary.
+			var bodies []string
+			rows, err := tx.Query(ctxA, `SELECT tenant_id || ':' || body FROM `+shared)
+			if err != nil {
+				return err
+			}
+			if bodies, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+				return err
+			}
+			assert.Equal(t, []string{idA.String() + ":own note"}, bodies, "the shared table")
+			own := pgx.Identifier{idA.SchemaName(), "requirements"}.Sanitize()
+			rows, err = tx.Query(ctxA, `SELECT tenant_id FROM `+own)
+			if err != nil {
+				return err
+			}
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+			assert.Equal(t, []string{idA.String()}, ids, "A's own table")
+			// B's table by name: no privilege (tenant logins) or no rows
+			// (the shared pool, whose guard calls pg_catalog's functions).
 			return noCanary(t, canary)(tx.Query(ctxA, `SELECT * FROM `+pgx.Identifier{idB.SchemaName(), "requirements"}.Sanitize()))
 		})
 		if e.mode == store.ModeTenantLogin {
 			require.Error(t, err)
 			assert.Equal(t, "42501", pgCode(err), "%v", err)
 		} else {
-			require.NoError(t, err, "the guard calls pg_catalog.current_setting, whatever the path finds first")
+			require.NoError(t, err)
 		}
-		e.d.Exec(t, `DROP SCHEMA `+plant+` CASCADE`)
 	})
 }
 
