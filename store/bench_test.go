@@ -146,32 +146,6 @@ func benchPool(b *testing.B, d *pgtest.Database, role, password string, conns in
 	return pool
 }
 
-// benchEnv is newEnv on any database: an Admin of mode m and a DB on d,
-// with platformURL the platform role's connection string there.
-func benchEnv(b *testing.B, d *pgtest.Database, platformURL string, m store.Mode, adjust ...func(*store.AdminConfig, *store.Config)) *env {
-	b.Helper()
-	acfg, err := store.ParseAdminConfig(d.AdminURL())
-	require.NoError(b, err)
-	acfg.Mode, acfg.RolePrefix = m, d.Prefix()
-	acfg.LoginSecrets = []store.LoginSecret{secret}
-	acfg.Tables = []store.Table{requirements}
-	pcfg, err := pgx.ParseConfig(platformURL)
-	require.NoError(b, err)
-	acfg.PlatformRole = pcfg.User
-	cfg, err := store.ParseConfig(platformURL, secret)
-	require.NoError(b, err)
-	for _, a := range adjust {
-		a(acfg, cfg)
-	}
-	admin, err := store.OpenAdmin(b.Context(), acfg)
-	require.NoError(b, err)
-	b.Cleanup(admin.Close)
-	db, err := store.Open(b.Context(), cfg)
-	require.NoError(b, err)
-	b.Cleanup(db.Close)
-	return &env{mode: m, d: d, admin: admin, db: db}
-}
-
 // benchParallel runs op under b.RunParallel with a call counter i (from 1)
 // and a string to scan into, and reports allocations and the CPU time per
 // operation of this process and of the backends pids.
@@ -275,7 +249,7 @@ func BenchmarkColdTenant(b *testing.B) {
 		d := pgtest.NewSCRAMCluster(b)
 		platformURL := d.CreateRole(b, "benchplatform", "")
 		for _, n := range []int{store.DefaultSCRAMIterations, 4096} {
-			e := benchEnv(b, d, platformURL, store.ModeTenantLogin, func(a *store.AdminConfig, _ *store.Config) { a.SCRAMIterations = n })
+			e := envWith(b, d, platformURL, store.ModeTenantLogin, func(a *store.AdminConfig, _ *store.Config) { a.SCRAMIterations = n })
 			ids := benchTenants(b, e, "cold"+strconv.Itoa(n), coldTenants, 1)
 			b.Run("iterations="+strconv.Itoa(n), func(b *testing.B) { benchCold(b, e, platformURL, ids) })
 		}

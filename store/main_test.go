@@ -87,19 +87,25 @@ func newEnv(t testing.TB, m store.Mode, adjust ...func(*store.AdminConfig, *stor
 	return newEnvOn(t, databaseFor(t, m), m, adjust...)
 }
 
-// newEnvOn is newEnv on database d.
+// newEnvOn is newEnv on database d, with the package's platform role.
 func newEnvOn(t testing.TB, d *pgtest.Database, m store.Mode, adjust ...func(*store.AdminConfig, *store.Config)) *env {
+	t.Helper()
+	return envWith(t, d, platform(t, d), m, adjust...)
+}
+
+// envWith opens an Admin of mode m and a DB on d, whose platform role
+// connects with platformURL.
+func envWith(t testing.TB, d *pgtest.Database, platformURL string, m store.Mode, adjust ...func(*store.AdminConfig, *store.Config)) *env {
 	t.Helper()
 	acfg, err := store.ParseAdminConfig(d.AdminURL())
 	require.NoError(t, err)
-	acfg.Mode = m
-	acfg.RolePrefix = d.Prefix()
+	acfg.Mode, acfg.RolePrefix = m, d.Prefix()
 	acfg.LoginSecrets = []store.LoginSecret{secret}
 	acfg.Tables = []store.Table{requirements}
-	pcfg, err := pgx.ParseConfig(platformURLFor(t, d))
+	pcfg, err := pgx.ParseConfig(platformURL)
 	require.NoError(t, err)
 	acfg.PlatformRole = pcfg.User
-	cfg, err := store.ParseConfig(platformURLFor(t, d), secret)
+	cfg, err := store.ParseConfig(platformURL, secret)
 	require.NoError(t, err)
 	for _, a := range adjust {
 		a(acfg, cfg)
@@ -112,8 +118,6 @@ func newEnvOn(t testing.TB, d *pgtest.Database, m store.Mode, adjust ...func(*st
 	t.Cleanup(db.Close)
 	return &env{mode: m, d: d, admin: admin, db: db}
 }
-
-func platformURLFor(t testing.TB, d *pgtest.Database) string { return platform(t, d) }
 
 var tenantSeq atomic.Int64
 

@@ -54,7 +54,7 @@ func newPgbEnv(t *testing.T, m store.Mode, execMode pgx.QueryExecMode, bcfg pgbo
 	d := databaseFor(t, m)
 	e := &pgbEnv{b: pgbouncertest.StartConfig(t, d, bcfg)}
 	through := func(_ *store.AdminConfig, c *store.Config) {
-		bc, err := store.ParseConfig(e.b.URL(t, platformURLFor(t, d)), secret)
+		bc, err := store.ParseConfig(e.b.URL(t, platform(t, d)), secret)
 		require.NoError(t, err)
 		bc.Platform.ConnConfig.DefaultQueryExecMode = execMode
 		c.Platform = bc.Platform

@@ -53,7 +53,7 @@ func benchScaleDatabase(b *testing.B) *pgtest.Database {
 // benchmarks and of anyone else using the server.
 func BenchmarkMembershipRecompute(b *testing.B) {
 	d := benchScaleDatabase(b)
-	e := benchEnv(b, d, platform(b, d), store.ModeTenantLogin)
+	e := envWith(b, d, platform(b, d), store.ModeTenantLogin)
 	churn := benchIdent(d.Prefix() + "churn")
 	d.Exec(b, `DROP ROLE IF EXISTS `+churn)
 	for _, n := range []int{10, 1000} {
