@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -31,6 +32,11 @@ type Admin struct {
 	pgVersion  int
 	dbName     string
 	log        *slog.Logger
+
+	poolConfig   *pgxpool.Config            // cfg.Pool: the shared cluster's admin connection
+	clusters     map[string]*pgxpool.Config // cfg.Clusters
+	mu           sync.Mutex                 // guards clusterPools
+	clusterPools map[string]*pgxpool.Pool
 }
 
 // OpenAdmin connects with cfg.Pool, creates or upgrades the control-plane
@@ -70,7 +76,13 @@ func OpenAdmin(ctx context.Context, cfg *AdminConfig) (*Admin, error) {
 	a := &Admin{
 		platform: cfg.PlatformRole, rolePrefix: cfg.RolePrefix, mode: cfg.Mode, secrets: sec,
 		tables: append([]Table(nil), cfg.Tables...), connLimit: cfg.ConnLimit, iterations: cfg.SCRAMIterations,
-		log: cfg.Logger,
+		log: cfg.Logger, poolConfig: cfg.Pool.Copy(), clusters: map[string]*pgxpool.Config{}, clusterPools: map[string]*pgxpool.Pool{},
+	}
+	for name, c := range cfg.Clusters {
+		if !clusterNameRE.MatchString(name) || c == nil {
+			return nil, fmt.Errorf("store: %w: AdminConfig.Clusters[%q]: the name must match [a-z][a-z0-9_]* (at most 63 bytes) and the config be set: use AdminConfig.AddCluster", ErrInvalidConfig, name)
+		}
+		a.clusters[name] = c.Copy()
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -85,8 +97,16 @@ func OpenAdmin(ctx context.Context, cfg *AdminConfig) (*Admin, error) {
 	return a, nil
 }
 
-// Close closes the admin pool.
-func (a *Admin) Close() { a.pool.Close() }
+// Close closes the admin pools.
+func (a *Admin) Close() {
+	a.mu.Lock()
+	for name, p := range a.clusterPools {
+		p.Close()
+		delete(a.clusterPools, name)
+	}
+	a.mu.Unlock()
+	a.pool.Close()
+}
 
 // Mode returns the database's connection mode.
 func (a *Admin) Mode() Mode { return a.mode }

@@ -61,6 +61,10 @@ type AdminConfig struct {
 	LoginSecrets []LoginSecret
 	// Tables are the tenant tables created in every new tenant's schema.
 	Tables []Table
+	// Clusters are the admin connections of the dedicated clusters of
+	// government tenants, by the name they are registered under
+	// ([Admin.RegisterCluster]). Add them with AddCluster.
+	Clusters map[string]*pgxpool.Config
 	// ConnLimit is the connection quota of a new tenant: the CONNECTION
 	// LIMIT of its login role (enforced by PostgreSQL; the tenant cannot
 	// raise it) and the size of its pool in every DB. ParseAdminConfig
@@ -126,6 +130,11 @@ type Config struct {
 	// IdleTimeout closes a connection idle this long, and a tenant's pool
 	// when its last connection closes. ParseConfig sets 1 minute.
 	IdleTimeout time.Duration
+	// Clusters are the dedicated clusters of government tenants, by
+	// registered name: host, port, TLS and runtime settings (each tenant
+	// login brings its own user, password and database). Add them with
+	// AddCluster.
+	Clusters map[string]*pgxpool.Config
 	// Logger receives store's logs; nil discards them.
 	Logger *slog.Logger
 }

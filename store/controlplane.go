@@ -54,6 +54,33 @@ var controlPlaneSteps = []func(ctx context.Context, tx pgx.Tx) error{
 			`ALTER TABLE tenancy.tenant_logins ENABLE ROW LEVEL SECURITY`,
 		)
 	},
+	// 4: placements beyond the shared database, and fleet migrations.
+	// Dedicated clusters are registered by name (their connection strings
+	// are configuration, never stored); a login on another database or
+	// cluster records where it lives, and has no OID on this cluster.
+	// tenant_migrations is the ledger of tenant migrations: which tenant
+	// has which version (see migrate.go).
+	func(ctx context.Context, tx pgx.Tx) error {
+		return execAll(ctx, tx,
+			`CREATE TABLE tenancy.clusters (
+				name          text COLLATE "C" PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+				registered_at timestamptz NOT NULL DEFAULT now())`,
+			`ALTER TABLE tenancy.tenant_logins
+				ALTER COLUMN role_oid DROP NOT NULL,
+				ADD COLUMN cluster text COLLATE "C" REFERENCES tenancy.clusters (name),
+				ADD COLUMN database text COLLATE "C"`,
+			`CREATE TABLE tenancy.migrations (
+				version     int PRIMARY KEY CHECK (version > 0),
+				name        text NOT NULL,
+				checksum    bytea NOT NULL,
+				recorded_at timestamptz NOT NULL DEFAULT now())`,
+			`CREATE TABLE tenancy.tenant_migrations (
+				tenant_id  text COLLATE "C" NOT NULL REFERENCES tenancy.tenants (id),
+				version    int NOT NULL REFERENCES tenancy.migrations (version),
+				applied_at timestamptz NOT NULL DEFAULT now(),
+				PRIMARY KEY (tenant_id, version))`,
+		)
+	},
 }
 
 // idCheck is the SQL check of a tenant ID column: tenant.ParseID's
@@ -125,13 +152,10 @@ func tenantTableGuard(id tenant.ID, role string) guard {
 	return guard{policy: p, check: p, def: lit}
 }
 
-// guardSQL returns the definitions of the guard functions of mode m:
-// tenancy.current_tenant(), the default of every tenant_id column (and
-// the guard of ModeSharedPool), and tenancy.no_tenant(text), which raises.
-// Both have bodies bound at creation (BEGIN ATOMIC, qualified names), so
-// no object a session creates can shadow what they call.
-func guardSQL(m Mode, sharedRole string) []string {
-	noTenant := `CREATE OR REPLACE FUNCTION tenancy.no_tenant(t text) RETURNS text
+// noTenantSQL creates tenancy.no_tenant(text), which raises the error of
+// a session without a tenant (or, in ModeSharedPool, with a tenant setting
+// but not the shared login).
+const noTenantSQL = `CREATE OR REPLACE FUNCTION tenancy.no_tenant(t text) RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
   IF t IS NULL OR t = '' THEN
@@ -143,6 +167,14 @@ BEGIN
     USING ERRCODE = '42501';
 END
 $f$`
+
+// guardSQL returns the definitions of the guard functions of mode m:
+// tenancy.current_tenant(), the default of every tenant_id column (and
+// the guard of ModeSharedPool), and tenancy.no_tenant(text), which raises.
+// Both have bodies bound at creation (BEGIN ATOMIC, qualified names), so
+// no object a session creates can shadow what they call.
+func guardSQL(m Mode, sharedRole string) []string {
+	noTenant := noTenantSQL
 	isPlaced := `CREATE OR REPLACE FUNCTION tenancy.is_placed(t text) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC

@@ -15,17 +15,6 @@ import (
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
-// placement says where a tenant's data lives.
-type placement struct {
-	// Kind is "schema" for the standard tier.
-	Kind string `json:"kind"`
-	// Schema is the tenant's schema name.
-	Schema string `json:"schema,omitempty"`
-	// Role is the tenant's login role in ModeTenantLogin, "" in
-	// ModeSharedPool.
-	Role string `json:"role,omitempty"`
-}
-
 func validateInfo(info tenant.Info) error {
 	var errs []error
 	if info.ID.IsZero() {
@@ -36,8 +25,6 @@ func validateInfo(info tenant.Info) error {
 	}
 	if !info.Tier.Valid() {
 		errs = append(errs, fmt.Errorf("field Tier: %q is not a tier (standard, enterprise, government)", info.Tier))
-	} else if info.Tier != tenant.TierStandard {
-		errs = append(errs, fmt.Errorf("field Tier: %s placement is not supported by this version of store (only standard)", info.Tier))
 	}
 	switch info.State {
 	case "", tenant.StateActive, tenant.StateProvisioning, tenant.StateSuspended:
@@ -59,114 +46,365 @@ func validateInfo(info tenant.Info) error {
 	return nil
 }
 
-// CreateTenant places a new tenant and records it in the tenant directory,
-// all in one admin transaction: either everything exists afterwards or
-// nothing does. For the standard tier it creates schema tenant_<id> and
-// every table of AdminConfig.Tables (secured, see [Table]); in
-// ModeTenantLogin also the tenant's login role (an opaque name, the
-// password derived from the newest login secret and set as a SCRAM
-// verifier, CONNECTION LIMIT AdminConfig.ConnLimit, search_path its
-// schema, no other privilege than its own schema and what all tenants
-// share), recorded in tenancy.tenant_logins. info.State defaults to active.
+// CreateTenant places a new tenant and records it in the tenant directory.
+// Where by tier:
+//
+//   - standard: schema tenant_<id> of the shared database;
+//   - enterprise: database RolePrefix+"tenant_<id>" on the shared cluster,
+//     with schema tenant_<id> in it;
+//   - government: the same on a dedicated cluster, named with [OnCluster].
+//
+// In the schema it creates every table of AdminConfig.Tables and applies
+// every tenant migration (AdminConfig.Migrations), each secured (see
+// [Table]). The tenant's login role (ModeTenantLogin, and every tenant
+// with a database of its own) gets an opaque name, a password derived from
+// the newest login secret and set as a SCRAM verifier, CONNECTION LIMIT
+// AdminConfig.ConnLimit, search_path its schema, and no other privilege
+// than its own schema (and database) and what the standard tenants of the
+// shared database share; it is recorded in tenancy.tenant_logins. A tenant
+// database grants CONNECT to that login only. info.State defaults to
+// active.
+//
+// A standard tenant is created in one admin transaction: either everything
+// exists afterwards or nothing does. A database cannot be created inside a
+// transaction, so for the other tiers CreateTenant records the tenant as
+// requested first, then creates the database, then everything in it in one
+// transaction on it, then records the tenant's state; when a step fails it
+// undoes the steps before. After a crash the tenant stays requested, and
+// calling CreateTenant again with the same tier (and cluster) finishes it.
 // Creating a tenant that exists (or existed: IDs are never reused) fails
 // with an error wrapping [ErrTenantExists].
-func (a *Admin) CreateTenant(ctx context.Context, info tenant.Info) error {
+func (a *Admin) CreateTenant(ctx context.Context, info tenant.Info, opts ...CreateOption) error {
 	if err := validateInfo(info); err != nil {
 		return err
+	}
+	var o createOptions
+	for _, f := range opts {
+		if f != nil {
+			f(&o)
+		}
 	}
 	if info.State == "" {
 		info.State = tenant.StateActive
 	}
 	id := info.ID
-	schemaName := id.SchemaName()
-	schema := q(schemaName)
-	place := placement{Kind: "schema", Schema: schemaName}
-	var roleName string
-	if a.mode == ModeTenantLogin {
-		var err error
-		if roleName, err = a.secrets.roleName(a.rolePrefix, id); err != nil {
-			return fmt.Errorf("store: create tenant %s: %w", id, err)
-		}
-		place.Role = roleName
-	}
-	worker := a.sharedRole()
-	if a.mode == ModeTenantLogin {
-		worker = roleName
-	}
-
-	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO tenancy.tenants (id, name, tier, region, state, placement)
-			VALUES ($1, $2, $3, $4, $5, $6)`, id.String(), info.Name, string(info.Tier), info.Region, string(info.State), place)
-		if isUniqueViolation(err) {
-			return ErrTenantExists
-		}
-		if err != nil {
-			return err
-		}
-		if a.mode == ModeTenantLogin {
-			if err := a.createLogin(ctx, tx, id, roleName, schemaName, info.State); err != nil {
+	p, err := a.place(ctx, id, info.Tier, o)
+	if err == nil {
+		if p.ownDatabase() {
+			err = a.createWithDatabase(ctx, info, p)
+		} else {
+			err = pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+				if err := insertTenant(ctx, tx, info, p, info.State); err != nil {
+					return err
+				}
+				if p.Role != "" {
+					if err := a.createRole(ctx, tx, p, info.State); err != nil {
+						return err
+					}
+					if err := a.recordLogin(ctx, tx, id, p); err != nil {
+						return err
+					}
+				}
+				_, err := a.fillSchema(ctx, tx, id, p)
 				return err
-			}
+			})
 		}
-		w := q(worker)
-		if err := execAll(ctx, tx,
-			`CREATE SCHEMA `+schema,
-			`REVOKE ALL ON SCHEMA `+schema+` FROM PUBLIC`,
-			`GRANT USAGE ON SCHEMA `+schema+` TO `+w,
-		); err != nil {
-			return err
-		}
-		g := sharedTableGuard(a.mode)
-		if a.mode == ModeTenantLogin {
-			g = tenantTableGuard(id, roleName)
-		}
-		for _, t := range a.tables {
-			if err := createTable(ctx, tx, g, schemaName, t); err != nil {
-				return err
-			}
-		}
-		return execAll(ctx, tx,
-			`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA `+schema+` TO `+w,
-			`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA `+schema+` TO `+w,
-		)
-	})
+	}
 	if err != nil {
 		return fmt.Errorf("store: create tenant %s: %w", id, err)
 	}
-	a.log.InfoContext(ctx, "store: tenant created", "tenant_id", id.String(), "tier", string(info.Tier), "schema", schemaName)
+	a.log.InfoContext(ctx, "store: tenant created", "tenant_id", id.String(), "tier", string(info.Tier), "placement", p.Kind, "cluster", p.Cluster)
 	return nil
 }
 
-// createLogin creates the login role of tenant id in tx and records it.
-func (a *Admin) createLogin(ctx context.Context, tx pgx.Tx, id tenant.ID, roleName, schemaName string, state tenant.State) error {
+// insertTenant records a new tenant in the directory.
+func insertTenant(ctx context.Context, tx pgx.Tx, info tenant.Info, p placement, state tenant.State) error {
+	_, err := tx.Exec(ctx, `INSERT INTO tenancy.tenants (id, name, tier, region, state, placement)
+		VALUES ($1, $2, $3, $4, $5, $6)`, info.ID.String(), info.Name, string(info.Tier), info.Region, string(state), p)
+	if isUniqueViolation(err) {
+		return ErrTenantExists
+	}
+	return err
+}
+
+// fillSchema creates the schema of tenant id placed at p in tx (on the
+// tenant's database), its tables and migrations, and grants them to the
+// tenant's worker role; it returns the migration versions applied.
+func (a *Admin) fillSchema(ctx context.Context, tx pgx.Tx, id tenant.ID, p placement) ([]int, error) {
+	schema, w := q(p.Schema), q(a.workerOf(p))
+	if err := execAll(ctx, tx,
+		`CREATE SCHEMA `+schema,
+		`REVOKE ALL ON SCHEMA `+schema+` FROM PUBLIC`,
+		`GRANT USAGE ON SCHEMA `+schema+` TO `+w,
+	); err != nil {
+		return nil, err
+	}
+	g := a.guardOf(id, p)
+	for _, t := range a.tables {
+		if err := createTable(ctx, tx, g, p.Schema, t); err != nil {
+			return nil, err
+		}
+	}
+	versions, err := a.applyAllNew(ctx, tx, id, p)
+	if err != nil {
+		return nil, err
+	}
+	return versions, execAll(ctx, tx,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA `+schema+` TO `+w,
+		`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA `+schema+` TO `+w,
+	)
+}
+
+// tenantLock is the advisory lock of tenant id's creation and deletion
+// across its steps, held on conn (a session lock: the steps are several
+// transactions, on several databases).
+func tenantLock(ctx context.Context, pool *pgxpool.Pool, id tenant.ID) (unlock func(), err error) {
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	key := `tenancy.tenant:` + id.String()
+	if _, err := c.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, key); err != nil {
+		c.Release()
+		return nil, fmt.Errorf("lock tenant: %w", err)
+	}
+	return func() {
+		if _, err := c.Exec(context.Background(), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, key); err != nil {
+			_ = c.Conn().Close(context.Background())
+		}
+		c.Release()
+	}, nil
+}
+
+// createWithDatabase creates a tenant with a database of its own; see
+// CreateTenant.
+func (a *Admin) createWithDatabase(ctx context.Context, info tenant.Info, p placement) (err error) {
+	id := info.ID
+	unlock, err := tenantLock(ctx, a.pool, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// 1. The directory: the tenant, requested, and its login.
+	err = pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+		var state string
+		var prev placement
+		err := tx.QueryRow(ctx, `SELECT state, placement FROM tenancy.tenants WHERE id = $1 FOR UPDATE`, id.String()).Scan(&state, &prev)
+		switch {
+		case err == nil && state == string(tenant.StateRequested) && prev == p:
+			return nil // an earlier call stopped half-way: finish it
+		case err == nil:
+			return ErrTenantExists
+		case !errors.Is(err, pgx.ErrNoRows):
+			return err
+		}
+		if err := insertTenant(ctx, tx, info, p, tenant.StateRequested); err != nil {
+			return err
+		}
+		return a.recordLogin(ctx, tx, id, p)
+	})
+	if err != nil {
+		return err
+	}
+	cluster, err := a.clusterPool(ctx, p.Cluster)
+	if err != nil {
+		return err
+	}
+	roleMade := false
+	defer func() {
+		if err != nil {
+			if cerr := a.undoCreate(context.WithoutCancel(ctx), cluster, id, p, roleMade); cerr != nil {
+				err = fmt.Errorf("%w (and undoing the steps before: %v; call CreateTenant again to finish, or DropTenant to remove it)", err, cerr)
+			}
+		}
+	}()
+	// 2. The database.
+	if err := a.ensureDatabase(ctx, cluster, id, p); err != nil {
+		return err
+	}
+	// 3. Everything in it, in one transaction.
+	t, err := a.targetOf(ctx, p)
+	if err != nil {
+		return err
+	}
+	defer t.close()
+	var versions []int
+	err = pgx.BeginFunc(ctx, t.pool, func(tx pgx.Tx) error {
+		var done bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, p.Schema).Scan(&done); err != nil {
+			return err
+		}
+		if done { // an earlier call got this far
+			rows, err := tx.Query(ctx, `SELECT version FROM tenancy.tenant_migrations WHERE tenant_id = $1 ORDER BY 1`, id.String())
+			if err != nil {
+				return err
+			}
+			versions, err = pgx.CollectRows(rows, pgx.RowTo[int])
+			return err
+		}
+		if err := a.bootstrapTenantDatabase(ctx, tx, p); err != nil {
+			return err
+		}
+		if err := a.createRole(ctx, tx, p, info.State); err != nil {
+			return err
+		}
+		if err := execAll(ctx, tx,
+			`GRANT USAGE ON SCHEMA tenancy TO `+q(p.Role),
+			`GRANT EXECUTE ON FUNCTION tenancy.no_tenant(text) TO `+q(p.Role),
+		); err != nil {
+			return err
+		}
+		versions, err = a.fillSchema(ctx, tx, id, p)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	roleMade = true
+	// 4. The directory: the migrations it has, and its state.
+	return pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+		if len(versions) > 0 {
+			if _, err := tx.Exec(ctx, `INSERT INTO tenancy.tenant_migrations (tenant_id, version)
+				SELECT $1, v FROM unnest($2::int[]) v ON CONFLICT DO NOTHING`, id.String(), versions); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, `UPDATE tenancy.tenants SET state = $2, updated_at = now() WHERE id = $1 AND state = 'requested'`, id.String(), string(info.State))
+		return err
+	})
+}
+
+// ensureDatabase creates the database of tenant id placed at p on cluster,
+// unless an earlier call did (a database of that name owned by the admin
+// role); a database of that name that is not the admin's belongs to
+// someone else and is refused.
+func (a *Admin) ensureDatabase(ctx context.Context, cluster *pgxpool.Pool, id tenant.ID, p placement) error {
+	var ours *bool
+	err := cluster.QueryRow(ctx, `SELECT pg_has_role(current_user, datdba, 'USAGE') FROM pg_database WHERE datname = $1`, p.Database).Scan(&ours)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	if ours != nil {
+		if !*ours {
+			return fmt.Errorf("%w: database %s exists on the cluster and is not the admin role's (another deployment with the same RolePrefix?)", ErrTenantExists, q(p.Database))
+		}
+		return nil
+	}
+	db := q(p.Database)
+	if _, err := cluster.Exec(ctx, `CREATE DATABASE `+db); err != nil {
+		return fmt.Errorf("create database %s: %w", db, err)
+	}
+	// Until the grants of step 3, no role but the admin may connect.
+	_, err = cluster.Exec(ctx, `REVOKE CONNECT, TEMPORARY ON DATABASE `+db+` FROM PUBLIC`)
+	if err == nil {
+		_, err = cluster.Exec(ctx, `COMMENT ON DATABASE `+db+` IS `+literal("tenancy: database of tenant "+id.String()))
+	}
+	return err
+}
+
+// bootstrapTenantDatabase sets up a tenant's own database in tx: nothing
+// for PUBLIC (CONNECT, TEMPORARY, CREATE on schema public), and a schema
+// tenancy with the guard's function and the database's migration ledger.
+func (a *Admin) bootstrapTenantDatabase(ctx context.Context, tx pgx.Tx, p placement) error {
+	return execAll(ctx, tx,
+		`REVOKE CONNECT, TEMPORARY ON DATABASE `+q(p.Database)+` FROM PUBLIC`,
+		`REVOKE CREATE ON SCHEMA public FROM PUBLIC`,
+		`CREATE SCHEMA IF NOT EXISTS tenancy`,
+		`REVOKE ALL ON SCHEMA tenancy FROM PUBLIC`,
+		noTenantSQL,
+		`REVOKE ALL ON FUNCTION tenancy.no_tenant(text) FROM PUBLIC`,
+		// This database's copy of the ledger, written in the transaction of
+		// each migration, so that a crash between it and the control
+		// plane's copy loses nothing (see migrate.go).
+		`CREATE TABLE IF NOT EXISTS tenancy.tenant_migrations (
+			tenant_id  text COLLATE "C" NOT NULL,
+			version    int NOT NULL CHECK (version > 0),
+			applied_at timestamptz NOT NULL DEFAULT now(),
+			PRIMARY KEY (tenant_id, version))`,
+	)
+}
+
+// undoCreate undoes the steps of createWithDatabase after a failure: the
+// database, the login role (only if this call made it: a role of that
+// name made by anyone else is not ours to drop) and the directory rows.
+func (a *Admin) undoCreate(ctx context.Context, cluster *pgxpool.Pool, id tenant.ID, p placement, roleMade bool) error {
+	var errs []error
+	var ours *bool
+	err := cluster.QueryRow(ctx, `SELECT pg_has_role(current_user, datdba, 'USAGE') FROM pg_database WHERE datname = $1`, p.Database).Scan(&ours)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		errs = append(errs, err)
+	}
+	if ours != nil && *ours {
+		if _, err := cluster.Exec(ctx, `DROP DATABASE IF EXISTS `+q(p.Database)+` WITH (FORCE)`); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if roleMade {
+		if _, err := cluster.Exec(ctx, `DROP ROLE IF EXISTS `+q(p.Role)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+		return execAll(ctx, tx,
+			`DELETE FROM tenancy.tenant_migrations WHERE tenant_id = `+literal(id.String()),
+			`DELETE FROM tenancy.tenant_logins WHERE tenant_id = `+literal(id.String()),
+			`DELETE FROM tenancy.tenants WHERE id = `+literal(id.String())+` AND state = 'requested'`,
+		)
+	})
+}
+
+// createRole creates the login role of a tenant placed at p, in tx on the
+// cluster where it lives: a member of the shared database's group for the
+// standard tier; with CONNECT on its own database for the others.
+func (a *Admin) createRole(ctx context.Context, tx pgx.Tx, p placement, state tenant.State) error {
 	var roleExists bool
-	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, roleName).Scan(&roleExists); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, p.Role).Scan(&roleExists); err != nil {
 		return err
 	}
 	if roleExists {
-		return fmt.Errorf("%w: role %s already exists on this cluster (another deployment with the same RolePrefix and login secret?)", ErrTenantExists, q(roleName))
+		return fmt.Errorf("%w: role %s already exists on this cluster (another deployment with the same RolePrefix and login secret?)", ErrTenantExists, q(p.Role))
 	}
 	login := "NOLOGIN"
 	if canLogin(state) {
 		login = "LOGIN"
 	}
-	role := q(roleName)
-	groupGrant := `GRANT ` + q(a.groupRole()) + ` TO ` + role
-	if a.pgVersion >= 160000 {
-		groupGrant += ` WITH INHERIT TRUE, SET FALSE`
+	role := q(p.Role)
+	db := a.dbName
+	if p.ownDatabase() {
+		db = p.Database
 	}
-	if err := execAll(ctx, tx,
-		`CREATE ROLE `+role+` `+login+` NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT `+strconv.Itoa(a.connLimit),
-		groupGrant,
-		`ALTER ROLE `+role+` IN DATABASE `+q(a.dbName)+` SET search_path = `+q(schemaName),
-	); err != nil {
+	stmts := []string{
+		`CREATE ROLE ` + role + ` ` + login + ` NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT ` + strconv.Itoa(a.connLimit),
+		`ALTER ROLE ` + role + ` IN DATABASE ` + q(db) + ` SET search_path = ` + q(p.Schema),
+	}
+	if p.ownDatabase() {
+		stmts = append(stmts, `GRANT CONNECT ON DATABASE `+q(db)+` TO `+role)
+	} else {
+		groupGrant := `GRANT ` + q(a.groupRole()) + ` TO ` + role
+		if a.pgVersion >= 160000 {
+			groupGrant += ` WITH INHERIT TRUE, SET FALSE`
+		}
+		stmts = append(stmts, groupGrant)
+	}
+	if err := execAll(ctx, tx, stmts...); err != nil {
 		return err
 	}
-	if err := a.setVerifier(ctx, tx, roleName, a.secrets.current); err != nil {
-		return err
+	return a.setVerifier(ctx, tx, p.Role, a.secrets.current)
+}
+
+// recordLogin records the login of tenant id placed at p in the control
+// plane (tx on the shared database). A login on this cluster is recorded
+// with its OID, for the guard of shared tables; one elsewhere without.
+func (a *Admin) recordLogin(ctx context.Context, tx pgx.Tx, id tenant.ID, p placement) error {
+	oid := `$2::regrole::oid`
+	if p.ownDatabase() {
+		oid = `NULL::oid`
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO tenancy.tenant_logins (tenant_id, role_oid, role_name, secret_version, conn_limit)
-		VALUES ($1, $2::regrole::oid, $2, $3, $4)`, id.String(), roleName, a.secrets.current, a.connLimit)
+	_, err := tx.Exec(ctx, `INSERT INTO tenancy.tenant_logins (tenant_id, role_oid, role_name, secret_version, conn_limit, cluster, database)
+		VALUES ($1, `+oid+`, $2, $3, $4, NULLIF($5, ''), NULLIF($6, ''))`, id.String(), p.Role, a.secrets.current, a.connLimit, p.Cluster, p.Database)
 	return err
 }
 
