@@ -64,10 +64,10 @@ func toText(v any) string {
 }
 
 func TestAttackInjectedRoleAndSettingSwitch(t *testing.T) {
-	forModes(t, func(t *testing.T, e *env) {
+	forPlacements(t, func(t *testing.T, e *env) {
 		_, ctxA, idB, _, canary := victim(t, e)
 		role, _, err := store.LoginOf(t.Context(), e.admin, idB)
-		if e.mode == store.ModeSharedPool {
+		if !e.logins() {
 			role = "whatever"
 			err = nil
 		}
@@ -83,12 +83,13 @@ func TestAttackInjectedRoleAndSettingSwitch(t *testing.T) {
 		assert.Equal(t, "42501", pgCode(err), "permission denied: %v", err)
 
 		// The same without the switch: B's schema by name. A tenant login
-		// has no privilege on it; the shared login has, and row level
-		// security shows it none of B's rows.
+		// has no privilege on it (or, in a database of its own, no such
+		// schema exists); the shared login has, and row level security
+		// shows it none of B's rows.
 		err = noCanary(t, canary)(e.db.Query(ctxA, `SELECT * FROM `+other))
-		if e.mode == store.ModeTenantLogin {
+		if e.logins() {
 			require.Error(t, err)
-			assert.Equal(t, "42501", pgCode(err), "%v", err)
+			assert.Equal(t, e.foreignSchemaCode(), pgCode(err), "%v", err)
 		} else {
 			require.NoError(t, err)
 		}
@@ -96,16 +97,16 @@ func TestAttackInjectedRoleAndSettingSwitch(t *testing.T) {
 }
 
 func TestAttackOneInjectedValueQueryToXML(t *testing.T) {
-	forModes(t, func(t *testing.T, e *env) {
+	forPlacements(t, func(t *testing.T, e *env) {
 		_, ctxA, idB, _, canary := victim(t, e)
 		// The injected value closes the literal and unions in a query of
 		// B's table run by query_to_xml: a statement built by string
 		// concatenation, as a careless service would.
 		inj := `x' UNION ALL SELECT query_to_xml('SELECT * FROM ` + idB.SchemaName() + `.requirements', true, false, '')::text --`
 		err := noCanary(t, canary)(e.db.Query(ctxA, `SELECT requirement_text FROM requirements WHERE req_id = '`+inj+`'`))
-		if e.mode == store.ModeTenantLogin {
+		if e.logins() {
 			require.Error(t, err)
-			assert.Equal(t, "42501", pgCode(err), "%v", err)
+			assert.Equal(t, e.foreignSchemaCode(), pgCode(err), "%v", err)
 		} else {
 			require.NoError(t, err, "RLS filters B's rows for tenant A")
 		}
@@ -114,7 +115,7 @@ func TestAttackOneInjectedValueQueryToXML(t *testing.T) {
 		// app.tenant_id, which nothing reads.
 		inj = `x' UNION ALL SELECT set_config('app.tenant_id', '` + idB.String() + `', true) || (SELECT string_agg(requirement_text, ',') FROM requirements) --`
 		err = noCanary(t, canary)(e.db.Query(ctxA, `SELECT requirement_text FROM requirements WHERE req_id = '`+inj+`'`))
-		if e.mode == store.ModeSharedPool {
+		if !e.logins() {
 			require.Error(t, err)
 			assert.Equal(t, "42501", pgCode(err), "%v", err)
 		} else {
@@ -127,7 +128,7 @@ func TestAttackOneInjectedValueQueryToXML(t *testing.T) {
 }
 
 func TestAttackStackedStatementInOneValue(t *testing.T) {
-	forModes(t, func(t *testing.T, e *env) {
+	forPlacements(t, func(t *testing.T, e *env) {
 		_, ctxA, idB, _, canary := victim(t, e)
 		inj := `x'; SET app.tenant_id = '` + idB.String() + `'; SELECT requirement_text FROM ` + idB.SchemaName() + `.requirements; --`
 		err := noCanary(t, canary)(e.db.Query(ctxA, `SELECT requirement_text FROM requirements WHERE req_id = '`+inj+`'`))
@@ -136,7 +137,7 @@ func TestAttackStackedStatementInOneValue(t *testing.T) {
 }
 
 func TestAttackPreparedStatementHijack(t *testing.T) {
-	forModes(t, func(t *testing.T, e *env) {
+	forPlacements(t, func(t *testing.T, e *env) {
 		_, ctxA, _, ctxB, canary := victim(t, e)
 		// A plants a prepared statement on every connection it gets, that
 		// would copy the rows of whoever runs it into a session setting.
@@ -159,7 +160,7 @@ func TestAttackPreparedStatementHijack(t *testing.T) {
 }
 
 func TestAttackTempTablePlant(t *testing.T) {
-	forModes(t, func(t *testing.T, e *env) {
+	forPlacements(t, func(t *testing.T, e *env) {
 		_, ctxA, _, _, _ := victim(t, e)
 		for _, sql := range []string{
 			`CREATE TEMP TABLE integrations (tenant_id text, secret text)`,
@@ -175,7 +176,7 @@ func TestAttackTempTablePlant(t *testing.T) {
 }
 
 func TestAttackHeldCursor(t *testing.T) {
-	forModes(t, func(t *testing.T, e *env) {
+	forPlacements(t, func(t *testing.T, e *env) {
 		_, ctxA, _, ctxB, canary := victim(t, e)
 		// B leaves a cursor WITH HOLD over its rows on its connections.
 		for range 4 {
@@ -193,7 +194,7 @@ func TestAttackHeldCursor(t *testing.T) {
 }
 
 func TestRowsDoNotHandOutTheirConnection(t *testing.T) {
-	forModes(t, func(t *testing.T, e *env) {
+	forPlacements(t, func(t *testing.T, e *env) {
 		_, ctxA := e.newTenant(t, "rc")
 		rows, err := e.db.Query(ctxA, `SELECT 1`)
 		require.NoError(t, err)
@@ -245,7 +246,7 @@ func TestDirectoryReadIsTheContextsTenantOnly(t *testing.T) {
 }
 
 func TestTxNeedsItsTenantInTheContext(t *testing.T) {
-	forModes(t, func(t *testing.T, e *env) {
+	forPlacements(t, func(t *testing.T, e *env) {
 		_, ctxA := e.newTenant(t, "ta")
 		_, ctxB := e.newTenant(t, "tb")
 		var kept *store.Tx
@@ -301,7 +302,7 @@ func TestAttackSignalAnotherTenantsBackend(t *testing.T) {
 }
 
 func TestAttackStackedStatementsInATransaction(t *testing.T) {
-	forModes(t, func(t *testing.T, e *env) {
+	forPlacements(t, func(t *testing.T, e *env) {
 		_, ctxA, idB, _, canary := victim(t, e)
 		// pgx sends an Exec without arguments over the simple protocol,
 		// where one string may hold several statements: store must not.

@@ -48,7 +48,8 @@ type DB struct {
 	stop   chan struct{} // closed by Close: stops the janitor
 	done   chan struct{} // closed when the janitor has stopped
 
-	shared *sharedPool // ModeSharedPool
+	shared   *sharedPool                // ModeSharedPool
+	clusters map[string]*pgxpool.Config // cfg.Clusters
 
 	opened, closedPools atomic.Int64
 }
@@ -89,7 +90,13 @@ func Open(ctx context.Context, cfg *Config) (*DB, error) {
 	}
 	db := &DB{
 		secrets: sec, base: cfg.Platform.Copy(), adm: adm, idle: cfg.IdleTimeout, maxConns: cfg.MaxConns, log: cfg.Logger,
-		stop: make(chan struct{}), done: make(chan struct{}),
+		stop: make(chan struct{}), done: make(chan struct{}), clusters: map[string]*pgxpool.Config{},
+	}
+	for name, c := range cfg.Clusters {
+		if !clusterNameRE.MatchString(name) || c == nil {
+			return nil, fmt.Errorf("store: %w: Config.Clusters[%q]: the name must match [a-z][a-z0-9_]* (at most 63 bytes) and the config be set: use Config.AddCluster", ErrInvalidConfig, name)
+		}
+		db.clusters[name] = c.Copy()
 	}
 	if db.log == nil {
 		db.log = slog.New(slog.DiscardHandler)
@@ -189,7 +196,12 @@ type PoolStats struct {
 func (db *DB) Stats() PoolStats {
 	s := db.adm.Stats()
 	n := 0
-	db.pools.Range(func(any, any) bool { n++; return true })
+	db.pools.Range(func(_, v any) bool {
+		if v.(*tenantPool).pool != nil {
+			n++
+		}
+		return true
+	})
 	if db.shared != nil {
 		s.Open = int(db.shared.pool.Stat().TotalConns())
 	}
@@ -215,7 +227,9 @@ type tenantPool struct {
 
 func (p *tenantPool) close() {
 	p.unregister()
-	p.pool.Close()
+	if p.pool != nil {
+		p.pool.Close()
+	}
 }
 
 // acquire returns a connection of the tenant in ctx. op names the call for
@@ -225,17 +239,18 @@ func (db *DB) acquire(ctx context.Context, op string) (*pgxpool.Conn, tenant.ID,
 	if err != nil {
 		return nil, id, err
 	}
-	if db.mode == ModeSharedPool {
-		c, err := db.shared.acquire(ctx, id)
-		if err != nil {
-			return nil, id, fmt.Errorf("%s: %w", op, err)
-		}
-		return c, id, nil
-	}
 	for {
 		p, err := db.poolOf(ctx, id)
 		if err != nil {
 			return nil, id, fmt.Errorf("%s: tenant %s: %w", op, id, err)
+		}
+		if p.pool == nil { // a standard tenant in ModeSharedPool
+			p.lastUsed.Store(time.Now().UnixNano())
+			c, err := db.shared.acquire(ctx, id)
+			if err != nil {
+				return nil, id, fmt.Errorf("%s: %w", op, err)
+			}
+			return c, id, nil
 		}
 		n := p.users.Load()
 		if n < 0 || !p.users.CompareAndSwap(n, n+1) {
@@ -280,18 +295,28 @@ func (db *DB) poolOf(ctx context.Context, id tenant.ID) (*tenantPool, error) {
 		return nil, err
 	}
 	db.pools.Store(id, p)
-	db.opened.Add(1)
+	if p.pool != nil {
+		db.opened.Add(1)
+	}
 	return p, nil
 }
 
 func (db *DB) openPool(ctx context.Context, id tenant.ID) (*tenantPool, error) {
 	var (
-		role           string
-		version, limit int
+		role              string
+		version, limit    int
+		cluster, database *string
 	)
-	err := db.platform.QueryRow(ctx, `SELECT role_name, secret_version, conn_limit FROM tenancy.tenant_logins WHERE tenant_id = $1`, id.String()).
-		Scan(&role, &version, &limit)
+	err := db.platform.QueryRow(ctx, `SELECT role_name, secret_version, conn_limit, cluster, database FROM tenancy.tenant_logins WHERE tenant_id = $1`, id.String()).
+		Scan(&role, &version, &limit, &cluster, &database)
 	if errors.Is(err, pgx.ErrNoRows) {
+		if db.mode == ModeSharedPool {
+			// Standard tenants have no login of their own in this mode:
+			// the shared pool serves them.
+			p := &tenantPool{id: id, unregister: func() {}}
+			p.lastUsed.Store(time.Now().UnixNano())
+			return p, nil
+		}
 		return nil, fmt.Errorf("%w: no login in this database's directory", ErrUnknownTenant)
 	}
 	if err != nil {
@@ -300,8 +325,21 @@ func (db *DB) openPool(ctx context.Context, id tenant.ID) (*tenantPool, error) {
 	if _, err := db.secrets.password(version, role); err != nil {
 		return nil, err
 	}
-	cfg := db.base.Copy()
+	base := db.base
+	if cluster != nil {
+		var ok bool
+		if base, ok = db.clusters[*cluster]; !ok {
+			return nil, fmt.Errorf("%w: the tenant lives on cluster %q, which Config.Clusters does not have: add it with Config.AddCluster", ErrInvalidConfig, *cluster)
+		}
+	}
+	cfg := base.Copy()
 	cfg.ConnConfig.User = role
+	if database != nil {
+		cfg.ConnConfig.Database = *database
+	}
+	if cfg.ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeSimpleProtocol {
+		return nil, fmt.Errorf("%w: Config.Clusters[%q]: default_query_exec_mode simple_protocol is refused", ErrInvalidConfig, *cluster)
+	}
 	// The role's own settings give it its search_path; a setting in the
 	// startup packet would not pass PgBouncer. Nothing here relies on it
 	// for isolation.
@@ -410,10 +448,12 @@ func (db *DB) janitor() {
 		cutoff := time.Now().Add(-db.idle).UnixNano()
 		db.pools.Range(func(k, v any) bool {
 			p := v.(*tenantPool)
-			if p.lastUsed.Load() < cutoff && p.pool.Stat().TotalConns() == 0 && p.users.CompareAndSwap(0, -1<<40) {
+			if p.lastUsed.Load() < cutoff && (p.pool == nil || p.pool.Stat().TotalConns() == 0) && p.users.CompareAndSwap(0, -1<<40) {
 				db.pools.CompareAndDelete(k, p)
+				if p.pool != nil {
+					db.closedPools.Add(1)
+				}
 				p.close()
-				db.closedPools.Add(1)
 			}
 			return true
 		})

@@ -202,31 +202,37 @@ func TestCreateTenantRejectsInvalidInfoNamingTheField(t *testing.T) {
 	for name, tc := range map[string]struct {
 		info tenant.Info
 		want []string
+		opts []store.CreateOption
 	}{
-		"no ID":                  {tenant.Info{Name: "N", Tier: std}, []string{"field ID:"}},
-		"empty name":             {tenant.Info{ID: freshID("bad"), Tier: std}, []string{"field Name:"}},
-		"overlong name":          {tenant.Info{ID: freshID("bad"), Name: strings.Repeat("n", 201), Tier: std}, []string{"field Name:"}},
-		"overlong UTF-8 name":    {tenant.Info{ID: freshID("bad"), Name: strings.Repeat("é", 101), Tier: std}, []string{"field Name:"}},
-		"invalid UTF-8 name":     {tenant.Info{ID: freshID("bad"), Name: "bad \xff name", Tier: std}, []string{"field Name:"}},
-		"overlong region":        {tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, Region: strings.Repeat("r", 65)}, []string{"field Region:"}},
-		"invalid UTF-8 region":   {tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, Region: "eu\xc3"}, []string{"field Region:"}},
-		"NUL in name":            {tenant.Info{ID: freshID("bad"), Name: "a\x00b", Tier: std}, []string{"field Name:", "NUL"}},
-		"NUL in region":          {tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, Region: "eu\x00"}, []string{"field Region:", "NUL"}},
-		"no tier":                {tenant.Info{ID: freshID("bad"), Name: "N"}, []string{"field Tier:"}},
-		"unknown tier":           {tenant.Info{ID: freshID("bad"), Name: "N", Tier: "platinum"}, []string{"field Tier:", "platinum"}},
-		"enterprise tier":        {tenant.Info{ID: freshID("bad"), Name: "N", Tier: tenant.TierEnterprise}, []string{"field Tier:", "not supported"}},
-		"government tier":        {tenant.Info{ID: freshID("bad"), Name: "N", Tier: tenant.TierGovernment}, []string{"field Tier:", "not supported"}},
-		"unknown state":          {tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, State: "bogus"}, []string{"field State:", "bogus"}},
-		"created deleted":        {tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, State: tenant.StateDeleted}, []string{"field State:"}},
-		"created failed":         {tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, State: tenant.StateFailed}, []string{"field State:"}},
-		"created requested":      {tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, State: tenant.StateRequested}, []string{"field State:"}},
-		"created decommissioned": {tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, State: tenant.StateDecommissioning}, []string{"field State:"}},
-		"every field at once": {tenant.Info{Name: "", Tier: "platinum", State: "bogus", Region: strings.Repeat("r", 65)},
-			[]string{"field ID:", "field Name:", "field Tier:", "field State:", "field Region:"}},
+		"no ID":                  {info: tenant.Info{Name: "N", Tier: std}, want: []string{"field ID:"}},
+		"empty name":             {info: tenant.Info{ID: freshID("bad"), Tier: std}, want: []string{"field Name:"}},
+		"overlong name":          {info: tenant.Info{ID: freshID("bad"), Name: strings.Repeat("n", 201), Tier: std}, want: []string{"field Name:"}},
+		"overlong UTF-8 name":    {info: tenant.Info{ID: freshID("bad"), Name: strings.Repeat("é", 101), Tier: std}, want: []string{"field Name:"}},
+		"invalid UTF-8 name":     {info: tenant.Info{ID: freshID("bad"), Name: "bad \xff name", Tier: std}, want: []string{"field Name:"}},
+		"overlong region":        {info: tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, Region: strings.Repeat("r", 65)}, want: []string{"field Region:"}},
+		"invalid UTF-8 region":   {info: tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, Region: "eu\xc3"}, want: []string{"field Region:"}},
+		"NUL in name":            {info: tenant.Info{ID: freshID("bad"), Name: "a\x00b", Tier: std}, want: []string{"field Name:", "NUL"}},
+		"NUL in region":          {info: tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, Region: "eu\x00"}, want: []string{"field Region:", "NUL"}},
+		"no tier":                {info: tenant.Info{ID: freshID("bad"), Name: "N"}, want: []string{"field Tier:"}},
+		"unknown tier":           {info: tenant.Info{ID: freshID("bad"), Name: "N", Tier: "platinum"}, want: []string{"field Tier:", "platinum"}},
+		"government, no cluster": {info: tenant.Info{ID: freshID("bad"), Name: "N", Tier: tenant.TierGovernment}, want: []string{"option OnCluster:", "dedicated cluster"}},
+		"government, unregistered cluster": {info: tenant.Info{ID: freshID("bad"), Name: "N", Tier: tenant.TierGovernment}, want: []string{"option OnCluster:", `"nowhere" is not registered`},
+			opts: []store.CreateOption{store.OnCluster("nowhere")}},
+		"standard on a cluster": {info: tenant.Info{ID: freshID("bad"), Name: "N", Tier: std}, want: []string{"option OnCluster:", "standard"},
+			opts: []store.CreateOption{store.OnCluster("nowhere")}},
+		"enterprise on a cluster": {info: tenant.Info{ID: freshID("bad"), Name: "N", Tier: tenant.TierEnterprise}, want: []string{"option OnCluster:", "enterprise"},
+			opts: []store.CreateOption{store.OnCluster("nowhere")}},
+		"unknown state":          {info: tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, State: "bogus"}, want: []string{"field State:", "bogus"}},
+		"created deleted":        {info: tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, State: tenant.StateDeleted}, want: []string{"field State:"}},
+		"created failed":         {info: tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, State: tenant.StateFailed}, want: []string{"field State:"}},
+		"created requested":      {info: tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, State: tenant.StateRequested}, want: []string{"field State:"}},
+		"created decommissioned": {info: tenant.Info{ID: freshID("bad"), Name: "N", Tier: std, State: tenant.StateDecommissioning}, want: []string{"field State:"}},
+		"every field at once": {info: tenant.Info{Name: "", Tier: "platinum", State: "bogus", Region: strings.Repeat("r", 65)},
+			want: []string{"field ID:", "field Name:", "field Tier:", "field State:", "field Region:"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			before := countObjects(t, c, e.d)
-			err := e.admin.CreateTenant(t.Context(), tc.info)
+			err := e.admin.CreateTenant(t.Context(), tc.info, tc.opts...)
 			require.Error(t, err)
 			for _, w := range tc.want {
 				assert.Contains(t, err.Error(), w)

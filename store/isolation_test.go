@@ -12,7 +12,7 @@ import (
 )
 
 func TestTenantSeesOnlyItsOwnRows(t *testing.T) {
-	forModes(t, func(t *testing.T, e *env) {
+	forPlacements(t, func(t *testing.T, e *env) {
 		_, ctxA := e.newTenant(t, "a")
 		_, ctxB := e.newTenant(t, "b")
 		e.insertReq(t, ctxA, "REQ-A-1", "only A")
@@ -39,7 +39,7 @@ func TestTenantSeesOnlyItsOwnRows(t *testing.T) {
 }
 
 func TestCallWithoutTenantFails(t *testing.T) {
-	forModes(t, func(t *testing.T, e *env) {
+	forPlacements(t, func(t *testing.T, e *env) {
 		_, err := e.db.Exec(t.Context(), `SELECT 1`)
 		assert.ErrorIs(t, err, tenant.ErrNoTenant)
 	})

@@ -51,7 +51,7 @@ func checkOwnRows(want tenant.ID, rows pgx.Rows, err error) error {
 // connections all through the run, and checks every row each one reads.
 func TestLeakHunt(t *testing.T) {
 	const goroutines, tenants, rounds = 64, 20, 25
-	forModes(t, func(t *testing.T, e *env) {
+	forPlacements(t, func(t *testing.T, e *env) {
 		ids := make([]tenant.ID, tenants)
 		for i := range ids {
 			var ctx context.Context
@@ -104,7 +104,7 @@ func TestLeakHunt(t *testing.T) {
 		s := e.db.Stats()
 		t.Logf("stats after the hunt: %+v", s)
 		assert.LessOrEqual(t, s.Conns, 6, "the global cap holds")
-		if e.mode == store.ModeTenantLogin {
+		if e.logins() {
 			assert.Positive(t, s.Waits, "tenants waited for the cap")
 			assert.Positive(t, s.Evictions, "tenants evicted each other")
 		}

@@ -75,9 +75,78 @@ func databaseFor(t testing.TB, m store.Mode) *pgtest.Database {
 // env is an Admin and a DB over one database.
 type env struct {
 	mode  store.Mode
+	tier  tenant.Tier // of the tenants newTenant makes; standard if ""
 	d     *pgtest.Database
 	admin *store.Admin
 	db    *store.DB
+}
+
+// govCluster is the name of the dedicated cluster of government tenants
+// in tests: pgtest.SecondCluster.
+const govCluster = "gov"
+
+// logins reports whether the env's tenants have login roles of their
+// own: in ModeTenantLogin, and every tenant with a database of its own.
+func (e *env) logins() bool { return e.mode == store.ModeTenantLogin || e.ownDB() }
+
+// ownDB reports whether the env's tenants have a database of their own.
+func (e *env) ownDB() bool { return e.tier == tenant.TierEnterprise || e.tier == tenant.TierGovernment }
+
+// foreignSchemaCode is the SQLSTATE of naming another tenant's schema in
+// a statement, for tenants with logins: no privilege on it (42501) in the
+// shared database, no such relation (42P01) in a database of one's own.
+func (e *env) foreignSchemaCode() string {
+	if e.ownDB() {
+		return "42P01"
+	}
+	return "42501"
+}
+
+// placementCase is one connection mode and tier of the isolation tests.
+type placementCase struct {
+	mode store.Mode
+	tier tenant.Tier
+}
+
+// placements are the modes and tiers every isolation test runs on:
+// standard tenants in both modes, enterprise tenants (a database of their
+// own) in both (they have logins of their own either way), and
+// government tenants (a database of their own on a second cluster).
+var placements = []placementCase{
+	{store.ModeTenantLogin, tenant.TierStandard},
+	{store.ModeSharedPool, tenant.TierStandard},
+	{store.ModeTenantLogin, tenant.TierEnterprise},
+	{store.ModeSharedPool, tenant.TierEnterprise},
+	{store.ModeTenantLogin, tenant.TierGovernment},
+}
+
+// forPlacements runs fn as a subtest per placement case, on a new env
+// adjusted by adjust whose newTenant makes tenants of that tier.
+func forPlacements(t *testing.T, fn func(t *testing.T, e *env), adjust ...func(*store.AdminConfig, *store.Config)) {
+	for _, pc := range placements {
+		t.Run(string(pc.mode)+"/"+string(pc.tier), func(t *testing.T) {
+			fn(t, newPlacedEnv(t, pc, adjust...))
+		})
+	}
+}
+
+// newPlacedEnv is newEnv for tenants of pc's tier: for the government
+// tier with the second cluster registered as govCluster.
+func newPlacedEnv(t testing.TB, pc placementCase, adjust ...func(*store.AdminConfig, *store.Config)) *env {
+	t.Helper()
+	if pc.tier == tenant.TierGovernment {
+		second := pgtest.SecondCluster(t)
+		adjust = append([]func(*store.AdminConfig, *store.Config){func(a *store.AdminConfig, c *store.Config) {
+			require.NoError(t, a.AddCluster(govCluster, second.AdminURL()))
+			require.NoError(t, c.AddCluster(govCluster, second.AdminURL()))
+		}}, adjust...)
+	}
+	e := newEnv(t, pc.mode, adjust...)
+	e.tier = pc.tier
+	if pc.tier == tenant.TierGovernment {
+		require.NoError(t, e.admin.RegisterCluster(t.Context(), govCluster))
+	}
+	return e
 }
 
 // newEnv opens an Admin and a DB of mode m over the package's database for
@@ -121,12 +190,21 @@ func envWith(t testing.TB, d *pgtest.Database, platformURL string, m store.Mode,
 
 var tenantSeq atomic.Int64
 
-// newTenant creates a standard-tier tenant with a unique ID starting with
-// name, and returns its ID and a context carrying it.
+// newTenant creates a tenant of the env's tier (standard by default) with
+// a unique ID starting with name, and returns its ID and a context
+// carrying it.
 func (e *env) newTenant(t testing.TB, name string) (tenant.ID, context.Context) {
 	t.Helper()
 	id := tenant.MustParseID(fmt.Sprintf("%s%d", name, tenantSeq.Add(1)))
-	require.NoError(t, e.admin.CreateTenant(t.Context(), tenant.Info{ID: id, Name: "Tenant " + name, Tier: tenant.TierStandard}))
+	tier := e.tier
+	if tier == "" {
+		tier = tenant.TierStandard
+	}
+	var opts []store.CreateOption
+	if tier == tenant.TierGovernment {
+		opts = append(opts, store.OnCluster(govCluster))
+	}
+	require.NoError(t, e.admin.CreateTenant(t.Context(), tenant.Info{ID: id, Name: "Tenant " + name, Tier: tier}, opts...))
 	return id, tenant.NewContext(t.Context(), id)
 }
 

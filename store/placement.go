@@ -75,10 +75,17 @@ func (a *Admin) place(ctx context.Context, id tenant.ID, tier tenant.Tier, o cre
 	}
 	switch {
 	case o.cluster != "" && tier != tenant.TierGovernment:
-		return p, fmt.Errorf("%w: field Tier: a %s tenant is not placed on a dedicated cluster (store.OnCluster is for the government tier)", ErrInvalidConfig, tier)
+		return p, fmt.Errorf("%w: option OnCluster: a %s tenant is not placed on a dedicated cluster (OnCluster is for the government tier)", ErrInvalidConfig, tier)
 	case tier == tenant.TierGovernment && o.cluster == "":
-		return p, fmt.Errorf("%w: a government tenant lives on a dedicated cluster: pass store.OnCluster(name) with a cluster registered by Admin.RegisterCluster", ErrInvalidConfig)
+		return p, fmt.Errorf("%w: option OnCluster: a government tenant lives on a dedicated cluster: pass store.OnCluster(name) with a cluster registered by Admin.RegisterCluster", ErrInvalidConfig)
 	case o.cluster != "":
+		var registered bool
+		if err := a.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tenancy.clusters WHERE name = $1)`, o.cluster).Scan(&registered); err != nil {
+			return p, err
+		}
+		if !registered {
+			return p, fmt.Errorf("%w: option OnCluster: cluster %q is not registered: call Admin.RegisterCluster first", ErrInvalidConfig, o.cluster)
+		}
 		if _, err := a.clusterPool(ctx, o.cluster); err != nil {
 			return p, err
 		}

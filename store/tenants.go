@@ -411,16 +411,6 @@ func (a *Admin) recordLogin(ctx context.Context, tx pgx.Tx, id tenant.ID, p plac
 // canLogin reports whether a tenant's login role may log in in state s.
 func canLogin(s tenant.State) bool { return s == tenant.StateActive || s == tenant.StateProvisioning }
 
-// loginOf returns the login role name of tenant id, "" if it has none.
-func loginOf(ctx context.Context, tx pgx.Tx, id tenant.ID) (string, error) {
-	var role string
-	err := tx.QueryRow(ctx, `SELECT role_name FROM tenancy.tenant_logins WHERE tenant_id = $1`, id.String()).Scan(&role)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
-	}
-	return role, err
-}
-
 // terminateSessions ends the sessions of role. It needs the privileges of
 // the role: a non-superuser admin (CREATEROLE) makes itself a member for
 // the rest of the transaction, and revoke says whether to undo that.
@@ -446,12 +436,15 @@ func terminateSessions(ctx context.Context, tx pgx.Tx, role string, revoke bool)
 	return nil
 }
 
-// DropTenant deletes a tenant's data and placement in one admin
-// transaction: its rows in every shared table, its schema with everything
-// in it, and its login role (whose sessions it ends). The
+// DropTenant deletes a tenant's data and placement: its rows in every
+// shared table, its schema with everything in it (or its database, on the
+// cluster where it lives) and its login role (whose sessions it ends). The
 // directory keeps the tenant with state deleted, so the ID is never given
 // to another tenant. Dropping a tenant that has no placement fails with an
-// error wrapping [ErrUnknownTenant].
+// error wrapping [ErrUnknownTenant]. A standard tenant is dropped in one
+// admin transaction; a tenant with a database of its own in steps that
+// can be repeated: after a failure or a crash, call DropTenant again. It
+// also removes a tenant whose creation stopped half-way (requested).
 //
 // It waits for transactions that are writing to shared tables to end, so
 // that it deletes what they commit, and holds off new writers until it
@@ -461,77 +454,135 @@ func (a *Admin) DropTenant(ctx context.Context, id tenant.ID) error {
 	if id.IsZero() {
 		return fmt.Errorf("store: drop tenant: %w", tenant.ErrNoTenant)
 	}
-	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+	unlock, err := tenantLock(ctx, a.pool, id)
+	if err != nil {
+		return fmt.Errorf("store: drop tenant %s: %w", id, err)
+	}
+	defer unlock()
+	err = pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		var state string
-		err := tx.QueryRow(ctx, `SELECT state FROM tenancy.tenants WHERE id = $1 FOR UPDATE`, id.String()).Scan(&state)
+		var p placement
+		err := tx.QueryRow(ctx, `SELECT state, placement FROM tenancy.tenants WHERE id = $1 FOR UPDATE`, id.String()).Scan(&state, &p)
 		if errors.Is(err, pgx.ErrNoRows) || state == string(tenant.StateDeleted) {
 			return ErrUnknownTenant
 		}
 		if err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT schema_name, table_name FROM tenancy.shared_tables ORDER BY 1, 2`)
-		if err != nil {
+		if p.ownDatabase() {
+			if err := a.dropDatabase(ctx, p); err != nil {
+				return err
+			}
+		} else if err := a.dropSchema(ctx, tx, id, p); err != nil {
 			return err
 		}
-		shared, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pgx.Identifier, error) {
-			var s, t string
-			err := r.Scan(&s, &t)
-			return pgx.Identifier{s, t}, err
-		})
-		if err != nil {
-			return err
+		_, err = tx.Exec(ctx, `DELETE FROM tenancy.tenant_migrations WHERE tenant_id = $1`, id.String())
+		if err == nil {
+			_, err = tx.Exec(ctx, `DELETE FROM tenancy.tenant_logins WHERE tenant_id = $1`, id.String())
 		}
-		if len(shared) > 0 {
-			// SHARE mode waits for every transaction that is writing to a
-			// shared table, so that the DELETE below sees the rows they
-			// commit, and holds off new writers until the tenant is gone.
-			// Always in the same order.
-			lock := make([]string, len(shared))
-			for i, t := range shared {
-				lock[i] = t.Sanitize()
-			}
-			if _, err := tx.Exec(ctx, `LOCK TABLE `+strings.Join(lock, ", ")+` IN SHARE MODE`); err != nil {
-				return err
-			}
-			for _, t := range shared {
-				// The admin's own policy (tenancy_admin) lets it see every
-				// tenant's rows of a shared table.
-				if _, err := tx.Exec(ctx, `DELETE FROM `+t.Sanitize()+` WHERE tenant_id = $1`, id.String()); err != nil {
-					return err
-				}
-			}
+		if err == nil {
+			_, err = tx.Exec(ctx, `UPDATE tenancy.tenants SET state = 'deleted', placement = '{}', updated_at = now() WHERE id = $1`, id.String())
 		}
-		role, err := loginOf(ctx, tx, id)
-		if err != nil {
-			return err
-		}
-		if err := execAll(ctx, tx, `DROP SCHEMA IF EXISTS `+q(id.SchemaName())+` CASCADE`); err != nil {
-			return err
-		}
-		if role != "" {
-			if _, err := tx.Exec(ctx, `DELETE FROM tenancy.tenant_logins WHERE tenant_id = $1`, id.String()); err != nil {
-				return err
-			}
-			if err := execAll(ctx, tx, `ALTER ROLE `+q(role)+` NOLOGIN`); err != nil {
-				return err
-			}
-			// Leaves the admin a member, which DROP OWNED needs; the role
-			// goes right after.
-			if err := terminateSessions(ctx, tx, role, false); err != nil {
-				return err
-			}
-			if err := execAll(ctx, tx, `DROP OWNED BY `+q(role), `DROP ROLE `+q(role)); err != nil {
-				return err
-			}
-		}
-		_, err = tx.Exec(ctx, `UPDATE tenancy.tenants SET state = 'deleted', placement = '{}', updated_at = now() WHERE id = $1`, id.String())
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("store: drop tenant %s: %w", id, err)
 	}
 	a.log.InfoContext(ctx, "store: tenant dropped", "tenant_id", id.String())
+	return nil
+}
+
+// dropSchema deletes, in tx, a standard tenant's rows of the shared tables,
+// its schema and its login.
+func (a *Admin) dropSchema(ctx context.Context, tx pgx.Tx, id tenant.ID, p placement) error {
+	rows, err := tx.Query(ctx, `SELECT schema_name, table_name FROM tenancy.shared_tables ORDER BY 1, 2`)
+	if err != nil {
+		return err
+	}
+	shared, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pgx.Identifier, error) {
+		var s, t string
+		err := r.Scan(&s, &t)
+		return pgx.Identifier{s, t}, err
+	})
+	if err != nil {
+		return err
+	}
+	if len(shared) > 0 {
+		// SHARE mode waits for every transaction that is writing to a
+		// shared table, so that the DELETE below sees the rows they
+		// commit, and holds off new writers until the tenant is gone.
+		// Always in the same order.
+		lock := make([]string, len(shared))
+		for i, t := range shared {
+			lock[i] = t.Sanitize()
+		}
+		if _, err := tx.Exec(ctx, `LOCK TABLE `+strings.Join(lock, ", ")+` IN SHARE MODE`); err != nil {
+			return err
+		}
+		for _, t := range shared {
+			// The admin's own policy (tenancy_admin) lets it see every
+			// tenant's rows of a shared table.
+			if _, err := tx.Exec(ctx, `DELETE FROM `+t.Sanitize()+` WHERE tenant_id = $1`, id.String()); err != nil {
+				return err
+			}
+		}
+	}
+	if err := execAll(ctx, tx, `DROP SCHEMA IF EXISTS `+q(id.SchemaName())+` CASCADE`); err != nil {
+		return err
+	}
+	if p.Role == "" {
+		return nil
+	}
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, p.Role).Scan(&exists); err != nil || !exists {
+		return err
+	}
+	if err := execAll(ctx, tx, `ALTER ROLE `+q(p.Role)+` NOLOGIN`); err != nil {
+		return err
+	}
+	// Leaves the admin a member, which DROP OWNED needs; the role goes
+	// right after.
+	if err := terminateSessions(ctx, tx, p.Role, false); err != nil {
+		return err
+	}
+	return execAll(ctx, tx, `DROP OWNED BY `+q(p.Role), `DROP ROLE `+q(p.Role))
+}
+
+// dropDatabase deletes the database and the login of a tenant placed at p
+// on its cluster: NOLOGIN first, then the database with every session on
+// it, then the role. Each step can be repeated.
+func (a *Admin) dropDatabase(ctx context.Context, p placement) error {
+	cluster, err := a.clusterPool(ctx, p.Cluster)
+	if err != nil {
+		return err
+	}
+	var roleExists bool
+	if err := cluster.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, p.Role).Scan(&roleExists); err != nil {
+		return err
+	}
+	if roleExists {
+		if _, err := cluster.Exec(ctx, `ALTER ROLE `+q(p.Role)+` NOLOGIN`); err != nil {
+			return err
+		}
+	}
+	var ours *bool
+	err = cluster.QueryRow(ctx, `SELECT pg_has_role(current_user, datdba, 'USAGE') FROM pg_database WHERE datname = $1`, p.Database).Scan(&ours)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	if ours != nil {
+		if !*ours {
+			return fmt.Errorf("database %s is not the admin role's: not dropping it", q(p.Database))
+		}
+		if _, err := cluster.Exec(ctx, `DROP DATABASE `+q(p.Database)+` WITH (FORCE)`); err != nil {
+			return fmt.Errorf("drop database %s: %w", q(p.Database), err)
+		}
+	}
+	if roleExists {
+		if _, err := cluster.Exec(ctx, `DROP ROLE IF EXISTS `+q(p.Role)); err != nil {
+			return fmt.Errorf("drop role %s: %w", q(p.Role), err)
+		}
+	}
 	return nil
 }
 
@@ -587,17 +638,29 @@ func (a *Admin) SetState(ctx context.Context, id tenant.ID, to tenant.State) err
 		if _, err = tx.Exec(ctx, `UPDATE tenancy.tenants SET state = $2, updated_at = now() WHERE id = $1`, id.String(), string(to)); err != nil {
 			return err
 		}
-		role, err := loginOf(ctx, tx, id)
-		if err != nil || role == "" {
+		p, err := placementOf(ctx, tx, id)
+		if err != nil || p.Role == "" {
 			return err
 		}
-		if canLogin(to) {
-			return execAll(ctx, tx, `ALTER ROLE `+q(role)+` LOGIN`)
+		setLogin := func(tx pgx.Tx) error {
+			if canLogin(to) {
+				return execAll(ctx, tx, `ALTER ROLE `+q(p.Role)+` LOGIN`)
+			}
+			if err := execAll(ctx, tx, `ALTER ROLE `+q(p.Role)+` NOLOGIN`); err != nil {
+				return err
+			}
+			return terminateSessions(ctx, tx, p.Role, true)
 		}
-		if err := execAll(ctx, tx, `ALTER ROLE `+q(role)+` NOLOGIN`); err != nil {
+		if !p.ownDatabase() {
+			return setLogin(tx)
+		}
+		// The login lives on its own database's cluster: changed there
+		// before this transaction commits the state.
+		cluster, err := a.clusterPool(ctx, p.Cluster)
+		if err != nil {
 			return err
 		}
-		return terminateSessions(ctx, tx, role, true)
+		return pgx.BeginFunc(ctx, cluster, setLogin)
 	})
 	if err != nil {
 		return fmt.Errorf("store: set state of tenant %s: %w", id, err)
@@ -639,75 +702,82 @@ type LoginDrift struct {
 	What []string
 }
 
-// RepairLogins checks every tenant login of this database and sets it
-// back to what store made it: its password verifier from its recorded
-// secret version, its role settings (search_path only), its connection
-// limit and LOGIN according to the tenant's state. It repairs every login
-// whether or not drift was seen (a password change is invisible to a
-// non-superuser admin), and returns the drift it saw.
+// RepairLogins checks every tenant login of this database, on every
+// cluster, and sets it back to what store made it: its password verifier
+// from its recorded secret version, its role settings (search_path only),
+// its connection limit and LOGIN according to the tenant's state. It
+// repairs every login whether or not drift was seen (a password change is
+// invisible to a non-superuser admin), and returns the drift it saw. It
+// commits every loginBatch logins, so that PostgreSQL 16+'s lock table
+// (a lock per role changed) holds any number of tenants.
 func (a *Admin) RepairLogins(ctx context.Context) ([]LoginDrift, error) {
 	var drift []LoginDrift
-	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+	err := a.forLogins(ctx, `TRUE`, loginBatch, func(tx pgx.Tx, cluster string, ls []login) error {
 		var super bool
 		if err := tx.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&super); err != nil {
 			return err
 		}
-		type login struct {
-			id, role, state, schema  string
-			version, limit, rolLimit int
-			canLogin                 bool
-			settings                 []string
-			password                 *string
-		}
 		pw := `NULL::text`
 		if super {
-			pw = `(SELECT rolpassword FROM pg_authid WHERE oid = l.role_oid)`
+			pw = `(SELECT rolpassword FROM pg_authid WHERE oid = r.oid)`
 		}
-		rows, err := tx.Query(ctx, `SELECT l.tenant_id, l.role_name, t.state, t.placement->>'schema', l.secret_version, l.conn_limit,
-				r.rolconnlimit, r.rolcanlogin,
+		names := make([]string, len(ls))
+		for i, l := range ls {
+			names[i] = l.role
+		}
+		type seen struct {
+			rolLimit int
+			canLogin bool
+			settings []string
+			password *string
+		}
+		rows, err := tx.Query(ctx, `SELECT r.rolname, r.rolconnlimit, r.rolcanlogin,
 				COALESCE((SELECT array_agg(s.cfg ORDER BY d.setdatabase, s.cfg)
 				          FROM pg_db_role_setting d, unnest(d.setconfig) s(cfg)
-				          WHERE d.setrole = l.role_oid), '{}'), `+pw+`
-			FROM tenancy.tenant_logins l JOIN tenancy.tenants t ON t.id = l.tenant_id
-			JOIN pg_roles r ON r.oid = l.role_oid ORDER BY 1`)
+				          WHERE d.setrole = r.oid), '{}'), `+pw+`
+			FROM pg_roles r WHERE r.rolname = ANY ($1)`, names)
 		if err != nil {
 			return err
 		}
-		logins, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (login, error) {
-			var l login
-			err := r.Scan(&l.id, &l.role, &l.state, &l.schema, &l.version, &l.limit, &l.rolLimit, &l.canLogin, &l.settings, &l.password)
-			return l, err
-		})
-		if err != nil {
+		found := map[string]seen{}
+		var name string
+		var x seen
+		if _, err := pgx.ForEachRow(rows, []any{&name, &x.rolLimit, &x.canLogin, &x.settings, &x.password}, func() error {
+			found[name] = x
+			return nil
+		}); err != nil {
 			return err
 		}
-		for _, l := range logins {
-			id, err := tenant.ParseID(l.id)
-			if err != nil {
-				return err
+		for _, l := range ls {
+			r, ok := found[l.role]
+			if !ok {
+				// Nothing to repair from: a login is made with its schema's
+				// grants, by CreateTenant.
+				drift = append(drift, LoginDrift{Tenant: l.id, What: []string{"missing"}})
+				continue
 			}
 			var what []string
-			if l.password != nil {
+			if r.password != nil {
 				v, err := a.secrets.verifier(l.version, l.role, a.iterations)
 				if err != nil {
 					return err
 				}
-				if *l.password != v {
+				if *r.password != v {
 					what = append(what, "password")
 				}
 			}
-			if want := "search_path=" + q(l.schema); len(l.settings) != 1 || (l.settings[0] != want && l.settings[0] != "search_path="+l.schema) {
+			if want := "search_path=" + q(l.schema); len(r.settings) != 1 || (r.settings[0] != want && r.settings[0] != "search_path="+l.schema) {
 				what = append(what, "settings")
 			}
-			if l.rolLimit != l.limit {
+			if r.rolLimit != l.limit {
 				what = append(what, "connection limit")
 			}
-			login := canLogin(tenant.State(l.state))
-			if l.canLogin != login {
+			login := canLogin(l.state)
+			if r.canLogin != login {
 				what = append(what, "login")
 			}
 			if len(what) > 0 {
-				drift = append(drift, LoginDrift{Tenant: id, What: what})
+				drift = append(drift, LoginDrift{Tenant: l.id, What: what})
 			}
 			attr := "NOLOGIN"
 			if login {
@@ -716,8 +786,8 @@ func (a *Admin) RepairLogins(ctx context.Context) ([]LoginDrift, error) {
 			role := q(l.role)
 			if err := execAll(ctx, tx,
 				`ALTER ROLE `+role+` RESET ALL`,
-				`ALTER ROLE `+role+` IN DATABASE `+q(a.dbName)+` RESET ALL`,
-				`ALTER ROLE `+role+` IN DATABASE `+q(a.dbName)+` SET search_path = `+q(l.schema),
+				`ALTER ROLE `+role+` IN DATABASE `+q(l.database)+` RESET ALL`,
+				`ALTER ROLE `+role+` IN DATABASE `+q(l.database)+` SET search_path = `+q(l.schema),
 				`ALTER ROLE `+role+` `+attr+` CONNECTION LIMIT `+strconv.Itoa(l.limit),
 			); err != nil {
 				return err
@@ -737,56 +807,99 @@ func (a *Admin) RepairLogins(ctx context.Context) ([]LoginDrift, error) {
 	return drift, nil
 }
 
+// loginBatch is how many tenant logins one transaction changes: each
+// ALTER ROLE takes a lock until commit, and PostgreSQL 16+ runs out of
+// shared memory (max_locks_per_transaction) at about 12,000 in one.
+const loginBatch = 500
+
+// login is a tenant login as the control plane records it.
+type login struct {
+	id                tenant.ID
+	role, schema      string
+	database, cluster string // the database it connects to; "" for the shared cluster
+	state             tenant.State
+	version, limit    int
+}
+
+// forLogins calls fn with the tenant logins the control plane records
+// (those matching where, an SQL condition on tenancy.tenant_logins l),
+// cluster by cluster, in batches of size, each in a transaction on
+// the login's cluster that commits before the next.
+func (a *Admin) forLogins(ctx context.Context, where string, size int, fn func(tx pgx.Tx, cluster string, ls []login) error) error {
+	rows, err := a.pool.Query(ctx, `SELECT l.tenant_id, l.role_name, t.placement->>'schema', COALESCE(l.database, current_database()),
+			COALESCE(l.cluster, ''), t.state, l.secret_version, l.conn_limit
+		FROM tenancy.tenant_logins l JOIN tenancy.tenants t ON t.id = l.tenant_id WHERE `+where+` ORDER BY l.cluster NULLS FIRST, l.tenant_id`)
+	if err != nil {
+		return err
+	}
+	var all []login
+	var l login
+	var id, state string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &l.role, &l.schema, &l.database, &l.cluster, &state, &l.version, &l.limit}, func() error {
+		var err error
+		l.id, err = tenant.ParseID(id)
+		l.state = tenant.State(state)
+		all = append(all, l)
+		return err
+	}); err != nil {
+		return err
+	}
+	for len(all) > 0 {
+		n := 1
+		for n < len(all) && n < size && all[n].cluster == all[0].cluster {
+			n++
+		}
+		batch := all[:n]
+		all = all[n:]
+		pool, err := a.clusterPool(ctx, batch[0].cluster)
+		if err != nil {
+			return err
+		}
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return fn(tx, batch[0].cluster, batch) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // RotateLogins moves every tenant login (and the shared login) of this
-// database whose password derives from an older login secret to the
-// newest one, in batches of batch logins per transaction (0 means 500),
-// and returns how many it moved. Every DB must have the newest secret
-// before the rotation starts and keep the old ones until it ends: a DB
-// whose connection fails authentication reopens the tenant's pool with
-// the version the directory records.
+// database, on every cluster, whose password derives from an older login
+// secret to the newest one, in batches of batch logins per transaction (0
+// means loginBatch), and returns how many it moved. Every DB must have the
+// newest secret before the rotation starts and keep the old ones until it
+// ends: a DB whose connection fails authentication reopens the tenant's
+// pool with the version the directory records. After a failure, run it
+// again: it moves what is left.
 func (a *Admin) RotateLogins(ctx context.Context, batch int) (int, error) {
-	if batch <= 0 {
-		batch = 500
+	if batch <= 0 || batch > loginBatch {
+		batch = loginBatch
 	}
 	total := 0
-	for {
-		n := 0
-		err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
-			rows, err := tx.Query(ctx, `SELECT tenant_id, role_name FROM tenancy.tenant_logins
-				WHERE secret_version <> $1 ORDER BY tenant_id LIMIT $2 FOR UPDATE`, a.secrets.current, batch)
-			if err != nil {
+	cur := a.secrets.current
+	err := a.forLogins(ctx, `l.secret_version <> `+strconv.Itoa(cur), batch, func(tx pgx.Tx, cluster string, ls []login) error {
+		ids := make([]string, len(ls))
+		for i, l := range ls {
+			if err := a.setVerifier(ctx, tx, l.role, cur); err != nil {
 				return err
 			}
-			type login struct{ id, role string }
-			logins, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (login, error) {
-				var l login
-				err := r.Scan(&l.id, &l.role)
-				return l, err
-			})
-			if err != nil {
-				return err
-			}
-			for _, l := range logins {
-				if err := a.setVerifier(ctx, tx, l.role, a.secrets.current); err != nil {
-					return err
-				}
-				if _, err := tx.Exec(ctx, `UPDATE tenancy.tenant_logins SET secret_version = $2 WHERE tenant_id = $1`, l.id, a.secrets.current); err != nil {
-					return err
-				}
-			}
-			n = len(logins)
-			return nil
-		})
-		if err != nil {
-			return total, fmt.Errorf("store: rotate logins: %w", err)
+			ids[i] = l.id.String()
 		}
-		total += n
-		if n < batch {
-			break
+		// On the shared cluster in the same transaction; for logins
+		// elsewhere, just before that cluster's transaction commits.
+		update := `UPDATE tenancy.tenant_logins SET secret_version = $2 WHERE tenant_id = ANY ($1)`
+		var err error
+		if cluster == "" {
+			_, err = tx.Exec(ctx, update, ids, cur)
+		} else {
+			_, err = a.pool.Exec(ctx, update, ids, cur)
 		}
-		if err := ctx.Err(); err != nil {
-			return total, err
+		if err == nil {
+			total += len(ls)
 		}
+		return err
+	})
+	if err != nil {
+		return total, fmt.Errorf("store: rotate logins: %w", err)
 	}
 	if a.mode == ModeSharedPool {
 		if err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error { return a.ensureSharedLogin(ctx, tx) }); err != nil {

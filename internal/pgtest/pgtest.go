@@ -56,6 +56,9 @@ type harness struct {
 
 	mu       sync.Mutex
 	clusters []*server // private clusters of NewCluster not yet stopped
+
+	second    *Database // the database of SecondCluster, once started
+	secondErr error
 }
 
 // server is one PostgreSQL server (cluster) and what this package made on it.
@@ -529,6 +532,39 @@ func NewSCRAMCluster(tb testing.TB) *Database {
 		"host  all postgres 127.0.0.1/32 trust",
 		"local all all scram-sha-256",
 		"host  all all 127.0.0.1/32 scram-sha-256")
+}
+
+// SecondCluster returns a database on a second PostgreSQL cluster (a
+// throwaway one, as [NewCluster] starts) shared by the whole test package:
+// started on first use, stopped and removed when [Main] ends. For tests
+// of placements on several clusters, where a cluster per test would cost
+// a second or more each. When no cluster can be started it skips or fails
+// the test as [DB] does.
+func SecondCluster(tb testing.TB) *Database {
+	tb.Helper()
+	h := harnessFor(tb, "SecondCluster")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.second == nil && h.secondErr == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+		defer cancel()
+		c, err := startThrowawayCluster(ctx)
+		if err != nil {
+			h.secondErr = err
+		} else {
+			u, _ := url.Parse(c.url)
+			s := &server{url: u, cluster: c}
+			h.clusters = append(h.clusters, s)
+			h.second, h.secondErr = s.createDatabase(ctx, h, h.prefix+"second")
+		}
+	}
+	if h.secondErr != nil {
+		if inCI() {
+			tb.Fatalf("pgtest.SecondCluster: (a failure, not a skip, since CI=true): %v", h.secondErr)
+		}
+		tb.Skipf("pgtest.SecondCluster: no throwaway cluster: %v\n%s", h.secondErr, howTo)
+	}
+	return h.second
 }
 
 func newCluster(tb testing.TB, fn string, hba ...string) *Database {
