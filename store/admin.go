@@ -37,6 +37,8 @@ type Admin struct {
 	clusters     map[string]*pgxpool.Config // cfg.Clusters
 	mu           sync.Mutex                 // guards clusterPools
 	clusterPools map[string]*pgxpool.Pool
+
+	migrations []migration // cfg.Migrations, in version order
 }
 
 // OpenAdmin connects with cfg.Pool, creates or upgrades the control-plane
@@ -87,6 +89,9 @@ func OpenAdmin(ctx context.Context, cfg *AdminConfig) (*Admin, error) {
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
+	if a.migrations, err = loadMigrations(cfg.Migrations); err != nil {
+		return nil, err
+	}
 	if a.pool, err = pgxpool.NewWithConfig(ctx, cfg.Pool.Copy()); err != nil {
 		return nil, fmt.Errorf("store: open admin pool: %w", err)
 	}
@@ -127,7 +132,10 @@ func (a *Admin) init(ctx context.Context) error {
 	if !exists {
 		return fmt.Errorf("store: %w: AdminConfig.PlatformRole %q does not exist: create it (CREATE ROLE ... LOGIN) first", ErrInvalidConfig, a.platform)
 	}
-	return a.migrate(ctx)
+	if err := a.migrate(ctx); err != nil {
+		return err
+	}
+	return a.recordMigrations(ctx)
 }
 
 // groupRole is the NOLOGIN role every tenant login of this database

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"regexp"
 	"time"
@@ -61,6 +62,14 @@ type AdminConfig struct {
 	LoginSecrets []LoginSecret
 	// Tables are the tenant tables created in every new tenant's schema.
 	Tables []Table
+	// Migrations are the tenant migrations: SQL files named NNNN_name.sql
+	// (version, name) at the root of the FS, and nothing else there. Every
+	// new tenant gets all of them ([Admin.CreateTenant]);
+	// [Admin.Migrate] applies the ones a tenant lacks. OpenAdmin records
+	// them in the control plane and fails with [ErrMigrationChanged] if a
+	// recorded one changed or is missing, so every Admin of a database
+	// carries every migration recorded there, unchanged (nil means none).
+	Migrations fs.FS
 	// Clusters are the admin connections of the dedicated clusters of
 	// government tenants, by the name they are registered under
 	// ([Admin.RegisterCluster]). Add them with AddCluster.
