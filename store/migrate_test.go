@@ -748,41 +748,67 @@ func tenantDB(t testing.TB, d *pgtest.Database, id tenant.ID) *pgx.Conn {
 	return c
 }
 
-func TestMigrateEnterpriseTenants(t *testing.T) {
-	e := migEnv(t, store.ModeTenantLogin, migFS("0001_docs.sql", migDocs))
-	c := superuser(t, e.d)
-	ent := freshID("migent")
-	require.NoError(t, e.admin.CreateTenant(t.Context(), tenant.Info{ID: ent, Name: "Enterprise", Tier: tenant.TierEnterprise}))
+// TestMigrateTenantsWithADatabaseOfTheirOwn migrates enterprise tenants (a
+// database of their own on the shared cluster) and government tenants (on
+// a second cluster) beside a standard one.
+func TestMigrateTenantsWithADatabaseOfTheirOwn(t *testing.T) {
+	for _, tier := range []tenant.Tier{tenant.TierEnterprise, tenant.TierGovernment} {
+		t.Run(string(tier), func(t *testing.T) { testMigrateOwnDatabase(t, tier) })
+	}
+}
+
+func testMigrateOwnDatabase(t *testing.T, tier tenant.Tier) {
+	d := pgtest.DB(t).NewDatabase(t)
+	cluster := d // where the tenant's database lives
+	var opts []store.CreateOption
+	var adjust []func(*store.AdminConfig, *store.Config)
+	if tier == tenant.TierGovernment {
+		cluster = pgtest.SecondCluster(t)
+		opts = append(opts, store.OnCluster(govCluster))
+		adjust = append(adjust, func(a *store.AdminConfig, c *store.Config) {
+			require.NoError(t, a.AddCluster(govCluster, cluster.AdminURL()))
+			require.NoError(t, c.AddCluster(govCluster, cluster.AdminURL()))
+		})
+	}
+	open := func(fsys fs.FS) *env {
+		return newEnvOn(t, d, store.ModeTenantLogin, append([]func(*store.AdminConfig, *store.Config){withMigrations(fsys)}, adjust...)...)
+	}
+	e := open(migFS("0001_docs.sql", migDocs))
+	if tier == tenant.TierGovernment {
+		require.NoError(t, e.admin.RegisterCluster(t.Context(), govCluster))
+	}
+	c := superuser(t, d)
+	own := freshID("migown")
+	require.NoError(t, e.admin.CreateTenant(t.Context(), tenant.Info{ID: own, Name: "Own database", Tier: tier}, opts...))
 	std, _ := e.newTenant(t, "migstd")
-	ec := tenantDB(t, e.d, ent)
+	oc := tenantDB(t, cluster, own)
 
 	t.Run("created with every migration", func(t *testing.T) {
-		require.Equal(t, []int{1}, ledger(t, c, ent), "the control plane's ledger")
-		require.Equal(t, []int{1}, ledger(t, ec, ent), "the tenant database's ledger")
-		requireSecured(t, ec, ent.SchemaName(), "docs")
-		ctx := tenant.NewContext(t.Context(), ent)
-		_, err := e.db.Exec(ctx, `INSERT INTO docs (doc_id, body) VALUES (1, 'enterprise')`)
+		require.Equal(t, []int{1}, ledger(t, c, own), "the control plane's ledger")
+		require.Equal(t, []int{1}, ledger(t, oc, own), "the tenant database's ledger")
+		requireSecured(t, oc, own.SchemaName(), "docs")
+		ctx := tenant.NewContext(t.Context(), own)
+		_, err := e.db.Exec(ctx, `INSERT INTO docs (doc_id, body) VALUES (1, 'own')`)
 		require.NoError(t, err)
 		var owner string
 		require.NoError(t, e.db.QueryRow(ctx, `SELECT tenant_id FROM docs`).Scan(&owner))
-		require.Equal(t, ent.String(), owner)
+		require.Equal(t, own.String(), owner)
 	})
 
-	v2 := migFS("0001_docs.sql", migDocs, "0002_tags.sql", migTags)
-	e2 := reopen(t, e, v2)
+	e2 := open(migFS("0001_docs.sql", migDocs, "0002_tags.sql", migTags))
 	t.Run("migrated in its own database", func(t *testing.T) {
 		rep, err := e2.admin.Migrate(t.Context(), store.MigrateOptions{})
 		require.NoError(t, err)
-		want := []tenant.ID{ent, std}
+		want := []tenant.ID{own, std}
 		sortIDs(want)
 		require.Equal(t, want, rep.Migrated)
-		require.Equal(t, []int{1, 2}, ledger(t, c, ent))
-		require.Equal(t, []int{1, 2}, ledger(t, ec, ent))
+		require.Equal(t, []int{1, 2}, ledger(t, c, own))
+		require.Equal(t, []int{1, 2}, ledger(t, oc, own))
 		require.Equal(t, []int{1, 2}, ledger(t, c, std))
-		requireSecured(t, ec, ent.SchemaName(), "tags")
-		require.False(t, exists(t, c, ent.SchemaName(), "tags"), "nothing of the enterprise tenant in the shared database")
-		ctx := tenant.NewContext(t.Context(), ent)
-		_, err = e2.db.Exec(ctx, `INSERT INTO tags (tag) VALUES ('ent')`)
+		requireSecured(t, oc, own.SchemaName(), "tags")
+		require.False(t, exists(t, c, own.SchemaName(), "tags"), "nothing of the tenant in the shared database")
+		ctx := tenant.NewContext(t.Context(), own)
+		_, err = e2.db.Exec(ctx, `INSERT INTO tags (tag) VALUES ('own')`)
 		require.NoError(t, err)
 	})
 
@@ -790,26 +816,26 @@ func TestMigrateEnterpriseTenants(t *testing.T) {
 		// As after a crash between the tenant database's commit and the
 		// control plane's row. Applying 0002 again would fail: tags exists.
 		var at time.Time
-		require.NoError(t, ec.QueryRow(t.Context(), `SELECT applied_at FROM tenancy.tenant_migrations WHERE version = 2`).Scan(&at))
-		_, err := c.Exec(t.Context(), `DELETE FROM tenancy.tenant_migrations WHERE tenant_id = $1 AND version = 2`, ent.String())
+		require.NoError(t, oc.QueryRow(t.Context(), `SELECT applied_at FROM tenancy.tenant_migrations WHERE version = 2`).Scan(&at))
+		_, err := c.Exec(t.Context(), `DELETE FROM tenancy.tenant_migrations WHERE tenant_id = $1 AND version = 2`, own.String())
 		require.NoError(t, err)
 		rep, err := e2.admin.Migrate(t.Context(), store.MigrateOptions{})
 		require.NoError(t, err)
-		require.Equal(t, []tenant.ID{ent}, rep.Migrated)
-		require.Equal(t, []int{1, 2}, ledger(t, c, ent))
+		require.Equal(t, []tenant.ID{own}, rep.Migrated)
+		require.Equal(t, []int{1, 2}, ledger(t, c, own))
 		var again time.Time
-		require.NoError(t, ec.QueryRow(t.Context(), `SELECT applied_at FROM tenancy.tenant_migrations WHERE version = 2`).Scan(&again))
+		require.NoError(t, oc.QueryRow(t.Context(), `SELECT applied_at FROM tenancy.tenant_migrations WHERE version = 2`).Scan(&again))
 		require.Equal(t, at, again)
 	})
 
 	t.Run("fails closed", func(t *testing.T) {
-		e3 := reopen(t, e, migFS("0001_docs.sql", migDocs, "0002_tags.sql", migTags, "0003_bare.sql", marker+`CREATE TABLE bare (id int);`))
+		e3 := open(migFS("0001_docs.sql", migDocs, "0002_tags.sql", migTags, "0003_bare.sql", marker+`CREATE TABLE bare (id int);`))
 		rep, err := e3.admin.Migrate(t.Context(), store.MigrateOptions{})
 		require.ErrorIs(t, err, store.ErrMigrationFailed)
 		require.Len(t, rep.Failed, 2)
-		require.Equal(t, []int{1, 2}, ledger(t, c, ent))
-		require.Equal(t, []int{1, 2}, ledger(t, ec, ent))
-		require.False(t, exists(t, ec, ent.SchemaName(), "marker"))
+		require.Equal(t, []int{1, 2}, ledger(t, c, own))
+		require.Equal(t, []int{1, 2}, ledger(t, oc, own))
+		require.False(t, exists(t, oc, own.SchemaName(), "marker"))
 	})
 }
 
