@@ -26,3 +26,15 @@ func SharedLogin(a *Admin) (role, password string, err error) {
 	password, err = a.secrets.password(a.secrets.current, role)
 	return role, password, err
 }
+
+// CrashCreateAfter makes CreateTenant of a tenant with a database of its
+// own stop after step n (1: directory, 2: database, 3: its contents) as a
+// crash would, without undoing anything, until the returned func is
+// called. Tests using it must not run in parallel.
+func CrashCreateAfter(n int) (restore func()) {
+	crashAfter = func(step int) bool { return step == n }
+	return func() { crashAfter = nil }
+}
+
+// ErrCrashed is the error of a CreateTenant stopped by CrashCreateAfter.
+var ErrCrashed = errCrashed

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -254,4 +255,48 @@ func (a *Admin) workerOf(p placement) string {
 		return p.Role
 	}
 	return a.sharedRole()
+}
+
+// HBARules returns pg_hba.conf lines that let each tenant login of this
+// database reach only its own database on cluster ("" for the shared
+// cluster), from address (a CIDR such as 10.0.0.0/8, or "all") with auth
+// method method (scram-sha-256 in production):
+//
+//	host "<its database>" "<its login>" <address> <method>
+//
+// one per tenant with a database of its own there, and, on the shared
+// cluster, one for the group of the standard tenants' logins on the shared
+// database. Put them, in this order, after the lines of the admin and
+// platform roles and before a line that rejects everyone else
+// ("host all all all reject"), then reload the server
+// (SELECT pg_reload_conf()). With them, a grant made by mistake (CONNECT
+// to PUBLIC on a tenant database, say) still lets no tenant login in
+// anywhere but its own database. Role names are opaque and database names
+// carry the tenant ID, so pg_hba's sameuser cannot express this: the
+// lines name each pair. Regenerate them after every CreateTenant and
+// DropTenant of such tenants.
+func (a *Admin) HBARules(ctx context.Context, cluster, address, method string) ([]string, error) {
+	for field, v := range map[string]string{"address": address, "method": method} {
+		if v == "" || strings.ContainsAny(v, " \t\n\r\"#") {
+			return nil, fmt.Errorf("store: hba rules: %w: %s %q must be one pg_hba.conf field", ErrInvalidConfig, field, v)
+		}
+	}
+	rows, err := a.pool.Query(ctx, `SELECT database, role_name FROM tenancy.tenant_logins
+		WHERE database IS NOT NULL AND cluster IS NOT DISTINCT FROM NULLIF($1, '') ORDER BY tenant_id`, cluster)
+	if err != nil {
+		return nil, fmt.Errorf("store: hba rules: %w", err)
+	}
+	var lines []string
+	var db, role string
+	if _, err := pgx.ForEachRow(rows, []any{&db, &role}, func() error {
+		lines = append(lines, fmt.Sprintf("host %q %q %s %s", db, role, address, method))
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("store: hba rules: %w", err)
+	}
+	if cluster == "" {
+		// A + marks a group; quoted, it would be part of the name.
+		lines = append(lines, fmt.Sprintf("host %q +%s %s %s", a.dbName, a.groupRole(), address, method))
+	}
+	return lines, nil
 }

@@ -176,6 +176,14 @@ func tenantLock(ctx context.Context, pool *pgxpool.Pool, id tenant.ID) (unlock f
 	}, nil
 }
 
+// crashAfter, when set (by tests only), is asked after each step of
+// createWithDatabase whether to stop there as a crash would: without
+// undoing anything.
+var crashAfter func(step int) bool
+
+// errCrashed is what createWithDatabase returns when crashAfter stops it.
+var errCrashed = errors.New("stopped by a simulated crash")
+
 // createWithDatabase creates a tenant with a database of its own; see
 // CreateTenant.
 func (a *Admin) createWithDatabase(ctx context.Context, info tenant.Info, p placement) (err error) {
@@ -206,13 +214,16 @@ func (a *Admin) createWithDatabase(ctx context.Context, info tenant.Info, p plac
 	if err != nil {
 		return err
 	}
+	if crashAfter != nil && crashAfter(1) {
+		return errCrashed
+	}
 	cluster, err := a.clusterPool(ctx, p.Cluster)
 	if err != nil {
 		return err
 	}
 	roleMade := false
 	defer func() {
-		if err != nil {
+		if err != nil && !errors.Is(err, errCrashed) {
 			if cerr := a.undoCreate(context.WithoutCancel(ctx), cluster, id, p, roleMade); cerr != nil {
 				err = fmt.Errorf("%w (and undoing the steps before: %v; call CreateTenant again to finish, or DropTenant to remove it)", err, cerr)
 			}
@@ -221,6 +232,9 @@ func (a *Admin) createWithDatabase(ctx context.Context, info tenant.Info, p plac
 	// 2. The database.
 	if err := a.ensureDatabase(ctx, cluster, id, p); err != nil {
 		return err
+	}
+	if crashAfter != nil && crashAfter(2) {
+		return errCrashed
 	}
 	// 3. Everything in it, in one transaction.
 	t, err := a.targetOf(ctx, p)
@@ -261,6 +275,9 @@ func (a *Admin) createWithDatabase(ctx context.Context, info tenant.Info, p plac
 		return err
 	}
 	roleMade = true
+	if crashAfter != nil && crashAfter(3) {
+		return errCrashed
+	}
 	// 4. The directory: the migrations it has, and its state.
 	return pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		if len(versions) > 0 {

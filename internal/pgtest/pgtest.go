@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -616,4 +617,37 @@ func abbreviate(sql string) string {
 		sql = sql[:77] + "..."
 	}
 	return strconv.Quote(sql)
+}
+
+// SetHBA replaces the pg_hba.conf of the throwaway cluster d lives on
+// ([NewCluster], [SecondCluster]) with lines and reloads the server; when
+// the test ends, the previous file comes back (and is reloaded). Keep a
+// line for the superuser postgres on the socket and on 127.0.0.1, which
+// pgtest itself needs. It fails the test for a server pgtest did not
+// start: the package's own server's pg_hba.conf is not pgtest's to change.
+func (d *Database) SetHBA(tb testing.TB, lines ...string) {
+	tb.Helper()
+	if d.srv.cluster == nil {
+		tb.Fatalf("pgtest: SetHBA: %s is not on a cluster pgtest started", d.name)
+	}
+	name := filepath.Join(d.srv.cluster.dataDir, "pg_hba.conf")
+	old, err := os.ReadFile(name)
+	if err != nil {
+		tb.Fatalf("pgtest: SetHBA: %v", err)
+	}
+	write := func(b []byte) error {
+		// The file exists and is the server's: writing keeps its owner.
+		if err := os.WriteFile(name, b, 0o600); err != nil {
+			return err
+		}
+		return d.exec(context.Background(), `SELECT pg_reload_conf()`)
+	}
+	tb.Cleanup(func() {
+		if err := write(old); err != nil {
+			tb.Errorf("pgtest: SetHBA: restoring pg_hba.conf: %v", err)
+		}
+	})
+	if err := write([]byte("# pgtest.SetHBA\n" + strings.Join(lines, "\n") + "\n")); err != nil {
+		tb.Fatalf("pgtest: SetHBA: %v", err)
+	}
 }

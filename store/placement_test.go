@@ -1,0 +1,356 @@
+package store_test
+
+// Placements of the enterprise tier (a database of its own on the shared
+// cluster) and the government tier (a database of its own on a dedicated
+// cluster, here pgtest.SecondCluster): what each tenant's login can reach,
+// what dropping one leaves, and creation after a crash or a failed step.
+// The isolation tests themselves run on every placement (forPlacements).
+
+import (
+	"context"
+	"net/url"
+	"sort"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rtmx-ai/tenancy/internal/pgtest"
+	"github.com/rtmx-ai/tenancy/store"
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+// dbURL is d.URL(role, password) on database db of d's server.
+func dbURL(t testing.TB, d *pgtest.Database, db, role, password string) string {
+	t.Helper()
+	u, err := url.Parse(d.URL(role, password))
+	require.NoError(t, err)
+	u.Path = "/" + db
+	return u.String()
+}
+
+// loginTo connects to database db of d's server as the login of tenant
+// id, with its own password, as an attacker holding the tenant's
+// credentials would.
+func loginTo(t *testing.T, e *env, d *pgtest.Database, id tenant.ID, db string) (*pgx.Conn, error) {
+	t.Helper()
+	role, pw, err := store.LoginOf(t.Context(), e.admin, id)
+	require.NoError(t, err)
+	c, err := pgx.Connect(t.Context(), dbURL(t, d, db, role, pw))
+	if err == nil {
+		t.Cleanup(func() { c.Close(context.Background()) })
+	}
+	return c, err
+}
+
+// ownDatabaseOf is the database name store gives a tenant with one of its own.
+func ownDatabaseOf(d *pgtest.Database, id tenant.ID) string { return d.Prefix() + id.SchemaName() }
+
+func superConn(t *testing.T, d *pgtest.Database) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(t.Context(), d.AdminURL())
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+// clusterObjects lists the databases and roles of d's cluster whose names
+// start with the package's prefix.
+func clusterObjects(t *testing.T, d *pgtest.Database) []string {
+	t.Helper()
+	rows, err := superConn(t, d).Query(t.Context(), `SELECT 'database ' || datname FROM pg_database WHERE starts_with(datname, $1)
+		UNION ALL SELECT 'role ' || rolname FROM pg_roles WHERE starts_with(rolname, $1)`, d.Prefix())
+	require.NoError(t, err)
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	sort.Strings(got)
+	return got
+}
+
+func TestEnterpriseDatabaseLetsOnlyItsOwnLoginConnect(t *testing.T) {
+	for _, m := range modes {
+		t.Run(string(m), func(t *testing.T) {
+			e := newPlacedEnv(t, placementCase{m, tenant.TierEnterprise})
+			idA, ctxA := e.newTenant(t, "enta")
+			idB, _ := e.newTenant(t, "entb")
+			e.insertReq(t, ctxA, "REQ-1", "A's")
+			dbA, dbB := ownDatabaseOf(e.d, idA), ownDatabaseOf(e.d, idB)
+			roleA, _, err := store.LoginOf(t.Context(), e.admin, idA)
+			require.NoError(t, err)
+			roleB, _, err := store.LoginOf(t.Context(), e.admin, idB)
+			require.NoError(t, err)
+
+			su := superConn(t, e.d)
+			var publicGrants int
+			require.NoError(t, su.QueryRow(t.Context(), `SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a
+				WHERE d.datname = $1 AND a.grantee = 0`, dbA).Scan(&publicGrants))
+			assert.Zero(t, publicGrants, "PUBLIC has neither CONNECT nor TEMPORARY on a tenant database")
+			for role, want := range map[string]bool{roleA: true, roleB: false, platformRole(t, e): false} {
+				var can bool
+				require.NoError(t, su.QueryRow(t.Context(), `SELECT has_database_privilege($1, $2, 'CONNECT')`, role, dbA).Scan(&can))
+				assert.Equal(t, want, can, "CONNECT on A's database for %s", role)
+			}
+
+			_, err = loginTo(t, e, e.d, idB, dbA)
+			require.Error(t, err, "B's login connects to A's database")
+			assert.Equal(t, "42501", pgCode(err), "%v", err)
+			_, err = loginTo(t, e, e.d, idA, e.d.Name())
+			require.Error(t, err, "A's login connects to the shared database")
+			assert.Equal(t, "42501", pgCode(err), "%v", err)
+
+			c, err := loginTo(t, e, e.d, idA, dbA)
+			require.NoError(t, err, "A's login connects to its own database")
+			var n int
+			require.NoError(t, c.QueryRow(t.Context(), `SELECT count(*) FROM requirements`).Scan(&n), "search_path is its schema")
+			assert.Equal(t, 1, n)
+			var temp, create bool
+			require.NoError(t, c.QueryRow(t.Context(), `SELECT has_database_privilege(current_database(), 'TEMPORARY'),
+				has_schema_privilege('public', 'CREATE')`).Scan(&temp, &create))
+			assert.False(t, temp, "no TEMP in its own database")
+			assert.False(t, create, "no CREATE on schema public")
+			_, err = c.Exec(t.Context(), `SELECT * FROM `+pgx.Identifier{idB.SchemaName(), "requirements"}.Sanitize())
+			assert.Equal(t, "42P01", pgCode(err), "B's schema is not in A's database: %v", err)
+			var aInB bool
+			require.NoError(t, su.QueryRow(t.Context(), `SELECT has_database_privilege($1, $2, 'CONNECT')`, roleA, dbB).Scan(&aInB))
+			assert.False(t, aInB, "and the other way round")
+		})
+	}
+}
+
+// platformRole is the package's platform role name.
+func platformRole(t *testing.T, e *env) string {
+	cfg, err := pgx.ParseConfig(platform(t, e.d))
+	require.NoError(t, err)
+	return cfg.User
+}
+
+func TestGovernmentTenantLivesOnItsClusterOnly(t *testing.T) {
+	e := newPlacedEnv(t, placementCase{store.ModeTenantLogin, tenant.TierGovernment})
+	second := pgtest.SecondCluster(t)
+	idG, ctxG := e.newTenant(t, "gov")
+	e.insertReq(t, ctxG, "REQ-G", "government's")
+	idS := tenant.MustParseID("std" + idG.String())
+	require.NoError(t, e.admin.CreateTenant(t.Context(), tenant.Info{ID: idS, Name: "S", Tier: tenant.TierStandard}))
+	ctxS := tenant.NewContext(t.Context(), idS)
+	roleG, _, err := store.LoginOf(t.Context(), e.admin, idG)
+	require.NoError(t, err)
+	roleS, _, err := store.LoginOf(t.Context(), e.admin, idS)
+	require.NoError(t, err)
+
+	exists := func(d *pgtest.Database, kind, name string) bool {
+		var ok bool
+		q := `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`
+		if kind == "database" {
+			q = `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`
+		}
+		require.NoError(t, superConn(t, d).QueryRow(t.Context(), q, name).Scan(&ok))
+		return ok
+	}
+	assert.True(t, exists(second, "database", ownDatabaseOf(e.d, idG)), "G's database is on the dedicated cluster")
+	assert.True(t, exists(second, "role", roleG), "G's login is on the dedicated cluster")
+	assert.False(t, exists(e.d, "database", ownDatabaseOf(e.d, idG)), "and not on the shared one")
+	assert.False(t, exists(e.d, "role", roleG), "nor its login")
+	assert.False(t, exists(second, "role", roleS), "no standard login on the dedicated cluster")
+
+	_, err = loginTo(t, e, e.d, idG, e.d.Name())
+	require.Error(t, err, "G's credentials mean nothing on the shared cluster")
+	_, err = loginTo(t, e, second, idS, ownDatabaseOf(e.d, idG))
+	require.Error(t, err, "S's credentials mean nothing on the dedicated cluster")
+	_, err = loginTo(t, e, second, idG, second.Name())
+	require.Error(t, err, "RegisterCluster hardened the database the admin connects to")
+	assert.Equal(t, "42501", pgCode(err), "%v", err)
+
+	// A DB that was not given the dedicated cluster cannot reach G at
+	// all, and says which cluster is missing; S is served as ever.
+	cfg, err := store.ParseConfig(platform(t, e.d), secret)
+	require.NoError(t, err)
+	other, err := store.Open(t.Context(), cfg)
+	require.NoError(t, err)
+	defer other.Close()
+	_, err = other.Exec(ctxG, `SELECT 1`)
+	require.ErrorIs(t, err, store.ErrInvalidConfig)
+	assert.Contains(t, err.Error(), `"gov"`)
+	_, err = other.Exec(ctxS, `SELECT 1`)
+	require.NoError(t, err)
+
+	got, err := reqIDs(t, e.db, ctxG, `SELECT req_id FROM requirements`)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"REQ-G"}, got)
+	got, err = reqIDs(t, e.db, ctxS, `SELECT req_id FROM requirements`)
+	require.NoError(t, err)
+	assert.Empty(t, got, "S sees nothing of G's")
+
+	// Registering the shared cluster as a dedicated one is refused.
+	acfg, err := store.ParseAdminConfig(e.d.AdminURL())
+	require.NoError(t, err)
+	acfg.Mode, acfg.RolePrefix, acfg.LoginSecrets, acfg.PlatformRole = store.ModeTenantLogin, e.d.Prefix(), []store.LoginSecret{secret}, platformRole(t, e)
+	acfg.Tables = []store.Table{requirements}
+	require.NoError(t, acfg.AddCluster("itself", e.d.AdminURL()))
+	self, err := store.OpenAdmin(t.Context(), acfg)
+	require.NoError(t, err)
+	defer self.Close()
+	err = self.RegisterCluster(t.Context(), "itself")
+	require.ErrorIs(t, err, store.ErrInvalidConfig)
+	assert.Contains(t, err.Error(), "shared cluster itself")
+}
+
+func TestDroppingATenantLeavesTheOtherClusterUntouched(t *testing.T) {
+	e := newPlacedEnv(t, placementCase{store.ModeTenantLogin, tenant.TierGovernment})
+	second := pgtest.SecondCluster(t)
+	idG1, _ := e.newTenant(t, "dropg")
+	_, ctxG2 := e.newTenant(t, "keepg")
+	e.insertReq(t, ctxG2, "REQ-G2", "kept")
+	idE := tenant.MustParseID("ent" + idG1.String())
+	require.NoError(t, e.admin.CreateTenant(t.Context(), tenant.Info{ID: idE, Name: "E", Tier: tenant.TierEnterprise}))
+	ctxE := tenant.NewContext(t.Context(), idE)
+	e.insertReq(t, ctxE, "REQ-E", "kept")
+	roleG1, _, err := store.LoginOf(t.Context(), e.admin, idG1)
+	require.NoError(t, err)
+	roleE, _, err := store.LoginOf(t.Context(), e.admin, idE)
+	require.NoError(t, err)
+
+	shared, dedicated := clusterObjects(t, e.d), clusterObjects(t, second)
+	require.Contains(t, dedicated, "database "+ownDatabaseOf(e.d, idG1))
+	require.NoError(t, e.admin.SetState(t.Context(), idG1, tenant.StateDecommissioning))
+	require.NoError(t, e.admin.DropTenant(t.Context(), idG1))
+	assert.Equal(t, shared, clusterObjects(t, e.d), "dropping G1 changed nothing on the shared cluster")
+	assert.Equal(t, without(dedicated, "database "+ownDatabaseOf(e.d, idG1), "role "+roleG1), clusterObjects(t, second),
+		"G1's database and login are gone, nothing else")
+	got, err := reqIDs(t, e.db, ctxG2, `SELECT req_id FROM requirements`)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"REQ-G2"}, got, "G2 on the same cluster is served")
+
+	shared, dedicated = clusterObjects(t, e.d), clusterObjects(t, second)
+	require.NoError(t, e.admin.DropTenant(t.Context(), idE))
+	assert.Equal(t, dedicated, clusterObjects(t, second), "dropping E changed nothing on the dedicated cluster")
+	assert.Equal(t, without(shared, "database "+ownDatabaseOf(e.d, idE), "role "+roleE), clusterObjects(t, e.d))
+	_, err = e.db.Exec(ctxE, `SELECT 1`)
+	_, err2 := e.db.Exec(ctxE, `SELECT 1`) // the first may meet its ended session
+	require.Error(t, err2)
+	assert.ErrorIs(t, err2, store.ErrUnknownTenant, "after %v", err)
+	assert.ErrorIs(t, e.admin.DropTenant(t.Context(), idE), store.ErrUnknownTenant, "twice")
+}
+
+func without(list []string, drop ...string) []string {
+	var out []string
+	for _, s := range list {
+		keep := true
+		for _, d := range drop {
+			keep = keep && s != d
+		}
+		if keep {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// A crash after any step of creating a tenant with a database of its own
+// leaves it requested; CreateTenant again finishes it, DropTenant removes
+// it. Not parallel: the crash is a package-level hook.
+func TestCreateWithDatabaseResumesAfterACrash(t *testing.T) {
+	e := newPlacedEnv(t, placementCase{store.ModeTenantLogin, tenant.TierEnterprise})
+	for step := 1; step <= 3; step++ {
+		t.Run("after step "+string(rune('0'+step)), func(t *testing.T) {
+			for _, finish := range []string{"create again", "drop"} {
+				id := freshID("crash")
+				info := tenant.Info{ID: id, Name: "Crash", Tier: tenant.TierEnterprise}
+				before := clusterObjects(t, e.d)
+				restore := store.CrashCreateAfter(step)
+				err := e.admin.CreateTenant(t.Context(), info)
+				restore()
+				require.ErrorIs(t, err, store.ErrCrashed)
+				got, err := e.admin.Tenant(t.Context(), id)
+				require.NoError(t, err)
+				assert.Equal(t, tenant.StateRequested, got.State, "a crashed creation stays requested")
+
+				if finish == "drop" {
+					require.NoError(t, e.admin.DropTenant(t.Context(), id))
+					assert.Equal(t, before, clusterObjects(t, e.d), "DropTenant removes what the crashed creation made")
+					got, err := e.admin.Tenant(t.Context(), id)
+					require.NoError(t, err)
+					assert.Equal(t, tenant.StateDeleted, got.State)
+					continue
+				}
+				require.NoError(t, e.admin.CreateTenant(t.Context(), info), "CreateTenant finishes it")
+				got, err = e.admin.Tenant(t.Context(), id)
+				require.NoError(t, err)
+				assert.Equal(t, tenant.StateActive, got.State)
+				ctx := tenant.NewContext(t.Context(), id)
+				e.insertReq(t, ctx, "REQ-1", "after the crash")
+				ids, err := reqIDs(t, e.db, ctx, `SELECT req_id FROM requirements`)
+				require.NoError(t, err)
+				assert.Equal(t, []string{"REQ-1"}, ids)
+				assert.ErrorIs(t, e.admin.CreateTenant(t.Context(), info), store.ErrTenantExists, "once finished, it exists")
+				other := info
+				other.Tier = tenant.TierStandard
+				assert.ErrorIs(t, e.admin.CreateTenant(t.Context(), other), store.ErrTenantExists)
+			}
+		})
+	}
+}
+
+// A step that fails undoes the steps before: no database, no role, no
+// directory entry.
+func TestCreateWithDatabaseUndoesAFailedStep(t *testing.T) {
+	bad := store.Table{Name: "broken", Columns: `x no_such_type`}
+	e := newEnvOn(t, databaseFor(t, store.ModeTenantLogin).NewDatabase(t), store.ModeTenantLogin, func(a *store.AdminConfig, _ *store.Config) {
+		a.Tables = append(a.Tables, bad)
+	})
+	id := freshID("undo")
+	before := clusterObjects(t, e.d)
+	err := e.admin.CreateTenant(t.Context(), tenant.Info{ID: id, Name: "Undo", Tier: tenant.TierEnterprise})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "no_such_type")
+	assert.Equal(t, before, clusterObjects(t, e.d), "no database or role left behind")
+	_, err = e.admin.Tenant(t.Context(), id)
+	assert.ErrorIs(t, err, store.ErrUnknownTenant, "nothing recorded")
+	_, _, err = store.LoginOf(t.Context(), e.admin, id)
+	assert.ErrorIs(t, err, pgx.ErrNoRows, "no login recorded")
+}
+
+// pg_hba.conf lines from HBARules keep each government tenant's login to
+// its own database, even after a mistaken grant that lets PUBLIC connect.
+func TestHBARulesConfineTenantLogins(t *testing.T) {
+	e := newPlacedEnv(t, placementCase{store.ModeTenantLogin, tenant.TierGovernment})
+	second := pgtest.SecondCluster(t)
+	idA, ctxA := e.newTenant(t, "hbaa")
+	idB, _ := e.newTenant(t, "hbab")
+	dbB := ownDatabaseOf(e.d, idB)
+	superConn(t, second).Exec(t.Context(), `GRANT CONNECT ON DATABASE `+pgx.Identifier{dbB}.Sanitize()+` TO PUBLIC`)
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), second.AdminURL())
+		if err == nil {
+			_, _ = c.Exec(context.Background(), `REVOKE CONNECT ON DATABASE `+pgx.Identifier{dbB}.Sanitize()+` FROM PUBLIC`)
+			c.Close(context.Background())
+		}
+	})
+	_, err := loginTo(t, e, second, idA, dbB)
+	require.NoError(t, err, "without the rules, the mistaken grant lets A into B's database")
+
+	rules, err := e.admin.HBARules(t.Context(), govCluster, "127.0.0.1/32", "trust")
+	require.NoError(t, err)
+	for _, id := range []tenant.ID{idA, idB} {
+		role, _, err := store.LoginOf(t.Context(), e.admin, id)
+		require.NoError(t, err)
+		assert.Contains(t, rules, `host "`+ownDatabaseOf(e.d, id)+`" "`+role+`" 127.0.0.1/32 trust`)
+	}
+	second.SetHBA(t, append(append([]string{
+		"local all postgres trust",
+		"host  all postgres 127.0.0.1/32 trust",
+	}, rules...), "host all all all reject", "local all all reject")...)
+
+	_, err = loginTo(t, e, second, idA, dbB)
+	require.Error(t, err, "with the rules, pg_hba.conf refuses A in B's database")
+	assert.Contains(t, err.Error(), "pg_hba.conf")
+	_, err = loginTo(t, e, second, idA, "postgres")
+	require.Error(t, err)
+	_, err = loginTo(t, e, second, idA, ownDatabaseOf(e.d, idA))
+	require.NoError(t, err, "A's own database")
+	_, err = e.db.Exec(ctxA, `SELECT 1`)
+	require.NoError(t, err, "and A's pool")
+
+	_, err = e.admin.HBARules(t.Context(), govCluster, "127.0.0.1/32 trust\nhost all all all", "trust")
+	assert.ErrorIs(t, err, store.ErrInvalidConfig, "a field cannot smuggle in a line")
+}
