@@ -354,3 +354,86 @@ func TestHBARulesConfineTenantLogins(t *testing.T) {
 	_, err = e.admin.HBARules(t.Context(), govCluster, "127.0.0.1/32 trust\nhost all all all", "trust")
 	assert.ErrorIs(t, err, store.ErrInvalidConfig, "a field cannot smuggle in a line")
 }
+
+// The logins of tenants with a database of their own are suspended,
+// repaired and rotated where they live: here a government tenant on a
+// dedicated cluster that checks passwords (SCRAM), and an enterprise
+// tenant on the shared one.
+func TestLoginsOnTheirOwnClusterAreSuspendedRepairedAndRotated(t *testing.T) {
+	scram := pgtest.NewSCRAMCluster(t)
+	d := databaseFor(t, store.ModeTenantLogin).NewDatabase(t)
+	var acfg *store.AdminConfig
+	e := newEnvOn(t, d, store.ModeTenantLogin, func(a *store.AdminConfig, c *store.Config) {
+		require.NoError(t, a.AddCluster("scram", scram.AdminURL()))
+		require.NoError(t, c.AddCluster("scram", scram.AdminURL()))
+		c.MaxConns, c.MinResidency = 1, 0
+		acfg = a
+	})
+	require.NoError(t, e.admin.RegisterCluster(t.Context(), "scram"))
+	idG := freshID("govl")
+	require.NoError(t, e.admin.CreateTenant(t.Context(), tenant.Info{ID: idG, Name: "G", Tier: tenant.TierGovernment}, store.OnCluster("scram")))
+	idE := freshID("entl")
+	require.NoError(t, e.admin.CreateTenant(t.Context(), tenant.Info{ID: idE, Name: "E", Tier: tenant.TierEnterprise}))
+	ctxG, ctxE := tenant.NewContext(t.Context(), idG), tenant.NewContext(t.Context(), idE)
+	e.insertReq(t, ctxG, "REQ-G", "g")
+
+	// Suspended: its login is refused on its cluster.
+	require.NoError(t, e.admin.SetState(t.Context(), idG, tenant.StateSuspended))
+	e.insertReq(t, ctxE, "REQ-E", "e") // takes the one connection: G's next call logs in anew
+	_, err := e.db.Exec(ctxG, `SELECT 1`)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not permitted to log in")
+	require.NoError(t, e.admin.SetState(t.Context(), idG, tenant.StateActive))
+	_, err = e.db.Exec(ctxG, `SELECT 1`)
+	require.NoError(t, err, "active again")
+
+	// Hardened there as on the shared cluster: no membership, owns nothing.
+	dbG := ownDatabaseOf(e.d, idG)
+	c, err := loginTo(t, e, scram, idG, dbG)
+	require.NoError(t, err)
+	var memberships, owns int
+	require.NoError(t, c.QueryRow(t.Context(), `SELECT count(*) FROM pg_roles r WHERE pg_has_role(current_user, r.oid, 'MEMBER') AND r.rolname <> current_user`).Scan(&memberships))
+	require.NoError(t, c.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM pg_class WHERE relowner = r.oid) + (SELECT count(*) FROM pg_namespace WHERE nspowner = r.oid)
+		+ (SELECT count(*) FROM pg_database WHERE datdba = r.oid) FROM pg_roles r WHERE rolname = current_user`).Scan(&owns))
+	assert.Zero(t, memberships, "a login with a database of its own belongs to no role")
+	assert.Zero(t, owns, "and owns nothing, not even its database")
+
+	// Drift on the dedicated cluster, seen and repaired there.
+	_, err = c.Exec(t.Context(), `ALTER ROLE CURRENT_USER PASSWORD 'mine now'`)
+	require.NoError(t, err)
+	_, err = c.Exec(t.Context(), `ALTER ROLE CURRENT_USER SET work_mem = '1GB'`)
+	require.NoError(t, err)
+	_, err = loginTo(t, e, scram, idG, dbG)
+	require.Error(t, err, "its own password change locks it out")
+	drift, err := e.admin.RepairLogins(t.Context())
+	require.NoError(t, err)
+	require.Len(t, drift, 1, "%v", drift)
+	assert.Equal(t, idG, drift[0].Tenant)
+	assert.ElementsMatch(t, []string{"password", "settings"}, drift[0].What)
+	_, err = loginTo(t, e, scram, idG, dbG)
+	require.NoError(t, err, "repaired")
+
+	// Rotation moves both logins, each on its cluster.
+	roleG, oldPW, err := store.LoginOf(t.Context(), e.admin, idG)
+	require.NoError(t, err)
+	secret2 := store.LoginSecret{Version: 2, Key: []byte("the second tenancy test login secret, 32+ bytes")}
+	acfg.LoginSecrets = []store.LoginSecret{secret, secret2}
+	admin2, err := store.OpenAdmin(t.Context(), acfg)
+	require.NoError(t, err)
+	defer admin2.Close()
+	n, err := admin2.RotateLogins(t.Context(), 0)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	_, err = pgx.Connect(t.Context(), dbURL(t, scram, dbG, roleG, oldPW))
+	require.Error(t, err, "the old password no longer works")
+	cfg2, err := store.ParseConfig(platform(t, e.d), secret, secret2)
+	require.NoError(t, err)
+	require.NoError(t, cfg2.AddCluster("scram", scram.AdminURL()))
+	db2, err := store.Open(t.Context(), cfg2)
+	require.NoError(t, err)
+	defer db2.Close()
+	for _, ctx := range []context.Context{ctxG, ctxE} {
+		_, err = db2.Exec(ctx, `SELECT 1`)
+		require.NoError(t, err, "a DB with the new secret connects")
+	}
+}
