@@ -437,3 +437,20 @@ func TestLoginsOnTheirOwnClusterAreSuspendedRepairedAndRotated(t *testing.T) {
 		require.NoError(t, err, "a DB with the new secret connects")
 	}
 }
+
+// A database that already has a new tenant's name (left over, or another
+// control plane's) is neither adopted nor dropped.
+func TestCreateWithDatabaseRefusesAnExistingDatabase(t *testing.T) {
+	e := newPlacedEnv(t, placementCase{store.ModeTenantLogin, tenant.TierEnterprise})
+	id := freshID("taken")
+	name := pgx.Identifier{ownDatabaseOf(e.d, id)}.Sanitize()
+	e.d.Exec(t, `CREATE DATABASE `+name)
+	err := e.admin.CreateTenant(t.Context(), tenant.Info{ID: id, Name: "Taken", Tier: tenant.TierEnterprise})
+	require.ErrorIs(t, err, store.ErrTenantExists)
+	assert.Contains(t, err.Error(), "exists on the cluster already")
+	var still bool
+	require.NoError(t, superConn(t, e.d).QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, ownDatabaseOf(e.d, id)).Scan(&still))
+	assert.True(t, still, "the existing database is left alone")
+	_, err = e.admin.Tenant(t.Context(), id)
+	assert.ErrorIs(t, err, store.ErrUnknownTenant, "nothing recorded")
+}

@@ -194,13 +194,15 @@ func (a *Admin) createWithDatabase(ctx context.Context, info tenant.Info, p plac
 	}
 	defer unlock()
 	// 1. The directory: the tenant, requested, and its login.
+	resume := false
 	err = pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		var state string
 		var prev placement
 		err := tx.QueryRow(ctx, `SELECT state, placement FROM tenancy.tenants WHERE id = $1 FOR UPDATE`, id.String()).Scan(&state, &prev)
 		switch {
 		case err == nil && state == string(tenant.StateRequested) && prev == p:
-			return nil // an earlier call stopped half-way: finish it
+			resume = true // an earlier call stopped half-way: finish it
+			return nil
 		case err == nil:
 			return ErrTenantExists
 		case !errors.Is(err, pgx.ErrNoRows):
@@ -221,16 +223,16 @@ func (a *Admin) createWithDatabase(ctx context.Context, info tenant.Info, p plac
 	if err != nil {
 		return err
 	}
-	roleMade := false
+	dbOurs, roleMade := false, false
 	defer func() {
 		if err != nil && !errors.Is(err, errCrashed) {
-			if cerr := a.undoCreate(context.WithoutCancel(ctx), cluster, id, p, roleMade); cerr != nil {
+			if cerr := a.undoCreate(context.WithoutCancel(ctx), cluster, id, p, dbOurs, roleMade); cerr != nil {
 				err = fmt.Errorf("%w (and undoing the steps before: %v; call CreateTenant again to finish, or DropTenant to remove it)", err, cerr)
 			}
 		}
 	}()
 	// 2. The database.
-	if err := a.ensureDatabase(ctx, cluster, id, p); err != nil {
+	if dbOurs, err = a.ensureDatabase(ctx, cluster, id, p, resume); err != nil {
 		return err
 	}
 	if crashAfter != nil && crashAfter(2) {
@@ -292,31 +294,31 @@ func (a *Admin) createWithDatabase(ctx context.Context, info tenant.Info, p plac
 }
 
 // ensureDatabase creates the database of tenant id placed at p on cluster,
-// unless an earlier call did (a database of that name owned by the admin
-// role); a database of that name that is not the admin's belongs to
-// someone else and is refused.
-func (a *Admin) ensureDatabase(ctx context.Context, cluster *pgxpool.Pool, id tenant.ID, p placement) error {
-	var ours *bool
-	err := cluster.QueryRow(ctx, `SELECT pg_has_role(current_user, datdba, 'USAGE') FROM pg_database WHERE datname = $1`, p.Database).Scan(&ours)
+// unless an earlier call for the same tenant did (resume, and a database
+// of that name owned by the admin role). Any other database of that name
+// is someone else's (another control plane's, or left over) and refused.
+func (a *Admin) ensureDatabase(ctx context.Context, cluster *pgxpool.Pool, id tenant.ID, p placement, resume bool) (ours bool, err error) {
+	var admins *bool
+	err = cluster.QueryRow(ctx, `SELECT pg_has_role(current_user, datdba, 'USAGE') FROM pg_database WHERE datname = $1`, p.Database).Scan(&admins)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return err
+		return false, err
 	}
-	if ours != nil {
-		if !*ours {
-			return fmt.Errorf("%w: database %s exists on the cluster and is not the admin role's (another deployment with the same RolePrefix?)", ErrTenantExists, q(p.Database))
+	if admins != nil {
+		if !*admins || !resume {
+			return false, fmt.Errorf("%w: database %s exists on the cluster already (another deployment with the same RolePrefix, or one left over: drop it if it is)", ErrTenantExists, q(p.Database))
 		}
-		return nil
+		return true, nil
 	}
 	db := q(p.Database)
 	if _, err := cluster.Exec(ctx, `CREATE DATABASE `+db); err != nil {
-		return fmt.Errorf("create database %s: %w", db, err)
+		return false, fmt.Errorf("create database %s: %w", db, err)
 	}
 	// Until the grants of step 3, no role but the admin may connect.
 	_, err = cluster.Exec(ctx, `REVOKE CONNECT, TEMPORARY ON DATABASE `+db+` FROM PUBLIC`)
 	if err == nil {
 		_, err = cluster.Exec(ctx, `COMMENT ON DATABASE `+db+` IS `+literal("tenancy: database of tenant "+id.String()))
 	}
-	return err
+	return true, err
 }
 
 // bootstrapTenantDatabase sets up a tenant's own database in tx: nothing
@@ -342,16 +344,12 @@ func (a *Admin) bootstrapTenantDatabase(ctx context.Context, tx pgx.Tx, p placem
 }
 
 // undoCreate undoes the steps of createWithDatabase after a failure: the
-// database, the login role (only if this call made it: a role of that
-// name made by anyone else is not ours to drop) and the directory rows.
-func (a *Admin) undoCreate(ctx context.Context, cluster *pgxpool.Pool, id tenant.ID, p placement, roleMade bool) error {
+// database and the login role, each only if it is this tenant's (made by
+// this call or the one it resumes: one of that name made by anyone else
+// is not ours to drop), and the directory rows.
+func (a *Admin) undoCreate(ctx context.Context, cluster *pgxpool.Pool, id tenant.ID, p placement, dbOurs, roleMade bool) error {
 	var errs []error
-	var ours *bool
-	err := cluster.QueryRow(ctx, `SELECT pg_has_role(current_user, datdba, 'USAGE') FROM pg_database WHERE datname = $1`, p.Database).Scan(&ours)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		errs = append(errs, err)
-	}
-	if ours != nil && *ours {
+	if dbOurs {
 		if _, err := cluster.Exec(ctx, `DROP DATABASE IF EXISTS `+q(p.Database)+` WITH (FORCE)`); err != nil {
 			errs = append(errs, err)
 		}
