@@ -44,7 +44,17 @@ func TestRunsAsCopied(t *testing.T) {
 		c, err := pgx.Connect(ctx, d.AdminURL())
 		require.NoError(t, err)
 		defer c.Close(ctx)
-		rows, err := c.Query(ctx, `SELECT role_name FROM tenancy.tenant_logins UNION ALL
+		// The enterprise tenant's database (no RolePrefix either); the
+		// dedicated cluster goes away whole when the package ends.
+		rows, err := c.Query(ctx, `SELECT database FROM tenancy.tenant_logins WHERE cluster IS NULL AND database IS NOT NULL`)
+		require.NoError(t, err)
+		dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		for _, db := range dbs {
+			_, err = c.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{db}.Sanitize()+` WITH (FORCE)`)
+			require.NoError(t, err)
+		}
+		rows, err = c.Query(ctx, `SELECT role_name FROM tenancy.tenant_logins WHERE cluster IS NULL UNION ALL
 			SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') LIKE 'tenancy: %RolePrefix ""'
 			  AND has_database_privilege(oid, current_database(), 'CONNECT')`)
 		require.NoError(t, err)
@@ -64,11 +74,18 @@ func TestRunsAsCopied(t *testing.T) {
 	os.Stdout = w
 	// A secret of its own: tenant role names derive from it, and roles are
 	// cluster-wide.
-	err = run(t.Context(), d.AdminURL(), platform, rand.Text()+rand.Text(), "abc123")
+	gov := pgtest.SecondCluster(t)
+	// IDs of this run's own: the enterprise tenant's database is named
+	// after its ID, cluster-wide.
+	base := "rd" + strings.ToLower(rand.Text()[:8])
+	ids := [3]string{base + "s", base + "e", base + "g"}
+	err = run(t.Context(), d.AdminURL(), platform, gov.AdminURL(), rand.Text()+rand.Text(), ids)
 	os.Stdout = stdout
 	w.Close()
 	var out bytes.Buffer
 	_, _ = io.Copy(&out, r)
 	require.NoError(t, err)
-	assert.Equal(t, "tenant abc123 has 1 requirement(s)\n", out.String())
+	assert.Equal(t, "standard tenant "+ids[0]+" has 1 requirement(s)\n"+
+		"enterprise tenant "+ids[1]+" has 1 requirement(s)\n"+
+		"government tenant "+ids[2]+" has 1 requirement(s)\n", out.String())
 }
