@@ -122,8 +122,43 @@
 //
 // # Placement
 //
-// A standard-tier tenant lives in schema tenant_<id> of the shared
-// database. The placement is recorded in the directory.
+// Where a tenant lives follows its tier, is recorded in the directory when
+// it is created, and never changes:
+//
+//   - standard: schema tenant_<id> of the shared database;
+//   - enterprise: database RolePrefix+"tenant_<id>" on the shared cluster,
+//     with schema tenant_<id> in it;
+//   - government: the same on a dedicated cluster, registered by name
+//     ([Admin.RegisterCluster]) and chosen with [OnCluster]. The names and
+//     connection strings of clusters are configuration
+//     ([AdminConfig.AddCluster], [Config.AddCluster]); the control plane
+//     records only the name. Several clusters may be registered, each
+//     holding several government tenants, each in a database of its own.
+//
+// The schema has the same name on every tier, so the same SQL, the same
+// tables and the same migrations serve every tenant. A tenant with a
+// database of its own always has a login of its own, in both modes: a
+// connection to that database can only serve that tenant, so there is
+// nothing to share. Its login belongs to no role; its database grants
+// CONNECT to that login only (nothing to PUBLIC: no CONNECT, no TEMP, no
+// CREATE on schema public), and holds a small schema tenancy with the
+// guard's function and that database's copy of the migration ledger. The
+// control plane (directory, logins, keysets, the migration ledger) stays
+// in the shared database, which the DB's platform role reads; tenant
+// logins on other clusters connect with their own database as the
+// database, and the host, port and TLS settings of Config.Clusters.
+//
+// PostgreSQL cannot create a database inside a transaction, so creating
+// and dropping such a tenant are steps that can be repeated: see
+// [Admin.CreateTenant] and [Admin.DropTenant]. [Admin.HBARules] renders
+// pg_hba.conf lines that confine each tenant login to its own database on
+// a cluster, as defense in depth against a mistaken grant.
+//
+// # Migrations
+//
+// The tenant schema can also be given as SQL files ([AdminConfig.Migrations]),
+// applied to every new tenant and, by [Admin.Migrate], to every tenant of
+// every tier and cluster; see Migrate.
 //
 // # Errors
 //
