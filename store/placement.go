@@ -144,9 +144,10 @@ func (c *Config) AddCluster(name, connString string) error {
 // connection is AdminConfig.Clusters[name], in the control plane, so that
 // government tenants can be placed on it ([OnCluster]). It connects to the
 // cluster, checks that it is not the shared cluster itself, and hardens
-// the database it connects to (CONNECT and TEMPORARY revoked from
-// PUBLIC, as [Admin.HardenDatabases] does). Registering a cluster again
-// is a no-op.
+// every database on it that accepts connections (CONNECT and TEMPORARY
+// revoked from PUBLIC, as [Admin.HardenDatabases] does), so that a tenant
+// login there reaches its own database only. Registering a cluster again
+// hardens it again.
 func (a *Admin) RegisterCluster(ctx context.Context, name string) error {
 	pool, err := a.clusterPool(ctx, name)
 	if err != nil {
@@ -155,15 +156,27 @@ func (a *Admin) RegisterCluster(ctx context.Context, name string) error {
 	// Roles are cluster-wide: the group of this database's tenant logins
 	// exists on the shared cluster, and on no other.
 	var same bool
-	var db string
-	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1), current_database()`, a.groupRole()).Scan(&same, &db); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, a.groupRole()).Scan(&same); err != nil {
 		return fmt.Errorf("store: register cluster %s: %w", name, err)
 	}
 	if same {
 		return fmt.Errorf("store: register cluster %s: %w: AdminConfig.Clusters[%q] reaches the shared cluster itself (role %s exists there): a dedicated cluster is another server", name, ErrInvalidConfig, name, q(a.groupRole()))
 	}
-	if _, err := pool.Exec(ctx, `REVOKE CONNECT, TEMPORARY ON DATABASE `+q(db)+` FROM PUBLIC`); err != nil {
-		return fmt.Errorf("store: register cluster %s: harden database %s: %w", name, q(db), err)
+	// A dedicated cluster is tenancy's: no database on it lets PUBLIC
+	// connect (postgres, template1, the one the admin connects to), so a
+	// tenant login reaches its own database only.
+	rows, err := pool.Query(ctx, `SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1`)
+	if err != nil {
+		return fmt.Errorf("store: register cluster %s: %w", name, err)
+	}
+	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("store: register cluster %s: %w", name, err)
+	}
+	for _, d := range dbs {
+		if _, err := pool.Exec(ctx, `REVOKE CONNECT, TEMPORARY ON DATABASE `+q(d)+` FROM PUBLIC`); err != nil {
+			return fmt.Errorf("store: register cluster %s: harden database %s (the cluster's admin must own every database on it, or be superuser): %w", name, q(d), err)
+		}
 	}
 	if _, err := a.pool.Exec(ctx, `INSERT INTO tenancy.clusters (name) VALUES ($1) ON CONFLICT DO NOTHING`, name); err != nil {
 		return fmt.Errorf("store: register cluster %s: %w", name, err)

@@ -157,9 +157,11 @@ func TestGovernmentTenantLivesOnItsClusterOnly(t *testing.T) {
 	require.Error(t, err, "G's credentials mean nothing on the shared cluster")
 	_, err = loginTo(t, e, second, idS, ownDatabaseOf(e.d, idG))
 	require.Error(t, err, "S's credentials mean nothing on the dedicated cluster")
-	_, err = loginTo(t, e, second, idG, second.Name())
-	require.Error(t, err, "RegisterCluster hardened the database the admin connects to")
-	assert.Equal(t, "42501", pgCode(err), "%v", err)
+	for _, db := range []string{second.Name(), "postgres", "template1"} {
+		_, err = loginTo(t, e, second, idG, db)
+		require.Error(t, err, "RegisterCluster hardened every database of the dedicated cluster: %s", db)
+		assert.Equal(t, "42501", pgCode(err), "%s: %v", db, err)
+	}
 
 	// A DB that was not given the dedicated cluster cannot reach G at
 	// all, and says which cluster is missing; S is served as ever.
