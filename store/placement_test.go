@@ -456,3 +456,38 @@ func TestCreateWithDatabaseRefusesAnExistingDatabase(t *testing.T) {
 	_, err = e.admin.Tenant(t.Context(), id)
 	assert.ErrorIs(t, err, store.ErrUnknownTenant, "nothing recorded")
 }
+
+// An operator grants B's login everything on A's database by mistake:
+// B connects, and row level security still shows it none of A's rows,
+// and says why.
+func TestMistakenGrantOnATenantDatabaseDoesNotLeak(t *testing.T) {
+	e := newPlacedEnv(t, placementCase{store.ModeTenantLogin, tenant.TierEnterprise})
+	idA, ctxA := e.newTenant(t, "mga")
+	idB, _ := e.newTenant(t, "mgb")
+	e.insertReq(t, ctxA, "REQ-A", "CANARY-A")
+	roleB, _, err := store.LoginOf(t.Context(), e.admin, idB)
+	require.NoError(t, err)
+	dbA := ownDatabaseOf(e.d, idA)
+	cfg, err := pgx.ParseConfig(e.d.AdminURL())
+	require.NoError(t, err)
+	cfg.Database = dbA
+	c, err := pgx.ConnectConfig(t.Context(), cfg)
+	require.NoError(t, err)
+	defer c.Close(context.Background())
+	rb, schemaA := pgx.Identifier{roleB}.Sanitize(), pgx.Identifier{idA.SchemaName()}.Sanitize()
+	for _, sql := range []string{
+		`GRANT CONNECT ON DATABASE ` + pgx.Identifier{dbA}.Sanitize() + ` TO ` + rb,
+		`GRANT USAGE ON SCHEMA ` + schemaA + `, tenancy TO ` + rb,
+		`GRANT SELECT ON ALL TABLES IN SCHEMA ` + schemaA + ` TO ` + rb,
+		`GRANT EXECUTE ON FUNCTION tenancy.no_tenant(text) TO ` + rb,
+	} {
+		_, err := c.Exec(t.Context(), sql)
+		require.NoError(t, err, sql)
+	}
+	b, err := loginTo(t, e, e.d, idB, dbA)
+	require.NoError(t, err, "the mistaken grant lets B connect")
+	var n int
+	err = b.QueryRow(t.Context(), `SELECT count(*) FROM `+schemaA+`.requirements`).Scan(&n)
+	require.Error(t, err, "B read A's table")
+	assert.Contains(t, err.Error(), "no tenant", "the policy of A's table refuses B's session: %v", err)
+}
