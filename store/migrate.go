@@ -217,18 +217,18 @@ func (a *Admin) applyAllNew(ctx context.Context, tx pgx.Tx, id tenant.ID, p plac
 		return nil, err
 	}
 	versions := make([]int, 0, len(a.migrations))
-	var tables []string
+	var objs schemaObjects
 	for _, m := range a.migrations {
 		if err := execAll(ctx, tx, `SET LOCAL search_path = `+q(p.Schema)); err != nil {
 			return nil, err
 		}
 		var err error
-		if tables, err = a.runFile(ctx, tx, id, p, m, role, started); err != nil {
+		if objs, err = a.runFile(ctx, tx, id, p, m, role, started); err != nil {
 			return nil, fmt.Errorf("migration %d (%s): %w", m.version, m.file, err)
 		}
 		versions = append(versions, m.version)
 	}
-	if err := a.secureTables(ctx, tx, id, p, tables); err != nil {
+	if err := a.secureTables(ctx, tx, id, p, objs.tables); err != nil {
 		return nil, err
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO tenancy.tenant_migrations (tenant_id, version)
@@ -250,38 +250,41 @@ func (a *Admin) applyAllNew(ctx context.Context, tx pgx.Tx, id tenant.ID, p plac
 // tenant's session too), so that a file can read and write the tenant's
 // rows. Nobody else sees this state: secureTables forces the tables again
 // before the commit.
-func (a *Admin) runFile(ctx context.Context, tx pgx.Tx, id tenant.ID, p placement, m migration, role string, started time.Time) ([]string, error) {
+func (a *Admin) runFile(ctx context.Context, tx pgx.Tx, id tenant.ID, p placement, m migration, role string, started time.Time) (schemaObjects, error) {
+	var none schemaObjects
 	tables, err := tenantIDTables(ctx, tx, p.Schema)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
+	b := &pgx.Batch{}
 	for _, t := range tables {
-		if _, err := tx.Exec(ctx, `ALTER TABLE `+pgx.Identifier{p.Schema, t}.Sanitize()+
-			` NO FORCE ROW LEVEL SECURITY, ALTER COLUMN tenant_id SET DEFAULT `+literal(id.String())); err != nil {
-			return nil, err
-		}
+		b.Queue(`ALTER TABLE ` + pgx.Identifier{p.Schema, t}.Sanitize() +
+			` NO FORCE ROW LEVEL SECURITY, ALTER COLUMN tenant_id SET DEFAULT ` + literal(id.String()))
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return none, err
 	}
 	conn := tx.Conn().PgConn()
 	// Trusted SQL of several statements: the simple protocol.
 	if _, err := conn.Exec(ctx, m.sql).ReadAll(); err != nil {
-		return nil, err
+		return none, err
 	}
 	// Settings the file made with SET would otherwise stay on the admin's
 	// pooled connection after the commit. A file that ended the
 	// transaction leaves none, or another one (now() tells).
 	ended := conn.TxStatus() != 'T'
 	var now time.Time
-	b := &pgx.Batch{}
+	b = &pgx.Batch{}
 	b.Queue(`RESET ALL`)
 	b.Queue(`SELECT now()`).QueryRow(func(r pgx.Row) error { return r.Scan(&now) })
 	if err := tx.Conn().SendBatch(ctx, b).Close(); err != nil {
-		return nil, err
+		return none, err
 	}
 	if ended || !now.Equal(started) {
 		err := errors.New("the file ended the transaction store runs it in (COMMIT, ROLLBACK or END): a migration must not control its transaction; what it committed stays, with its tables secured again")
 		if conn.TxStatus() == 'T' {
 			if _, rerr := conn.Exec(ctx, `ROLLBACK`).ReadAll(); rerr != nil {
-				return nil, fmt.Errorf("%w (and rolling back the transaction it began: %v)", err, rerr)
+				return none, fmt.Errorf("%w (and rolling back the transaction it began: %v)", err, rerr)
 			}
 		}
 		// What it committed may include the tables opened above.
@@ -292,17 +295,22 @@ func (a *Admin) runFile(ctx context.Context, tx pgx.Tx, id tenant.ID, p placemen
 			}
 			return a.secureTables(ctx, tx, id, p, tables)
 		}); rerr != nil {
-			return nil, fmt.Errorf("%w (and securing the tables again: %v)", err, rerr)
+			return none, fmt.Errorf("%w (and securing the tables again: %v)", err, rerr)
 		}
-		return nil, err
+		return none, err
 	}
 	return checkSchema(ctx, tx, p.Schema, role, a.workerOf(p))
 }
 
-// tenantIDTables returns the tables of schema that have a tenant_id column.
+// tenantIDTables returns the tables of schema that have a tenant_id
+// column (found as schemaCheckSQL finds them).
 func tenantIDTables(ctx context.Context, tx pgx.Tx, schema string) ([]string, error) {
-	rows, err := tx.Query(ctx, `SELECT c.relname::text FROM pg_catalog.pg_class c
-		WHERE c.relnamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $1) AND c.relkind IN ('r', 'p')
+	rows, err := tx.Query(ctx, `SELECT c.relname::text
+		FROM pg_catalog.pg_namespace n
+		JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+		  AND d.refobjid = n.oid AND d.refobjsubid = 0 AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+		JOIN pg_catalog.pg_class c ON c.oid = d.objid AND c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
+		WHERE n.nspname = $1
 		  AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
 		ORDER BY 1`, schema)
 	if err != nil {
@@ -312,14 +320,26 @@ func tenantIDTables(ctx context.Context, tx pgx.Tx, schema string) ([]string, er
 }
 
 // schemaCheckSQL lists what row level security cannot bind in a tenant's
-// schema ($1), as (kind, object, detail) rows, and the tables to secure
-// as rows of kind table with an empty detail. $2 is the admin role, $3
-// the tenant's worker role.
+// schema ($1), as (kind, object, detail) rows, and what to secure and
+// grant: rows of kind table, view and sequence with an empty detail. $2 is
+// the admin role, $3 the tenant's worker role.
+//
+// The schema's relations and functions are found through pg_depend, whose
+// index leads to them (pg_class and pg_proc have none on the namespace,
+// and a scan of the catalog costs milliseconds per tenant in a database of
+// thousands); every object of a schema depends on it there, which is how
+// DROP SCHEMA finds them. Indexes depend on their table instead.
 const schemaCheckSQL = `
 WITH s AS (SELECT n.oid, n.nspowner, n.nspacl FROM pg_catalog.pg_namespace n WHERE n.nspname = $1),
      adm AS (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $2),
      rel AS (SELECT c.oid, c.relname::text AS name, c.relkind, c.relowner, c.reloptions
-             FROM pg_catalog.pg_class c, s WHERE c.relnamespace = s.oid)
+             FROM s JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+                      AND d.refobjid = s.oid AND d.refobjsubid = 0 AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                    JOIN pg_catalog.pg_class c ON c.oid = d.objid AND c.relnamespace = s.oid),
+     fn AS (SELECT p.oid, p.prosecdef, p.proowner
+            FROM s JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+                     AND d.refobjid = s.oid AND d.refobjsubid = 0 AND d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                   JOIN pg_catalog.pg_proc p ON p.oid = d.objid AND p.pronamespace = s.oid)
 SELECT 'role', current_user::text, '' WHERE current_user <> $2::name
 UNION ALL
 SELECT 'table', rel.name, CASE
@@ -333,17 +353,18 @@ SELECT 'materialized view', rel.name, '' FROM rel WHERE rel.relkind = 'm'
 UNION ALL
 SELECT 'foreign table', rel.name, '' FROM rel WHERE rel.relkind = 'f'
 UNION ALL
-SELECT 'view', rel.name, '' FROM rel WHERE rel.relkind = 'v'
-   AND NOT COALESCE((SELECT o.option_value::boolean FROM pg_catalog.pg_options_to_table(rel.reloptions) o
-                     WHERE o.option_name = 'security_invoker'), false)
+SELECT 'view', rel.name, CASE WHEN COALESCE((SELECT o.option_value::boolean FROM pg_catalog.pg_options_to_table(rel.reloptions) o
+                                              WHERE o.option_name = 'security_invoker'), false) THEN '' ELSE 'definer' END
+  FROM rel WHERE rel.relkind = 'v'
+UNION ALL
+SELECT 'sequence', rel.name, '' FROM rel WHERE rel.relkind = 'S'
 UNION ALL
 SELECT 'owner', rel.name, pg_catalog.pg_get_userbyid(rel.relowner)::text FROM rel, adm WHERE rel.relowner <> adm.oid
 UNION ALL
-SELECT 'security definer', p.oid::pg_catalog.regprocedure::text, '' FROM pg_catalog.pg_proc p, s
-  WHERE p.pronamespace = s.oid AND p.prosecdef
+SELECT 'security definer', fn.oid::pg_catalog.regprocedure::text, '' FROM fn WHERE fn.prosecdef
 UNION ALL
-SELECT 'function owner', p.oid::pg_catalog.regprocedure::text, pg_catalog.pg_get_userbyid(p.proowner)::text
-  FROM pg_catalog.pg_proc p, s, adm WHERE p.pronamespace = s.oid AND p.proowner <> adm.oid
+SELECT 'function owner', fn.oid::pg_catalog.regprocedure::text, pg_catalog.pg_get_userbyid(fn.proowner)::text
+  FROM fn, adm WHERE fn.proowner <> adm.oid
 UNION ALL
 SELECT 'policy', rel.name, pol.polname::text FROM rel JOIN pg_catalog.pg_policy pol ON pol.polrelid = rel.oid
   WHERE pol.polpermissive AND pol.polname <> 'tenancy_isolation'
@@ -360,14 +381,19 @@ SELECT 'schema privilege', $1,
     AND NOT (acl.grantee = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $3) AND acl.privilege_type = 'USAGE')
 ORDER BY 1, 2, 3`
 
+// schemaObjects are what a tenant's schema holds that store secures and
+// grants to the tenant's role.
+type schemaObjects struct{ tables, views, sequences []string }
+
 // checkSchema is the fail-closed check after a migration: it fails,
 // naming each object and the fix, unless every relation of the tenant's
-// schema is one that row level security binds, and returns the tables
-// (to be secured). See [Admin.Migrate] for the rules.
-func checkSchema(ctx context.Context, tx pgx.Tx, schema, role, worker string) ([]string, error) {
+// schema is one that row level security binds, and returns the tables (to
+// be secured), views and sequences. See [Admin.Migrate] for the rules.
+func checkSchema(ctx context.Context, tx pgx.Tx, schema, role, worker string) (schemaObjects, error) {
+	var objs schemaObjects
 	rows, err := tx.Query(ctx, schemaCheckSQL, schema, role, worker)
 	if err != nil {
-		return nil, err
+		return objs, err
 	}
 	type finding struct{ kind, object, detail string }
 	found, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (finding, error) {
@@ -376,9 +402,9 @@ func checkSchema(ctx context.Context, tx pgx.Tx, schema, role, worker string) ([
 		return f, err
 	})
 	if err != nil {
-		return nil, err
+		return objs, err
 	}
-	var tables, problems []string
+	var problems []string
 	for _, f := range found {
 		o := q(f.object)
 		var p string
@@ -386,7 +412,7 @@ func checkSchema(ctx context.Context, tx pgx.Tx, schema, role, worker string) ([
 		case "table":
 			switch f.detail {
 			case "":
-				tables = append(tables, f.object)
+				objs.tables = append(objs.tables, f.object)
 			case "no tenant_id":
 				p = "table " + o + " has no tenant_id column: every tenant table needs one, so add `tenant_id text NOT NULL` (store sets its default to the tenant and adds the isolation policy)"
 			default:
@@ -399,7 +425,13 @@ func checkSchema(ctx context.Context, tx pgx.Tx, schema, role, worker string) ([
 		case "foreign table":
 			p = "foreign table " + o + ": row level security cannot bind the rows of a foreign server"
 		case "view":
-			p = "view " + o + " reads with its owner's privileges, past row level security: create it WITH (security_invoker = true)"
+			if f.detail == "" {
+				objs.views = append(objs.views, f.object)
+			} else {
+				p = "view " + o + " reads with its owner's privileges, past row level security: create it WITH (security_invoker = true)"
+			}
+		case "sequence":
+			objs.sequences = append(objs.sequences, f.object)
 		case "owner":
 			p = o + " is owned by " + q(f.detail) + ", not by the admin role: its owner could turn row level security off or change it"
 		case "function owner":
@@ -422,9 +454,9 @@ func checkSchema(ctx context.Context, tx pgx.Tx, schema, role, worker string) ([
 		}
 	}
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("schema %s is not secured (the migration is rolled back): %s", q(schema), strings.Join(problems, "; "))
+		return objs, fmt.Errorf("schema %s is not secured (the migration is rolled back): %s", q(schema), strings.Join(problems, "; "))
 	}
-	return tables, nil
+	return objs, nil
 }
 
 // secureTables secures every table of the schema of tenant id placed at
@@ -434,14 +466,42 @@ func checkSchema(ctx context.Context, tx pgx.Tx, schema, role, worker string) ([
 // is undone.
 func (a *Admin) secureTables(ctx context.Context, tx pgx.Tx, id tenant.ID, p placement, tables []string) error {
 	g := a.guardOf(id, p)
+	b := &pgx.Batch{}
 	for _, t := range tables {
-		name := pgx.Identifier{p.Schema, t}.Sanitize()
-		if _, err := tx.Exec(ctx, `ALTER TABLE `+name+` ALTER COLUMN tenant_id SET DEFAULT `+g.def); err != nil {
-			return fmt.Errorf("secure table %s: %w", name, err)
-		}
+		b.Queue(`ALTER TABLE ` + pgx.Identifier{p.Schema, t}.Sanitize() + ` ALTER COLUMN tenant_id SET DEFAULT ` + g.def)
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("secure the tables of schema %s: %w", q(p.Schema), err)
+	}
+	for _, t := range tables {
 		if err := secureTable(ctx, tx, g, p.Schema, t); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// grantObjects grants the tables and views of a tenant's schema, and its
+// sequences, to the tenant's worker role. (GRANT ... ON ALL TABLES IN
+// SCHEMA would scan the catalog.)
+func grantObjects(ctx context.Context, tx pgx.Tx, schema, worker string, objs schemaObjects) error {
+	list := func(names ...[]string) string {
+		var l []string
+		for _, ns := range names {
+			for _, n := range ns {
+				l = append(l, pgx.Identifier{schema, n}.Sanitize())
+			}
+		}
+		return strings.Join(l, ", ")
+	}
+	w := q(worker)
+	if rels := list(objs.tables, objs.views); rels != "" {
+		if err := execAll(ctx, tx, `GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE `+rels+` TO `+w); err != nil {
+			return err
+		}
+	}
+	if seqs := list(objs.sequences); seqs != "" {
+		return execAll(ctx, tx, `GRANT USAGE, SELECT ON SEQUENCE `+seqs+` TO `+w)
 	}
 	return nil
 }
@@ -820,18 +880,14 @@ func (a *Admin) migrateOne(ctx context.Context, tgt target, id tenant.ID, p plac
 		if done {
 			return nil // another run applied it
 		}
-		tables, err := a.runFile(ctx, tx, id, p, m, role, started)
+		objs, err := a.runFile(ctx, tx, id, p, m, role, started)
 		if err != nil {
 			return err
 		}
-		if err := a.secureTables(ctx, tx, id, p, tables); err != nil {
+		if err := a.secureTables(ctx, tx, id, p, objs.tables); err != nil {
 			return err
 		}
-		schema, w := q(p.Schema), q(a.workerOf(p))
-		if err := execAll(ctx, tx,
-			`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA `+schema+` TO `+w,
-			`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA `+schema+` TO `+w,
-		); err != nil {
+		if err := grantObjects(ctx, tx, p.Schema, a.workerOf(p), objs); err != nil {
 			return err
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO tenancy.tenant_migrations (tenant_id, version) VALUES ($1, $2)`, id.String(), m.version)

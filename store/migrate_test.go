@@ -40,8 +40,8 @@ const (
 		DO $$ BEGIN
 		  IF EXISTS (SELECT 1 FROM requirements WHERE req_id = 'poison') THEN RAISE EXCEPTION 'poison'; END IF;
 		END $$;`
-	// migTags creates the table tags.
-	migTags = `CREATE TABLE tags (tenant_id text NOT NULL, tag text PRIMARY KEY);`
+	// migTags creates the table tags, with a sequence.
+	migTags = `CREATE TABLE tags (tenant_id text NOT NULL, tag text PRIMARY KEY, n serial);`
 )
 
 // migFS is a migration FS of the given files (name, SQL, name, SQL, ...).
@@ -229,6 +229,7 @@ func TestMigrateAppliesToEveryTenant(t *testing.T) {
 			// Rows of tenant A in a table made by a migration are not
 			// tenant B's.
 			ctxA, ctxB := tenant.NewContext(t.Context(), ids[0]), tenant.NewContext(t.Context(), ids[1])
+			// (n takes the next value of a sequence made by the migration.)
 			_, err = e2.db.Exec(ctxA, `INSERT INTO tags (tag) VALUES ('a-only')`)
 			require.NoError(t, err)
 			_, err = e2.db.Exec(ctxB, `INSERT INTO tags (tag) VALUES ('b-only')`)
@@ -437,6 +438,11 @@ func TestMigrationFailsClosed(t *testing.T) {
 				got, err := reqIDs(t, e2.db, other, `SELECT req_id FROM requirements`)
 				require.NoError(t, err)
 				require.Empty(t, got)
+				if exists(t, c, schema, "v") { // granted to the tenant, read with its policy
+					got, err := reqIDs(t, e2.db, ctx, `SELECT req_id FROM v`)
+					require.NoError(t, err)
+					require.Equal(t, []string{"after"}, got)
+				}
 				return
 			}
 			require.ErrorIs(t, err, store.ErrMigrationFailed)
