@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/rtmx-ai/tenancy/internal/pgtest"
@@ -889,4 +890,34 @@ func TestMigrateAsLeastPrivilegeAdmin(t *testing.T) {
 		WHERE adrelid = $1::regclass AND adnum = (SELECT attnum FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'tenant_id')`,
 		a.SchemaName()+".docs").Scan(&def))
 	require.Contains(t, def, a.String(), "tenant_id defaults to the tenant")
+}
+
+// TestConcurrentMigrateRunsApplyOnce runs Migrate from two Admins at once
+// (as two processes would): the lock and the ledger checked under it
+// apply each migration to each tenant once.
+func TestConcurrentMigrateRunsApplyOnce(t *testing.T) {
+	const n = 12
+	e := migEnv(t, store.ModeTenantLogin, migFS("0001_docs.sql", migDocs))
+	c := superuser(t, e.d)
+	ids := createTenants(t, e.admin, "migboth", n)
+	e.d.Exec(t, `CREATE SCHEMA migtest; CREATE TABLE migtest.audit (schema_name text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`)
+	a1, a2 := reopen(t, e, killTestFS()).admin, reopen(t, e, killTestFS()).admin
+	reps := make([]*store.MigrateReport, 2)
+	var wg sync.WaitGroup
+	for i, a := range []*store.Admin{a1, a2} {
+		wg.Go(func() {
+			var err error
+			reps[i], err = a.Migrate(t.Context(), store.MigrateOptions{Parallelism: 3})
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	for _, r := range reps {
+		require.Equal(t, ids, r.Migrated, "each run reports every tenant migrated (by it or by the other)")
+	}
+	require.Equal(t, n, count(t, c, `SELECT count(*) FROM migtest.audit`))
+	require.Equal(t, n, count(t, c, `SELECT count(DISTINCT schema_name) FROM migtest.audit`), "each tenant's migration ran once")
+	for _, id := range ids {
+		require.Equal(t, []int{1, 2}, ledger(t, c, id))
+	}
 }
