@@ -241,7 +241,7 @@ func (a *Admin) applyAllNew(ctx context.Context, tx pgx.Tx, id tenant.ID, p plac
 // runFile runs migration m in tx (search_path already the tenant's
 // schema) for tenant id, resets the session's settings, and checks that
 // the tenant's schema is still one that row level security binds
-// (checkSchema). It returns the tables of the schema, to be secured.
+// (checkSchema), and returns what checkSchema found to secure and grant.
 //
 // The file runs with the tenant's tables opened to the admin role, their
 // owner: row level security not forced (so that the owner is not held to
