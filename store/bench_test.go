@@ -258,13 +258,21 @@ func BenchmarkColdTenant(b *testing.B) {
 
 func benchCold(b *testing.B, e *env, platformURL string, ids []tenant.ID) {
 	b.Helper()
+	benchFirstQuery(b, e, platformURL, ids, func(tenant.ID) string { return e.d.Name() })
+}
+
+// benchFirstQuery is benchCold for tenants whose database is dbOf(id) on
+// e's server: mode=raw, a new plain pgx pool logged in as the tenant on
+// that database, and mode=tenantLogin, a new DB's first query.
+func benchFirstQuery(b *testing.B, e *env, platformURL string, ids []tenant.ID, dbOf func(tenant.ID) string) {
+	b.Helper()
 	ctx := b.Context()
 	b.Run("mode=raw", func(b *testing.B) {
 		cfgs := make([]*pgxpool.Config, len(ids))
 		for i, id := range ids {
 			role, pw, err := store.LoginOf(ctx, e.admin, id)
 			require.NoError(b, err)
-			cfgs[i], err = pgxpool.ParseConfig(e.d.URL(role, pw))
+			cfgs[i], err = pgxpool.ParseConfig(dbURL(b, e.d, dbOf(id), role, pw))
 			require.NoError(b, err)
 			cfgs[i].MaxConns, cfgs[i].MinConns = store.DefaultConnLimit, 0
 		}
