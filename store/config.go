@@ -69,6 +69,8 @@ type AdminConfig struct {
 	// them in the control plane and fails with [ErrMigrationChanged] if a
 	// recorded one changed or is missing, so every Admin of a database
 	// carries every migration recorded there, unchanged (nil means none).
+	// It fails with [ErrInvalidConfig] on a file that controls its
+	// transaction (COMMIT, ROLLBACK, SAVEPOINT, ...: see [Admin.Migrate]).
 	Migrations fs.FS
 	// Clusters are the admin connections of the dedicated clusters of
 	// government tenants, by the name they are registered under

@@ -38,3 +38,12 @@ func CrashCreateAfter(n int) (restore func()) {
 
 // ErrCrashed is the error of a CreateTenant stopped by CrashCreateAfter.
 var ErrCrashed = errCrashed
+
+// AllowTxControlInMigrations makes OpenAdmin accept migration files that
+// control their transaction (COMMIT, ...), so that tests reach the check
+// made after such a file has run, until the returned func is called.
+// Tests using it must not run in parallel.
+func AllowTxControlInMigrations() (restore func()) {
+	skipTxControlCheck.Store(true)
+	return func() { skipTxControlCheck.Store(false) }
+}

@@ -37,6 +37,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -114,10 +115,57 @@ func loadMigrations(fsys fs.FS) ([]migration, error) {
 		if !utf8.Valid(b) || bytes.IndexByte(b, 0) >= 0 {
 			return nil, fail("file %q must be UTF-8 text without NUL bytes", name)
 		}
+		if !skipTxControlCheck.Load() {
+			if err := checkTxControl(string(b)); err != nil {
+				return nil, fail("file %q, %w", name, err)
+			}
+		}
 		ms = append(ms, migration{version: v, name: m[2], file: name, sql: string(b), checksum: sha256.Sum256(b)})
 	}
 	slices.SortFunc(ms, func(x, y migration) int { return cmp.Compare(x.version, y.version) })
 	return ms, nil
+}
+
+// skipTxControlCheck, when set (by tests only), makes loadMigrations
+// accept files that control their transaction, so that tests reach the
+// check after the file has run (runFile).
+var skipTxControlCheck atomic.Bool
+
+// checkTxControl refuses SQL text (a migration file) with a top-level
+// statement that controls the transaction: BEGIN, START TRANSACTION,
+// COMMIT, END, ROLLBACK, ABORT (with AND CHAIN, or PREPARED, too),
+// SAVEPOINT, RELEASE and PREPARE TRANSACTION. Store runs each file inside
+// a transaction of its own and commits it only after checking the
+// tenant's schema, in the same transaction (see [Admin.Migrate]); a file
+// that committed would have committed before the check, and inside
+// CreateTenant a half-made tenant. What cannot run inside a transaction
+// block at all (VACUUM, CREATE INDEX CONCURRENTLY, CREATE DATABASE, ALTER
+// SYSTEM, ...) is left to PostgreSQL, which refuses it there and so rolls
+// the file back; so is COMMIT inside a DO block or a procedure (CALL),
+// which PostgreSQL refuses inside a transaction block. It also refuses
+// an unterminated string, quoted identifier or comment, which PostgreSQL
+// would refuse too. The error names the line and the statement.
+func checkTxControl(sql string) error {
+	stmts, err := splitStatements(sql)
+	if err != nil {
+		return fmt.Errorf("%w: PostgreSQL would not parse the file", err)
+	}
+	for _, s := range stmts {
+		if what := s.txControl(); what != "" {
+			text := strings.Join(strings.Fields(strings.TrimSuffix(strings.TrimSpace(sql[s.at:s.end]), ";")), " ")
+			if len(text) > 60 {
+				cut := 57
+				for !utf8.RuneStart(text[cut]) {
+					cut--
+				}
+				text = text[:cut] + "..."
+			}
+			return fmt.Errorf("line %d: statement %q controls the transaction (%s): store runs each migration in a transaction of its own, "+
+				"and commits it only after checking the tenant's schema; a migration must not begin, end or roll back a transaction, "+
+				"nor use savepoints: remove the statement", s.line, text, what)
+		}
+	}
+	return nil
 }
 
 // recordMigrations checks the Admin's migrations against those recorded
@@ -257,6 +305,11 @@ func (a *Admin) runFile(ctx context.Context, tx pgx.Tx, id tenant.ID, p placemen
 		return none, err
 	}
 	b := &pgx.Batch{}
+	// The file is parsed as checkTxControl lexed it (with '...' strings
+	// taking no backslash escapes), whatever the role's or server's
+	// setting. (The whole file is parsed before any of it runs, so a SET
+	// in it does not change how the rest of it is read.)
+	b.Queue(`SET LOCAL standard_conforming_strings = on`)
 	for _, t := range tables {
 		b.Queue(`ALTER TABLE ` + pgx.Identifier{p.Schema, t}.Sanitize() +
 			` NO FORCE ROW LEVEL SECURITY, ALTER COLUMN tenant_id SET DEFAULT ` + literal(id.String()))
@@ -644,10 +697,15 @@ type behind struct {
 // while it runs, the tenant's tables do not force row level security on
 // their owner, the admin, and their tenant_id defaults to the tenant's ID
 // (the check forces them again before the commit). It must not control
-// the transaction, nor run what cannot run inside one (CREATE INDEX
-// CONCURRENTLY, VACUUM); a file that commits anyway fails, and what it
-// committed stays, its tables secured again. Settings made with SET end
-// with the migration. What the file does outside the tenant's schema is
+// the transaction: [OpenAdmin] refuses a file with a top-level BEGIN,
+// START TRANSACTION, COMMIT, END, ROLLBACK, ABORT, SAVEPOINT, RELEASE or
+// PREPARE TRANSACTION, naming the line (strings, quoted identifiers,
+// comments and function bodies are told apart as PostgreSQL tells them),
+// and a file that ends its transaction anyway fails when it runs (what it
+// committed stays, its tables secured again). What cannot run inside a
+// transaction (CREATE INDEX CONCURRENTLY, VACUUM) fails, refused by
+// PostgreSQL. The file is read with standard_conforming_strings on.
+// Settings made with SET end with the migration. What the file does outside the tenant's schema is
 // not checked.
 func (a *Admin) Migrate(ctx context.Context, opts MigrateOptions) (*MigrateReport, error) {
 	switch {

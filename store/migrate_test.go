@@ -371,8 +371,6 @@ func TestMigrationFailsClosed(t *testing.T) {
 		name string
 		sql  string
 		want string // in the error; "" when the migration succeeds
-		// committed: the file committed before failing, so its marker stays.
-		committed bool
 	}{
 		{name: "table without tenant_id", sql: `CREATE TABLE bare (id int PRIMARY KEY);`,
 			want: `table "bare" has no tenant_id column`},
@@ -400,8 +398,6 @@ func TestMigrationFailsClosed(t *testing.T) {
 			want: `grants PUBLIC CREATE`},
 		{name: "role left changed", sql: `DO $$ BEGIN EXECUTE format('SET ROLE %I', (SELECT value FROM tenancy.meta WHERE key = 'platform_role')); END $$;`,
 			want: `changed the role`},
-		{name: "commit", sql: `COMMIT;`, want: `ended the transaction`, committed: true},
-		{name: "commit and begin", sql: `COMMIT; BEGIN;`, want: `ended the transaction`, committed: true},
 		// What store secures instead of refusing.
 		{name: "table without row level security", sql: `CREATE TABLE plain (tenant_id text NOT NULL, x int);`},
 		{name: "isolation undone", sql: `ALTER TABLE requirements NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY, ALTER COLUMN tenant_id DROP DEFAULT;
@@ -451,7 +447,7 @@ func TestMigrationFailsClosed(t *testing.T) {
 			require.Equal(t, 2, rep.Failed[0].Version)
 			require.ErrorContains(t, rep.Failed[0].Err, tc.want)
 			require.Equal(t, []int{1}, ledger(t, c, id), "the tenant's ledger does not record the migration")
-			require.Equal(t, tc.committed, exists(t, c, schema, "marker"), "nothing of the migration is left, unless it committed itself")
+			require.False(t, exists(t, c, schema, "marker"), "nothing of the migration is left")
 			requireSecured(t, c, schema, "requirements")
 			// The admin's pooled connections are the admin's still.
 			_, err = e2.admin.Migrate(t.Context(), store.MigrateOptions{})
@@ -470,6 +466,86 @@ func TestCreateTenantFailsClosedOnAMigration(t *testing.T) {
 	_, err = e.admin.Tenant(t.Context(), id)
 	require.ErrorIs(t, err, store.ErrUnknownTenant)
 	require.Zero(t, count(t, c, `SELECT count(*) FROM pg_namespace WHERE nspname = $1`, id.SchemaName()))
+}
+
+// txControlFiles are migration files that control their transaction,
+// with where OpenAdmin finds the statement.
+var txControlFiles = []struct{ name, sql, want string }{
+	{"commit", marker + `COMMIT;`, `line 1: statement "COMMIT"`},
+	{"commit and begin", marker + "\nCOMMIT; BEGIN;", `line 2: statement "COMMIT"`},
+	{"commit and chain", marker + "\n-- done ; now\ncommit and chain;", `line 3: statement "commit and chain"`},
+	{"rollback to savepoint", marker + "SAVEPOINT s; ROLLBACK TO s;", `line 1: statement "SAVEPOINT s"`},
+	{"end after a function", marker + "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN NULL; END $$;\nEND;", `line 2: statement "END"`},
+	{"prepare transaction", marker + "PREPARE TRANSACTION 'x';", `line 1: statement "PREPARE TRANSACTION 'x'"`},
+}
+
+func TestMigrationControllingItsTransactionFailsOpenAdmin(t *testing.T) {
+	for _, m := range modes {
+		t.Run(string(m), func(t *testing.T) {
+			e := migEnv(t, m, migFS("0001_docs.sql", migDocs))
+			c := superuser(t, e.d)
+			before, _ := e.newTenant(t, "migtxctl")
+			for _, f := range txControlFiles {
+				// On the database in use, as a new migration, and on a new
+				// database, as the first.
+				for _, fsys := range []fs.FS{
+					migFS("0001_docs.sql", migDocs, "0002_bad.sql", f.sql),
+					migFS("0001_bad.sql", f.sql),
+				} {
+					d := e.d
+					if _, ok := fsys.(fstest.MapFS)["0001_bad.sql"]; ok {
+						d = pgtest.DB(t).NewDatabase(t)
+					}
+					_, err := openAdmin(t, migAdminConfig(t, d, m, fsys))
+					require.ErrorIs(t, err, store.ErrInvalidConfig, f.name)
+					require.ErrorContains(t, err, "AdminConfig.Migrations: file \"", f.name)
+					require.ErrorContains(t, err, "_bad.sql\", "+f.want, f.name)
+					require.ErrorContains(t, err, "controls the transaction", f.name)
+					dc := superuser(t, d)
+					require.Zero(t, count(t, dc, `SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant\_%' AND nspname <> $1`, before.SchemaName()),
+						"%s: no tenant schema was made", f.name)
+					require.Zero(t, count(t, dc, `SELECT count(*) FROM pg_class WHERE relname = 'marker'`), "%s: nothing of the file ran", f.name)
+				}
+			}
+			// The directory has the tenant made before, and the Admin that
+			// was open goes on making whole tenants.
+			after, _ := e.newTenant(t, "migtxctl")
+			require.Equal(t, 2, count(t, c, `SELECT count(*) FROM tenancy.tenants`))
+			require.Equal(t, 1, count(t, c, `SELECT count(*) FROM tenancy.migrations`), "the refused file was not recorded")
+			for _, id := range []tenant.ID{before, after} {
+				require.Equal(t, []int{1}, ledger(t, c, id))
+				requireSecured(t, c, id.SchemaName(), "docs")
+			}
+		})
+	}
+}
+
+// TestMigrationEndingItsTransactionFailsWhenRun checks the defense behind
+// OpenAdmin's: a file that ends its transaction anyway (accepted here by a
+// test hook) fails when it runs, and what it committed is secured again.
+func TestMigrationEndingItsTransactionFailsWhenRun(t *testing.T) {
+	for _, f := range txControlFiles[:2] {
+		t.Run(f.name, func(t *testing.T) {
+			e := migEnv(t, store.ModeTenantLogin, migFS("0001_docs.sql", migDocs))
+			c := superuser(t, e.d)
+			id, _ := e.newTenant(t, "migtxrun")
+			restore := store.AllowTxControlInMigrations()
+			e2 := reopen(t, e, migFS("0001_docs.sql", migDocs, "0002_case.sql", f.sql))
+			restore()
+			rep, err := e2.admin.Migrate(t.Context(), store.MigrateOptions{})
+			require.ErrorIs(t, err, store.ErrMigrationFailed)
+			require.Len(t, rep.Failed, 1)
+			require.Equal(t, 2, rep.Failed[0].Version)
+			require.ErrorContains(t, rep.Failed[0].Err, "ended the transaction")
+			require.Equal(t, []int{1}, ledger(t, c, id), "the tenant's ledger does not record the migration")
+			require.True(t, exists(t, c, id.SchemaName(), "marker"), "what the file committed stays")
+			requireSecured(t, c, id.SchemaName(), "requirements")
+			requireSecured(t, c, id.SchemaName(), "marker")
+			// The admin's pooled connections are the admin's still.
+			_, err = e2.admin.Migrate(t.Context(), store.MigrateOptions{})
+			require.ErrorIs(t, err, store.ErrMigrationFailed)
+		})
+	}
 }
 
 func TestMigrateCanary(t *testing.T) {
