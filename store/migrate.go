@@ -250,40 +250,42 @@ func (a *Admin) recordMigrations(ctx context.Context) error {
 // the new tenant id placed at p, in tx (a transaction on the tenant's
 // database, with the tenant's schema created and empty but for
 // AdminConfig.Tables), records each in tx's tenancy.tenant_migrations and
-// returns the versions applied, in order. Each file runs as
+// returns the versions applied, in order, and what the schema holds then
+// (as checkSchema found it after the last). Each file runs as
 // [Admin.Migrate] runs it (search_path the schema, then RESET ALL, which
 // also resets what tx SET LOCAL before), and is checked as Migrate checks
 // it; the tables are secured once, after the last. The caller grants the
-// tables to the tenant's worker role.
-func (a *Admin) applyAllNew(ctx context.Context, tx pgx.Tx, id tenant.ID, p placement) ([]int, error) {
+// tables to the tenant's worker role. With no migrations it does nothing
+// and returns nothing.
+func (a *Admin) applyAllNew(ctx context.Context, tx pgx.Tx, id tenant.ID, p placement) ([]int, schemaObjects, error) {
+	var objs schemaObjects
 	if len(a.migrations) == 0 {
-		return nil, nil
+		return nil, objs, nil
 	}
 	var role string
 	var started time.Time
 	if err := tx.QueryRow(ctx, `SELECT current_user, now()`).Scan(&role, &started); err != nil {
-		return nil, err
+		return nil, objs, err
 	}
 	versions := make([]int, 0, len(a.migrations))
-	var objs schemaObjects
 	for _, m := range a.migrations {
 		if err := execAll(ctx, tx, `SET LOCAL search_path = `+q(p.Schema)); err != nil {
-			return nil, err
+			return nil, objs, err
 		}
 		var err error
 		if objs, err = a.runFile(ctx, tx, id, p, m, role, started); err != nil {
-			return nil, fmt.Errorf("migration %d (%s): %w", m.version, m.file, err)
+			return nil, objs, fmt.Errorf("migration %d (%s): %w", m.version, m.file, err)
 		}
 		versions = append(versions, m.version)
 	}
 	if err := a.secureTables(ctx, tx, id, p, objs.tables); err != nil {
-		return nil, err
+		return nil, objs, err
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO tenancy.tenant_migrations (tenant_id, version)
 		SELECT $1, v FROM unnest($2::int[]) v`, id.String(), versions); err != nil {
-		return nil, err
+		return nil, objs, err
 	}
-	return versions, nil
+	return versions, objs, nil
 }
 
 // runFile runs migration m in tx (search_path already the tenant's
@@ -557,6 +559,38 @@ func grantObjects(ctx context.Context, tx pgx.Tx, schema, worker string, objs sc
 		return execAll(ctx, tx, `GRANT USAGE, SELECT ON SEQUENCE `+seqs+` TO `+w)
 	}
 	return nil
+}
+
+// schemaGrantables returns what GRANT ... ON ALL TABLES IN SCHEMA and ON
+// ALL SEQUENCES IN SCHEMA would grant in a tenant's schema, found through
+// pg_depend as schemaCheckSQL finds it (without the scan of pg_class that
+// those GRANTs make): its tables (ordinary and partitioned), its views,
+// materialized views and foreign tables (in views), and its sequences.
+func schemaGrantables(ctx context.Context, tx pgx.Tx, schema string) (schemaObjects, error) {
+	var objs schemaObjects
+	rows, err := tx.Query(ctx, `SELECT c.relname::text, c.relkind::text
+		FROM pg_catalog.pg_namespace n
+		JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+		  AND d.refobjid = n.oid AND d.refobjsubid = 0 AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+		JOIN pg_catalog.pg_class c ON c.oid = d.objid AND c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+		WHERE n.nspname = $1
+		ORDER BY 1`, schema)
+	if err != nil {
+		return objs, err
+	}
+	var name, kind string
+	_, err = pgx.ForEachRow(rows, []any{&name, &kind}, func() error {
+		switch kind {
+		case "r", "p":
+			objs.tables = append(objs.tables, name)
+		case "S":
+			objs.sequences = append(objs.sequences, name)
+		default:
+			objs.views = append(objs.views, name)
+		}
+		return nil
+	})
+	return objs, err
 }
 
 // MigrateOptions adjusts [Admin.Migrate]. The zero value migrates every

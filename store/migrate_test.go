@@ -468,6 +468,79 @@ func TestCreateTenantFailsClosedOnAMigration(t *testing.T) {
 	require.Zero(t, count(t, c, `SELECT count(*) FROM pg_namespace WHERE nspname = $1`, id.SchemaName()))
 }
 
+// counters is a tenant table with sequences: a serial column's, and an
+// identity column's.
+var counters = store.Table{Name: "counters", Columns: `id serial PRIMARY KEY, n bigint GENERATED ALWAYS AS IDENTITY, label text`}
+
+// migGrants makes a table with a sequence, a partitioned table and a view
+// that reads with its reader's privileges.
+const migGrants = migTags + `
+	CREATE TABLE parts (tenant_id text NOT NULL, k int NOT NULL) PARTITION BY RANGE (k);
+	CREATE TABLE parts_low PARTITION OF parts FOR VALUES FROM (0) TO (10);
+	CREATE VIEW tag_names WITH (security_invoker = true) AS SELECT tag FROM tags;`
+
+// TestCreateTenantGrantsEveryTableAndSequence checks that a new tenant's
+// worker role has, on every relation of its schema, what GRANT ... ON ALL
+// TABLES IN SCHEMA and ON ALL SEQUENCES IN SCHEMA gave it (SELECT,
+// INSERT, UPDATE and DELETE on tables and views, USAGE and SELECT on
+// sequences) and nothing else, with and without migrations.
+func TestCreateTenantGrantsEveryTableAndSequence(t *testing.T) {
+	for _, m := range modes {
+		for _, tc := range []struct {
+			name string
+			fsys fs.FS
+		}{{"no migrations", nil}, {"migrations", migFS("0001_docs.sql", migDocs, "0002_grants.sql", migGrants)}} {
+			fsys := tc.fsys
+			t.Run(string(m)+"/"+tc.name, func(t *testing.T) {
+				e := migEnv(t, m, fsys, func(a *store.AdminConfig, _ *store.Config) { a.Tables = append(a.Tables, counters) })
+				c := superuser(t, e.d)
+				id, ctx := e.newTenant(t, "miggrant")
+				worker, _, err := store.SharedLogin(e.admin)
+				if m == store.ModeTenantLogin {
+					worker, _, err = store.LoginOf(t.Context(), e.admin, id)
+				}
+				require.NoError(t, err)
+				rows, err := c.Query(t.Context(), `SELECT c.relname::text || ' ' || c.relkind::text,
+						COALESCE((SELECT string_agg(x.privilege_type, ', ' ORDER BY x.privilege_type)
+						          FROM aclexplode(c.relacl) x WHERE x.grantee = $2::regrole), '')
+					FROM pg_class c WHERE c.relnamespace = $1::regnamespace AND c.relkind NOT IN ('i', 'I', 't', 'c')
+					ORDER BY 1`, id.SchemaName(), worker)
+				require.NoError(t, err)
+				got := map[string]string{}
+				var rel, privs string
+				_, err = pgx.ForEachRow(rows, []any{&rel, &privs}, func() error { got[rel] = privs; return nil })
+				require.NoError(t, err)
+				table, sequence := "DELETE, INSERT, SELECT, UPDATE", "SELECT, USAGE"
+				want := map[string]string{
+					"requirements r": table, "counters r": table, "counters_id_seq S": sequence, "counters_n_seq S": sequence,
+				}
+				if fsys != nil {
+					for k, v := range map[string]string{
+						"docs r": table, "tags r": table, "tags_n_seq S": sequence,
+						"parts p": table, "parts_low r": table, "tag_names v": table,
+					} {
+						want[k] = v
+					}
+				}
+				require.Equal(t, want, got)
+
+				// The tenant uses them.
+				_, err = e.db.Exec(ctx, `INSERT INTO counters (label) VALUES ('a')`)
+				require.NoError(t, err)
+				if fsys != nil {
+					_, err = e.db.Exec(ctx, `INSERT INTO tags (tag) VALUES ('t1')`)
+					require.NoError(t, err)
+					_, err = e.db.Exec(ctx, `INSERT INTO parts (k) VALUES (1)`)
+					require.NoError(t, err)
+					tags, err := reqIDs(t, e.db, ctx, `SELECT tag FROM tag_names`)
+					require.NoError(t, err)
+					require.Equal(t, []string{"t1"}, tags)
+				}
+			})
+		}
+	}
+}
+
 // txControlFiles are migration files that control their transaction,
 // with where OpenAdmin finds the statement.
 var txControlFiles = []struct{ name, sql, want string }{
