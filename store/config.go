@@ -40,8 +40,9 @@ func (m Mode) valid() bool { return m == ModeTenantLogin || m == ModeSharedPool 
 // the defaults ParseAdminConfig fills in only where said.
 type AdminConfig struct {
 	// Pool is the admin role's pool: DDL, provisioning, control-plane
-	// writes. The role needs CREATEROLE and must own (or be superuser
-	// over) the database; it is never used for tenant-scoped work.
+	// writes. The role needs CREATEROLE (and CREATEDB, for tenants with a
+	// database of their own) and must own (or be superuser over) the
+	// database; it is never used for tenant-scoped work.
 	Pool *pgxpool.Config
 	// Mode is the database's connection mode, fixed when its control
 	// plane is first set up. ParseAdminConfig sets ModeTenantLogin.

@@ -101,11 +101,10 @@ func (a *Admin) place(ctx context.Context, id tenant.ID, tier tenant.Tier, o cre
 	return p, nil
 }
 
-// ClusterConfig is a dedicated cluster's admin connection: a role of that
-// cluster with CREATEROLE and CREATEDB (or a superuser), and a database to
-// connect to for DDL (postgres, say).
-//
-// AddCluster parses connString into AdminConfig.Clusters under name.
+// AddCluster parses connString, the admin connection of the dedicated
+// cluster name, into AdminConfig.Clusters: a role of that cluster with
+// CREATEROLE and CREATEDB that owns every database on it (or a
+// superuser), and a database to connect to for DDL (postgres, say).
 func (c *AdminConfig) AddCluster(name, connString string) error {
 	if !clusterNameRE.MatchString(name) {
 		return fmt.Errorf("store: %w: cluster name %q must match [a-z][a-z0-9_]* and be at most 63 bytes", ErrInvalidConfig, name)
