@@ -312,7 +312,18 @@ func (db *DB) openPool(ctx context.Context, id tenant.ID) (*tenantPool, error) {
 	if errors.Is(err, pgx.ErrNoRows) {
 		if db.mode == ModeSharedPool {
 			// Standard tenants have no login of their own in this mode:
-			// the shared pool serves them.
+			// the shared pool serves them. The answer is kept until the
+			// tenant is idle, so it is given only for a placed tenant: an
+			// ID not created yet may become one with a database of its
+			// own.
+			var placed bool
+			if err := db.platform.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tenancy.tenants WHERE id = $1
+				AND state <> ALL (ARRAY['requested', 'deleted', 'failed']))`, id.String()).Scan(&placed); err != nil {
+				return nil, fmt.Errorf("look up the tenant: %w", err)
+			}
+			if !placed {
+				return nil, fmt.Errorf("%w: not placed in this database's directory", ErrUnknownTenant)
+			}
 			p := &tenantPool{id: id, unregister: func() {}}
 			p.lastUsed.Store(time.Now().UnixNano())
 			return p, nil

@@ -491,3 +491,18 @@ func TestMistakenGrantOnATenantDatabaseDoesNotLeak(t *testing.T) {
 	require.Error(t, err, "B read A's table")
 	assert.Contains(t, err.Error(), "no tenant", "the policy of A's table refuses B's session: %v", err)
 }
+
+// In the shared-pool mode, a call for an ID the directory has not placed
+// fails as unknown and leaves nothing cached: once the ID is created as
+// an enterprise tenant, its calls reach its own database.
+func TestSharedPoolDoesNotCacheAnUnplacedTenant(t *testing.T) {
+	e := newPlacedEnv(t, placementCase{store.ModeSharedPool, tenant.TierEnterprise})
+	id := freshID("later")
+	ctx := tenant.NewContext(t.Context(), id)
+	_, err := e.db.Exec(ctx, `SELECT 1`)
+	require.ErrorIs(t, err, store.ErrUnknownTenant)
+	require.NoError(t, e.admin.CreateTenant(t.Context(), tenant.Info{ID: id, Name: "Later", Tier: tenant.TierEnterprise}))
+	var db string
+	require.NoError(t, e.db.QueryRow(ctx, `SELECT current_database()`).Scan(&db))
+	assert.Equal(t, ownDatabaseOf(e.d, id), db, "served from its own database")
+}
