@@ -129,3 +129,72 @@ func ExampleDB_Tx() {
 		log.Fatal(err)
 	}
 }
+
+// Tenants of the other tiers: an enterprise tenant in a database of its
+// own on the shared cluster, and a government tenant on a dedicated
+// cluster registered by name. The DBs of request handling get the same
+// cluster by name (Config.AddCluster: host, port and TLS; each tenant
+// logs in as itself).
+func ExampleOnCluster() {
+	ctx := context.Background()
+	cfg, err := store.ParseAdminConfig("postgres://rtmx_admin@db.internal:5432/rtmx?sslmode=verify-full")
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg.PlatformRole = "rtmx_platform"
+	cfg.LoginSecrets = []store.LoginSecret{{Version: 1, Key: []byte(os.Getenv("TENANCY_LOGIN_SECRET"))}}
+	if err := cfg.AddCluster("gov_east", "postgres://rtmx_admin@gov-east.internal:5432/postgres?sslmode=verify-full"); err != nil {
+		log.Fatal(err)
+	}
+	admin, err := store.OpenAdmin(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer admin.Close()
+	if err := admin.RegisterCluster(ctx, "gov_east"); err != nil {
+		log.Fatal(err)
+	}
+	initech := tenant.MustParseID("initech")
+	if err := admin.CreateTenant(ctx, tenant.Info{ID: initech, Name: "Initech", Tier: tenant.TierEnterprise}); err != nil {
+		log.Fatal(err)
+	}
+	dod := tenant.MustParseID("dod")
+	if err := admin.CreateTenant(ctx, tenant.Info{ID: dod, Name: "DoD", Tier: tenant.TierGovernment}, store.OnCluster("gov_east")); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Fleet migrations: the tenant schema as SQL files, here embedded in the
+// binary from a directory migrations/ of 0001_requirements.sql,
+// 0002_links.sql, ... Every new tenant gets them all; Migrate applies the
+// new ones to every tenant, a canary of 10 first.
+func ExampleAdmin_Migrate() {
+	ctx := context.Background()
+	cfg, err := store.ParseAdminConfig("postgres://rtmx_admin@db.internal:5432/rtmx?sslmode=verify-full")
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg.PlatformRole = "rtmx_platform"
+	cfg.LoginSecrets = []store.LoginSecret{{Version: 1, Key: []byte(os.Getenv("TENANCY_LOGIN_SECRET"))}}
+	cfg.Migrations = os.DirFS("migrations") // or an embed.FS, via fs.Sub
+	admin, err := store.OpenAdmin(ctx, cfg) // fails if an applied file changed
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer admin.Close()
+	report, err := admin.Migrate(ctx, store.MigrateOptions{
+		Canary: 10,
+		Progress: func(p store.MigrateProgress) {
+			fmt.Printf("\r%d/%d migrated, %d failed", p.Migrated, p.Total, p.Failed)
+		},
+	})
+	if err != nil {
+		if report == nil { // the options or the control plane, before any tenant
+			log.Fatal(err)
+		}
+		for _, f := range report.Failed {
+			log.Printf("tenant %s, migration %d (%s): %v", f.Tenant, f.Version, f.File, f.Err)
+		}
+		log.Fatal(err)
+	}
+}
