@@ -13,21 +13,23 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/rtmx-ai/tenancy/internal/pgtest"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
 // TestTenThousandTenants provisions 10,000 standard-tier tenants in one
-// database (TENANCY_TEST_TENANTS overrides the count), four at a time,
-// and then times the first scoped query (a new pool: connect, log in,
-// query) and a second one (warm) of the 1st tenant and of the last. No
-// role of the platform is a member of any tenant's, and each login is a
-// member of one role only (its database's group), so PostgreSQL's
-// membership cache, recomputed after every role change, stays small
-// whatever the count, and the last tenant is served as fast as the first.
-// The timings are logged, not asserted: speed is for benchmarks. The
-// tenants are removed with the database and its roles when the package
-// ends (pgtest, in chunks PostgreSQL 16+'s lock table holds).
+// database (TENANCY_TEST_TENANTS overrides the count), four at a time;
+// repairs and rotates every login, which both commit every 500 logins so
+// that PostgreSQL 16+'s lock table holds any count; and then times the
+// first scoped query (a new pool: connect, log in, query) and a second
+// one (warm) of the 1st tenant and of the last. No role of the platform
+// is a member of any tenant's, and each login is a member of one role
+// only (its database's group), so PostgreSQL's membership cache,
+// recomputed after every role change, stays small whatever the count, and
+// the last tenant is served as fast as the first. The timings are logged,
+// not asserted: speed is for benchmarks. The tenants are removed with the
+// database and its roles when the package ends (pgtest, in chunks too).
 func TestTenThousandTenants(t *testing.T) {
 	n := 10000
 	if s := os.Getenv("TENANCY_TEST_TENANTS"); s != "" {
@@ -67,6 +69,28 @@ func TestTenThousandTenants(t *testing.T) {
 	require.NoError(t, ac.QueryRow(t.Context(), `SELECT count(*) FROM tenancy.tenant_logins`).Scan(&nRoles))
 	assert.Equal(t, n, nRoles, "every tenant has its login")
 
+	// Every login repaired and rotated: both commit every 500 logins, so
+	// that PostgreSQL 16+'s lock table (a lock per role changed, until
+	// commit) holds any number of tenants.
+	start = time.Now()
+	drift, err := e.admin.RepairLogins(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, drift)
+	t.Logf("RepairLogins over %d logins: %s", n, time.Since(start).Round(time.Millisecond))
+	secret2 := store.LoginSecret{Version: 2, Key: []byte("the second tenancy test login secret, 32+ bytes")}
+	acfg2, err := store.ParseAdminConfig(e.d.AdminURL())
+	require.NoError(t, err)
+	acfg2.Mode, acfg2.RolePrefix, acfg2.PlatformRole = store.ModeTenantLogin, e.d.Prefix(), platformRoleOf(t, e.d)
+	acfg2.LoginSecrets, acfg2.Tables = []store.LoginSecret{secret, secret2}, []store.Table{requirements}
+	admin2, err := store.OpenAdmin(t.Context(), acfg2)
+	require.NoError(t, err)
+	defer admin2.Close()
+	start = time.Now()
+	moved, err := admin2.RotateLogins(t.Context(), 0)
+	require.NoError(t, err)
+	assert.Equal(t, n, moved)
+	t.Logf("RotateLogins over %d logins: %s", n, time.Since(start).Round(time.Millisecond))
+
 	time1 := func(id tenant.ID) (first, warm time.Duration) {
 		ctx := tenant.NewContext(t.Context(), id)
 		var k int
@@ -82,17 +106,19 @@ func TestTenThousandTenants(t *testing.T) {
 		return first, warm
 	}
 	for round := range 3 { // interleaved, three times: the machine is noisy
-		f1, w1 := time1(ids[0])
-		fn, wn := time1(ids[n-1])
-		t.Logf("round %d: 1st tenant: first query %s, warm %s; %dth tenant: first query %s, warm %s",
-			round+1, f1.Round(time.Microsecond), w1.Round(time.Microsecond), n, fn.Round(time.Microsecond), wn.Round(time.Microsecond))
-		e.db.Close() // the next round opens new pools
-		cfg, err := store.ParseConfig(platform(t, e.d), secret)
+		// A new DB each round, so that each first query opens a new pool;
+		// with both secrets, since the logins now use the second.
+		e.db.Close()
+		cfg, err := store.ParseConfig(platform(t, e.d), secret, secret2)
 		require.NoError(t, err)
 		cfg.MaxConns, cfg.MinResidency = 4, 0
 		e.db, err = store.Open(t.Context(), cfg)
 		require.NoError(t, err)
 		t.Cleanup(e.db.Close)
+		f1, w1 := time1(ids[0])
+		fn, wn := time1(ids[n-1])
+		t.Logf("round %d: 1st tenant: first query %s, warm %s; %dth tenant: first query %s, warm %s",
+			round+1, f1.Round(time.Microsecond), w1.Round(time.Microsecond), n, fn.Round(time.Microsecond), wn.Round(time.Microsecond))
 	}
 
 	c, err := pgx.Connect(t.Context(), platform(t, e.d))
@@ -105,4 +131,12 @@ func TestTenThousandTenants(t *testing.T) {
 	require.NoError(t, ac.QueryRow(t.Context(), `SELECT max(k) FROM (SELECT count(m.roleid) k FROM tenancy.tenant_logins l
 		LEFT JOIN pg_auth_members m ON m.member = l.role_oid GROUP BY l.role_oid) x`).Scan(&maxPerLogin))
 	assert.Equal(t, 1, maxPerLogin, "each tenant login belongs to its group only")
+}
+
+// platformRoleOf is the name of the package's platform role on d.
+func platformRoleOf(t testing.TB, d *pgtest.Database) string {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(platform(t, d))
+	require.NoError(t, err)
+	return cfg.User
 }

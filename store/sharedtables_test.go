@@ -410,10 +410,21 @@ func TestSharedTableTakesRowsOfPlacedTenantsOnly(t *testing.T) {
 		ctxG := tenant.NewContext(t.Context(), ghost)
 		_, err := e.db.Exec(ctxG, `INSERT INTO `+tbl+` (body) VALUES ('planted before the tenant exists')`)
 		require.Error(t, err, "a tenant that does not exist writes nothing")
+		assert.ErrorIs(t, err, store.ErrUnknownTenant, "store knows it is not placed")
 		if e.mode == store.ModeSharedPool {
-			assert.Equal(t, "42501", pgCode(err), "%v", err)
-		} else {
-			assert.ErrorIs(t, err, store.ErrUnknownTenant)
+			// And the database refuses it too, for SQL that sets the
+			// tenant itself on the shared login's connection.
+			role, pw, err := store.SharedLogin(e.admin)
+			require.NoError(t, err)
+			sc, err := connectAs(t, e.d, role, pw)
+			require.NoError(t, err)
+			tx, err := sc.Begin(t.Context())
+			require.NoError(t, err)
+			_, err = tx.Exec(t.Context(), `SET LOCAL app.tenant_id = `+pgx.Identifier{ghost.String()}.Sanitize())
+			require.NoError(t, err)
+			_, err = tx.Exec(t.Context(), `INSERT INTO `+tbl+` (body) VALUES ('planted before the tenant exists')`)
+			assert.Equal(t, "42501", pgCode(err), "the policy's check refuses an unplaced tenant: %v", err)
+			_ = tx.Rollback(t.Context())
 		}
 		require.NoError(t, e.admin.CreateTenant(t.Context(), tenant.Info{ID: ghost, Name: "G", Tier: tenant.TierStandard}))
 		var n int
@@ -428,6 +439,11 @@ func TestSharedTableTakesRowsOfPlacedTenantsOnly(t *testing.T) {
 		_, _ = e.db.Exec(ctxD, `SELECT 1`) // a connection ended by the drop
 		_, err = e.db.Exec(ctxD, `INSERT INTO `+tbl+` (body) VALUES ('after the drop')`)
 		require.Error(t, err, "a dropped tenant writes nothing")
+		if e.mode == store.ModeSharedPool {
+			// Still known to this DB as served by the shared pool (until
+			// idle): the database's check refuses the write.
+			assert.Equal(t, "42501", pgCode(err), "%v", err)
+		}
 		c := superuser(t, e.d)
 		assert.Zero(t, count(t, c, `SELECT count(*) FROM `+tbl+` WHERE tenant_id = $1`, idD.String()), "no row of the dropped tenant is left")
 	})
