@@ -27,9 +27,11 @@
 //
 // [NewLogHandler] wraps any [log/slog.Handler] so that every record logged
 // with a tenant context carries a tenant_id attribute. A [JobCarrier] seals
-// the tenant of a context together with a job payload under an HMAC tag, so
-// that a queued job cannot be re-aimed at another tenant, and restores the
-// tenant in the worker.
+// the tenant of a context together with a [Job] (its ID, expiry, audience
+// and payload) under an HMAC tag, so that a queued job cannot be re-aimed
+// at another tenant, and restores the tenant in the worker; it refuses an
+// envelope past its expiry, one for another queue, and, given a record of
+// the jobs already run ([OpenOptions.Seen]), a replay.
 //
 // # Errors
 //
@@ -37,8 +39,9 @@
 // context), [ErrInvalidID] (input that is not a tenant ID; the error is an
 // [*IDError] naming the rule), [ErrCrossTenant] (an operation aimed at a
 // tenant other than the context's), [ErrIllegalTransition] (a lifecycle move
-// the state machine forbids) and [ErrJobTampered] (a job envelope whose tag
-// does not verify).
+// the state machine forbids), [ErrJobTampered] (a job envelope whose tag
+// does not verify), [ErrJobExpired], [ErrJobMisdirected] and
+// [ErrJobReplayed].
 //
 // # Security
 //

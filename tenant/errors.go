@@ -23,4 +23,16 @@ var (
 	// ErrJobTampered is wrapped by errors for a job envelope that is
 	// malformed or whose integrity tag does not verify.
 	ErrJobTampered = errors.New("tenant: job envelope rejected")
+
+	// ErrJobExpired is wrapped by errors for a job envelope past its
+	// expiry ([Job.Expires]).
+	ErrJobExpired = errors.New("job envelope expired")
+
+	// ErrJobMisdirected is wrapped by errors for a job envelope sealed for
+	// another audience (queue) than the one opening it.
+	ErrJobMisdirected = errors.New("job envelope is for another audience")
+
+	// ErrJobReplayed is wrapped by errors for a job envelope whose job was
+	// seen before ([OpenOptions.Seen]).
+	ErrJobReplayed = errors.New("job envelope replayed")
 )

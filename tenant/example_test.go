@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -96,29 +97,49 @@ func ExampleJobCarrier() {
 		panic(err)
 	}
 
-	// The request handler queues a job for its tenant.
+	// The request handler queues a job for its tenant, for one queue, with
+	// an ID and an expiry.
 	reqCtx := tenant.NewContext(context.Background(), tenant.MustParseID("acme"))
-	envelope, err := jobs.Seal(reqCtx, []byte(`{"reindex":"REQ-DEPLOY-004"}`))
+	envelope, err := jobs.Seal(reqCtx, tenant.Job{
+		ID:       "job-7f3a",
+		Audience: "reindex",
+		Expires:  time.Now().Add(time.Hour),
+		Payload:  []byte(`{"reindex":"REQ-DEPLOY-004"}`),
+	})
 	if err != nil {
 		panic(err)
 	}
 
-	// The worker restores the tenant before running the job.
-	ctx, payload, err := jobs.Open(context.Background(), envelope)
+	// The worker of that queue restores the tenant before running the
+	// job, and refuses one it has run before (here a map; in production a
+	// unique key of the job table).
+	ran := map[string]bool{}
+	opts := tenant.OpenOptions{
+		Audience: "reindex",
+		Seen: func(_ context.Context, id tenant.ID, jobID string) (bool, error) {
+			seen := ran[id.String()+"/"+jobID]
+			ran[id.String()+"/"+jobID] = true
+			return seen, nil
+		},
+	}
+	ctx, job, err := jobs.Open(context.Background(), envelope, opts)
 	if err != nil {
 		panic(err)
 	}
 	id, _ := tenant.FromContext(ctx)
-	fmt.Printf("tenant %s, payload %s\n", id, payload)
+	fmt.Printf("tenant %s, job %s, payload %s\n", id, job.ID, job.Payload)
 
-	// An envelope edited in the queue is rejected.
+	// Replayed, it is refused; edited in the queue, too.
+	_, _, err = jobs.Open(context.Background(), envelope, opts)
+	fmt.Println(errors.Is(err, tenant.ErrJobReplayed))
 	edited := bytes.Replace(envelope, []byte(`"tenant":"acme"`), []byte(`"tenant":"evil"`), 1)
-	_, _, err = jobs.Open(context.Background(), edited)
+	_, _, err = jobs.Open(context.Background(), edited, opts)
 	fmt.Println(errors.Is(err, tenant.ErrJobTampered))
 
 	fmt.Println(jobs) // never the key
 	// Output:
-	// tenant acme, payload {"reindex":"REQ-DEPLOY-004"}
+	// tenant acme, job job-7f3a, payload {"reindex":"REQ-DEPLOY-004"}
+	// true
 	// true
 	// tenant.JobCarrier(1 keys)
 }

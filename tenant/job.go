@@ -8,20 +8,32 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"strconv"
+	"time"
+	"unicode/utf8"
 )
 
 // MinJobKeyLen is the shortest HMAC key a [JobCarrier] accepts, in bytes.
 const MinJobKeyLen = 32
 
 // jobEnvelopeVersion is the version of the envelope format; a carrier
-// rejects envelopes of any other version.
-const jobEnvelopeVersion = 1
+// rejects envelopes of any other version. Version 2 added the job ID,
+// the expiry and the audience (version 1 envelopes never expired).
+const jobEnvelopeVersion = 2
+
+// MaxJobIDLen is the longest job ID and audience a [JobCarrier] takes, in
+// bytes.
+const MaxJobIDLen = 200
 
 // JobCarrier carries the tenant of a context into a background job and back.
-// [JobCarrier.Seal] binds the tenant and the job payload under an
-// HMAC-SHA256 tag; [JobCarrier.Open] verifies the tag before it restores the
-// tenant, so an envelope whose tenant was edited (a job re-aimed at another
-// tenant) or whose payload was changed is rejected with [ErrJobTampered].
+// [JobCarrier.Seal] binds the tenant, the job's ID, expiry and audience (the
+// queue it is for) and its payload under an HMAC-SHA256 tag;
+// [JobCarrier.Open] verifies the tag before it restores the tenant, so an
+// envelope whose tenant was edited (a job re-aimed at another tenant), or
+// whose payload, ID, expiry or audience was changed, is rejected with
+// [ErrJobTampered]. Open also rejects an expired envelope
+// ([ErrJobExpired]), one for another queue ([ErrJobMisdirected]) and, given
+// a record of the jobs already run, a replay ([ErrJobReplayed]).
 //
 // A JobCarrier is safe for concurrent use. Its keys are never printed, with
 // any fmt verb, of the carrier or of a copy of it. The zero JobCarrier has no
@@ -71,28 +83,84 @@ func (c *JobCarrier) keys() []func() hash.Hash {
 	return c.macs
 }
 
-type jobEnvelope struct {
-	V       int    `json:"v"`
-	Tenant  string `json:"tenant"`
-	Payload []byte `json:"payload"`
-	Tag     []byte `json:"tag"`
+// Job is what a [JobCarrier] seals besides the tenant, and what Open
+// returns.
+type Job struct {
+	// ID names the job, unique among the jobs of its tenant (a UUID, or
+	// the job table's key): what Open's replay check remembers. Required,
+	// 1 to MaxJobIDLen bytes of UTF-8.
+	ID string
+	// Audience is the queue (or worker kind) the job is for; Open refuses
+	// it anywhere else. "" seals a job for no queue in particular, which
+	// only an Open that names no audience takes. At most MaxJobIDLen bytes.
+	Audience string
+	// Expires is when the envelope stops being accepted. Required, and in
+	// the future when sealed. Open returns it as sealed, to the
+	// nanosecond, in UTC.
+	Expires time.Time
+	// Payload is the job's own data, opaque to the carrier.
+	Payload []byte
 }
 
-// tag computes the HMAC over an unambiguous encoding of version, tenant and
-// payload: the tenant is length-prefixed, so no split of the same bytes
-// into another tenant and payload (say "alpha" + "x\x00y" against
-// "alpha\x00x" + "y") gives the same input, whatever the tenant holds.
-func tag(newMAC func() hash.Hash, tenant string, payload []byte) []byte {
+// OpenOptions are what [JobCarrier.Open] checks beyond the tag.
+type OpenOptions struct {
+	// Audience is the queue this worker serves: the envelope's audience
+	// must equal it ("" only takes jobs sealed for no queue).
+	Audience string
+	// Seen, if set, is asked once the envelope verified (tag, expiry,
+	// audience), and reports whether job id of tenant was seen before;
+	// it must record it too, atomically (a unique key in the job table:
+	// INSERT ... ON CONFLICT DO NOTHING, seen when no row was inserted).
+	// A job seen before is rejected with ErrJobReplayed; an error of Seen
+	// fails Open. Without Seen, Open cannot detect replays.
+	Seen func(ctx context.Context, tenant ID, jobID string) (bool, error)
+	// Now returns the time expiry is checked against; nil means time.Now.
+	Now func() time.Time
+}
+
+type jobEnvelope struct {
+	V        int    `json:"v"`
+	Tenant   string `json:"tenant"`
+	ID       string `json:"id"`
+	Audience string `json:"aud,omitempty"`
+	Expires  int64  `json:"exp"` // Unix nanoseconds
+	Payload  []byte `json:"payload"`
+	Tag      []byte `json:"tag"`
+}
+
+// tag computes the HMAC over an unambiguous encoding of the envelope's
+// version and fields: each is length-prefixed, so no other split of the
+// same bytes into tenant, ID, audience, expiry and payload (say "alpha" +
+// "x\x00y" against "alpha\x00x" + "y") gives the same input, whatever
+// the fields hold.
+func tag(newMAC func() hash.Hash, e *jobEnvelope) []byte {
 	m := newMAC()
-	fmt.Fprintf(m, "tenancy-job-v%d\x00%d:%s", jobEnvelopeVersion, len(tenant), tenant)
-	m.Write(payload)
+	fmt.Fprintf(m, "tenancy-job-v%d\x00", jobEnvelopeVersion)
+	for _, f := range []string{e.Tenant, e.ID, e.Audience, strconv.FormatInt(e.Expires, 10)} {
+		fmt.Fprintf(m, "%d:%s", len(f), f)
+	}
+	fmt.Fprintf(m, "%d:", len(e.Payload))
+	m.Write(e.Payload)
 	return m.Sum(nil)
 }
 
-// Seal returns an envelope (JSON) that carries the tenant of ctx and
-// payload. It fails with an error wrapping [ErrNoTenant] when ctx carries no
-// tenant: a job is never queued without one.
-func (c *JobCarrier) Seal(ctx context.Context, payload []byte) ([]byte, error) {
+func validJobField(name, v string, required bool) error {
+	switch {
+	case required && v == "":
+		return fmt.Errorf("field %s: must be set", name)
+	case len(v) > MaxJobIDLen:
+		return fmt.Errorf("field %s: must be at most %d bytes", name, MaxJobIDLen)
+	case !utf8.ValidString(v):
+		return fmt.Errorf("field %s: must be UTF-8", name)
+	}
+	return nil
+}
+
+// Seal returns an envelope (JSON) that carries the tenant of ctx and job.
+// It fails with an error wrapping [ErrNoTenant] when ctx carries no
+// tenant (a job is never queued without one), and names the field of job
+// that is missing or invalid (ID, Audience, Expires).
+func (c *JobCarrier) Seal(ctx context.Context, job Job) ([]byte, error) {
 	macs := c.keys()
 	if len(macs) == 0 {
 		return nil, errors.New("tenant: seal job: the JobCarrier has no key (make it with tenant.NewJobCarrier)")
@@ -101,43 +169,82 @@ func (c *JobCarrier) Seal(ctx context.Context, payload []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := jobEnvelope{V: jobEnvelopeVersion, Tenant: id.s, Payload: payload, Tag: tag(macs[0], id.s, payload)}
+	var errs []error
+	errs = append(errs, validJobField("ID", job.ID, true), validJobField("Audience", job.Audience, false))
+	switch {
+	case job.Expires.IsZero():
+		errs = append(errs, errors.New("field Expires: must be set (when the job stops being accepted)"))
+	case !job.Expires.After(time.Now()):
+		errs = append(errs, fmt.Errorf("field Expires: %s is not in the future", job.Expires.UTC().Format(time.RFC3339)))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("tenant: seal job: %w", err)
+	}
+	env := jobEnvelope{V: jobEnvelopeVersion, Tenant: id.s, ID: job.ID, Audience: job.Audience,
+		Expires: job.Expires.UnixNano(), Payload: job.Payload}
+	env.Tag = tag(macs[0], &env)
 	return json.Marshal(env)
 }
 
 // Open verifies envelope and returns ctx carrying the envelope's tenant,
-// together with the payload. Any envelope that is malformed, of another
-// version, names an invalid tenant, or whose tag does not verify under any
-// of the carrier's keys is rejected with an error wrapping [ErrJobTampered];
-// the error does not echo the envelope's contents.
+// together with the job. It rejects, in this order:
+//
+//   - an envelope that is malformed, of another version, names an invalid
+//     tenant, or whose tag does not verify under any of the carrier's keys:
+//     [ErrJobTampered] (the error does not echo the envelope's contents);
+//   - an envelope past its expiry: [ErrJobExpired];
+//   - an envelope for another audience than opts.Audience:
+//     [ErrJobMisdirected];
+//   - a job opts.Seen has seen before: [ErrJobReplayed].
 //
 // If ctx already carries a tenant and it differs from the envelope's, Open
 // fails with an error wrapping [ErrCrossTenant]: a worker bound to one
 // tenant does not run another tenant's job.
-func (c *JobCarrier) Open(ctx context.Context, envelope []byte) (context.Context, []byte, error) {
+func (c *JobCarrier) Open(ctx context.Context, envelope []byte, opts OpenOptions) (context.Context, Job, error) {
 	var env jobEnvelope
 	if err := json.Unmarshal(envelope, &env); err != nil {
-		return ctx, nil, fmt.Errorf("%w: not a job envelope", ErrJobTampered)
+		return ctx, Job{}, fmt.Errorf("%w: not a job envelope", ErrJobTampered)
 	}
 	if env.V != jobEnvelopeVersion {
-		return ctx, nil, fmt.Errorf("%w: unsupported envelope version %d (want %d)", ErrJobTampered, env.V, jobEnvelopeVersion)
+		return ctx, Job{}, fmt.Errorf("%w: unsupported envelope version %d (want %d)", ErrJobTampered, env.V, jobEnvelopeVersion)
 	}
 	ok := false
 	for _, mac := range c.keys() {
-		if hmac.Equal(tag(mac, env.Tenant, env.Payload), env.Tag) {
+		if hmac.Equal(tag(mac, &env), env.Tag) {
 			ok = true
 			break
 		}
 	}
 	if !ok {
-		return ctx, nil, fmt.Errorf("%w: integrity tag does not verify (edited tenant or payload, or unknown key)", ErrJobTampered)
+		return ctx, Job{}, fmt.Errorf("%w: integrity tag does not verify (edited tenant, job or payload, or unknown key)", ErrJobTampered)
 	}
 	id, err := ParseID(env.Tenant)
 	if err != nil {
-		return ctx, nil, fmt.Errorf("%w: %w", ErrJobTampered, err)
+		return ctx, Job{}, fmt.Errorf("%w: %w", ErrJobTampered, err)
+	}
+	job := Job{ID: env.ID, Audience: env.Audience, Expires: time.Unix(0, env.Expires).UTC(), Payload: env.Payload}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	if t := now(); !t.Before(job.Expires) {
+		return ctx, Job{}, fmt.Errorf("tenant: open job %q: %w at %s (%s ago)", job.ID, ErrJobExpired,
+			job.Expires.Format(time.RFC3339), t.Sub(job.Expires).Round(time.Second))
+	}
+	if job.Audience != opts.Audience {
+		return ctx, Job{}, fmt.Errorf("tenant: open job %q: %w: sealed for audience %q, opened for %q", job.ID, ErrJobMisdirected, job.Audience, opts.Audience)
 	}
 	if cur, has := FromContext(ctx); has && cur != id {
-		return ctx, nil, fmt.Errorf("tenant: open job: %w: the worker's context is bound to another tenant", ErrCrossTenant)
+		return ctx, Job{}, fmt.Errorf("tenant: open job: %w: the worker's context is bound to another tenant", ErrCrossTenant)
 	}
-	return NewContext(ctx, id), env.Payload, nil
+	if opts.Seen != nil {
+		seen, err := opts.Seen(ctx, id, job.ID)
+		if err != nil {
+			return ctx, Job{}, fmt.Errorf("tenant: open job %q: replay check: %w", job.ID, err)
+		}
+		if seen {
+			return ctx, Job{}, fmt.Errorf("tenant: open job %q: %w", job.ID, ErrJobReplayed)
+		}
+	}
+	return NewContext(ctx, id), job, nil
 }

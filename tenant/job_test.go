@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -44,9 +45,21 @@ func ctxFor(s string) context.Context {
 	return tenant.NewContext(context.Background(), tenant.MustParseID(s))
 }
 
+// jobOf is a job with payload p, an ID and an expiry an hour away.
+func jobOf(p []byte) tenant.Job {
+	return tenant.Job{ID: "job-1", Expires: time.Now().Add(time.Hour), Payload: p}
+}
+
+// openJob opens env with no audience and no replay check, and returns
+// the payload.
+func openJob(c *tenant.JobCarrier, ctx context.Context, env []byte) (context.Context, []byte, error) {
+	ctx, j, err := c.Open(ctx, env, tenant.OpenOptions{})
+	return ctx, j.Payload, err
+}
+
 func seal(t testing.TB, c *tenant.JobCarrier, tenantID string, payload []byte) []byte {
 	t.Helper()
-	env, err := c.Seal(ctxFor(tenantID), payload)
+	env, err := c.Seal(ctxFor(tenantID), jobOf(payload))
 	if err != nil {
 		t.Fatalf("Seal: %v", err)
 	}
@@ -88,7 +101,7 @@ func TestJobSealOpen(t *testing.T) {
 		{},
 	} {
 		env := seal(t, c, "acme_1", payload)
-		ctx, got, err := c.Open(context.Background(), env)
+		ctx, got, err := openJob(c, context.Background(), env)
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}
@@ -102,7 +115,7 @@ func TestJobSealOpen(t *testing.T) {
 
 	// A worker already bound to the same tenant runs the job.
 	env := seal(t, c, "acme_1", []byte("p"))
-	if _, _, err := c.Open(ctxFor("acme_1"), env); err != nil {
+	if _, _, err := openJob(c, ctxFor("acme_1"), env); err != nil {
 		t.Errorf("Open into a context of the same tenant: %v", err)
 	}
 }
@@ -113,7 +126,7 @@ func TestJobSealWithoutTenant(t *testing.T) {
 		"background": context.Background(),
 		"zero ID":    tenant.NewContext(ctxFor("acme"), tenant.ID{}),
 	} {
-		env, err := c.Seal(ctx, []byte("p"))
+		env, err := c.Seal(ctx, jobOf([]byte("p")))
 		if !errors.Is(err, tenant.ErrNoTenant) {
 			t.Errorf("%s: Seal error = %v, want ErrNoTenant", name, err)
 		}
@@ -165,7 +178,7 @@ func TestJobOpenRejectsTampering(t *testing.T) {
 	}
 	for name, bad := range tests {
 		t.Run(name, func(t *testing.T) {
-			ctx, payload, err := c.Open(context.Background(), bad)
+			ctx, payload, err := openJob(c, context.Background(), bad)
 			if !errors.Is(err, tenant.ErrJobTampered) {
 				t.Fatalf("Open error = %v, want ErrJobTampered", err)
 			}
@@ -201,7 +214,7 @@ func TestJobOpenEveryTruncation(t *testing.T) {
 	c := newCarrier(t, keyNew)
 	env := seal(t, c, "alpha", []byte("payload"))
 	for n := range len(env) {
-		if _, _, err := c.Open(context.Background(), env[:n]); !errors.Is(err, tenant.ErrJobTampered) {
+		if _, _, err := openJob(c, context.Background(), env[:n]); !errors.Is(err, tenant.ErrJobTampered) {
 			t.Fatalf("Open(envelope[:%d]) error = %v, want ErrJobTampered", n, err)
 		}
 	}
@@ -212,7 +225,7 @@ func TestJobKeyRotation(t *testing.T) {
 	rotated := newCarrier(t, keyNew, keyOld)
 
 	env := seal(t, oldC, "alpha", []byte("queued before rotation"))
-	ctx, payload, err := rotated.Open(context.Background(), env)
+	ctx, payload, err := openJob(rotated, context.Background(), env)
 	if err != nil {
 		t.Fatalf("rotated carrier cannot open an envelope of the old key: %v", err)
 	}
@@ -223,16 +236,16 @@ func TestJobKeyRotation(t *testing.T) {
 	// The rotated carrier seals with the new key: the old carrier does not
 	// know it, a carrier with only the new key does.
 	env = seal(t, rotated, "alpha", []byte("queued after rotation"))
-	if _, _, err := oldC.Open(context.Background(), env); !errors.Is(err, tenant.ErrJobTampered) {
+	if _, _, err := openJob(oldC, context.Background(), env); !errors.Is(err, tenant.ErrJobTampered) {
 		t.Errorf("old carrier opened an envelope sealed after rotation: %v", err)
 	}
-	if _, _, err := newCarrier(t, keyNew).Open(context.Background(), env); err != nil {
+	if _, _, err := openJob(newCarrier(t, keyNew), context.Background(), env); err != nil {
 		t.Errorf("new-key carrier cannot open an envelope of the rotated carrier: %v", err)
 	}
 
 	// Once the old key is retired, its envelopes no longer open.
 	old := seal(t, oldC, "alpha", []byte("p"))
-	if _, _, err := newCarrier(t, keyNew).Open(context.Background(), old); !errors.Is(err, tenant.ErrJobTampered) {
+	if _, _, err := openJob(newCarrier(t, keyNew), context.Background(), old); !errors.Is(err, tenant.ErrJobTampered) {
 		t.Errorf("retired key still opens: %v", err)
 	}
 }
@@ -240,7 +253,7 @@ func TestJobKeyRotation(t *testing.T) {
 func TestJobUnknownKey(t *testing.T) {
 	env := seal(t, newCarrier(t, keyOut), "alpha", []byte("p"))
 	c := newCarrier(t, keyNew, keyOld)
-	if _, _, err := c.Open(context.Background(), env); !errors.Is(err, tenant.ErrJobTampered) {
+	if _, _, err := openJob(c, context.Background(), env); !errors.Is(err, tenant.ErrJobTampered) {
 		t.Errorf("Open of an envelope of an unknown key = %v, want ErrJobTampered", err)
 	}
 }
@@ -292,7 +305,7 @@ func TestJobCarrierCopiesKeys(t *testing.T) {
 	for i := range key {
 		key[i] = 0
 	}
-	if _, _, err := c.Open(context.Background(), env); err != nil {
+	if _, _, err := openJob(c, context.Background(), env); err != nil {
 		t.Errorf("changing the caller's key slice changed the carrier: %v", err)
 	}
 }
@@ -301,7 +314,7 @@ func TestJobOpenCrossTenant(t *testing.T) {
 	c := newCarrier(t, keyNew)
 	env := seal(t, c, "alpha", []byte("p"))
 	worker := ctxFor("bravo")
-	ctx, payload, err := c.Open(worker, env)
+	ctx, payload, err := openJob(c, worker, env)
 	if !errors.Is(err, tenant.ErrCrossTenant) {
 		t.Fatalf("Open into another tenant's context = %v, want ErrCrossTenant", err)
 	}
@@ -348,12 +361,12 @@ func TestJobCarrierPrintsNoKeys(t *testing.T) {
 
 func TestJobCarrierZeroValue(t *testing.T) {
 	var c tenant.JobCarrier
-	env, err := c.Seal(ctxFor("alpha"), []byte("p"))
+	env, err := c.Seal(ctxFor("alpha"), jobOf([]byte("p")))
 	if err == nil {
 		t.Errorf("zero JobCarrier sealed %q", env)
 	}
 	good := seal(t, newCarrier(t, keyNew), "alpha", []byte("p"))
-	if _, _, err := c.Open(context.Background(), good); !errors.Is(err, tenant.ErrJobTampered) {
+	if _, _, err := openJob(&c, context.Background(), good); !errors.Is(err, tenant.ErrJobTampered) {
 		t.Errorf("zero JobCarrier Open = %v, want ErrJobTampered", err)
 	}
 }
@@ -366,12 +379,12 @@ func TestJobCarrierConcurrent(t *testing.T) {
 			id := fmt.Sprintf("t%d", w)
 			for i := range 50 {
 				p := fmt.Appendf(nil, "%s-%d", id, i)
-				env, err := c.Seal(ctxFor(id), p)
+				env, err := c.Seal(ctxFor(id), jobOf(p))
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				ctx, got, err := c.Open(context.Background(), env)
+				ctx, got, err := openJob(c, context.Background(), env)
 				if err != nil {
 					t.Error(err)
 					return
@@ -388,14 +401,143 @@ func TestJobCarrierConcurrent(t *testing.T) {
 
 func TestJobCarrierNil(t *testing.T) {
 	var c *tenant.JobCarrier
-	if _, err := c.Seal(ctxFor("alpha"), []byte("p")); err == nil {
+	if _, err := c.Seal(ctxFor("alpha"), jobOf([]byte("p"))); err == nil {
 		t.Error("nil JobCarrier sealed")
 	}
 	good := seal(t, newCarrier(t, keyNew), "alpha", []byte("p"))
-	if _, _, err := c.Open(context.Background(), good); !errors.Is(err, tenant.ErrJobTampered) {
+	if _, _, err := openJob(c, context.Background(), good); !errors.Is(err, tenant.ErrJobTampered) {
 		t.Errorf("nil JobCarrier Open = %v, want ErrJobTampered", err)
 	}
 	if got := c.String(); got != "tenant.JobCarrier(nil)" {
 		t.Errorf("nil String() = %q", got)
+	}
+}
+
+func TestJobSealNamesTheFieldThatIsWrong(t *testing.T) {
+	c := newCarrier(t, keyNew)
+	future := time.Now().Add(time.Hour)
+	for name, tc := range map[string]struct {
+		job  tenant.Job
+		want []string
+	}{
+		"no ID":            {tenant.Job{Expires: future}, []string{"field ID:"}},
+		"long ID":          {tenant.Job{ID: strings.Repeat("j", tenant.MaxJobIDLen+1), Expires: future}, []string{"field ID:", "at most"}},
+		"invalid UTF-8 ID": {tenant.Job{ID: "j\xff", Expires: future}, []string{"field ID:", "UTF-8"}},
+		"long audience":    {tenant.Job{ID: "j", Audience: strings.Repeat("q", tenant.MaxJobIDLen+1), Expires: future}, []string{"field Audience:"}},
+		"no expiry":        {tenant.Job{ID: "j"}, []string{"field Expires:", "must be set"}},
+		"past expiry":      {tenant.Job{ID: "j", Expires: time.Now().Add(-time.Second)}, []string{"field Expires:", "not in the future"}},
+		"everything":       {tenant.Job{Audience: strings.Repeat("q", 201)}, []string{"field ID:", "field Audience:", "field Expires:"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := c.Seal(ctxFor("acme"), tc.job)
+			if err == nil {
+				t.Fatal("Seal accepted it")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestJobOpenRejectsAnExpiredEnvelope(t *testing.T) {
+	c := newCarrier(t, keyNew)
+	exp := time.Now().Add(time.Minute)
+	env, err := c.Seal(ctxFor("acme"), tenant.Job{ID: "j1", Expires: exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(t0 time.Time) tenant.OpenOptions { return tenant.OpenOptions{Now: func() time.Time { return t0 }} }
+	if _, job, err := c.Open(context.Background(), env, at(exp.Add(-time.Nanosecond))); err != nil || !job.Expires.Equal(exp) {
+		t.Fatalf("just before expiry: job %+v, err %v", job, err)
+	}
+	for _, t0 := range []time.Time{exp, exp.Add(time.Hour)} {
+		if _, _, err := c.Open(context.Background(), env, at(t0)); !errors.Is(err, tenant.ErrJobExpired) {
+			t.Fatalf("at %s: err %v, want ErrJobExpired", t0, err)
+		}
+	}
+	// Moving the expiry later breaks the tag.
+	later := editEnvelope(t, env, func(m map[string]any) { m["exp"] = exp.Add(24 * time.Hour).UnixNano() })
+	if _, _, err := c.Open(context.Background(), later, at(exp.Add(time.Hour))); !errors.Is(err, tenant.ErrJobTampered) {
+		t.Fatalf("edited expiry: err %v, want ErrJobTampered", err)
+	}
+}
+
+func TestJobOpenRejectsAnotherAudience(t *testing.T) {
+	c := newCarrier(t, keyNew)
+	env, err := c.Seal(ctxFor("acme"), tenant.Job{ID: "j1", Audience: "reindex", Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Open(context.Background(), env, tenant.OpenOptions{Audience: "reindex"}); err != nil {
+		t.Fatalf("its own queue: %v", err)
+	}
+	for _, aud := range []string{"billing", "", "Reindex"} {
+		if _, _, err := c.Open(context.Background(), env, tenant.OpenOptions{Audience: aud}); !errors.Is(err, tenant.ErrJobMisdirected) {
+			t.Fatalf("opened for %q: err %v, want ErrJobMisdirected", aud, err)
+		}
+	}
+	moved := editEnvelope(t, env, func(m map[string]any) { m["aud"] = "billing" })
+	if _, _, err := c.Open(context.Background(), moved, tenant.OpenOptions{Audience: "billing"}); !errors.Is(err, tenant.ErrJobTampered) {
+		t.Fatalf("edited audience: err %v, want ErrJobTampered", err)
+	}
+	none, err := c.Seal(ctxFor("acme"), tenant.Job{ID: "j2", Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Open(context.Background(), none, tenant.OpenOptions{Audience: "reindex"}); !errors.Is(err, tenant.ErrJobMisdirected) {
+		t.Fatalf("a job for no queue opened by a queue: err %v, want ErrJobMisdirected", err)
+	}
+}
+
+func TestJobOpenRejectsAReplay(t *testing.T) {
+	c := newCarrier(t, keyNew)
+	var mu sync.Mutex
+	ran := map[string]bool{} // what a unique key in the job table does
+	var asked []string
+	opts := tenant.OpenOptions{Seen: func(_ context.Context, id tenant.ID, jobID string) (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		k := id.String() + "/" + jobID
+		asked = append(asked, k)
+		seen := ran[k]
+		ran[k] = true
+		return seen, nil
+	}}
+	env, err := c.Seal(ctxFor("acme"), tenant.Job{ID: "j1", Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Open(context.Background(), env, opts); err != nil {
+		t.Fatalf("first run: %v", err)
+	}
+	if _, _, err := c.Open(context.Background(), env, opts); !errors.Is(err, tenant.ErrJobReplayed) {
+		t.Fatalf("second run: err %v, want ErrJobReplayed", err)
+	}
+	// The same job ID of another tenant is another job.
+	other, err := c.Seal(ctxFor("globex"), tenant.Job{ID: "j1", Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Open(context.Background(), other, opts); err != nil {
+		t.Fatalf("another tenant's j1: %v", err)
+	}
+	// A forged envelope never reaches the seen-set, so it cannot burn a
+	// job ID for the real job.
+	forged := editEnvelope(t, env, func(m map[string]any) { m["id"] = "j9" })
+	before := len(asked)
+	if _, _, err := c.Open(context.Background(), forged, opts); !errors.Is(err, tenant.ErrJobTampered) {
+		t.Fatalf("forged: err %v", err)
+	}
+	if len(asked) != before {
+		t.Fatal("Seen was asked about a forged envelope")
+	}
+	// An error of the check fails Open.
+	boom := errors.New("job table down")
+	_, _, err = c.Open(context.Background(), env, tenant.OpenOptions{Seen: func(context.Context, tenant.ID, string) (bool, error) { return false, boom }})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err %v, want the check's error", err)
 	}
 }
