@@ -9,10 +9,13 @@
 //
 // An [ID] is made only by [ParseID], which enforces one strict grammar:
 // lower-case ASCII letters, digits and single underscores, starting with a
-// letter, not ending with an underscore, at most [MaxIDLen] bytes. The
-// grammar is chosen so that an ID can be used verbatim inside PostgreSQL
-// identifiers (tenant_<id>), object-storage prefixes (tenants/<id>/) and,
-// with '_' mapped to '-', Kubernetes namespace names. Every boundary (a JWT
+// letter, not ending with an underscore, at most [MaxIDLen] bytes, and
+// not a reserved name (public, tenancy, null, names starting with pg_ or
+// tenant_, ...: see ParseID). The grammar is chosen so that an ID can be
+// used verbatim inside PostgreSQL identifiers (tenant_<id>) and
+// object-storage prefixes (tenants/<id>/), and, through [ID.DNSLabel]
+// ('_' mapped to '-', one-to-one, reversed by [ParseDNSLabel]), in
+// Kubernetes namespace names and hostnames. Every boundary (a JWT
 // claim, a YAML request, a CLI flag, a URL path) parses; nothing downstream
 // validates again. An ID is immutable and its zero value is not a tenant.
 //

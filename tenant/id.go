@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -52,9 +53,13 @@ func displayInput(s string) string {
 
 // ParseID parses s as a tenant ID. The grammar: 1 to MaxIDLen bytes of
 // lower-case ASCII letters a-z, digits 0-9 and underscores; the first byte a
-// letter; no underscore at the end and no two underscores in a row. Anything
-// else is rejected with an [*IDError] that wraps [ErrInvalidID]; nothing is
-// cleaned or lower-cased on the caller's behalf.
+// letter; no underscore at the end and no two underscores in a row. Reserved
+// names are refused too: public, information_schema, postgres, template0,
+// template1, tenancy, tenant, tenants, platform, admin, root, system, and
+// what a missing value prints as (null, nil, none, undefined, nan, true,
+// false, default), and names starting with pg_, tenant_ or tenancy_.
+// Anything else is rejected with an [*IDError] that wraps [ErrInvalidID];
+// nothing is cleaned or lower-cased on the caller's behalf.
 func ParseID(s string) (ID, error) {
 	if err := checkID(s); err != "" {
 		return ID{}, &IDError{Input: displayInput(s), Rule: err}
@@ -62,7 +67,36 @@ func ParseID(s string) (ID, error) {
 	return ID{s: s}, nil
 }
 
+// reservedIDs are names that collide with PostgreSQL's or the platform's
+// own (schemas, databases, roles), or that signal a bug upstream (a
+// stringified nil or empty value), refused as tenant IDs.
+var reservedIDs = map[string]bool{
+	"public": true, "information_schema": true, "postgres": true, "template0": true, "template1": true,
+	"tenancy": true, "tenant": true, "tenants": true, "platform": true, "admin": true, "root": true, "system": true,
+	"null": true, "nil": true, "none": true, "undefined": true, "nan": true, "true": true, "false": true, "default": true,
+}
+
+// reservedPrefixes start names of PostgreSQL's (pg_), of tenant schemas
+// and databases (tenant_: tenant_tenant_x would be confusable), and of the
+// platform's roles (tenancy_).
+var reservedPrefixes = []string{"pg_", "tenant_", "tenancy_"}
+
 func checkID(s string) string {
+	if err := checkGrammar(s); err != "" {
+		return err
+	}
+	if reservedIDs[s] {
+		return "is reserved (it names a PostgreSQL or platform object, or is what a missing value prints as): choose another ID"
+	}
+	for _, p := range reservedPrefixes {
+		if strings.HasPrefix(s, p) {
+			return "must not start with " + strconv.Quote(p) + " (reserved for PostgreSQL and the platform)"
+		}
+	}
+	return ""
+}
+
+func checkGrammar(s string) string {
 	switch {
 	case s == "":
 		return "must not be empty"
@@ -124,6 +158,34 @@ func (id ID) SchemaName() string {
 		return ""
 	}
 	return "tenant_" + id.s
+}
+
+// DNSLabel returns the ID as an RFC 1123 label, for Kubernetes namespace
+// names and hostnames: each '_' becomes '-'. The mapping is one-to-one
+// (an ID has no '-'), the label is at most MaxIDLen bytes, starts with a
+// letter and does not end with '-'. [ParseDNSLabel] reverses it. It
+// returns "" for the zero ID.
+func (id ID) DNSLabel() string { return strings.ReplaceAll(id.s, "_", "-") }
+
+// ParseDNSLabel parses a label made by [ID.DNSLabel] (a sub-domain, a
+// namespace suffix) back into an ID: each '-' becomes '_', then [ParseID]
+// applies. A label with '_' or upper-case letters is not one DNSLabel
+// makes, and is rejected. DNS is case-insensitive: lower-case a
+// hostname's label before parsing it, if it may arrive otherwise.
+func ParseDNSLabel(label string) (ID, error) {
+	if strings.Contains(label, "_") {
+		return ID{}, &IDError{Input: displayInput(label), Rule: "a DNS label of a tenant has '-' where the ID has '_', never '_'"}
+	}
+	id, err := ParseID(strings.ReplaceAll(label, "-", "_"))
+	if err != nil {
+		var ie *IDError
+		if errors.As(err, &ie) {
+			ie.Input = displayInput(label)
+			ie.Rule = strings.ReplaceAll(ie.Rule, "underscore", "'-'")
+		}
+		return ID{}, err
+	}
+	return id, nil
 }
 
 // MarshalText implements [encoding.TextMarshaler]. The zero ID marshals to

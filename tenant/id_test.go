@@ -375,3 +375,51 @@ func dropTime(groups []string, a slog.Attr) slog.Attr {
 	}
 	return a
 }
+
+func TestParseIDRefusesReservedNames(t *testing.T) {
+	for _, s := range []string{
+		"public", "information_schema", "postgres", "template0", "template1", "tenancy", "tenant", "tenants",
+		"platform", "admin", "root", "system", "null", "nil", "none", "undefined", "nan", "true", "false", "default",
+		"pg_catalog", "pg_toast", "pg_x", "tenant_acme", "tenancy_g_abc",
+	} {
+		_, err := tenant.ParseID(s)
+		if !errors.Is(err, tenant.ErrInvalidID) {
+			t.Errorf("ParseID(%q) = %v, want ErrInvalidID", s, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), "reserved") {
+			t.Errorf("ParseID(%q): error %q does not say the name is reserved", s, err)
+		}
+	}
+	// Names that merely contain or extend a reserved word are tenants.
+	for _, s := range []string{"publicis", "nullable", "admin2", "pgx", "tenantx", "my_tenant", "acme_pg_x", "none1"} {
+		if _, err := tenant.ParseID(s); err != nil {
+			t.Errorf("ParseID(%q) = %v, want a tenant", s, err)
+		}
+	}
+}
+
+func TestDNSLabel(t *testing.T) {
+	for s, want := range map[string]string{"acme": "acme", "acme_defense_corp": "acme-defense-corp", "a1_b2": "a1-b2"} {
+		id := tenant.MustParseID(s)
+		if got := id.DNSLabel(); got != want {
+			t.Errorf("DNSLabel(%q) = %q, want %q", s, got, want)
+		}
+		back, err := tenant.ParseDNSLabel(want)
+		if err != nil || back != id {
+			t.Errorf("ParseDNSLabel(%q) = %q, %v, want %q", want, back, err, id)
+		}
+	}
+	if got := (tenant.ID{}).DNSLabel(); got != "" {
+		t.Errorf("zero ID: DNSLabel() = %q", got)
+	}
+	for _, label := range []string{"acme_corp", "Acme", "-acme", "acme-", "acme--corp", "", "pg-catalog", "tenant-x", "a.b", strings.Repeat("a", 41)} {
+		if _, err := tenant.ParseDNSLabel(label); !errors.Is(err, tenant.ErrInvalidID) {
+			t.Errorf("ParseDNSLabel(%q) = %v, want ErrInvalidID", label, err)
+		}
+	}
+	_, err := tenant.ParseDNSLabel("acme--corp")
+	if err == nil || strings.Contains(err.Error(), "underscore") || !strings.Contains(err.Error(), `"acme--corp"`) {
+		t.Errorf("ParseDNSLabel's error speaks of the label, not the ID: %v", err)
+	}
+}
