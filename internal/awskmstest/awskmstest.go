@@ -288,9 +288,11 @@ func (s *Server) Stop() error {
 		var errs []error
 		if s.cmd != nil {
 			if err := killGroup(s.pgid); err != nil {
+				// ESRCH when it exited (and was reaped) already: its Wait
+				// returns at once then.
 				select {
-				case <-s.exited: // gone already
-				default:
+				case <-s.exited:
+				case <-time.After(5 * time.Second):
 					errs = append(errs, fmt.Errorf("killing local-kms (process group %d): %w", s.pgid, err))
 					_ = s.cmd.Process.Kill()
 				}
