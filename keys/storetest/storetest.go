@@ -191,7 +191,12 @@ func (c *checker) listAll(what string, opts keys.ListOptions) []string {
 	for range 10000 {
 		page := c.list(what, opts)
 		for _, w := range page {
-			got = append(got, key(w.Tenant, w.Purpose))
+			k := key(w.Tenant, w.Purpose)
+			if !opts.AfterTenant.IsZero() && compareKey(k, key(opts.AfterTenant, opts.AfterPurpose)) <= 0 {
+				c.Fatalf("%s: List(%+v) returned %s, which is not after the cursor (%s, %s): not in (tenant, purpose) order, or the cursor is ignored",
+					what, opts, k, opts.AfterTenant, opts.AfterPurpose)
+			}
+			got = append(got, k)
 			opts.AfterTenant, opts.AfterPurpose = w.Tenant, w.Purpose
 		}
 		if len(page) < opts.Limit {
@@ -204,7 +209,7 @@ func (c *checker) listAll(what string, opts keys.ListOptions) []string {
 
 func key(id tenant.ID, p keys.Purpose) string { return id.String() + "/" + string(p) }
 
-// lessKey orders "tenant/purpose" keys as List must: by tenant, then
+// compareKey orders "tenant/purpose" keys as List must: by tenant, then
 // purpose, byte by byte.
 func compareKey(a, b string) int {
 	at, ap, _ := strings.Cut(a, "/")
