@@ -1,10 +1,8 @@
 package store_test
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/keys/storetest"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -71,137 +70,45 @@ func (e *ksEnv) count(t testing.TB, id tenant.ID) (keysets, tombstones int) {
 	return keysets, tombstones
 }
 
-func TestKeysetsPutCreatesAndGetReadsBack(t *testing.T) {
+// store.Keysets keeps the keys.Store contract (and keys.KEKLister's), on
+// the package's shared database: through the admin's pool, and through a
+// role holding only what GrantKeysets(KeysetsReadWrite) grants.
+func TestKeysetsKeepTheStoreContract(t *testing.T) {
 	e := newKsEnv(t)
-	ctx, id := t.Context(), ksTenant("a")
-	var sets []keys.WrappedKeyset
-	for _, p := range keys.Purposes() {
-		sets = append(sets, ksSet(id, p, "local:///k", 0))
-	}
-	sets[2].TenantKEK = true
-	require.NoError(t, e.ks.Put(ctx, sets...))
-	for i, p := range keys.Purposes() {
-		w, err := e.ks.Get(ctx, id, p)
-		require.NoError(t, err)
-		require.Equal(t, id, w.Tenant)
-		require.Equal(t, p, w.Purpose)
-		require.Equal(t, "local:///k", w.KEKURI)
-		require.Equal(t, i == 2, w.TenantKEK)
-		require.Equal(t, sets[i].Wrapped, w.Wrapped)
-		require.EqualValues(t, 1, w.Version)
-		require.False(t, w.CreatedAt.IsZero())
-		require.False(t, w.UpdatedAt.IsZero())
-	}
+	storetest.TestStore(t, func(*testing.T) keys.Store { return e.ks })
 }
 
-func TestKeysetsPutIsAllOrNothing(t *testing.T) {
+func TestGrantKeysetsReadWriteKeepsTheStoreContract(t *testing.T) {
 	e := newKsEnv(t)
-	ctx, id := t.Context(), ksTenant("atomic")
+	rw, _ := e.grantedKeysets(t, store.KeysetsReadWrite)
+	storetest.TestStore(t, func(*testing.T) keys.Store { return rw })
+}
+
+// The tables behind the store hold what it says: a failed Put leaves no
+// row, a Delete leaves no keyset row and exactly one tombstone row (after
+// a second Delete, a Put after it, and concurrent Puts and Deletes too).
+func TestKeysetsTablesHoldWhatTheStoreSays(t *testing.T) {
+	e := newKsEnv(t)
+	ctx, id := t.Context(), ksTenant("rows")
 	require.NoError(t, e.ks.Put(ctx, ksSet(id, keys.PurposeAudit, "local:///k", 0)))
-	// data and blob are new, audit exists: nothing may be written.
 	err := e.ks.Put(ctx, ksSet(id, keys.PurposeData, "local:///k", 0), ksSet(id, keys.PurposeBlob, "local:///k", 0),
 		ksSet(id, keys.PurposeAudit, "local:///k", 0))
 	require.ErrorIs(t, err, keys.ErrConflict)
 	n, _ := e.count(t, id)
 	require.Equal(t, 1, n, "a failed Put left rows behind")
-}
 
-func TestKeysetsPutCompareAndSwapsOnVersion(t *testing.T) {
-	e := newKsEnv(t)
-	ctx, id := t.Context(), ksTenant("cas")
-	require.NoError(t, e.ks.Put(ctx, ksSet(id, keys.PurposeData, "local:///old", 0)))
-	w, err := e.ks.Get(ctx, id, keys.PurposeData)
-	require.NoError(t, err)
-
-	w.KEKURI, w.Wrapped = "local:///new", []byte("rewrapped")
-	require.NoError(t, e.ks.Put(ctx, w))
-	got, err := e.ks.Get(ctx, id, keys.PurposeData)
-	require.NoError(t, err)
-	require.EqualValues(t, 2, got.Version)
-	require.Equal(t, "local:///new", got.KEKURI)
-	require.Equal(t, []byte("rewrapped"), got.Wrapped)
-	require.False(t, got.UpdatedAt.Before(got.CreatedAt))
-
-	// w still says version 1: a stale writer loses.
-	w.Wrapped = []byte("stale")
-	require.ErrorIs(t, e.ks.Put(ctx, w), keys.ErrConflict)
-	// An update of a keyset that does not exist loses too.
-	require.ErrorIs(t, e.ks.Put(ctx, ksSet(id, keys.PurposeBlob, "local:///k", 3)), keys.ErrConflict)
-	// Creating one that exists loses.
-	require.ErrorIs(t, e.ks.Put(ctx, ksSet(id, keys.PurposeData, "local:///k", 0)), keys.ErrConflict)
-	got, err = e.ks.Get(ctx, id, keys.PurposeData)
-	require.NoError(t, err)
-	require.Equal(t, []byte("rewrapped"), got.Wrapped)
-}
-
-func TestKeysetsGetTellsDestroyedFromNeverProvisioned(t *testing.T) {
-	e := newKsEnv(t)
-	ctx := t.Context()
-	never, shredded := ksTenant("never"), ksTenant("shredded")
-	_, err := e.ks.Get(ctx, never, keys.PurposeData)
-	require.ErrorIs(t, err, keys.ErrNoKeys)
-	require.NotErrorIs(t, err, keys.ErrKeyDestroyed)
-
-	require.NoError(t, e.ks.Put(ctx, ksSet(shredded, keys.PurposeData, "local:///k", 0)))
-	_, err = e.ks.Delete(ctx, shredded)
-	require.NoError(t, err)
-	for _, p := range keys.Purposes() {
-		_, err = e.ks.Get(ctx, shredded, p)
-		require.ErrorIs(t, err, keys.ErrKeyDestroyed)
-		require.NotErrorIs(t, err, keys.ErrNoKeys)
+	for range 2 {
+		_, err = e.ks.Delete(ctx, id)
+		require.NoError(t, err)
+		n, tombs := e.count(t, id)
+		require.Equal(t, 0, n)
+		require.Equal(t, 1, tombs)
 	}
-}
-
-func TestKeysetsDeleteRecordsTombstoneWithTenantKEKsIdempotently(t *testing.T) {
-	e := newKsEnv(t)
-	ctx, id := t.Context(), ksTenant("del")
-	sets := []keys.WrappedKeyset{
-		ksSet(id, keys.PurposeData, "aws-kms://own-b", 0),
-		ksSet(id, keys.PurposeBlob, "aws-kms://own-a", 0),
-		ksSet(id, keys.PurposeAudit, "aws-kms://own-b", 0),
-	}
-	for i := range sets {
-		sets[i].TenantKEK = true
-	}
-	require.NoError(t, e.ks.Put(ctx, sets...))
-
-	t1, err := e.ks.Delete(ctx, id)
-	require.NoError(t, err)
-	require.Equal(t, id, t1.Tenant)
-	require.Equal(t, []string{"aws-kms://own-a", "aws-kms://own-b"}, t1.TenantKEKs)
-	require.False(t, t1.DestroyedAt.IsZero())
-	n, tombs := e.count(t, id)
-	require.Equal(t, 0, n)
-	require.Equal(t, 1, tombs)
-
-	t2, err := e.ks.Delete(ctx, id)
-	require.NoError(t, err)
-	require.Equal(t, t1.TenantKEKs, t2.TenantKEKs)
-	require.True(t, t1.DestroyedAt.Equal(t2.DestroyedAt))
-
-	// A shredded tenant is never provisioned again.
 	require.ErrorIs(t, e.ks.Put(ctx, ksSet(id, keys.PurposeData, "local:///k", 0)), keys.ErrKeyDestroyed)
 	n, _ = e.count(t, id)
 	require.Equal(t, 0, n)
 
-	// Platform-wrapped keysets leave no KEK to destroy; a tenant that never
-	// had keys gets a tombstone too.
-	plat := ksTenant("plat")
-	require.NoError(t, e.ks.Put(ctx, ksSet(plat, keys.PurposeData, "local:///platform", 0)))
-	tp, err := e.ks.Delete(ctx, plat)
-	require.NoError(t, err)
-	require.Empty(t, tp.TenantKEKs)
-	never := ksTenant("never")
-	_, err = e.ks.Delete(ctx, never)
-	require.NoError(t, err)
-	_, err = e.ks.Get(ctx, never, keys.PurposeData)
-	require.ErrorIs(t, err, keys.ErrKeyDestroyed)
-}
-
-func TestKeysetsConcurrentPutAndDeleteNeverLeaveKeysBesideATombstone(t *testing.T) {
-	e := newKsEnv(t)
-	ctx := t.Context()
-	for range 20 {
+	for range 10 {
 		id := ksTenant("race")
 		var wg sync.WaitGroup
 		for range 4 {
@@ -222,99 +129,6 @@ func TestKeysetsConcurrentPutAndDeleteNeverLeaveKeysBesideATombstone(t *testing.
 		require.Equal(t, 1, tombs)
 		require.Equal(t, 0, n, "keysets written beside a tombstone")
 	}
-}
-
-func TestKeysetsListPaginatesInOrderAndFiltersByKEK(t *testing.T) {
-	e := newKsEnv(t)
-	ctx := t.Context()
-	// A KEK URI unique to this test keeps other tests' rows out of the list.
-	kekA := fmt.Sprintf("local:///list-a-%d", ksSeq.Add(1))
-	kekB := kekA + "-b"
-	var want []string
-	for i := range 5 {
-		id := ksTenant(fmt.Sprintf("list%c", 'e'-i)) // created out of order
-		for _, p := range keys.Purposes() {
-			kek := kekA
-			if i == 2 && p == keys.PurposeBlob {
-				kek = kekB
-			}
-			require.NoError(t, e.ks.Put(ctx, ksSet(id, p, kek, 0)))
-			if kek == kekA {
-				want = append(want, id.String()+"/"+string(p))
-			}
-		}
-	}
-	var got []string
-	opts := keys.ListOptions{KEKURI: kekA, Limit: 4}
-	for {
-		page, err := e.ks.List(ctx, opts)
-		require.NoError(t, err)
-		for _, w := range page {
-			require.Equal(t, kekA, w.KEKURI)
-			require.NotEmpty(t, w.Wrapped)
-			got = append(got, w.Tenant.String()+"/"+string(w.Purpose))
-			opts.AfterTenant, opts.AfterPurpose = w.Tenant, w.Purpose
-		}
-		if len(page) < opts.Limit {
-			break
-		}
-	}
-	require.Len(t, got, len(want))
-	require.ElementsMatch(t, want, got)
-	require.IsIncreasing(t, got, "List must return (tenant, purpose) in byte order")
-
-	page, err := e.ks.List(ctx, keys.ListOptions{KEKURI: kekB, Limit: 10})
-	require.NoError(t, err)
-	require.Len(t, page, 1)
-
-	all, err := e.ks.List(ctx, keys.ListOptions{Limit: 1})
-	require.NoError(t, err)
-	require.Len(t, all, 1)
-}
-
-// A KEK URI prefix selects the keysets of every URI that starts with it,
-// byte by byte: LIKE wildcards and collation play no part.
-func TestKeysetsListFiltersByKEKPrefix(t *testing.T) {
-	e := newKsEnv(t)
-	ctx := t.Context()
-	base := fmt.Sprintf("pkcs11:token=p%d;object=k?module-path=/m&pin-source=", ksSeq.Add(1))
-	keks := map[string]string{
-		"file": base + "file:/run/pin",
-		"env":  base + "env:PIN",
-		"wild": base[:len(base)-1] + "%_",                  // shares base minus its last byte
-		"case": strings.ToUpper(base[:7]) + base[7:] + "x", // differs only in case
-	}
-	ids := map[string]tenant.ID{}
-	for name, kek := range keks {
-		ids[name] = ksTenant("prefix")
-		require.NoError(t, e.ks.Put(ctx, ksSet(ids[name], keys.PurposeData, kek, 0)))
-	}
-	list := func(opts keys.ListOptions) []tenant.ID {
-		t.Helper()
-		opts.Limit = 100
-		page, err := e.ks.List(ctx, opts)
-		require.NoError(t, err)
-		var out []tenant.ID
-		for _, w := range page {
-			require.True(t, strings.HasPrefix(w.KEKURI, opts.KEKURIPrefix), w.KEKURI)
-			out = append(out, w.Tenant)
-		}
-		return out
-	}
-	require.ElementsMatch(t, []tenant.ID{ids["file"], ids["env"]}, list(keys.ListOptions{KEKURIPrefix: base}))
-	require.ElementsMatch(t, []tenant.ID{ids["env"]}, list(keys.ListOptions{KEKURIPrefix: base, KEKURI: keks["env"]}))
-	require.Empty(t, list(keys.ListOptions{KEKURIPrefix: base, KEKURI: keks["wild"]}))
-	require.Empty(t, list(keys.ListOptions{KEKURIPrefix: base[:len(base)-1] + "_"}), "_ is not a wildcard")
-	require.ElementsMatch(t, []tenant.ID{ids["wild"]}, list(keys.ListOptions{KEKURIPrefix: base[:len(base)-1] + "%"}), "% is not a wildcard")
-	require.Empty(t, list(keys.ListOptions{KEKURIPrefix: strings.ToUpper(base)}), "the comparison is case-sensitive")
-	// Paginated: the cursor and the prefix together.
-	first, err := e.ks.List(ctx, keys.ListOptions{KEKURIPrefix: base, Limit: 1})
-	require.NoError(t, err)
-	require.Len(t, first, 1)
-	rest, err := e.ks.List(ctx, keys.ListOptions{KEKURIPrefix: base, AfterTenant: first[0].Tenant, AfterPurpose: first[0].Purpose, Limit: 10})
-	require.NoError(t, err)
-	require.Len(t, rest, 1)
-	require.NotEqual(t, first[0].Tenant, rest[0].Tenant)
 }
 
 func TestKeysetsRejectInvalidInputNamingTheField(t *testing.T) {
@@ -374,49 +188,6 @@ func TestKeysetsSchemaIsIdempotentAndConstrained(t *testing.T) {
 		_, err := e.su.Exec(ctx, sql)
 		require.Error(t, err, sql)
 	}
-}
-
-// The store is a dumb holder of wrapped bytes: what goes in comes out byte
-// for byte, including bytes that are not valid UTF-8.
-func TestKeysetsKeepWrappedBytesExactly(t *testing.T) {
-	e := newKsEnv(t)
-	ctx, id := t.Context(), ksTenant("bytes")
-	w := ksSet(id, keys.PurposeData, "local:///k", 0)
-	w.Wrapped = []byte{0, 0xff, 0xfe, '\'', '\\', 0}
-	require.NoError(t, e.ks.Put(ctx, w))
-	got, err := e.ks.Get(ctx, id, keys.PurposeData)
-	require.NoError(t, err)
-	require.True(t, bytes.Equal(w.Wrapped, got.Wrapped))
-}
-
-func TestKeysetsKEKURIsListsDistinctKeysOfOtherTenants(t *testing.T) {
-	e := newKsEnv(t)
-	ctx, a, b := t.Context(), ksTenant("kekuria"), ksTenant("kekurib")
-	ka, kb := "local:///kekuris/"+a.String(), "local:///kekuris/"+b.String()
-	var sets []keys.WrappedKeyset
-	for _, p := range keys.Purposes() {
-		sets = append(sets, ksSet(a, p, ka, 0))
-	}
-	require.NoError(t, e.ks.Put(ctx, sets...))
-	require.NoError(t, e.ks.Put(ctx, ksSet(b, keys.PurposeData, kb, 0), ksSet(b, keys.PurposeBlob, ka, 0)))
-
-	all, err := e.ks.KEKURIs(ctx, tenant.ID{})
-	require.NoError(t, err)
-	require.Contains(t, all, ka)
-	require.Contains(t, all, kb)
-	seen := map[string]int{}
-	for _, u := range all {
-		seen[u]++
-	}
-	require.Equal(t, 1, seen[ka], "distinct")
-
-	notA, err := e.ks.KEKURIs(ctx, a)
-	require.NoError(t, err)
-	require.Contains(t, notA, kb)
-	require.Contains(t, notA, ka, "b's blob keyset is on a's key")
-	notB, err := e.ks.KEKURIs(ctx, b)
-	require.NoError(t, err)
-	require.NotContains(t, notB, kb, "only b uses kb")
 }
 
 // A role holding only what GrantKeysets(KeysetsReadWrite) grants (and
