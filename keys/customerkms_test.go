@@ -6,14 +6,17 @@ package keys_test
 // loopback, internal/awskmstest).
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/tink-crypto/tink-go/v2/core/registry"
 
 	"github.com/rtmx-ai/tenancy/internal/awskmstest"
 	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/tenant"
 )
 
 func TestCustomerKeyInAWSKMS(t *testing.T) {
@@ -65,4 +68,38 @@ func TestCustomerKeyInAWSKMS(t *testing.T) {
 	_, err = m.Open(ctxC, sealedC, where)
 	require.ErrorIs(t, err, keys.ErrKeyDestroyed)
 	assert.Equal(t, awskmstest.StateEnabled, customer.KeyState(t, arn), "the customer's key is the customer's")
+}
+
+// BenchmarkColdUnwrapAWSKMS is BenchmarkColdUnwrapLocalKMS with the
+// tenant's keysets wrapped by a customer key in an AWS KMS (local-kms on
+// loopback, through Tink's AWS client and the AWS SDK over HTTP): a cache
+// miss costs one KMS Decrypt round trip. On a MemStore, so that the
+// figure is the master key's.
+func BenchmarkColdUnwrapAWSKMS(b *testing.B) {
+	kms := awskmstest.Start(b)
+	uri := awskmstest.KeyURI(kms.CreateKey(b))
+	cfg := keys.DefaultConfig()
+	cfg.Store, cfg.KMS = keys.NewMemStore(), []registry.KMSClient{kms.TinkClient(b, "")}
+	cfg.CacheMaxUses = 1 << 62
+	m, err := keys.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := newID("benchaws")
+	if err := m.Provision(context.Background(), id, keys.ProvisionOptions{KEKURI: uri}); err != nil {
+		b.Fatal(err)
+	}
+	ctx := tenant.NewContext(context.Background(), id)
+	pt := []byte("x")
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Purge(id)
+		if _, err := m.Seal(ctx, pt, benchBinding); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if s := m.Stats(); s.KEKCalls < uint64(b.N) {
+		b.Fatalf("%d master-key calls for %d iterations: the cache was not cold", s.KEKCalls, b.N)
+	}
 }
