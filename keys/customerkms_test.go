@@ -89,17 +89,5 @@ func BenchmarkColdUnwrapAWSKMS(b *testing.B) {
 	if err := m.Provision(context.Background(), id, keys.ProvisionOptions{KEKURI: uri}); err != nil {
 		b.Fatal(err)
 	}
-	ctx := tenant.NewContext(context.Background(), id)
-	pt := []byte("x")
-	b.ReportAllocs()
-	for b.Loop() {
-		m.Purge(id)
-		if _, err := m.Seal(ctx, pt, benchBinding); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	if s := m.Stats(); s.KEKCalls < uint64(b.N) {
-		b.Fatalf("%d master-key calls for %d iterations: the cache was not cold", s.KEKCalls, b.N)
-	}
+	benchColdSeal(b, m, tenant.NewContext(context.Background(), id), id)
 }

@@ -305,14 +305,7 @@ func BenchmarkColdUnwrapPKCS11(b *testing.B) {
 			require.NoError(b, err)
 			id := newID("hsmbench")
 			require.NoError(b, m.Provision(context.Background(), id, keys.ProvisionOptions{}))
-			ctx := tenant.NewContext(context.Background(), id)
-			b.ReportAllocs()
-			for b.Loop() {
-				m.Purge(id)
-				if _, err := m.Seal(ctx, []byte("x"), benchBinding); err != nil {
-					b.Fatal(err)
-				}
-			}
+			benchColdSeal(b, m, tenant.NewContext(context.Background(), id), id)
 		})
 	}
 }
