@@ -368,11 +368,16 @@ func (a *Admin) undoCreate(ctx context.Context, cluster *pgxpool.Pool, id tenant
 		return errors.Join(errs...)
 	}
 	return pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
-		return execAll(ctx, tx,
-			`DELETE FROM tenancy.tenant_migrations WHERE tenant_id = `+literal(id.String()),
-			`DELETE FROM tenancy.tenant_logins WHERE tenant_id = `+literal(id.String()),
-			`DELETE FROM tenancy.tenants WHERE id = `+literal(id.String())+` AND state = 'requested'`,
-		)
+		for _, sql := range []string{
+			`DELETE FROM tenancy.tenant_migrations WHERE tenant_id = $1`,
+			`DELETE FROM tenancy.tenant_logins WHERE tenant_id = $1`,
+			`DELETE FROM tenancy.tenants WHERE id = $1 AND state = 'requested'`,
+		} {
+			if _, err := tx.Exec(ctx, sql, id.String()); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
