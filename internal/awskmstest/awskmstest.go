@@ -53,7 +53,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -65,6 +64,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/tink-crypto/tink-go-awskms/v3/integration/awskms"
 	"github.com/tink-crypto/tink-go/v2/core/registry"
+
+	"github.com/rtmx-ai/tenancy/internal/testenv"
 )
 
 // BinaryEnv names the environment variable that may hold the path of the
@@ -523,13 +524,7 @@ func unavailable(tb testing.TB, err error) {
 	tb.Skipf("awskmstest: local-kms not available, skipping (%s): %v", install, err)
 }
 
-// inCI reports whether CI is set to a value strconv.ParseBool takes as
-// true ("1", "t", "true", "TRUE", ...), as internal/pgtest and
-// internal/softhsmtest read it.
-func inCI() bool {
-	ci, _ := strconv.ParseBool(os.Getenv("CI"))
-	return ci
-}
+func inCI() bool { return testenv.InCI() }
 
 // childEnv is this process's environment without the AWS and local-kms
 // variables that would change the server's configuration.

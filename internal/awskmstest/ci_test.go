@@ -1,13 +1,12 @@
 package awskmstest_test
 
 import (
-	"errors"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/rtmx-ai/tenancy/internal/awskmstest"
+	"github.com/rtmx-ai/tenancy/internal/testenv"
 )
 
 // envProbe makes TestUnavailableProbe run; the parent sets it in the child.
@@ -63,22 +62,9 @@ func TestMissingBinaryInCI(t *testing.T) {
 }
 
 // runChild runs test (a test of this package) in a child process whose
-// environment has no CI or TENANCY_TEST_* variables but those given.
+// environment has no CI, TENANCY_TEST_* or AWSKMSTEST_* variables but those
+// given.
 func runChild(t *testing.T, test string, env ...string) (out string, exitCode int) {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), os.Args[0],
-		"-test.run=^"+test+"$", "-test.v", "-test.count=1", "-test.timeout=60s")
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "TENANCY_TEST_") || strings.HasPrefix(kv, "CI=") || strings.HasPrefix(kv, "AWSKMSTEST_") {
-			continue
-		}
-		cmd.Env = append(cmd.Env, kv)
-	}
-	cmd.Env = append(cmd.Env, env...)
-	b, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatalf("running the child: %v", err)
-	}
-	return string(b), cmd.ProcessState.ExitCode()
+	return testenv.RunTest(t, test, []string{"TENANCY_TEST_", "AWSKMSTEST_"}, env...)
 }

@@ -90,6 +90,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/rtmx-ai/tenancy/internal/pgtest"
+	"github.com/rtmx-ai/tenancy/internal/testenv"
 )
 
 // EnvBinary names the pgbouncer binary to use instead of looking for one.
@@ -256,10 +257,7 @@ func findBinary() (string, error) {
 	return "", errors.New("no pgbouncer binary (not on PATH, nor in /usr/sbin or /usr/local)")
 }
 
-func inCI() bool {
-	ci, _ := strconv.ParseBool(os.Getenv("CI"))
-	return ci
-}
+func inCI() bool { return testenv.InCI() }
 
 // serverAddr returns where PgBouncer reaches d's server: the host (or
 // Unix-socket directory) and port that login roles with a password use.

@@ -2,7 +2,6 @@ package pgtest_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rtmx-ai/tenancy/internal/pgtest"
+	"github.com/rtmx-ai/tenancy/internal/testenv"
 )
 
 // The tests in this file run this test binary again, as a child process
@@ -54,22 +54,7 @@ func TestChildProbe(t *testing.T) {
 // PG*, TENANCY_TEST_* or CI variables but those given.
 func runChild(t *testing.T, env ...string) (out string, exitCode int) {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), os.Args[0],
-		"-test.run=^TestChildProbe$", "-test.v", "-test.count=1", "-test.timeout=60s")
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "PG") || strings.HasPrefix(kv, "TENANCY_TEST_") || strings.HasPrefix(kv, "CI=") {
-			continue
-		}
-		cmd.Env = append(cmd.Env, kv)
-	}
-	cmd.Env = append(cmd.Env, envChild+"=1")
-	cmd.Env = append(cmd.Env, env...)
-	b, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatalf("running the child: %v", err)
-	}
-	return string(b), cmd.ProcessState.ExitCode()
+	return testenv.RunTest(t, "TestChildProbe", []string{"PG", "TENANCY_TEST_"}, append([]string{envChild + "=1"}, env...)...)
 }
 
 // closedPort returns a loopback port nothing listens on (most likely).

@@ -20,6 +20,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/rtmx-ai/tenancy/internal/testenv"
 )
 
 // howTo tells a developer how to get the tests that were skipped to run.
@@ -144,10 +146,7 @@ func (h *harness) mustFail() bool {
 	return inCI() || errors.As(h.err, &ce)
 }
 
-func inCI() bool {
-	ci, _ := strconv.ParseBool(os.Getenv("CI"))
-	return ci
-}
+func inCI() bool { return testenv.InCI() }
 
 // DB returns the test package's database, setting it up on first use.
 //

@@ -1,13 +1,12 @@
 package softhsmtest_test
 
 import (
-	"errors"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/rtmx-ai/tenancy/internal/softhsmtest"
+	"github.com/rtmx-ai/tenancy/internal/testenv"
 )
 
 // envProbe makes TestUnavailableProbe run; the parent sets it in the child.
@@ -62,19 +61,5 @@ func TestMissingModuleInCI(t *testing.T) {
 // has no CI or TENANCY_TEST_* variables but those given.
 func runProbe(t *testing.T, env ...string) (out string, exitCode int) {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), os.Args[0],
-		"-test.run=^TestUnavailableProbe$", "-test.v", "-test.count=1", "-test.timeout=60s")
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "TENANCY_TEST_") || strings.HasPrefix(kv, "CI=") || strings.HasPrefix(kv, envProbe+"=") {
-			continue
-		}
-		cmd.Env = append(cmd.Env, kv)
-	}
-	cmd.Env = append(cmd.Env, env...)
-	b, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatalf("running the child: %v", err)
-	}
-	return string(b), cmd.ProcessState.ExitCode()
+	return testenv.RunTest(t, "TestUnavailableProbe", []string{"TENANCY_TEST_", envProbe + "="}, env...)
 }

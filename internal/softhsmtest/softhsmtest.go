@@ -46,11 +46,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/rtmx-ai/tenancy/internal/testenv"
 )
 
 // ModuleEnv names the environment variable that may hold the path of
@@ -270,13 +271,7 @@ func unavailable(tb testing.TB, err error) {
 	tb.Skipf("softhsmtest: SoftHSM2 not available, skipping (apt-get install softhsm2): %v", err)
 }
 
-// inCI reports whether CI is set to a value strconv.ParseBool takes as
-// true ("1", "t", "true", "TRUE", ...), as internal/pgtest and
-// internal/pgbouncertest read it.
-func inCI() bool {
-	ci, _ := strconv.ParseBool(os.Getenv("CI"))
-	return ci
-}
+func inCI() bool { return testenv.InCI() }
 
 func util(args ...string) ([]byte, error) {
 	utilMu.Lock()
