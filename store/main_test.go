@@ -162,18 +162,33 @@ func newEnvOn(t testing.TB, d *pgtest.Database, m store.Mode, adjust ...func(*st
 	return envWith(t, d, platform(t, d), m, adjust...)
 }
 
-// envWith opens an Admin of mode m and a DB on d, whose platform role
-// connects with platformURL.
-func envWith(t testing.TB, d *pgtest.Database, platformURL string, m store.Mode, adjust ...func(*store.AdminConfig, *store.Config)) *env {
+// adminConfig is the AdminConfig of the tests' Admins of mode m on d: the
+// package's role prefix and login secret, the requirements table, and the
+// platform role of platformURL.
+func adminConfig(t testing.TB, d *pgtest.Database, platformURL string, m store.Mode) *store.AdminConfig {
 	t.Helper()
 	acfg, err := store.ParseAdminConfig(d.AdminURL())
 	require.NoError(t, err)
 	acfg.Mode, acfg.RolePrefix = m, d.Prefix()
 	acfg.LoginSecrets = []store.LoginSecret{secret}
 	acfg.Tables = []store.Table{requirements}
-	pcfg, err := pgx.ParseConfig(platformURL)
+	acfg.PlatformRole = roleOf(t, platformURL)
+	return acfg
+}
+
+// roleOf is the user of connection string url.
+func roleOf(t testing.TB, url string) string {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(url)
 	require.NoError(t, err)
-	acfg.PlatformRole = pcfg.User
+	return cfg.User
+}
+
+// envWith opens an Admin of mode m and a DB on d, whose platform role
+// connects with platformURL.
+func envWith(t testing.TB, d *pgtest.Database, platformURL string, m store.Mode, adjust ...func(*store.AdminConfig, *store.Config)) *env {
+	t.Helper()
+	acfg := adminConfig(t, d, platformURL, m)
 	cfg, err := store.ParseConfig(platformURL, secret)
 	require.NoError(t, err)
 	for _, a := range adjust {

@@ -76,14 +76,7 @@ func reopen(t testing.TB, e *env, fsys fs.FS) *env {
 // with the migrations of fsys.
 func migAdminConfig(t testing.TB, d *pgtest.Database, m store.Mode, fsys fs.FS) *store.AdminConfig {
 	t.Helper()
-	acfg, err := store.ParseAdminConfig(d.AdminURL())
-	require.NoError(t, err)
-	acfg.Mode, acfg.RolePrefix = m, d.Prefix()
-	acfg.LoginSecrets = []store.LoginSecret{secret}
-	acfg.Tables = []store.Table{requirements}
-	pcfg, err := pgx.ParseConfig(platform(t, d))
-	require.NoError(t, err)
-	acfg.PlatformRole = pcfg.User
+	acfg := adminConfig(t, d, platform(t, d), m)
 	acfg.Migrations = fsys
 	return acfg
 }

@@ -47,19 +47,11 @@ func loginTo(t *testing.T, e *env, d *pgtest.Database, id tenant.ID, db string) 
 // ownDatabaseOf is the database name store gives a tenant with one of its own.
 func ownDatabaseOf(d *pgtest.Database, id tenant.ID) string { return d.Prefix() + id.SchemaName() }
 
-func superConn(t *testing.T, d *pgtest.Database) *pgx.Conn {
-	t.Helper()
-	c, err := pgx.Connect(t.Context(), d.AdminURL())
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close(context.Background()) })
-	return c
-}
-
 // clusterObjects lists the databases and roles of d's cluster whose names
 // start with the package's prefix.
 func clusterObjects(t *testing.T, d *pgtest.Database) []string {
 	t.Helper()
-	rows, err := superConn(t, d).Query(t.Context(), `SELECT 'database ' || datname FROM pg_database WHERE starts_with(datname, $1)
+	rows, err := superuser(t, d).Query(t.Context(), `SELECT 'database ' || datname FROM pg_database WHERE starts_with(datname, $1)
 		UNION ALL SELECT 'role ' || rolname FROM pg_roles WHERE starts_with(rolname, $1)`, d.Prefix())
 	require.NoError(t, err)
 	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
@@ -81,12 +73,12 @@ func TestEnterpriseDatabaseLetsOnlyItsOwnLoginConnect(t *testing.T) {
 			roleB, _, err := store.LoginOf(t.Context(), e.admin, idB)
 			require.NoError(t, err)
 
-			su := superConn(t, e.d)
+			su := superuser(t, e.d)
 			var publicGrants int
 			require.NoError(t, su.QueryRow(t.Context(), `SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a
 				WHERE d.datname = $1 AND a.grantee = 0`, dbA).Scan(&publicGrants))
 			assert.Zero(t, publicGrants, "PUBLIC has neither CONNECT nor TEMPORARY on a tenant database")
-			for role, want := range map[string]bool{roleA: true, roleB: false, platformRole(t, e): false} {
+			for role, want := range map[string]bool{roleA: true, roleB: false, roleOf(t, platform(t, e.d)): false} {
 				var can bool
 				require.NoError(t, su.QueryRow(t.Context(), `SELECT has_database_privilege($1, $2, 'CONNECT')`, role, dbA).Scan(&can))
 				assert.Equal(t, want, can, "CONNECT on A's database for %s", role)
@@ -118,13 +110,6 @@ func TestEnterpriseDatabaseLetsOnlyItsOwnLoginConnect(t *testing.T) {
 	}
 }
 
-// platformRole is the package's platform role name.
-func platformRole(t *testing.T, e *env) string {
-	cfg, err := pgx.ParseConfig(platform(t, e.d))
-	require.NoError(t, err)
-	return cfg.User
-}
-
 func TestGovernmentTenantLivesOnItsClusterOnly(t *testing.T) {
 	e := newPlacedEnv(t, placementCase{store.ModeTenantLogin, tenant.TierGovernment})
 	second := pgtest.SecondCluster(t)
@@ -144,7 +129,7 @@ func TestGovernmentTenantLivesOnItsClusterOnly(t *testing.T) {
 		if kind == "database" {
 			q = `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`
 		}
-		require.NoError(t, superConn(t, d).QueryRow(t.Context(), q, name).Scan(&ok))
+		require.NoError(t, superuser(t, d).QueryRow(t.Context(), q, name).Scan(&ok))
 		return ok
 	}
 	assert.True(t, exists(second, "database", ownDatabaseOf(e.d, idG)), "G's database is on the dedicated cluster")
@@ -184,10 +169,7 @@ func TestGovernmentTenantLivesOnItsClusterOnly(t *testing.T) {
 	assert.Empty(t, got, "S sees nothing of G's")
 
 	// Registering the shared cluster as a dedicated one is refused.
-	acfg, err := store.ParseAdminConfig(e.d.AdminURL())
-	require.NoError(t, err)
-	acfg.Mode, acfg.RolePrefix, acfg.LoginSecrets, acfg.PlatformRole = store.ModeTenantLogin, e.d.Prefix(), []store.LoginSecret{secret}, platformRole(t, e)
-	acfg.Tables = []store.Table{requirements}
+	acfg := adminConfig(t, e.d, platform(t, e.d), store.ModeTenantLogin)
 	require.NoError(t, acfg.AddCluster("itself", e.d.AdminURL()))
 	self, err := store.OpenAdmin(t.Context(), acfg)
 	require.NoError(t, err)
@@ -320,7 +302,7 @@ func TestHBARulesConfineTenantLogins(t *testing.T) {
 	idA, ctxA := e.newTenant(t, "hbaa")
 	idB, _ := e.newTenant(t, "hbab")
 	dbB := ownDatabaseOf(e.d, idB)
-	superConn(t, second).Exec(t.Context(), `GRANT CONNECT ON DATABASE `+pgx.Identifier{dbB}.Sanitize()+` TO PUBLIC`)
+	superuser(t, second).Exec(t.Context(), `GRANT CONNECT ON DATABASE `+pgx.Identifier{dbB}.Sanitize()+` TO PUBLIC`)
 	t.Cleanup(func() {
 		c, err := pgx.Connect(context.Background(), second.AdminURL())
 		if err == nil {
@@ -451,7 +433,7 @@ func TestCreateWithDatabaseRefusesAnExistingDatabase(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrTenantExists)
 	assert.Contains(t, err.Error(), "exists on the cluster already")
 	var still bool
-	require.NoError(t, superConn(t, e.d).QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, ownDatabaseOf(e.d, id)).Scan(&still))
+	require.NoError(t, superuser(t, e.d).QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, ownDatabaseOf(e.d, id)).Scan(&still))
 	assert.True(t, still, "the existing database is left alone")
 	_, err = e.admin.Tenant(t.Context(), id)
 	assert.ErrorIs(t, err, store.ErrUnknownTenant, "nothing recorded")

@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/rtmx-ai/tenancy/internal/pgtest"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -78,10 +77,8 @@ func TestTenThousandTenants(t *testing.T) {
 	assert.Empty(t, drift)
 	t.Logf("RepairLogins over %d logins: %s", n, time.Since(start).Round(time.Millisecond))
 	secret2 := store.LoginSecret{Version: 2, Key: []byte("the second tenancy test login secret, 32+ bytes")}
-	acfg2, err := store.ParseAdminConfig(e.d.AdminURL())
-	require.NoError(t, err)
-	acfg2.Mode, acfg2.RolePrefix, acfg2.PlatformRole = store.ModeTenantLogin, e.d.Prefix(), platformRoleOf(t, e.d)
-	acfg2.LoginSecrets, acfg2.Tables = []store.LoginSecret{secret, secret2}, []store.Table{requirements}
+	acfg2 := adminConfig(t, e.d, platform(t, e.d), store.ModeTenantLogin)
+	acfg2.LoginSecrets = []store.LoginSecret{secret, secret2}
 	admin2, err := store.OpenAdmin(t.Context(), acfg2)
 	require.NoError(t, err)
 	defer admin2.Close()
@@ -131,12 +128,4 @@ func TestTenThousandTenants(t *testing.T) {
 	require.NoError(t, ac.QueryRow(t.Context(), `SELECT max(k) FROM (SELECT count(m.roleid) k FROM tenancy.tenant_logins l
 		LEFT JOIN pg_auth_members m ON m.member = l.role_oid GROUP BY l.role_oid) x`).Scan(&maxPerLogin))
 	assert.Equal(t, 1, maxPerLogin, "each tenant login belongs to its group only")
-}
-
-// platformRoleOf is the name of the package's platform role on d.
-func platformRoleOf(t testing.TB, d *pgtest.Database) string {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(platform(t, d))
-	require.NoError(t, err)
-	return cfg.User
 }
