@@ -10,9 +10,11 @@ import (
 	"context"
 	"net/url"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -336,7 +338,11 @@ func TestHBARulesConfineTenantLogins(t *testing.T) {
 	require.NoError(t, err, "and A's pool")
 
 	_, err = e.admin.HBARules(t.Context(), govCluster, "127.0.0.1/32 trust\nhost all all all", "trust")
-	assert.ErrorIs(t, err, store.ErrInvalidConfig, "a field cannot smuggle in a line")
+	assert.ErrorIs(t, err, store.ErrInvalidConfig, "the address cannot smuggle in a line")
+	_, err = e.admin.HBARules(t.Context(), govCluster, "127.0.0.1/32", "trust\nhost all all all trust")
+	assert.ErrorIs(t, err, store.ErrInvalidConfig, "nor the method")
+	_, err = e.admin.HBARules(t.Context(), govCluster, "127.0.0.1/32", "trust # all")
+	assert.ErrorIs(t, err, store.ErrInvalidConfig, "nor a comment")
 }
 
 // The logins of tenants with a database of their own are suspended,
@@ -487,4 +493,36 @@ func TestSharedPoolDoesNotCacheAnUnplacedTenant(t *testing.T) {
 	var db string
 	require.NoError(t, e.db.QueryRow(ctx, `SELECT current_database()`).Scan(&db))
 	assert.Equal(t, ownDatabaseOf(e.d, id), db, "served from its own database")
+}
+
+// Cluster names are checked where they enter: AddCluster on both sides,
+// and maps filled by hand at OpenAdmin and Open.
+func TestClusterNamesAreChecked(t *testing.T) {
+	e := newEnv(t, store.ModeTenantLogin)
+	for _, name := range []string{"", "Gov", "gov east", "gov-east", "1gov", "gov;drop", strings.Repeat("g", 64)} {
+		acfg := adminConfig(t, e.d, platform(t, e.d), store.ModeTenantLogin)
+		err := acfg.AddCluster(name, e.d.AdminURL())
+		require.ErrorIs(t, err, store.ErrInvalidConfig, "AdminConfig.AddCluster(%q)", name)
+		assert.Contains(t, err.Error(), "must match")
+		cfg, err := store.ParseConfig(platform(t, e.d), secret)
+		require.NoError(t, err)
+		require.ErrorIs(t, cfg.AddCluster(name, e.d.AdminURL()), store.ErrInvalidConfig, "Config.AddCluster(%q)", name)
+	}
+	acfg := adminConfig(t, e.d, platform(t, e.d), store.ModeTenantLogin)
+	require.ErrorIs(t, acfg.AddCluster("gov", "postgres://%zz"), store.ErrInvalidConfig, "a bad connection string")
+
+	acfg.Clusters = map[string]*pgxpool.Config{"Bad Name": acfg.Pool}
+	_, err := store.OpenAdmin(t.Context(), acfg)
+	require.ErrorIs(t, err, store.ErrInvalidConfig)
+	assert.Contains(t, err.Error(), `AdminConfig.Clusters["Bad Name"]`)
+	acfg.Clusters = map[string]*pgxpool.Config{"gov": nil}
+	_, err = store.OpenAdmin(t.Context(), acfg)
+	require.ErrorIs(t, err, store.ErrInvalidConfig, "a nil config")
+
+	cfg, err := store.ParseConfig(platform(t, e.d), secret)
+	require.NoError(t, err)
+	cfg.Clusters = map[string]*pgxpool.Config{"gov": nil}
+	_, err = store.Open(t.Context(), cfg)
+	require.ErrorIs(t, err, store.ErrInvalidConfig)
+	assert.Contains(t, err.Error(), `Config.Clusters["gov"]`)
 }
