@@ -11,7 +11,9 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -525,4 +527,50 @@ func TestClusterNamesAreChecked(t *testing.T) {
 	_, err = store.Open(t.Context(), cfg)
 	require.ErrorIs(t, err, store.ErrInvalidConfig)
 	assert.Contains(t, err.Error(), `Config.Clusters["gov"]`)
+}
+
+// Creating, decommissioning and dropping standard tenants and tenants with
+// databases of their own, many at once on an admin pool of 2: no step may
+// hold a pool connection while it waits for another (the tenant's lock,
+// CREATE and DROP DATABASE, a login's change).
+func TestConcurrentCreateAndDropDoNotStarveTheAdminPool(t *testing.T) {
+	d := databaseFor(t, store.ModeTenantLogin).NewDatabase(t)
+	e := newEnvOn(t, d, store.ModeTenantLogin, func(a *store.AdminConfig, _ *store.Config) { a.Pool.MaxConns = 2 })
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	const n = 6
+	ids := make([]tenant.ID, 2*n)
+	errs := make(chan error, 2*n)
+	var wg sync.WaitGroup
+	for i := range ids {
+		ids[i] = freshID("busy")
+		tier := tenant.TierStandard
+		if i%2 == 1 {
+			tier = tenant.TierEnterprise
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- e.admin.CreateTenant(ctx, tenant.Info{ID: ids[i], Name: "Busy", Tier: tier})
+		}()
+	}
+	wg.Wait()
+	for range ids {
+		require.NoError(t, <-errs, "create")
+	}
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := e.admin.SetState(ctx, id, tenant.StateDecommissioning); err != nil {
+				errs <- err
+				return
+			}
+			errs <- e.admin.DropTenant(ctx, id)
+		}()
+	}
+	wg.Wait()
+	for range ids {
+		require.NoError(t, <-errs, "drop")
+	}
 }

@@ -160,25 +160,41 @@ func (a *Admin) fillSchema(ctx context.Context, tx pgx.Tx, id tenant.ID, p place
 	return versions, grantObjects(ctx, tx, p.Schema, a.workerOf(p), objs)
 }
 
-// tenantLock is the advisory lock of tenant id's creation and deletion
-// across its steps, held on conn (a session lock: the steps are several
-// transactions, on several databases).
-func tenantLock(ctx context.Context, pool *pgxpool.Pool, id tenant.ID) (unlock func(), err error) {
-	c, err := pool.Acquire(ctx)
+// tenantLock takes the advisory lock of tenant id's creation and
+// deletion, a session lock (the steps are several transactions, on
+// several databases), on a connection of its own outside the admin pool:
+// a lock holding a pool connection while its steps wait for another would
+// starve a small pool under concurrent calls. The steps on the shared
+// cluster that cannot run in a transaction (CREATE and DROP DATABASE) use
+// that connection too. unlock releases the lock and closes it.
+func (a *Admin) tenantLock(ctx context.Context, id tenant.ID) (_ *pgx.Conn, unlock func(), err error) {
+	c, err := pgx.ConnectConfig(ctx, a.poolConfig.ConnConfig.Copy())
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("lock tenant: %w", err)
 	}
-	key := `tenancy.tenant:` + id.String()
-	if _, err := c.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, key); err != nil {
-		c.Release()
-		return nil, fmt.Errorf("lock tenant: %w", err)
+	if _, err := c.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, `tenancy.tenant:`+id.String()); err != nil {
+		_ = c.Close(context.WithoutCancel(ctx))
+		return nil, nil, fmt.Errorf("lock tenant: %w", err)
 	}
-	return func() {
-		if _, err := c.Exec(context.Background(), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, key); err != nil {
-			_ = c.Conn().Close(context.Background())
-		}
-		c.Release()
-	}, nil
+	// Closing the session releases its advisory locks.
+	return c, func() { _ = c.Close(context.Background()) }, nil
+}
+
+// clusterConn runs statements on a cluster outside any transaction: the
+// tenant lock's connection on the shared cluster, a dedicated cluster's
+// admin pool elsewhere.
+type clusterConn interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// clusterOf returns where the cluster-wide steps of a tenant placed at p
+// run; lock is the tenant lock's connection.
+func (a *Admin) clusterOf(ctx context.Context, p placement, lock *pgx.Conn) (clusterConn, error) {
+	if p.Cluster == "" {
+		return lock, nil
+	}
+	return a.clusterPool(ctx, p.Cluster)
 }
 
 // crashAfter, when set (by tests only), is asked after each step of
@@ -193,7 +209,7 @@ var errCrashed = errors.New("stopped by a simulated crash")
 // CreateTenant.
 func (a *Admin) createWithDatabase(ctx context.Context, info tenant.Info, p placement) (err error) {
 	id := info.ID
-	unlock, err := tenantLock(ctx, a.pool, id)
+	lock, unlock, err := a.tenantLock(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -224,7 +240,7 @@ func (a *Admin) createWithDatabase(ctx context.Context, info tenant.Info, p plac
 	if crashAfter != nil && crashAfter(1) {
 		return errCrashed
 	}
-	cluster, err := a.clusterPool(ctx, p.Cluster)
+	cluster, err := a.clusterOf(ctx, p, lock)
 	if err != nil {
 		return err
 	}
@@ -302,7 +318,7 @@ func (a *Admin) createWithDatabase(ctx context.Context, info tenant.Info, p plac
 // unless an earlier call for the same tenant did (resume, and a database
 // of that name owned by the admin role). Any other database of that name
 // is someone else's (another control plane's, or left over) and refused.
-func (a *Admin) ensureDatabase(ctx context.Context, cluster *pgxpool.Pool, id tenant.ID, p placement, resume bool) (ours bool, err error) {
+func (a *Admin) ensureDatabase(ctx context.Context, cluster clusterConn, id tenant.ID, p placement, resume bool) (ours bool, err error) {
 	var admins *bool
 	err = cluster.QueryRow(ctx, `SELECT pg_has_role(current_user, datdba, 'USAGE') FROM pg_database WHERE datname = $1`, p.Database).Scan(&admins)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
@@ -352,7 +368,7 @@ func (a *Admin) bootstrapTenantDatabase(ctx context.Context, tx pgx.Tx, p placem
 // database and the login role, each only if it is this tenant's (made by
 // this call or the one it resumes: one of that name made by anyone else
 // is not ours to drop), and the directory rows.
-func (a *Admin) undoCreate(ctx context.Context, cluster *pgxpool.Pool, id tenant.ID, p placement, dbOurs, roleMade bool) error {
+func (a *Admin) undoCreate(ctx context.Context, cluster clusterConn, id tenant.ID, p placement, dbOurs, roleMade bool) error {
 	var errs []error
 	if dbOurs {
 		if _, err := cluster.Exec(ctx, `DROP DATABASE IF EXISTS `+q(p.Database)+` WITH (FORCE)`); err != nil {
@@ -479,7 +495,7 @@ func (a *Admin) DropTenant(ctx context.Context, id tenant.ID) error {
 	if id.IsZero() {
 		return fmt.Errorf("store: drop tenant: %w", tenant.ErrNoTenant)
 	}
-	unlock, err := tenantLock(ctx, a.pool, id)
+	lock, unlock, err := a.tenantLock(ctx, id)
 	if err != nil {
 		return fmt.Errorf("store: drop tenant %s: %w", id, err)
 	}
@@ -495,7 +511,7 @@ func (a *Admin) DropTenant(ctx context.Context, id tenant.ID) error {
 			return err
 		}
 		if p.ownDatabase() {
-			if err := a.dropDatabase(ctx, p); err != nil {
+			if err := a.dropDatabase(ctx, p, lock); err != nil {
 				return err
 			}
 		} else if err := a.dropSchema(ctx, tx, id, p); err != nil {
@@ -574,10 +590,11 @@ func (a *Admin) dropSchema(ctx context.Context, tx pgx.Tx, id tenant.ID, p place
 }
 
 // dropDatabase deletes the database and the login of a tenant placed at p
-// on its cluster: NOLOGIN first, then the database with every session on
-// it, then the role. Each step can be repeated.
-func (a *Admin) dropDatabase(ctx context.Context, p placement) error {
-	cluster, err := a.clusterPool(ctx, p.Cluster)
+// on its cluster (lock is the tenant lock's connection): NOLOGIN first,
+// then the database with every session on it, then the role. Each step
+// can be repeated.
+func (a *Admin) dropDatabase(ctx context.Context, p placement, lock *pgx.Conn) error {
+	cluster, err := a.clusterOf(ctx, p, lock)
 	if err != nil {
 		return err
 	}
@@ -676,11 +693,13 @@ func (a *Admin) SetState(ctx context.Context, id tenant.ID, to tenant.State) err
 			}
 			return terminateSessions(ctx, tx, p.Role, true)
 		}
-		if !p.ownDatabase() {
+		if p.Cluster == "" {
+			// Roles are cluster-wide: a login on this cluster, whatever
+			// its database, changes in this transaction.
 			return setLogin(tx)
 		}
-		// The login lives on its own database's cluster: changed there
-		// before this transaction commits the state.
+		// The login lives on a dedicated cluster: changed there before
+		// this transaction commits the state.
 		cluster, err := a.clusterPool(ctx, p.Cluster)
 		if err != nil {
 			return err
