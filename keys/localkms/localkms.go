@@ -194,16 +194,34 @@ func cleanPath(keyURI string) (string, error) {
 // missing path that stops the resolution (a loop, a permission error).
 func resolveLinks(p string) (string, error) {
 	r, err := filepath.EvalSymlinks(p)
+	for range 3 {
+		if err == nil {
+			return r, nil
+		}
+		if !missing(err) {
+			return "", fmt.Errorf("resolving symbolic links: %w", err)
+		}
+		fi, lerr := os.Lstat(p)
+		if missing(lerr) {
+			break
+		}
+		if lerr != nil {
+			return "", fmt.Errorf("resolving symbolic links: %w", lerr)
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			if _, serr := os.Stat(p); missing(serr) {
+				return "", fmt.Errorf("resolving symbolic links: %s is a symbolic link to nothing", p)
+			}
+		}
+		// p (or what its link names) was made since EvalSymlinks looked,
+		// by another process creating the same key: look again.
+		r, err = filepath.EvalSymlinks(p)
+	}
 	if err == nil {
 		return r, nil
 	}
-	if !missing(err) {
-		return "", fmt.Errorf("resolving symbolic links: %w", err)
-	}
-	if _, lerr := os.Lstat(p); lerr == nil {
-		return "", fmt.Errorf("resolving symbolic links: %s is a symbolic link to nothing", p)
-	} else if !missing(lerr) {
-		return "", fmt.Errorf("resolving symbolic links: %w", lerr)
+	if _, lerr := os.Lstat(p); !missing(lerr) {
+		return "", fmt.Errorf("resolving symbolic links: %s keeps changing while it is resolved", p)
 	}
 	dir := filepath.Dir(p)
 	if dir == p {
