@@ -345,7 +345,7 @@ func onlyAES(keys []*crypto11.SecretKey) []*crypto11.SecretKey {
 // can be decrypted, through this process or any other. AEADs already
 // obtained for it fail with [ErrKeyNotFound]. DestroyKey is idempotent: a
 // key that does not exist (destroyed already, or never made) is not an
-// error, as keys.KeyDestroyer requires. It fails with [ErrHSM] if the key
+// error. It fails with [ErrHSM] if the key
 // is still found after deletion, and like GetAEAD if the token cannot be
 // opened (a missing token is an error: the key may be in it).
 func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
@@ -379,21 +379,6 @@ func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 		return struct{}{}, nil
 	})
 	return c.opError(conn, err, "destroying key", k)
-}
-
-// KeyExists reports whether the token holds a key with the label keyURI
-// names (keys.KeyChecker): the Manager asks before it probes a key, so that
-// a key destroyed already is told from one that does not answer.
-func (c *Client) KeyExists(ctx context.Context, keyURI string) (bool, error) {
-	k, conn, err := c.open(keyURI)
-	if err != nil {
-		return false, err
-	}
-	keys, err := c.findKeys(ctx, conn, k)
-	if err != nil {
-		return false, c.opError(conn, err, "looking up key", k)
-	}
-	return len(keys) > 0, nil
 }
 
 // Close releases the client's tokens; a token's connection is closed when
