@@ -515,6 +515,9 @@ func create(path string) ([]byte, error) {
 	}
 	if err == nil {
 		err = os.Link(tmp.Name(), path)
+		// Until the temporary name goes the key file has two links, which
+		// KeyMaker.CreateKey waits out: remove it now, not when returning.
+		_ = os.Remove(tmp.Name())
 	}
 	if errors.Is(err, fs.ErrExist) {
 		clear(key)
