@@ -13,6 +13,20 @@
 // prefix than "local://" serves only the keys inside that directory,
 // checked on the resolved path, so neither ".." nor a link can leave it.
 //
+// # A master key per tenant
+//
+// A [KeyMaker] makes the master keys of one directory, one key file per
+// label: the key labelled "tenancy-tenant-acme" of the directory
+// /var/lib/app/tenant-keys is "local:///var/lib/app/tenant-keys/tenancy-tenant-acme.key".
+// keys.Manager uses it to give each tenant a master key of its own, which
+// it creates at provisioning ([KeyMaker.CreateKey], which adopts a key a
+// crashed provisioning made) and destroys at crypto-shredding
+// ([KeyMaker.DestroyKey]). A KeyMaker serves only the URIs its
+// [KeyMaker.KeyURI] gives, so it cannot create or destroy any other file,
+// and refuses a key file that is a link or has other names, so that two
+// labels cannot share one key. Its directory is created with mode 0700 and
+// must not be accessible by group or others.
+//
 // # NOT FOR PRODUCTION
 //
 // This is for development, tests and the quickstart. A key file is a raw
@@ -24,10 +38,11 @@
 //
 // # Key files
 //
-// A key file is created the first time the key is used to encrypt, with
-// mode 0600, in a directory created with mode 0700 if missing. Creation is
-// atomic (the file is written under a temporary name and hard-linked into
-// place), so two processes racing to create it end up with the same key.
+// A key file is created by [KeyMaker.CreateKey] or the first time the key
+// is used to encrypt, with mode 0600, in a directory created with mode
+// 0700 if missing. Creation is atomic (the file is written under a
+// temporary name and hard-linked into place), so two processes racing to
+// create it end up with the same key.
 // Decrypting never creates a key: with the file missing, Decrypt fails with
 // an error wrapping [fs.ErrNotExist], so a lost master key is reported as
 // lost rather than silently replaced. A key file that is readable or
@@ -49,7 +64,10 @@
 // missing one at decryption; [ErrDecrypt] for a ciphertext that does not
 // decrypt with the key (another key, other associated data, tampered).
 // [ErrInvalidURI] is wrapped for a URI this client does not serve (not
-// local://, relative, or outside the client's directory).
+// local://, relative, or outside the client's directory), and for a label
+// or a URI a KeyMaker refuses (the error names the rule broken).
+// [ErrKeyFile] is also wrapped for a KeyMaker's directory that is
+// accessible by group or others.
 //
 // # Security
 //

@@ -36,11 +36,13 @@ const (
 
 var (
 	// ErrInvalidURI is wrapped by errors for a key URI this client does not
-	// serve: not under its prefix, or without a path.
+	// serve (not under its prefix, or without a path), or a KeyMaker does
+	// not make (another directory or spelling, or a label it refuses).
 	ErrInvalidURI = errors.New("localkms: invalid key URI")
 
 	// ErrKeyFile is wrapped by errors for a key file that exists but cannot
-	// be used: malformed, or accessible by group or others.
+	// be used (malformed, or accessible by group or others), and for a
+	// KeyMaker's directory accessible by group or others.
 	ErrKeyFile = errors.New("localkms: unusable key file")
 
 	// ErrDecrypt is wrapped by errors for a ciphertext that does not
@@ -248,30 +250,6 @@ func (c *Client) GetAEAD(keyURI string) (tink.AEAD, error) {
 		return nil, err
 	}
 	return &fileAEAD{path: p}, nil
-}
-
-// KeyExists reports whether the key file keyURI names exists
-// (keys.KeyChecker). The Manager asks before it probes a key: encrypting
-// with a missing key would create it.
-func (c *Client) KeyExists(ctx context.Context, keyURI string) (bool, error) {
-	p, err := c.path(keyURI)
-	if err != nil {
-		return false, err
-	}
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	fi, err := os.Stat(p)
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("localkms: %s: %w", p, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return false, fmt.Errorf("%w: %s: not a regular file", ErrKeyFile, p)
-	}
-	return true, nil
 }
 
 // DestroyKey destroys the key file named by keyURI: it overwrites it with
