@@ -1,7 +1,10 @@
 package localkms_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -26,4 +29,39 @@ func Example() {
 	// Output:
 	// a tenant keyset <nil>
 	// -rw-------
+}
+
+// A master key per tenant: the platform chooses the label, creates the key
+// when it provisions the tenant and destroys it to crypto-shred the tenant.
+func ExampleKeyMaker() {
+	dir, _ := os.MkdirTemp("", "localkms-example-")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+
+	client, _ := localkms.NewClient(localkms.Scheme)
+	maker, err := localkms.NewKeyMaker(client, filepath.Join(dir, "tenant-keys"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	uri, _ := maker.KeyURI("tenancy-tenant-acme")
+	fmt.Println(filepath.Base(uri))
+	if err := maker.CreateKey(ctx, uri); err != nil { // again after a crash: the same key
+		fmt.Println(err)
+		return
+	}
+
+	kek, _ := client.GetAEAD(uri)
+	wrapped, _ := kek.Encrypt([]byte("acme's keyset"), []byte("associated data"))
+
+	_ = maker.DestroyKey(ctx, uri)
+	_, err = kek.Decrypt(wrapped, []byte("associated data"))
+	fmt.Println(errors.Is(err, fs.ErrNotExist))
+
+	_, err = maker.KeyURI("Acme")
+	fmt.Println(errors.Is(err, localkms.ErrInvalidURI))
+	// Output:
+	// tenancy-tenant-acme.key
+	// true
+	// true
 }
