@@ -126,17 +126,28 @@ func (c *Client) parse(keyURI string) (*KeyURI, error) {
 	if err != nil {
 		return nil, err
 	}
-	written := k.ModulePath
-	if k.ModulePath, err = resolveModule(written); err != nil {
+	if err := c.resolve(k); err != nil {
 		return nil, err
-	}
-	if c.modules != nil && !c.allowed(written, k.ModulePath) {
-		return nil, fmt.Errorf("%w: %s", ErrModuleNotAllowed, written)
 	}
 	if !c.Supported(k.String()) {
 		return nil, fmt.Errorf("%w (prefix %s)", ErrUnsupportedURI, quote(c.prefix))
 	}
 	return k, nil
+}
+
+// resolve replaces k's module path by the path with its symbolic links
+// resolved, and checks that the module is allowed ([WithModulePaths]).
+func (c *Client) resolve(k *KeyURI) error {
+	written := k.ModulePath
+	real, err := resolveModule(written)
+	if err != nil {
+		return err
+	}
+	if c.modules != nil && !c.allowed(written, real) {
+		return fmt.Errorf("%w: %s", ErrModuleNotAllowed, written)
+	}
+	k.ModulePath = real
+	return nil
 }
 
 // resolveModule resolves the symbolic links in a module path: the module's
@@ -237,41 +248,54 @@ func (c *Client) GenerateKey(ctx context.Context, keyURI string) error {
 		if len(existing) > 0 {
 			return struct{}{}, fmt.Errorf("%w: %s", ErrKeyExists, k)
 		}
-		tmpl, err := crypto11.NewAttributeSetWithIDAndLabel([]byte(k.Object), []byte(k.Object))
-		if err != nil {
-			return struct{}{}, err
-		}
-		for _, a := range []struct {
-			t crypto11.AttributeType
-			v bool
-		}{
-			{crypto11.CkaToken, true},
-			{crypto11.CkaPrivate, true},
-			{crypto11.CkaSensitive, true},
-			{crypto11.CkaExtractable, false},
-			{crypto11.CkaEncrypt, true},
-			{crypto11.CkaDecrypt, true},
-			{crypto11.CkaWrap, false},
-			{crypto11.CkaUnwrap, false},
-			{crypto11.CkaSign, false},
-			{crypto11.CkaVerify, false},
-			{crypto11.CkaDerive, false},
-		} {
-			if err := tmpl.Set(a.t, a.v); err != nil {
-				return struct{}{}, err
-			}
-		}
-		key, err := conn.ctx.GenerateSecretKeyWithAttributes(tmpl, 256, crypto11.CipherAES)
-		if err != nil {
-			return struct{}{}, err
-		}
-		if err := checkKeyAttributes(conn.ctx, key); err != nil {
-			_ = key.Delete()
-			return struct{}{}, err
-		}
-		return struct{}{}, nil
+		_, err = generate(conn, k, []byte(k.Object))
+		return struct{}{}, err
 	})
 	return c.opError(conn, err, "generating key", k)
+}
+
+// keyAttributes are the attributes GenerateKey sets on every key it makes,
+// and checkKeyAttributes checks.
+var keyAttributes = []struct {
+	t    crypto11.AttributeType
+	name string
+	v    bool
+}{
+	{crypto11.CkaToken, "CKA_TOKEN", true},
+	{crypto11.CkaPrivate, "CKA_PRIVATE", true},
+	{crypto11.CkaSensitive, "CKA_SENSITIVE", true},
+	{crypto11.CkaExtractable, "CKA_EXTRACTABLE", false},
+	{crypto11.CkaEncrypt, "CKA_ENCRYPT", true},
+	{crypto11.CkaDecrypt, "CKA_DECRYPT", true},
+	{crypto11.CkaWrap, "CKA_WRAP", false},
+	{crypto11.CkaUnwrap, "CKA_UNWRAP", false},
+	{crypto11.CkaSign, "CKA_SIGN", false},
+	{crypto11.CkaVerify, "CKA_VERIFY", false},
+	{crypto11.CkaDerive, "CKA_DERIVE", false},
+}
+
+// generate makes an AES-256 key labelled k.Object with CKA_ID id and the
+// attributes of keyAttributes, checks that the token applied them, and
+// destroys the key and fails if it did not. The caller holds conn.genMu.
+func generate(conn *tokenConn, k *KeyURI, id []byte) (*crypto11.SecretKey, error) {
+	tmpl, err := crypto11.NewAttributeSetWithIDAndLabel(id, []byte(k.Object))
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range keyAttributes {
+		if err := tmpl.Set(a.t, a.v); err != nil {
+			return nil, err
+		}
+	}
+	key, err := conn.ctx.GenerateSecretKeyWithAttributes(tmpl, 256, crypto11.CipherAES)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKeyAttributes(conn.ctx, key); err != nil {
+		_ = key.Delete()
+		return nil, fmt.Errorf("%w: %s: the token did not make the key as asked: %w", ErrHSM, k, err)
+	}
+	return key, nil
 }
 
 // opError classifies the error of a key-management call: context errors
@@ -292,27 +316,45 @@ func (c *Client) opError(conn *tokenConn, err error, what string, k *KeyURI) err
 	return fmt.Errorf("%w: %s %s: %w", ErrHSM, what, k, err)
 }
 
-// checkKeyAttributes verifies that a generated key really is a sensitive,
-// non-extractable AES-256 key: some tokens silently ignore template
-// attributes.
+// checkKeyAttributes verifies that key is an AES-256 key with the
+// attributes GenerateKey sets (keyAttributes) and that it has always been
+// sensitive and never extractable: a key whose value was never outside the
+// token. Some tokens silently ignore template attributes.
 func checkKeyAttributes(ctx *crypto11.Context, key *crypto11.SecretKey) error {
-	attrs, err := ctx.GetAttributes(key, []crypto11.AttributeType{
-		crypto11.CkaSensitive, crypto11.CkaExtractable, crypto11.CkaValueLen,
-	})
+	if key.Cipher != crypto11.CipherAES {
+		return errors.New("not an AES key")
+	}
+	types := []crypto11.AttributeType{crypto11.CkaValueLen, crypto11.CkaAlwaysSensitive, crypto11.CkaNeverExtractable}
+	for _, a := range keyAttributes {
+		types = append(types, a.t)
+	}
+	attrs, err := ctx.GetAttributes(key, types)
 	if err != nil {
 		return err
 	}
-	isTrue := func(t crypto11.AttributeType) bool {
+	check := func(t crypto11.AttributeType, name string, want bool) error {
 		a := attrs[t]
-		return a != nil && len(a.Value) == 1 && a.Value[0] == 1
+		if a == nil || len(a.Value) != 1 {
+			return fmt.Errorf("%s is missing", name)
+		}
+		if got := a.Value[0] != 0; got != want {
+			return fmt.Errorf("%s is %v, want %v", name, got, want)
+		}
+		return nil
 	}
-	switch {
-	case !isTrue(crypto11.CkaSensitive):
-		return errors.New("token did not make the key sensitive")
-	case attrs[crypto11.CkaExtractable] == nil || isTrue(crypto11.CkaExtractable):
-		return errors.New("token made the key extractable")
-	case attrs[crypto11.CkaValueLen] == nil || ulong(attrs[crypto11.CkaValueLen].Value) != 32:
-		return errors.New("token did not make a 256-bit key")
+	for _, a := range keyAttributes {
+		if err := check(a.t, a.name, a.v); err != nil {
+			return err
+		}
+	}
+	if err := check(crypto11.CkaAlwaysSensitive, "CKA_ALWAYS_SENSITIVE", true); err != nil {
+		return err
+	}
+	if err := check(crypto11.CkaNeverExtractable, "CKA_NEVER_EXTRACTABLE", true); err != nil {
+		return err
+	}
+	if v := attrs[crypto11.CkaValueLen]; v == nil || ulong(v.Value) != 32 {
+		return errors.New("not a 256-bit key")
 	}
 	return nil
 }
