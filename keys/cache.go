@@ -27,9 +27,9 @@ type Stats struct {
 	Loads      uint64 // keysets read from the Store and unwrapped
 	LoadErrors uint64 // loads that failed (destroyed, missing, master key error)
 	KEKCalls   uint64 // master-key operations: one per wrap or unwrap
-	KEKProbes  uint64 // master-key operations that compare two keys (customer-managed keys at Provision, Shred, Rewrap)
-	Evictions  uint64 // entries dropped to respect Config.CacheMaxEntries
-	Entries    int    // keysets cached now
+
+	Evictions uint64 // entries dropped to respect Config.CacheMaxEntries
+	Entries   int    // keysets cached now
 }
 
 type cacheKey struct {
@@ -519,7 +519,6 @@ func (m *Manager) Stats() Stats {
 		Loads:      m.loads.Load(),
 		LoadErrors: m.loadErrors.Load(),
 		KEKCalls:   m.kekCalls.Load(),
-		KEKProbes:  m.kekProbes.Load(),
 		Evictions:  m.evictions.Load(),
 		Entries:    n,
 	}

@@ -25,9 +25,9 @@ func TestCustomerKeyInAWSKMS(t *testing.T) {
 	arn := customer.CreateKey(t)
 	uri := awskmstest.KeyURI(arn)
 	const maxAge = 300 * time.Millisecond
-	m := e.manager(t, withKMS(customer.TinkClient(t, "")), withMaxAge(maxAge))
+	m := e.manager(t, withCustomerKMS(customer.TinkClient(t, "")), withMaxAge(maxAge))
 
-	idC, ctxC := provision(t, m, "byok", keys.ProvisionOptions{KEKURI: uri})
+	idC, ctxC := provision(t, m, "byok", keys.ProvisionOptions{CustomerKEK: uri})
 	_, ctxP := provision(t, m, "plat")
 	for p, k := range e.kekOf(t, idC) {
 		assert.Equal(t, uri, k, "%s keyset of the customer's tenant is wrapped by its key", p)
@@ -79,14 +79,14 @@ func BenchmarkColdUnwrapAWSKMS(b *testing.B) {
 	kms := awskmstest.Start(b)
 	uri := awskmstest.KeyURI(kms.CreateKey(b))
 	cfg := keys.DefaultConfig()
-	cfg.Store, cfg.KMS = keys.NewMemStore(), []registry.KMSClient{kms.TinkClient(b, "")}
+	cfg.Store, cfg.CustomerKMS = keys.NewMemStore(), []registry.KMSClient{kms.TinkClient(b, "")}
 	cfg.CacheMaxUses = 1 << 62
 	m, err := keys.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	id := newID("benchaws")
-	if err := m.Provision(context.Background(), id, keys.ProvisionOptions{KEKURI: uri}); err != nil {
+	if err := m.Provision(context.Background(), id, keys.ProvisionOptions{CustomerKEK: uri}); err != nil {
 		b.Fatal(err)
 	}
 	benchColdSeal(b, m, tenant.NewContext(context.Background(), id), id)

@@ -18,39 +18,37 @@
 //
 // # Master keys
 //
-// A KEK is any Tink registry.KMSClient, chosen by URI from the list in
-// [Config].KMS: keys/localkms ("local://PATH", development only),
-// keys/pkcs11kms ("pkcs11:" URIs, an HSM), and Tink's own AWS, GCP and Vault
-// clients unchanged. Nothing is registered globally. Tenants use
-// Config.PlatformKEK unless they are provisioned with their own
-// (customer-managed) KEK URI in [ProvisionOptions]; their keysets are then
-// wrapped by that key only.
+// A KEK is any Tink registry.KMSClient, chosen by URI: keys/localkms
+// ("local://PATH", development only), keys/pkcs11kms ("pkcs11:" URIs, an
+// HSM), and Tink's own AWS, GCP and Vault clients unchanged. Nothing is
+// registered globally. Each keyset records whose key wraps it
+// ([KEKKind]), and a tenant's keysets are wrapped by one of three:
 //
-// Master keys are compared by identity, not by the spelling of their URI:
-// a PKCS#11 URI with its attributes in another order, percent-encoded,
-// reading the PIN from another source or naming its module through a
-// symbolic link, and a local path with "./", "//" or a symbolic link, name
-// the same key. KMS clients that can tell implement [KeyIdentifier]
-// (localkms and pkcs11kms do); the Manager stores every keyset under the
-// canonical URI of its master key. A customer-managed KEK that is the
-// platform key, or another tenant's, is refused ([ErrKEKInUse]), and Shred
-// destroys a tenant's own KEK only when no other tenant's keysets use it.
-// URIs of Tink's own clients (AWS, GCP, Vault, fake) are compared exactly
-// as written: give those keys in the one form their KMS documents.
+//   - the platform's (Config.PlatformKEK), shared by tenants, served by
+//     Config.KMS, never destroyed by Shred;
+//   - one the platform makes for the tenant alone (ProvisionOptions.TenantKEK,
+//     one HSM key per government tenant): Config.TenantKEKs, a [KeyMaker],
+//     creates it under a label the Manager chooses ([TenantKEKLabel]), and
+//     Shred destroys it;
+//   - the customer's own (BYOK, ProvisionOptions.CustomerKEK, the
+//     kms_key_arn of a provisioning request): served by Config.CustomerKMS
+//     only, never by the platform's clients, and never destroyed by the
+//     platform. The customer revokes it in their own KMS (disables the key
+//     or revokes the grant): the tenant's data is then unreadable, once
+//     cached keysets expire, with errors naming the customer's key.
+//     A local:// URI, a PKCS#11 URI with a query (module-path,
+//     pin-source), and the platform's key or a retired one are refused as
+//     customer keys.
 //
-// Some ways of reaching one key no spelling rule can see: another PKCS#11
-// module file for the same token (a copy of the vendor's module, the
-// p11-kit proxy), a hard link to a key file, a second alias of a cloud key.
-// So Provision with a customer-managed KEK, Shred before it destroys one,
-// and Rewrap for its new key also ask the keys: a working key that
-// decrypts a probe the platform key, a retired one (Config.RetiredKEKs) or
-// any key wrapping another tenant's keysets encrypted is that key, and is
-// refused or kept. The platform key must answer (or its KMS client must
-// say it does not exist, [KeyChecker]); Shred keeps a tenant's own key that
-// does not answer itself (run it again). Another tenant's key that does
-// not answer (its customer revoked it) cannot be compared and is passed
-// over with a warning. Each such call costs two master-key calls per key
-// compared (Stats.KEKProbes).
+// Shred destroys only the key of the tenant's label, made by the platform:
+// no key a caller named is ever destroyed, so no key needs comparing with
+// another by what it does. Master keys are compared by identity where a
+// customer key is checked against the platform's, not by the spelling of
+// their URI: KMS clients that can tell implement [KeyIdentifier] (localkms
+// and pkcs11kms do); the Manager stores every keyset under the canonical
+// URI of its master key. URIs of Tink's own clients (AWS, GCP, Vault,
+// fake) are compared exactly as written: give those keys in the one form
+// their KMS documents (a key ARN, not an alias).
 //
 // # Cache
 //
@@ -77,8 +75,8 @@
 // # Crypto-shredding
 //
 // [Manager.Shred] deletes the tenant's wrapped keysets and records a
-// tombstone, in one transaction, then destroys the tenant's own KEK where
-// the KMS client implements [KeyDestroyer]. Every ciphertext of the tenant,
+// tombstone, in one transaction, then destroys the master key the platform
+// made for the tenant, if any. Every ciphertext of the tenant,
 // including copies saved before, then fails with [ErrKeyDestroyed] — as
 // distinct from [ErrNoKeys] for a tenant that never had keys.
 //
@@ -97,8 +95,8 @@
 //     the KMS client's error is wrapped too.
 //   - [ErrUnsupportedKEK]: no configured KMS client serves the URI.
 //   - [ErrInvalidArgument]: bad input; the message names the field.
-//     [ErrKEKInUse] with it: a customer-managed KEK that is not the
-//     tenant's own.
+//     [ErrKEKInUse] with it: a customer key that is the platform's, or a
+//     re-wrap onto a tenant's own key.
 //   - [ErrExists], [ErrConflict]: provisioning with another KEK than the
 //     existing keys'; a lost compare-and-swap in a [Store].
 //   - tenant.ErrNoTenant: a data call without a tenant in its context.
@@ -119,9 +117,9 @@
 // tuples before VACUUM) still hold the wrapped keysets: for tenants on the
 // platform KEK, their data stays recoverable from such a copy for as long
 // as the platform KEK exists. Where shredding must reach backups, keep the
-// control-plane backups' retention short, or give the tenant its own KEK
-// (ProvisionOptions.KEKURI, e.g. one HSM object per tenant), which Shred
-// destroys.
+// control-plane backups' retention short, or give the tenant a KEK of its
+// own (ProvisionOptions.TenantKEK, one HSM object per tenant), which Shred
+// destroys. A customer's key (BYOK) is the customer's to destroy.
 //
 // Associated data encodings are length-prefixed (4-byte big-endian lengths)
 // behind a fixed, versioned label, so distinct bindings never encode alike.

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tink-crypto/tink-go/v2/core/registry"
 )
 
 // The exported types below hold master key URIs, which can carry secrets
@@ -39,8 +41,8 @@ func displayURIs(uris []string) string {
 // String describes the keyset without its wrapped bytes, with the master
 // key URI redacted by [DisplayURI].
 func (w WrappedKeyset) String() string {
-	return fmt.Sprintf("keys.WrappedKeyset{tenant=%s purpose=%s kek=%s tenant_kek=%t version=%d wrapped=%d bytes}",
-		w.Tenant, w.Purpose, DisplayURI(w.KEKURI), w.TenantKEK, w.Version, len(w.Wrapped))
+	return fmt.Sprintf("keys.WrappedKeyset{tenant=%s purpose=%s kek=%s kek_kind=%s version=%d wrapped=%d bytes}",
+		w.Tenant, w.Purpose, DisplayURI(w.KEKURI), w.KEKKind, w.Version, len(w.Wrapped))
 }
 
 // GoString implements fmt.GoStringer like String.
@@ -56,7 +58,7 @@ func (w WrappedKeyset) LogValue() slog.Value {
 		slog.String("tenant_id", w.Tenant.String()),
 		slog.String("purpose", string(w.Purpose)),
 		slog.String("kek", DisplayURI(w.KEKURI)),
-		slog.Bool("tenant_kek", w.TenantKEK),
+		slog.String("kek_kind", string(w.KEKKind)),
 		slog.Int64("version", w.Version),
 		slog.Int("wrapped_bytes", len(w.Wrapped)),
 	)
@@ -87,8 +89,8 @@ func (t Tombstone) LogValue() slog.Value {
 // String describes the result, with master key URIs redacted by
 // [DisplayURI].
 func (r ShredResult) String() string {
-	return fmt.Sprintf("keys.ShredResult{tombstone=%s destroyed_keks=%s retained_keks=%s}",
-		r.Tombstone, displayURIs(r.DestroyedKEKs), displayURIs(r.RetainedKEKs))
+	return fmt.Sprintf("keys.ShredResult{tombstone=%s destroyed_kek=%s retained_keks=%s}",
+		r.Tombstone, DisplayURI(r.DestroyedKEK), displayURIs(r.RetainedKEKs))
 }
 
 // GoString implements fmt.GoStringer like String.
@@ -101,16 +103,16 @@ func (r ShredResult) Format(f fmt.State, verb rune) { formatSafe(f, verb, r.Stri
 func (r ShredResult) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.Any("tombstone", r.Tombstone),
-		slog.String("destroyed_keks", displayURIs(r.DestroyedKEKs)),
+		slog.String("destroyed_kek", DisplayURI(r.DestroyedKEK)),
 		slog.String("retained_keks", displayURIs(r.RetainedKEKs)),
 	)
 }
 
 // kmsTypes names the types of the KMS clients, not their contents (a
 // client may hold a key URI, which may hold a key).
-func (c Config) kmsTypes() string {
-	out := make([]string, len(c.KMS))
-	for i, k := range c.KMS {
+func kmsTypes(kms []registry.KMSClient) string {
+	out := make([]string, len(kms))
+	for i, k := range kms {
 		out[i] = fmt.Sprintf("%T", k)
 	}
 	return "[" + strings.Join(out, " ") + "]"
@@ -120,8 +122,8 @@ func (c Config) kmsTypes() string {
 // redacted by [DisplayURI], the types of the Store and KMS clients (not
 // their contents), and the cache limits.
 func (c Config) String() string {
-	return fmt.Sprintf("keys.Config{store=%T kms=%s platform_kek=%s cache_max_age=%v cache_max_uses=%d cache_max_entries=%d load_timeout=%v refresh_interval=%v}",
-		c.Store, c.kmsTypes(), DisplayURI(c.PlatformKEK), c.CacheMaxAge, c.CacheMaxUses, c.CacheMaxEntries, c.LoadTimeout, c.RefreshInterval)
+	return fmt.Sprintf("keys.Config{store=%T kms=%s customer_kms=%s tenant_keks=%T platform_kek=%s cache_max_age=%v cache_max_uses=%d cache_max_entries=%d load_timeout=%v refresh_interval=%v}",
+		c.Store, kmsTypes(c.KMS), kmsTypes(c.CustomerKMS), c.TenantKEKs, DisplayURI(c.PlatformKEK), c.CacheMaxAge, c.CacheMaxUses, c.CacheMaxEntries, c.LoadTimeout, c.RefreshInterval)
 }
 
 // GoString implements fmt.GoStringer like String.
@@ -134,7 +136,9 @@ func (c Config) Format(f fmt.State, verb rune) { formatSafe(f, verb, c.String(),
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("store", fmt.Sprintf("%T", c.Store)),
-		slog.String("kms", c.kmsTypes()),
+		slog.String("kms", kmsTypes(c.KMS)),
+		slog.String("customer_kms", kmsTypes(c.CustomerKMS)),
+		slog.String("tenant_keks", fmt.Sprintf("%T", c.TenantKEKs)),
 		slog.String("platform_kek", DisplayURI(c.PlatformKEK)),
 		slog.Duration("cache_max_age", c.CacheMaxAge),
 		slog.Uint64("cache_max_uses", c.CacheMaxUses),
@@ -163,7 +167,7 @@ func (o ListOptions) LogValue() slog.Value { return slog.StringValue(o.String())
 // String describes the options, with the master key URI redacted by
 // [DisplayURI].
 func (o ProvisionOptions) String() string {
-	return "keys.ProvisionOptions{kek=" + DisplayURI(o.KEKURI) + "}"
+	return fmt.Sprintf("keys.ProvisionOptions{customer_kek=%s tenant_kek=%t}", DisplayURI(o.CustomerKEK), o.TenantKEK)
 }
 
 // GoString implements fmt.GoStringer like String.

@@ -16,14 +16,34 @@ import (
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
-// KeyDestroyer is implemented by KMS clients that can destroy a master key
-// (localkms deletes the key file; an HSM client destroys the token object).
-// [Manager.Shred] uses it, when the client has it, to destroy a tenant's
-// own (customer-managed) master key. DestroyKey must be idempotent: a key
-// that no longer exists is not an error.
-type KeyDestroyer interface {
+// KeyMaker makes and destroys the master keys the platform keeps for one
+// tenant each (ProvisionOptions.TenantKEK; one HSM key per government
+// tenant, say): keys/pkcs11kms's KeyMaker in an HSM token, keys/localkms's
+// in a directory for development. The [Manager] chooses the label
+// ([TenantKEKLabel]); the maker places the key. The URIs it gives must be
+// served by a client in Config.KMS.
+//
+// A KeyMaker only ever destroys keys it made: a Manager asks it to destroy
+// the key of a tenant's label, never a key named by a caller or read from
+// the Store.
+type KeyMaker interface {
+	// KeyURI returns the URI of the master key labelled label. It creates
+	// nothing.
+	KeyURI(label string) (string, error)
+	// CreateKey creates the key keyURI (from KeyURI) names, unless it
+	// exists already: a Provision interrupted after it is resumed with the
+	// same key.
+	CreateKey(ctx context.Context, keyURI string) error
+	// DestroyKey destroys the key keyURI (from KeyURI) names, and nothing
+	// else. A key that does not exist is not an error.
 	DestroyKey(ctx context.Context, keyURI string) error
 }
+
+// TenantKEKLabel returns the label of the master key a [KeyMaker] makes
+// for tenant id: "tenancy-tenant-" followed by the ID.
+func TenantKEKLabel(id tenant.ID) string { return tenantKEKLabelPrefix + id.String() }
+
+const tenantKEKLabelPrefix = "tenancy-tenant-"
 
 // DisplayURI returns keyURI for messages and logs, with secrets redacted: a
 // PKCS#11 pin-value attribute, and the key that a Tink fake-kms:// URI
@@ -47,14 +67,31 @@ func DisplayURI(keyURI string) string {
 	return keyURI
 }
 
-// client returns the first configured KMS client that supports uri.
-func (m *Manager) client(uri string) registry.KMSClient {
-	for _, c := range m.kms {
+// clients returns the KMS clients that serve master keys of kind k:
+// Config.CustomerKMS for customer keys, Config.KMS for the others.
+func (m *Manager) clients(k KEKKind) []registry.KMSClient {
+	if k == KEKCustomer {
+		return m.customer
+	}
+	return m.kms
+}
+
+// client returns the first KMS client for keys of kind k that supports uri.
+func (m *Manager) client(k KEKKind, uri string) registry.KMSClient {
+	for _, c := range m.clients(k) {
 		if supported(c, uri) {
 			return c
 		}
 	}
 	return nil
+}
+
+// configField names the Config field of the KMS clients for keys of kind k.
+func configField(k KEKKind) string {
+	if k == KEKCustomer {
+		return "Config.CustomerKMS"
+	}
+	return "Config.KMS"
 }
 
 // supported calls c.Supported, turning a panic into "no".
@@ -67,15 +104,6 @@ func supported(c registry.KMSClient, uri string) (ok bool) {
 	return c.Supported(uri)
 }
 
-// KeyChecker is implemented by KMS clients that can tell whether a master
-// key exists without using it (keys/localkms and keys/pkcs11kms do). The
-// Manager asks before it compares keys by probing them (see
-// [Manager.Provision]): a key destroyed already is then told from one that
-// does not answer, and a local key file is not created by the probe.
-type KeyChecker interface {
-	KeyExists(ctx context.Context, keyURI string) (bool, error)
-}
-
 // KeyIdentifier is implemented by KMS clients whose master keys can be
 // named by more than one URI: a PKCS#11 URI's attributes in any order,
 // percent-encoded or not, with the PIN read from one source or another, its
@@ -83,13 +111,12 @@ type KeyChecker interface {
 // "//", or through a symbolic link. keys/localkms and keys/pkcs11kms
 // implement it (both resolve symbolic links).
 //
-// A [Manager] compares master keys by identity, not by spelling, so that
-// one key cannot pass for another: a tenant naming the platform master key
-// (or another tenant's) under another spelling as its own would otherwise
-// have it destroyed by [Manager.Shred]. It canonicalises every master key
-// URI it is given (Config.PlatformKEK, ProvisionOptions.KEKURI, the
-// arguments of [Manager.Rewrap]) and stores keysets under the canonical
-// URI.
+// A [Manager] compares master keys by identity, not by spelling: a
+// customer key (ProvisionOptions.CustomerKEK) that is the platform master
+// key, or a retired one, under another spelling is refused. It
+// canonicalises every master key URI it is given (Config.PlatformKEK,
+// Config.RetiredKEKs, the customer's key, the arguments of
+// [Manager.Rewrap]) and stores keysets under the canonical URI.
 //
 // For clients without it (Tink's AWS, GCP, Vault and fake KMS clients),
 // URIs are compared exactly as written: give those keys in the one form the
@@ -136,9 +163,9 @@ outer:
 
 // kekRef is a master key URI resolved against the configured KMS clients.
 type kekRef struct {
+	kind     KEKKind
 	uri      string // canonical URI: stored in keysets and used
 	identity string // equal for every URI of the key: uri or a prefix of it
-	client   registry.KMSClient
 }
 
 // filter returns the ListOptions that select the keysets wrapped by the key.
@@ -149,22 +176,23 @@ func (r kekRef) filter() ListOptions {
 	return ListOptions{KEKURIPrefix: r.identity}
 }
 
-// resolve canonicalises uri with the KMS client that serves it. Its errors
-// wrap ErrUnsupportedKEK (no client) or ErrInvalidArgument (the client
-// refuses the URI, or breaks the KeyIdentifier contract).
-func (m *Manager) resolve(uri string) (kekRef, error) {
-	ref := kekRef{uri: uri, identity: uri}
+// resolve canonicalises uri, a master key of kind k, with the KMS client
+// that serves it. Its errors wrap ErrUnsupportedKEK (no client) or
+// ErrInvalidArgument (the client refuses the URI, or breaks the
+// KeyIdentifier contract).
+func (m *Manager) resolve(k KEKKind, uri string) (kekRef, error) {
+	ref := kekRef{kind: k, uri: uri, identity: uri}
 	// The canonical URI is canonicalised again, by the client that serves
 	// it (a client's prefix matches the URI text, so it may be another one),
 	// until it no longer changes: the URI stored is one its client keeps.
 	for range 3 {
-		c := m.client(ref.uri)
+		c := m.client(k, ref.uri)
 		if c == nil {
-			return kekRef{}, fmt.Errorf("%w: %q (configure a KMS client for its scheme in Config.KMS)", ErrUnsupportedKEK, DisplayURI(ref.uri))
+			return kekRef{}, fmt.Errorf("%w: %q (configure a KMS client for its scheme in %s)", ErrUnsupportedKEK, DisplayURI(ref.uri), configField(k))
 		}
 		ki, ok := c.(KeyIdentifier)
 		if !ok {
-			ref.identity, ref.client = ref.uri, c
+			ref.identity = ref.uri
 			return ref, nil
 		}
 		var canon, id string
@@ -183,7 +211,7 @@ func (m *Manager) resolve(uri string) (kekRef, error) {
 			return kekRef{}, fmt.Errorf("%w: master key %s: the KMS client %T gives a key identity that is not a prefix of its canonical URI", ErrInvalidArgument, DisplayURI(ref.uri), c)
 		}
 		if canon == ref.uri {
-			ref.identity, ref.client = id, c
+			ref.identity = id
 			return ref, nil
 		}
 		ref.uri = canon
@@ -193,24 +221,23 @@ func (m *Manager) resolve(uri string) (kekRef, error) {
 
 // resolveArg is resolve for a master key URI given as an argument, naming
 // field in the error.
-func (m *Manager) resolveArg(op, field, uri string) (kekRef, error) {
+func (m *Manager) resolveArg(op, field string, k KEKKind, uri string) (kekRef, error) {
 	if uri == "" {
 		return kekRef{}, fmt.Errorf("keys: %s: %w: %s is empty", op, ErrInvalidArgument, field)
 	}
-	ref, err := m.resolve(uri)
+	ref, err := m.resolve(k, uri)
 	if err != nil {
 		return kekRef{}, fmt.Errorf("keys: %s: %s: %w", op, field, err)
 	}
 	return ref, nil
 }
 
-// isPlatform reports whether r is the platform master key.
-func (m *Manager) isPlatform(r kekRef) bool {
-	return m.platform.identity != "" && r.identity == m.platform.identity
-}
-
-// isRetired reports whether r is one of Config.RetiredKEKs.
-func (m *Manager) isRetired(r kekRef) bool {
+// isPlatformOrRetired reports whether r is the platform master key or one
+// of Config.RetiredKEKs, compared by identity.
+func (m *Manager) isPlatformOrRetired(r kekRef) bool {
+	if m.platform.identity != "" && r.identity == m.platform.identity {
+		return true
+	}
 	for _, o := range m.retired {
 		if r.identity == o.identity {
 			return true
@@ -219,47 +246,40 @@ func (m *Manager) isRetired(r kekRef) bool {
 	return false
 }
 
-// sameKEK reports whether the stored URI uri names the key r.
-func (m *Manager) sameKEK(uri string, r kekRef) bool {
-	if uri == r.uri {
-		return true
+// checkCustomerURI refuses, with an error wrapping ErrInvalidArgument, a
+// customer master key URI that the platform must not serve for a caller: a
+// local key file (any path on this machine), or a PKCS#11 URI with a query
+// (its module-path or module-name would load a library of the caller's
+// choosing into this process; its pin-source would read a file of its
+// choosing).
+func checkCustomerURI(field, uri string) error {
+	lower := strings.ToLower(uri)
+	switch {
+	case strings.HasPrefix(lower, "local:"):
+		return fmt.Errorf("%w: %s %s is a local key file: a customer-managed key must be held in the customer's KMS (aws-kms://, gcp-kms://, hcvault://...)",
+			ErrInvalidArgument, field, DisplayURI(uri))
+	case strings.HasPrefix(lower, "pkcs11:") && strings.ContainsAny(uri, "?%"):
+		return fmt.Errorf("%w: %s %s is a PKCS#11 URI with a query or an escape: its module-path, module-name and pin-source are the platform's configuration, never a customer's",
+			ErrInvalidArgument, field, DisplayURI(uri))
 	}
-	o, err := m.resolve(uri)
-	return err == nil && o.identity == r.identity
+	return nil
 }
 
-// kekUsedByOthers reports whether the key r (also spelled raw, as a stored
-// URI may be) wraps a keyset of a tenant other than id.
-func (m *Manager) kekUsedByOthers(ctx context.Context, r kekRef, id tenant.ID, raw string) (bool, error) {
-	filters := []ListOptions{r.filter()}
-	if raw != "" && raw != r.uri {
-		filters = append(filters, ListOptions{KEKURI: raw}) // a row written before URIs were canonical
+// kek returns the master key named uri, of kind k, as an AEAD whose calls
+// are counted in Stats.KEKCalls, cannot panic, and give up when their
+// context ends.
+func (m *Manager) kek(k KEKKind, uri string) (*countingAEAD, error) {
+	if !k.Valid() {
+		return nil, fmt.Errorf("%w: master key %s: the keyset records an unknown kind of master key %q", ErrUnwrap, DisplayURI(uri), string(k))
 	}
-	used := false
-	for _, opts := range filters {
-		opts.Limit = 2 * len(Purposes())
-		err := m.eachKeyset(ctx, opts, func(w WrappedKeyset) (bool, error) {
-			used = w.Tenant != id
-			return !used, nil
-		})
-		if err != nil || used {
-			return used, err
+	if k == KEKCustomer {
+		if err := checkCustomerURI("customer master key", uri); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnwrap, err)
 		}
 	}
-	return false, nil
-}
-
-// kek returns the master key named uri as an AEAD whose calls are counted
-// in Stats.KEKCalls, cannot panic, and give up when their context ends.
-func (m *Manager) kek(uri string) (*countingAEAD, error) {
-	return m.kekCounted(uri, &m.kekCalls)
-}
-
-// kekCounted is kek counting the calls in calls.
-func (m *Manager) kekCounted(uri string, calls *atomic.Uint64) (*countingAEAD, error) {
-	c := m.client(uri)
+	c := m.client(k, uri)
 	if c == nil {
-		return nil, fmt.Errorf("%w: %q (configure a KMS client for its scheme in Config.KMS)", ErrUnsupportedKEK, DisplayURI(uri))
+		return nil, fmt.Errorf("%w: %q (configure a KMS client for its scheme in %s)", ErrUnsupportedKEK, DisplayURI(uri), configField(k))
 	}
 	var a tink.AEAD
 	err := protect(func() error {
@@ -273,7 +293,7 @@ func (m *Manager) kekCounted(uri string, calls *atomic.Uint64) (*countingAEAD, e
 	if a == nil {
 		return nil, fmt.Errorf("%w: master key %s: the KMS client returned no AEAD", ErrUnwrap, DisplayURI(uri))
 	}
-	return &countingAEAD{a: a, calls: calls}, nil
+	return &countingAEAD{a: a, calls: &m.kekCalls}, nil
 }
 
 // kekErr returns the error of the master key's own last call, if any, so
@@ -383,18 +403,19 @@ func protect(f func() error) (err error) {
 	return f()
 }
 
-// wrap encrypts h with the master key at uri, binding tenant and purpose.
-// The master-key call is bounded by ctx and by Config.LoadTimeout.
-func (m *Manager) wrap(ctx context.Context, h *keyset.Handle, id tenant.ID, p Purpose, uri string) ([]byte, error) {
+// wrap encrypts h with the master key at uri, of kind k, binding tenant
+// and purpose. The master-key call is bounded by ctx and by
+// Config.LoadTimeout.
+func (m *Manager) wrap(ctx context.Context, h *keyset.Handle, id tenant.ID, p Purpose, k KEKKind, uri string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
 	defer cancel()
-	kek, err := m.kek(uri)
+	kek, err := m.kek(k, uri)
 	if err != nil {
 		return nil, fmt.Errorf("keys: wrap %s keyset of tenant %s: %w", p, id, err)
 	}
 	var buf bytes.Buffer
 	if err := h.WriteWithContext(ctx, keyset.NewBinaryWriter(&buf), kek, keysetAD(id, p)); err != nil {
-		return nil, fmt.Errorf("keys: wrap %s keyset of tenant %s with master key %s: %w: %w", p, id, DisplayURI(uri), ErrUnwrap, kekErr(kek, err))
+		return nil, fmt.Errorf("keys: wrap %s keyset of tenant %s with %s: %w: %w", p, id, kekName(k, uri), ErrUnwrap, kekErr(kek, err))
 	}
 	return buf.Bytes(), nil
 }
@@ -404,13 +425,13 @@ func (m *Manager) wrap(ctx context.Context, h *keyset.Handle, id tenant.ID, p Pu
 func (m *Manager) unwrap(ctx context.Context, w WrappedKeyset) (*keyset.Handle, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
 	defer cancel()
-	kek, err := m.kek(w.KEKURI)
+	kek, err := m.kek(w.KEKKind, w.KEKURI)
 	if err != nil {
 		return nil, fmt.Errorf("keys: unwrap %s keyset of tenant %s: %w", w.Purpose, w.Tenant, err)
 	}
 	h, err := keyset.ReadWithContext(ctx, keyset.NewBinaryReader(bytes.NewReader(w.Wrapped)), kek, keysetAD(w.Tenant, w.Purpose))
 	if err != nil {
-		return nil, fmt.Errorf("keys: unwrap %s keyset of tenant %s with master key %s: %w: %w", w.Purpose, w.Tenant, DisplayURI(w.KEKURI), ErrUnwrap, kekErr(kek, err))
+		return nil, fmt.Errorf("keys: unwrap %s keyset of tenant %s with %s: %w: %w", w.Purpose, w.Tenant, kekName(w.KEKKind, w.KEKURI), ErrUnwrap, kekErr(kek, err))
 	}
 	want := w.Purpose.template().GetTypeUrl()
 	for _, k := range h.KeysetInfo().GetKeyInfo() {
@@ -419,4 +440,13 @@ func (m *Manager) unwrap(ctx context.Context, w WrappedKeyset) (*keyset.Handle, 
 		}
 	}
 	return h, nil
+}
+
+// kekName names the master key uri of kind k in messages: a customer's key
+// says so, since only the customer can make it answer again.
+func kekName(k KEKKind, uri string) string {
+	if k == KEKCustomer {
+		return "customer master key " + DisplayURI(uri) + " (held in the customer's KMS: the customer may have disabled it or revoked the grant)"
+	}
+	return "master key " + DisplayURI(uri)
 }

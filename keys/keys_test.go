@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/tink-crypto/tink-go/v2/core/registry"
+	"github.com/tink-crypto/tink-go/v2/testing/fakekms"
 
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/tenant"
@@ -249,9 +250,12 @@ func TestProvisionIsIdempotentAndWritesAllThreeKeysets(t *testing.T) {
 	require.NoError(t, err, "a re-run must not replace the keys")
 	require.Equal(t, "x", string(got))
 
-	cust, _ := e.keyURI(t, "customer.key")
-	err = m.Provision(ctxT(t), id, keys.ProvisionOptions{KEKURI: cust})
-	require.ErrorIs(t, err, keys.ErrExists)
+	fake, err := fakekms.NewClient("fake-kms://")
+	require.NoError(t, err)
+	cust, err := fakekms.NewKeyURI()
+	require.NoError(t, err)
+	err = e.manager(t, withCustomerKMS(fake)).Provision(ctxT(t), id, keys.ProvisionOptions{CustomerKEK: cust})
+	require.ErrorIs(t, err, keys.ErrExists, "a tenant on the platform key is not moved to a customer key by Provision")
 }
 
 func TestMasterKeyUnavailableDuringProvisioningWritesNothing(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,22 +42,38 @@ type Config struct {
 	// Store persists the wrapped keysets. Required.
 	Store Store
 
-	// KMS are the master-key clients, any registry.KMSClient (Tink's AWS,
-	// GCP and Vault clients, localkms, pkcs11kms, fakekms in tests). A
-	// master-key URI is served by the first one that supports it. Nothing is
-	// registered globally. At least one is required.
+	// KMS are the clients of the platform's master keys: Config.PlatformKEK,
+	// Config.RetiredKEKs and the keys Config.TenantKEKs makes. Any
+	// registry.KMSClient (localkms, pkcs11kms, Tink's AWS, GCP and Vault
+	// clients, fakekms in tests). A master-key URI is served by the first
+	// one that supports it. Nothing is registered globally.
 	KMS []registry.KMSClient
 
+	// CustomerKMS are the clients of customer-managed master keys
+	// (ProvisionOptions.CustomerKEK, BYOK) and of nothing else: Tink's AWS,
+	// GCP or Vault clients with the access the customers granted. A
+	// customer key is never served by Config.KMS, and a platform key never
+	// by these, so that a URI from a provisioning request cannot reach the
+	// platform's keys or files. Provision refuses local:// URIs and PKCS#11
+	// URIs with a query (module-path, pin-source) as customer keys, whatever
+	// clients are listed here.
+	CustomerKMS []registry.KMSClient
+
+	// TenantKEKs makes the master keys of tenants provisioned with
+	// ProvisionOptions.TenantKEK, one per tenant (pkcs11kms.KeyMaker in the
+	// platform's HSM token). Its keys must be served by Config.KMS. Nil: no
+	// tenant gets a key of its own from the platform.
+	TenantKEKs KeyMaker
+
 	// PlatformKEK is the URI of the master key that wraps the keysets of
-	// tenants that do not bring their own. It may be empty if every tenant
-	// is provisioned with ProvisionOptions.KEKURI.
+	// tenants provisioned without a key of their own. It may be empty if
+	// every tenant has one.
 	PlatformKEK string
 
 	// RetiredKEKs are the URIs of master keys the platform used before
 	// PlatformKEK (the from of past Rewraps): kept to open old backups of
-	// the keysets. Like the platform key, a tenant may not name one as its
-	// own, and Shred never destroys one, under any URI (compared by
-	// identity and by a probe where the key still answers).
+	// the keysets. Like the platform key, a customer may not name one as
+	// its key (compared by identity, see [KeyIdentifier]).
 	RetiredKEKs []string
 
 	// CacheMaxAge is how long an unwrapped keyset stays cached (> 0). A
@@ -108,9 +125,11 @@ func DefaultConfig() Config {
 // context. It is safe for concurrent use. It never prints key material.
 type Manager struct {
 	store           Store
-	kms             []registry.KMSClient
-	platform        kekRef   // zero if Config.PlatformKEK is empty
-	retired         []kekRef // Config.RetiredKEKs
+	kms             []registry.KMSClient // platform and per-tenant keys
+	customer        []registry.KMSClient // customer keys
+	maker           KeyMaker             // nil without Config.TenantKEKs
+	platform        kekRef               // zero if Config.PlatformKEK is empty
+	retired         []kekRef             // Config.RetiredKEKs
 	maxAge          time.Duration
 	maxUses         uint64
 	maxEntries      int
@@ -128,7 +147,7 @@ type Manager struct {
 	hand     *entry // the eviction hand in the ring of cached entries
 	inflight map[cacheKey]*flight
 
-	hits, misses, loads, loadErrors, kekCalls, kekProbes, evictions atomic.Uint64
+	hits, misses, loads, loadErrors, kekCalls, evictions atomic.Uint64
 }
 
 // New returns a Manager for cfg, or an error wrapping [ErrInvalidArgument]
@@ -140,8 +159,10 @@ func New(cfg Config) (*Manager, error) {
 	switch {
 	case cfg.Store == nil:
 		return nil, bad("Config.Store is nil")
-	case len(cfg.KMS) == 0:
-		return nil, bad("Config.KMS is empty: give at least one KMS client")
+	case len(cfg.KMS) == 0 && len(cfg.CustomerKMS) == 0:
+		return nil, bad("Config.KMS and Config.CustomerKMS are empty: give at least one KMS client")
+	case len(cfg.KMS) == 0 && (cfg.PlatformKEK != "" || cfg.TenantKEKs != nil):
+		return nil, bad("Config.KMS is empty: the platform's master keys (Config.PlatformKEK, Config.TenantKEKs) need a KMS client")
 	case cfg.CacheMaxAge <= 0:
 		return nil, bad("Config.CacheMaxAge must be > 0 (start from DefaultConfig)")
 	case cfg.CacheMaxUses == 0:
@@ -158,9 +179,16 @@ func New(cfg Config) (*Manager, error) {
 			return nil, bad("Config.KMS[%d] is nil", i)
 		}
 	}
+	for i, c := range cfg.CustomerKMS {
+		if c == nil {
+			return nil, bad("Config.CustomerKMS[%d] is nil", i)
+		}
+	}
 	m := &Manager{
 		store:           cfg.Store,
 		kms:             append([]registry.KMSClient(nil), cfg.KMS...),
+		customer:        append([]registry.KMSClient(nil), cfg.CustomerKMS...),
+		maker:           cfg.TenantKEKs,
 		maxAge:          cfg.CacheMaxAge,
 		maxUses:         cfg.CacheMaxUses,
 		maxEntries:      cfg.CacheMaxEntries,
@@ -173,14 +201,14 @@ func New(cfg Config) (*Manager, error) {
 		m.log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.PlatformKEK != "" {
-		ref, err := m.resolveArg("New", "Config.PlatformKEK", cfg.PlatformKEK)
+		ref, err := m.resolveArg("New", "Config.PlatformKEK", KEKPlatform, cfg.PlatformKEK)
 		if err != nil {
 			return nil, err
 		}
 		m.platform = ref
 	}
 	for i, uri := range cfg.RetiredKEKs {
-		ref, err := m.resolveArg("New", fmt.Sprintf("Config.RetiredKEKs[%d]", i), uri)
+		ref, err := m.resolveArg("New", fmt.Sprintf("Config.RetiredKEKs[%d]", i), KEKPlatform, uri)
 		if err != nil {
 			return nil, err
 		}
@@ -221,110 +249,160 @@ func checkPurpose(op string, p Purpose) error {
 	return nil
 }
 
-// ProvisionOptions are the options of [Manager.Provision].
+// ProvisionOptions are the options of [Manager.Provision]. The zero value
+// wraps the tenant's keysets with the platform master key. At most one
+// field may be set.
 type ProvisionOptions struct {
-	// KEKURI names the tenant's own master key (customer-managed
-	// encryption, kms_key_arn in a provisioning request). Its keysets are
-	// then wrapped by this key only, and Shred destroys it where the KMS
-	// client can. It must be the tenant's alone: Provision refuses the
-	// platform master key and a key that wraps another tenant's keysets,
-	// however spelled. Empty means Config.PlatformKEK.
-	KEKURI string
+	// CustomerKEK is the URI of the customer's own master key
+	// (customer-managed encryption, kms_key_arn in a provisioning request:
+	// "aws-kms://arn:aws:kms:..."). It is served by Config.CustomerKMS only
+	// and never destroyed by the platform: the customer revokes access to
+	// the tenant's data by disabling the key or revoking the grant in their
+	// KMS. Provision refuses a local:// URI, a PKCS#11 URI with a query, and
+	// the platform master key or a retired one under any spelling. Several
+	// tenants of one customer may share a key.
+	CustomerKEK string
+
+	// TenantKEK asks for a master key of the tenant's own, made by the
+	// platform through Config.TenantKEKs (labelled [TenantKEKLabel]) and
+	// destroyed by [Manager.Shred].
+	TenantKEK bool
+}
+
+// provisionKEK returns the master key that wraps a new tenant's keysets,
+// making the tenant's own where asked.
+func (m *Manager) provisionKEK(ctx context.Context, id tenant.ID, opts ProvisionOptions) (kekRef, error) {
+	switch {
+	case opts.CustomerKEK != "" && opts.TenantKEK:
+		return kekRef{}, fmt.Errorf("keys: Provision tenant %s: %w: ProvisionOptions.CustomerKEK and ProvisionOptions.TenantKEK are both set: a tenant's keysets have one master key", id, ErrInvalidArgument)
+	case opts.CustomerKEK != "":
+		const field = "ProvisionOptions.CustomerKEK"
+		if err := checkCustomerURI(field, opts.CustomerKEK); err != nil {
+			return kekRef{}, fmt.Errorf("keys: Provision tenant %s: %w", id, err)
+		}
+		ref, err := m.resolveArg("Provision tenant "+id.String(), field, KEKCustomer, opts.CustomerKEK)
+		if err != nil {
+			return kekRef{}, err
+		}
+		// The same key may be served by a platform client too (a platform
+		// on AWS KMS): compare it, as the platform spells it, as well.
+		refs := []kekRef{ref}
+		if pref, err := m.resolve(KEKPlatform, opts.CustomerKEK); err == nil {
+			refs = append(refs, pref)
+		}
+		for _, r := range refs {
+			if m.isPlatformOrRetired(r) {
+				return kekRef{}, fmt.Errorf("keys: Provision tenant %s: %w: %w: %s %s is the platform master key or a retired one (Config.PlatformKEK, Config.RetiredKEKs); leave it empty to use the platform key",
+					id, ErrInvalidArgument, ErrKEKInUse, field, DisplayURI(opts.CustomerKEK))
+			}
+		}
+		return ref, nil
+	case opts.TenantKEK:
+		if m.maker == nil {
+			return kekRef{}, fmt.Errorf("keys: Provision tenant %s: %w: ProvisionOptions.TenantKEK is set but Config.TenantKEKs is nil: configure a KeyMaker (pkcs11kms.KeyMaker)", id, ErrInvalidArgument)
+		}
+		ref, err := m.tenantKEK(id)
+		if err != nil {
+			return kekRef{}, fmt.Errorf("keys: Provision tenant %s: %w", id, err)
+		}
+		ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
+		defer cancel()
+		if err := protect(func() error { return m.maker.CreateKey(ctx, ref.uri) }); err != nil {
+			return kekRef{}, fmt.Errorf("keys: Provision tenant %s: create its master key %s: %w: %w", id, DisplayURI(ref.uri), ErrUnwrap, err)
+		}
+		return ref, nil
+	}
+	if m.platform.uri == "" {
+		return kekRef{}, fmt.Errorf("keys: Provision tenant %s: %w: no master key: Config.PlatformKEK is empty and neither ProvisionOptions.CustomerKEK nor ProvisionOptions.TenantKEK is set", id, ErrInvalidArgument)
+	}
+	return m.platform, nil
+}
+
+// tenantKEK returns the master key Config.TenantKEKs keeps for tenant id,
+// resolved against Config.KMS. It refuses a key that is the platform's or
+// a retired one (a KeyMaker configured on the platform key's label).
+func (m *Manager) tenantKEK(id tenant.ID) (kekRef, error) {
+	var uri string
+	err := protect(func() error {
+		var err error
+		uri, err = m.maker.KeyURI(TenantKEKLabel(id))
+		return err
+	})
+	if err != nil {
+		return kekRef{}, fmt.Errorf("%w: Config.TenantKEKs: %w", ErrInvalidArgument, err)
+	}
+	ref, err := m.resolve(KEKTenant, uri)
+	if err != nil {
+		return kekRef{}, fmt.Errorf("Config.TenantKEKs: %w", err)
+	}
+	if ref.uri != uri {
+		return kekRef{}, fmt.Errorf("%w: Config.TenantKEKs gives %s, which its KMS client spells %s: a KeyMaker must give canonical URIs", ErrInvalidArgument, DisplayURI(uri), DisplayURI(ref.uri))
+	}
+	if m.isPlatformOrRetired(ref) {
+		return kekRef{}, fmt.Errorf("%w: %w: Config.TenantKEKs gives %s, the platform master key or a retired one", ErrInvalidArgument, ErrKEKInUse, DisplayURI(uri))
+	}
+	return ref, nil
 }
 
 // Provision generates the tenant's three keysets (data, blob, audit), wraps
-// each with the master key and writes all three in one Store transaction:
-// all or none. It is idempotent: for a tenant that already has keysets
-// wrapped by the requested master key (compared by identity, see
+// each with its master key and writes all three in one Store transaction:
+// all or none. The master key is the platform's, the customer's
+// (opts.CustomerKEK) or one the platform makes for the tenant
+// (opts.TenantKEK). Provision is idempotent: for a tenant that already has
+// keysets wrapped by the requested master key (compared by identity, see
 // [KeyIdentifier]) it does nothing and returns nil; if they are wrapped by
 // another key it returns an error wrapping [ErrExists]. A shredded tenant
 // cannot be provisioned again ([ErrKeyDestroyed]).
-//
-// A customer-managed key (opts.KEKURI) that is the platform master key, or
-// that already wraps keysets of another tenant, is refused with an error
-// wrapping [ErrInvalidArgument] and [ErrKEKInUse]: Shred destroys a
-// tenant's own key, so it must not be anyone else's. Besides comparing
-// identities ([KeyIdentifier]), Provision asks the keys themselves: a key
-// that decrypts what the platform key, or another tenant's own key,
-// encrypted is that key, however its URI reaches it. So Provision with
-// opts.KEKURI fails while the platform key does not answer. The check reads the
-// Store before writing; two tenants provisioned at the same moment with
-// one key can both pass it, and Shred then keeps the key (it destroys a key
-// only when no other tenant's keysets use it).
 func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOptions) error {
 	if err := checkTenant("Provision", id); err != nil {
 		return err
 	}
 	// A shredded tenant is never provisioned again: say so before any
-	// master key is called (or, for a local key file, created anew).
+	// master key is made or called.
 	if _, err := m.store.Get(ctx, id, PurposeData); errors.Is(err, ErrKeyDestroyed) {
 		return fmt.Errorf("keys: Provision tenant %s: %w", id, err)
 	}
-	own := opts.KEKURI != ""
-	var ref kekRef
-	if !own {
-		if m.platform.uri == "" {
-			return fmt.Errorf("keys: Provision: %w: no master key: ProvisionOptions.KEKURI and Config.PlatformKEK are both empty", ErrInvalidArgument)
-		}
-		ref = m.platform
-	} else {
-		var err error
-		if ref, err = m.resolveArg("Provision", "ProvisionOptions.KEKURI", opts.KEKURI); err != nil {
-			return err
-		}
-		if m.isPlatform(ref) {
-			return fmt.Errorf("keys: Provision tenant %s: %w: %w: ProvisionOptions.KEKURI %s names the platform master key (Config.PlatformKEK); leave it empty to use the platform key",
-				id, ErrInvalidArgument, ErrKEKInUse, DisplayURI(opts.KEKURI))
-		}
-		inUse, err := m.kekUsedByOthers(ctx, ref, id, "")
-		if err != nil {
-			return fmt.Errorf("keys: Provision tenant %s: check that master key %s is the tenant's own: %w", id, DisplayURI(ref.uri), err)
-		}
-		if inUse {
-			return fmt.Errorf("keys: Provision tenant %s: %w: %w: ProvisionOptions.KEKURI %s names a master key that already wraps another tenant's keysets; a customer-managed key must be the tenant's own",
-				id, ErrInvalidArgument, ErrKEKInUse, DisplayURI(opts.KEKURI))
-		}
-		if err := m.works(ctx, ref, true); err != nil {
-			return fmt.Errorf("keys: Provision tenant %s: master key %s: %w", id, DisplayURI(ref.uri), err)
-		}
-		is, err := m.aliasOf(ctx, ref, id, false)
-		if err != nil {
-			return fmt.Errorf("keys: Provision tenant %s: check that master key %s is the tenant's own: %w", id, DisplayURI(ref.uri), err)
-		}
-		if is != "" {
-			return fmt.Errorf("keys: Provision tenant %s: %w: %w: ProvisionOptions.KEKURI %s reaches %s by another way (another PKCS#11 module for the same token, a hard link to a key file...); a customer-managed key must be the tenant's own",
-				id, ErrInvalidArgument, ErrKEKInUse, DisplayURI(opts.KEKURI), is)
-		}
+	ref, err := m.provisionKEK(ctx, id, opts)
+	if err != nil {
+		return err
 	}
-
 	sets := make([]WrappedKeyset, 0, 3)
 	for _, p := range Purposes() {
 		h, err := keyset.NewHandle(p.template())
 		if err != nil {
 			return fmt.Errorf("keys: Provision: generate %s keyset: %w", p, err)
 		}
-		wrapped, err := m.wrap(ctx, h, id, p, ref.uri)
+		wrapped, err := m.wrap(ctx, h, id, p, ref.kind, ref.uri)
 		if err != nil {
 			return err // nothing written yet
 		}
-		sets = append(sets, WrappedKeyset{Tenant: id, Purpose: p, KEKURI: ref.uri, TenantKEK: own, Wrapped: wrapped})
+		sets = append(sets, WrappedKeyset{Tenant: id, Purpose: p, KEKURI: ref.uri, KEKKind: ref.kind, Wrapped: wrapped})
 	}
-	err := m.store.Put(ctx, sets...)
+	err = m.store.Put(ctx, sets...)
 	if errors.Is(err, ErrConflict) {
 		w, gerr := m.store.Get(ctx, id, PurposeData)
 		if gerr != nil {
 			return fmt.Errorf("keys: Provision tenant %s: %w", id, gerr)
 		}
-		if (!own && !w.TenantKEK) || (own && w.TenantKEK && m.sameKEK(w.KEKURI, ref)) {
+		if w.KEKKind == ref.kind && (ref.kind == KEKPlatform || m.sameKEK(w, ref)) {
 			return nil // already provisioned as asked
 		}
-		return fmt.Errorf("keys: Provision tenant %s: %w, wrapped by master key %s", id, ErrExists, DisplayURI(w.KEKURI))
+		return fmt.Errorf("keys: Provision tenant %s: %w, wrapped by %s", id, ErrExists, kekName(w.KEKKind, w.KEKURI))
 	}
 	if err != nil {
 		return fmt.Errorf("keys: Provision tenant %s: %w", id, err)
 	}
-	m.log.InfoContext(ctx, "keys: provisioned tenant keysets", "tenant_id", id.String(), "kek", DisplayURI(ref.uri), "tenant_kek", own)
+	m.log.InfoContext(ctx, "keys: provisioned tenant keysets", "tenant_id", id.String(), "kek", DisplayURI(ref.uri), "kek_kind", string(ref.kind))
 	return nil
+}
+
+// sameKEK reports whether the stored keyset w is wrapped by the key r.
+func (m *Manager) sameKEK(w WrappedKeyset, r kekRef) bool {
+	if w.KEKURI == r.uri {
+		return true
+	}
+	o, err := m.resolve(w.KEKKind, w.KEKURI)
+	return err == nil && o.identity == r.identity
 }
 
 // Seal encrypts plaintext for the tenant of ctx with its data keyset,
@@ -573,7 +651,7 @@ func (m *Manager) rotateOnce(ctx context.Context, id tenant.ID, p Purpose) error
 	if h, err = km.Handle(); err != nil {
 		return err
 	}
-	if w.Wrapped, err = m.wrap(ctx, h, id, p, w.KEKURI); err != nil {
+	if w.Wrapped, err = m.wrap(ctx, h, id, p, w.KEKKind, w.KEKURI); err != nil {
 		return err
 	}
 	return m.store.Put(ctx, w)
@@ -588,51 +666,42 @@ type RewrapResult struct {
 // rewrapBatch is the number of keysets listed per Store call by Rewrap.
 const rewrapBatch = 100
 
-// Rewrap re-wraps every keyset wrapped by the master key from with the
-// master key to, one keyset at a time: the keysets themselves (and so all
-// data, blobs and tags) are unchanged. Each keyset records its master key,
-// so an interrupted Rewrap is resumed by running it again: keysets already
-// on to are not listed. It continues past a keyset that fails and returns
-// the failures joined. Run it with the old master key still available, then
+// Rewrap re-wraps every keyset wrapped by the platform master key from
+// with the platform master key to, one keyset at a time: the keysets
+// themselves (and so all data, blobs and tags) are unchanged. Both keys
+// are served by Config.KMS. Each keyset records its master key, so an
+// interrupted Rewrap is resumed by running it again: keysets already on to
+// are not listed. It continues past a keyset that fails and returns the
+// failures joined. Run it with the old master key still available, then
 // retire the old key once a run reports Failed == 0: list it in
 // Config.RetiredKEKs for as long as backups made before need it, so that
-// no tenant can claim it as its own.
+// no customer can name it as theirs.
 //
 // Master keys are compared by identity (see [KeyIdentifier]): from may be
 // spelled any way, and the keysets record the canonical URI of to. from and
 // to may be one key reached two ways (a PKCS#11 URI with another
-// pin-source): the keysets then record to. to must not be a tenant's own
-// master key (customer-managed), under any URI or reached another way: that
-// customer could then revoke other tenants' keys. Rewrap refuses it with
-// an error wrapping [ErrInvalidArgument] and [ErrKEKInUse].
+// pin-source): the keysets then record to.
 //
-// Keysets of tenants with their own master key (customer-managed) are
-// wrapped by that key, not by from, and so are left alone, unless from is
-// that key (the customer rotating theirs).
+// Only keysets wrapped by the platform's shared key move. A keyset of a
+// tenant with a key of its own ([KEKTenant], [KEKCustomer]) is left on it
+// and counted as failed, and to must not be such a key (it would be
+// destroyed with its tenant, or revoked by a customer): Rewrap refuses it
+// with an error wrapping [ErrInvalidArgument] and [ErrKEKInUse].
 func (m *Manager) Rewrap(ctx context.Context, from, to string) (RewrapResult, error) {
 	var res RewrapResult
-	fromRef, err := m.resolveArg("Rewrap", "from", from)
+	fromRef, err := m.resolveArg("Rewrap", "from", KEKPlatform, from)
 	if err != nil {
 		return res, err
 	}
-	toRef, err := m.resolveArg("Rewrap", "to", to)
+	toRef, err := m.resolveArg("Rewrap", "to", KEKPlatform, to)
 	if err != nil {
 		return res, err
 	}
 	if fromRef.uri == toRef.uri {
 		return res, fmt.Errorf("keys: Rewrap: %w: from and to are the same master key", ErrInvalidArgument)
 	}
-	lo := fromRef.filter()
-	lo.Limit = 1
-	left, err := m.store.List(ctx, lo)
-	if err != nil {
-		return res, fmt.Errorf("keys: Rewrap: list keysets: %w", err)
-	}
-	if len(left) == 0 && from == fromRef.uri {
-		return res, nil // nothing on from: done already
-	}
 	if toRef.identity != fromRef.identity {
-		if err := m.checkNotOwnKEK(ctx, toRef, fromRef); err != nil {
+		if err := m.checkShared(ctx, toRef); err != nil {
 			return res, fmt.Errorf("keys: Rewrap: to: %w", err)
 		}
 	}
@@ -659,7 +728,11 @@ func (m *Manager) Rewrap(ctx context.Context, from, to string) (RewrapResult, er
 				if w.KEKURI == toRef.uri {
 					continue // from and to are one key: already done
 				}
-				if err := m.rewrapOne(ctx, w, toRef); err != nil {
+				err := m.rewrapOne(ctx, w, toRef)
+				if w.KEKKind != KEKPlatform {
+					err = fmt.Errorf("%w: it is wrapped by the tenant's own master key (%s), which Rewrap does not move", ErrInvalidArgument, w.KEKKind)
+				}
+				if err != nil {
 					res.Failed++
 					errs = append(errs, fmt.Errorf("keys: Rewrap %s keyset of tenant %s: %w", w.Purpose, w.Tenant, err))
 					m.log.WarnContext(ctx, "keys: re-wrap failed", "tenant_id", w.Tenant.String(), "purpose", string(w.Purpose), "error", err)
@@ -676,17 +749,46 @@ func (m *Manager) Rewrap(ctx context.Context, from, to string) (RewrapResult, er
 	return res, errors.Join(errs...)
 }
 
+// checkShared fails, with an error wrapping ErrInvalidArgument and
+// ErrKEKInUse, if the key r wraps a keyset of a tenant's own key
+// ([KEKTenant], [KEKCustomer]) or is a per-tenant key Config.TenantKEKs
+// would make.
+func (m *Manager) checkShared(ctx context.Context, r kekRef) error {
+	if m.maker != nil && strings.Contains(r.uri, tenantKEKLabelPrefix) {
+		return fmt.Errorf("%w: %w: master key %s carries the label of a key Config.TenantKEKs makes for one tenant (%s...), which Shred of that tenant destroys", ErrInvalidArgument, ErrKEKInUse, DisplayURI(r.uri), tenantKEKLabelPrefix)
+	}
+	opts := r.filter()
+	opts.Limit = rewrapBatch
+	for {
+		batch, err := m.store.List(ctx, opts)
+		if err != nil {
+			return fmt.Errorf("list keysets: %w", err)
+		}
+		for _, w := range batch {
+			if w.KEKKind != KEKPlatform {
+				return fmt.Errorf("%w: %w: master key %s wraps keysets of tenant %s as its own (%s) key", ErrInvalidArgument, ErrKEKInUse, DisplayURI(r.uri), w.Tenant, w.KEKKind)
+			}
+			opts.AfterTenant, opts.AfterPurpose = w.Tenant, w.Purpose
+		}
+		if len(batch) < opts.Limit {
+			return nil
+		}
+	}
+}
+
 func (m *Manager) rewrapOne(ctx context.Context, w WrappedKeyset, to kekRef) error {
 	from := w.KEKURI
 	for range maxCASAttempts {
+		if w.KEKKind != KEKPlatform {
+			return nil // reported by Rewrap
+		}
 		h, err := m.unwrap(ctx, w)
 		if err != nil {
 			return err
 		}
 		nw := w
 		nw.KEKURI = to.uri
-		nw.TenantKEK = w.TenantKEK && !m.isPlatform(to)
-		if nw.Wrapped, err = m.wrap(ctx, h, w.Tenant, w.Purpose, to.uri); err != nil {
+		if nw.Wrapped, err = m.wrap(ctx, h, w.Tenant, w.Purpose, KEKPlatform, to.uri); err != nil {
 			return err
 		}
 		err = m.store.Put(ctx, nw)
@@ -706,30 +808,34 @@ func (m *Manager) rewrapOne(ctx context.Context, w WrappedKeyset, to kekRef) err
 
 // ShredResult reports a [Manager.Shred].
 type ShredResult struct {
-	// Tombstone is the record the Store keeps of the destroyed keys.
+	// Tombstone is the record the Store keeps of the deleted keysets.
 	Tombstone Tombstone
-	// DestroyedKEKs are the tenant's own master keys destroyed in their KMS.
-	DestroyedKEKs []string
-	// RetainedKEKs are the tenant's own master keys that were not
-	// destroyed: the KMS client has no DestroyKey, or the key also wraps
-	// another tenant's keysets or is the platform key (compared by
-	// identity, see [KeyIdentifier], and by a probe: it decrypts what the
-	// other key encrypted). The tenant's data is unreadable
-	// regardless (its keysets are gone); destroy these keys in their KMS if
-	// they should go too.
+	// DestroyedKEK is the master key the platform made for this tenant
+	// alone (Config.TenantKEKs), destroyed by this Shred or a previous one;
+	// empty if the tenant had none.
+	DestroyedKEK string
+	// RetainedKEKs are per-tenant master keys recorded in the tombstone
+	// that are not the key Config.TenantKEKs gives the tenant now (the
+	// maker was configured differently when the tenant was provisioned):
+	// Shred destroys only the key of the tenant's label, so destroy these
+	// by hand if they should go. The tenant's data is unreadable regardless.
 	RetainedKEKs []string
 }
 
 // Shred crypto-shreds the tenant: its wrapped keysets are deleted and a
 // tombstone is recorded, in one Store transaction; this Manager's cache is
-// purged; then the tenant's own master keys (customer-managed) are
-// destroyed where the KMS client implements [KeyDestroyer]. Afterwards every
-// ciphertext of the tenant, including copies made before, fails with
-// [ErrKeyDestroyed].
+// purged; then the master key Config.TenantKEKs made for the tenant, if
+// any, is destroyed. Afterwards every ciphertext of the tenant, including
+// copies made before, fails with [ErrKeyDestroyed].
+//
+// Shred destroys no other key: not the platform's, and never a customer's
+// ([KEKCustomer]): the customer revokes that in their own KMS. It asks the
+// KeyMaker to destroy the key of the tenant's label ([TenantKEKLabel]),
+// never a key named by a caller or read from the Store.
 //
 // Other replicas stop serving the tenant when their cache entries expire,
 // within Config.CacheMaxAge. Shred is idempotent: run it again to retry a
-// master-key destruction that failed.
+// key destruction that failed.
 func (m *Manager) Shred(ctx context.Context, id tenant.ID) (ShredResult, error) {
 	var res ShredResult
 	if err := checkTenant("Shred", id); err != nil {
@@ -741,80 +847,41 @@ func (m *Manager) Shred(ctx context.Context, id tenant.ID) (ShredResult, error) 
 		return res, fmt.Errorf("keys: Shred tenant %s: %w", id, err)
 	}
 	res.Tombstone = tomb
-	var errs []error
-	destroyed := map[string]bool{} // identities destroyed by this Shred
-	for _, uri := range tomb.TenantKEKs {
-		ok, err := m.destroyKEK(ctx, id, uri, destroyed)
-		switch {
-		case err != nil:
-			res.RetainedKEKs = append(res.RetainedKEKs, uri)
-			errs = append(errs, fmt.Errorf("keys: Shred tenant %s: destroy master key %s: %w", id, DisplayURI(uri), err))
-		case ok:
-			res.DestroyedKEKs = append(res.DestroyedKEKs, uri)
-		default:
-			res.RetainedKEKs = append(res.RetainedKEKs, uri)
+	if m.maker == nil {
+		res.RetainedKEKs = tomb.TenantKEKs
+		if len(tomb.TenantKEKs) > 0 {
+			return res, fmt.Errorf("keys: Shred tenant %s: %w: the tenant's keysets were wrapped by a master key of its own, but Config.TenantKEKs is nil: configure the KeyMaker that made it and run Shred again", id, ErrInvalidArgument)
 		}
+		m.log.InfoContext(ctx, "keys: shredded tenant keys", "tenant_id", id.String())
+		return res, nil
 	}
-	m.log.InfoContext(ctx, "keys: shredded tenant keys", "tenant_id", id.String(),
-		"destroyed_keks", len(res.DestroyedKEKs), "retained_keks", len(res.RetainedKEKs))
-	return res, errors.Join(errs...)
-}
-
-// destroyKEK destroys the tenant's own master key uri if it is the
-// tenant's alone and the client can. It reports whether the key is
-// destroyed. Keys are compared by identity: the platform key, and a key
-// that wraps another tenant's keysets under any spelling, are kept.
-// destroyed holds the identities this Shred destroyed already.
-func (m *Manager) destroyKEK(ctx context.Context, id tenant.ID, uri string, destroyed map[string]bool) (bool, error) {
-	ref, err := m.resolve(uri)
-	if errors.Is(err, ErrUnsupportedKEK) {
-		m.log.WarnContext(ctx, "keys: no KMS client serves the tenant's master key; destroy it in the KMS", "tenant_id", id.String(), "kek", DisplayURI(uri))
-		return false, nil
+	// The tenant's key is destroyed even when the tombstone records none: a
+	// Provision interrupted after it made the key wrote no keyset.
+	ref, err := m.tenantKEK(id)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
+		err = protect(func() error { return m.maker.DestroyKey(ctx, ref.uri) })
+		cancel()
 	}
-	if err != nil {
-		return false, err
+	recorded := false
+	for _, uri := range tomb.TenantKEKs {
+		if err == nil && uri == ref.uri {
+			recorded = true
+			continue
+		}
+		res.RetainedKEKs = append(res.RetainedKEKs, uri)
 	}
-	if m.isPlatform(ref) {
-		m.log.WarnContext(ctx, "keys: not destroying the platform master key", "tenant_id", id.String(), "kek", DisplayURI(uri))
-		return false, nil
+	switch {
+	case err != nil && len(tomb.TenantKEKs) > 0:
+		return res, fmt.Errorf("keys: Shred tenant %s: destroy its master key: %w (its keysets are deleted; run Shred again)", id, err)
+	case err != nil:
+		m.log.WarnContext(ctx, "keys: could not check for a per-tenant master key left by an interrupted Provision", "tenant_id", id.String(), "error", err)
+	case recorded:
+		res.DestroyedKEK = ref.uri
 	}
-	if destroyed[ref.identity] {
-		return true, nil // the same key, recorded under two spellings
+	if len(res.RetainedKEKs) > 0 {
+		m.log.WarnContext(ctx, "keys: per-tenant master keys not destroyed: they are not the key Config.TenantKEKs gives the tenant", "tenant_id", id.String(), "keks", displayURIs(res.RetainedKEKs))
 	}
-	others, err := m.kekUsedByOthers(ctx, ref, id, uri)
-	if err != nil {
-		return false, err
-	}
-	if others {
-		m.log.WarnContext(ctx, "keys: not destroying a master key that wraps another tenant's keysets", "tenant_id", id.String(), "kek", DisplayURI(uri))
-		return false, nil
-	}
-	// Compare the key with the others by what it does, failing closed: a
-	// key that does not answer, or that cannot be told from one that does
-	// not, is kept (run Shred again). A key its KMS client says does not
-	// exist is destroyed already.
-	if err := m.works(ctx, ref, false); errors.Is(err, errKEKGone) {
-		destroyed[ref.identity] = true
-		return true, nil
-	} else if err != nil {
-		return false, fmt.Errorf("not destroying master key %s: it does not answer, so it cannot be told from the platform's or another tenant's key; run Shred again: %w", DisplayURI(uri), err)
-	}
-	is, err := m.aliasOf(ctx, ref, id, true)
-	if err != nil {
-		return false, fmt.Errorf("not destroying master key %s: %w", DisplayURI(uri), err)
-	}
-	if is != "" {
-		m.log.WarnContext(ctx, "keys: not destroying a master key that is "+is+", reached by another URI", "tenant_id", id.String(), "kek", DisplayURI(uri))
-		return false, nil
-	}
-	d, ok := ref.client.(KeyDestroyer)
-	if !ok {
-		m.log.WarnContext(ctx, "keys: the KMS client cannot destroy the tenant's master key; destroy it in the KMS", "tenant_id", id.String(), "kek", DisplayURI(uri))
-		return false, nil
-	}
-	if err := protect(func() error { return d.DestroyKey(ctx, ref.uri) }); err != nil {
-		return false, err
-	}
-	destroyed[ref.identity] = true
-	return true, nil
+	m.log.InfoContext(ctx, "keys: shredded tenant keys", "tenant_id", id.String(), "destroyed_kek", DisplayURI(res.DestroyedKEK))
+	return res, nil
 }

@@ -25,10 +25,7 @@ type MemStore struct {
 	tombs map[tenant.ID]Tombstone
 }
 
-var (
-	_ Store     = (*MemStore)(nil)
-	_ KEKLister = (*MemStore)(nil)
-)
+var _ Store = (*MemStore)(nil)
 
 // NewMemStore returns an empty MemStore.
 func NewMemStore() *MemStore { return &MemStore{} }
@@ -74,7 +71,7 @@ func (s *MemStore) Put(ctx context.Context, sets ...WrappedKeyset) error {
 	seen := make(map[cacheKey]bool, len(sets))
 	for _, w := range sets {
 		k := cacheKey{w.Tenant, w.Purpose}
-		if w.Tenant.IsZero() || !w.Purpose.Valid() || w.KEKURI == "" || len(w.Wrapped) == 0 || w.Version < 0 {
+		if w.Tenant.IsZero() || !w.Purpose.Valid() || w.KEKURI == "" || !w.KEKKind.Valid() || len(w.Wrapped) == 0 || w.Version < 0 {
 			return fmt.Errorf("keys: MemStore.Put: %w: incomplete keyset %v", ErrInvalidArgument, w)
 		}
 		if seen[k] {
@@ -121,7 +118,7 @@ func (s *MemStore) Delete(ctx context.Context, id tenant.ID) (Tombstone, error) 
 	for _, p := range Purposes() {
 		k := cacheKey{id, p}
 		if w, ok := s.sets[k]; ok {
-			if w.TenantKEK && !slices.Contains(t.TenantKEKs, w.KEKURI) {
+			if w.KEKKind == KEKTenant && !slices.Contains(t.TenantKEKs, w.KEKURI) {
 				t.TenantKEKs = append(t.TenantKEKs, w.KEKURI)
 			}
 			delete(s.sets, k)
@@ -158,27 +155,6 @@ func (s *MemStore) List(ctx context.Context, opts ListOptions) ([]WrappedKeyset,
 	if len(out) > opts.Limit {
 		out = out[:opts.Limit]
 	}
-	return out, nil
-}
-
-// KEKURIs implements [KEKLister].
-func (s *MemStore) KEKURIs(ctx context.Context, except tenant.ID) ([]string, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.init()
-	seen := map[string]bool{}
-	var out []string
-	for _, w := range s.sets {
-		if w.Tenant == except || seen[w.KEKURI] {
-			continue
-		}
-		seen[w.KEKURI] = true
-		out = append(out, w.KEKURI)
-	}
-	slices.Sort(out)
 	return out, nil
 }
 

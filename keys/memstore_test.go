@@ -27,7 +27,7 @@ func TestMemStoreCopiesWrappedBytes(t *testing.T) {
 	ctx := ctxT(t)
 	s := keys.NewMemStore()
 	a := tenant.MustParseID("a")
-	in := keys.WrappedKeyset{Tenant: a, Purpose: keys.PurposeData, KEKURI: "k1", Wrapped: []byte("w")}
+	in := keys.WrappedKeyset{Tenant: a, Purpose: keys.PurposeData, KEKURI: "k1", KEKKind: keys.KEKPlatform, Wrapped: []byte("w")}
 	require.NoError(t, s.Put(ctx, in))
 	in.Wrapped[0] = 'P'
 	w, err := s.Get(ctx, a, keys.PurposeData)

@@ -130,18 +130,18 @@ func TestNothingPrintsRawMasterKeyURIs(t *testing.T) {
 	fake, err := fakekms.NewClient(kek) // holds the key URI
 	require.NoError(t, err)
 	id := tenant.MustParseID("acme")
-	w := keys.WrappedKeyset{Tenant: id, Purpose: keys.PurposeData, KEKURI: kek, TenantKEK: true, Wrapped: []byte("wrapped-bytes-not-shown"), Version: 3}
+	w := keys.WrappedKeyset{Tenant: id, Purpose: keys.PurposeData, KEKURI: kek, KEKKind: keys.KEKTenant, Wrapped: []byte("wrapped-bytes-not-shown"), Version: 3}
 	tomb := keys.Tombstone{Tenant: id, DestroyedAt: time.Now(), TenantKEKs: []string{kek, pin}}
-	res := keys.ShredResult{Tombstone: tomb, DestroyedKEKs: []string{kek}, RetainedKEKs: []string{pin}}
+	res := keys.ShredResult{Tombstone: tomb, DestroyedKEK: kek, RetainedKEKs: []string{pin}}
 	cfg := keys.DefaultConfig()
-	cfg.Store, cfg.KMS, cfg.PlatformKEK = keys.NewMemStore(), []registry.KMSClient{fake}, kek
+	cfg.Store, cfg.KMS, cfg.CustomerKMS, cfg.PlatformKEK = keys.NewMemStore(), []registry.KMSClient{fake}, []registry.KMSClient{fake}, kek
 	cfg.RetiredKEKs = []string{kek}
 	m, err := keys.New(cfg)
 	require.NoError(t, err)
 	values := []any{m,
 		w, &w, []keys.WrappedKeyset{w}, tomb, &tomb, res, &res, cfg, &cfg,
 		keys.ListOptions{KEKURI: kek, KEKURIPrefix: pin, Limit: 1},
-		keys.ProvisionOptions{KEKURI: kek}, &keys.ProvisionOptions{KEKURI: pin},
+		keys.ProvisionOptions{CustomerKEK: kek}, &keys.ProvisionOptions{CustomerKEK: pin},
 		struct{ R keys.ShredResult }{res},
 	}
 	var out strings.Builder
@@ -152,7 +152,7 @@ func TestNothingPrintsRawMasterKeyURIs(t *testing.T) {
 	}
 	for _, h := range []slog.Handler{slog.NewJSONHandler(&out, nil), slog.NewTextHandler(&out, nil)} {
 		slog.New(h).Info("dump", "keyset", w, "tombstone", tomb, "result", res, "config", cfg,
-			"list", keys.ListOptions{KEKURI: kek}, "provision", keys.ProvisionOptions{KEKURI: kek}, "values", values)
+			"list", keys.ListOptions{KEKURI: kek}, "provision", keys.ProvisionOptions{CustomerKEK: kek}, "values", values)
 	}
 	dump := out.String()
 	require.Contains(t, dump, keys.DisplayURI(kek), "the dump should show the redacted URI")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io/fs"
-	"os"
 	"testing"
 	"time"
 
@@ -36,7 +35,7 @@ func TestShredMakesSavedCiphertextsFailWithErrKeyDestroyed(t *testing.T) {
 	res, err := m.Shred(ctxT(t), id)
 	require.NoError(t, err)
 	require.Equal(t, id, res.Tombstone.Tenant)
-	require.Empty(t, res.DestroyedKEKs, "the platform key is shared: never destroyed")
+	require.Empty(t, res.DestroyedKEK, "the platform key is shared: never destroyed")
 	n, tombs := e.rows(t, id)
 	require.Zero(t, n)
 	require.Equal(t, 1, tombs)
@@ -97,84 +96,6 @@ func TestShredReachesOtherReplicasWithinCacheMaxAge(t *testing.T) {
 	require.ErrorIs(t, err, keys.ErrKeyDestroyed)
 }
 
-func TestShredDestroysTheTenantsOwnMasterKey(t *testing.T) {
-	e := newEnv(t)
-	m := e.manager(t)
-	custURI, custPath := e.keyURI(t, "acme-own.key")
-	provision(t, m, "platform") // creates the platform key file
-	id, ctx := provision(t, m, "byok", keys.ProvisionOptions{KEKURI: custURI})
-	saved, err := m.Seal(ctx, []byte("secret"), field)
-	require.NoError(t, err)
-	_, err = os.Stat(custPath)
-	require.NoError(t, err)
-
-	res, err := m.Shred(ctxT(t), id)
-	require.NoError(t, err)
-	require.Equal(t, []string{custURI}, res.Tombstone.TenantKEKs)
-	require.Equal(t, []string{custURI}, res.DestroyedKEKs)
-	_, err = os.Stat(custPath)
-	require.ErrorIs(t, err, fs.ErrNotExist, "the tenant's own key file must be destroyed")
-	_, err = os.Stat(e.platformPath)
-	require.NoError(t, err, "the platform key must survive")
-	_, err = m.Open(ctx, saved, field)
-	require.ErrorIs(t, err, keys.ErrKeyDestroyed)
-}
-
-func TestShredKeepsAMasterKeyThatOtherTenantsStillUse(t *testing.T) {
-	e := newEnv(t)
-	m := e.manager(t)
-	shared, sharedPath := e.keyURI(t, "group.key")
-	twoOwn, _ := e.keyURI(t, "two.key")
-	a, _ := provision(t, m, "one", keys.ProvisionOptions{KEKURI: shared})
-	// Provisioning refuses a customer key that another tenant uses ...
-	err := m.Provision(ctxT(t), newID("two"), keys.ProvisionOptions{KEKURI: shared})
-	require.ErrorIs(t, err, keys.ErrKEKInUse)
-	// ... and so does Rewrap (as to) ...
-	b, _ := provision(t, m, "two", keys.ProvisionOptions{KEKURI: twoOwn})
-	_, err = m.Rewrap(ctxT(t), twoOwn, shared)
-	require.ErrorIs(t, err, keys.ErrKEKInUse)
-	// ... but two tenants provisioned at the same moment with one key can
-	// both pass the check, which reads before it writes. Make that state:
-	// hide one's keysets while the other is provisioned.
-	_, err = e.admin.Exec(ctxT(t), `UPDATE tenancy.tenant_keysets SET kek_uri = 'hidden:' || kek_uri WHERE tenant_id = $1`, a.String())
-	require.NoError(t, err)
-	_, err = m.Shred(ctxT(t), b) // b starts again on the shared key under a new ID
-	require.NoError(t, err)
-	b, ctxB := provision(t, m, "two", keys.ProvisionOptions{KEKURI: shared})
-	_, err = e.admin.Exec(ctxT(t), `UPDATE tenancy.tenant_keysets SET kek_uri = substr(kek_uri, 8) WHERE tenant_id = $1`, a.String())
-	require.NoError(t, err)
-	ct, err := m.Seal(ctxB, []byte("b"), field)
-	require.NoError(t, err)
-	for _, uri := range e.kekOf(t, b) {
-		require.Equal(t, shared, uri)
-	}
-
-	res, err := m.Shred(ctxT(t), a)
-	require.NoError(t, err)
-	require.Empty(t, res.DestroyedKEKs)
-	require.Equal(t, []string{shared}, res.RetainedKEKs)
-	_, err = os.Stat(sharedPath)
-	require.NoError(t, err)
-	m.PurgeAll()
-	_, err = m.Open(ctxB, ct, field)
-	require.NoError(t, err)
-}
-
-func TestShredWithKMSClientThatCannotDestroyReportsTheKeyRetained(t *testing.T) {
-	e := newEnv(t)
-	fake, err := fakekms.NewClient("fake-kms://")
-	require.NoError(t, err)
-	m := e.manager(t, withKMS(fake))
-	custURI, err := fakekms.NewKeyURI()
-	require.NoError(t, err)
-	id, ctx := provision(t, m, "byok", keys.ProvisionOptions{KEKURI: custURI})
-	res, err := m.Shred(ctxT(t), id)
-	require.NoError(t, err)
-	require.Equal(t, []string{custURI}, res.RetainedKEKs)
-	_, err = m.Seal(ctx, []byte("x"), field)
-	require.ErrorIs(t, err, keys.ErrKeyDestroyed)
-}
-
 func TestMasterKeyUnavailableCachedTenantsWorkUntilMaxAgeUncachedGetErrorNamingURI(t *testing.T) {
 	e := newEnv(t)
 	const maxAge = 800 * time.Millisecond
@@ -201,18 +122,6 @@ func TestMasterKeyUnavailableCachedTenantsWorkUntilMaxAgeUncachedGetErrorNamingU
 	require.ErrorIs(t, err, keys.ErrUnwrap)
 	require.ErrorIs(t, err, fs.ErrNotExist)
 	require.Contains(t, err.Error(), e.platform, "the error must name the master key")
-
-	// Provisioning a new tenant writes nothing: here localkms would create a
-	// new key file, so use a master key whose directory cannot be created.
-	blocked := e.dir + "/blocker"
-	require.NoError(t, os.WriteFile(blocked, nil, 0o600))
-	badURI := "local://" + blocked + "/kek.key"
-	newTenant := newID("new")
-	err = srv.Provision(ctxT(t), newTenant, keys.ProvisionOptions{KEKURI: badURI})
-	require.ErrorIs(t, err, keys.ErrUnwrap)
-	require.Contains(t, err.Error(), badURI)
-	n, tombs := e.rows(t, newTenant)
-	require.Zero(t, n+tombs, "nothing may be written half-way")
 
 	time.Sleep(time.Until(loaded.Add(maxAge + timerSlack)))
 	_, err = srv.Open(ctxCached, ct, field)
@@ -257,10 +166,10 @@ func TestCustomerManagedKEKWrapsTheTenantsKeysetsWithItsOwnKeyOnly(t *testing.T)
 	e := newEnv(t)
 	fake, err := fakekms.NewClient("fake-kms://")
 	require.NoError(t, err)
-	m := e.manager(t, withKMS(fake))
+	m := e.manager(t, withCustomerKMS(fake))
 	custURI, err := fakekms.NewKeyURI() // stands in for the customer's aws-kms:// ARN
 	require.NoError(t, err)
-	id, ctx := provision(t, m, "byok", keys.ProvisionOptions{KEKURI: custURI})
+	id, ctx := provision(t, m, "byok", keys.ProvisionOptions{CustomerKEK: custURI})
 	ct, err := m.Seal(ctx, []byte("theirs"), field)
 	require.NoError(t, err)
 
@@ -268,7 +177,7 @@ func TestCustomerManagedKEKWrapsTheTenantsKeysetsWithItsOwnKeyOnly(t *testing.T)
 		w, err := e.store.Get(ctxT(t), id, p)
 		require.NoError(t, err)
 		require.Equal(t, custURI, w.KEKURI, p)
-		require.True(t, w.TenantKEK, p)
+		require.Equal(t, keys.KEKCustomer, w.KEKKind, p)
 		// The platform master key cannot unwrap it ...
 		platformAEAD, err := e.local.GetAEAD(e.platform)
 		require.NoError(t, err)
@@ -281,12 +190,21 @@ func TestCustomerManagedKEKWrapsTheTenantsKeysetsWithItsOwnKeyOnly(t *testing.T)
 		require.NoError(t, err)
 	}
 	// Pointing the rows at the platform key (a control-plane edit) does not
-	// help: they do not open.
+	// help: as a customer key, a local file is refused before any key is
+	// called; as the platform's key, it does not open them.
 	_, err = e.admin.Exec(ctxT(t), `UPDATE tenancy.tenant_keysets SET kek_uri = $2 WHERE tenant_id = $1`, id.String(), e.platform)
 	require.NoError(t, err)
 	m.PurgeAll()
 	_, err = m.Open(ctx, ct, field)
 	require.ErrorIs(t, err, keys.ErrUnwrap)
+	require.ErrorContains(t, err, "local key file")
+	_, err = e.admin.Exec(ctxT(t), `UPDATE tenancy.tenant_keysets SET kek_kind = 'platform' WHERE tenant_id = $1`, id.String())
+	require.NoError(t, err)
+	m.PurgeAll()
+	_, err = m.Open(ctx, ct, field)
+	require.ErrorIs(t, err, keys.ErrUnwrap)
+	_, err = e.admin.Exec(ctxT(t), `UPDATE tenancy.tenant_keysets SET kek_kind = 'customer' WHERE tenant_id = $1`, id.String())
+	require.NoError(t, err)
 	_, err = e.admin.Exec(ctxT(t), `UPDATE tenancy.tenant_keysets SET kek_uri = $2 WHERE tenant_id = $1`, id.String(), custURI)
 	require.NoError(t, err)
 	got, err := m.Open(ctx, ct, field)

@@ -34,7 +34,7 @@ type Store interface {
 
 	// Delete removes every keyset of the tenant and records a tombstone, in
 	// one transaction, and returns the tombstone. The tombstone lists the
-	// distinct KEK URIs of the deleted keysets that had TenantKEK set. Delete
+	// distinct KEK URIs of the deleted keysets whose KEKKind is [KEKTenant]. Delete
 	// is idempotent: for a tenant that already has a tombstone it returns
 	// that tombstone; for a tenant that has no keysets it records a
 	// tombstone with no KEKs, so a tenant ID is never provisioned again.
@@ -47,14 +47,28 @@ type Store interface {
 	List(ctx context.Context, opts ListOptions) ([]WrappedKeyset, error)
 }
 
-// KEKLister is implemented by Stores that can list the distinct master
-// keys in use without listing every keyset (MemStore and store.Keysets do).
-// The Manager uses it, when present, to find the keys it compares a
-// customer-managed key with (see [Manager.Provision]).
-type KEKLister interface {
-	// KEKURIs returns the distinct KEKURI values of the keysets of tenants
-	// other than except (all tenants if except is the zero ID).
-	KEKURIs(ctx context.Context, except tenant.ID) ([]string, error)
+// KEKKind says whose master key wraps a keyset, and so which KMS clients
+// serve it and whether [Manager.Shred] destroys it.
+type KEKKind string
+
+const (
+	// KEKPlatform is the platform master key (Config.PlatformKEK, or one
+	// it was re-wrapped from), shared by tenants and served by Config.KMS.
+	// Shred never destroys it.
+	KEKPlatform KEKKind = "platform"
+	// KEKTenant is a master key the platform made for this tenant alone
+	// (ProvisionOptions.TenantKEK, through Config.TenantKEKs), served by
+	// Config.KMS. Shred destroys it.
+	KEKTenant KEKKind = "tenant"
+	// KEKCustomer is the customer's own master key (BYOK,
+	// ProvisionOptions.CustomerKEK), served by Config.CustomerKMS only. The
+	// platform never destroys it: the customer revokes it in their KMS.
+	KEKCustomer KEKKind = "customer"
+)
+
+// Valid reports whether k is one of the kinds above.
+func (k KEKKind) Valid() bool {
+	return k == KEKPlatform || k == KEKTenant || k == KEKCustomer
 }
 
 // WrappedKeyset is one tenant keyset as stored: a Tink keyset encrypted by
@@ -67,9 +81,9 @@ type WrappedKeyset struct {
 	// records its own, so a master-key re-wrap can be interrupted and
 	// resumed.
 	KEKURI string
-	// TenantKEK is true when the master key belongs to this tenant alone (a
-	// customer-managed key): [Manager.Shred] then destroys it too.
-	TenantKEK bool
+	// KEKKind says whose key KEKURI is: the platform's, one the platform
+	// made for this tenant alone, or the customer's.
+	KEKKind KEKKind
 	// Wrapped is the encrypted keyset (Tink's EncryptedKeyset, binary).
 	Wrapped []byte
 	// Version counts the writes of this keyset, from 1; 0 means "not stored".
@@ -82,9 +96,9 @@ type WrappedKeyset struct {
 type Tombstone struct {
 	Tenant      tenant.ID
 	DestroyedAt time.Time
-	// TenantKEKs are the tenant's own master keys (customer-managed) that
-	// wrapped its keysets when they were destroyed; [Manager.Shred] destroys
-	// those too when the KMS client can.
+	// TenantKEKs are the master keys the platform made for this tenant
+	// alone ([KEKTenant]) that wrapped its keysets when they were deleted.
+	// [Manager.Shred] destroys the tenant's key and reports these.
 	TenantKEKs []string
 }
 

@@ -23,6 +23,8 @@ func TestNewRejectsBadConfigNamingTheField(t *testing.T) {
 	for field, adjust := range map[string]func(*keys.Config){
 		"Config.Store":           func(c *keys.Config) { c.Store = nil },
 		"Config.KMS":             func(c *keys.Config) { c.KMS = nil },
+		"Config.CustomerKMS":     func(c *keys.Config) { c.KMS, c.PlatformKEK = nil, "" },
+		"Config.CustomerKMS[0]":  func(c *keys.Config) { c.CustomerKMS = []registry.KMSClient{nil} },
 		"Config.KMS[1]":          func(c *keys.Config) { c.KMS = append(c.KMS, nil) },
 		"Config.CacheMaxAge":     func(c *keys.Config) { c.CacheMaxAge = 0 },
 		"Config.CacheMaxUses":    func(c *keys.Config) { c.CacheMaxUses = 0 },
@@ -49,10 +51,13 @@ func TestInputValidationNamesTheField(t *testing.T) {
 	bg := ctxT(t)
 
 	requireInvalid(t, m.Provision(bg, tenant.ID{}, keys.ProvisionOptions{}), keys.ErrInvalidArgument, "tenant ID is zero")
-	requireInvalid(t, m.Provision(bg, newID("x"), keys.ProvisionOptions{KEKURI: "gcp-kms://projects/p/keys/k"}),
-		keys.ErrUnsupportedKEK, "ProvisionOptions.KEKURI")
+	requireInvalid(t, m.Provision(bg, newID("x"), keys.ProvisionOptions{CustomerKEK: "gcp-kms://projects/p/keys/k"}),
+		keys.ErrUnsupportedKEK, "ProvisionOptions.CustomerKEK")
+	requireInvalid(t, m.Provision(bg, newID("x"), keys.ProvisionOptions{CustomerKEK: "gcp-kms://projects/p/keys/k", TenantKEK: true}),
+		keys.ErrInvalidArgument, "ProvisionOptions.CustomerKEK and ProvisionOptions.TenantKEK are both set")
+	requireInvalid(t, m.Provision(bg, newID("x"), keys.ProvisionOptions{TenantKEK: true}), keys.ErrInvalidArgument, "Config.TenantKEKs is nil")
 	noPlatform := e.manager(t, func(c *keys.Config) { c.PlatformKEK = "" })
-	requireInvalid(t, noPlatform.Provision(bg, newID("x"), keys.ProvisionOptions{}), keys.ErrInvalidArgument, "KEKURI")
+	requireInvalid(t, noPlatform.Provision(bg, newID("x"), keys.ProvisionOptions{}), keys.ErrInvalidArgument, "Config.PlatformKEK is empty")
 
 	requireInvalid(t, m.Rotate(bg, tenant.ID{}, keys.PurposeData), keys.ErrInvalidArgument, "tenant ID is zero")
 	for _, p := range []keys.Purpose{"", "Data", "backup", "data "} {

@@ -27,10 +27,7 @@ type Keysets struct {
 	pool *pgxpool.Pool
 }
 
-var (
-	_ keys.Store     = (*Keysets)(nil)
-	_ keys.KEKLister = (*Keysets)(nil)
-)
+var _ keys.Store = (*Keysets)(nil)
 
 // NewKeysets returns the keyset store over pool.
 func NewKeysets(pool *pgxpool.Pool) *Keysets { return &Keysets{pool: pool} }
@@ -50,7 +47,7 @@ var keysetsDDL = []string{
 		tenant_id  text COLLATE "C" NOT NULL CHECK (` + idCheck("tenant_id") + `),
 		purpose    text COLLATE "C" NOT NULL CHECK (purpose IN ('data', 'blob', 'audit')),
 		kek_uri    text NOT NULL CHECK (kek_uri <> ''),
-		tenant_kek boolean NOT NULL DEFAULT false,
+		kek_kind   text COLLATE "C" NOT NULL CHECK (kek_kind IN ('platform', 'tenant', 'customer')),
 		wrapped    bytea NOT NULL CHECK (length(wrapped) > 0),
 		version    bigint NOT NULL CHECK (version > 0),
 		created_at timestamptz NOT NULL DEFAULT now(),
@@ -63,6 +60,20 @@ var keysetsDDL = []string{
 		tenant_id    text COLLATE "C" PRIMARY KEY CHECK (` + idCheck("tenant_id") + `),
 		destroyed_at timestamptz NOT NULL DEFAULT now(),
 		tenant_keks  text[] NOT NULL DEFAULT '{}')`,
+	// Tables made before master keys had kinds recorded tenant_kek, true
+	// for a tenant's own key (which Shred destroyed): those keys were named
+	// by the provisioning request, so they become customer keys, which the
+	// platform never destroys, and the tombstones forget them.
+	`DO $$ BEGIN
+		IF EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'tenancy.tenant_keysets'::regclass AND attname = 'tenant_kek' AND NOT attisdropped) THEN
+			ALTER TABLE tenancy.tenant_keysets ADD COLUMN kek_kind text COLLATE "C" NOT NULL DEFAULT 'platform'
+				CHECK (kek_kind IN ('platform', 'tenant', 'customer'));
+			ALTER TABLE tenancy.tenant_keysets ALTER COLUMN kek_kind DROP DEFAULT;
+			UPDATE tenancy.tenant_keysets SET kek_kind = 'customer' WHERE tenant_kek;
+			ALTER TABLE tenancy.tenant_keysets DROP COLUMN tenant_kek;
+			UPDATE tenancy.tenant_keyset_tombstones SET tenant_keks = '{}';
+		END IF;
+	END $$`,
 	`COMMENT ON TABLE tenancy.tenant_keyset_tombstones IS
 		'tenancy/keys: tenants whose keys were crypto-shredded; never deleted, so that their ciphertexts report destroyed keys and the ID is not provisioned again'`,
 }
@@ -73,7 +84,7 @@ var keysetsDDL = []string{
 // schema tenancy or a superuser). It grants nothing: see [GrantKeysets].
 //
 // The tables: tenancy.tenant_keysets (tenant_id, purpose, kek_uri,
-// tenant_kek, wrapped, version, created_at, updated_at; primary key
+// kek_kind, wrapped, version, created_at, updated_at; primary key
 // (tenant_id, purpose); index on kek_uri for re-wrapping) and
 // tenancy.tenant_keyset_tombstones (tenant_id, destroyed_at, tenant_keks).
 // Tenant IDs and purposes are compared in the "C" collation.
@@ -156,17 +167,17 @@ func (s *Keysets) Get(ctx context.Context, id tenant.ID, p keys.Purpose) (keys.W
 	var (
 		destroyed      bool
 		kekURI         *string
-		tenantKEK      *bool
+		kekKind        *string
 		wrapped        []byte
 		version        *int64
 		created, updat *time.Time
 	)
 	err := s.pool.QueryRow(ctx, `
-		SELECT t.tenant_id IS NOT NULL, k.kek_uri, k.tenant_kek, k.wrapped, k.version, k.created_at, k.updated_at
+		SELECT t.tenant_id IS NOT NULL, k.kek_uri, k.kek_kind, k.wrapped, k.version, k.created_at, k.updated_at
 		FROM (SELECT $1::text AS id) q
 		LEFT JOIN tenancy.tenant_keyset_tombstones t ON t.tenant_id = q.id
 		LEFT JOIN tenancy.tenant_keysets k ON k.tenant_id = q.id AND k.purpose = $2`,
-		id.String(), string(p)).Scan(&destroyed, &kekURI, &tenantKEK, &wrapped, &version, &created, &updat)
+		id.String(), string(p)).Scan(&destroyed, &kekURI, &kekKind, &wrapped, &version, &created, &updat)
 	switch {
 	case err != nil:
 		return keys.WrappedKeyset{}, fmt.Errorf("store: keysets: get %s keyset of tenant %s: %w", p, id, err)
@@ -176,7 +187,7 @@ func (s *Keysets) Get(ctx context.Context, id tenant.ID, p keys.Purpose) (keys.W
 		return keys.WrappedKeyset{}, fmt.Errorf("store: keysets: tenant %s has no %s keyset: %w", id, p, keys.ErrNoKeys)
 	}
 	return keys.WrappedKeyset{
-		Tenant: id, Purpose: p, KEKURI: *kekURI, TenantKEK: *tenantKEK, Wrapped: wrapped,
+		Tenant: id, Purpose: p, KEKURI: *kekURI, KEKKind: keys.KEKKind(*kekKind), Wrapped: wrapped,
 		Version: *version, CreatedAt: *created, UpdatedAt: *updat,
 	}, nil
 }
@@ -209,6 +220,8 @@ func (s *Keysets) Put(ctx context.Context, sets ...keys.WrappedKeyset) error {
 			return fmt.Errorf("store: keysets: Put: %w: sets[%d].Purpose %q is not one of data, blob, audit", keys.ErrInvalidArgument, i, string(w.Purpose))
 		case w.KEKURI == "":
 			return fmt.Errorf("store: keysets: Put: %w: sets[%d].KEKURI is empty", keys.ErrInvalidArgument, i)
+		case !w.KEKKind.Valid():
+			return fmt.Errorf("store: keysets: Put: %w: sets[%d].KEKKind %q is not one of platform, tenant, customer", keys.ErrInvalidArgument, i, string(w.KEKKind))
 		case len(w.Wrapped) == 0:
 			return fmt.Errorf("store: keysets: Put: %w: sets[%d].Wrapped is empty", keys.ErrInvalidArgument, i)
 		case w.Version < 0:
@@ -233,13 +246,13 @@ func (s *Keysets) Put(ctx context.Context, sets ...keys.WrappedKeyset) error {
 		}
 		for _, w := range sets {
 			var sql string
-			args := []any{w.Tenant.String(), string(w.Purpose), w.KEKURI, w.TenantKEK, w.Wrapped}
+			args := []any{w.Tenant.String(), string(w.Purpose), w.KEKURI, string(w.KEKKind), w.Wrapped}
 			if w.Version == 0 {
-				sql = `INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, tenant_kek, wrapped, version)
+				sql = `INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, kek_kind, wrapped, version)
 					VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT (tenant_id, purpose) DO NOTHING`
 			} else {
 				sql = `UPDATE tenancy.tenant_keysets
-					SET kek_uri = $3, tenant_kek = $4, wrapped = $5, version = version + 1, updated_at = now()
+					SET kek_uri = $3, kek_kind = $4, wrapped = $5, version = version + 1, updated_at = now()
 					WHERE tenant_id = $1 AND purpose = $2 AND version = $6`
 				args = append(args, w.Version)
 			}
@@ -282,9 +295,9 @@ func (s *Keysets) Delete(ctx context.Context, id tenant.ID) (keys.Tombstone, err
 		}
 		return tx.QueryRow(ctx, `
 			WITH gone AS (
-				DELETE FROM tenancy.tenant_keysets WHERE tenant_id = $1 RETURNING kek_uri, tenant_kek)
+				DELETE FROM tenancy.tenant_keysets WHERE tenant_id = $1 RETURNING kek_uri, kek_kind)
 			INSERT INTO tenancy.tenant_keyset_tombstones (tenant_id, tenant_keks)
-			SELECT $1, coalesce(array_agg(DISTINCT kek_uri ORDER BY kek_uri) FILTER (WHERE tenant_kek), '{}') FROM gone
+			SELECT $1, coalesce(array_agg(DISTINCT kek_uri ORDER BY kek_uri) FILTER (WHERE kek_kind = 'tenant'), '{}') FROM gone
 			RETURNING destroyed_at, tenant_keks`, id.String()).Scan(&t.DestroyedAt, &t.TenantKEKs)
 	})
 	if err != nil {
@@ -296,20 +309,6 @@ func (s *Keysets) Delete(ctx context.Context, id tenant.ID) (keys.Tombstone, err
 	return t, nil
 }
 
-// KEKURIs implements keys.KEKLister: the distinct master keys of the
-// keysets of tenants other than except, in one query.
-func (s *Keysets) KEKURIs(ctx context.Context, except tenant.ID) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT kek_uri FROM tenancy.tenant_keysets WHERE tenant_id <> $1 ORDER BY 1`, except.String())
-	if err != nil {
-		return nil, fmt.Errorf("store: keysets: KEKURIs: %w", err)
-	}
-	uris, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("store: keysets: KEKURIs: %w", err)
-	}
-	return uris, nil
-}
-
 // listSQL and listOrder enclose the query of List. A ListOptions.KEKURI
 // is compared with "=", which uses the index on kek_uri; a KEKURIPrefix is
 // compared byte by byte with starts_with, which that index does not serve
@@ -318,7 +317,7 @@ func (s *Keysets) KEKURIs(ctx context.Context, except tenant.ID) ([]string, erro
 // key, and for re-wrapping, never for serving).
 const (
 	listSQL = `
-		SELECT tenant_id, purpose, kek_uri, tenant_kek, wrapped, version, created_at, updated_at
+		SELECT tenant_id, purpose, kek_uri, kek_kind, wrapped, version, created_at, updated_at
 		FROM tenancy.tenant_keysets
 		WHERE (tenant_id, purpose) > ($1, $2)`
 	listOrder = `
@@ -354,7 +353,7 @@ func (s *Keysets) List(ctx context.Context, opts keys.ListOptions) ([]keys.Wrapp
 			w       keys.WrappedKeyset
 			id, pur string
 		)
-		if err := rows.Scan(&id, &pur, &w.KEKURI, &w.TenantKEK, &w.Wrapped, &w.Version, &w.CreatedAt, &w.UpdatedAt); err != nil {
+		if err := rows.Scan(&id, &pur, &w.KEKURI, &w.KEKKind, &w.Wrapped, &w.Version, &w.CreatedAt, &w.UpdatedAt); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("store: keysets: List: %w", err)
 		}

@@ -8,8 +8,10 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/rtmx-ai/tenancy/internal/pgtest"
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/keys/storetest"
 	"github.com/rtmx-ai/tenancy/store"
@@ -58,7 +60,7 @@ func ksTenant(name string) tenant.ID {
 }
 
 func ksSet(id tenant.ID, p keys.Purpose, kek string, version int64) keys.WrappedKeyset {
-	return keys.WrappedKeyset{Tenant: id, Purpose: p, KEKURI: kek, Wrapped: []byte("wrapped:" + id.String() + "/" + string(p)), Version: version}
+	return keys.WrappedKeyset{Tenant: id, Purpose: p, KEKURI: kek, KEKKind: keys.KEKPlatform, Wrapped: []byte("wrapped:" + id.String() + "/" + string(p)), Version: version}
 }
 
 // count returns the keysets and tombstones of id in the tables.
@@ -70,7 +72,7 @@ func (e *ksEnv) count(t testing.TB, id tenant.ID) (keysets, tombstones int) {
 	return keysets, tombstones
 }
 
-// store.Keysets keeps the keys.Store contract (and keys.KEKLister's), on
+// store.Keysets keeps the keys.Store contract, on
 // the package's shared database: through the admin's pool, and through a
 // role holding only what GrantKeysets(KeysetsReadWrite) grants.
 func TestKeysetsKeepTheStoreContract(t *testing.T) {
@@ -141,7 +143,8 @@ func TestKeysetsRejectInvalidInputNamingTheField(t *testing.T) {
 		"zero tenant":   {ksSet(tenant.ID{}, keys.PurposeData, "local:///k", 0), "Tenant"},
 		"bad purpose":   {ksSet(id, "backup", "local:///k", 0), "Purpose"},
 		"empty KEK":     {ksSet(id, keys.PurposeData, "", 0), "KEKURI"},
-		"empty wrapped": {keys.WrappedKeyset{Tenant: id, Purpose: keys.PurposeData, KEKURI: "local:///k"}, "Wrapped"},
+		"empty wrapped": {keys.WrappedKeyset{Tenant: id, Purpose: keys.PurposeData, KEKURI: "local:///k", KEKKind: keys.KEKPlatform}, "Wrapped"},
+		"no KEK kind":   {keys.WrappedKeyset{Tenant: id, Purpose: keys.PurposeData, KEKURI: "local:///k", Wrapped: []byte{1}}, "KEKKind"},
 		"neg version":   {ksSet(id, keys.PurposeData, "local:///k", -1), "Version"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -176,13 +179,21 @@ func TestKeysetsSchemaIsIdempotentAndConstrained(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	// The database refuses rows the Go code would never write.
+	// The database refuses rows the Go code would never write (the first
+	// row is a good one, so each other fails for its own fault).
+	good := `INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, kek_kind, wrapped, version) VALUES ('constrained', 'data', 'k', 'platform', '\x01', 1)`
+	_, err := e.su.Exec(ctx, good)
+	require.NoError(t, err)
+	_, err = e.su.Exec(ctx, `DELETE FROM tenancy.tenant_keysets WHERE tenant_id = 'constrained'`)
+	require.NoError(t, err)
 	for _, sql := range []string{
-		`INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, wrapped, version) VALUES ('Bad', 'data', 'k', '\x01', 1)`,
-		`INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, wrapped, version) VALUES ('ok', 'other', 'k', '\x01', 1)`,
-		`INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, wrapped, version) VALUES ('ok', 'data', '', '\x01', 1)`,
-		`INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, wrapped, version) VALUES ('ok', 'data', 'k', '', 1)`,
-		`INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, wrapped, version) VALUES ('ok', 'data', 'k', '\x01', 0)`,
+		`INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, kek_kind, wrapped, version) VALUES ('Bad', 'data', 'k', 'platform', '\x01', 1)`,
+		`INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, kek_kind, wrapped, version) VALUES ('ok', 'other', 'k', 'platform', '\x01', 1)`,
+		`INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, kek_kind, wrapped, version) VALUES ('ok', 'data', '', 'platform', '\x01', 1)`,
+		`INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, kek_kind, wrapped, version) VALUES ('ok', 'data', 'k', 'platform', '', 1)`,
+		`INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, kek_kind, wrapped, version) VALUES ('ok', 'data', 'k', 'platform', '\x01', 0)`,
+		`INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, kek_kind, wrapped, version) VALUES ('ok', 'data', 'k', 'Platform', '\x01', 1)`,
+		`INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, wrapped, version) VALUES ('ok', 'data', 'k', '\x01', 1)`,
 		`INSERT INTO tenancy.tenant_keyset_tombstones (tenant_id) VALUES ('Bad')`,
 	} {
 		_, err := e.su.Exec(ctx, sql)
@@ -206,9 +217,6 @@ func TestGrantKeysetsReadWriteIsEnoughForTheLifecycle(t *testing.T) {
 	page, err := rw.List(ctx, keys.ListOptions{KEKURI: kek, Limit: 10})
 	require.NoError(t, err)
 	require.Len(t, page, 2)
-	uris, err := rw.KEKURIs(ctx, tenant.ID{})
-	require.NoError(t, err)
-	require.Contains(t, uris, kek)
 	_, err = rw.Delete(ctx, id)
 	require.NoError(t, err)
 	_, err = rw.Get(ctx, id, keys.PurposeData)
@@ -243,4 +251,54 @@ func TestGrantKeysetsReadServesButCannotWriteOrShred(t *testing.T) {
 
 	require.ErrorIs(t, store.GrantKeysets(ctx, e.su, role, 0), store.ErrInvalidConfig)
 	require.ErrorIs(t, store.GrantKeysets(ctx, e.su, "", store.KeysetsRead), store.ErrInvalidConfig)
+}
+
+// Keyset tables made before master keys had kinds (a tenant_kek boolean,
+// true for a key the provisioning request named, which Shred destroyed)
+// are converted by EnsureKeysetsSchema: those keys become customer keys,
+// which the platform never destroys, and the tombstones forget them.
+func TestKeysetsSchemaConvertsTenantKEKToKinds(t *testing.T) {
+	d := pgtest.DB(t).NewDatabase(t)
+	ctx := t.Context()
+	su, err := pgxpool.New(ctx, d.AdminURL())
+	require.NoError(t, err)
+	t.Cleanup(su.Close)
+	for _, sql := range []string{
+		`CREATE SCHEMA tenancy`,
+		`CREATE TABLE tenancy.tenant_keysets (
+			tenant_id text COLLATE "C" NOT NULL, purpose text COLLATE "C" NOT NULL,
+			kek_uri text NOT NULL, tenant_kek boolean NOT NULL DEFAULT false,
+			wrapped bytea NOT NULL, version bigint NOT NULL,
+			created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),
+			PRIMARY KEY (tenant_id, purpose))`,
+		`CREATE TABLE tenancy.tenant_keyset_tombstones (
+			tenant_id text COLLATE "C" PRIMARY KEY, destroyed_at timestamptz NOT NULL DEFAULT now(),
+			tenant_keks text[] NOT NULL DEFAULT '{}')`,
+		`INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, tenant_kek, wrapped, version) VALUES
+			('plat', 'data', 'local:///platform', false, '\x01', 1),
+			('own', 'data', 'aws-kms://arn:aws:kms:eu-west-1:1:key/k', true, '\x02', 3)`,
+		`INSERT INTO tenancy.tenant_keyset_tombstones (tenant_id, tenant_keks) VALUES ('gone', '{aws-kms://arn:aws:kms:eu-west-1:1:key/g}')`,
+	} {
+		_, err := su.Exec(ctx, sql)
+		require.NoError(t, err, sql)
+	}
+	for range 2 { // and again: idempotent
+		require.NoError(t, store.EnsureKeysetsSchema(ctx, su))
+	}
+	ks := store.NewKeysets(su)
+	plat, err := ks.Get(ctx, tenant.MustParseID("plat"), keys.PurposeData)
+	require.NoError(t, err)
+	assert.Equal(t, keys.KEKPlatform, plat.KEKKind)
+	own, err := ks.Get(ctx, tenant.MustParseID("own"), keys.PurposeData)
+	require.NoError(t, err)
+	assert.Equal(t, keys.KEKCustomer, own.KEKKind)
+	assert.EqualValues(t, 3, own.Version)
+	tomb, err := ks.Delete(ctx, tenant.MustParseID("gone"))
+	require.NoError(t, err)
+	assert.Empty(t, tomb.TenantKEKs, "a customer key named by an old tombstone is not the platform's to destroy")
+	var hasOld bool
+	require.NoError(t, su.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'tenancy.tenant_keysets'::regclass AND attname = 'tenant_kek' AND NOT attisdropped)`).Scan(&hasOld))
+	assert.False(t, hasOld, "tenant_kek is dropped")
+	_, err = su.Exec(ctx, `INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, wrapped, version) VALUES ('nokind', 'data', 'k', '\x01', 1)`)
+	require.Error(t, err, "a row without a kind is refused")
 }

@@ -43,7 +43,8 @@ var brokenStores = map[string]struct {
 	"ListOneOverLimit":                {func() keys.Store { return listOverLimit{keys.NewMemStore()} }, "ListRespectsLimit"},
 	"ListKEKURIAsPrefix":              {func() keys.Store { return listKEKURIAsPrefix{keys.NewMemStore()} }, "ListFiltersByKEKURIExactly"},
 	"ListPrefixFoldsCase":             {func() keys.Store { return listPrefixFoldsCase{keys.NewMemStore()} }, "ListFiltersByKEKURIPrefixBytewise"},
-	"KEKURIsIgnoresExcept":            {func() keys.Store { return kekURIsIgnoresExcept{keys.NewMemStore()} }, "KEKListerListsDistinctKEKsOfOtherTenants"},
+	"PutAcceptsAnyKEKKind":            {func() keys.Store { return putAcceptsAnyKind{keys.NewMemStore()} }, "PutRefusesAnUnknownKEKKind"},
+	"GetForgetsKEKKind":               {func() keys.Store { return getForgetsKind{keys.NewMemStore()} }, "PutCreatesAndGetReadsBack"},
 }
 
 // TestSuiteCatchesBrokenStores runs the suite on each broken store in a
@@ -226,11 +227,27 @@ func (s listPrefixFoldsCase) List(ctx context.Context, opts keys.ListOptions) ([
 	return out, nil
 }
 
-// kekURIsIgnoresExcept lists every tenant's KEKs.
-type kekURIsIgnoresExcept struct{ *keys.MemStore }
+// putAcceptsAnyKind stores a keyset of an unknown KEKKind as a platform
+// one, instead of refusing it.
+type putAcceptsAnyKind struct{ *keys.MemStore }
 
-func (s kekURIsIgnoresExcept) KEKURIs(ctx context.Context, _ tenant.ID) ([]string, error) {
-	return s.MemStore.KEKURIs(ctx, tenant.ID{})
+func (s putAcceptsAnyKind) Put(ctx context.Context, sets ...keys.WrappedKeyset) error {
+	sets = slices.Clone(sets)
+	for i := range sets {
+		if !sets[i].KEKKind.Valid() {
+			sets[i].KEKKind = keys.KEKPlatform
+		}
+	}
+	return s.MemStore.Put(ctx, sets...)
+}
+
+// getForgetsKind reads every keyset back as wrapped by the platform key.
+type getForgetsKind struct{ *keys.MemStore }
+
+func (s getForgetsKind) Get(ctx context.Context, id tenant.ID, p keys.Purpose) (keys.WrappedKeyset, error) {
+	w, err := s.MemStore.Get(ctx, id, p)
+	w.KEKKind = keys.KEKPlatform
+	return w, err
 }
 
 // racyStore checks for a tombstone and writes in two steps, so a Delete
@@ -302,7 +319,7 @@ func (s *racyStore) Delete(_ context.Context, id tenant.ID) (keys.Tombstone, err
 	for _, p := range keys.Purposes() {
 		k := id.String() + "/" + string(p)
 		if w, ok := s.sets[k]; ok {
-			if w.TenantKEK && !slices.Contains(t.TenantKEKs, w.KEKURI) {
+			if w.KEKKind == keys.KEKTenant && !slices.Contains(t.TenantKEKs, w.KEKURI) {
 				t.TenantKEKs = append(t.TenantKEKs, w.KEKURI)
 			}
 			delete(s.sets, k)

@@ -1,7 +1,6 @@
 // Package storetest is a conformance suite for implementations of
-// [keys.Store]: [TestStore] checks every clause of the Store contract (and
-// of [keys.KEKLister], when the Store implements it), as testing/fstest
-// does for file systems. keys.MemStore and store.Keysets run it; run it on
+// [keys.Store]: [TestStore] checks every clause of the Store contract, as
+// testing/fstest does for file systems. keys.MemStore and store.Keysets run it; run it on
 // your own Store too.
 package storetest
 
@@ -70,7 +69,7 @@ var clauses = []struct {
 	{"ListRespectsLimit", listRespectsLimit},
 	{"ListFiltersByKEKURIExactly", listFiltersByKEKURI},
 	{"ListFiltersByKEKURIPrefixBytewise", listFiltersByKEKURIPrefix},
-	{"KEKListerListsDistinctKEKsOfOtherTenants", kekListerListsDistinctKEKs},
+	{"PutRefusesAnUnknownKEKKind", putRefusesUnknownKEKKind},
 }
 
 // run makes the tenant IDs and master key URIs of one TestStore, unique to
@@ -121,7 +120,7 @@ func (c *checker) ctx() context.Context {
 }
 
 func set(id tenant.ID, p keys.Purpose, kek string, version int64) keys.WrappedKeyset {
-	return keys.WrappedKeyset{Tenant: id, Purpose: p, KEKURI: kek, Wrapped: []byte("wrapped:" + id.String() + "/" + string(p)), Version: version}
+	return keys.WrappedKeyset{Tenant: id, Purpose: p, KEKURI: kek, KEKKind: keys.KEKPlatform, Wrapped: []byte("wrapped:" + id.String() + "/" + string(p)), Version: version}
 }
 
 // put fails the check unless Put succeeds.
@@ -228,7 +227,8 @@ func putCreatesAndGetReadsBack(c *checker) {
 	for _, p := range keys.Purposes() {
 		sets = append(sets, set(id, p, kek, 0))
 	}
-	sets[1].TenantKEK = true
+	sets[1].KEKKind = keys.KEKTenant
+	sets[2].KEKKind = keys.KEKCustomer
 	sets[2].Wrapped = []byte{0, 0xff, 0xfe, '\'', '\\', '"', '%', 0} // not UTF-8, quotes, NULs
 	before := time.Now().Add(-time.Hour)
 	sets[0].CreatedAt, sets[0].UpdatedAt = before.Add(-24*time.Hour), before.Add(-24*time.Hour) // Put sets these itself
@@ -239,9 +239,9 @@ func putCreatesAndGetReadsBack(c *checker) {
 	c.put("create", sets...)
 	for i, p := range keys.Purposes() {
 		w := c.get("read back", id, p)
-		if w.Tenant != id || w.Purpose != p || w.KEKURI != kek || w.TenantKEK != want[i].TenantKEK {
-			c.Errorf("Get(%s, %s) = {Tenant %s, Purpose %s, KEKURI %q, TenantKEK %t}, want {%s, %s, %q, %t}",
-				id, p, w.Tenant, w.Purpose, w.KEKURI, w.TenantKEK, id, p, kek, want[i].TenantKEK)
+		if w.Tenant != id || w.Purpose != p || w.KEKURI != kek || w.KEKKind != want[i].KEKKind {
+			c.Errorf("Get(%s, %s) = {Tenant %s, Purpose %s, KEKURI %q, KEKKind %q}, want {%s, %s, %q, %q}",
+				id, p, w.Tenant, w.Purpose, w.KEKURI, w.KEKKind, id, p, kek, want[i].KEKKind)
 		}
 		if !bytes.Equal(w.Wrapped, want[i].Wrapped) {
 			c.Errorf("Get(%s, %s).Wrapped = %x, want %x (byte for byte)", id, p, w.Wrapped, want[i].Wrapped)
@@ -297,12 +297,12 @@ func putCompareAndSwapsOnVersion(c *checker) {
 	w := c.get("read", id, keys.PurposeData)
 	created := w.CreatedAt
 
-	w.KEKURI, w.Wrapped, w.TenantKEK = newKEK, []byte("rewrapped"), true
+	w.KEKURI, w.Wrapped, w.KEKKind = newKEK, []byte("rewrapped"), keys.KEKCustomer
 	c.put("replace at the version read", w)
 	got := c.get("read the replaced keyset", id, keys.PurposeData)
-	if got.Version != 2 || got.KEKURI != newKEK || !bytes.Equal(got.Wrapped, []byte("rewrapped")) || !got.TenantKEK {
-		c.Errorf("after a replace at version 1: Version %d, KEKURI %q, Wrapped %q, TenantKEK %t; want 2, %q, \"rewrapped\", true",
-			got.Version, got.KEKURI, got.Wrapped, got.TenantKEK, newKEK)
+	if got.Version != 2 || got.KEKURI != newKEK || !bytes.Equal(got.Wrapped, []byte("rewrapped")) || got.KEKKind != keys.KEKCustomer {
+		c.Errorf("after a replace at version 1: Version %d, KEKURI %q, Wrapped %q, KEKKind %q; want 2, %q, \"rewrapped\", customer",
+			got.Version, got.KEKURI, got.Wrapped, got.KEKKind, newKEK)
 	}
 	if !got.CreatedAt.Equal(created) {
 		c.Errorf("a replace changed CreatedAt from %v to %v", created, got.CreatedAt)
@@ -362,7 +362,7 @@ func deleteRecordsTombstone(c *checker) {
 		set(id, keys.PurposeAudit, ownB, 0),
 	}
 	for i := range sets {
-		sets[i].TenantKEK = true
+		sets[i].KEKKind = keys.KEKTenant
 	}
 	c.put("create keysets on the tenant's own keys", sets...)
 	c.put("create another tenant's keysets", set(other, keys.PurposeData, ownA, 0), set(other, keys.PurposeBlob, platform, 0))
@@ -392,11 +392,13 @@ func deleteRecordsTombstone(c *checker) {
 		c.Errorf("a second Delete returned %+v, want the first tombstone %+v", t2, t1)
 	}
 
-	// Keysets on a platform key (TenantKEK false) leave no KEK to destroy.
+	// Keysets on the platform's key or a customer's leave no KEK to destroy.
 	plat := c.tenant()
-	c.put("create on a platform key", set(plat, keys.PurposeData, platform, 0), set(plat, keys.PurposeBlob, ownA, 0))
-	if tp := c.del("Delete a tenant on platform keys", plat); len(tp.TenantKEKs) != 0 {
-		c.Errorf("Delete of a tenant whose keysets are on platform keys: TenantKEKs %q, want none", tp.TenantKEKs)
+	customer := set(plat, keys.PurposeAudit, c.kek("customer"), 0)
+	customer.KEKKind = keys.KEKCustomer
+	c.put("create on a platform key and a customer key", set(plat, keys.PurposeData, platform, 0), set(plat, keys.PurposeBlob, ownA, 0), customer)
+	if tp := c.del("Delete a tenant on platform and customer keys", plat); len(tp.TenantKEKs) != 0 {
+		c.Errorf("Delete of a tenant whose keysets are on platform and customer keys: TenantKEKs %q, want none", tp.TenantKEKs)
 	}
 }
 
@@ -623,52 +625,15 @@ func listFiltersByKEKURIPrefix(c *checker) {
 	}
 }
 
-// KEKLister.KEKURIs lists the distinct master keys of the keysets of the
-// tenants other than the one excepted (all, for the zero ID).
-func kekListerListsDistinctKEKs(c *checker) {
-	l, ok := c.s.(keys.KEKLister)
-	if !ok {
-		c.Skipf("%T does not implement keys.KEKLister", c.s)
-	}
-	a, b, gone := c.tenant(), c.tenant(), c.tenant()
-	ka, kb, kg := c.kek("a"), c.kek("b"), c.kek("gone")
-	var sets []keys.WrappedKeyset
-	for _, p := range keys.Purposes() {
-		sets = append(sets, set(a, p, ka, 0))
-	}
-	c.put("create a's keysets", sets...)
-	c.put("create b's keysets", set(b, keys.PurposeData, kb, 0), set(b, keys.PurposeBlob, ka, 0))
-	c.put("create a destroyed tenant's keysets", set(gone, keys.PurposeData, kg, 0))
-	c.del("destroy", gone)
-
-	count := func(what string, except tenant.ID) map[string]int {
-		c.Helper()
-		uris, err := l.KEKURIs(c.ctx(), except)
-		if err != nil {
-			c.Fatalf("%s: KEKURIs(%q): %v", what, except, err)
-		}
-		n := map[string]int{}
-		for _, u := range uris {
-			n[u]++
-		}
-		return n
-	}
-	all := count("all tenants", tenant.ID{})
-	if all[ka] != 1 || all[kb] != 1 {
-		c.Errorf("KEKURIs(zero ID) lists %q %d times and %q %d times, want each once (distinct)", ka, all[ka], kb, all[kb])
-	}
-	if all[kg] != 0 {
-		c.Errorf("KEKURIs lists %q, the key of a destroyed tenant's deleted keysets", kg)
-	}
-	notA := count("all but a", a)
-	if notA[kb] != 1 || notA[ka] != 1 {
-		c.Errorf("KEKURIs(a) lists %q %d times and %q %d times, want each once (b's blob keyset is on a's key)", kb, notA[kb], ka, notA[ka])
-	}
-	notB := count("all but b", b)
-	if notB[kb] != 0 {
-		c.Errorf("KEKURIs(b) lists %q, which only b uses", kb)
-	}
-	if notB[ka] != 1 {
-		c.Errorf("KEKURIs(b) lists %q %d times, want once", ka, notB[ka])
+// Put refuses a keyset whose KEKKind is not one of keys.KEKPlatform,
+// KEKTenant, KEKCustomer (the kind decides which KMS clients serve the key
+// and whether Shred destroys it), and writes none of the sets.
+func putRefusesUnknownKEKKind(c *checker) {
+	for _, kind := range []keys.KEKKind{"", "Platform", "tenant ", "other"} {
+		id := c.tenant()
+		good, bad := set(id, keys.PurposeData, c.kek("k"), 0), set(id, keys.PurposeBlob, c.kek("k"), 0)
+		bad.KEKKind = kind
+		c.putErr(fmt.Sprintf("Put with KEKKind %q", kind), keys.ErrInvalidArgument, good, bad)
+		c.getErr(fmt.Sprintf("Get after a refused Put (KEKKind %q)", kind), id, keys.PurposeData, keys.ErrNoKeys, keys.ErrKeyDestroyed)
 	}
 }
