@@ -7,6 +7,7 @@ package keys_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,4 +91,96 @@ func BenchmarkColdUnwrapAWSKMS(b *testing.B) {
 		b.Fatal(err)
 	}
 	benchColdSeal(b, m, tenant.NewContext(context.Background(), id), id)
+}
+
+// A customer key comes from a provisioning request: it may name only a key
+// in the customer's KMS, served by Config.CustomerKMS. Each refusal names
+// the field and the rule, and writes nothing.
+func TestCustomerKeyRefusals(t *testing.T) {
+	e := newEnv(t)
+	// The platform's keys and the customer's in one AWS account and
+	// region, reached by a platform client and a customer client alike: the
+	// customer client serves the platform's ARNs, and only the identity
+	// check stops them.
+	aws := awskmstest.Start(t)
+	platformARN := aws.CreateKey(t)
+	retiredARN := aws.CreateKey(t)
+	customerARN := aws.CreateKey(t)
+	m := e.manager(t,
+		func(c *keys.Config) {
+			c.KMS = []registry.KMSClient{aws.TinkClient(t, ""), e.local}
+			c.PlatformKEK = awskmstest.KeyURI(platformARN)
+			c.RetiredKEKs = []string{awskmstest.KeyURI(retiredARN), e.platform}
+		},
+		withCustomerKMS(aws.TinkClient(t, "")))
+
+	hostile := map[string]struct {
+		uri  string
+		want error
+		rule string
+	}{
+		"local key file":                {e.platform, keys.ErrInvalidArgument, "local key file"},
+		"local key file, upper case":    {"LOCAL://" + e.platformPath, keys.ErrInvalidArgument, "local key file"},
+		"local, no slashes":             {"local:" + e.platformPath, keys.ErrInvalidArgument, "local key file"},
+		"pkcs11 with module-path":       {"pkcs11:token=t;object=k?module-path=/tmp/evil.so", keys.ErrInvalidArgument, "module-path"},
+		"pkcs11 with module-name":       {"pkcs11:token=t;object=k?module-name=evil", keys.ErrInvalidArgument, "module-path"},
+		"pkcs11 with pin-source":        {"pkcs11:token=t;object=k?pin-source=file:/etc/shadow", keys.ErrInvalidArgument, "pin-source"},
+		"pkcs11, escaped query":         {"pkcs11:token=t;object=k%3Fmodule-path=/tmp/evil.so", keys.ErrInvalidArgument, "query or an escape"},
+		"PKCS11 upper case with query":  {"PKCS11:token=t;object=k?module-path=/tmp/evil.so", keys.ErrInvalidArgument, "module-path"},
+		"the platform key":              {awskmstest.KeyURI(platformARN), keys.ErrKEKInUse, "platform master key"},
+		"a retired platform key":        {awskmstest.KeyURI(retiredARN), keys.ErrKEKInUse, "retired"},
+		"no customer client serves it":  {"gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k", keys.ErrUnsupportedKEK, "Config.CustomerKMS"},
+		"another AWS region":            {"aws-kms://arn:aws:kms:eu-west-3:" + aws.AccountID() + ":key/" + customerARN[strings.LastIndex(customerARN, "/")+1:], keys.ErrUnsupportedKEK, "Config.CustomerKMS"},
+		"a platform-only scheme (fake)": {"fake-kms://CM2b3_MDEjEwMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY", keys.ErrUnsupportedKEK, "Config.CustomerKMS"},
+	}
+	for name, tc := range hostile {
+		t.Run(name, func(t *testing.T) {
+			id := newID("hostile")
+			err := m.Provision(ctxT(t), id, keys.ProvisionOptions{CustomerKEK: tc.uri})
+			require.ErrorIs(t, err, tc.want)
+			require.ErrorContains(t, err, "ProvisionOptions.CustomerKEK")
+			require.ErrorContains(t, err, tc.rule)
+			n, tombs := e.rows(t, id)
+			require.Zero(t, n+tombs, "a refused Provision writes nothing")
+		})
+	}
+
+	// The customer's own key is accepted, and two tenants of one customer
+	// may share it: shredding one leaves the other readable and the key
+	// enabled.
+	uri := awskmstest.KeyURI(customerARN)
+	one, _ := provision(t, m, "custone", keys.ProvisionOptions{CustomerKEK: uri})
+	_, ctxTwo := provision(t, m, "custtwo", keys.ProvisionOptions{CustomerKEK: uri})
+	sealed, err := m.Seal(ctxTwo, []byte("two"), field)
+	require.NoError(t, err)
+	res, err := m.Shred(ctxT(t), one)
+	require.NoError(t, err)
+	assert.Empty(t, res.DestroyedKEK)
+	assert.Empty(t, res.Tombstone.TenantKEKs, "a customer key is not recorded for destruction")
+	assert.Equal(t, awskmstest.StateEnabled, aws.KeyState(t, customerARN))
+	m.PurgeAll()
+	got, err := m.Open(ctxTwo, sealed, field)
+	require.NoError(t, err)
+	assert.Equal(t, "two", string(got))
+	assert.Equal(t, awskmstest.StateEnabled, aws.KeyState(t, platformARN), "nor is the platform's")
+}
+
+// The platform's KMS clients never serve a customer key, even one their
+// scheme and credentials could reach: a keyset recorded as the customer's
+// is unwrapped through Config.CustomerKMS only.
+func TestCustomerKeysAreServedByCustomerKMSOnly(t *testing.T) {
+	e := newEnv(t)
+	aws := awskmstest.Start(t)
+	arn := aws.CreateKey(t)
+	both := e.manager(t, withCustomerKMS(aws.TinkClient(t, "")))
+	_, ctx := provision(t, both, "custonly", keys.ProvisionOptions{CustomerKEK: awskmstest.KeyURI(arn)})
+	sealed, err := both.Seal(ctx, []byte("c"), field)
+	require.NoError(t, err)
+
+	platformOnly := e.manager(t, withKMS(aws.TinkClient(t, ""))) // the same AWS account, as the platform's client
+	_, err = platformOnly.Open(ctx, sealed, field)
+	require.ErrorIs(t, err, keys.ErrUnsupportedKEK)
+	require.ErrorContains(t, err, "Config.CustomerKMS")
+	err = platformOnly.Provision(ctxT(t), newID("custonly"), keys.ProvisionOptions{CustomerKEK: awskmstest.KeyURI(arn)})
+	require.ErrorIs(t, err, keys.ErrUnsupportedKEK)
 }
