@@ -41,7 +41,7 @@ func benchManager(b *testing.B, store keys.Store) (*keys.Manager, context.Contex
 	}
 	local, _ := localkms.NewClient(localkms.Scheme)
 	cfg := keys.DefaultConfig()
-	cfg.Store, cfg.KMS, cfg.PlatformKEK = store, []registry.KMSClient{local}, kek
+	cfg.Store, cfg.KMS, cfg.PlatformKEK = store, []registry.KMSClient{local}, keys.URI(kek)
 	cfg.CacheMaxUses = 1 << 62
 	m, err := keys.New(cfg)
 	if err != nil {

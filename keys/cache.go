@@ -47,7 +47,7 @@ type entry struct {
 	mac     tink.MAC
 	keyIDs  []uint32 // sorted IDs of the keyset's keys
 	version int64    // the Store version it was read at
-	kekURI  string
+	kekURI  URI
 	timer   *time.Timer // marks it expired at max age; nil if never cached
 
 	// prev and next link the cached entries in the eviction ring, whose
@@ -168,6 +168,10 @@ func (m *Manager) load(ctx context.Context, k cacheKey, stale *entry) (*entry, e
 			return nil, fmt.Errorf("keys: waiting for the %s keyset of tenant %s: %w", k.purpose, k.tenant, context.Cause(ctx))
 		}
 		m.mu.Lock()
+		if m.closed {
+			m.mu.Unlock()
+			return nil, fmt.Errorf("keys: %s keyset of tenant %s: %w", k.purpose, k.tenant, ErrClosed)
+		}
 		if cur := m.cached(k); cur != nil {
 			if cur == stale {
 				m.deleteLocked(k, cur)
@@ -217,7 +221,7 @@ func (m *Manager) runLoad(ctx context.Context, k cacheKey, f *flight) {
 		e   *entry
 		err error
 	}
-	var kekURI atomic.Pointer[string] // set by fetch once it knows the master key
+	var kekURI atomic.Pointer[URI] // set by fetch once it knows the master key
 	ch := make(chan result, 1)
 	go func() {
 		e, err := m.fetch(ctx, k.tenant, k.purpose, &kekURI)
@@ -229,7 +233,7 @@ func (m *Manager) runLoad(ctx context.Context, k cacheKey, f *flight) {
 	case <-ctx.Done():
 		if uri := kekURI.Load(); uri != nil {
 			r.err = fmt.Errorf("keys: load %s keyset of tenant %s: %w: master key %s did not answer within Config.LoadTimeout (%v): %w",
-				k.purpose, k.tenant, ErrUnwrap, DisplayURI(*uri), m.loadTimeout, context.Cause(ctx))
+				k.purpose, k.tenant, ErrUnwrap, URI(*uri), m.loadTimeout, context.Cause(ctx))
 		} else {
 			r.err = fmt.Errorf("keys: load %s keyset of tenant %s: the Store did not answer within Config.LoadTimeout (%v): %w",
 				k.purpose, k.tenant, m.loadTimeout, context.Cause(ctx))
@@ -260,7 +264,7 @@ func (m *Manager) runLoad(ctx context.Context, k cacheKey, f *flight) {
 
 // fetch reads and unwraps the keyset (id, p) and makes its primitive. It
 // sets kekURI to the keyset's master key URI once it has read it.
-func (m *Manager) fetch(ctx context.Context, id tenant.ID, p Purpose, kekURI *atomic.Pointer[string]) (e *entry, err error) {
+func (m *Manager) fetch(ctx context.Context, id tenant.ID, p Purpose, kekURI *atomic.Pointer[URI]) (e *entry, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			e, err = nil, fmt.Errorf("keys: load %s keyset of tenant %s: panic: %v", p, id, r)
@@ -276,7 +280,8 @@ func (m *Manager) fetch(ctx context.Context, id tenant.ID, p Purpose, kekURI *at
 	kekURI.Store(&w.KEKURI)
 	h, err := m.unwrap(ctx, w)
 	if err != nil {
-		m.log.WarnContext(ctx, "keys: cannot unwrap keyset", "tenant_id", id.String(), "purpose", string(p), "kek", DisplayURI(w.KEKURI), "error", err)
+		err = fmt.Errorf("keys: load %s keyset of tenant %s: %w", p, id, err)
+		m.log.WarnContext(ctx, "keys: cannot unwrap keyset", "tenant_id", id.String(), "purpose", string(p), "kek", w.KEKURI, "error", err)
 		return nil, err
 	}
 	e, err = newEntry(h, id, p)
@@ -365,7 +370,7 @@ func (d *dataAEAD) Encrypt(plaintext, associatedData []byte) ([]byte, error) {
 	return d.primary.Encrypt(plaintext, associatedData)
 }
 
-var errNoKey = errors.New("keys: no key for the ciphertext's key ID")
+var errNoKey = errors.New("no key for the ciphertext's key ID")
 
 // Decrypt opens with the key the ciphertext's prefix names.
 func (d *dataAEAD) Decrypt(ciphertext, associatedData []byte) ([]byte, error) {
@@ -482,12 +487,22 @@ func (m *Manager) Purge(id tenant.ID) {
 	}
 }
 
-// PurgeAll drops every cached keyset. Call it before discarding a Manager
-// to drop its unwrapped keys from memory at once rather than at max age.
-// Loads in progress become stale, as with [Manager.Purge].
-func (m *Manager) PurgeAll() {
+// Close drops every cached keyset, so that the unwrapped keys leave memory
+// at once rather than at max age, and closes the Manager: from then on
+// Seal, Open, StreamingAEAD and MAC fail with [ErrClosed] instead of
+// unwrapping keys again (a StreamingAEAD or MAC obtained before keeps
+// working). Loads in progress become stale, as with [Manager.Purge].
+// Close is idempotent and returns nil.
+func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.closed = true
+	m.purgeAllLocked()
+	return nil
+}
+
+// purgeAllLocked drops every cached keyset. m.mu must be held.
+func (m *Manager) purgeAllLocked() {
 	for i := range m.entries {
 		m.entries[i].Range(func(_, v any) bool {
 			e := v.(*entry)

@@ -276,3 +276,32 @@ func TestCacheEvictionKeepsKeysetsInUse(t *testing.T) {
 	require.EqualValues(t, 2+20, s.Loads, "a keyset in use was evicted in favour of one-off tenants")
 	require.GreaterOrEqual(t, s.Evictions, uint64(20+2-maxEntries))
 }
+
+// Close drops the unwrapped keys at once and keeps them out: a closed
+// Manager calls no master key again.
+func TestCloseDropsTheKeysAndRefusesToUnwrapAgain(t *testing.T) {
+	e := newEnv(t)
+	m := e.manager(t)
+	_, ctx := provision(t, m, "closed")
+	ct, err := m.Seal(ctx, []byte("x"), field)
+	require.NoError(t, err)
+	mac, err := m.MAC(ctx)
+	require.NoError(t, err)
+	require.NotZero(t, m.Stats().Entries)
+
+	require.NoError(t, m.Close())
+	require.NoError(t, m.Close(), "idempotent")
+	require.Zero(t, m.Stats().Entries, "the unwrapped keys are gone")
+	calls := m.Stats().KEKCalls
+	_, err = m.Open(ctx, ct, field)
+	require.ErrorIs(t, err, keys.ErrClosed)
+	_, err = m.Seal(ctx, []byte("x"), field)
+	require.ErrorIs(t, err, keys.ErrClosed)
+	_, err = m.StreamingAEAD(ctx)
+	require.ErrorIs(t, err, keys.ErrClosed)
+	_, err = m.MAC(ctx)
+	require.ErrorIs(t, err, keys.ErrClosed)
+	require.Equal(t, calls, m.Stats().KEKCalls, "no master key call after Close")
+	_, err = mac.ComputeMAC([]byte("entry"))
+	require.NoError(t, err, "a MAC obtained before keeps working")
+}

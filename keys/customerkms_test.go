@@ -24,7 +24,7 @@ func TestCustomerKeyInAWSKMS(t *testing.T) {
 	e := newEnv(t)
 	customer := awskmstest.StartWith(t, awskmstest.Options{Region: "eu-west-1", AccountID: "444455556666"})
 	arn := customer.CreateKey(t)
-	uri := awskmstest.KeyURI(arn)
+	uri := keys.URI(awskmstest.KeyURI(arn))
 	const maxAge = 300 * time.Millisecond
 	m := e.manager(t, withCustomerKMS(customer.TinkClient(t, "")), withMaxAge(maxAge))
 
@@ -78,7 +78,7 @@ func TestCustomerKeyInAWSKMS(t *testing.T) {
 // figure is the master key's.
 func BenchmarkColdUnwrapAWSKMS(b *testing.B) {
 	kms := awskmstest.Start(b)
-	uri := awskmstest.KeyURI(kms.CreateKey(b))
+	uri := keys.URI(awskmstest.KeyURI(kms.CreateKey(b)))
 	cfg := keys.DefaultConfig()
 	cfg.Store, cfg.CustomerKMS = keys.NewMemStore(), []registry.KMSClient{kms.TinkClient(b, "")}
 	cfg.CacheMaxUses = 1 << 62
@@ -109,28 +109,28 @@ func TestCustomerKeyRefusals(t *testing.T) {
 	m := e.manager(t,
 		func(c *keys.Config) {
 			c.KMS = []registry.KMSClient{aws.TinkClient(t, ""), e.local}
-			c.PlatformKEK = awskmstest.KeyURI(platformARN)
-			c.RetiredKEKs = []string{awskmstest.KeyURI(retiredARN), e.platform}
+			c.PlatformKEK = keys.URI(awskmstest.KeyURI(platformARN))
+			c.RetiredKEKs = []keys.URI{keys.URI(awskmstest.KeyURI(retiredARN)), e.platform}
 		},
 		withCustomerKMS(aws.TinkClient(t, "")))
 
 	hostile := map[string]struct {
-		uri  string
+		uri  keys.URI
 		want error
 		rule string
 	}{
 		"local key file":                {e.platform, keys.ErrInvalidArgument, "local key file"},
-		"local key file, upper case":    {"LOCAL://" + e.platformPath, keys.ErrInvalidArgument, "local key file"},
-		"local, no slashes":             {"local:" + e.platformPath, keys.ErrInvalidArgument, "local key file"},
+		"local key file, upper case":    {keys.URI("LOCAL://" + e.platformPath), keys.ErrInvalidArgument, "local key file"},
+		"local, no slashes":             {keys.URI("local:" + e.platformPath), keys.ErrInvalidArgument, "local key file"},
 		"pkcs11 with module-path":       {"pkcs11:token=t;object=k?module-path=/tmp/evil.so", keys.ErrInvalidArgument, "module-path"},
 		"pkcs11 with module-name":       {"pkcs11:token=t;object=k?module-name=evil", keys.ErrInvalidArgument, "module-path"},
 		"pkcs11 with pin-source":        {"pkcs11:token=t;object=k?pin-source=file:/etc/shadow", keys.ErrInvalidArgument, "pin-source"},
 		"pkcs11, escaped query":         {"pkcs11:token=t;object=k%3Fmodule-path=/tmp/evil.so", keys.ErrInvalidArgument, "query or an escape"},
 		"PKCS11 upper case with query":  {"PKCS11:token=t;object=k?module-path=/tmp/evil.so", keys.ErrInvalidArgument, "module-path"},
-		"the platform key":              {awskmstest.KeyURI(platformARN), keys.ErrKEKInUse, "platform master key"},
-		"a retired platform key":        {awskmstest.KeyURI(retiredARN), keys.ErrKEKInUse, "retired"},
+		"the platform key":              {keys.URI(awskmstest.KeyURI(platformARN)), keys.ErrKEKInUse, "platform master key"},
+		"a retired platform key":        {keys.URI(awskmstest.KeyURI(retiredARN)), keys.ErrKEKInUse, "retired"},
 		"no customer client serves it":  {"gcp-kms://projects/p/locations/l/keyRings/r/cryptoKeys/k", keys.ErrUnsupportedKEK, "Config.CustomerKMS"},
-		"another AWS region":            {"aws-kms://arn:aws:kms:eu-west-3:" + aws.AccountID() + ":key/" + customerARN[strings.LastIndex(customerARN, "/")+1:], keys.ErrUnsupportedKEK, "Config.CustomerKMS"},
+		"another AWS region":            {keys.URI("aws-kms://arn:aws:kms:eu-west-3:" + aws.AccountID() + ":key/" + customerARN[strings.LastIndex(customerARN, "/")+1:]), keys.ErrUnsupportedKEK, "Config.CustomerKMS"},
 		"a platform-only scheme (fake)": {"fake-kms://CM2b3_MDEjEwMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY", keys.ErrUnsupportedKEK, "Config.CustomerKMS"},
 	}
 	for name, tc := range hostile {
@@ -148,7 +148,7 @@ func TestCustomerKeyRefusals(t *testing.T) {
 	// The customer's own key is accepted, and two tenants of one customer
 	// may share it: shredding one leaves the other readable and the key
 	// enabled.
-	uri := awskmstest.KeyURI(customerARN)
+	uri := keys.URI(awskmstest.KeyURI(customerARN))
 	one, _ := provision(t, m, "custone", keys.ProvisionOptions{CustomerKEK: uri})
 	_, ctxTwo := provision(t, m, "custtwo", keys.ProvisionOptions{CustomerKEK: uri})
 	sealed, err := m.Seal(ctxTwo, []byte("two"), field)
@@ -158,7 +158,7 @@ func TestCustomerKeyRefusals(t *testing.T) {
 	assert.Empty(t, res.DestroyedKEK)
 	assert.Empty(t, res.Tombstone.TenantKEKs, "a customer key is not recorded for destruction")
 	assert.Equal(t, awskmstest.StateEnabled, aws.KeyState(t, customerARN))
-	m.PurgeAll()
+	keys.PurgeAll(m)
 	got, err := m.Open(ctxTwo, sealed, field)
 	require.NoError(t, err)
 	assert.Equal(t, "two", string(got))
@@ -173,7 +173,7 @@ func TestCustomerKeysAreServedByCustomerKMSOnly(t *testing.T) {
 	aws := awskmstest.Start(t)
 	arn := aws.CreateKey(t)
 	both := e.manager(t, withCustomerKMS(aws.TinkClient(t, "")))
-	_, ctx := provision(t, both, "custonly", keys.ProvisionOptions{CustomerKEK: awskmstest.KeyURI(arn)})
+	_, ctx := provision(t, both, "custonly", keys.ProvisionOptions{CustomerKEK: keys.URI(awskmstest.KeyURI(arn))})
 	sealed, err := both.Seal(ctx, []byte("c"), field)
 	require.NoError(t, err)
 
@@ -181,6 +181,6 @@ func TestCustomerKeysAreServedByCustomerKMSOnly(t *testing.T) {
 	_, err = platformOnly.Open(ctx, sealed, field)
 	require.ErrorIs(t, err, keys.ErrUnsupportedKEK)
 	require.ErrorContains(t, err, "Config.CustomerKMS")
-	err = platformOnly.Provision(ctxT(t), newID("custonly"), keys.ProvisionOptions{CustomerKEK: awskmstest.KeyURI(arn)})
+	err = platformOnly.Provision(ctxT(t), newID("custonly"), keys.ProvisionOptions{CustomerKEK: keys.URI(awskmstest.KeyURI(arn))})
 	require.ErrorIs(t, err, keys.ErrUnsupportedKEK)
 }

@@ -82,7 +82,9 @@
 //
 // # Errors
 //
-// Errors are matchable with [errors.Is] and prefixed "keys: ":
+// Errors are matchable with [errors.Is] and read "keys: <what failed>: ...",
+// with the package named once however deep the chain (the sentinels carry
+// no prefix of their own):
 //
 //   - [ErrDecrypt]: the one, deliberately vague, error of [Manager.Open] for
 //     a ciphertext that does not open (another tenant, another binding,
@@ -99,17 +101,20 @@
 //     re-wrap onto a tenant's own key.
 //   - [ErrExists], [ErrConflict]: provisioning with another KEK than the
 //     existing keys'; a lost compare-and-swap in a [Store].
+//   - [ErrClosed]: the Manager was closed ([Manager.Close]).
 //   - tenant.ErrNoTenant: a data call without a tenant in its context.
 //
 // # Security
 //
 // Key material never leaves Tink's handles and primitives: there is no API
-// that returns key bytes, and every type that holds keys ([Manager],
-// [StreamingAEAD], [MAC]) implements String, GoString and slog.LogValuer
-// without them. Master key URIs are shown through [DisplayURI], which
-// redacts PKCS#11 PINs and the inline key of fake-kms:// URIs, including by
-// the types that carry them ([WrappedKeyset], [Tombstone], [ShredResult],
-// [Config], [ListOptions], [ProvisionOptions]) whatever the fmt verb.
+// that returns key bytes. The types that hold keys print none: [Manager]
+// prints a summary, [StreamingAEAD] and [MAC] hold their state behind a
+// pointer. Master key URIs, which can carry a PIN or (fake-kms://) a key,
+// are of type [URI], which prints, logs and marshals as text redacted
+// whatever the verb, so the types that hold them ([Config], [WrappedKeyset],
+// [Tombstone], [ShredResult], [ListOptions], [ProvisionOptions]) print
+// safely too. Wrapped keysets print: they are ciphertext under the master
+// key, as the Store holds them.
 //
 // Crypto-shredding makes a tenant's data unreadable by deleting the only
 // copies of its keysets that the master key can open. Copies of the keyset

@@ -26,7 +26,7 @@ func Example() {
 	cfg := keys.DefaultConfig()
 	cfg.Store = keys.NewMemStore() // store.NewKeysets(pool) in a real service
 	cfg.KMS = []registry.KMSClient{local}
-	cfg.PlatformKEK = kek
+	cfg.PlatformKEK = keys.URI(kek)
 	m, err := keys.New(cfg)
 	if err != nil {
 		fmt.Println(err)
@@ -60,7 +60,7 @@ func Example() {
 	fmt.Println("after shred:", errors.Is(err, keys.ErrKeyDestroyed))
 	// Output:
 	// acme opens: ghp_example <nil>
-	// globex opens: keys: decryption failed
-	// another row: keys: decryption failed
+	// globex opens: keys: Open: decryption failed
+	// another row: keys: Open: decryption failed
 	// after shred: true
 }

@@ -19,7 +19,7 @@ import (
 // hsmKEK makes a token with an AES-256 key in it and returns its URI and a
 // client for it (closed when the test ends, before the token is deleted).
 // Per softhsmtest, make every token before any client of the test.
-func hsmKEK(tb testing.TB, object string) (*softhsmtest.Token, string, *pkcs11kms.Client) {
+func hsmKEK(tb testing.TB, object string) (*softhsmtest.Token, keys.URI, *pkcs11kms.Client) {
 	tb.Helper()
 	tok := softhsmtest.NewToken(tb)
 	c, err := pkcs11kms.NewClient("pkcs11:")
@@ -27,7 +27,7 @@ func hsmKEK(tb testing.TB, object string) (*softhsmtest.Token, string, *pkcs11km
 	tb.Cleanup(func() { _ = c.Close() })
 	uri := tok.URI(object)
 	require.NoError(tb, c.GenerateKey(context.Background(), uri))
-	return tok, uri, c
+	return tok, keys.URI(uri), c
 }
 
 func TestHSMTokenRemovedCachedTenantsWorkUntilMaxAgeUncachedGetErrorNamingURI(t *testing.T) {
@@ -69,9 +69,9 @@ func TestHSMTokenRemovedCachedTenantsWorkUntilMaxAgeUncachedGetErrorNamingURI(t 
 
 // canonicalHSM returns the canonical URI of the HSM key uri, as the Manager
 // stores it (module path with links resolved).
-func canonicalHSM(t testing.TB, c *pkcs11kms.Client, uri string) string {
+func canonicalHSM(t testing.TB, c *pkcs11kms.Client, uri keys.URI) string {
 	t.Helper()
-	canon, err := c.CanonicalKeyURI(uri)
+	canon, err := c.CanonicalKeyURI(string(uri))
 	require.NoError(t, err)
 	return canon
 }

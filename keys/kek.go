@@ -3,8 +3,6 @@ package keys
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -45,28 +43,6 @@ func TenantKEKLabel(id tenant.ID) string { return tenantKEKLabelPrefix + id.Stri
 
 const tenantKEKLabelPrefix = "tenancy-tenant-"
 
-// DisplayURI returns keyURI for messages and logs, with secrets redacted: a
-// PKCS#11 pin-value attribute, and the key that a Tink fake-kms:// URI
-// carries inline (replaced by a short fingerprint).
-func DisplayURI(keyURI string) string {
-	const fake = "fake-kms://"
-	if len(keyURI) > len(fake) && strings.EqualFold(keyURI[:len(fake)], fake) {
-		sum := sha256.Sum256([]byte(keyURI))
-		return keyURI[:len(fake)] + "redacted-" + hex.EncodeToString(sum[:4])
-	}
-	const pin = "pin-value="
-	if i := indexASCIIFold(keyURI, pin); i >= 0 {
-		start := i + len(pin)
-		end := strings.IndexAny(keyURI[start:], ";&?#")
-		rest := ""
-		if end >= 0 {
-			rest = keyURI[start+end:]
-		}
-		return keyURI[:start] + "REDACTED" + DisplayURI(rest)
-	}
-	return keyURI
-}
-
 // clients returns the KMS clients that serve master keys of kind k:
 // Config.CustomerKMS for customer keys, Config.KMS for the others.
 func (m *Manager) clients(k KEKKind) []registry.KMSClient {
@@ -77,9 +53,9 @@ func (m *Manager) clients(k KEKKind) []registry.KMSClient {
 }
 
 // client returns the first KMS client for keys of kind k that supports uri.
-func (m *Manager) client(k KEKKind, uri string) registry.KMSClient {
+func (m *Manager) client(k KEKKind, uri URI) registry.KMSClient {
 	for _, c := range m.clients(k) {
-		if supported(c, uri) {
+		if supported(c, string(uri)) {
 			return c
 		}
 	}
@@ -139,33 +115,11 @@ type KeyIdentifier interface {
 	KeyIdentity(keyURI string) (string, error)
 }
 
-// indexASCIIFold is strings.Index ignoring ASCII case, on the bytes of s
-// as they are: unlike searching strings.ToLower(s), whose offsets shift
-// where lowering changes a character's length, the index is one into s.
-func indexASCIIFold(s, sub string) int {
-	lower := func(b byte) byte {
-		if 'A' <= b && b <= 'Z' {
-			return b + 'a' - 'A'
-		}
-		return b
-	}
-outer:
-	for i := 0; i+len(sub) <= len(s); i++ {
-		for j := 0; j < len(sub); j++ {
-			if lower(s[i+j]) != lower(sub[j]) {
-				continue outer
-			}
-		}
-		return i
-	}
-	return -1
-}
-
 // kekRef is a master key URI resolved against the configured KMS clients.
 type kekRef struct {
 	kind     KEKKind
-	uri      string // canonical URI: stored in keysets and used
-	identity string // equal for every URI of the key: uri or a prefix of it
+	uri      URI // canonical URI: stored in keysets and used
+	identity URI // equal for every URI of the key: uri or a prefix of it
 }
 
 // filter returns the ListOptions that select the keysets wrapped by the key.
@@ -180,7 +134,7 @@ func (r kekRef) filter() ListOptions {
 // that serves it. Its errors wrap ErrUnsupportedKEK (no client) or
 // ErrInvalidArgument (the client refuses the URI, or breaks the
 // KeyIdentifier contract).
-func (m *Manager) resolve(k KEKKind, uri string) (kekRef, error) {
+func (m *Manager) resolve(k KEKKind, uri URI) (kekRef, error) {
 	ref := kekRef{kind: k, uri: uri, identity: uri}
 	// The canonical URI is canonicalised again, by the client that serves
 	// it (a client's prefix matches the URI text, so it may be another one),
@@ -188,7 +142,7 @@ func (m *Manager) resolve(k KEKKind, uri string) (kekRef, error) {
 	for range 3 {
 		c := m.client(k, ref.uri)
 		if c == nil {
-			return kekRef{}, fmt.Errorf("%w: %q (configure a KMS client for its scheme in %s)", ErrUnsupportedKEK, DisplayURI(ref.uri), configField(k))
+			return kekRef{}, fmt.Errorf("%w: %q (configure a KMS client for its scheme in %s)", ErrUnsupportedKEK, URI(ref.uri), configField(k))
 		}
 		ki, ok := c.(KeyIdentifier)
 		if !ok {
@@ -198,30 +152,30 @@ func (m *Manager) resolve(k KEKKind, uri string) (kekRef, error) {
 		var canon, id string
 		err := protect(func() error {
 			var err error
-			if canon, err = ki.CanonicalKeyURI(ref.uri); err != nil {
+			if canon, err = ki.CanonicalKeyURI(string(ref.uri)); err != nil {
 				return err
 			}
-			id, err = ki.KeyIdentity(ref.uri)
+			id, err = ki.KeyIdentity(string(ref.uri))
 			return err
 		})
 		if err != nil {
-			return kekRef{}, fmt.Errorf("%w: master key %s: %w", ErrInvalidArgument, DisplayURI(ref.uri), err)
+			return kekRef{}, fmt.Errorf("%w: master key %s: %w", ErrInvalidArgument, URI(ref.uri), err)
 		}
 		if canon == "" || id == "" || !strings.HasPrefix(canon, id) {
-			return kekRef{}, fmt.Errorf("%w: master key %s: the KMS client %T gives a key identity that is not a prefix of its canonical URI", ErrInvalidArgument, DisplayURI(ref.uri), c)
+			return kekRef{}, fmt.Errorf("%w: master key %s: the KMS client %T gives a key identity that is not a prefix of its canonical URI", ErrInvalidArgument, URI(ref.uri), c)
 		}
-		if canon == ref.uri {
-			ref.identity = id
+		if URI(canon) == ref.uri {
+			ref.identity = URI(id)
 			return ref, nil
 		}
-		ref.uri = canon
+		ref.uri = URI(canon)
 	}
-	return kekRef{}, fmt.Errorf("%w: master key %s: the KMS clients do not agree on its canonical URI", ErrInvalidArgument, DisplayURI(uri))
+	return kekRef{}, fmt.Errorf("%w: master key %s: the KMS clients do not agree on its canonical URI", ErrInvalidArgument, URI(uri))
 }
 
 // resolveArg is resolve for a master key URI given as an argument, naming
 // field in the error.
-func (m *Manager) resolveArg(op, field string, k KEKKind, uri string) (kekRef, error) {
+func (m *Manager) resolveArg(op, field string, k KEKKind, uri URI) (kekRef, error) {
 	if uri == "" {
 		return kekRef{}, fmt.Errorf("keys: %s: %w: %s is empty", op, ErrInvalidArgument, field)
 	}
@@ -252,15 +206,15 @@ func (m *Manager) isPlatformOrRetired(r kekRef) bool {
 // (its module-path or module-name would load a library of the caller's
 // choosing into this process; its pin-source would read a file of its
 // choosing).
-func checkCustomerURI(field, uri string) error {
-	lower := strings.ToLower(uri)
+func checkCustomerURI(field string, uri URI) error {
+	lower := strings.ToLower(string(uri))
 	switch {
 	case strings.HasPrefix(lower, "local:"):
 		return fmt.Errorf("%w: %s %s is a local key file: a customer-managed key must be held in the customer's KMS (aws-kms://, gcp-kms://, hcvault://...)",
-			ErrInvalidArgument, field, DisplayURI(uri))
-	case strings.HasPrefix(lower, "pkcs11:") && strings.ContainsAny(uri, "?%"):
+			ErrInvalidArgument, field, URI(uri))
+	case strings.HasPrefix(lower, "pkcs11:") && strings.ContainsAny(string(uri), "?%"):
 		return fmt.Errorf("%w: %s %s is a PKCS#11 URI with a query or an escape: its module-path, module-name and pin-source are the platform's configuration, never a customer's",
-			ErrInvalidArgument, field, DisplayURI(uri))
+			ErrInvalidArgument, field, URI(uri))
 	}
 	return nil
 }
@@ -268,9 +222,9 @@ func checkCustomerURI(field, uri string) error {
 // kek returns the master key named uri, of kind k, as an AEAD whose calls
 // are counted in Stats.KEKCalls, cannot panic, and give up when their
 // context ends.
-func (m *Manager) kek(k KEKKind, uri string) (*countingAEAD, error) {
+func (m *Manager) kek(k KEKKind, uri URI) (*countingAEAD, error) {
 	if !k.Valid() {
-		return nil, fmt.Errorf("%w: master key %s: the keyset records an unknown kind of master key %q", ErrUnwrap, DisplayURI(uri), string(k))
+		return nil, fmt.Errorf("%w: master key %s: the keyset records an unknown kind of master key %q", ErrUnwrap, URI(uri), string(k))
 	}
 	if k == KEKCustomer {
 		if err := checkCustomerURI("customer master key", uri); err != nil {
@@ -279,19 +233,19 @@ func (m *Manager) kek(k KEKKind, uri string) (*countingAEAD, error) {
 	}
 	c := m.client(k, uri)
 	if c == nil {
-		return nil, fmt.Errorf("%w: %q (configure a KMS client for its scheme in %s)", ErrUnsupportedKEK, DisplayURI(uri), configField(k))
+		return nil, fmt.Errorf("%w: %q (configure a KMS client for its scheme in %s)", ErrUnsupportedKEK, URI(uri), configField(k))
 	}
 	var a tink.AEAD
 	err := protect(func() error {
 		var err error
-		a, err = c.GetAEAD(uri)
+		a, err = c.GetAEAD(string(uri))
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: master key %s: %w", ErrUnwrap, DisplayURI(uri), err)
+		return nil, fmt.Errorf("%w: master key %s: %w", ErrUnwrap, URI(uri), err)
 	}
 	if a == nil {
-		return nil, fmt.Errorf("%w: master key %s: the KMS client returned no AEAD", ErrUnwrap, DisplayURI(uri))
+		return nil, fmt.Errorf("%w: master key %s: the KMS client returned no AEAD", ErrUnwrap, URI(uri))
 	}
 	return &countingAEAD{a: a, calls: &m.kekCalls}, nil
 }
@@ -406,16 +360,16 @@ func protect(f func() error) (err error) {
 // wrap encrypts h with the master key at uri, of kind k, binding tenant
 // and purpose. The master-key call is bounded by ctx and by
 // Config.LoadTimeout.
-func (m *Manager) wrap(ctx context.Context, h *keyset.Handle, id tenant.ID, p Purpose, k KEKKind, uri string) ([]byte, error) {
+func (m *Manager) wrap(ctx context.Context, h *keyset.Handle, id tenant.ID, p Purpose, k KEKKind, uri URI) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
 	defer cancel()
 	kek, err := m.kek(k, uri)
 	if err != nil {
-		return nil, fmt.Errorf("keys: wrap %s keyset of tenant %s: %w", p, id, err)
+		return nil, fmt.Errorf("wrap %s keyset: %w", p, err)
 	}
 	var buf bytes.Buffer
 	if err := h.WriteWithContext(ctx, keyset.NewBinaryWriter(&buf), kek, keysetAD(id, p)); err != nil {
-		return nil, fmt.Errorf("keys: wrap %s keyset of tenant %s with %s: %w: %w", p, id, kekName(k, uri), ErrUnwrap, kekErr(kek, err))
+		return nil, fmt.Errorf("wrap %s keyset with %s: %w: %w", p, kekName(k, uri), ErrUnwrap, kekErr(kek, err))
 	}
 	return buf.Bytes(), nil
 }
@@ -427,16 +381,16 @@ func (m *Manager) unwrap(ctx context.Context, w WrappedKeyset) (*keyset.Handle, 
 	defer cancel()
 	kek, err := m.kek(w.KEKKind, w.KEKURI)
 	if err != nil {
-		return nil, fmt.Errorf("keys: unwrap %s keyset of tenant %s: %w", w.Purpose, w.Tenant, err)
+		return nil, fmt.Errorf("unwrap %s keyset: %w", w.Purpose, err)
 	}
 	h, err := keyset.ReadWithContext(ctx, keyset.NewBinaryReader(bytes.NewReader(w.Wrapped)), kek, keysetAD(w.Tenant, w.Purpose))
 	if err != nil {
-		return nil, fmt.Errorf("keys: unwrap %s keyset of tenant %s with %s: %w: %w", w.Purpose, w.Tenant, kekName(w.KEKKind, w.KEKURI), ErrUnwrap, kekErr(kek, err))
+		return nil, fmt.Errorf("unwrap %s keyset with %s: %w: %w", w.Purpose, kekName(w.KEKKind, w.KEKURI), ErrUnwrap, kekErr(kek, err))
 	}
 	want := w.Purpose.template().GetTypeUrl()
 	for _, k := range h.KeysetInfo().GetKeyInfo() {
 		if k.GetTypeUrl() != want {
-			return nil, fmt.Errorf("keys: unwrap %s keyset of tenant %s: %w: it holds a key of type %s, want %s", w.Purpose, w.Tenant, ErrUnwrap, k.GetTypeUrl(), want)
+			return nil, fmt.Errorf("unwrap %s keyset: %w: it holds a key of type %s, want %s", w.Purpose, ErrUnwrap, k.GetTypeUrl(), want)
 		}
 	}
 	return h, nil
@@ -444,9 +398,9 @@ func (m *Manager) unwrap(ctx context.Context, w WrappedKeyset) (*keyset.Handle, 
 
 // kekName names the master key uri of kind k in messages: a customer's key
 // says so, since only the customer can make it answer again.
-func kekName(k KEKKind, uri string) string {
+func kekName(k KEKKind, uri URI) string {
 	if k == KEKCustomer {
-		return "customer master key " + DisplayURI(uri) + " (held in the customer's KMS: the customer may have disabled it or revoked the grant)"
+		return "customer master key " + uri.String() + " (held in the customer's KMS: the customer may have disabled it or revoked the grant)"
 	}
-	return "master key " + DisplayURI(uri)
+	return "master key " + uri.String()
 }

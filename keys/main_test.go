@@ -40,7 +40,7 @@ type env struct {
 	store        *store.Keysets
 	dir          string
 	local        *localkms.Client
-	platform     string // local:// URI of the platform KEK
+	platform     keys.URI // local:// URI of the platform KEK
 	platformPath string
 }
 
@@ -67,12 +67,12 @@ func newEnv(t testing.TB) *env {
 
 // keyURI returns the URI and path of a local key file in the test's
 // directory (created on first use).
-func (e *env) keyURI(t testing.TB, name string) (uri, path string) {
+func (e *env) keyURI(t testing.TB, name string) (uri keys.URI, path string) {
 	t.Helper()
 	path = filepath.Join(e.dir, "kek", name)
-	uri, err := localkms.KeyURI(path)
+	u, err := localkms.KeyURI(path)
 	require.NoError(t, err)
-	return uri, path
+	return keys.URI(u), path
 }
 
 // manager returns a Manager over the env's store with the local KMS client
@@ -102,13 +102,13 @@ func withCustomerKMS(c ...registry.KMSClient) func(*keys.Config) {
 // customerKey returns a Tink fake KMS client standing in for a customer's
 // cloud KMS (awskmstest is the real one, slower to start) and the URI of a
 // new key in it.
-func customerKey(t testing.TB) (registry.KMSClient, string) {
+func customerKey(t testing.TB) (registry.KMSClient, keys.URI) {
 	t.Helper()
 	c, err := fakekms.NewClient("fake-kms://")
 	require.NoError(t, err)
 	uri, err := fakekms.NewKeyURI()
 	require.NoError(t, err)
-	return c, uri
+	return c, keys.URI(uri)
 }
 
 func withMaxAge(d time.Duration) func(*keys.Config) {
@@ -143,9 +143,9 @@ func (e *env) rows(t testing.TB, id tenant.ID) (keysets, tombstones int) {
 }
 
 // kekOf returns the KEK URIs recorded on the tenant's rows, by purpose.
-func (e *env) kekOf(t testing.TB, id tenant.ID) map[keys.Purpose]string {
+func (e *env) kekOf(t testing.TB, id tenant.ID) map[keys.Purpose]keys.URI {
 	t.Helper()
-	out := map[keys.Purpose]string{}
+	out := map[keys.Purpose]keys.URI{}
 	for _, p := range keys.Purposes() {
 		w, err := e.store.Get(ctxT(t), id, p)
 		require.NoError(t, err)

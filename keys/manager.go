@@ -68,13 +68,13 @@ type Config struct {
 	// PlatformKEK is the URI of the master key that wraps the keysets of
 	// tenants provisioned without a key of their own. It may be empty if
 	// every tenant has one.
-	PlatformKEK string
+	PlatformKEK URI
 
 	// RetiredKEKs are the URIs of master keys the platform used before
 	// PlatformKEK (the from of past Rewraps): kept to open old backups of
 	// the keysets. Like the platform key, a customer may not name one as
 	// its key (compared by identity, see [KeyIdentifier]).
-	RetiredKEKs []string
+	RetiredKEKs []URI
 
 	// CacheMaxAge is how long an unwrapped keyset stays cached (> 0). A
 	// timer per entry drops it at that age (used or not), so unwrapped keys
@@ -143,6 +143,7 @@ type Manager struct {
 	entries [3]sync.Map
 
 	mu       sync.Mutex
+	closed   bool   // Close was called
 	count    int    // cached entries
 	hand     *entry // the eviction hand in the ring of cached entries
 	inflight map[cacheKey]*flight
@@ -217,24 +218,6 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// String implements fmt.Stringer. It prints no key material.
-func (m *Manager) String() string {
-	s := m.Stats()
-	return fmt.Sprintf("keys.Manager{platformKEK=%s cached=%d}", DisplayURI(m.platform.uri), s.Entries)
-}
-
-// GoString implements fmt.GoStringer, so %#v prints no key material either.
-func (m *Manager) GoString() string { return m.String() }
-
-// Format implements fmt.Formatter: every verb prints String, so no verb
-// reaches the master-key URIs the Manager holds.
-func (m *Manager) Format(f fmt.State, verb rune) { formatSafe(f, verb, m.String(), m.GoString()) }
-
-// LogValue implements slog.LogValuer. It logs no key material.
-func (m *Manager) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("platform_kek", DisplayURI(m.platform.uri)), slog.Int("cached", m.Stats().Entries))
-}
-
 func checkTenant(op string, id tenant.ID) error {
 	if id.IsZero() {
 		return fmt.Errorf("keys: %s: %w: tenant ID is zero", op, ErrInvalidArgument)
@@ -261,7 +244,7 @@ type ProvisionOptions struct {
 	// KMS. Provision refuses a local:// URI, a PKCS#11 URI with a query, and
 	// the platform master key or a retired one under any spelling. Several
 	// tenants of one customer may share a key.
-	CustomerKEK string
+	CustomerKEK URI
 
 	// TenantKEK asks for a master key of the tenant's own, made by the
 	// platform through Config.TenantKEKs (labelled [TenantKEKLabel]) and
@@ -293,7 +276,7 @@ func (m *Manager) provisionKEK(ctx context.Context, id tenant.ID, opts Provision
 		for _, r := range refs {
 			if m.isPlatformOrRetired(r) {
 				return kekRef{}, fmt.Errorf("keys: Provision tenant %s: %w: %w: %s %s is the platform master key or a retired one (Config.PlatformKEK, Config.RetiredKEKs); leave it empty to use the platform key",
-					id, ErrInvalidArgument, ErrKEKInUse, field, DisplayURI(opts.CustomerKEK))
+					id, ErrInvalidArgument, ErrKEKInUse, field, URI(opts.CustomerKEK))
 			}
 		}
 		return ref, nil
@@ -307,8 +290,8 @@ func (m *Manager) provisionKEK(ctx context.Context, id tenant.ID, opts Provision
 		}
 		ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
 		defer cancel()
-		if err := protect(func() error { return m.maker.CreateKey(ctx, ref.uri) }); err != nil {
-			return kekRef{}, fmt.Errorf("keys: Provision tenant %s: create its master key %s: %w: %w", id, DisplayURI(ref.uri), ErrUnwrap, err)
+		if err := protect(func() error { return m.maker.CreateKey(ctx, string(ref.uri)) }); err != nil {
+			return kekRef{}, fmt.Errorf("keys: Provision tenant %s: create its master key %s: %w: %w", id, URI(ref.uri), ErrUnwrap, err)
 		}
 		return ref, nil
 	}
@@ -331,15 +314,15 @@ func (m *Manager) tenantKEK(id tenant.ID) (kekRef, error) {
 	if err != nil {
 		return kekRef{}, fmt.Errorf("%w: Config.TenantKEKs: %w", ErrInvalidArgument, err)
 	}
-	ref, err := m.resolve(KEKTenant, uri)
+	ref, err := m.resolve(KEKTenant, URI(uri))
 	if err != nil {
 		return kekRef{}, fmt.Errorf("Config.TenantKEKs: %w", err)
 	}
-	if ref.uri != uri {
-		return kekRef{}, fmt.Errorf("%w: Config.TenantKEKs gives %s, which its KMS client spells %s: a KeyMaker must give canonical URIs", ErrInvalidArgument, DisplayURI(uri), DisplayURI(ref.uri))
+	if ref.uri != URI(uri) {
+		return kekRef{}, fmt.Errorf("%w: Config.TenantKEKs gives %s, which its KMS client spells %s: a KeyMaker must give canonical URIs", ErrInvalidArgument, URI(uri), URI(ref.uri))
 	}
 	if m.isPlatformOrRetired(ref) {
-		return kekRef{}, fmt.Errorf("%w: %w: Config.TenantKEKs gives %s, the platform master key or a retired one", ErrInvalidArgument, ErrKEKInUse, DisplayURI(uri))
+		return kekRef{}, fmt.Errorf("%w: %w: Config.TenantKEKs gives %s, the platform master key or a retired one", ErrInvalidArgument, ErrKEKInUse, URI(uri))
 	}
 	return ref, nil
 }
@@ -374,7 +357,7 @@ func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOpt
 		}
 		wrapped, err := m.wrap(ctx, h, id, p, ref.kind, ref.uri)
 		if err != nil {
-			return err // nothing written yet
+			return fmt.Errorf("keys: Provision tenant %s: %w", id, err) // nothing written yet
 		}
 		sets = append(sets, WrappedKeyset{Tenant: id, Purpose: p, KEKURI: ref.uri, KEKKind: ref.kind, Wrapped: wrapped})
 	}
@@ -392,7 +375,7 @@ func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOpt
 	if err != nil {
 		return fmt.Errorf("keys: Provision tenant %s: %w", id, err)
 	}
-	m.log.InfoContext(ctx, "keys: provisioned tenant keysets", "tenant_id", id.String(), "kek", DisplayURI(ref.uri), "kek_kind", string(ref.kind))
+	m.log.InfoContext(ctx, "keys: provisioned tenant keysets", "tenant_id", id.String(), "kek", URI(ref.uri), "kek_kind", string(ref.kind))
 	return nil
 }
 
@@ -465,7 +448,7 @@ func (m *Manager) Open(ctx context.Context, ciphertext []byte, b Binding) ([]byt
 			return pt, nil
 		}
 	}
-	return nil, ErrDecrypt
+	return nil, errOpen
 }
 
 // adPool recycles associated-data buffers: the AEAD does not keep the
@@ -528,20 +511,44 @@ func (m *Manager) refreshChanged(ctx context.Context, e *entry) *entry {
 // (cached), and a kept one outlives a shred (a kept one does follow a
 // rotation made by another replica).
 func (m *Manager) StreamingAEAD(ctx context.Context) (*StreamingAEAD, error) {
-	id, err := tenant.Require(ctx, "keys: StreamingAEAD")
+	b, err := bind(m, ctx, "StreamingAEAD", PurposeBlob, func(e *entry) tink.StreamingAEAD { return e.stream },
+		func(ctx context.Context, e *entry, _ []byte) *entry { return m.refreshChanged(ctx, e) })
 	if err != nil {
 		return nil, err
 	}
-	e, err := m.get(ctx, id, PurposeBlob)
+	return &StreamingAEAD{b}, nil
+}
+
+// MAC returns the audit MAC of the tenant of ctx, bound to that tenant.
+// Get one per batch of entries rather than keeping it, for the same
+// reasons as [Manager.StreamingAEAD].
+func (m *Manager) MAC(ctx context.Context) (*MAC, error) {
+	b, err := bind(m, ctx, "MAC", PurposeAudit, func(e *entry) tink.MAC { return e.mac }, m.refresh)
 	if err != nil {
 		return nil, err
 	}
-	latest := m.latest(ctx, e, func(ctx context.Context, e *entry, _ []byte) *entry { return m.refreshChanged(ctx, e) })
-	return &StreamingAEAD{tenant: id, s: e.stream, newer: func() tink.StreamingAEAD {
-		if e2 := latest(nil); e2 != nil {
-			return e2.stream
+	return &MAC{b}, nil
+}
+
+// bind returns the primitive (prim of the cached entry) of purpose p of
+// the tenant of ctx, bound to that tenant, with the way to a newer keyset
+// (load, at most once per RefreshInterval; see latest).
+func bind[P any](m *Manager, ctx context.Context, op string, p Purpose, prim func(*entry) P, load func(context.Context, *entry, []byte) *entry) (*bound[P], error) {
+	id, err := tenant.Require(ctx, "keys: "+op)
+	if err != nil {
+		return nil, err
+	}
+	e, err := m.get(ctx, id, p)
+	if err != nil {
+		return nil, err
+	}
+	latest := m.latest(ctx, e, load)
+	return &bound[P]{tenant: id, p: prim(e), newer: func(hint []byte) (P, bool) {
+		if e2 := latest(hint); e2 != nil {
+			return prim(e2), true
 		}
-		return nil
+		var zero P
+		return zero, false
 	}}, nil
 }
 
@@ -575,27 +582,6 @@ func (m *Manager) latest(ctx context.Context, e *entry, load func(context.Contex
 		}
 		return c
 	}
-}
-
-// MAC returns the audit MAC of the tenant of ctx, bound to that tenant.
-// Get one per batch of entries rather than keeping it, for the same
-// reasons as [Manager.StreamingAEAD].
-func (m *Manager) MAC(ctx context.Context) (*MAC, error) {
-	id, err := tenant.Require(ctx, "keys: MAC")
-	if err != nil {
-		return nil, err
-	}
-	e, err := m.get(ctx, id, PurposeAudit)
-	if err != nil {
-		return nil, err
-	}
-	latest := m.latest(ctx, e, m.refresh)
-	return &MAC{tenant: id, m: e.mac, newer: func(tag []byte) tink.MAC {
-		if e2 := latest(tag); e2 != nil {
-			return e2.mac
-		}
-		return nil
-	}}, nil
 }
 
 // maxCASAttempts bounds the retries of a compare-and-swap write that loses
@@ -687,7 +673,7 @@ const rewrapBatch = 100
 // and counted as failed, and to must not be such a key (it would be
 // destroyed with its tenant, or revoked by a customer): Rewrap refuses it
 // with an error wrapping [ErrInvalidArgument] and [ErrKEKInUse].
-func (m *Manager) Rewrap(ctx context.Context, from, to string) (RewrapResult, error) {
+func (m *Manager) Rewrap(ctx context.Context, from, to URI) (RewrapResult, error) {
 	var res RewrapResult
 	fromRef, err := m.resolveArg("Rewrap", "from", KEKPlatform, from)
 	if err != nil {
@@ -745,7 +731,7 @@ func (m *Manager) Rewrap(ctx context.Context, from, to string) (RewrapResult, er
 			}
 		}
 	}
-	m.log.InfoContext(ctx, "keys: re-wrap done", "from", DisplayURI(fromRef.uri), "to", DisplayURI(toRef.uri), "rewrapped", res.Rewrapped, "failed", res.Failed)
+	m.log.InfoContext(ctx, "keys: re-wrap done", "from", URI(fromRef.uri), "to", URI(toRef.uri), "rewrapped", res.Rewrapped, "failed", res.Failed)
 	return res, errors.Join(errs...)
 }
 
@@ -754,8 +740,8 @@ func (m *Manager) Rewrap(ctx context.Context, from, to string) (RewrapResult, er
 // ([KEKTenant], [KEKCustomer]) or is a per-tenant key Config.TenantKEKs
 // would make.
 func (m *Manager) checkShared(ctx context.Context, r kekRef) error {
-	if m.maker != nil && strings.Contains(r.uri, tenantKEKLabelPrefix) {
-		return fmt.Errorf("%w: %w: master key %s carries the label of a key Config.TenantKEKs makes for one tenant (%s...), which Shred of that tenant destroys", ErrInvalidArgument, ErrKEKInUse, DisplayURI(r.uri), tenantKEKLabelPrefix)
+	if m.maker != nil && strings.Contains(string(r.uri), tenantKEKLabelPrefix) {
+		return fmt.Errorf("%w: %w: master key %s carries the label of a key Config.TenantKEKs makes for one tenant (%s...), which Shred of that tenant destroys", ErrInvalidArgument, ErrKEKInUse, URI(r.uri), tenantKEKLabelPrefix)
 	}
 	opts := r.filter()
 	opts.Limit = rewrapBatch
@@ -766,7 +752,7 @@ func (m *Manager) checkShared(ctx context.Context, r kekRef) error {
 		}
 		for _, w := range batch {
 			if w.KEKKind != KEKPlatform {
-				return fmt.Errorf("%w: %w: master key %s wraps keysets of tenant %s as its own (%s) key", ErrInvalidArgument, ErrKEKInUse, DisplayURI(r.uri), w.Tenant, w.KEKKind)
+				return fmt.Errorf("%w: %w: master key %s wraps keysets of tenant %s as its own (%s) key", ErrInvalidArgument, ErrKEKInUse, URI(r.uri), w.Tenant, w.KEKKind)
 			}
 			opts.AfterTenant, opts.AfterPurpose = w.Tenant, w.Purpose
 		}
@@ -813,13 +799,13 @@ type ShredResult struct {
 	// DestroyedKEK is the master key the platform made for this tenant
 	// alone (Config.TenantKEKs), destroyed by this Shred or a previous one;
 	// empty if the tenant had none.
-	DestroyedKEK string
+	DestroyedKEK URI
 	// RetainedKEKs are per-tenant master keys recorded in the tombstone
 	// that are not the key Config.TenantKEKs gives the tenant now (the
 	// maker was configured differently when the tenant was provisioned):
 	// Shred destroys only the key of the tenant's label, so destroy these
 	// by hand if they should go. The tenant's data is unreadable regardless.
-	RetainedKEKs []string
+	RetainedKEKs []URI
 }
 
 // Shred crypto-shreds the tenant: its wrapped keysets are deleted and a
@@ -860,7 +846,7 @@ func (m *Manager) Shred(ctx context.Context, id tenant.ID) (ShredResult, error) 
 	ref, err := m.tenantKEK(id)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
-		err = protect(func() error { return m.maker.DestroyKey(ctx, ref.uri) })
+		err = protect(func() error { return m.maker.DestroyKey(ctx, string(ref.uri)) })
 		cancel()
 	}
 	recorded := false
@@ -880,8 +866,8 @@ func (m *Manager) Shred(ctx context.Context, id tenant.ID) (ShredResult, error) 
 		res.DestroyedKEK = ref.uri
 	}
 	if len(res.RetainedKEKs) > 0 {
-		m.log.WarnContext(ctx, "keys: per-tenant master keys not destroyed: they are not the key Config.TenantKEKs gives the tenant", "tenant_id", id.String(), "keks", displayURIs(res.RetainedKEKs))
+		m.log.WarnContext(ctx, "keys: per-tenant master keys not destroyed: they are not the key Config.TenantKEKs gives the tenant", "tenant_id", id.String(), "keks", res.RetainedKEKs)
 	}
-	m.log.InfoContext(ctx, "keys: shredded tenant keys", "tenant_id", id.String(), "destroyed_kek", DisplayURI(res.DestroyedKEK))
+	m.log.InfoContext(ctx, "keys: shredded tenant keys", "tenant_id", id.String(), "destroyed_kek", URI(res.DestroyedKEK))
 	return res, nil
 }

@@ -72,10 +72,10 @@ func (s *MemStore) Put(ctx context.Context, sets ...WrappedKeyset) error {
 	for _, w := range sets {
 		k := cacheKey{w.Tenant, w.Purpose}
 		if w.Tenant.IsZero() || !w.Purpose.Valid() || w.KEKURI == "" || !w.KEKKind.Valid() || len(w.Wrapped) == 0 || w.Version < 0 {
-			return fmt.Errorf("keys: MemStore.Put: %w: incomplete keyset %v", ErrInvalidArgument, w)
+			return fmt.Errorf("keys.MemStore: Put: %w: incomplete keyset %v", ErrInvalidArgument, w)
 		}
 		if seen[k] {
-			return fmt.Errorf("keys: MemStore.Put: %w: keyset %s/%s given twice", ErrInvalidArgument, w.Tenant, w.Purpose)
+			return fmt.Errorf("keys.MemStore: Put: %w: keyset %s/%s given twice", ErrInvalidArgument, w.Tenant, w.Purpose)
 		}
 		seen[k] = true
 		if _, ok := s.tombs[w.Tenant]; ok {
@@ -136,14 +136,14 @@ func (s *MemStore) List(ctx context.Context, opts ListOptions) ([]WrappedKeyset,
 		return nil, err
 	}
 	if opts.Limit <= 0 {
-		return nil, fmt.Errorf("keys: MemStore.List: %w: ListOptions.Limit must be > 0", ErrInvalidArgument)
+		return nil, fmt.Errorf("keys.MemStore: List: %w: ListOptions.Limit must be > 0", ErrInvalidArgument)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.init()
 	var out []WrappedKeyset
 	for _, w := range s.sets {
-		if opts.KEKURI != "" && w.KEKURI != opts.KEKURI || !strings.HasPrefix(w.KEKURI, opts.KEKURIPrefix) {
+		if opts.KEKURI != "" && w.KEKURI != opts.KEKURI || !strings.HasPrefix(string(w.KEKURI), string(opts.KEKURIPrefix)) {
 			continue
 		}
 		if !opts.AfterTenant.IsZero() && compareKey(w.Tenant, w.Purpose, opts.AfterTenant, opts.AfterPurpose) <= 0 {

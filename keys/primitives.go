@@ -5,13 +5,47 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 
 	"github.com/tink-crypto/tink-go/v2/tink"
 
 	"github.com/rtmx-ai/tenancy/tenant"
 )
+
+// bound is what [StreamingAEAD] and [MAC] share: a Tink primitive of one
+// of the tenant's keysets, and a way to the primitive of a newer keyset of
+// the tenant (another replica rotated it) for an input the first one
+// rejects. They hold it behind a pointer, so that printing either (any fmt
+// verb, slog, JSON) shows an address, never a key.
+type bound[P any] struct {
+	tenant tenant.ID
+	p      P
+	// newer returns the primitive of a newer keyset of the tenant than p's
+	// if the Store holds one (hint: the rejected tag, which names its key),
+	// or false.
+	newer func(hint []byte) (P, bool)
+}
+
+// check returns the error of a primitive not made by the Manager (zero or
+// nil), and of an input longer than the 4 GiB the associated data encoding
+// takes.
+func (b *bound[P]) check(what string, n int) error {
+	if b == nil {
+		return errZeroPrimitive(what)
+	}
+	if uint64(n) > math.MaxUint32 {
+		return fmt.Errorf("keys: %s: %w: input longer than 4 GiB", what, ErrInvalidArgument)
+	}
+	return nil
+}
+
+// tenantOf returns the tenant of b, or the zero ID for a zero primitive.
+func (b *bound[P]) tenantOf() tenant.ID {
+	if b == nil {
+		return tenant.ID{}
+	}
+	return b.tenant
+}
 
 // StreamingAEAD is a tenant's blob streaming AEAD (AES-256-GCM-HKDF, 4 KiB
 // segments), bound to the tenant: the associated data of every stream is
@@ -20,30 +54,30 @@ import (
 // key does not decrypt. Get one from [Manager.StreamingAEAD]. It satisfies
 // tink.StreamingAEAD, is safe for concurrent use, and prints no key
 // material.
-type StreamingAEAD struct {
-	tenant tenant.ID
-	s      tink.StreamingAEAD
-	// newer returns the stream cipher of a newer keyset of the tenant if
-	// the Store holds one (another replica rotated it), or nil.
-	newer func() tink.StreamingAEAD
-}
+type StreamingAEAD struct{ b *bound[tink.StreamingAEAD] }
 
 var _ tink.StreamingAEAD = (*StreamingAEAD)(nil)
 
-// Tenant returns the tenant the stream cipher belongs to.
-func (s *StreamingAEAD) Tenant() tenant.ID { return s.tenant }
+// Tenant returns the tenant the stream cipher belongs to (the zero ID for
+// one not made by the Manager).
+func (s *StreamingAEAD) Tenant() tenant.ID {
+	if s == nil {
+		return tenant.ID{}
+	}
+	return s.b.tenantOf()
+}
 
 // NewEncryptingWriter returns a writer that encrypts what is written to it
 // into w, binding the tenant and associatedData. Close it to write the last
 // segment; the ciphertext is incomplete until then.
 func (s *StreamingAEAD) NewEncryptingWriter(w io.Writer, associatedData []byte) (io.WriteCloser, error) {
-	if s == nil || s.s == nil {
+	if s == nil {
 		return nil, errZeroPrimitive("StreamingAEAD")
 	}
-	if uint64(len(associatedData)) > math.MaxUint32 {
-		return nil, fmt.Errorf("keys: %w: associated data longer than 4 GiB", ErrInvalidArgument)
+	if err := s.b.check("StreamingAEAD", len(associatedData)); err != nil {
+		return nil, err
 	}
-	wc, err := s.s.NewEncryptingWriter(w, boundAD(adBlob, s.tenant, associatedData))
+	wc, err := s.b.p.NewEncryptingWriter(w, boundAD(adBlob, s.b.tenant, associatedData))
 	if err != nil {
 		return nil, fmt.Errorf("keys: blob stream: %w", err)
 	}
@@ -56,19 +90,19 @@ func (s *StreamingAEAD) NewEncryptingWriter(w io.Writer, associatedData []byte) 
 // tampered with, truncated) makes Read return an error wrapping
 // [ErrDecrypt], possibly after returning the segments that did authenticate.
 func (s *StreamingAEAD) NewDecryptingReader(r io.Reader, associatedData []byte) (io.Reader, error) {
-	if s == nil || s.s == nil {
+	if s == nil {
 		return nil, errZeroPrimitive("StreamingAEAD")
 	}
-	if uint64(len(associatedData)) > math.MaxUint32 {
-		return nil, fmt.Errorf("keys: %w: associated data longer than 4 GiB", ErrInvalidArgument)
+	if err := s.b.check("StreamingAEAD", len(associatedData)); err != nil {
+		return nil, err
 	}
-	ad := boundAD(adBlob, s.tenant, associatedData)
+	ad := boundAD(adBlob, s.b.tenant, associatedData)
 	rec := &recorder{r: r}
-	dr, err := s.s.NewDecryptingReader(rec, ad)
+	dr, err := s.b.p.NewDecryptingReader(rec, ad)
 	if err != nil {
 		return nil, fmt.Errorf("keys: blob stream: %w: %w", ErrDecrypt, err)
 	}
-	return &decryptingReader{r: dr, rec: rec, ad: ad, newer: s.newer}, nil
+	return &decryptingReader{r: dr, rec: rec, ad: ad, newer: s.b.newer}, nil
 }
 
 // errZeroPrimitive is the error of a StreamingAEAD or MAC not made by the
@@ -117,7 +151,7 @@ type decryptingReader struct {
 	r     io.Reader
 	rec   *recorder
 	ad    []byte
-	newer func() tink.StreamingAEAD
+	newer func([]byte) (tink.StreamingAEAD, bool)
 	begun bool // plaintext came out, or the retry was made
 }
 
@@ -134,7 +168,7 @@ func (d *decryptingReader) Read(p []byte) (int, error) {
 	}
 	if !d.begun && n == 0 && err != nil && !errors.Is(err, io.EOF) && d.newer != nil && !d.rec.stopped {
 		d.begun = true
-		if s2 := d.newer(); s2 != nil {
+		if s2, ok := d.newer(nil); ok {
 			src := io.MultiReader(bytes.NewReader(d.rec.buf), d.rec.r)
 			d.rec.stop()
 			if dr, err2 := s2.NewDecryptingReader(src, d.ad); err2 == nil {
@@ -153,48 +187,33 @@ func (d *decryptingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// String implements fmt.Stringer; it prints no key material.
-func (s StreamingAEAD) String() string {
-	return "keys.StreamingAEAD{tenant=" + s.tenant.String() + "}"
-}
-
-// GoString implements fmt.GoStringer; it prints no key material.
-func (s StreamingAEAD) GoString() string { return s.String() }
-
-// Format implements fmt.Formatter: every verb prints String.
-func (s StreamingAEAD) Format(f fmt.State, verb rune) { formatSafe(f, verb, s.String(), s.GoString()) }
-
-// LogValue implements slog.LogValuer; it logs no key material.
-func (s StreamingAEAD) LogValue() slog.Value { return slog.StringValue(s.String()) }
-
 // MAC is a tenant's audit MAC (HMAC-SHA256, 256-bit tags with a 5-byte key
 // prefix), bound to the tenant: the MAC input is the tenant followed by the
 // caller's data, so a tag never verifies for another tenant. Tags made
 // before a rotation still verify. Get one from [Manager.MAC]. It satisfies
 // tink.MAC, is safe for concurrent use, and prints no key material.
-type MAC struct {
-	tenant tenant.ID
-	m      tink.MAC
-	// newer returns the MAC of a newer keyset of the tenant if tag names a
-	// key this one lacks and the Store holds a newer keyset (another
-	// replica rotated it), or nil.
-	newer func(tag []byte) tink.MAC
-}
+type MAC struct{ b *bound[tink.MAC] }
 
 var _ tink.MAC = (*MAC)(nil)
 
-// Tenant returns the tenant the MAC belongs to.
-func (m *MAC) Tenant() tenant.ID { return m.tenant }
+// Tenant returns the tenant the MAC belongs to (the zero ID for one not
+// made by the Manager).
+func (m *MAC) Tenant() tenant.ID {
+	if m == nil {
+		return tenant.ID{}
+	}
+	return m.b.tenantOf()
+}
 
 // ComputeMAC returns the tag of data under the tenant's primary audit key.
 func (m *MAC) ComputeMAC(data []byte) ([]byte, error) {
-	if m == nil || m.m == nil {
+	if m == nil {
 		return nil, errZeroPrimitive("MAC")
 	}
-	if uint64(len(data)) > math.MaxUint32 {
-		return nil, fmt.Errorf("keys: %w: MAC input longer than 4 GiB", ErrInvalidArgument)
+	if err := m.b.check("MAC", len(data)); err != nil {
+		return nil, err
 	}
-	tag, err := m.m.ComputeMAC(boundAD(adAudit, m.tenant, data))
+	tag, err := m.b.p.ComputeMAC(boundAD(adAudit, m.b.tenant, data))
 	if err != nil {
 		return nil, fmt.Errorf("keys: compute MAC: %w", err)
 	}
@@ -205,32 +224,21 @@ func (m *MAC) ComputeMAC(data []byte) ([]byte, error) {
 // audit keys, and [ErrInvalidMAC] otherwise. The comparison is constant
 // time.
 func (m *MAC) VerifyMAC(tag, data []byte) error {
-	if m == nil || m.m == nil {
+	if m == nil {
 		return errZeroPrimitive("MAC")
 	}
-	if uint64(len(data)) > math.MaxUint32 {
-		return ErrInvalidMAC
+	if err := m.b.check("MAC", len(data)); err != nil {
+		if errors.Is(err, ErrInvalidArgument) {
+			return errVerify
+		}
+		return err
 	}
-	in := boundAD(adAudit, m.tenant, data)
-	if m.m.VerifyMAC(tag, in) == nil {
+	in := boundAD(adAudit, m.b.tenant, data)
+	if m.b.p.VerifyMAC(tag, in) == nil {
 		return nil
 	}
-	if m.newer != nil {
-		if m2 := m.newer(tag); m2 != nil && m2.VerifyMAC(tag, in) == nil {
-			return nil
-		}
+	if m2, ok := m.b.newer(tag); ok && m2.VerifyMAC(tag, in) == nil {
+		return nil
 	}
-	return ErrInvalidMAC
+	return errVerify
 }
-
-// String implements fmt.Stringer; it prints no key material.
-func (m MAC) String() string { return "keys.MAC{tenant=" + m.tenant.String() + "}" }
-
-// GoString implements fmt.GoStringer; it prints no key material.
-func (m MAC) GoString() string { return m.String() }
-
-// Format implements fmt.Formatter: every verb prints String.
-func (m MAC) Format(f fmt.State, verb rune) { formatSafe(f, verb, m.String(), m.GoString()) }
-
-// LogValue implements slog.LogValuer; it logs no key material.
-func (m MAC) LogValue() slog.Value { return slog.StringValue(m.String()) }

@@ -69,7 +69,7 @@ func TestGarbageKeyPrefixesDoNotCallTheMasterKey(t *testing.T) {
 			bad[3] ^= 0xff // the random key ID happened to start with these bytes
 		}
 		_, err := m.Open(ctx, bad, field)
-		require.Equal(t, keys.ErrDecrypt, err)
+		requireVagueDecrypt(t, err)
 	}
 	require.Equal(t, before, m.Stats().KEKCalls, "unknown key IDs must cost at most a Store read, never a master-key call, while the version is unchanged")
 }
@@ -150,7 +150,7 @@ func TestMasterRewrapKeepsDataReadableAndOldKEKIsNoLongerNeeded(t *testing.T) {
 	// The old master key is gone: with a cold cache, everything still opens.
 	removeFile(t, e.platformPath)
 	for _, mgr := range []*keys.Manager{m, e.manager(t, withCustomerKMS(custKMS), func(c *keys.Config) { c.PlatformKEK = newURI })} {
-		mgr.PurgeAll()
+		keys.PurgeAll(mgr)
 		for _, s := range all {
 			id, _ := tenant.FromContext(s.ctx)
 			got, err := mgr.Open(s.ctx, s.ct, field)
@@ -183,7 +183,7 @@ func TestRewrapResumesAfterInterruption(t *testing.T) {
 		require.NoError(t, err)
 		ids, cts = append(ids, id), append(cts, ct)
 	}
-	count := func(uri string) int {
+	count := func(uri keys.URI) int {
 		n := 0
 		for _, id := range ids {
 			for _, u := range e.kekOf(t, id) {
@@ -222,7 +222,7 @@ func TestRewrapResumesAfterInterruption(t *testing.T) {
 	require.Equal(t, 30, count(newURI))
 
 	removeFile(t, e.platformPath)
-	m.PurgeAll()
+	keys.PurgeAll(m)
 	for i, id := range ids {
 		_, err := m.Open(tenant.NewContext(ctxT(t), id), cts[i], field)
 		require.NoError(t, err)

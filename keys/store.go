@@ -80,7 +80,7 @@ type WrappedKeyset struct {
 	// KEKURI names the master key that wraps this keyset. Each keyset
 	// records its own, so a master-key re-wrap can be interrupted and
 	// resumed.
-	KEKURI string
+	KEKURI URI
 	// KEKKind says whose key KEKURI is: the platform's, one the platform
 	// made for this tenant alone, or the customer's.
 	KEKKind KEKKind
@@ -99,18 +99,18 @@ type Tombstone struct {
 	// TenantKEKs are the master keys the platform made for this tenant
 	// alone ([KEKTenant]) that wrapped its keysets when they were deleted.
 	// [Manager.Shred] destroys the tenant's key and reports these.
-	TenantKEKs []string
+	TenantKEKs []URI
 }
 
 // ListOptions selects keysets for [Store.List].
 type ListOptions struct {
 	// KEKURI, when not empty, restricts the list to keysets whose KEKURI
 	// is exactly this.
-	KEKURI string
+	KEKURI URI
 	// KEKURIPrefix, when not empty, restricts the list to keysets whose
 	// KEKURI starts with it (compared byte by byte). [Manager] uses it to
 	// find the keysets of a master key by its identity ([KeyIdentifier]).
-	KEKURIPrefix string
+	KEKURIPrefix URI
 	// AfterTenant and AfterPurpose make a cursor: the list starts after
 	// this (tenant, purpose) pair. A zero AfterTenant starts at the
 	// beginning.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/keys/localkms"
+	"github.com/rtmx-ai/tenancy/tenant"
 )
 
 // localMaker returns a KeyMaker over the env's local client, in a
@@ -25,6 +26,14 @@ func (e *env) localMaker(t testing.TB) (*localkms.KeyMaker, string) {
 	mk, err := localkms.NewKeyMaker(e.local, dir)
 	require.NoError(t, err)
 	return mk, dir
+}
+
+// tenantKEKURI returns the URI of the key mk keeps for tenant id.
+func tenantKEKURI(t testing.TB, mk keys.KeyMaker, id tenant.ID) keys.URI {
+	t.Helper()
+	u, err := mk.KeyURI(keys.TenantKEKLabel(id))
+	require.NoError(t, err)
+	return keys.URI(u)
 }
 
 func withTenantKEKs(mk keys.KeyMaker) func(*keys.Config) {
@@ -50,8 +59,7 @@ func TestTenantKEKIsMadeForTheTenantAndShredDestroysExactlyIt(t *testing.T) {
 	a, ctxA := provision(t, m, "gova", keys.ProvisionOptions{TenantKEK: true})
 	b, ctxB := provision(t, m, "govb", keys.ProvisionOptions{TenantKEK: true})
 	_, ctxP := provision(t, m, "std")
-	uriA, err := mk.KeyURI(keys.TenantKEKLabel(a))
-	require.NoError(t, err)
+	uriA := tenantKEKURI(t, mk, a)
 	for _, p := range keys.Purposes() {
 		w, err := e.store.Get(ctxT(t), a, p)
 		require.NoError(t, err)
@@ -71,7 +79,7 @@ func TestTenantKEKIsMadeForTheTenantAndShredDestroysExactlyIt(t *testing.T) {
 	res, err := m.Shred(ctxT(t), a)
 	require.NoError(t, err)
 	assert.Equal(t, uriA, res.DestroyedKEK)
-	assert.Equal(t, []string{uriA}, res.Tombstone.TenantKEKs, "the tombstone records the key it destroyed")
+	assert.Equal(t, []keys.URI{uriA}, res.Tombstone.TenantKEKs, "the tombstone records the key it destroyed")
 	assert.Empty(t, res.RetainedKEKs)
 	after := files(t, dir)
 	assert.Equal(t, slices.DeleteFunc(slices.Clone(before), func(n string) bool { return n == keys.TenantKEKLabel(a)+".key" }), after,
@@ -81,7 +89,7 @@ func TestTenantKEKIsMadeForTheTenantAndShredDestroysExactlyIt(t *testing.T) {
 
 	_, err = m.Open(ctxA, sealedA, field)
 	require.ErrorIs(t, err, keys.ErrKeyDestroyed)
-	m.PurgeAll()
+	keys.PurgeAll(m)
 	got, err := m.Open(ctxB, sealedB, field)
 	require.NoError(t, err, "another tenant with its own key is unaffected")
 	assert.Equal(t, "b's secret", string(got))
@@ -120,7 +128,7 @@ func TestRestoredKeysetsOfAShreddedTenantKEKDoNotOpen(t *testing.T) {
 		saved[i].Version = 0
 	}
 	require.NoError(t, e.store.Put(ctxT(t), saved...))
-	m.PurgeAll()
+	keys.PurgeAll(m)
 	_, err = m.Open(ctxA, sealed, field)
 	require.ErrorIs(t, err, keys.ErrUnwrap, "the restored keysets need a key that no longer exists")
 }
@@ -134,9 +142,8 @@ func TestTenantKEKSurvivesAnInterruptedProvision(t *testing.T) {
 	m := e.manager(t, withTenantKEKs(mk))
 
 	id := newID("crashed")
-	uri, err := mk.KeyURI(keys.TenantKEKLabel(id))
-	require.NoError(t, err)
-	require.NoError(t, mk.CreateKey(ctxT(t), uri)) // what the crashed Provision did
+	uri := tenantKEKURI(t, mk, id)
+	require.NoError(t, mk.CreateKey(ctxT(t), string(uri))) // what the crashed Provision did
 	keyFile := filepath.Join(dir, keys.TenantKEKLabel(id)+".key")
 	made, err := os.ReadFile(keyFile)
 	require.NoError(t, err)
@@ -148,9 +155,8 @@ func TestTenantKEKSurvivesAnInterruptedProvision(t *testing.T) {
 	require.NoError(t, m.Provision(ctxT(t), id, keys.ProvisionOptions{TenantKEK: true}), "and a re-run is a no-op")
 
 	orphan := newID("orphan")
-	orphanURI, err := mk.KeyURI(keys.TenantKEKLabel(orphan))
-	require.NoError(t, err)
-	require.NoError(t, mk.CreateKey(ctxT(t), orphanURI))
+	orphanURI := tenantKEKURI(t, mk, orphan)
+	require.NoError(t, mk.CreateKey(ctxT(t), string(orphanURI)))
 	res, err := m.Shred(ctxT(t), orphan)
 	require.NoError(t, err)
 	assert.Empty(t, res.Tombstone.TenantKEKs)
@@ -176,8 +182,7 @@ func TestRewrapLeavesTenantKEKsAloneAndRefusesOneAsTarget(t *testing.T) {
 
 	// A tenant's key that wraps nothing yet (its Provision was
 	// interrupted) is refused as well, by its label.
-	orphanURI, err := mk.KeyURI(keys.TenantKEKLabel(newID("rworphan")))
-	require.NoError(t, err)
+	orphanURI := tenantKEKURI(t, mk, newID("rworphan"))
 	_, err = m.Rewrap(ctxT(t), e.platform, orphanURI)
 	require.ErrorIs(t, err, keys.ErrKEKInUse)
 	assert.Equal(t, e.platform, e.kekOf(t, std)[keys.PurposeData], "nothing moved")
@@ -192,7 +197,7 @@ func TestRewrapLeavesTenantKEKsAloneAndRefusesOneAsTarget(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, keys.KEKTenant, w.KEKKind, p)
 	}
-	m.PurgeAll()
+	keys.PurgeAll(m)
 	got, err := m.Open(ctxGov, sealed, field)
 	require.NoError(t, err)
 	assert.Equal(t, "gov", string(got))
@@ -204,8 +209,7 @@ func TestTenantKEKThatIsThePlatformKeyIsRefused(t *testing.T) {
 	e := newEnv(t)
 	mk, _ := e.localMaker(t)
 	id := newID("clash")
-	uri, err := mk.KeyURI(keys.TenantKEKLabel(id))
-	require.NoError(t, err)
+	uri := tenantKEKURI(t, mk, id)
 	m := e.manager(t, withTenantKEKs(mk), func(c *keys.Config) { c.PlatformKEK = uri })
 	_, ctxP := provision(t, m, "onplatform")
 	sealed, err := m.Seal(ctxP, []byte("p"), field)
@@ -217,7 +221,7 @@ func TestTenantKEKThatIsThePlatformKeyIsRefused(t *testing.T) {
 	// And Shred of that tenant does not destroy the platform key.
 	_, err = m.Shred(ctxT(t), id)
 	require.NoError(t, err)
-	m.PurgeAll()
+	keys.PurgeAll(m)
 	got, err := m.Open(ctxP, sealed, field)
 	require.NoError(t, err, "the platform key is intact")
 	assert.Equal(t, "p", string(got))

@@ -33,13 +33,13 @@ func TestLoadTimeoutBoundsAHungMasterKey(t *testing.T) {
 	unblock := func() { releaseOnce.Do(func() { close(release) }) }
 	defer unblock()
 
-	setup := e.manager(t, func(c *keys.Config) { c.KMS = []registry.KMSClient{fake}; c.PlatformKEK = kekURI })
+	setup := e.manager(t, func(c *keys.Config) { c.KMS = []registry.KMSClient{fake}; c.PlatformKEK = keys.URI(kekURI) })
 	id, _ := provision(t, setup, "hung")
 
 	const loadTimeout = 200 * time.Millisecond
 	m := e.manager(t, func(c *keys.Config) {
 		c.KMS = []registry.KMSClient{hung}
-		c.PlatformKEK = kekURI
+		c.PlatformKEK = keys.URI(kekURI)
 		c.LoadTimeout = loadTimeout
 	})
 	hung.setHook(func(op string, n int64) error {
@@ -72,7 +72,7 @@ func TestLoadTimeoutBoundsAHungMasterKey(t *testing.T) {
 			require.Less(t, took[i], 10*loadTimeout, "round %d: a caller waited %v for a load bounded by %v", round, took[i], loadTimeout)
 			require.ErrorIs(t, err, keys.ErrUnwrap, "round %d", round)
 			require.ErrorIs(t, err, context.DeadlineExceeded, "round %d", round)
-			require.Contains(t, err.Error(), keys.DisplayURI(kekURI), "the error must name the master key")
+			require.Contains(t, err.Error(), keys.URI(kekURI).String(), "the error must name the master key")
 			require.NotContains(t, err.Error(), kekURI, "a fake-kms URI carries its key: it must be redacted")
 		}
 	}

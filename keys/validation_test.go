@@ -1,6 +1,9 @@
 package keys_test
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 
@@ -15,7 +18,83 @@ func requireInvalid(t *testing.T, err error, sentinel error, field string) {
 	t.Helper()
 	require.ErrorIs(t, err, sentinel)
 	require.Contains(t, err.Error(), field, "the error must name the field")
-	require.True(t, strings.HasPrefix(err.Error(), "keys: "), "errors are prefixed with the package: %s", err)
+	requireOnePrefix(t, err)
+}
+
+// requireOnePrefix checks that err reads "keys: ..." with no second
+// "keys: " further down its chain (each chain of an errors.Join, one per
+// line, as Rewrap returns).
+func requireOnePrefix(t *testing.T, err error) {
+	t.Helper()
+	require.Error(t, err)
+	for _, line := range strings.Split(err.Error(), "\n") {
+		require.True(t, strings.HasPrefix(line, "keys: "), "errors are prefixed with the package: %s", line)
+		require.Equal(t, 1, strings.Count(line, "keys: "), "one package prefix per error chain: %s", line)
+	}
+}
+
+// Every kind of error the Manager returns, from its own checks, from a
+// master key, from a Store, from Tink, reads "keys: <what failed>: ..."
+// once, however deep the chain.
+func TestErrorsCarryOnePackagePrefix(t *testing.T) {
+	e := newEnv(t)
+	flaky := &hookClient{KMSClient: e.local}
+	m := e.manager(t, func(c *keys.Config) { c.KMS = []registry.KMSClient{flaky} })
+	mem := e.manager(t, func(c *keys.Config) { c.Store = keys.NewMemStore() })
+	id, ctx := provision(t, m, "prefix")
+	ct, err := m.Seal(ctx, []byte("x"), field)
+	require.NoError(t, err)
+	mac, err := m.MAC(ctx)
+	require.NoError(t, err)
+	stream, err := m.StreamingAEAD(ctx)
+	require.NoError(t, err)
+	fake, cust := customerKey(t)
+	gone, _ := provision(t, m, "prefixgone")
+	_, err = m.Shred(ctxT(t), gone)
+	require.NoError(t, err)
+	newKEK, _ := e.keyURI(t, "prefix-new.key")
+	down := func() { flaky.setHook(func(string, int64) error { return errors.New("HSM down") }) }
+	up := func() { flaky.setHook(nil) }
+
+	for name, call := range map[string]func() error{
+		"Open of a bad ciphertext":       func() error { _, err := m.Open(ctx, append([]byte{}, ct[:len(ct)-1]...), field); return err },
+		"VerifyMAC of a bad tag":         func() error { return mac.VerifyMAC([]byte("tag"), []byte("data")) },
+		"Provision, customer local file": func() error { return m.Provision(ctxT(t), newID("p"), keys.ProvisionOptions{CustomerKEK: e.platform}) },
+		"Provision, exists": func() error {
+			return e.manager(t, withCustomerKMS(fake)).Provision(ctxT(t), id, keys.ProvisionOptions{CustomerKEK: cust})
+		},
+		"Provision, shredded":        func() error { return m.Provision(ctxT(t), gone, keys.ProvisionOptions{}) },
+		"Provision, master key down": func() error { down(); defer up(); return m.Provision(ctxT(t), newID("p"), keys.ProvisionOptions{}) },
+		"Rotate, master key down":    func() error { down(); defer up(); return m.Rotate(ctxT(t), id, keys.PurposeData) },
+		"Rotate, shredded":           func() error { return m.Rotate(ctxT(t), gone, keys.PurposeData) },
+		"Seal, shredded":             func() error { _, err := m.Seal(tenant.NewContext(ctxT(t), gone), []byte("x"), field); return err },
+		"Open, master key down": func() error {
+			down()
+			defer up()
+			keys.PurgeAll(m)
+			_, err := m.Open(ctx, ct, field)
+			return err
+		},
+		"Rewrap, master key down": func() error {
+			down()
+			defer up()
+			_, err := m.Rewrap(ctxT(t), e.platform, newKEK)
+			return err
+		},
+		"Seal, never provisioned (MemStore)": func() error { _, err := mem.Seal(ctx, []byte("x"), field); return err },
+		"Provision, MemStore refuses":        func() error { return mem.Provision(ctxT(t), tenant.ID{}, keys.ProvisionOptions{}) },
+		"StreamingAEAD, too long AD": func() error {
+			_, err := stream.NewEncryptingWriter(io.Discard, make([]byte, 0))
+			if err != nil {
+				return err
+			}
+			_, err = (&keys.StreamingAEAD{}).NewEncryptingWriter(io.Discard, nil)
+			return err
+		},
+		"Shred, zero tenant": func() error { _, err := m.Shred(ctxT(t), tenant.ID{}); return err },
+	} {
+		t.Run(name, func(t *testing.T) { requireOnePrefix(t, call()) })
+	}
 }
 
 func TestNewRejectsBadConfigNamingTheField(t *testing.T) {
@@ -97,7 +176,7 @@ func TestInputValidationNamesTheField(t *testing.T) {
 	requireInvalid(t, err, keys.ErrInvalidArgument, "tenant ID is zero")
 }
 
-func TestDisplayURIRedactsSecrets(t *testing.T) {
+func TestURIsPrintRedacted(t *testing.T) {
 	for in, want := range map[string]string{
 		"local:///var/lib/kek":                          "local:///var/lib/kek",
 		"aws-kms://arn:aws:kms:us-east-1:1:key/abc":     "aws-kms://arn:aws:kms:us-east-1:1:key/abc",
@@ -108,10 +187,11 @@ func TestDisplayURIRedactsSecrets(t *testing.T) {
 		"pkcs11:token=ȺȺȺȺȺȺȺȺ?pin-value=SECRETPIN": "pkcs11:token=ȺȺȺȺȺȺȺȺ?pin-value=REDACTED",
 		"pkcs11:token=ﬀ?Pin-Value=SECRETPIN&x=1":    "pkcs11:token=ﬀ?Pin-Value=REDACTED&x=1",
 	} {
-		require.Equal(t, want, keys.DisplayURI(in))
+		require.Equal(t, want, keys.URI(in).String())
+		require.Equal(t, want, fmt.Sprint(keys.URI(in)))
 	}
 	fake := "fake-kms://CM2b3_MDEjEwMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY"
-	got := keys.DisplayURI(fake)
+	got := keys.URI(fake).String()
 	require.True(t, strings.HasPrefix(got, "fake-kms://redacted-"), got)
 	require.NotContains(t, got, fake[len("fake-kms://"):])
 }

@@ -187,7 +187,7 @@ func (s *Keysets) Get(ctx context.Context, id tenant.ID, p keys.Purpose) (keys.W
 		return keys.WrappedKeyset{}, fmt.Errorf("store: keysets: tenant %s has no %s keyset: %w", id, p, keys.ErrNoKeys)
 	}
 	return keys.WrappedKeyset{
-		Tenant: id, Purpose: p, KEKURI: *kekURI, KEKKind: keys.KEKKind(*kekKind), Wrapped: wrapped,
+		Tenant: id, Purpose: p, KEKURI: keys.URI(*kekURI), KEKKind: keys.KEKKind(*kekKind), Wrapped: wrapped,
 		Version: *version, CreatedAt: *created, UpdatedAt: *updat,
 	}, nil
 }
@@ -246,7 +246,8 @@ func (s *Keysets) Put(ctx context.Context, sets ...keys.WrappedKeyset) error {
 		}
 		for _, w := range sets {
 			var sql string
-			args := []any{w.Tenant.String(), string(w.Purpose), w.KEKURI, string(w.KEKKind), w.Wrapped}
+			// string(w.KEKURI): keys.URI marshals itself redacted.
+			args := []any{w.Tenant.String(), string(w.Purpose), string(w.KEKURI), string(w.KEKKind), w.Wrapped}
 			if w.Version == 0 {
 				sql = `INSERT INTO tenancy.tenant_keysets (tenant_id, purpose, kek_uri, kek_kind, wrapped, version)
 					VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT (tenant_id, purpose) DO NOTHING`
@@ -335,11 +336,11 @@ func (s *Keysets) List(ctx context.Context, opts keys.ListOptions) ([]keys.Wrapp
 	args := []any{opts.AfterTenant.String(), string(opts.AfterPurpose), opts.Limit}
 	sql := listSQL
 	if opts.KEKURI != "" {
-		args = append(args, opts.KEKURI)
+		args = append(args, string(opts.KEKURI))
 		sql += fmt.Sprintf(` AND kek_uri = $%d`, len(args))
 	}
 	if opts.KEKURIPrefix != "" {
-		args = append(args, opts.KEKURIPrefix)
+		args = append(args, string(opts.KEKURIPrefix))
 		sql += fmt.Sprintf(` AND starts_with(kek_uri, $%d)`, len(args))
 	}
 	sql += listOrder
@@ -350,13 +351,16 @@ func (s *Keysets) List(ctx context.Context, opts keys.ListOptions) ([]keys.Wrapp
 	var out []keys.WrappedKeyset
 	for rows.Next() {
 		var (
-			w       keys.WrappedKeyset
-			id, pur string
+			w                  keys.WrappedKeyset
+			id, pur, kek, kind string
 		)
-		if err := rows.Scan(&id, &pur, &w.KEKURI, &w.KEKKind, &w.Wrapped, &w.Version, &w.CreatedAt, &w.UpdatedAt); err != nil {
+		// Into strings, then converted: keys.URI marshals itself redacted,
+		// and only the URI itself may reach or come from the table.
+		if err := rows.Scan(&id, &pur, &kek, &kind, &w.Wrapped, &w.Version, &w.CreatedAt, &w.UpdatedAt); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("store: keysets: List: %w", err)
 		}
+		w.KEKURI, w.KEKKind = keys.URI(kek), keys.KEKKind(kind)
 		if w.Tenant, err = tenant.ParseID(id); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("store: keysets: List: row with bad tenant_id: %w", err)

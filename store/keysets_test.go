@@ -59,7 +59,7 @@ func ksTenant(name string) tenant.ID {
 	return tenant.MustParseID(fmt.Sprintf("ks_%s%d", name, ksSeq.Add(1)))
 }
 
-func ksSet(id tenant.ID, p keys.Purpose, kek string, version int64) keys.WrappedKeyset {
+func ksSet(id tenant.ID, p keys.Purpose, kek keys.URI, version int64) keys.WrappedKeyset {
 	return keys.WrappedKeyset{Tenant: id, Purpose: p, KEKURI: kek, KEKKind: keys.KEKPlatform, Wrapped: []byte("wrapped:" + id.String() + "/" + string(p)), Version: version}
 }
 
@@ -208,7 +208,7 @@ func TestGrantKeysetsReadWriteIsEnoughForTheLifecycle(t *testing.T) {
 	e := newKsEnv(t)
 	rw, _ := e.grantedKeysets(t, store.KeysetsReadWrite)
 	ctx, id := t.Context(), ksTenant("rw")
-	kek := "local:///granted/" + id.String()
+	kek := keys.URI("local:///granted/" + id.String())
 	require.NoError(t, rw.Put(ctx, ksSet(id, keys.PurposeData, kek, 0), ksSet(id, keys.PurposeBlob, kek, 0)))
 	w, err := rw.Get(ctx, id, keys.PurposeData)
 	require.NoError(t, err)

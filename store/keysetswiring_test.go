@@ -18,7 +18,7 @@ func TestDBKeysetsServeButCannotWriteOrShred(t *testing.T) {
 	forModes(t, func(t *testing.T, e *env) {
 		ctx := t.Context()
 		id := ksTenant("wiring")
-		kek := "local:///wiring/" + id.String()
+		kek := keys.URI("local:///wiring/" + id.String())
 		w := keys.WrappedKeyset{Tenant: id, Purpose: keys.PurposeData, KEKURI: kek, KEKKind: keys.KEKPlatform, Wrapped: []byte{1, 2, 3}}
 		require.NoError(t, e.admin.Keysets().Put(ctx, w))
 

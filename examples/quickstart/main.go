@@ -223,7 +223,7 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 	}
 	newKeys := func(ks keys.Store) (*keys.Manager, error) {
 		kc := keys.DefaultConfig()
-		kc.Store, kc.KMS, kc.PlatformKEK = ks, []registry.KMSClient{local}, kek
+		kc.Store, kc.KMS, kc.PlatformKEK = ks, []registry.KMSClient{local}, keys.URI(kek)
 		return keys.New(kc)
 	}
 	provisioner, err := newKeys(admin.Keysets())
@@ -250,7 +250,7 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 			return err
 		}
 		ids = append(ids, id)
-		p("provisioned tenant %s: schema %s, a login role of its own, keysets wrapped by %s", id, id.SchemaName(), keys.DisplayURI(kek))
+		p("provisioned tenant %s: schema %s, a login role of its own, keysets wrapped by %s", id, id.SchemaName(), keys.URI(kek))
 	}
 
 	// 4. Each tenant writes its requirements. The tenant is in the context;

@@ -90,7 +90,7 @@ func TestQuickstartRuns(t *testing.T) {
 	// Keys, and what fails.
 	assert.Contains(t, s, `opens to "ghp_token_of_abc123"`)
 	assert.Contains(t, s, `opens to "ghp_token_of_xyz789"`)
-	assert.Contains(t, s, "open abc123's sealed secret\n  -> keys: decryption failed")
+	assert.Contains(t, s, "open abc123's sealed secret\n  -> keys: Open: decryption failed")
 	assert.Contains(t, s, "SELECT count(*) FROM tenant_xyz789.requirements\n  -> ERROR: permission denied for schema tenant_xyz789")
 	assert.Contains(t, s, "without a tenant: SELECT * FROM requirements\n  -> store: query: tenant: no tenant in context")
 	assert.Contains(t, s, "dropped tenant abc123: schema, rows and login role deleted, keys shredded")

@@ -44,6 +44,7 @@ var brokenStores = map[string]struct {
 	"ListKEKURIAsPrefix":              {func() keys.Store { return listKEKURIAsPrefix{keys.NewMemStore()} }, "ListFiltersByKEKURIExactly"},
 	"ListPrefixFoldsCase":             {func() keys.Store { return listPrefixFoldsCase{keys.NewMemStore()} }, "ListFiltersByKEKURIPrefixBytewise"},
 	"PutAcceptsAnyKEKKind":            {func() keys.Store { return putAcceptsAnyKind{keys.NewMemStore()} }, "PutRefusesAnUnknownKEKKind"},
+	"StoresURIsAsTheirText":           {func() keys.Store { return storesURIText{keys.NewMemStore()} }, "URIsThatPrintRedactedAreStoredAsThemselves"},
 	"GetForgetsKEKKind":               {func() keys.Store { return getForgetsKind{keys.NewMemStore()} }, "PutCreatesAndGetReadsBack"},
 }
 
@@ -202,7 +203,7 @@ func (s listOverLimit) List(ctx context.Context, opts keys.ListOptions) ([]keys.
 type listKEKURIAsPrefix struct{ *keys.MemStore }
 
 func (s listKEKURIAsPrefix) List(ctx context.Context, opts keys.ListOptions) ([]keys.WrappedKeyset, error) {
-	if opts.KEKURI != "" && strings.HasPrefix(opts.KEKURI, opts.KEKURIPrefix) {
+	if opts.KEKURI != "" && strings.HasPrefix(string(opts.KEKURI), string(opts.KEKURIPrefix)) {
 		opts.KEKURIPrefix, opts.KEKURI = opts.KEKURI, ""
 	}
 	return s.MemStore.List(ctx, opts)
@@ -220,7 +221,7 @@ func (s listPrefixFoldsCase) List(ctx context.Context, opts keys.ListOptions) ([
 	}
 	var out []keys.WrappedKeyset
 	for _, w := range all {
-		if len(w.KEKURI) >= len(prefix) && strings.EqualFold(w.KEKURI[:len(prefix)], prefix) && len(out) < limit {
+		if len(w.KEKURI) >= len(prefix) && strings.EqualFold(string(w.KEKURI[:len(prefix)]), string(prefix)) && len(out) < limit {
 			out = append(out, w)
 		}
 	}
@@ -237,6 +238,18 @@ func (s putAcceptsAnyKind) Put(ctx context.Context, sets ...keys.WrappedKeyset) 
 		if !sets[i].KEKKind.Valid() {
 			sets[i].KEKKind = keys.KEKPlatform
 		}
+	}
+	return s.MemStore.Put(ctx, sets...)
+}
+
+// storesURIText stores each master key URI as it prints (fmt.Sprint),
+// which is redacted, instead of string(uri).
+type storesURIText struct{ *keys.MemStore }
+
+func (s storesURIText) Put(ctx context.Context, sets ...keys.WrappedKeyset) error {
+	sets = slices.Clone(sets)
+	for i := range sets {
+		sets[i].KEKURI = keys.URI(fmt.Sprint(sets[i].KEKURI))
 	}
 	return s.MemStore.Put(ctx, sets...)
 }
@@ -339,7 +352,7 @@ func (s *racyStore) List(_ context.Context, opts keys.ListOptions) ([]keys.Wrapp
 	after := opts.AfterTenant.String() + "/" + string(opts.AfterPurpose)
 	var out []keys.WrappedKeyset
 	for k, w := range s.sets {
-		if opts.KEKURI != "" && w.KEKURI != opts.KEKURI || !strings.HasPrefix(w.KEKURI, opts.KEKURIPrefix) ||
+		if opts.KEKURI != "" && w.KEKURI != opts.KEKURI || !strings.HasPrefix(string(w.KEKURI), string(opts.KEKURIPrefix)) ||
 			!opts.AfterTenant.IsZero() && k <= after {
 			continue
 		}

@@ -70,6 +70,7 @@ var clauses = []struct {
 	{"ListFiltersByKEKURIExactly", listFiltersByKEKURI},
 	{"ListFiltersByKEKURIPrefixBytewise", listFiltersByKEKURIPrefix},
 	{"PutRefusesAnUnknownKEKKind", putRefusesUnknownKEKKind},
+	{"URIsThatPrintRedactedAreStoredAsThemselves", urisStoredAsThemselves},
 }
 
 // run makes the tenant IDs and master key URIs of one TestStore, unique to
@@ -109,8 +110,8 @@ func (c *checker) tenant() tenant.ID {
 }
 
 // kek returns a master key URI no other check uses.
-func (c *checker) kek(name string) string {
-	return fmt.Sprintf("storetest://%s/%d/%s", c.run.tag, c.run.seq.Add(1), name)
+func (c *checker) kek(name string) keys.URI {
+	return keys.URI(fmt.Sprintf("storetest://%s/%d/%s", c.run.tag, c.run.seq.Add(1), name))
 }
 
 func (c *checker) ctx() context.Context {
@@ -119,7 +120,7 @@ func (c *checker) ctx() context.Context {
 	return ctx
 }
 
-func set(id tenant.ID, p keys.Purpose, kek string, version int64) keys.WrappedKeyset {
+func set(id tenant.ID, p keys.Purpose, kek keys.URI, version int64) keys.WrappedKeyset {
 	return keys.WrappedKeyset{Tenant: id, Purpose: p, KEKURI: kek, KEKKind: keys.KEKPlatform, Wrapped: []byte("wrapped:" + id.String() + "/" + string(p)), Version: version}
 }
 
@@ -374,10 +375,10 @@ func deleteRecordsTombstone(c *checker) {
 	if t1.DestroyedAt.IsZero() {
 		c.Errorf("Delete(%s).DestroyedAt is zero", id)
 	}
-	if got := sorted(t1.TenantKEKs); !slices.Equal(got, []string{ownA, ownB}) {
-		c.Errorf("Delete(%s).TenantKEKs = %q, want the distinct %q", id, t1.TenantKEKs, []string{ownA, ownB})
+	if got := sorted(t1.TenantKEKs); !slices.Equal(got, []keys.URI{ownA, ownB}) {
+		c.Errorf("Delete(%s).TenantKEKs = %q, want the distinct %q", id, t1.TenantKEKs, []keys.URI{ownA, ownB})
 	}
-	for _, kek := range []string{ownA, ownB} {
+	for _, kek := range []keys.URI{ownA, ownB} {
 		for _, w := range c.list("list after Delete", keys.ListOptions{KEKURI: kek, Limit: 10}) {
 			if w.Tenant == id {
 				c.Errorf("Delete(%s) left its %s keyset", id, w.Purpose)
@@ -525,7 +526,7 @@ func keysOf(page []keys.WrappedKeyset) []string {
 	return out
 }
 
-func sorted(s []string) []string {
+func sorted[S ~string](s []S) []S {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return s
@@ -559,12 +560,12 @@ func listFiltersByKEKURI(c *checker) {
 	id := c.tenant()
 	kek := c.kek("exact")
 	c.put("create", set(id, keys.PurposeData, kek, 0), set(id, keys.PurposeBlob, kek+"-b", 0), set(id, keys.PurposeAudit, kek[:len(kek)-1], 0))
-	for uri, want := range map[string][]string{
-		kek:                  {key(id, keys.PurposeData)},
-		kek + "-b":           {key(id, keys.PurposeBlob)},
-		kek[:len(kek)-1]:     {key(id, keys.PurposeAudit)},
-		strings.ToUpper(kek): nil,
-		kek + "-c":           nil,
+	for uri, want := range map[keys.URI][]string{
+		kek:                                    {key(id, keys.PurposeData)},
+		kek + "-b":                             {key(id, keys.PurposeBlob)},
+		kek[:len(kek)-1]:                       {key(id, keys.PurposeAudit)},
+		keys.URI(strings.ToUpper(string(kek))): nil,
+		kek + "-c":                             nil,
 	} {
 		if got := c.listAll("list by KEKURI", keys.ListOptions{KEKURI: uri, Limit: 10}); !slices.Equal(got, want) {
 			c.Errorf("List(KEKURI %q) returned %v, want %v", uri, got, want)
@@ -577,11 +578,11 @@ func listFiltersByKEKURI(c *checker) {
 // KEKURI too, both must hold; with a cursor, the list pages.
 func listFiltersByKEKURIPrefix(c *checker) {
 	base := c.kek("pkcs11:token=p;object=k?module-path=/m&pin-source=")
-	keks := map[string]string{
+	keks := map[string]keys.URI{
 		"file": base + "file:/run/pin",
 		"env":  base + "env:PIN",
 		"wild": base[:len(base)-1] + "%_", // shares base but its last byte
-		"case": strings.ToUpper(base[:9]) + base[9:] + "x",
+		"case": keys.URI(strings.ToUpper(string(base[:9]))) + base[9:] + "x",
 	}
 	ids := map[string]tenant.ID{}
 	for _, name := range []string{"file", "env", "wild", "case"} {
@@ -607,7 +608,7 @@ func listFiltersByKEKURIPrefix(c *checker) {
 		{"a prefix and a KEKURI it is not a prefix of", keys.ListOptions{KEKURIPrefix: base, KEKURI: keks["wild"]}, nil},
 		{"_ is not a wildcard", keys.ListOptions{KEKURIPrefix: base[:len(base)-1] + "_"}, nil},
 		{"% is not a wildcard", keys.ListOptions{KEKURIPrefix: base[:len(base)-1] + "%"}, want("wild")},
-		{"the comparison is case-sensitive", keys.ListOptions{KEKURIPrefix: strings.ToUpper(base)}, nil},
+		{"the comparison is case-sensitive", keys.ListOptions{KEKURIPrefix: keys.URI(strings.ToUpper(string(base)))}, nil},
 		{"a prefix nothing has", keys.ListOptions{KEKURIPrefix: base + "nothing"}, nil},
 	} {
 		tc.opts.Limit = 100
@@ -635,5 +636,27 @@ func putRefusesUnknownKEKKind(c *checker) {
 		bad.KEKKind = kind
 		c.putErr(fmt.Sprintf("Put with KEKKind %q", kind), keys.ErrInvalidArgument, good, bad)
 		c.getErr(fmt.Sprintf("Get after a refused Put (KEKKind %q)", kind), id, keys.PurposeData, keys.ErrNoKeys, keys.ErrKeyDestroyed)
+	}
+}
+
+// A keys.URI prints (and marshals as text) redacted; the Store must keep
+// the URI itself: a PIN, a fake-kms:// key. Get, List and the tombstone
+// give back exactly what Put was given.
+func urisStoredAsThemselves(c *checker) {
+	id := c.tenant()
+	pin := keys.URI("pkcs11:token=t;object=" + string(c.kek("o")) + "?module-path=/m&pin-value=s3cr3t")
+	fake := keys.URI("fake-kms://CM2b3_MDEjEwMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY" + c.run.tag)
+	a, b := set(id, keys.PurposeData, pin, 0), set(id, keys.PurposeBlob, fake, 0)
+	a.KEKKind = keys.KEKTenant
+	c.put("create keysets on URIs with secrets", a, b)
+	if got := c.get("read back", id, keys.PurposeData).KEKURI; string(got) != string(pin) {
+		c.Errorf("Get returned KEKURI %q, want the URI as given (%d bytes, got %d): a Store must store string(uri), not its redacted text", got, len(pin), len(got))
+	}
+	if got := c.list("list by the URI", keys.ListOptions{KEKURI: fake, Limit: 10}); len(got) != 1 || string(got[0].KEKURI) != string(fake) {
+		c.Errorf("List(KEKURI: a fake-kms URI) returned %d keysets, want 1 with the URI as given", len(got))
+	}
+	tomb := c.del("Delete", id)
+	if len(tomb.TenantKEKs) != 1 || string(tomb.TenantKEKs[0]) != string(pin) {
+		c.Errorf("the tombstone records %d KEKs, want the one URI as given", len(tomb.TenantKEKs))
 	}
 }
