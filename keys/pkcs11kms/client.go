@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ThalesGroup/crypto11"
 	"github.com/tink-crypto/tink-go/v2/core/registry"
@@ -188,8 +189,11 @@ func (c *Client) allowed(written, real string) bool {
 //
 // GetAEAD opens the token on first use (reading the PIN from the URI's
 // pin-source) and looks the key up; a missing key fails with
-// [ErrKeyNotFound]. The returned AEAD stops working when the client is
-// closed or the key destroyed.
+// [ErrKeyNotFound], and several keys with the label with [ErrHSM] (after
+// waiting up to 2 seconds while one of them is a key a [KeyMaker] in
+// another process made moments ago, and is about to destroy: see
+// [KeyMaker.CreateKey]). The returned AEAD stops working when the client
+// is closed or the key destroyed.
 func (c *Client) GetAEAD(keyURI string) (tink.AEAD, error) {
 	k, conn, err := c.open(keyURI)
 	if err != nil {
@@ -241,7 +245,7 @@ func (c *Client) GenerateKey(ctx context.Context, keyURI string) error {
 	_, err = call(ctx, func() (struct{}, error) {
 		conn.genMu.Lock()
 		defer conn.genMu.Unlock()
-		existing, err := conn.ctx.FindKeys(nil, []byte(k.Object))
+		existing, err := findLabelled(conn, k.Object)
 		if err != nil {
 			return struct{}{}, fmt.Errorf("%w: looking up key %s: %w", ErrHSM, k, err)
 		}
@@ -319,10 +323,11 @@ func (c *Client) opError(conn *tokenConn, err error, what string, k *KeyURI) err
 // checkKeyAttributes verifies that key is an AES-256 key with the
 // attributes GenerateKey sets (keyAttributes) and that it has always been
 // sensitive and never extractable: a key whose value was never outside the
-// token. Some tokens silently ignore template attributes.
+// token. Some tokens silently ignore template attributes. A key that is
+// not so fails with an [attrError]; any other error is the module's.
 func checkKeyAttributes(ctx *crypto11.Context, key *crypto11.SecretKey) error {
 	if key.Cipher != crypto11.CipherAES {
-		return errors.New("not an AES key")
+		return attrError("not an AES key")
 	}
 	types := []crypto11.AttributeType{crypto11.CkaValueLen, crypto11.CkaAlwaysSensitive, crypto11.CkaNeverExtractable}
 	for _, a := range keyAttributes {
@@ -335,10 +340,10 @@ func checkKeyAttributes(ctx *crypto11.Context, key *crypto11.SecretKey) error {
 	check := func(t crypto11.AttributeType, name string, want bool) error {
 		a := attrs[t]
 		if a == nil || len(a.Value) != 1 {
-			return fmt.Errorf("%s is missing", name)
+			return attrError(name + " is missing")
 		}
 		if got := a.Value[0] != 0; got != want {
-			return fmt.Errorf("%s is %v, want %v", name, got, want)
+			return attrError(fmt.Sprintf("%s is %v, want %v", name, got, want))
 		}
 		return nil
 	}
@@ -354,10 +359,15 @@ func checkKeyAttributes(ctx *crypto11.Context, key *crypto11.SecretKey) error {
 		return err
 	}
 	if v := attrs[crypto11.CkaValueLen]; v == nil || ulong(v.Value) != 32 {
-		return errors.New("not a 256-bit key")
+		return attrError("not a 256-bit key")
 	}
 	return nil
 }
+
+// An attrError says how a key differs from one GenerateKey makes.
+type attrError string
+
+func (e attrError) Error() string { return string(e) }
 
 // ulong decodes a CK_ULONG attribute value, which miekg/pkcs11 returns in
 // native byte order; it returns 0 for a value of unexpected size.
@@ -398,7 +408,7 @@ func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 	_, err = call(ctx, func() (struct{}, error) {
 		conn.genMu.Lock()
 		defer conn.genMu.Unlock()
-		keys, err := conn.ctx.FindKeys(nil, []byte(k.Object))
+		keys, err := findLabelled(conn, k.Object)
 		if err != nil {
 			return struct{}{}, fmt.Errorf("%w: looking up key %s: %w", ErrHSM, k, err)
 		}
@@ -411,7 +421,7 @@ func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 				return struct{}{}, fmt.Errorf("%w: destroying key %s: %w", ErrHSM, k, err)
 			}
 		}
-		left, err := conn.ctx.FindKeys(nil, []byte(k.Object))
+		left, err := findLabelled(conn, k.Object)
 		if err != nil {
 			return struct{}{}, fmt.Errorf("%w: checking that key %s is gone: %w", ErrHSM, k, err)
 		}
@@ -490,7 +500,7 @@ func (c *Client) open(keyURI string) (*KeyURI, *tokenConn, error) {
 // findKeys returns the AES keys labelled k.Object.
 func (c *Client) findKeys(ctx context.Context, conn *tokenConn, k *KeyURI) ([]*crypto11.SecretKey, error) {
 	keys, err := call(ctx, func() ([]*crypto11.SecretKey, error) {
-		return conn.ctx.FindKeys(nil, []byte(k.Object))
+		return findLabelled(conn, k.Object)
 	})
 	if err != nil {
 		conn.noteError(err)
@@ -507,16 +517,54 @@ func (c *Client) findKeys(ctx context.Context, conn *tokenConn, k *KeyURI) ([]*c
 	return keys, nil
 }
 
-// findKey returns the one AES key labelled k.Object.
-func (c *Client) findKey(ctx context.Context, conn *tokenConn, k *KeyURI) (*crypto11.SecretKey, error) {
-	keys, err := c.findKeys(ctx, conn, k)
-	switch {
-	case err != nil:
-		return nil, err
-	case len(keys) == 0:
-		return nil, fmt.Errorf("%w: %s", ErrKeyNotFound, k)
-	case len(keys) > 1:
-		return nil, fmt.Errorf("%w: %s: %d keys have that label", ErrHSM, k, len(keys))
+// findLabelled returns the secret keys labelled label. A key that another
+// process destroys while crypto11 reads the keys found fails the search
+// (CKR_OBJECT_HANDLE_INVALID): it searches again, a few times.
+func findLabelled(conn *tokenConn, label string) ([]*crypto11.SecretKey, error) {
+	for i := 0; ; i++ {
+		keys, err := conn.ctx.FindKeys(nil, []byte(label))
+		if err == nil || !keyGone(ckr(err)) || i == 10 {
+			return keys, err
+		}
 	}
-	return keys[0], nil
+}
+
+// findKey returns the one AES key labelled k.Object. While another key
+// with the label is one a KeyMaker made moments ago (processes racing to
+// create the key: see KeyMaker.CreateKey), it looks again, for up to
+// settleTime.
+func (c *Client) findKey(ctx context.Context, conn *tokenConn, k *KeyURI) (*crypto11.SecretKey, error) {
+	deadline := time.Now().Add(settleTime)
+	for {
+		keys, err := c.findKeys(ctx, conn, k)
+		switch {
+		case err != nil:
+			return nil, err
+		case len(keys) == 0:
+			return nil, fmt.Errorf("%w: %s", ErrKeyNotFound, k)
+		case len(keys) == 1:
+			return keys[0], nil
+		}
+		if time.Now().After(deadline) || !anyYoung(conn, keys) {
+			return nil, fmt.Errorf("%w: %s: %d keys have that label", ErrHSM, k, len(keys))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// anyYoung reports whether one of keys is one a KeyMaker made less than
+// settleTime ago.
+func anyYoung(conn *tokenConn, keys []*crypto11.SecretKey) bool {
+	now := time.Now()
+	for _, key := range keys {
+		id, err := protect(func() ([]byte, error) { return keyID(conn, key) })
+		if err == nil && isYoung(id, now) {
+			return true
+		}
+	}
+	return false
 }

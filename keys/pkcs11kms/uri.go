@@ -35,7 +35,11 @@ type KeyURI struct {
 // ParseKeyURI parses a key URI strictly; see the package documentation for
 // the grammar. Errors are [*URIError]s, matching [ErrInvalidURI], and do not
 // quote the URI.
-func ParseKeyURI(s string) (*KeyURI, error) {
+func ParseKeyURI(s string) (*KeyURI, error) { return parseURI(s, false) }
+
+// parseURI parses a key URI, or with base a base URI ([NewKeyMaker]): one
+// without an object attribute, which the returned KeyURI leaves empty.
+func parseURI(s string, base bool) (*KeyURI, error) {
 	if len(s) > maxURILen {
 		return nil, &URIError{Reason: "longer than 4096 bytes"}
 	}
@@ -51,6 +55,9 @@ func ParseKeyURI(s string) (*KeyURI, error) {
 	var k KeyURI
 	seen := map[string]bool{}
 	if path == "" {
+		if base {
+			return nil, &URIError{Reason: "empty path: token is required"}
+		}
 		return nil, &URIError{Reason: "empty path: token and object are required"}
 	}
 	for _, pattr := range strings.Split(path, ";") {
@@ -66,6 +73,9 @@ func ParseKeyURI(s string) (*KeyURI, error) {
 		case "token":
 			k.Token = val
 		case "object":
+			if base {
+				return nil, &URIError{Attr: name, Reason: "not allowed in a base URI: the KeyMaker adds the object of each key it makes"}
+			}
 			k.Object = val
 		case "type":
 			if val != "secret-key" {
@@ -106,13 +116,14 @@ func ParseKeyURI(s string) (*KeyURI, error) {
 			}
 		}
 	}
-	if err := k.validate(); err != nil {
+	if err := k.validate(base); err != nil {
 		return nil, err
 	}
 	return &k, nil
 }
 
-func (k *KeyURI) validate() error {
+// validate checks the attribute values; with base, the object is absent.
+func (k *KeyURI) validate(base bool) error {
 	for _, f := range []struct {
 		name, val string
 		max       int
@@ -122,6 +133,9 @@ func (k *KeyURI) validate() error {
 		{"module-path", k.ModulePath, maxPathLen},
 		{"pin-source", k.PINSource, maxPathLen},
 	} {
+		if base && f.name == "object" {
+			continue
+		}
 		if f.val == "" {
 			return &URIError{Attr: f.name, Reason: "missing (required)"}
 		}
