@@ -6,7 +6,16 @@
 // keysets (keyset.Handle.WriteWithAssociatedData, aead.NewKMSEnvelopeAEAD2)
 // exactly as Tink's AWS, GCP and Vault clients do, and are selected the same
 // way, by key URI. [Client.GenerateKey] creates a key in the token and
-// [Client.DestroyKey] destroys it (crypto-shredding a tenant's own KEK).
+// [Client.DestroyKey] destroys it.
+//
+// A [KeyMaker] manages the master keys a platform keeps in one token, one
+// per tenant: keys.Manager chooses each key's label
+// ("tenancy-tenant-acme"), [KeyMaker.KeyURI] gives its URI,
+// [KeyMaker.CreateKey] creates it when the tenant is provisioned (adopting
+// the key a crashed provisioning made, and settling processes that race to
+// create it on one key) and [KeyMaker.DestroyKey] destroys it when the
+// tenant is crypto-shredded. A KeyMaker serves only the URIs its KeyURI
+// gives: it cannot create or destroy another object of the token.
 //
 // The package uses github.com/ThalesGroup/crypto11 and therefore cgo: build
 // with CGO_ENABLED=1 and a C toolchain. Tests run against SoftHSM2 (Debian
@@ -44,6 +53,14 @@
 // [NewClient] takes a URI prefix, as Tink's KMS clients do;
 // [Client.Supported] is a plain prefix match on the URI text.
 //
+// [NewKeyMaker] takes a base URI: a key URI without the object attribute,
+// such as
+//
+//	pkcs11:token=gov?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/tenancy/hsm-pin
+//
+// to which [KeyMaker.KeyURI] adds object=LABEL, for labels of 1 to 64
+// bytes matching [a-z0-9][a-z0-9_-]*.
+//
 // One crypto11 Context (session pool and login) is kept per (module-path,
 // token) in the process, shared by every Client that names that token and
 // closed when the last of them is closed. A second URI naming an open token
@@ -55,10 +72,11 @@
 //
 // For the same reason a key's canonical URI and identity
 // ([Client.CanonicalKeyURI], [Client.KeyIdentity]), by which keys.Manager
-// tells keys apart, hold the module path with symlinks resolved: a URI
-// naming the module through a link (/lib/softhsm/libsofthsm2.so, with /lib
-// a link to usr/lib) names the same key as one naming the file itself. A
-// module path that does not resolve (not installed) is refused.
+// stores keys and tells them apart, hold the module path with symlinks
+// resolved, as do the URIs a KeyMaker gives: a URI naming the module
+// through a link (/lib/softhsm/libsofthsm2.so, with /lib a link to
+// usr/lib) names the same key as one naming the file itself. A module path
+// that does not resolve (not installed) is refused.
 //
 // # Errors
 //
@@ -68,11 +86,15 @@
 // the PIN), [ErrTokenNotFound], [ErrKeyNotFound] (also when the key is
 // destroyed while an AEAD uses it), [ErrKeyExists], [ErrDecrypt] (one vague
 // error for every authentication failure), [ErrHSM] (any other failure of
-// the module) and [ErrClosed]. Context-taking calls return the context's
-// error when it ends first. Modules report a failed GCM tag differently;
-// SoftHSM2 says CKR_GENERAL_ERROR, which could also be a failing module, so
-// on that code Decrypt checks that the key still encrypts and decrypts
-// before answering [ErrDecrypt] rather than [ErrHSM].
+// the module) and [ErrClosed]. A KeyMaker refuses a label that breaks the
+// rule with [ErrInvalidURI] (a [*URIError] for the object), a URI its
+// KeyURI did not give with [ErrUnsupportedURI], and objects with the label
+// that CreateKey does not adopt with [ErrKeyExists]. Context-taking calls
+// return the context's error when it ends first. Modules report a failed
+// GCM tag differently; SoftHSM2 says CKR_GENERAL_ERROR, which could also
+// be a failing module, so on that code Decrypt checks that the key still
+// encrypts and decrypts before answering [ErrDecrypt] rather than
+// [ErrHSM].
 //
 // crypto11 panics on some module errors, and a module may misbehave: every
 // call into crypto11 recovers panics and reports them as [ErrHSM]. A token
@@ -88,10 +110,12 @@
 //   - No PIN is ever accepted in a URI, kept in a Client beyond opening the
 //     token (only a salted digest, to compare PINs), or put in an error.
 //     Error messages quote URI attributes escaped and truncated.
-//   - Keys made by GenerateKey are token objects, sensitive,
-//     non-extractable and private, usable only to encrypt and decrypt;
-//     GenerateKey verifies this after creation. GetAEAD accepts only an
-//     AES-256 key.
+//   - Keys made by GenerateKey and CreateKey are token objects,
+//     sensitive, non-extractable and private, usable only to encrypt and
+//     decrypt; both verify this after creation, and CreateKey adopts an
+//     existing key only if it is so and has always been sensitive and
+//     never extractable (its value was never outside the token). GetAEAD
+//     accepts only an AES-256 key.
 //   - Each Encrypt draws a fresh random 96-bit nonce. With random nonces,
 //     NIST SP 800-38D limits one key to 2^32 encryptions; a KEK that wraps
 //     keysets is used orders of magnitude less, but it is not a data key.
@@ -101,6 +125,13 @@
 //     (a tenant's customer-managed key), confine them with
 //     [WithModulePaths] and a prefix that pins the token, and validate
 //     them with [ParseKeyURI] before storing them.
+//   - A KeyMaker chooses nothing but the label: it creates and destroys
+//     only keys named by the URIs its KeyURI gives, so a URI from a
+//     request or a store cannot make it touch another token or object.
+//     Any label of the right shape is accepted, including the label of
+//     the platform's own master key if it has that shape: keeping tenant
+//     labels apart from it is the caller's part (keys.Manager refuses a
+//     tenant key that is the platform's).
 //   - DestroyKey removes the key from the token; copies in HSM backups are
 //     outside this package's reach.
 package pkcs11kms

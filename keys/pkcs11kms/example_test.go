@@ -48,3 +48,41 @@ func Example() {
 		log.Fatal(err)
 	}
 }
+
+// A master key per tenant, made and destroyed in the platform's token by a
+// KeyMaker. keys.Manager does this itself when given the KeyMaker
+// (Config.TenantKEKs); the calls are shown here alone. (Not run: it needs a
+// configured token.)
+func ExampleNewKeyMaker() {
+	const module = "/usr/lib/softhsm/libsofthsm2.so"
+	client, err := pkcs11kms.NewClient("pkcs11:token=gov;", pkcs11kms.WithModulePaths(module))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+	maker, err := pkcs11kms.NewKeyMaker(client,
+		"pkcs11:token=gov?module-path="+module+"&pin-source=file:/run/tenancy/hsm-pin")
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	ctx := context.Background()
+	kek, err := maker.KeyURI("tenancy-tenant-acme")
+	if err != nil {
+		log.Fatal(err)
+	}
+	// When the tenant is provisioned (again after a crash: the key made
+	// before is kept):
+	if err := maker.CreateKey(ctx, kek); err != nil {
+		log.Fatal(err)
+	}
+	// The key wraps acme's keysets, as in Example.
+	if _, err := client.GetAEAD(kek); err != nil {
+		log.Fatal(err)
+	}
+	// When the tenant is crypto-shredded (nothing wrapped under the key
+	// opens again):
+	if err := maker.DestroyKey(ctx, kek); err != nil {
+		log.Fatal(err)
+	}
+}
