@@ -447,20 +447,26 @@ func parse(path string, content []byte) ([]byte, error) {
 }
 
 // loadOrCreate reads the key file at path, creating it with a fresh key if
-// it does not exist.
+// it does not exist. Processes racing to create it end up with one key: the
+// loser of the race reads the winner's.
 func loadOrCreate(path string) ([]byte, error) {
 	key, err := load(path)
 	if !errors.Is(err, fs.ErrNotExist) {
 		return key, err
 	}
-	return create(path)
+	key, err = createNew(path)
+	if errors.Is(err, fs.ErrExist) {
+		return load(path) // another process or goroutine won the race
+	}
+	return key, err
 }
 
-// create writes a fresh key to path atomically: the file is written and
-// synced under a temporary name in the same directory, then hard-linked to
-// path, which fails if path exists. The loser of a race reads the winner's
-// key; no reader ever sees a partial file.
-func create(path string) ([]byte, error) {
+// createNew writes a fresh key to path atomically and returns it: the file
+// is written and synced under a temporary name in the same directory, then
+// hard-linked to path, which fails if path exists (an error wrapping
+// fs.ErrExist; the existing file is left as it is). No reader ever sees a
+// partial file.
+func createNew(path string) ([]byte, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("localkms: create key file %s: %w", path, err)
@@ -493,13 +499,9 @@ func create(path string) ([]byte, error) {
 	}
 	if err == nil {
 		err = os.Link(tmp.Name(), path)
-		// Until the temporary name goes the key file has two links, which
-		// KeyMaker.CreateKey waits out: remove it now, not when returning.
+		// Until the temporary name goes the key file has two links, and
+		// Client.DestroyKey refuses it: remove it now, not when returning.
 		_ = os.Remove(tmp.Name())
-	}
-	if errors.Is(err, fs.ErrExist) {
-		clear(key)
-		return load(path) // another process or goroutine won the race
 	}
 	if err != nil {
 		clear(key)
