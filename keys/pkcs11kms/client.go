@@ -225,11 +225,13 @@ func (c *Client) GetAEAD(keyURI string) (tink.AEAD, error) {
 }
 
 // GenerateKey creates a new AES-256 key inside the token named by keyURI,
-// labelled with the URI's object. The key is a token object, sensitive,
-// not extractable, private (usable only after login) and allowed to
-// encrypt and decrypt only; GenerateKey checks that the token applied those
-// attributes and destroys the key and fails if it did not. It fails with
-// [ErrKeyExists] if the token already holds a key with that label.
+// labelled with the URI's object, its CKA_ID the URI's id (without an id,
+// the label). The key is a token object, sensitive, not extractable,
+// private (usable only after login) and allowed to encrypt and decrypt
+// only; GenerateKey checks that the token applied those attributes and
+// destroys the key and fails if it did not. It fails with [ErrKeyExists]
+// if the token already holds a secret key the URI names: one with that
+// label and, if the URI has an id, that CKA_ID.
 //
 // PKCS#11 calls cannot be interrupted: when ctx ends first, GenerateKey
 // returns ctx's error and the call it was waiting for completes in the
@@ -245,14 +247,18 @@ func (c *Client) GenerateKey(ctx context.Context, keyURI string) error {
 	_, err = call(ctx, func() (struct{}, error) {
 		conn.genMu.Lock()
 		defer conn.genMu.Unlock()
-		existing, err := findLabelled(conn, k.Object)
+		existing, err := findNamed(conn, k)
 		if err != nil {
 			return struct{}{}, fmt.Errorf("%w: looking up key %s: %w", ErrHSM, k, err)
 		}
 		if len(existing) > 0 {
 			return struct{}{}, fmt.Errorf("%w: %s", ErrKeyExists, k)
 		}
-		_, err = generate(conn, k, []byte(k.Object))
+		id := k.ID
+		if id == nil {
+			id = []byte(k.Object)
+		}
+		_, err = generate(conn, k, id)
 		return struct{}{}, err
 	})
 	return c.opError(conn, err, "generating key", k)
@@ -392,9 +398,11 @@ func onlyAES(keys []*crypto11.SecretKey) []*crypto11.SecretKey {
 	return aes
 }
 
-// DestroyKey destroys every AES key labelled with the URI's object in the
-// token (crypto-shredding a KEK): from then on nothing encrypted under it
-// can be decrypted, through this process or any other. AEADs already
+// DestroyKey destroys every AES key the URI names in the token: labelled
+// with its object and, if it has an id, with that CKA_ID
+// (crypto-shredding a KEK): from then on nothing encrypted under it can be
+// decrypted, through this process or any other. It destroys no object of
+// another class or key type with that label. AEADs already
 // obtained for it fail with [ErrKeyNotFound]. DestroyKey is idempotent: a
 // key that does not exist (destroyed already, or never made) is not an
 // error. It fails with [ErrHSM] if the key
@@ -408,7 +416,7 @@ func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 	_, err = call(ctx, func() (struct{}, error) {
 		conn.genMu.Lock()
 		defer conn.genMu.Unlock()
-		keys, err := findLabelled(conn, k.Object)
+		keys, err := findNamed(conn, k)
 		if err != nil {
 			return struct{}{}, fmt.Errorf("%w: looking up key %s: %w", ErrHSM, k, err)
 		}
@@ -421,7 +429,7 @@ func (c *Client) DestroyKey(ctx context.Context, keyURI string) error {
 				return struct{}{}, fmt.Errorf("%w: destroying key %s: %w", ErrHSM, k, err)
 			}
 		}
-		left, err := findLabelled(conn, k.Object)
+		left, err := findNamed(conn, k)
 		if err != nil {
 			return struct{}{}, fmt.Errorf("%w: checking that key %s is gone: %w", ErrHSM, k, err)
 		}
@@ -497,10 +505,11 @@ func (c *Client) open(keyURI string) (*KeyURI, *tokenConn, error) {
 	return k, conn, nil
 }
 
-// findKeys returns the AES keys labelled k.Object.
+// findKeys returns the AES keys k names: labelled k.Object, with CKA_ID
+// k.ID if it has one. Another secret key with that label (and id) fails.
 func (c *Client) findKeys(ctx context.Context, conn *tokenConn, k *KeyURI) ([]*crypto11.SecretKey, error) {
 	keys, err := call(ctx, func() ([]*crypto11.SecretKey, error) {
-		return findLabelled(conn, k.Object)
+		return findNamed(conn, k)
 	})
 	if err != nil {
 		conn.noteError(err)
@@ -511,18 +520,19 @@ func (c *Client) findKeys(ctx context.Context, conn *tokenConn, k *KeyURI) ([]*c
 	}
 	for _, key := range keys {
 		if key.Cipher != crypto11.CipherAES {
-			return nil, fmt.Errorf("%w: %s: an object with that label is not an AES key", ErrHSM, k)
+			return nil, fmt.Errorf("%w: %s: a key it names is not an AES key", ErrHSM, k)
 		}
 	}
 	return keys, nil
 }
 
-// findLabelled returns the secret keys labelled label. A key that another
-// process destroys while crypto11 reads the keys found fails the search
+// findNamed returns the secret keys k names: labelled k.Object and, if k
+// has an id, with CKA_ID k.ID. A key that another process destroys while
+// crypto11 reads the keys found fails the search
 // (CKR_OBJECT_HANDLE_INVALID): it searches again, a few times.
-func findLabelled(conn *tokenConn, label string) ([]*crypto11.SecretKey, error) {
+func findNamed(conn *tokenConn, k *KeyURI) ([]*crypto11.SecretKey, error) {
 	for i := 0; ; i++ {
-		keys, err := conn.ctx.FindKeys(nil, []byte(label))
+		keys, err := conn.ctx.FindKeys(k.ID, []byte(k.Object))
 		if err == nil || !keyGone(ckr(err)) || i == 10 {
 			return keys, err
 		}
@@ -546,7 +556,7 @@ func (c *Client) findKey(ctx context.Context, conn *tokenConn, k *KeyURI) (*cryp
 			return keys[0], nil
 		}
 		if time.Now().After(deadline) || !anyYoung(conn, keys) {
-			return nil, fmt.Errorf("%w: %s: %d keys have that label", ErrHSM, k, len(keys))
+			return nil, fmt.Errorf("%w: %s: %d keys have %s", ErrHSM, k, len(keys), what(k))
 		}
 		select {
 		case <-ctx.Done():
@@ -554,6 +564,14 @@ func (c *Client) findKey(ctx context.Context, conn *tokenConn, k *KeyURI) (*cryp
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// what says what the keys k names have in common, for errors.
+func what(k *KeyURI) string {
+	if k.ID != nil {
+		return "that label and id"
+	}
+	return "that label"
 }
 
 // anyYoung reports whether one of keys is one a KeyMaker made less than

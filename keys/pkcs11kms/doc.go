@@ -33,6 +33,7 @@
 //	path        = path-attr *( ";" path-attr )      ; any order, none twice
 //	path-attr   = "token=" value                    ; required: the token label, at most 32 bytes
 //	            / "object=" value                   ; required: the key's CKA_LABEL, at most 128 bytes
+//	            / "id=" value                       ; optional: the key's CKA_ID, 1 to 128 bytes of any value
 //	            / "type=secret-key"                 ; optional
 //	query       = query-attr *( "&" query-attr )    ; any order, none twice
 //	query-attr  = "module-path=" value              ; required: clean absolute path of the module
@@ -42,11 +43,18 @@
 //
 // Values are percent-decoded; characters outside RFC 7512's pk11-pchar (in
 // the path) or pk11-qchar (in the query) must be percent-encoded, and
-// decoded values must be UTF-8 without control characters. A PIN read from
-// its source is trimmed of leading and trailing white space.
+// decoded values but the id must be UTF-8 without control characters. A
+// PIN read from its source is trimmed of leading and trailing white space.
+//
+// A URI without an id names the AES key with that label, and fails when
+// the token holds several; a URI with an id names the AES key with that
+// label and that CKA_ID, however many others share the label.
+// [KeyURI.String] writes the canonical form, in which every byte of an id
+// is %XX in upper-case hex: id=%ab, id=%AB and, for the byte 'a', id=a
+// name one key.
 //
 // Everything else is rejected with an error naming the attribute: unknown
-// attributes, RFC 7512 attributes this package does not use (id, serial,
+// attributes, RFC 7512 attributes this package does not use (serial,
 // slot-id, module-name, ...), and pin-value, because a PIN written in a
 // URI ends up in configuration files, process listings and logs.
 //

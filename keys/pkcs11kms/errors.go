@@ -31,8 +31,9 @@ var (
 	// module.
 	ErrTokenNotFound = errors.New("pkcs11kms: token not found")
 
-	// ErrKeyNotFound: the token holds no AES key with the URI's object
-	// label, or the key was destroyed while in use.
+	// ErrKeyNotFound: the token holds no AES key the URI names (with its
+	// object label, and its id if it has one), or the key was destroyed
+	// while in use.
 	ErrKeyNotFound = errors.New("pkcs11kms: key not found")
 
 	// ErrKeyExists: GenerateKey found a key with that label already, or

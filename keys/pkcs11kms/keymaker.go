@@ -225,7 +225,7 @@ type createResult struct {
 func createOnce(conn *tokenConn, k *KeyURI, firstSeen map[string]time.Time) (createResult, error) {
 	conn.genMu.Lock()
 	defer conn.genMu.Unlock()
-	keys, err := findLabelled(conn, k.Object)
+	keys, err := findNamed(conn, k)
 	if err != nil {
 		return createResult{}, fmt.Errorf("%w: looking up key %s: %w", ErrHSM, k, err)
 	}
@@ -238,7 +238,7 @@ func createOnce(conn *tokenConn, k *KeyURI, firstSeen map[string]time.Time) (cre
 		if testHookGenerated != nil {
 			testHookGenerated(conn, k)
 		}
-		if keys, err = findLabelled(conn, k.Object); err != nil {
+		if keys, err = findNamed(conn, k); err != nil {
 			// The key was made; the next CreateKey adopts it.
 			return createResult{}, fmt.Errorf("%w: looking up key %s after creating it: %w", ErrHSM, k, err)
 		}

@@ -68,7 +68,7 @@ func otherKey(t *testing.T, conn *tokenConn, k *KeyURI, made time.Time, locked b
 // labelledIDs returns the CKA_IDs of the keys labelled k.Object.
 func labelledIDs(t *testing.T, conn *tokenConn, k *KeyURI) [][]byte {
 	t.Helper()
-	keys, err := findLabelled(conn, k.Object)
+	keys, err := findNamed(conn, k)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -364,7 +364,7 @@ func TestNewKeyMakerRefusesBaseURIs(t *testing.T) {
 		saying string
 	}{
 		{"an object", anyModule, "pkcs11:token=gov;object=kek" + q, pkcs11kms.ErrInvalidURI, "object", "not allowed in a base URI"},
-		{"an id", anyModule, "pkcs11:token=gov;id=%01" + q, pkcs11kms.ErrInvalidURI, "id", "not supported"},
+		{"an id", anyModule, "pkcs11:token=gov;id=%01" + q, pkcs11kms.ErrInvalidURI, "id", "not allowed in a base URI"},
 		{"a pin-value", anyModule, "pkcs11:token=gov?module-path=" + module + "&pin-value=1234", pkcs11kms.ErrInvalidURI, "pin-value", "refused"},
 		{"no token", anyModule, "pkcs11:type=secret-key" + q, pkcs11kms.ErrInvalidURI, "token", "missing"},
 		{"an empty path", anyModule, "pkcs11:" + q, pkcs11kms.ErrInvalidURI, "", "token is required"},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -921,5 +922,117 @@ func TestWithModulePathsComparesResolvedModules(t *testing.T) {
 		if _, err := onlyLink.CanonicalKeyURI(uriVia(p)); !errors.Is(err, pkcs11kms.ErrModuleNotAllowed) {
 			t.Errorf("CanonicalKeyURI via %s (another module): %v, want ErrModuleNotAllowed", p, err)
 		}
+	}
+}
+
+// withID returns uri (from softhsmtest.Token.URI) with the id attribute
+// id, spelled as given.
+func withID(uri, id string) string { return strings.Replace(uri, "?", ";id="+id+"?", 1) }
+
+// A URI with an id names exactly the AES key with that label and CKA_ID:
+// GenerateKey makes it, GetAEAD uses it and DestroyKey destroys it, and
+// none of them touches another key with the label.
+func TestKeysByID(t *testing.T) {
+	tok := softhsmtest.NewToken(t)
+	c := newClient(t)
+	ctx := t.Context()
+	one, two := withID(tok.URI("kek"), "%01%ab"), withID(tok.URI("kek"), "%02")
+	for _, u := range []string{one, two} {
+		if err := c.GenerateKey(ctx, u); err != nil {
+			t.Fatalf("GenerateKey(%s): %v", u, err)
+		}
+	}
+	if err := c.GenerateKey(ctx, withID(tok.URI("kek"), "%01%AB")); !errors.Is(err, pkcs11kms.ErrKeyExists) {
+		t.Fatalf("GenerateKey of an id and label taken: %v, want ErrKeyExists", err)
+	}
+	hsm := openHSM(t, tok)
+	// A DES3 key with the label and an id of its own.
+	if _, err := hsm.GenerateSecretKeyWithLabel([]byte{3}, []byte("kek"), 0, crypto11.CipherDES3); err != nil {
+		t.Fatal(err)
+	}
+	objs := tokenObjects(t, tok, hsm)
+	var ids []string
+	for _, d := range aesKeysLabelled(objs, "kek") {
+		_, id, _ := strings.Cut(d, " id=")
+		id, _, _ = strings.Cut(id, " ")
+		ids = append(ids, id)
+	}
+	if slices.Sort(ids); !slices.Equal(ids, []string{"01ab", "02"}) {
+		t.Fatalf("CKA_IDs of the AES keys labelled kek: %v, want 01ab and 02", ids)
+	}
+
+	// Each URI reaches its own key, whichever way its id is spelled.
+	ct1 := seal(t, c, one, []byte("one"), nil)
+	ct2 := seal(t, c, two, []byte("two"), nil)
+	opens(t, c, withID(tok.URI("kek"), "%01%AB"), ct1, []byte("one"), nil)
+	opens(t, c, two, ct2, []byte("two"), nil)
+	a2, err := c.GetAEAD(two)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a2.Decrypt(ct1, nil); !errors.Is(err, pkcs11kms.ErrDecrypt) {
+		t.Fatalf("key 02 decrypted key 01's ciphertext: %v", err)
+	}
+	for _, tc := range []struct {
+		uri    string
+		want   error
+		saying string
+	}{
+		{withID(tok.URI("kek"), "%01"), pkcs11kms.ErrKeyNotFound, "id=%01?"},            // a prefix of an id
+		{withID(tok.URI("kek"), "%01%ab%00"), pkcs11kms.ErrKeyNotFound, "id=%01%AB%00"}, // more than one
+		{withID(tok.URI("other"), "%02"), pkcs11kms.ErrKeyNotFound, "object=other"},     // another label
+		{withID(tok.URI("kek"), "%03"), pkcs11kms.ErrHSM, "not an AES key"},             // the DES3 key
+		{tok.URI("kek"), pkcs11kms.ErrHSM, "not an AES key"},                            // the label alone
+	} {
+		_, err := c.GetAEAD(tc.uri)
+		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.saying) {
+			t.Errorf("GetAEAD(%s) = %v, want %v saying %q", tc.uri, err, tc.want, tc.saying)
+		}
+	}
+
+	// The canonical URI spells the id in upper case; the spellings have one
+	// identity, another id another.
+	canon, err := c.CanonicalKeyURI(one)
+	if err != nil || !strings.Contains(canon, ";object=kek;id=%01%AB?") {
+		t.Fatalf("CanonicalKeyURI(%s) = %q, %v", one, canon, err)
+	}
+	id1, _ := c.KeyIdentity(one)
+	id1b, _ := c.KeyIdentity(withID(tok.URI("kek"), "%01%AB"))
+	id2, _ := c.KeyIdentity(two)
+	idNone, _ := c.KeyIdentity(tok.URI("kek"))
+	if id1 != id1b || id1 == id2 || id1 == idNone || id1 == "" {
+		t.Fatalf("identities: %q, %q, %q, %q", id1, id1b, id2, idNone)
+	}
+
+	// DestroyKey of one id destroys that key alone.
+	before := tokenObjects(t, tok, hsm)
+	if err := c.DestroyKey(ctx, one); err != nil {
+		t.Fatal(err)
+	}
+	after := tokenObjects(t, tok, hsm)
+	var gone []string
+	for h, d := range before {
+		if after[h] != d {
+			gone = append(gone, d)
+		}
+	}
+	if len(gone) != 1 || !strings.Contains(gone[0], `label="kek" id=01ab `) || len(after) != len(before)-1 {
+		t.Fatalf("DestroyKey(%s) removed %v", one, gone)
+	}
+	opens(t, c, two, ct2, []byte("two"), nil)
+	if _, err := c.GetAEAD(one); !errors.Is(err, pkcs11kms.ErrKeyNotFound) {
+		t.Fatalf("GetAEAD after DestroyKey: %v", err)
+	}
+	if err := c.DestroyKey(ctx, one); err != nil {
+		t.Fatalf("DestroyKey again: %v", err)
+	}
+	// An id-less DestroyKey destroys every AES key with the label, and not
+	// the DES3 key.
+	if err := c.DestroyKey(ctx, tok.URI("kek")); err != nil {
+		t.Fatal(err)
+	}
+	left := tokenObjects(t, tok, hsm)
+	if keys := aesKeysLabelled(left, "kek"); len(keys) != 0 || len(left) != len(after)-1 {
+		t.Fatalf("after DestroyKey of the label: %v", left)
 	}
 }

@@ -14,6 +14,7 @@ const (
 	maxURILen      = 4096
 	maxTokenLen    = 32 // CK_TOKEN_INFO.label is 32 bytes
 	maxObjectLen   = 128
+	maxIDLen       = 128
 	maxPathLen     = 1024
 	maxPINFileSize = 1024
 )
@@ -25,6 +26,10 @@ type KeyURI struct {
 	Token string
 	// Object is the label (CKA_LABEL) of the AES key in that token.
 	Object string
+	// ID is the key's CKA_ID (RFC 7512's id attribute: bytes of any
+	// value), or nil. With an ID the URI names the AES key with that label
+	// and that ID; without one, the AES key with that label.
+	ID []byte
 	// ModulePath is the absolute path of the PKCS#11 module to load.
 	ModulePath string
 	// PINSource says where the user PIN is read from: "env:NAME" or
@@ -38,7 +43,8 @@ type KeyURI struct {
 func ParseKeyURI(s string) (*KeyURI, error) { return parseURI(s, false) }
 
 // parseURI parses a key URI, or with base a base URI ([NewKeyMaker]): one
-// without an object attribute, which the returned KeyURI leaves empty.
+// without an object or id attribute, which the returned KeyURI leaves
+// empty.
 func parseURI(s string, base bool) (*KeyURI, error) {
 	if len(s) > maxURILen {
 		return nil, &URIError{Reason: "longer than 4096 bytes"}
@@ -77,14 +83,22 @@ func parseURI(s string, base bool) (*KeyURI, error) {
 				return nil, &URIError{Attr: name, Reason: "not allowed in a base URI: the KeyMaker adds the object of each key it makes"}
 			}
 			k.Object = val
+		case "id":
+			if base {
+				return nil, &URIError{Attr: name, Reason: "not allowed in a base URI, which names a token, not a key"}
+			}
+			if val == "" {
+				return nil, &URIError{Attr: name, Reason: "empty: give the key's CKA_ID, or leave the id out"}
+			}
+			k.ID = []byte(val)
 		case "type":
 			if val != "secret-key" {
 				return nil, &URIError{Attr: name, Reason: `must be "secret-key" if given`}
 			}
-		case "id", "manufacturer", "model", "serial", "library-manufacturer",
+		case "manufacturer", "model", "serial", "library-manufacturer",
 			"library-description", "library-version", "slot-description",
 			"slot-manufacturer", "slot-id":
-			return nil, &URIError{Attr: name, Reason: "not supported: name the key by token and object only"}
+			return nil, &URIError{Attr: name, Reason: "not supported: name the key by token, object and id only"}
 		default:
 			return nil, &URIError{Attr: name, Reason: "unknown path attribute"}
 		}
@@ -151,6 +165,9 @@ func (k *KeyURI) validate(base bool) error {
 			}
 		}
 	}
+	if len(k.ID) > maxIDLen {
+		return &URIError{Attr: "id", Reason: "too long"}
+	}
 	if !cleanAbs(k.ModulePath) {
 		return &URIError{Attr: "module-path", Reason: "must be a clean absolute path"}
 	}
@@ -169,10 +186,11 @@ func (k *KeyURI) validate(base bool) error {
 	return nil
 }
 
-// String returns the URI in canonical form: token, object, module-path,
-// pin-source, in that order, percent-encoded (every byte but the
-// unreserved characters, and '/' and ':' in the query, as %XX with
-// upper-case hex), without type=secret-key. Every URI that ParseKeyURI
+// String returns the URI in canonical form: token, object, id (if the URI
+// has one), module-path, pin-source, in that order, percent-encoded (every
+// byte of the id, and every byte of the other values but the unreserved
+// characters, and '/' and ':' in the query, as %XX with upper-case hex),
+// without type=secret-key. Every URI that ParseKeyURI
 // accepts for the same attribute values has this one canonical form. It
 // contains no PIN (a KeyURI cannot hold one).
 func (k *KeyURI) String() string {
@@ -192,7 +210,11 @@ func (k *KeyURI) String() string {
 // symbolic link) gives two identities here. [Client.KeyIdentity] and
 // [Client.CanonicalKeyURI] resolve the links first, so that they give one.
 func (k *KeyURI) Identity() string {
-	return Scheme + "token=" + escape(k.Token, false) + ";object=" + escape(k.Object, false) +
+	id := ""
+	if len(k.ID) > 0 {
+		id = ";id=" + escapeAll(k.ID)
+	}
+	return Scheme + "token=" + escape(k.Token, false) + ";object=" + escape(k.Object, false) + id +
 		"?module-path=" + escape(k.ModulePath, true) + "&pin-source="
 }
 
@@ -282,10 +304,21 @@ func cleanAbs(p string) bool {
 	return filepath.IsAbs(p) && filepath.Clean(p) == p
 }
 
+const upperHex = "0123456789ABCDEF"
+
+// escapeAll percent-encodes every byte of b: the one spelling of an id,
+// whose bytes are binary more often than text.
+func escapeAll(b []byte) string {
+	out := make([]byte, 0, 3*len(b))
+	for _, c := range b {
+		out = append(out, '%', upperHex[c>>4], upperHex[c&15])
+	}
+	return string(out)
+}
+
 // escape percent-encodes everything but unreserved characters, and, in a
 // query value, '/' and ':'.
 func escape(s string, query bool) string {
-	const hex = "0123456789ABCDEF"
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -294,8 +327,8 @@ func escape(s string, query bool) string {
 			continue
 		}
 		b.WriteByte('%')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&15])
+		b.WriteByte(upperHex[c>>4])
+		b.WriteByte(upperHex[c&15])
 	}
 	return b.String()
 }

@@ -2,6 +2,7 @@ package pkcs11kms_test
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -38,17 +39,26 @@ func TestParseKeyURI(t *testing.T) {
 		// 32-byte token label is the maximum
 		{"pkcs11:token=" + strings.Repeat("x", 32) + ";object=k" + q,
 			pkcs11kms.KeyURI{Token: strings.Repeat("x", 32), Object: "k", ModulePath: mod, PINSource: "env:TENANCY_HSM_PIN"}},
+		// an id: percent-encoded bytes of any value, NUL and 0xFF included,
+		// upper or lower case hex, or raw pk11-pchar characters
+		{"pkcs11:token=t;object=k;id=%00%ff%0A%7f" + q,
+			pkcs11kms.KeyURI{Token: "t", Object: "k", ID: []byte{0, 0xff, '\n', 0x7f}, ModulePath: mod, PINSource: "env:TENANCY_HSM_PIN"}},
+		{"pkcs11:id=ab:c;token=t;object=k" + q,
+			pkcs11kms.KeyURI{Token: "t", Object: "k", ID: []byte("ab:c"), ModulePath: mod, PINSource: "env:TENANCY_HSM_PIN"}},
+		// 128 id bytes are the maximum
+		{"pkcs11:token=t;object=k;id=" + strings.Repeat("%01", 128) + q,
+			pkcs11kms.KeyURI{Token: "t", Object: "k", ID: []byte(strings.Repeat("\x01", 128)), ModulePath: mod, PINSource: "env:TENANCY_HSM_PIN"}},
 	} {
 		got, err := pkcs11kms.ParseKeyURI(tc.uri)
 		if err != nil {
 			t.Errorf("ParseKeyURI(%q): %v", tc.uri, err)
 			continue
 		}
-		if *got != tc.want {
+		if !reflect.DeepEqual(*got, tc.want) {
 			t.Errorf("ParseKeyURI(%q) = %+v, want %+v", tc.uri, *got, tc.want)
 		}
 		again, err := pkcs11kms.ParseKeyURI(got.String())
-		if err != nil || *again != *got {
+		if err != nil || !reflect.DeepEqual(again, got) {
 			t.Errorf("String() %q does not parse back: %+v, %v", got.String(), again, err)
 		}
 	}
@@ -81,7 +91,14 @@ func TestParseKeyURIRejects(t *testing.T) {
 		{"unknown path attr", "pkcs11:token=t;object=k;colour=red" + q, "colour", "unknown path attribute"},
 		{"unknown query attr", "pkcs11:token=t;object=k" + q + "&debug=1", "debug", "unknown query attribute"},
 		{"upper-case attr", "pkcs11:Token=t;object=k" + q, "Token", "unknown"},
-		{"id unsupported", "pkcs11:token=t;object=k;id=%01" + q, "id", "not supported"},
+		{"empty id", "pkcs11:token=t;object=k;id=" + q, "id", "empty"},
+		{"id too long", "pkcs11:token=t;object=k;id=" + strings.Repeat("%01", 129) + q, "id", "too long"},
+		{"duplicate id", "pkcs11:token=t;object=k;id=%01;id=%02" + q, "id", "more than once"},
+		{"id truncated percent", "pkcs11:token=t;object=k;id=%0" + q, "id", "truncated"},
+		{"id bad hex", "pkcs11:token=t;object=k;id=%g1" + q, "id", "invalid percent"},
+		{"id raw slash", "pkcs11:token=t;object=k;id=a/b" + q, "id", "percent-encoded"},
+		{"id in the query", "pkcs11:token=t;object=k" + q + "&id=%01", "id", "unknown query attribute"},
+		{"missing object with id", "pkcs11:token=t;id=%01" + q, "object", "missing"},
 		{"serial unsupported", "pkcs11:token=t;object=k;serial=1" + q, "serial", "not supported"},
 		{"module-name", "pkcs11:token=t;object=k?module-name=softhsm2&pin-source=env:P", "module-name", "module-path"},
 		{"type not secret-key", "pkcs11:token=t;object=k;type=private" + q, "type", "secret-key"},
@@ -167,12 +184,20 @@ func TestKeyURIString(t *testing.T) {
 	if got := k.String(); got != want {
 		t.Fatalf("String() = %q, want %q", got, want)
 	}
+	// The id comes after the object, every byte of it %XX with upper-case
+	// hex, unreserved characters too.
+	k.ID = []byte{0xab, 0x00, 'a', '-', 0xff}
+	want = "pkcs11:token=a%20b;object=x%2Fy%3Bz;id=%AB%00%61%2D%FF?module-path=/opt/hsm/lib%20p11.so&pin-source=file:/run/pin"
+	if got := k.String(); got != want {
+		t.Fatalf("String() with an id = %q, want %q", got, want)
+	}
 }
 
 func FuzzParseKeyURI(f *testing.F) {
 	f.Add("pkcs11:token=tenancy;object=master-kek" + q)
 	f.Add("pkcs11:token=a%20b;object=x%2Fy?module-path=/a&pin-source=file:/b")
 	f.Add("pkcs11:token=t;object=k?pin-value=1234")
+	f.Add("pkcs11:token=t;object=k;id=%00%ab%CDx" + q)
 	f.Fuzz(func(t *testing.T, s string) {
 		k, err := pkcs11kms.ParseKeyURI(s)
 		if err != nil {
@@ -181,11 +206,11 @@ func FuzzParseKeyURI(f *testing.F) {
 			}
 			return
 		}
-		if strings.Contains(s, "pin-value") && !strings.Contains(k.Token+k.Object+k.ModulePath+k.PINSource, "pin-value") {
+		if strings.Contains(s, "pin-value") && !strings.Contains(k.Token+k.Object+string(k.ID)+k.ModulePath+k.PINSource, "pin-value") {
 			t.Fatalf("accepted a pin-value attribute: %q", s)
 		}
 		again, err := pkcs11kms.ParseKeyURI(k.String())
-		if err != nil || *again != *k {
+		if err != nil || !reflect.DeepEqual(again, k) {
 			t.Fatalf("String() %q of %q does not parse back: %v", k.String(), s, err)
 		}
 	})
@@ -234,6 +259,51 @@ func TestCanonicalFormAndIdentity(t *testing.T) {
 		"pkcs11:token=tenanc;object=master-kek" + q,
 		"pkcs11:token=tenancy;object=master-kek?module-path=" + mod + "2&pin-source=env:TENANCY_HSM_PIN",
 		"pkcs11:token=tenancy;object=master-kek?module-path=/usr/lib/softhsm/libsofthsm&pin-source=env:TENANCY_HSM_PIN",
+	} {
+		k, err := pkcs11kms.ParseKeyURI(u)
+		if err != nil {
+			t.Fatalf("ParseKeyURI(%q): %v", u, err)
+		}
+		if k.Identity() == identity || strings.HasPrefix(k.String(), identity) || strings.HasPrefix(canon, k.Identity()) {
+			t.Errorf("%q and %q share an identity", u, canon)
+		}
+	}
+}
+
+// An id has one canonical spelling and is part of the identity: %ab, %AB
+// and a raw character name one key; another id, or none, names another.
+func TestIDCanonicalFormAndIdentity(t *testing.T) {
+	const canon = "pkcs11:token=tenancy;object=kek;id=%AB%61%00?module-path=" + mod + "&pin-source=env:TENANCY_HSM_PIN"
+	const identity = "pkcs11:token=tenancy;object=kek;id=%AB%61%00?module-path=" + mod + "&pin-source="
+	for _, alias := range []string{
+		canon,
+		"pkcs11:token=tenancy;object=kek;id=%ab%61%00" + q,
+		"pkcs11:token=tenancy;object=kek;id=%aBa%00" + q,
+		"pkcs11:id=%Ab%61%00;object=kek;type=secret-key;token=tenancy?pin-source=env:TENANCY_HSM_PIN&module-path=" + mod,
+		"pkcs11:token=tenancy;id=%AB%61%00;object=kek?module-path=" + mod + "&pin-source=file:/run/pin",
+	} {
+		k, err := pkcs11kms.ParseKeyURI(alias)
+		if err != nil {
+			t.Fatalf("ParseKeyURI(%q): %v", alias, err)
+		}
+		if got := k.Identity(); got != identity {
+			t.Errorf("identity of %q = %q, want %q", alias, got, identity)
+		}
+		if !strings.Contains(alias, "file:") {
+			if got := k.String(); got != canon {
+				t.Errorf("canonical form of %q = %q, want %q", alias, got, canon)
+			}
+		}
+	}
+	for _, u := range []string{
+		"pkcs11:token=tenancy;object=kek" + q,                   // no id
+		"pkcs11:token=tenancy;object=kek;id=%AB%61" + q,         // a prefix of the id
+		"pkcs11:token=tenancy;object=kek;id=%AB%61%00%00" + q,   // the id and more
+		"pkcs11:token=tenancy;object=kek;id=%AB%41%00" + q,      // 'A', not 'a'
+		"pkcs11:token=tenancy;object=kek2;id=%AB%61%00" + q,     // another label
+		"pkcs11:token=tenancy2;object=kek;id=%AB%61%00" + q,     // another token
+		"pkcs11:token=tenancy;object=kek%3Bid%3D;id=%AB" + q,    // an object that looks like an id
+		"pkcs11:token=tenancy;object=kek;id=%3Bid%3D%AB%61" + q, // an id that looks like one
 	} {
 		k, err := pkcs11kms.ParseKeyURI(u)
 		if err != nil {
