@@ -31,8 +31,9 @@ func Example() {
 	// -rw-------
 }
 
-// A master key per tenant: the platform chooses the label, creates the key
-// when it provisions the tenant and destroys it to crypto-shred the tenant.
+// A master key per tenant: the platform chooses the label, creates a key
+// when it provisions the tenant and destroys the label's keys to
+// crypto-shred the tenant.
 func ExampleKeyMaker() {
 	dir, _ := os.MkdirTemp("", "localkms-example-")
 	defer os.RemoveAll(dir)
@@ -44,24 +45,32 @@ func ExampleKeyMaker() {
 		fmt.Println(err)
 		return
 	}
-	uri, _ := maker.KeyURI("tenancy-tenant-acme")
-	fmt.Println(filepath.Base(uri))
-	if err := maker.CreateKey(ctx, uri); err != nil { // again after a crash: the same key
+	uri, err := maker.CreateKey(ctx, "tenancy-tenant-acme")
+	if err != nil {
 		fmt.Println(err)
 		return
 	}
+	fmt.Println(maker.Owns(uri, "tenancy-tenant-acme"), maker.Owns(uri, "tenancy-tenant-beta"))
+
+	// Again (a provisioning resumed after a crash): another key.
+	unused, _ := maker.CreateKey(ctx, "tenancy-tenant-acme")
+	fmt.Println(unused != uri)
 
 	kek, _ := client.GetAEAD(uri)
 	wrapped, _ := kek.Encrypt([]byte("acme's keyset"), []byte("associated data"))
 
-	_ = maker.DestroyKey(ctx, uri)
+	if err := maker.DestroyKeys(ctx, "tenancy-tenant-acme"); err != nil { // both keys
+		fmt.Println(err)
+		return
+	}
 	_, err = kek.Decrypt(wrapped, []byte("associated data"))
 	fmt.Println(errors.Is(err, fs.ErrNotExist))
 
-	_, err = maker.KeyURI("Acme")
+	_, err = maker.CreateKey(ctx, "Acme")
 	fmt.Println(errors.Is(err, localkms.ErrInvalidURI))
 	// Output:
-	// tenancy-tenant-acme.key
+	// true false
+	// true
 	// true
 	// true
 }

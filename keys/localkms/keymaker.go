@@ -2,34 +2,45 @@ package localkms
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"time"
 )
 
-// maxLabelLen is the longest label, in bytes, that KeyMaker.KeyURI accepts.
+// maxLabelLen is the longest label, in bytes, that a KeyMaker accepts.
 const maxLabelLen = 64
 
+// randomLen is the length of the random part of a key file's name: 32
+// lower-case hex digits, 128 random bits.
+const randomLen = 32
+
 // keySuffix ends the name of every key file a KeyMaker makes. A label has
-// no '.', so the name cannot be "." or "..", nor the temporary name of a
-// key file being created (".localkms-*.tmp").
+// no '.', so the name LABEL.RANDOM.key parses back into its label and
+// random part unambiguously, and cannot be "." or "..", nor the temporary
+// name of a key file being created (".localkms-*.tmp").
 const keySuffix = ".key"
 
-// KeyMaker creates and destroys the master keys of one directory, one key
-// file per label: the key labelled "tenancy-tenant-acme" is the file
-// DIR/tenancy-tenant-acme.key. It is how a platform makes a master key per
-// tenant for development and tests; in production the keys are made in an
-// HSM (keys/pkcs11kms). It serves only the URIs [KeyMaker.KeyURI] gives, so it cannot
-// create or destroy any other file. It holds no key material and is safe
-// for concurrent use.
+// KeyMaker creates and destroys the master keys of one directory. Every
+// key it creates is a new file of its own, named by its label and a random
+// part: a key labelled "tenancy-tenant-acme" is a file such as
+// DIR/tenancy-tenant-acme.3f9c0a1b2d4e5f60718293a4b5c6d7e8.key. No file
+// is ever adopted or shared: [KeyMaker.CreateKey] fails rather than use a
+// file that exists, so a URI it gives names the key it made and no other.
+// It is how a platform makes a master key per tenant for development and
+// tests; in production the keys are made in an HSM (keys/pkcs11kms). It
+// holds no key material and is safe for concurrent use.
 type KeyMaker struct {
-	c   *Client
-	dir string // clean absolute directory, links resolved
+	c      *Client
+	dir    string    // clean absolute directory, links resolved
+	prefix string    // "local://" followed by DIR and a separator: what every URI it gives starts with
+	random io.Reader // of the names' random parts; nil for crypto/rand
 }
 
 // NewKeyMaker returns a KeyMaker for the key files in dir, an absolute
@@ -82,7 +93,9 @@ func NewKeyMaker(c *Client, dir string) (*KeyMaker, error) {
 		return nil, fmt.Errorf("%w: key directory %s has mode %04o: it must not be accessible by group or others (chmod 700 %s)",
 			ErrKeyFile, dir, fi.Mode().Perm(), dir)
 	}
-	return &KeyMaker{c: c, dir: resolved}, nil
+	m := &KeyMaker{c: c, dir: resolved}
+	m.prefix = strings.TrimSuffix(m.uri("x"), "x")
+	return m, nil
 }
 
 // servesDir fails with ErrInvalidURI unless the client serves the files in
@@ -95,27 +108,157 @@ func (c *Client) servesDir(dir, resolved string) error {
 	return nil
 }
 
-// KeyURI returns the URI of the master key labelled label: "local://"
-// followed by DIR/LABEL.key, with DIR the directory as NewKeyMaker resolved
-// it. It creates nothing and reads nothing; while no link replaces the key
-// file or a directory above it, the URI is the one [Client.CanonicalKeyURI]
-// gives for the key (CreateKey checks that it is).
+// uri returns the URI of the file named name in the maker's directory.
+func (m *KeyMaker) uri(name string) string {
+	return Scheme + filepath.ToSlash(filepath.Join(m.dir, name))
+}
+
+// CreateKey creates a new master key labelled label, a new file of its own
+// in the maker's directory named LABEL.RANDOM.key (RANDOM being 32
+// lower-case hex digits from crypto/rand), and returns its URI: "local://"
+// followed by the file's path, the URI [Client.CanonicalKeyURI] gives for
+// it. Every call makes another key, even for a label that has keys
+// already. The file is created as [Client.GetAEAD]'s first encryption
+// creates one (mode 0600, written under a temporary name and linked into
+// place, so that no reader sees a partial file), except that a file of
+// that name that exists already is never used: that is an error wrapping
+// [fs.ErrExist], and the file is left as it is.
 //
 // A label is 1 to 64 bytes of lowercase ASCII letters, digits, '_' and
 // '-', starting with a letter or a digit. Another label fails with an
-// error wrapping [ErrInvalidURI] that names the rule it breaks.
-func (m *KeyMaker) KeyURI(label string) (string, error) {
+// error wrapping [ErrInvalidURI] that names the rule it breaks; so does a
+// directory of the maker replaced by a symbolic link since NewKeyMaker
+// (its keys would be made elsewhere).
+func (m *KeyMaker) CreateKey(ctx context.Context, label string) (string, error) {
 	if err := checkLabel(label); err != nil {
 		return "", err
 	}
-	return m.uri(label), nil
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	b := make([]byte, randomLen/2)
+	r := m.random
+	if r == nil {
+		r = rand.Reader
+	}
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", fmt.Errorf("localkms: %w", err)
+	}
+	name := label + "." + hex.EncodeToString(b) + keySuffix
+	uri := m.uri(name)
+	if canon, err := m.c.CanonicalKeyURI(uri); err != nil {
+		return "", err
+	} else if canon != uri {
+		return "", fmt.Errorf("%w: %s now reaches %s through a symbolic link", ErrInvalidURI, uri, canon)
+	}
+	key, err := createNew(filepath.Join(m.dir, name))
+	clear(key)
+	if errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("%w (a random name was drawn twice: a key file is never adopted)", err)
+	}
+	if err != nil {
+		return "", err
+	}
+	return uri, nil
 }
 
-func (m *KeyMaker) uri(label string) string {
-	return Scheme + filepath.ToSlash(filepath.Join(m.dir, label+keySuffix))
+// DestroyKeys destroys every key the maker made with label: every regular
+// file of the maker's directory named LABEL.RANDOM.key, with RANDOM 32
+// lower-case hex digits, each with [Client.DestroyKey] (overwritten with
+// zeros, synced, removed). It destroys nothing else: not LABEL.key, not
+// the keys of another label (of "acme2" for "acme"), not another file. No
+// key of that label is not an error, nor is a missing directory.
+//
+// A file with such a name that is a symbolic link, or not a regular file,
+// is left as it is and reported with [ErrKeyFile]; so is one that
+// Client.DestroyKey refuses (a file with other hard links). The other
+// keys of the label are destroyed all the same, and the errors joined. A
+// key of label that CreateKey is making at the same moment may or may not
+// be destroyed, and may be reported as a file with two links while it
+// still has its temporary name.
+//
+// It fails with [ErrInvalidURI] for a label CreateKey refuses, or when a
+// directory of the maker has been replaced by a symbolic link since
+// NewKeyMaker.
+func (m *KeyMaker) DestroyKeys(ctx context.Context, label string) error {
+	if err := checkLabel(label); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if r, err := resolveLinks(m.dir); err != nil {
+		return fmt.Errorf("%w: key directory %s: %w", ErrInvalidURI, m.dir, err)
+	} else if r != m.dir {
+		return fmt.Errorf("%w: key directory %s now reaches %s through a symbolic link", ErrInvalidURI, m.dir, r)
+	}
+	entries, err := os.ReadDir(m.dir)
+	if missing(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("localkms: key directory %s: %w", m.dir, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if !ownsName(e.Name(), label) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		p := filepath.Join(m.dir, e.Name())
+		fi, err := os.Lstat(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue // destroyed meanwhile
+		case err != nil:
+			err = fmt.Errorf("localkms: destroy %s: %w", p, err)
+		case fi.Mode()&fs.ModeSymlink != 0:
+			err = fmt.Errorf("%w: destroy %s: it is a symbolic link, not a key of its own: left as it is", ErrKeyFile, p)
+		case !fi.Mode().IsRegular():
+			err = fmt.Errorf("%w: destroy %s: not a regular file: left as it is", ErrKeyFile, p)
+		default:
+			err = m.c.DestroyKey(ctx, m.uri(e.Name()))
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
-// checkLabel reports which rule of KeyURI label breaks, if any.
+// Owns reports whether keyURI names a key this maker makes with label, in
+// the spelling CreateKey gives: "local://" followed by the maker's
+// directory (as NewKeyMaker resolved it) and a file name LABEL.RANDOM.key,
+// RANDOM being 32 lower-case hex digits. It is a check on the string
+// alone: it opens nothing, and reports nothing about whether the key
+// exists.
+func (m *KeyMaker) Owns(keyURI, label string) bool {
+	name, ok := strings.CutPrefix(keyURI, m.prefix)
+	return ok && checkLabel(label) == nil && ownsName(name, label)
+}
+
+// ownsName reports whether name is LABEL.RANDOM.key for label, with RANDOM
+// 32 lower-case hex digits.
+func ownsName(name, label string) bool {
+	rest, ok := strings.CutPrefix(name, label+".")
+	if !ok {
+		return false
+	}
+	random, ok := strings.CutSuffix(rest, keySuffix)
+	if !ok || len(random) != randomLen {
+		return false
+	}
+	for i := range len(random) {
+		if b := random[i]; !('0' <= b && b <= '9' || 'a' <= b && b <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkLabel reports which rule of CreateKey label breaks, if any.
 func checkLabel(label string) error {
 	if label == "" {
 		return fmt.Errorf("%w: label must not be empty", ErrInvalidURI)
@@ -135,122 +278,6 @@ func checkLabel(label string) error {
 }
 
 func lowerOrDigit(b byte) bool { return 'a' <= b && b <= 'z' || '0' <= b && b <= '9' }
-
-// path returns the file path of keyURI if it is a URI KeyURI gives, spelled
-// exactly so, and fails with ErrInvalidURI otherwise.
-func (m *KeyMaker) path(keyURI string) (string, error) {
-	prefix := strings.TrimSuffix(m.uri("x"), "x"+keySuffix) // "local:///DIR/"
-	label, ok := strings.CutPrefix(keyURI, prefix)
-	if ok {
-		label, ok = strings.CutSuffix(label, keySuffix)
-	}
-	if !ok || checkLabel(label) != nil || m.uri(label) != keyURI {
-		return "", fmt.Errorf("%w: %q is not a key of this key maker (%sLABEL%s)", ErrInvalidURI, keyURI, prefix, keySuffix)
-	}
-	return filepath.Join(m.dir, label+keySuffix), nil
-}
-
-// CreateKey creates the key file keyURI names, a URI [KeyMaker.KeyURI]
-// gave, unless it exists already: then it is adopted as it is, so that
-// CreateKey is idempotent (a provisioning resumed after a crash finds the
-// key it made). It creates the file as [Client.GetAEAD]'s first encryption
-// does: mode 0600, atomically, so that processes racing to create one key
-// end up with the same key.
-//
-// It fails with [ErrInvalidURI] for another URI (another directory,
-// another spelling, a name KeyURI would not give), or when a directory on
-// the way has been replaced by a symbolic link since NewKeyMaker; and with
-// [ErrKeyFile] for an existing file it cannot adopt: malformed, accessible
-// by group or others, not a regular file, a symbolic link (even to another
-// key of this directory: two labels would share one key), or a file with
-// other hard links (the key under another name).
-func (m *KeyMaker) CreateKey(ctx context.Context, keyURI string) error {
-	p, err := m.path(keyURI)
-	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := checkName(p); err != nil {
-		return err
-	}
-	if canon, err := m.c.CanonicalKeyURI(keyURI); err != nil {
-		return err
-	} else if canon != keyURI {
-		return fmt.Errorf("%w: %s now reaches %s through a symbolic link", ErrInvalidURI, keyURI, canon)
-	}
-	key, err := loadOrCreate(p)
-	clear(key)
-	if err != nil {
-		return err
-	}
-	return checkOneName(ctx, p)
-}
-
-// checkName fails with ErrKeyFile if the file at p exists and is anything
-// but a regular file: a symbolic link is not followed.
-func checkName(p string) error {
-	fi, err := os.Lstat(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("localkms: key file %s: %w", p, err)
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return fmt.Errorf("%w: %s is a symbolic link: a key of a key maker is a file of its own", ErrKeyFile, p)
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%w: %s is not a regular file", ErrKeyFile, p)
-	}
-	return nil
-}
-
-// linkWait bounds how long checkOneName waits for a second name to go.
-const linkWait = time.Second
-
-// checkOneName checks that the key file at p, which exists, is a regular
-// file with no other name. A second hard link can be the temporary name
-// under which create wrote the key, for the moment between linking it
-// into place and removing it; it waits up to linkWait for it to go.
-func checkOneName(ctx context.Context, p string) error {
-	start, pause := time.Now(), time.Millisecond
-	for {
-		if err := checkName(p); err != nil {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return fmt.Errorf("localkms: key file %s: %w", p, err)
-		}
-		n := links(fi)
-		if n <= 1 {
-			return nil
-		}
-		if time.Since(start) >= linkWait {
-			return fmt.Errorf("%w: %s has %d hard links, so the key has other names that may be in use; remove the other links first", ErrKeyFile, p, n)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, 100*time.Millisecond)
-	}
-}
-
-// DestroyKey destroys the key file keyURI names, a URI [KeyMaker.KeyURI]
-// gave, with [Client.DestroyKey]: no other file. A key that does not exist
-// is not an error. It fails with [ErrInvalidURI] for another URI, and with
-// what Client.DestroyKey fails with otherwise (a symbolic link or a file
-// with other hard links in the key's place is refused, [ErrKeyFile]).
-func (m *KeyMaker) DestroyKey(ctx context.Context, keyURI string) error {
-	if _, err := m.path(keyURI); err != nil {
-		return err
-	}
-	return m.c.DestroyKey(ctx, keyURI)
-}
 
 // String implements fmt.Stringer.
 func (m *KeyMaker) String() string {

@@ -1,12 +1,13 @@
 package localkms_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -19,9 +20,9 @@ import (
 // restated here so that the tests check *KeyMaker against it without
 // importing package keys.
 type keyMaker interface {
-	KeyURI(label string) (string, error)
-	CreateKey(ctx context.Context, keyURI string) error
-	DestroyKey(ctx context.Context, keyURI string) error
+	CreateKey(ctx context.Context, label string) (keyURI string, err error)
+	DestroyKeys(ctx context.Context, label string) error
+	Owns(keyURI, label string) bool
 }
 
 var _ keyMaker = (*localkms.KeyMaker)(nil)
@@ -43,17 +44,24 @@ func newMaker(t testing.TB) (*localkms.KeyMaker, string, *localkms.Client) {
 	return m, dir, c
 }
 
-// createKey makes the key labelled label and returns its URI.
-func createKey(t testing.TB, m *localkms.KeyMaker, label string) string {
+// createKey makes a key labelled label and returns its URI, checking that
+// it is the canonical URI of a file LABEL.<32 hex>.key in dir.
+func createKey(t testing.TB, m *localkms.KeyMaker, dir, label string) string {
 	t.Helper()
-	uri, err := m.KeyURI(label)
+	uri, err := m.CreateKey(context.Background(), label)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("CreateKey(%s): %v", label, err)
 	}
-	if err := m.CreateKey(context.Background(), uri); err != nil {
-		t.Fatalf("CreateKey(%s): %v", uri, err)
+	want := "^" + regexp.QuoteMeta(localkms.Scheme+filepath.ToSlash(dir)+"/"+label+".") + "[0-9a-f]{32}" + regexp.QuoteMeta(".key") + "$"
+	if !regexp.MustCompile(want).MatchString(uri) {
+		t.Fatalf("CreateKey(%s) = %q, want a URI matching %s", label, uri, want)
 	}
 	return uri
+}
+
+// file returns the path of the key file uri names.
+func file(uri string) string {
+	return filepath.FromSlash(strings.TrimPrefix(uri, localkms.Scheme))
 }
 
 // encrypt encrypts a fixed message with the key uri names.
@@ -98,7 +106,29 @@ func names(t testing.TB, dir string) []string {
 	return out
 }
 
-func TestKeyURIRefusesEachLabelNamingTheRule(t *testing.T) {
+// base returns the file names of the key files the URIs name, sorted.
+func base(uris ...string) []string {
+	var out []string
+	for _, u := range uris {
+		out = append(out, filepath.Base(file(u)))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func write(t testing.TB, path, content string, mode fs.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil { // past the umask
+		t.Fatal(err)
+	}
+}
+
+const hex32 = "0123456789abcdef0123456789abcdef"
+
+func TestKeyMakerRefusesEachLabelNamingTheRule(t *testing.T) {
 	m, dir, _ := newMaker(t)
 	const (
 		empty   = "must not be empty"
@@ -119,38 +149,81 @@ func TestKeyURIRefusesEachLabelNamingTheRule(t *testing.T) {
 		{"é", first},
 		{"tenancy-tenant-Acme", charset},
 		{"acme.key", charset},
+		{"acme." + hex32, charset},
 		{"ac/me", charset},
 		{"a/../b", charset},
 		{"acme ", charset},
 		{"ac\x00me", charset},
 		{"acmé", charset},
 	} {
-		uri, err := m.KeyURI(tc.label)
+		uri, err := m.CreateKey(context.Background(), tc.label)
 		if !errors.Is(err, localkms.ErrInvalidURI) || !strings.Contains(err.Error(), tc.rule) {
-			t.Errorf("KeyURI(%q) = %q, %v; want ErrInvalidURI saying the label %s", tc.label, uri, err, tc.rule)
+			t.Errorf("CreateKey(%q) = %q, %v; want ErrInvalidURI saying the label %s", tc.label, uri, err, tc.rule)
+		}
+		if err := m.DestroyKeys(context.Background(), tc.label); !errors.Is(err, localkms.ErrInvalidURI) || !strings.Contains(err.Error(), tc.rule) {
+			t.Errorf("DestroyKeys(%q) = %v; want ErrInvalidURI saying the label %s", tc.label, err, tc.rule)
+		}
+		if m.Owns(localkms.Scheme+filepath.ToSlash(dir)+"/"+tc.label+"."+hex32+".key", tc.label) {
+			t.Errorf("Owns(DIR/%s.%s.key, %q) = true for a label CreateKey refuses", tc.label, hex32, tc.label)
 		}
 	}
 	if got := names(t, dir); len(got) != 0 {
-		t.Errorf("KeyURI created files: %v", got)
+		t.Errorf("the refused labels left files: %v", got)
 	}
 }
 
-func TestKeyURIIsTheCanonicalURIOfDirLabelDotKey(t *testing.T) {
+func TestCreateKeyMakesANewKeyEachCall(t *testing.T) {
 	m, dir, c := newMaker(t)
-	for _, label := range []string{"tenancy-tenant-acme", "tenancy-tenant-a_b", "0", "a-", strings.Repeat("z", 64)} {
-		uri, err := m.KeyURI(label)
-		if err != nil {
-			t.Fatalf("KeyURI(%q): %v", label, err)
-		}
-		if want := localkms.Scheme + filepath.ToSlash(filepath.Join(dir, label+".key")); uri != want {
-			t.Errorf("KeyURI(%q) = %q, want %q", label, uri, want)
-		}
+	first := createKey(t, m, dir, "tenancy-tenant-acme")
+	second := createKey(t, m, dir, "tenancy-tenant-acme")
+	if first == second {
+		t.Fatalf("CreateKey twice gave one URI, %s", first)
+	}
+	for _, uri := range []string{first, second} {
 		if canon, err := c.CanonicalKeyURI(uri); err != nil || canon != uri {
 			t.Errorf("CanonicalKeyURI(%q) = %q, %v; want it unchanged", uri, canon, err)
 		}
+		fi, err := os.Lstat(file(uri))
+		if err != nil {
+			t.Fatalf("no key file after CreateKey: %v", err)
+		}
+		if !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+			t.Errorf("key file mode %v, want a regular file with mode 0600", fi.Mode())
+		}
+		if !m.Owns(uri, "tenancy-tenant-acme") {
+			t.Errorf("Owns(%s) = false for a URI CreateKey gave", uri)
+		}
 	}
-	if got := names(t, dir); len(got) != 0 {
-		t.Errorf("KeyURI created files: %v", got)
+	ct1, ct2 := encrypt(t, c, first), encrypt(t, c, second)
+	if err := decrypts(t, c, first, ct1); err != nil {
+		t.Errorf("the first key: %v", err)
+	}
+	if err := decrypts(t, c, second, ct2); err != nil {
+		t.Errorf("the second key: %v", err)
+	}
+	if err := decrypts(t, c, second, ct1); !errors.Is(err, localkms.ErrDecrypt) {
+		t.Errorf("a ciphertext of the first key with the second: %v, want ErrDecrypt (two distinct keys)", err)
+	}
+	if err := decrypts(t, c, first, ct2); !errors.Is(err, localkms.ErrDecrypt) {
+		t.Errorf("a ciphertext of the second key with the first: %v, want ErrDecrypt (two distinct keys)", err)
+	}
+	if got, want := names(t, dir), base(first, second); !slices.Equal(got, want) {
+		t.Errorf("directory holds %v, want %v", got, want)
+	}
+}
+
+func TestCreateKeyTakesEveryLabelOfTheRules(t *testing.T) {
+	m, dir, c := newMaker(t)
+	var uris []string
+	for _, label := range []string{"tenancy-tenant-acme", "tenancy-tenant-a_b", "0", "a-", strings.Repeat("z", 64)} {
+		uri := createKey(t, m, dir, label)
+		if err := decrypts(t, c, uri, encrypt(t, c, uri)); err != nil {
+			t.Errorf("key %s: %v", label, err)
+		}
+		uris = append(uris, uri)
+	}
+	if got, want := names(t, dir), base(uris...); !slices.Equal(got, want) {
+		t.Errorf("directory holds %v, want %v", got, want)
 	}
 }
 
@@ -223,333 +296,353 @@ func TestNewKeyMakerResolvesALinkedDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	uri, err := m.KeyURI("acme")
-	if want := localkms.Scheme + filepath.ToSlash(filepath.Join(real, "acme.key")); err != nil || uri != want {
-		t.Fatalf("KeyURI(acme) = %q, %v; want %q, in the directory the link names", uri, err, want)
-	}
-}
-
-func TestCreateKeyMakesAKeyUsableWithGetAEAD(t *testing.T) {
-	m, dir, c := newMaker(t)
-	uri := createKey(t, m, "tenancy-tenant-acme")
-	fi, err := os.Stat(filepath.Join(dir, "tenancy-tenant-acme.key"))
-	if err != nil {
-		t.Fatalf("no key file after CreateKey: %v", err)
-	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("key file mode %04o, want 0600", fi.Mode().Perm())
-	}
-	if err := decrypts(t, c, uri, encrypt(t, c, uri)); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := names(t, dir), []string{"tenancy-tenant-acme.key"}; !slices.Equal(got, want) {
-		t.Errorf("directory holds %v, want %v", got, want)
-	}
-}
-
-func TestCreateKeyTwiceKeepsTheKey(t *testing.T) {
-	m, dir, c := newMaker(t)
-	uri := createKey(t, m, "tenancy-tenant-acme")
-	ct := encrypt(t, c, uri)
-	before, err := os.ReadFile(filepath.Join(dir, "tenancy-tenant-acme.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.CreateKey(context.Background(), uri); err != nil {
-		t.Fatalf("second CreateKey: %v", err)
-	}
-	after, err := os.ReadFile(filepath.Join(dir, "tenancy-tenant-acme.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(before, after) {
-		t.Error("the second CreateKey rewrote the key file")
-	}
-	if err := decrypts(t, c, uri, ct); err != nil {
-		t.Fatalf("a ciphertext made before the second CreateKey does not decrypt: %v", err)
-	}
-}
-
-func TestCreateKeyAdoptsAKeyFileMadeByGetAEAD(t *testing.T) {
-	m, _, c := newMaker(t)
-	uri, err := m.KeyURI("tenancy-tenant-acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ct := encrypt(t, c, uri) // the first encryption makes the file
-	if err := m.CreateKey(context.Background(), uri); err != nil {
-		t.Fatal(err)
-	}
-	if err := decrypts(t, c, uri, ct); err != nil {
-		t.Fatalf("CreateKey replaced the existing key: %v", err)
-	}
-}
-
-func TestCreateKeyRefusesAnUnusableFileAndLeavesIt(t *testing.T) {
-	for name, setup := range map[string]func(t *testing.T, path, other string){
-		"malformed": func(t *testing.T, path, _ string) {
-			write(t, path, "tenancy-localkms-v1\nnot a key\n", 0o600)
-		},
-		"readable by others": func(t *testing.T, path, other string) {
-			b, err := os.ReadFile(other)
-			if err != nil {
-				t.Fatal(err)
-			}
-			write(t, path, string(b), 0o644)
-		},
-		"a directory": func(t *testing.T, path, _ string) {
-			if err := os.Mkdir(path, 0o700); err != nil {
-				t.Fatal(err)
-			}
-		},
-		"a symbolic link to another key": func(t *testing.T, path, other string) {
-			if err := os.Symlink(other, path); err != nil {
-				t.Fatal(err)
-			}
-		},
-		"a symbolic link to nothing": func(t *testing.T, path, other string) {
-			if err := os.Symlink(other+".missing", path); err != nil {
-				t.Fatal(err)
-			}
-		},
-		"a hard link to another key": func(t *testing.T, path, other string) {
-			if err := os.Link(other, path); err != nil {
-				t.Fatal(err)
-			}
-		},
-	} {
-		t.Run(name, func(t *testing.T) {
-			m, dir, c := newMaker(t)
-			otherURI := createKey(t, m, "tenancy-tenant-other")
-			ct := encrypt(t, c, otherURI)
-			other := filepath.Join(dir, "tenancy-tenant-other.key")
-			path := filepath.Join(dir, "tenancy-tenant-acme.key")
-			setup(t, path, other)
-			before := names(t, dir)
-			lfi, err := os.Lstat(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			uri, _ := m.KeyURI("tenancy-tenant-acme")
-			if err := m.CreateKey(context.Background(), uri); !errors.Is(err, localkms.ErrKeyFile) || !strings.Contains(err.Error(), path) {
-				t.Fatalf("CreateKey(%s) = %v, want ErrKeyFile naming the file", name, err)
-			}
-			if got := names(t, dir); !slices.Equal(got, before) {
-				t.Errorf("directory went from %v to %v", before, got)
-			}
-			if fi, err := os.Lstat(path); err != nil || !os.SameFile(fi, lfi) || fi.Mode() != lfi.Mode() {
-				t.Errorf("CreateKey changed the unusable file (%v)", err)
-			}
-			if err := decrypts(t, c, otherURI, ct); err != nil {
-				t.Errorf("the other key no longer decrypts: %v", err)
-			}
-		})
-	}
-}
-
-func write(t testing.TB, path, content string, mode fs.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, mode); err != nil { // past the umask
-		t.Fatal(err)
+	uri := createKey(t, m, real, "acme") // the URI names the directory the link names
+	aliased := localkms.Scheme + filepath.ToSlash(alias) + "/" + filepath.Base(file(uri))
+	if m.Owns(aliased, "acme") {
+		t.Errorf("Owns(%s) = true: that spelling goes through the link", aliased)
 	}
 }
 
 // A directory of the maker replaced by a link after NewKeyMaker would
-// make its URIs name files elsewhere: CreateKey refuses them.
-func TestCreateKeyRefusesADirectoryReplacedByALink(t *testing.T) {
-	m, dir, _ := newMaker(t)
+// make its URIs name files elsewhere: CreateKey and DestroyKeys refuse.
+func TestKeyMakerRefusesADirectoryReplacedByALink(t *testing.T) {
+	m, dir, c := newMaker(t)
 	elsewhere := t.TempDir()
+	victim := filepath.Join(elsewhere, "tenancy-tenant-acme."+hex32+".key")
+	victimURI := localkms.Scheme + filepath.ToSlash(victim)
+	ct := encrypt(t, c, victimURI)
 	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink(elsewhere, dir); err != nil {
 		t.Fatal(err)
 	}
-	uri, _ := m.KeyURI("tenancy-tenant-acme")
-	if err := m.CreateKey(context.Background(), uri); !errors.Is(err, localkms.ErrInvalidURI) {
-		t.Fatalf("CreateKey through a replaced directory = %v, want ErrInvalidURI", err)
+	if uri, err := m.CreateKey(context.Background(), "tenancy-tenant-acme"); !errors.Is(err, localkms.ErrInvalidURI) {
+		t.Fatalf("CreateKey through a replaced directory = %q, %v; want ErrInvalidURI", uri, err)
 	}
-	if got := names(t, elsewhere); len(got) != 0 {
-		t.Errorf("CreateKey made %v in the directory the link names", got)
+	if err := m.DestroyKeys(context.Background(), "tenancy-tenant-acme"); !errors.Is(err, localkms.ErrInvalidURI) {
+		t.Fatalf("DestroyKeys through a replaced directory = %v, want ErrInvalidURI", err)
+	}
+	if got, want := names(t, elsewhere), []string{filepath.Base(victim)}; !slices.Equal(got, want) {
+		t.Errorf("the directory the link names holds %v, want %v", got, want)
+	}
+	if err := decrypts(t, c, victimURI, ct); err != nil {
+		t.Errorf("the key in the directory the link names was destroyed: %v", err)
 	}
 }
 
-func TestCreateKeyWithACanceledContextCreatesNothing(t *testing.T) {
+func TestKeyMakerWithACanceledContextDoesNothing(t *testing.T) {
 	m, dir, _ := newMaker(t)
-	uri, _ := m.KeyURI("tenancy-tenant-acme")
+	uri := createKey(t, m, dir, "tenancy-tenant-acme")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := m.CreateKey(ctx, uri); !errors.Is(err, context.Canceled) {
-		t.Fatalf("CreateKey = %v, want context.Canceled", err)
+	if uri, err := m.CreateKey(ctx, "tenancy-tenant-acme"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("CreateKey = %q, %v; want context.Canceled", uri, err)
 	}
-	if got := names(t, dir); len(got) != 0 {
-		t.Errorf("CreateKey made %v", got)
+	if err := m.DestroyKeys(ctx, "tenancy-tenant-acme"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("DestroyKeys = %v, want context.Canceled", err)
 	}
-}
-
-func TestDestroyKeyRemovesThatKeyFileAndNoOther(t *testing.T) {
-	m, dir, c := newMaker(t)
-	cts := map[string][]byte{}
-	uris := map[string]string{}
-	for _, label := range []string{"tenancy-tenant-acme", "tenancy-tenant-beta", "tenancy-tenant-gamma"} {
-		uris[label] = createKey(t, m, label)
-		cts[label] = encrypt(t, c, uris[label])
-	}
-	write(t, filepath.Join(dir, "notes.txt"), "not a key", 0o600)
-	before := names(t, dir)
-	if err := m.DestroyKey(context.Background(), uris["tenancy-tenant-beta"]); err != nil {
-		t.Fatal(err)
-	}
-	want := slices.DeleteFunc(slices.Clone(before), func(n string) bool { return n == "tenancy-tenant-beta.key" })
-	if got := names(t, dir); !slices.Equal(got, want) {
-		t.Errorf("after DestroyKey the directory holds %v, want %v (it held %v)", got, want, before)
-	}
-	for label, ct := range cts {
-		err := decrypts(t, c, uris[label], ct)
-		switch {
-		case label == "tenancy-tenant-beta" && !errors.Is(err, fs.ErrNotExist):
-			t.Errorf("the destroyed key: Decrypt = %v, want fs.ErrNotExist", err)
-		case label != "tenancy-tenant-beta" && err != nil:
-			t.Errorf("key %s does not decrypt after another was destroyed: %v", label, err)
-		}
-	}
-}
-
-func TestDestroyKeyOfAMissingKeyIsNotAnError(t *testing.T) {
-	m, dir, _ := newMaker(t)
-	uri := createKey(t, m, "tenancy-tenant-acme")
-	for i := range 2 {
-		if err := m.DestroyKey(context.Background(), uri); err != nil {
-			t.Fatalf("DestroyKey #%d: %v", i+1, err)
-		}
-	}
-	never, _ := m.KeyURI("tenancy-tenant-never")
-	if err := m.DestroyKey(context.Background(), never); err != nil {
-		t.Fatalf("DestroyKey of a key never made: %v", err)
-	}
-	if got := names(t, dir); len(got) != 0 {
-		t.Errorf("directory holds %v after DestroyKey", got)
-	}
-}
-
-// A KeyMaker creates and destroys only what its KeyURI names, spelled as
-// KeyURI spells it: not a key of another directory, nor its own keys under
-// another spelling, nor a link, nor a name KeyURI would not give.
-func TestKeyMakerRefusesURIsItDidNotMake(t *testing.T) {
-	m, dir, c := newMaker(t)
-	beta := createKey(t, m, "tenancy-tenant-beta")
-	betaCT := encrypt(t, c, beta)
-	otherMaker, otherDir, _ := newMaker(t)
-	otherKey := createKey(t, otherMaker, "tenancy-tenant-acme")
-	otherCT := encrypt(t, c, otherKey)
-
-	parent, base := filepath.Dir(dir), filepath.Base(dir)
-	alias := filepath.Join(parent, "alias")
-	if err := os.Symlink(dir, alias); err != nil {
-		t.Fatal(err)
-	}
-	outsideLink := filepath.Join(otherDir, "tenancy-tenant-beta.key")
-	if err := os.Symlink(filepath.Join(dir, "tenancy-tenant-beta.key"), outsideLink); err != nil {
-		t.Fatal(err)
-	}
-	write(t, filepath.Join(dir, ".localkms-x.tmp"), "not a key", 0o600)
-	local := func(p string) string { return localkms.Scheme + filepath.ToSlash(p) }
-	for _, uri := range []string{
-		otherKey,           // another directory
-		local(outsideLink), // a link elsewhere to this maker's key
-		local(dir + "/../" + base + "/tenancy-tenant-beta.key"),
-		local(dir + "/sub/../tenancy-tenant-beta.key"),
-		local(dir + "/./tenancy-tenant-beta.key"),
-		local(dir + "//tenancy-tenant-beta.key"),
-		local(alias + "/tenancy-tenant-beta.key"), // a linked directory
-		local(dir + "/tenancy-tenant-beta"),
-		local(dir + "/tenancy-tenant-beta.key.key"),
-		local(dir + "/tenancy-tenant-Beta.key"),
-		local(dir + "/tenancy-tenant-beta.KEY"),
-		local(dir + "/_beta.key"),
-		local(dir + "/.key"),
-		local(dir + "/.localkms-x.tmp"),
-		local(dir + "/sub/tenancy-tenant-beta.key"),
-		local(dir + "/" + strings.Repeat("a", 65) + ".key"),
-		local(dir),
-		local(dir + "/"),
-		"LOCAL://" + filepath.ToSlash(dir) + "/tenancy-tenant-beta.key",
-		"file://" + filepath.ToSlash(dir) + "/tenancy-tenant-beta.key",
-		"local://tenancy-tenant-beta.key",
-		"",
-	} {
-		if err := m.CreateKey(context.Background(), uri); !errors.Is(err, localkms.ErrInvalidURI) {
-			t.Errorf("CreateKey(%q) = %v, want ErrInvalidURI", uri, err)
-		}
-		if err := m.DestroyKey(context.Background(), uri); !errors.Is(err, localkms.ErrInvalidURI) {
-			t.Errorf("DestroyKey(%q) = %v, want ErrInvalidURI", uri, err)
-		}
-	}
-	// A link in the maker's own directory has a name KeyURI gives, but is
-	// not a key of its own: CreateKey and DestroyKey refuse it.
-	inside := filepath.Join(dir, "tenancy-tenant-alias.key")
-	if err := os.Symlink(filepath.Join(dir, "tenancy-tenant-beta.key"), inside); err != nil {
-		t.Fatal(err)
-	}
-	aliasURI, _ := m.KeyURI("tenancy-tenant-alias")
-	if err := m.CreateKey(context.Background(), aliasURI); !errors.Is(err, localkms.ErrKeyFile) {
-		t.Errorf("CreateKey(a link to another key) = %v, want ErrKeyFile", err)
-	}
-	if err := m.DestroyKey(context.Background(), aliasURI); !errors.Is(err, localkms.ErrKeyFile) {
-		t.Errorf("DestroyKey(a link to another key) = %v, want ErrKeyFile", err)
-	}
-
-	if err := decrypts(t, c, beta, betaCT); err != nil {
-		t.Errorf("this maker's key was destroyed: %v", err)
-	}
-	if err := decrypts(t, c, otherKey, otherCT); err != nil {
-		t.Errorf("the other maker's key was destroyed: %v", err)
-	}
-	if got, want := names(t, dir), []string{".localkms-x.tmp", "tenancy-tenant-alias.key", "tenancy-tenant-beta.key"}; !slices.Equal(got, want) {
+	if got, want := names(t, dir), base(uri); !slices.Equal(got, want) {
 		t.Errorf("directory holds %v, want %v", got, want)
 	}
-	if got, want := names(t, otherDir), []string{"tenancy-tenant-acme.key", "tenancy-tenant-beta.key"}; !slices.Equal(got, want) {
-		t.Errorf("other directory holds %v, want %v", got, want)
-	}
 }
 
-func TestConcurrentCreateKeyMakesOneKey(t *testing.T) {
+func TestConcurrentCreateKeyMakesDistinctKeys(t *testing.T) {
 	_, dir, c := newMaker(t)
 	const n = 16
+	uris := make([]string, n)
 	cts := make([][]byte, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			m, err := localkms.NewKeyMaker(c, dir) // a maker each, as processes would have
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			uri, _ := m.KeyURI("tenancy-tenant-acme")
-			if err := m.CreateKey(context.Background(), uri); err != nil {
+			if uris[i], err = m.CreateKey(context.Background(), "tenancy-tenant-acme"); err != nil {
 				t.Error(err)
 				return
 			}
-			a, _ := c.GetAEAD(uri)
-			cts[i], err = a.Encrypt([]byte("tenant keyset"), []byte("ad"))
-			if err != nil {
+			a, _ := c.GetAEAD(uris[i])
+			if cts[i], err = a.Encrypt([]byte("tenant keyset"), []byte("ad")); err != nil {
 				t.Error(err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	uri := localkms.Scheme + filepath.ToSlash(filepath.Join(dir, "tenancy-tenant-acme.key"))
+	if t.Failed() {
+		return
+	}
+	checkDistinctKeys(t, c, dir, uris, cts)
+}
+
+// checkDistinctKeys checks that the uris are distinct, that dir holds
+// their files and nothing else, and that cts[i] decrypts with uris[i] and
+// with no other.
+func checkDistinctKeys(t *testing.T, c *localkms.Client, dir string, uris []string, cts [][]byte) {
+	t.Helper()
+	if got, want := names(t, dir), base(uris...); !slices.Equal(got, want) || len(slices.Compact(got)) != len(uris) {
+		t.Fatalf("directory holds %v, want %d distinct key files %v", got, len(uris), want)
+	}
 	for i, ct := range cts {
-		if err := decrypts(t, c, uri, ct); err != nil {
-			t.Errorf("goroutine %d encrypted with another key than the one on disk: %v", i, err)
+		for j, uri := range uris {
+			err := decrypts(t, c, uri, ct)
+			if i == j && err != nil {
+				t.Errorf("ciphertext %d does not decrypt with its key: %v", i, err)
+			}
+			if i != j && !errors.Is(err, localkms.ErrDecrypt) {
+				t.Errorf("ciphertext %d with key %d: %v, want ErrDecrypt", i, j, err)
+			}
 		}
 	}
-	if got, want := names(t, dir), []string{"tenancy-tenant-acme.key"}; !slices.Equal(got, want) {
+}
+
+// TestHelperProcessCreateKey is not a test: TestConcurrentProcessesCreateKey
+// runs the test binary with it to race other processes.
+func TestHelperProcessCreateKey(t *testing.T) {
+	dir := os.Getenv("LOCALKMS_HELPER_DIR")
+	if dir == "" {
+		t.Skip("helper process only")
+	}
+	m, err := localkms.NewKeyMaker(newClient(t), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uri, err := m.CreateKey(context.Background(), "tenancy-tenant-acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("URI=%s\nCT=%x\n", uri, encrypt(t, newClient(t), uri))
+}
+
+func TestConcurrentProcessesCreateKeyMakeDistinctKeys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes")
+	}
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = filepath.Join(dir, "tenant-keys") // made by the processes
+	var uris []string
+	var cts [][]byte
+	for _, out := range runHelpers(t, 6, "TestHelperProcessCreateKey", "LOCALKMS_HELPER_DIR="+dir) {
+		var ct []byte
+		if _, err := fmt.Sscanf(helperValue(t, out, "CT"), "%x", &ct); err != nil {
+			t.Fatal(err)
+		}
+		uris, cts = append(uris, helperValue(t, out, "URI")), append(cts, ct)
+	}
+	checkDistinctKeys(t, newClient(t), dir, uris, cts)
+}
+
+func TestDestroyKeysDestroysEveryKeyOfThatLabelAndNothingElse(t *testing.T) {
+	m, dir, c := newMaker(t)
+	var acme []string
+	for range 3 {
+		acme = append(acme, createKey(t, m, dir, "acme"))
+	}
+	others := []string{createKey(t, m, dir, "acme2"), createKey(t, m, dir, "acm"), createKey(t, m, dir, "beta")}
+	// Key files of other names, and other files, none of which is a key
+	// the maker made with the label acme.
+	local := func(name string) string { return localkms.Scheme + filepath.ToSlash(filepath.Join(dir, name)) }
+	for _, name := range []string{
+		"acme.key",
+		"acme." + strings.ToUpper(hex32) + ".key",
+		"acme." + hex32[1:] + ".key",
+		"acme." + hex32 + "0.key",
+		"acme." + hex32 + ".key.bak",
+		"acme." + hex32 + ".KEY",
+		"acme.." + hex32 + ".key",
+		"acme-" + hex32 + ".key",
+		"xacme." + hex32 + ".key",
+	} {
+		others = append(others, local(name)) // made by its first encryption, below
+	}
+	write(t, filepath.Join(dir, "notes.txt"), "not a key", 0o600)
+	write(t, filepath.Join(dir, ".localkms-1.tmp"), "not a key", 0o600)
+	cts := map[string][]byte{}
+	for _, uri := range append(slices.Clone(acme), others...) {
+		cts[uri] = encrypt(t, c, uri)
+	}
+	before := names(t, dir)
+	for i := range 2 {
+		if err := m.DestroyKeys(context.Background(), "acme"); err != nil {
+			t.Fatalf("DestroyKeys #%d: %v", i+1, err)
+		}
+		want := slices.DeleteFunc(slices.Clone(before), func(n string) bool { return slices.Contains(base(acme...), n) })
+		if got := names(t, dir); !slices.Equal(got, want) {
+			t.Errorf("after DestroyKeys #%d the directory holds %v, want %v (it held %v)", i+1, got, want, before)
+		}
+	}
+	for _, uri := range acme {
+		if err := decrypts(t, c, uri, cts[uri]); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("destroyed key %s: Decrypt = %v, want fs.ErrNotExist", uri, err)
+		}
+	}
+	for _, uri := range others {
+		if err := decrypts(t, c, uri, cts[uri]); err != nil {
+			t.Errorf("key %s does not decrypt after DestroyKeys(acme): %v", uri, err)
+		}
+	}
+}
+
+func TestDestroyKeysOfNoKeysIsNotAnError(t *testing.T) {
+	m, dir, _ := newMaker(t)
+	if err := m.DestroyKeys(context.Background(), "never"); err != nil {
+		t.Fatalf("DestroyKeys of a label without keys: %v", err)
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DestroyKeys(context.Background(), "never"); err != nil {
+		t.Fatalf("DestroyKeys with the directory gone: %v", err)
+	}
+}
+
+// A file with the name of a key of the label that is not a key file of
+// its own is reported and left as it is; the label's keys are destroyed
+// all the same.
+func TestDestroyKeysReportsWhatIsNotAKeyOfItsOwnAndLeavesIt(t *testing.T) {
+	for name, setup := range map[string]func(t *testing.T, path, target string){
+		"a symbolic link to another key": func(t *testing.T, path, target string) {
+			if err := os.Symlink(target, path); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"a symbolic link to nothing": func(t *testing.T, path, target string) {
+			if err := os.Symlink(target+".missing", path); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"a hard link to another key": func(t *testing.T, path, target string) {
+			if err := os.Link(target, path); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"a directory": func(t *testing.T, path, _ string) {
+			if err := os.Mkdir(path, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m, dir, c := newMaker(t)
+			own := createKey(t, m, dir, "acme")
+			// The link's target: another label's key, and a key outside.
+			beta := createKey(t, m, dir, "beta")
+			outside := localkms.Scheme + filepath.ToSlash(filepath.Join(t.TempDir(), "platform.key"))
+			ownCT, betaCT, outsideCT := encrypt(t, c, own), encrypt(t, c, beta), encrypt(t, c, outside)
+			targets := []string{file(beta)}
+			if name != "a hard link to another key" {
+				targets = append(targets, file(outside)) // a hard link cannot cross file systems
+			}
+			var planted []string
+			for i, target := range targets {
+				p := filepath.Join(dir, fmt.Sprintf("acme.%031x%d.key", 0, i))
+				setup(t, p, target)
+				planted = append(planted, p)
+			}
+			before := names(t, dir)
+			lfis := map[string]fs.FileInfo{}
+			for _, p := range planted {
+				if lfis[p], _ = os.Lstat(p); lfis[p] == nil {
+					t.Fatalf("%s was not made", p)
+				}
+			}
+
+			err := m.DestroyKeys(context.Background(), "acme")
+			if !errors.Is(err, localkms.ErrKeyFile) {
+				t.Fatalf("DestroyKeys = %v, want ErrKeyFile", err)
+			}
+			if strings.Contains(name, "symbolic") && !strings.Contains(err.Error(), "symbolic link") {
+				t.Errorf("the error does not say the file is a symbolic link: %v", err)
+			}
+			for _, p := range planted {
+				if !strings.Contains(err.Error(), p) {
+					t.Errorf("the error does not name %s: %v", p, err)
+				}
+				if fi, lerr := os.Lstat(p); lerr != nil || !os.SameFile(fi, lfis[p]) || fi.Mode() != lfis[p].Mode() {
+					t.Errorf("%s was changed (%v)", p, lerr)
+				}
+			}
+			want := slices.DeleteFunc(slices.Clone(before), func(n string) bool { return n == filepath.Base(file(own)) })
+			if got := names(t, dir); !slices.Equal(got, want) {
+				t.Errorf("directory went from %v to %v, want %v", before, got, want)
+			}
+			if err := decrypts(t, c, own, ownCT); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the label's own key: Decrypt = %v, want fs.ErrNotExist (destroyed)", err)
+			}
+			if err := decrypts(t, c, beta, betaCT); err != nil {
+				t.Errorf("the other label's key was destroyed: %v", err)
+			}
+			if err := decrypts(t, c, outside, outsideCT); err != nil {
+				t.Errorf("the key outside was destroyed: %v", err)
+			}
+		})
+	}
+}
+
+func TestOwns(t *testing.T) {
+	m, dir, _ := newMaker(t)
+	acme := createKey(t, m, dir, "acme")
+	acme2 := createKey(t, m, dir, "acme2")
+	other, otherDir, _ := newMaker(t)
+	otherAcme := createKey(t, other, otherDir, "acme")
+	random := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(file(acme)), "acme."), ".key")
+
+	parent, name := filepath.Dir(dir), filepath.Base(dir)
+	alias := filepath.Join(parent, "alias")
+	if err := os.Symlink(dir, alias); err != nil {
+		t.Fatal(err)
+	}
+	local := func(p string) string { return localkms.Scheme + filepath.ToSlash(p) }
+	d := filepath.ToSlash(dir)
+	for _, tc := range []struct {
+		why, uri, label string
+		want            bool
+	}{
+		{"a URI CreateKey gave", acme, "acme", true},
+		{"a URI CreateKey gave", acme2, "acme2", true},
+		{"a key never made, of the right shape (nothing is opened)", local(d + "/acme." + hex32 + ".key"), "acme", true},
+		{"another label", acme, "beta", false},
+		{"a label that is a prefix of the key's", acme2, "acme", false},
+		{"a label the key's is a prefix of", acme, "acme2", false},
+		{"a label CreateKey refuses", local(d + "/Acme." + hex32 + ".key"), "Acme", false},
+		{"another directory", otherAcme, "acme", false},
+		{"a subdirectory", local(d + "/sub/acme." + random + ".key"), "acme", false},
+		{"the parent directory", local(parent + "/acme." + random + ".key"), "acme", false},
+		{"a linked directory", local(alias + "/acme." + random + ".key"), "acme", false},
+		{"'..'", local(d + "/../" + name + "/acme." + random + ".key"), "acme", false},
+		{"'sub/..'", local(d + "/sub/../acme." + random + ".key"), "acme", false},
+		{"'.'", local(d + "/./acme." + random + ".key"), "acme", false},
+		{"'//'", local(d + "//acme." + random + ".key"), "acme", false},
+		{"no random part", local(d + "/acme.key"), "acme", false},
+		{"an empty random part", local(d + "/acme..key"), "acme", false},
+		{"upper-case hex", local(d + "/acme." + strings.ToUpper(random) + ".key"), "acme", false},
+		{"31 hex digits", local(d + "/acme." + random[1:] + ".key"), "acme", false},
+		{"33 hex digits", local(d + "/acme." + random + "0.key"), "acme", false},
+		{"not hex", local(d + "/acme." + strings.Repeat("g", 32) + ".key"), "acme", false},
+		{"another suffix", local(d + "/acme." + random + ".KEY"), "acme", false},
+		{"a suffix after", local(d + "/acme." + random + ".key.bak"), "acme", false},
+		{"no suffix", local(d + "/acme." + random), "acme", false},
+		{"'-' for '.'", local(d + "/acme-" + random + ".key"), "acme", false},
+		{"the directory", local(d), "acme", false},
+		{"the directory and a slash", local(d + "/"), "acme", false},
+		{"another scheme's case", "LOCAL://" + d + "/acme." + random + ".key", "acme", false},
+		{"another scheme", "file://" + d + "/acme." + random + ".key", "acme", false},
+		{"a relative path", "local://acme." + random + ".key", "acme", false},
+		{"empty", "", "acme", false},
+	} {
+		if got := m.Owns(tc.uri, tc.label); got != tc.want {
+			t.Errorf("%s: Owns(%q, %q) = %v, want %v", tc.why, tc.uri, tc.label, got, tc.want)
+		}
+	}
+	if !other.Owns(otherAcme, "acme") || other.Owns(acme, "acme") {
+		t.Error("the other maker owns the wrong keys")
+	}
+	if got, want := names(t, dir), base(acme, acme2); !slices.Equal(got, want) {
 		t.Errorf("directory holds %v, want %v", got, want)
 	}
 }

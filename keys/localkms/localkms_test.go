@@ -183,26 +183,11 @@ func TestConcurrentFirstUseCreatesOneKey(t *testing.T) {
 }
 
 // TestHelperProcessEncrypt is not a test: TestConcurrentProcessesCreateOneKey
-// runs the test binary with it to race other processes. With
-// LOCALKMS_HELPER_CREATEKEY set it makes the key with KeyMaker.CreateKey
-// first (the path is then DIR/LABEL.key).
+// runs the test binary with it to race other processes.
 func TestHelperProcessEncrypt(t *testing.T) {
 	path := os.Getenv("LOCALKMS_HELPER_PATH")
 	if path == "" {
 		t.Skip("helper process only")
-	}
-	if os.Getenv("LOCALKMS_HELPER_CREATEKEY") != "" {
-		m, err := localkms.NewKeyMaker(newClient(t), filepath.Dir(path))
-		if err != nil {
-			t.Fatal(err)
-		}
-		uri, err := m.KeyURI(strings.TrimSuffix(filepath.Base(path), ".key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.CreateKey(context.Background(), uri); err != nil {
-			t.Fatal(err)
-		}
 	}
 	a, _ := aeadAt(t, path)
 	ct, err := a.Encrypt([]byte("p"), nil)
@@ -216,50 +201,61 @@ func TestConcurrentProcessesCreateOneKey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns processes")
 	}
-	for name, env := range map[string][]string{
-		"first encryption":   nil,
-		"KeyMaker.CreateKey": {"LOCALKMS_HELPER_CREATEKEY=1"},
-	} {
-		t.Run(name, func(t *testing.T) {
-			dir, err := filepath.EvalSymlinks(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			path := filepath.Join(dir, "tenant-keys", "tenancy-tenant-acme.key")
-			const n = 6
-			cmds := make([]*exec.Cmd, n)
-			outs := make([]*bytes.Buffer, n)
-			for i := range n {
-				cmds[i] = exec.Command(os.Args[0], "-test.run=^TestHelperProcessEncrypt$", "-test.count=1", "-test.v")
-				cmds[i].Env = append(append(os.Environ(), "LOCALKMS_HELPER_PATH="+path), env...)
-				outs[i] = new(bytes.Buffer)
-				cmds[i].Stdout, cmds[i].Stderr = outs[i], outs[i]
-			}
-			for _, c := range cmds {
-				if err := c.Start(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			a, _ := aeadAt(t, path)
-			for i, c := range cmds {
-				if err := c.Wait(); err != nil {
-					t.Fatalf("process %d: %v\n%s", i, err, outs[i])
-				}
-				_, line, ok := strings.Cut(outs[i].String(), "CT=")
-				if !ok {
-					t.Fatalf("process %d printed no ciphertext:\n%s", i, outs[i])
-				}
-				line, _, _ = strings.Cut(line, "\n")
-				ct, err := base64.StdEncoding.DecodeString(line)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := a.Decrypt(ct, nil); err != nil {
-					t.Errorf("process %d encrypted with another key than the one on disk: %v", i, err)
-				}
-			}
-		})
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
+	path := filepath.Join(dir, "keys", "master.key")
+	a, _ := aeadAt(t, path)
+	for i, out := range runHelpers(t, 6, "TestHelperProcessEncrypt", "LOCALKMS_HELPER_PATH="+path) {
+		ct, err := base64.StdEncoding.DecodeString(helperValue(t, out, "CT"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Decrypt(ct, nil); err != nil {
+			t.Errorf("process %d encrypted with another key than the one on disk: %v", i, err)
+		}
+	}
+}
+
+// runHelpers runs n processes of the test binary at once, each running
+// only the test named test with env added to its environment, and returns
+// what each printed. A process that fails fails t.
+func runHelpers(t *testing.T, n int, test string, env ...string) []string {
+	t.Helper()
+	cmds := make([]*exec.Cmd, n)
+	outs := make([]*bytes.Buffer, n)
+	for i := range n {
+		cmds[i] = exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1", "-test.v")
+		cmds[i].Env = append(os.Environ(), env...)
+		outs[i] = new(bytes.Buffer)
+		cmds[i].Stdout, cmds[i].Stderr = outs[i], outs[i]
+	}
+	for _, c := range cmds {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	printed := make([]string, n)
+	for i, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Fatalf("process %d: %v\n%s", i, err, outs[i])
+		}
+		printed[i] = outs[i].String()
+	}
+	return printed
+}
+
+// helperValue returns the value of the line "NAME=value" a helper process
+// printed.
+func helperValue(t *testing.T, out, name string) string {
+	t.Helper()
+	_, line, ok := strings.Cut(out, name+"=")
+	if !ok {
+		t.Fatalf("the process printed no %s:\n%s", name, out)
+	}
+	line, _, _ = strings.Cut(line, "\n")
+	return line
 }
 
 func TestRefusesKeyFileAccessibleByOthers(t *testing.T) {
