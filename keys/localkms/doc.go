@@ -15,17 +15,21 @@
 //
 // # A master key per tenant
 //
-// A [KeyMaker] makes the master keys of one directory, one key file per
-// label: the key labelled "tenancy-tenant-acme" of the directory
-// /var/lib/app/tenant-keys is "local:///var/lib/app/tenant-keys/tenancy-tenant-acme.key".
+// A [KeyMaker] makes the master keys of one directory, a new file for
+// every key, named by the key's label and 32 random hex digits: a key
+// labelled "tenancy-tenant-acme" of the directory /var/lib/app/tenant-keys
+// is "local:///var/lib/app/tenant-keys/tenancy-tenant-acme.3f9c0a1b2d4e5f60718293a4b5c6d7e8.key".
 // keys.Manager uses it to give each tenant a master key of its own, which
-// it creates at provisioning ([KeyMaker.CreateKey], which adopts a key a
-// crashed provisioning made) and destroys at crypto-shredding
-// ([KeyMaker.DestroyKey]). A KeyMaker serves only the URIs its
-// [KeyMaker.KeyURI] gives, so it cannot create or destroy any other file,
-// and refuses a key file that is a link or has other names, so that two
-// labels cannot share one key. Its directory is created with mode 0700 and
-// must not be accessible by group or others.
+// it creates at provisioning ([KeyMaker.CreateKey]: every call makes
+// another key, so a provisioning resumed after a crash leaves an unused
+// one) and destroys at crypto-shredding ([KeyMaker.DestroyKeys], which
+// destroys every key of the label and nothing else).
+// [KeyMaker.Owns] tells, from the URI alone, whether a key is one the
+// maker makes with a label. No key file is ever adopted or shared:
+// CreateKey fails rather than use a file that exists, and DestroyKeys
+// leaves a symbolic link or anything but a regular file in a key's place
+// and reports it. The directory is created with mode 0700 and must not be
+// accessible by group or others.
 //
 // # NOT FOR PRODUCTION
 //
@@ -42,7 +46,7 @@
 // is used to encrypt, with mode 0600, in a directory created with mode
 // 0700 if missing. Creation is atomic (the file is written under a
 // temporary name and hard-linked into place), so two processes racing to
-// create it end up with the same key.
+// encrypt first with one key end up with the same key.
 // Decrypting never creates a key: with the file missing, Decrypt fails with
 // an error wrapping [fs.ErrNotExist], so a lost master key is reported as
 // lost rather than silently replaced. A key file that is readable or
@@ -64,10 +68,14 @@
 // missing one at decryption; [ErrDecrypt] for a ciphertext that does not
 // decrypt with the key (another key, other associated data, tampered).
 // [ErrInvalidURI] is wrapped for a URI this client does not serve (not
-// local://, relative, or outside the client's directory), and for a label
-// or a URI a KeyMaker refuses (the error names the rule broken).
+// local://, relative, or outside the client's directory), for a label a
+// KeyMaker refuses (the error names the rule broken), and for a KeyMaker
+// whose directory has been replaced by a symbolic link since it was made.
 // [ErrKeyFile] is also wrapped for a KeyMaker's directory that is
-// accessible by group or others.
+// accessible by group or others, and for a file with the name of a key
+// of the label that DestroyKeys leaves: a symbolic link, not a regular
+// file, or a file with other hard links. A name KeyMaker.CreateKey drew
+// that exists already is an error wrapping [fs.ErrExist].
 //
 // # Security
 //

@@ -36,13 +36,15 @@ const (
 
 var (
 	// ErrInvalidURI is wrapped by errors for a key URI this client does not
-	// serve (not under its prefix, or without a path), or a KeyMaker does
-	// not make (another directory or spelling, or a label it refuses).
+	// serve (not under its prefix, or without a path), and for a label a
+	// KeyMaker refuses.
 	ErrInvalidURI = errors.New("localkms: invalid key URI")
 
 	// ErrKeyFile is wrapped by errors for a key file that exists but cannot
-	// be used (malformed, or accessible by group or others), and for a
-	// KeyMaker's directory accessible by group or others.
+	// be used (malformed, or accessible by group or others), for a
+	// KeyMaker's directory accessible by group or others, and for a file
+	// in a key's place that a KeyMaker will not destroy (a link, or not a
+	// regular file).
 	ErrKeyFile = errors.New("localkms: unusable key file")
 
 	// ErrDecrypt is wrapped by errors for a ciphertext that does not
