@@ -207,7 +207,9 @@ func resolveLinks(p string) (string, error) {
 		}
 		fi, lerr := os.Lstat(p)
 		if missing(lerr) {
-			break
+			// Resolved as it is named, in its resolved directory, even if
+			// another process creates it now: that does not change the path.
+			return resolveParent(p)
 		}
 		if lerr != nil {
 			return "", fmt.Errorf("resolving symbolic links: %w", lerr)
@@ -227,6 +229,12 @@ func resolveLinks(p string) (string, error) {
 	if _, lerr := os.Lstat(p); !missing(lerr) {
 		return "", fmt.Errorf("resolving symbolic links: %s keeps changing while it is resolved", p)
 	}
+	return resolveParent(p)
+}
+
+// resolveParent resolves the links of the directory of p, which does not
+// exist, and appends its name.
+func resolveParent(p string) (string, error) {
 	dir := filepath.Dir(p)
 	if dir == p {
 		return p, nil
