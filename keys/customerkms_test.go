@@ -155,7 +155,7 @@ func TestCustomerKeyRefusals(t *testing.T) {
 	require.NoError(t, err)
 	res, err := m.Shred(ctxT(t), one)
 	require.NoError(t, err)
-	assert.Empty(t, res.DestroyedKEK)
+	assert.Empty(t, res.DestroyedKEKs)
 	assert.Empty(t, res.Tombstone.TenantKEKs, "a customer key is not recorded for destruction")
 	assert.Equal(t, awskmstest.StateEnabled, aws.KeyState(t, customerARN))
 	keys.PurgeAll(m)

@@ -18,23 +18,25 @@ import (
 // tenant each (ProvisionOptions.TenantKEK; one HSM key per government
 // tenant, say): keys/pkcs11kms's KeyMaker in an HSM token, keys/localkms's
 // in a directory for development. The [Manager] chooses the label
-// ([TenantKEKLabel]); the maker places the key. The URIs it gives must be
-// served by a client in Config.KMS.
+// ([TenantKEKLabel]); the maker places the key, and its URIs must be served
+// by a client in Config.KMS.
 //
-// A KeyMaker only ever destroys keys it made: a Manager asks it to destroy
-// the key of a tenant's label, never a key named by a caller or read from
-// the Store.
+// Every key a maker creates is a new key with a URI of its own, so nothing
+// ever has to decide whether a key found under a label is the one meant: a
+// Provision that ran twice at once, or was resumed after a crash, leaves an
+// unused key under the tenant's label, and Shred destroys it with the
+// others. A Manager asks a maker to destroy the keys of a tenant's label,
+// never a key named by a caller or read from the Store.
 type KeyMaker interface {
-	// KeyURI returns the URI of the master key labelled label. It creates
-	// nothing.
-	KeyURI(label string) (string, error)
-	// CreateKey creates the key keyURI (from KeyURI) names, unless it
-	// exists already: a Provision interrupted after it is resumed with the
-	// same key.
-	CreateKey(ctx context.Context, keyURI string) error
-	// DestroyKey destroys the key keyURI (from KeyURI) names, and nothing
-	// else. A key that does not exist is not an error.
-	DestroyKey(ctx context.Context, keyURI string) error
+	// CreateKey creates a new master key labelled label and returns the URI
+	// that names that key and no other. Every call makes another key.
+	CreateKey(ctx context.Context, label string) (keyURI string, err error)
+	// DestroyKeys destroys every key the maker made with label, and
+	// nothing else. None is not an error.
+	DestroyKeys(ctx context.Context, label string) error
+	// Owns reports whether keyURI names a key the maker makes with label,
+	// in the spelling CreateKey gives. It opens nothing.
+	Owns(keyURI, label string) bool
 }
 
 // TenantKEKLabel returns the label of the master key a [KeyMaker] makes

@@ -256,13 +256,8 @@ type ProvisionOptions struct {
 // making the tenant's own where asked.
 func (m *Manager) provisionKEK(ctx context.Context, id tenant.ID, opts ProvisionOptions) (kekRef, error) {
 	switch {
-	case opts.CustomerKEK != "" && opts.TenantKEK:
-		return kekRef{}, fmt.Errorf("keys: Provision tenant %s: %w: ProvisionOptions.CustomerKEK and ProvisionOptions.TenantKEK are both set: a tenant's keysets have one master key", id, ErrInvalidArgument)
 	case opts.CustomerKEK != "":
 		const field = "ProvisionOptions.CustomerKEK"
-		if err := checkCustomerURI(field, opts.CustomerKEK); err != nil {
-			return kekRef{}, fmt.Errorf("keys: Provision tenant %s: %w", id, err)
-		}
 		ref, err := m.resolveArg("Provision tenant "+id.String(), field, KEKCustomer, opts.CustomerKEK)
 		if err != nil {
 			return kekRef{}, err
@@ -284,14 +279,9 @@ func (m *Manager) provisionKEK(ctx context.Context, id tenant.ID, opts Provision
 		if m.maker == nil {
 			return kekRef{}, fmt.Errorf("keys: Provision tenant %s: %w: ProvisionOptions.TenantKEK is set but Config.TenantKEKs is nil: configure a KeyMaker (pkcs11kms.KeyMaker)", id, ErrInvalidArgument)
 		}
-		ref, err := m.tenantKEK(id)
+		ref, err := m.newTenantKEK(ctx, id)
 		if err != nil {
 			return kekRef{}, fmt.Errorf("keys: Provision tenant %s: %w", id, err)
-		}
-		ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
-		defer cancel()
-		if err := protect(func() error { return m.maker.CreateKey(ctx, string(ref.uri)) }); err != nil {
-			return kekRef{}, fmt.Errorf("keys: Provision tenant %s: create its master key %s: %w: %w", id, URI(ref.uri), ErrUnwrap, err)
 		}
 		return ref, nil
 	}
@@ -301,25 +291,32 @@ func (m *Manager) provisionKEK(ctx context.Context, id tenant.ID, opts Provision
 	return m.platform, nil
 }
 
-// tenantKEK returns the master key Config.TenantKEKs keeps for tenant id,
-// resolved against Config.KMS. It refuses a key that is the platform's or
-// a retired one (a KeyMaker configured on the platform key's label).
-func (m *Manager) tenantKEK(id tenant.ID) (kekRef, error) {
+// newTenantKEK has Config.TenantKEKs make a master key for tenant id and
+// returns it resolved against Config.KMS. It refuses a key the maker does
+// not own under the tenant's label, or that is the platform's or a retired
+// one (a maker that hands out keys it should not).
+func (m *Manager) newTenantKEK(ctx context.Context, id tenant.ID) (kekRef, error) {
+	label := TenantKEKLabel(id)
+	ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
+	defer cancel()
 	var uri string
 	err := protect(func() error {
 		var err error
-		uri, err = m.maker.KeyURI(TenantKEKLabel(id))
+		uri, err = m.maker.CreateKey(ctx, label)
 		return err
 	})
 	if err != nil {
-		return kekRef{}, fmt.Errorf("%w: Config.TenantKEKs: %w", ErrInvalidArgument, err)
+		return kekRef{}, fmt.Errorf("create its master key: %w: %w", ErrUnwrap, err)
+	}
+	if !m.maker.Owns(uri, label) {
+		return kekRef{}, fmt.Errorf("%w: Config.TenantKEKs made %s, which it does not own under the label %s", ErrInvalidArgument, URI(uri), label)
 	}
 	ref, err := m.resolve(KEKTenant, URI(uri))
 	if err != nil {
 		return kekRef{}, fmt.Errorf("Config.TenantKEKs: %w", err)
 	}
 	if ref.uri != URI(uri) {
-		return kekRef{}, fmt.Errorf("%w: Config.TenantKEKs gives %s, which its KMS client spells %s: a KeyMaker must give canonical URIs", ErrInvalidArgument, URI(uri), URI(ref.uri))
+		return kekRef{}, fmt.Errorf("%w: Config.TenantKEKs gives %s, which its KMS client spells %s: a KeyMaker must give canonical URIs", ErrInvalidArgument, URI(uri), ref.uri)
 	}
 	if m.isPlatformOrRetired(ref) {
 		return kekRef{}, fmt.Errorf("%w: %w: Config.TenantKEKs gives %s, the platform master key or a retired one", ErrInvalidArgument, ErrKEKInUse, URI(uri))
@@ -340,10 +337,22 @@ func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOpt
 	if err := checkTenant("Provision", id); err != nil {
 		return err
 	}
-	// A shredded tenant is never provisioned again: say so before any
-	// master key is made or called.
-	if _, err := m.store.Get(ctx, id, PurposeData); errors.Is(err, ErrKeyDestroyed) {
+	if opts.CustomerKEK != "" && opts.TenantKEK {
+		return fmt.Errorf("keys: Provision tenant %s: %w: ProvisionOptions.CustomerKEK and ProvisionOptions.TenantKEK are both set: a tenant's keysets have one master key", id, ErrInvalidArgument)
+	}
+	if opts.CustomerKEK != "" {
+		if err := checkCustomerURI("ProvisionOptions.CustomerKEK", opts.CustomerKEK); err != nil {
+			return fmt.Errorf("keys: Provision tenant %s: %w", id, err)
+		}
+	}
+	// A shredded tenant is never provisioned again, and one provisioned
+	// already is not provisioned twice: say so before any master key is
+	// made or called.
+	switch w, err := m.store.Get(ctx, id, PurposeData); {
+	case errors.Is(err, ErrKeyDestroyed):
 		return fmt.Errorf("keys: Provision tenant %s: %w", id, err)
+	case err == nil:
+		return m.provisioned(id, w, opts)
 	}
 	ref, err := m.provisionKEK(ctx, id, opts)
 	if err != nil {
@@ -362,15 +371,12 @@ func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOpt
 		sets = append(sets, WrappedKeyset{Tenant: id, Purpose: p, KEKURI: ref.uri, KEKKind: ref.kind, Wrapped: wrapped})
 	}
 	err = m.store.Put(ctx, sets...)
-	if errors.Is(err, ErrConflict) {
+	if errors.Is(err, ErrConflict) { // provisioned meanwhile
 		w, gerr := m.store.Get(ctx, id, PurposeData)
 		if gerr != nil {
 			return fmt.Errorf("keys: Provision tenant %s: %w", id, gerr)
 		}
-		if w.KEKKind == ref.kind && (ref.kind == KEKPlatform || m.sameKEK(w, ref)) {
-			return nil // already provisioned as asked
-		}
-		return fmt.Errorf("keys: Provision tenant %s: %w, wrapped by %s", id, ErrExists, kekName(w.KEKKind, w.KEKURI))
+		return m.provisioned(id, w, opts)
 	}
 	if err != nil {
 		return fmt.Errorf("keys: Provision tenant %s: %w", id, err)
@@ -379,13 +385,34 @@ func (m *Manager) Provision(ctx context.Context, id tenant.ID, opts ProvisionOpt
 	return nil
 }
 
-// sameKEK reports whether the stored keyset w is wrapped by the key r.
-func (m *Manager) sameKEK(w WrappedKeyset, r kekRef) bool {
-	if w.KEKURI == r.uri {
+// provisioned answers a Provision of a tenant that has keysets (w, its
+// data keyset) already: nil if they are wrapped as opts asks (the
+// platform's key, a key of the tenant's own made by the platform, or the
+// customer's key named by opts, compared by identity), and an error
+// wrapping ErrExists otherwise.
+func (m *Manager) provisioned(id tenant.ID, w WrappedKeyset, opts ProvisionOptions) error {
+	want := KEKPlatform
+	switch {
+	case opts.CustomerKEK != "":
+		want = KEKCustomer
+	case opts.TenantKEK:
+		want = KEKTenant
+	}
+	if w.KEKKind == want && (want != KEKCustomer || m.sameCustomerKEK(w.KEKURI, opts.CustomerKEK)) {
+		return nil
+	}
+	return fmt.Errorf("keys: Provision tenant %s: %w, wrapped by %s", id, ErrExists, kekName(w.KEKKind, w.KEKURI))
+}
+
+// sameCustomerKEK reports whether the stored customer key URI stored and
+// the one asked for name one key.
+func (m *Manager) sameCustomerKEK(stored, asked URI) bool {
+	if stored == asked {
 		return true
 	}
-	o, err := m.resolve(w.KEKKind, w.KEKURI)
-	return err == nil && o.identity == r.identity
+	a, err1 := m.resolve(KEKCustomer, stored)
+	b, err2 := m.resolve(KEKCustomer, asked)
+	return err1 == nil && err2 == nil && a.identity == b.identity
 }
 
 // Seal encrypts plaintext for the tenant of ctx with its data keyset,
@@ -796,27 +823,28 @@ func (m *Manager) rewrapOne(ctx context.Context, w WrappedKeyset, to kekRef) err
 type ShredResult struct {
 	// Tombstone is the record the Store keeps of the deleted keysets.
 	Tombstone Tombstone
-	// DestroyedKEK is the master key the platform made for this tenant
-	// alone (Config.TenantKEKs), destroyed by this Shred or a previous one;
-	// empty if the tenant had none.
-	DestroyedKEK URI
+	// DestroyedKEKs are the master keys the platform made for this tenant
+	// alone (Config.TenantKEKs) that wrapped its keysets, destroyed by this
+	// Shred or a previous one. Keys a Provision made and never used are
+	// destroyed too, and not listed.
+	DestroyedKEKs []URI
 	// RetainedKEKs are per-tenant master keys recorded in the tombstone
-	// that are not the key Config.TenantKEKs gives the tenant now (the
-	// maker was configured differently when the tenant was provisioned):
-	// Shred destroys only the key of the tenant's label, so destroy these
-	// by hand if they should go. The tenant's data is unreadable regardless.
+	// that Config.TenantKEKs does not own (it was configured differently
+	// when the tenant was provisioned): Shred destroys only the keys of the
+	// tenant's label that the maker owns, so destroy these by hand if they
+	// should go. The tenant's data is unreadable regardless.
 	RetainedKEKs []URI
 }
 
 // Shred crypto-shreds the tenant: its wrapped keysets are deleted and a
 // tombstone is recorded, in one Store transaction; this Manager's cache is
-// purged; then the master key Config.TenantKEKs made for the tenant, if
-// any, is destroyed. Afterwards every ciphertext of the tenant, including
-// copies made before, fails with [ErrKeyDestroyed].
+// purged; then every master key Config.TenantKEKs made for the tenant is
+// destroyed. Afterwards every ciphertext of the tenant, including copies
+// made before, fails with [ErrKeyDestroyed].
 //
 // Shred destroys no other key: not the platform's, and never a customer's
 // ([KEKCustomer]): the customer revokes that in their own KMS. It asks the
-// KeyMaker to destroy the key of the tenant's label ([TenantKEKLabel]),
+// KeyMaker to destroy the keys of the tenant's label ([TenantKEKLabel]),
 // never a key named by a caller or read from the Store.
 //
 // Other replicas stop serving the tenant when their cache entries expire,
@@ -841,33 +869,28 @@ func (m *Manager) Shred(ctx context.Context, id tenant.ID) (ShredResult, error) 
 		m.log.InfoContext(ctx, "keys: shredded tenant keys", "tenant_id", id.String())
 		return res, nil
 	}
-	// The tenant's key is destroyed even when the tombstone records none: a
-	// Provision interrupted after it made the key wrote no keyset.
-	ref, err := m.tenantKEK(id)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
-		err = protect(func() error { return m.maker.DestroyKey(ctx, string(ref.uri)) })
-		cancel()
-	}
-	recorded := false
+	// The tenant's keys are destroyed even when the tombstone records none:
+	// a Provision interrupted after it made a key wrote no keyset.
+	label := TenantKEKLabel(id)
+	dctx, cancel := context.WithTimeout(ctx, m.loadTimeout)
+	err = protect(func() error { return m.maker.DestroyKeys(dctx, label) })
+	cancel()
 	for _, uri := range tomb.TenantKEKs {
-		if err == nil && uri == ref.uri {
-			recorded = true
-			continue
+		if err == nil && m.maker.Owns(string(uri), label) {
+			res.DestroyedKEKs = append(res.DestroyedKEKs, uri)
+		} else {
+			res.RetainedKEKs = append(res.RetainedKEKs, uri)
 		}
-		res.RetainedKEKs = append(res.RetainedKEKs, uri)
 	}
 	switch {
 	case err != nil && len(tomb.TenantKEKs) > 0:
-		return res, fmt.Errorf("keys: Shred tenant %s: destroy its master key: %w (its keysets are deleted; run Shred again)", id, err)
+		return res, fmt.Errorf("keys: Shred tenant %s: destroy its master keys: %w (its keysets are deleted; run Shred again)", id, err)
 	case err != nil:
 		m.log.WarnContext(ctx, "keys: could not check for a per-tenant master key left by an interrupted Provision", "tenant_id", id.String(), "error", err)
-	case recorded:
-		res.DestroyedKEK = ref.uri
 	}
-	if len(res.RetainedKEKs) > 0 {
-		m.log.WarnContext(ctx, "keys: per-tenant master keys not destroyed: they are not the key Config.TenantKEKs gives the tenant", "tenant_id", id.String(), "keks", res.RetainedKEKs)
+	if len(res.RetainedKEKs) > 0 && err == nil {
+		m.log.WarnContext(ctx, "keys: per-tenant master keys not destroyed: Config.TenantKEKs does not own them", "tenant_id", id.String(), "keks", res.RetainedKEKs)
 	}
-	m.log.InfoContext(ctx, "keys: shredded tenant keys", "tenant_id", id.String(), "destroyed_kek", URI(res.DestroyedKEK))
+	m.log.InfoContext(ctx, "keys: shredded tenant keys", "tenant_id", id.String(), "destroyed_keks", len(res.DestroyedKEKs))
 	return res, nil
 }

@@ -133,7 +133,7 @@ func TestNothingPrintsRawMasterKeyURIs(t *testing.T) {
 	id := tenant.MustParseID("acme")
 	w := keys.WrappedKeyset{Tenant: id, Purpose: keys.PurposeData, KEKURI: kek, KEKKind: keys.KEKTenant, Wrapped: []byte("wrapped-bytes-not-shown"), Version: 3}
 	tomb := keys.Tombstone{Tenant: id, DestroyedAt: time.Now(), TenantKEKs: []keys.URI{kek, pin}}
-	res := keys.ShredResult{Tombstone: tomb, DestroyedKEK: kek, RetainedKEKs: []keys.URI{pin}}
+	res := keys.ShredResult{Tombstone: tomb, DestroyedKEKs: []keys.URI{kek}, RetainedKEKs: []keys.URI{pin}}
 	cfg := keys.DefaultConfig()
 	cfg.Store, cfg.KMS, cfg.CustomerKMS, cfg.PlatformKEK = keys.NewMemStore(), []registry.KMSClient{fake}, []registry.KMSClient{fake}, kek
 	cfg.RetiredKEKs = []keys.URI{kek}

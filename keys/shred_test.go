@@ -35,7 +35,7 @@ func TestShredMakesSavedCiphertextsFailWithErrKeyDestroyed(t *testing.T) {
 	res, err := m.Shred(ctxT(t), id)
 	require.NoError(t, err)
 	require.Equal(t, id, res.Tombstone.Tenant)
-	require.Empty(t, res.DestroyedKEK, "the platform key is shared: never destroyed")
+	require.Empty(t, res.DestroyedKEKs, "the platform key is shared: never destroyed")
 	n, tombs := e.rows(t, id)
 	require.Zero(t, n)
 	require.Equal(t, 1, tombs)

@@ -5,9 +5,12 @@ package keys_test
 // does the same in a SoftHSM2 token.
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -28,14 +31,6 @@ func (e *env) localMaker(t testing.TB) (*localkms.KeyMaker, string) {
 	return mk, dir
 }
 
-// tenantKEKURI returns the URI of the key mk keeps for tenant id.
-func tenantKEKURI(t testing.TB, mk keys.KeyMaker, id tenant.ID) keys.URI {
-	t.Helper()
-	u, err := mk.KeyURI(keys.TenantKEKLabel(id))
-	require.NoError(t, err)
-	return keys.URI(u)
-}
-
 func withTenantKEKs(mk keys.KeyMaker) func(*keys.Config) {
 	return func(c *keys.Config) { c.TenantKEKs = mk }
 }
@@ -52,6 +47,12 @@ func files(t testing.TB, dir string) []string {
 	return names
 }
 
+// keyFiles lists the key files of tenant id in dir.
+func keyFiles(t testing.TB, dir string, id tenant.ID) []string {
+	t.Helper()
+	return slices.DeleteFunc(files(t, dir), func(n string) bool { return !strings.HasPrefix(n, keys.TenantKEKLabel(id)+".") })
+}
+
 func TestTenantKEKIsMadeForTheTenantAndShredDestroysExactlyIt(t *testing.T) {
 	e := newEnv(t)
 	mk, dir := e.localMaker(t)
@@ -59,14 +60,17 @@ func TestTenantKEKIsMadeForTheTenantAndShredDestroysExactlyIt(t *testing.T) {
 	a, ctxA := provision(t, m, "gova", keys.ProvisionOptions{TenantKEK: true})
 	b, ctxB := provision(t, m, "govb", keys.ProvisionOptions{TenantKEK: true})
 	_, ctxP := provision(t, m, "std")
-	uriA := tenantKEKURI(t, mk, a)
+	uriA := e.kekOf(t, a)[keys.PurposeData]
+	assert.True(t, mk.Owns(string(uriA), keys.TenantKEKLabel(a)), "a's keysets are wrapped by a key made under a's label: %s", uriA)
 	for _, p := range keys.Purposes() {
 		w, err := e.store.Get(ctxT(t), a, p)
 		require.NoError(t, err)
-		assert.Equal(t, uriA, w.KEKURI, "%s keyset of a is wrapped by a's own key", p)
+		assert.Equal(t, uriA, w.KEKURI, "all of a's keysets are wrapped by one key (%s)", p)
 		assert.Equal(t, keys.KEKTenant, w.KEKKind, p)
 	}
-	assert.NotEqual(t, e.kekOf(t, a)[keys.PurposeData], e.kekOf(t, b)[keys.PurposeData], "each tenant has its own key")
+	assert.NotEqual(t, uriA, e.kekOf(t, b)[keys.PurposeData], "each tenant has its own key")
+	require.NoError(t, m.Provision(ctxT(t), a, keys.ProvisionOptions{TenantKEK: true}), "a re-run is a no-op ...")
+	assert.Len(t, keyFiles(t, dir, a), 1, "... that makes no key")
 	sealedA, err := m.Seal(ctxA, []byte("a's secret"), field)
 	require.NoError(t, err)
 	sealedB, err := m.Seal(ctxB, []byte("b's secret"), field)
@@ -78,12 +82,13 @@ func TestTenantKEKIsMadeForTheTenantAndShredDestroysExactlyIt(t *testing.T) {
 
 	res, err := m.Shred(ctxT(t), a)
 	require.NoError(t, err)
-	assert.Equal(t, uriA, res.DestroyedKEK)
+	assert.Equal(t, []keys.URI{uriA}, res.DestroyedKEKs)
 	assert.Equal(t, []keys.URI{uriA}, res.Tombstone.TenantKEKs, "the tombstone records the key it destroyed")
 	assert.Empty(t, res.RetainedKEKs)
 	after := files(t, dir)
-	assert.Equal(t, slices.DeleteFunc(slices.Clone(before), func(n string) bool { return n == keys.TenantKEKLabel(a)+".key" }), after,
+	assert.Equal(t, slices.DeleteFunc(slices.Clone(before), func(n string) bool { return strings.HasPrefix(n, keys.TenantKEKLabel(a)+".") }), after,
 		"exactly a's key file went")
+	assert.Empty(t, keyFiles(t, dir, a))
 	_, err = os.Stat(e.platformPath)
 	require.NoError(t, err, "the platform key stays")
 
@@ -100,13 +105,13 @@ func TestTenantKEKIsMadeForTheTenantAndShredDestroysExactlyIt(t *testing.T) {
 	// Shred again (a retry) is fine and destroys nothing more.
 	res, err = m.Shred(ctxT(t), a)
 	require.NoError(t, err)
-	assert.Equal(t, uriA, res.DestroyedKEK)
+	assert.Equal(t, []keys.URI{uriA}, res.DestroyedKEKs)
 	assert.Equal(t, after, files(t, dir))
 }
 
-// A saved copy of a shredded tenant's wrapped keysets, written back under
-// its ID's row by a control-plane restore, does not open: the master key
-// that wrapped them is destroyed.
+// A saved copy of a shredded tenant's wrapped keysets, written back by a
+// control-plane restore, does not open: the master key that wrapped them
+// is destroyed.
 func TestRestoredKeysetsOfAShreddedTenantKEKDoNotOpen(t *testing.T) {
 	e := newEnv(t)
 	mk, _ := e.localMaker(t)
@@ -134,33 +139,51 @@ func TestRestoredKeysetsOfAShreddedTenantKEKDoNotOpen(t *testing.T) {
 }
 
 // A Provision that made the tenant's key and stopped before writing the
-// keysets (a crash) is resumed with the same key; Shred of a tenant whose
-// Provision never finished destroys the key it left.
-func TestTenantKEKSurvivesAnInterruptedProvision(t *testing.T) {
+// keysets (a crash), or that raced another, leaves an unused key under the
+// tenant's label: the tenant is served by the key its keysets record, and
+// Shred destroys every key of the label, the unused ones too. A tenant
+// whose Provision never finished has its key destroyed as well.
+func TestUnusedTenantKEKsOfInterruptedOrRacingProvisionsAreDestroyedByShred(t *testing.T) {
 	e := newEnv(t)
 	mk, dir := e.localMaker(t)
 	m := e.manager(t, withTenantKEKs(mk))
 
 	id := newID("crashed")
-	uri := tenantKEKURI(t, mk, id)
-	require.NoError(t, mk.CreateKey(ctxT(t), string(uri))) // what the crashed Provision did
-	keyFile := filepath.Join(dir, keys.TenantKEKLabel(id)+".key")
-	made, err := os.ReadFile(keyFile)
+	_, err := mk.CreateKey(ctxT(t), keys.TenantKEKLabel(id)) // what the crashed Provision did
 	require.NoError(t, err)
-	require.NoError(t, m.Provision(ctxT(t), id, keys.ProvisionOptions{TenantKEK: true}))
-	again, err := os.ReadFile(keyFile)
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		other := e.manager(t, withTenantKEKs(mk))
+		wg.Go(func() { errs[i] = other.Provision(ctxT(t), id, keys.ProvisionOptions{TenantKEK: true}) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		require.NoError(t, err, "Provision #%d at the same time as the others", i)
+	}
+	made := keyFiles(t, dir, id)
+	require.GreaterOrEqual(t, len(made), 2, "the crashed Provision's key and at least one more")
+	ctx := tenant.NewContext(ctxT(t), id)
+	sealed, err := m.Seal(ctx, []byte("x"), field)
 	require.NoError(t, err)
-	assert.Equal(t, made, again, "the resumed Provision used the key made before")
-	assert.Equal(t, uri, e.kekOf(t, id)[keys.PurposeData])
-	require.NoError(t, m.Provision(ctxT(t), id, keys.ProvisionOptions{TenantKEK: true}), "and a re-run is a no-op")
+	got, err := e.manager(t, withTenantKEKs(mk)).Open(ctx, sealed, field)
+	require.NoError(t, err)
+	assert.Equal(t, "x", string(got))
+
+	res, err := m.Shred(ctxT(t), id)
+	require.NoError(t, err)
+	assert.Len(t, res.DestroyedKEKs, 1, "the key in use is reported")
+	assert.Empty(t, keyFiles(t, dir, id), "every key of the label went, the unused ones too")
 
 	orphan := newID("orphan")
-	orphanURI := tenantKEKURI(t, mk, orphan)
-	require.NoError(t, mk.CreateKey(ctxT(t), string(orphanURI)))
-	res, err := m.Shred(ctxT(t), orphan)
+	_, err = mk.CreateKey(ctxT(t), keys.TenantKEKLabel(orphan))
+	require.NoError(t, err)
+	live, _ := provision(t, m, "live", keys.ProvisionOptions{TenantKEK: true})
+	res, err = m.Shred(ctxT(t), orphan)
 	require.NoError(t, err)
 	assert.Empty(t, res.Tombstone.TenantKEKs)
-	assert.Equal(t, []string{keys.TenantKEKLabel(id) + ".key"}, files(t, dir), "the orphan key went, the live tenant's stayed")
+	assert.Empty(t, keyFiles(t, dir, orphan), "the never-provisioned tenant's key went")
+	assert.Len(t, keyFiles(t, dir, live), 1, "another tenant's stayed")
 }
 
 // The platform re-wraps its own keysets only: a tenant's own key is
@@ -180,10 +203,11 @@ func TestRewrapLeavesTenantKEKsAloneAndRefusesOneAsTarget(t *testing.T) {
 	require.ErrorIs(t, err, keys.ErrInvalidArgument)
 	assert.Equal(t, e.platform, e.kekOf(t, std)[keys.PurposeData], "nothing moved")
 
-	// A tenant's key that wraps nothing yet (its Provision was
-	// interrupted) is refused as well, by its label.
-	orphanURI := tenantKEKURI(t, mk, newID("rworphan"))
-	_, err = m.Rewrap(ctxT(t), e.platform, orphanURI)
+	// A tenant's key that wraps nothing (its Provision was interrupted) is
+	// refused as well, by its label.
+	orphanURI, err := mk.CreateKey(ctxT(t), keys.TenantKEKLabel(newID("rworphan")))
+	require.NoError(t, err)
+	_, err = m.Rewrap(ctxT(t), e.platform, keys.URI(orphanURI))
 	require.ErrorIs(t, err, keys.ErrKEKInUse)
 	assert.Equal(t, e.platform, e.kekOf(t, std)[keys.PurposeData], "nothing moved")
 
@@ -203,26 +227,48 @@ func TestRewrapLeavesTenantKEKsAloneAndRefusesOneAsTarget(t *testing.T) {
 	assert.Equal(t, "gov", string(got))
 }
 
-// Config.TenantKEKs gives keys the Manager refuses to use: a maker
-// misconfigured onto the platform key's own file.
-func TestTenantKEKThatIsThePlatformKeyIsRefused(t *testing.T) {
+// hostileMaker is a KeyMaker that hands out one URI as every new key and
+// claims to own it: a misconfigured or hostile maker.
+type hostileMaker struct {
+	keys.KeyMaker
+	uri  keys.URI
+	owns bool
+}
+
+func (h hostileMaker) CreateKey(context.Context, string) (string, error) { return string(h.uri), nil }
+func (h hostileMaker) Owns(string, string) bool                          { return h.owns }
+
+// The Manager checks what a KeyMaker gives it: a key that is the platform
+// key, or that the maker does not own under the tenant's label, is
+// refused, and nothing is written.
+func TestTenantKEKsAMakerShouldNotGiveAreRefused(t *testing.T) {
 	e := newEnv(t)
 	mk, _ := e.localMaker(t)
-	id := newID("clash")
-	uri := tenantKEKURI(t, mk, id)
-	m := e.manager(t, withTenantKEKs(mk), func(c *keys.Config) { c.PlatformKEK = uri })
-	_, ctxP := provision(t, m, "onplatform")
-	sealed, err := m.Seal(ctxP, []byte("p"), field)
-	require.NoError(t, err)
-	err = m.Provision(ctxT(t), id, keys.ProvisionOptions{TenantKEK: true})
-	require.ErrorIs(t, err, keys.ErrKEKInUse)
-	n, tombs := e.rows(t, id)
-	require.Zero(t, n+tombs)
-	// And Shred of that tenant does not destroy the platform key.
-	_, err = m.Shred(ctxT(t), id)
-	require.NoError(t, err)
-	keys.PurgeAll(m)
-	got, err := m.Open(ctxP, sealed, field)
-	require.NoError(t, err, "the platform key is intact")
-	assert.Equal(t, "p", string(got))
+	for name, tc := range map[string]struct {
+		mk   hostileMaker
+		want error
+	}{
+		"the platform key":         {hostileMaker{mk, e.platform, true}, keys.ErrKEKInUse},
+		"a key it does not own":    {hostileMaker{mk, e.platform, false}, keys.ErrInvalidArgument},
+		"a URI no client serves":   {hostileMaker{mk, "gcp-kms://projects/p/keys/k", true}, keys.ErrUnsupportedKEK},
+		"a non-canonical spelling": {hostileMaker{mk, keys.URI(strings.Replace(string(e.platform), "/kek/", "/kek/./", 1)), true}, keys.ErrInvalidArgument},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := e.manager(t, withTenantKEKs(tc.mk))
+			_, ctxP := provision(t, m, "onplatform")
+			sealed, err := m.Seal(ctxP, []byte("p"), field)
+			require.NoError(t, err)
+			id := newID("clash")
+			err = m.Provision(ctxT(t), id, keys.ProvisionOptions{TenantKEK: true})
+			require.ErrorIs(t, err, tc.want)
+			n, tombs := e.rows(t, id)
+			require.Zero(t, n+tombs)
+			_, err = m.Shred(ctxT(t), id)
+			require.NoError(t, err)
+			keys.PurgeAll(m)
+			got, err := m.Open(ctxP, sealed, field)
+			require.NoError(t, err, "the platform key is intact")
+			assert.Equal(t, "p", string(got))
+		})
+	}
 }

@@ -356,7 +356,7 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	p("\nshredded tenant acme: keysets deleted, tombstone recorded, master key destroyed: %s", orNone(res.DestroyedKEK))
+	p("\nshredded tenant acme: keysets deleted, tombstone recorded, master keys destroyed: %s", orNone(res.DestroyedKEKs))
 	_, err = open(acme)
 	p("as tenant %s: open a saved copy of its secret\n  -> %v", acme, err)
 	if !errors.Is(err, keys.ErrKeyDestroyed) {
@@ -411,11 +411,11 @@ func parseIDs(ss ...string) ([]tenant.ID, error) {
 	return ids, nil
 }
 
-func orNone(u keys.URI) string {
-	if u == "" {
+func orNone(u []keys.URI) string {
+	if len(u) == 0 {
 		return "none"
 	}
-	return u.String()
+	return fmt.Sprint(u)
 }
 
 // findLocalKMS returns bin if it is set and executable, else local-kms on

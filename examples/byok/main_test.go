@@ -90,7 +90,7 @@ func checkSteps(t *testing.T, s, region, account string) string {
 	assert.Contains(t, s[enabled:], `as tenant acme: open its secret -> "ghp_token_of_acme"`)
 
 	// 6. The shred: acme's data is gone, the customer's key is not.
-	assert.Contains(t, s, "shredded tenant acme: keysets deleted, tombstone recorded, master key destroyed: none")
+	assert.Contains(t, s, "shredded tenant acme: keysets deleted, tombstone recorded, master keys destroyed: none")
 	assert.Contains(t, s, "open a saved copy of its secret\n  -> keys: load data keyset of tenant acme: tenant acme: tenant keys destroyed")
 	assert.Contains(t, s, "the customer's key "+arn+" (DescribeKey): Enabled; the platform never destroys a customer's key")
 	return arn
