@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/ThalesGroup/crypto11"
 	"github.com/tink-crypto/tink-go/v2/core/registry"
@@ -188,12 +187,11 @@ func (c *Client) allowed(written, real string) bool {
 // followed by the GCM ciphertext and 16-byte tag.
 //
 // GetAEAD opens the token on first use (reading the PIN from the URI's
-// pin-source) and looks the key up; a missing key fails with
-// [ErrKeyNotFound], and several keys with the label with [ErrHSM] (after
-// waiting up to 2 seconds while one of them is a key a [KeyMaker] in
-// another process made moments ago, and is about to destroy: see
-// [KeyMaker.CreateKey]). The returned AEAD stops working when the client
-// is closed or the key destroyed.
+// pin-source) and looks the key up: the AES key with the URI's object
+// label and, if the URI has an id, that CKA_ID. A missing key fails with
+// [ErrKeyNotFound], and several keys the URI names (a URI without an id,
+// and several keys with the label) with [ErrHSM]. The returned AEAD stops
+// working when the client is closed or the key destroyed.
 func (c *Client) GetAEAD(keyURI string) (tink.AEAD, error) {
 	k, conn, err := c.open(keyURI)
 	if err != nil {
@@ -539,31 +537,18 @@ func findNamed(conn *tokenConn, k *KeyURI) ([]*crypto11.SecretKey, error) {
 	}
 }
 
-// findKey returns the one AES key labelled k.Object. While another key
-// with the label is one a KeyMaker made moments ago (processes racing to
-// create the key: see KeyMaker.CreateKey), it looks again, for up to
-// settleTime.
+// findKey returns the one AES key k names.
 func (c *Client) findKey(ctx context.Context, conn *tokenConn, k *KeyURI) (*crypto11.SecretKey, error) {
-	deadline := time.Now().Add(settleTime)
-	for {
-		keys, err := c.findKeys(ctx, conn, k)
-		switch {
-		case err != nil:
-			return nil, err
-		case len(keys) == 0:
-			return nil, fmt.Errorf("%w: %s", ErrKeyNotFound, k)
-		case len(keys) == 1:
-			return keys[0], nil
-		}
-		if time.Now().After(deadline) || !anyYoung(conn, keys) {
-			return nil, fmt.Errorf("%w: %s: %d keys have %s", ErrHSM, k, len(keys), what(k))
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+	keys, err := c.findKeys(ctx, conn, k)
+	switch {
+	case err != nil:
+		return nil, err
+	case len(keys) == 0:
+		return nil, fmt.Errorf("%w: %s", ErrKeyNotFound, k)
+	case len(keys) > 1:
+		return nil, fmt.Errorf("%w: %s: %d keys have %s", ErrHSM, k, len(keys), what(k))
 	}
+	return keys[0], nil
 }
 
 // what says what the keys k names have in common, for errors.
@@ -572,17 +557,4 @@ func what(k *KeyURI) string {
 		return "that label and id"
 	}
 	return "that label"
-}
-
-// anyYoung reports whether one of keys is one a KeyMaker made less than
-// settleTime ago.
-func anyYoung(conn *tokenConn, keys []*crypto11.SecretKey) bool {
-	now := time.Now()
-	for _, key := range keys {
-		id, err := protect(func() ([]byte, error) { return keyID(conn, key) })
-		if err == nil && isYoung(id, now) {
-			return true
-		}
-	}
-	return false
 }

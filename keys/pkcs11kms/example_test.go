@@ -67,22 +67,24 @@ func ExampleNewKeyMaker() {
 	}
 
 	ctx := context.Background()
-	kek, err := maker.KeyURI("tenancy-tenant-acme")
+	// When the tenant is provisioned: a new key, and the URI that names it
+	// alone, which the caller stores with the tenant's keysets.
+	kek, err := maker.CreateKey(ctx, "tenancy-tenant-acme")
 	if err != nil {
-		log.Fatal(err)
-	}
-	// When the tenant is provisioned (again after a crash: the key made
-	// before is kept):
-	if err := maker.CreateKey(ctx, kek); err != nil {
 		log.Fatal(err)
 	}
 	// The key wraps acme's keysets, as in Example.
 	if _, err := client.GetAEAD(kek); err != nil {
 		log.Fatal(err)
 	}
-	// When the tenant is crypto-shredded (nothing wrapped under the key
-	// opens again):
-	if err := maker.DestroyKey(ctx, kek); err != nil {
+	// A URI read back from the store: is it one this maker made for acme?
+	if !maker.Owns(kek, "tenancy-tenant-acme") {
+		log.Fatal("not acme's key")
+	}
+	// When the tenant is crypto-shredded: every key labelled for acme,
+	// including any a Provision interrupted and resumed left unused
+	// (nothing wrapped under them opens again).
+	if err := maker.DestroyKeys(ctx, "tenancy-tenant-acme"); err != nil {
 		log.Fatal(err)
 	}
 }

@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,9 +27,9 @@ import (
 // The interface keys.Manager takes (keys.KeyMaker), restated: this package
 // does not import keys.
 var _ interface {
-	KeyURI(label string) (string, error)
-	CreateKey(ctx context.Context, keyURI string) error
-	DestroyKey(ctx context.Context, keyURI string) error
+	CreateKey(ctx context.Context, label string) (keyURI string, err error)
+	DestroyKeys(ctx context.Context, label string) error
+	Owns(keyURI, label string) bool
 } = (*pkcs11kms.KeyMaker)(nil)
 
 // baseURI returns the base URI of tok for NewKeyMaker: tok.URI without the
@@ -46,17 +48,24 @@ func newKeyMaker(tb testing.TB, c *pkcs11kms.Client, tok *softhsmtest.Token) *pk
 	return m
 }
 
-// makerKey returns the URI of m's key labelled label, created.
+// makerKey creates a key labelled label with m and returns its URI.
 func makerKey(tb testing.TB, m *pkcs11kms.KeyMaker, label string) string {
 	tb.Helper()
-	uri, err := m.KeyURI(label)
+	uri, err := m.CreateKey(tb.Context(), label)
 	if err != nil {
-		tb.Fatalf("KeyURI(%q): %v", label, err)
-	}
-	if err := m.CreateKey(tb.Context(), uri); err != nil {
-		tb.Fatalf("CreateKey(%s): %v", uri, err)
+		tb.Fatalf("CreateKey(%q): %v", label, err)
 	}
 	return uri
+}
+
+// keyID returns the CKA_ID in uri.
+func keyID(tb testing.TB, uri string) []byte {
+	tb.Helper()
+	k, err := pkcs11kms.ParseKeyURI(uri)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k.ID
 }
 
 // seal encrypts pt under the key uri names, through c.
@@ -215,32 +224,47 @@ func aesKeysLabelled(objs map[pkcs11.ObjectHandle]string, label string) []string
 	return keys
 }
 
-// handMadeKey makes an AES key labelled label in hsm with GenerateKey's
-// template changed by set, of bits bits.
-func handMadeKey(tb testing.TB, hsm *crypto11.Context, label string, bits int, cipher *crypto11.SymmetricCipher, set map[crypto11.AttributeType]bool) {
+// notOpens fails unless the key uri names, through c, refuses ct.
+func notOpens(tb testing.TB, c *pkcs11kms.Client, uri string, ct []byte) {
 	tb.Helper()
-	tmpl, err := crypto11.NewAttributeSetWithIDAndLabel([]byte("hand-made"), []byte(label))
+	a, err := c.GetAEAD(uri)
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("GetAEAD(%s): %v", uri, err)
 	}
-	attrs := map[crypto11.AttributeType]bool{
-		crypto11.CkaToken: true, crypto11.CkaPrivate: true, crypto11.CkaSensitive: true,
-		crypto11.CkaExtractable: false, crypto11.CkaEncrypt: true, crypto11.CkaDecrypt: true,
-		crypto11.CkaWrap: false, crypto11.CkaUnwrap: false, crypto11.CkaSign: false,
-		crypto11.CkaVerify: false, crypto11.CkaDerive: false,
-	}
-	maps.Copy(attrs, set)
-	for t, v := range attrs {
-		if err := tmpl.Set(t, v); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	if _, err := hsm.GenerateSecretKeyWithAttributes(tmpl, bits, cipher); err != nil {
-		tb.Fatalf("making %s by hand: %v", label, err)
+	if _, err := a.Decrypt(ct, nil); !errors.Is(err, pkcs11kms.ErrDecrypt) {
+		tb.Fatalf("Decrypt under %s of another key's ciphertext: %v, want ErrDecrypt", uri, err)
 	}
 }
 
-func TestKeyURIRefusesBadLabelsNamingTheRule(t *testing.T) {
+// distinctKeys fails unless the URIs are distinct, each names a working
+// key of m with label, and a ciphertext of one opens under it alone.
+func distinctKeys(tb testing.TB, c *pkcs11kms.Client, m *pkcs11kms.KeyMaker, label string, uris []string) {
+	tb.Helper()
+	seen := map[string]bool{}
+	cts := make([][]byte, len(uris))
+	for i, uri := range uris {
+		if seen[uri] {
+			tb.Fatalf("URI %s given twice", uri)
+		}
+		seen[uri] = true
+		if !m.Owns(uri, label) {
+			tb.Fatalf("Owns(%s, %q) = false", uri, label)
+		}
+		cts[i] = seal(tb, c, uri, []byte(uri), nil)
+	}
+	for i, uri := range uris {
+		for j, ct := range cts {
+			if i == j {
+				opens(tb, c, uri, ct, []byte(uri), nil)
+			} else {
+				notOpens(tb, c, uri, ct)
+			}
+		}
+	}
+}
+
+func TestLabelsRefusedNamingTheRule(t *testing.T) {
+	// No such token: a label is refused before the token is opened.
 	m, err := pkcs11kms.NewKeyMaker(newClient(t), "pkcs11:token=gov?module-path="+softhsmtest.ModulePath(t)+"&pin-source=file:/run/pin")
 	if err != nil {
 		t.Fatal(err)
@@ -262,72 +286,78 @@ func TestKeyURIRefusesBadLabelsNamingTheRule(t *testing.T) {
 		{"tenant\n", `"\n" at byte 6`},
 		{"acmé", "only lower-case letters, digits, '_' and '-' are allowed"},
 	} {
-		uri, err := m.KeyURI(tc.label)
-		var ue *pkcs11kms.URIError
-		if !errors.Is(err, pkcs11kms.ErrInvalidURI) || !errors.As(err, &ue) || ue.Attr != "object" {
-			t.Errorf("KeyURI(%q) = %q, %v; want a URIError for the object", tc.label, uri, err)
-			continue
+		uri, err := m.CreateKey(t.Context(), tc.label)
+		derr := m.DestroyKeys(t.Context(), tc.label)
+		for name, err := range map[string]error{"CreateKey": err, "DestroyKeys": derr} {
+			var ue *pkcs11kms.URIError
+			if !errors.Is(err, pkcs11kms.ErrInvalidURI) || !errors.As(err, &ue) || ue.Attr != "object" {
+				t.Errorf("%s(%q) = %v; want a URIError for the object", name, tc.label, err)
+				continue
+			}
+			if !strings.Contains(err.Error(), tc.rule) {
+				t.Errorf("%s(%q): %q does not name the rule (%q)", name, tc.label, err, tc.rule)
+			}
+			if strings.ContainsAny(err.Error(), "\x00\n") {
+				t.Errorf("%s(%q): the error carries the raw label: %q", name, tc.label, err)
+			}
 		}
-		if !strings.Contains(err.Error(), tc.rule) {
-			t.Errorf("KeyURI(%q): %q does not name the rule (%q)", tc.label, err, tc.rule)
-		}
-		if strings.ContainsAny(err.Error(), "\x00\n") {
-			t.Errorf("KeyURI(%q): the error carries the raw label: %q", tc.label, err)
+		if uri != "" {
+			t.Errorf("CreateKey(%q) gave a URI with its error: %q", tc.label, uri)
 		}
 	}
+	// The labels of the rule, on a real token.
+	tok := softhsmtest.NewToken(t)
+	c := newClient(t)
+	m = newKeyMaker(t, c, tok)
 	for _, label := range []string{"a", "0", "tenancy-tenant-acme", "tenancy-tenant-a_b", "0-_", strings.Repeat("z", 64)} {
-		uri, err := m.KeyURI(label)
-		if err != nil || !strings.Contains(uri, ";object="+label+"?") {
-			t.Errorf("KeyURI(%q) = %q, %v; want a URI with object=%s", label, uri, err, label)
+		uri := makerKey(t, m, label)
+		if !strings.Contains(uri, ";object="+label+";id=") || !m.Owns(uri, label) {
+			t.Errorf("CreateKey(%q) = %q; want a URI with object=%s and an id", label, uri, label)
+		}
+		opens(t, c, uri, seal(t, c, uri, []byte(label), nil), []byte(label), nil)
+		if err := m.DestroyKeys(t.Context(), label); err != nil {
+			t.Errorf("DestroyKeys(%q): %v", label, err)
 		}
 	}
 }
 
-// KeyURI gives the canonical URI, whatever spelling of the base URI the
-// maker was made with, and creates nothing.
-func TestKeyURIIsTheClientsCanonicalURI(t *testing.T) {
+// CreateKey gives the canonical URI of the key it made, with its 16-byte
+// id, whatever spelling of the base URI the maker was made with.
+func TestCreateKeyGivesTheCanonicalURI(t *testing.T) {
 	tok := softhsmtest.NewToken(t)
 	c := newClient(t)
 	links := moduleLinks(t, tok.Module)
 	t.Setenv("PKCS11KMS_TEST_MAKER_PIN", tok.PIN)
 	label := "tenancy-tenant-acme"
-	want, err := c.CanonicalKeyURI(tok.URI(label))
+	labelURI, err := c.CanonicalKeyURI(tok.URI(label)) // without an id
 	if err != nil {
 		t.Fatal(err)
 	}
+	before, _, _ := strings.Cut(labelURI, "?")
 	tokenAttr := "token=" + softhsmtest.Escape(tok.Label)
 	for _, base := range []string{
 		baseURI(tok),
 		"pkcs11:type=secret-key;" + tokenAttr + "?pin-source=file:" + tok.PINFile + "&module-path=" + tok.Module,
 		"pkcs11:" + tokenAttr + "?module-path=" + links[2] + "&pin-source=file:" + strings.ReplaceAll(tok.PINFile, "/", "%2F"),
+		"pkcs11:" + tokenAttr + "?module-path=" + tok.Module + "&pin-source=env:PKCS11KMS_TEST_MAKER_PIN",
 	} {
 		m, err := pkcs11kms.NewKeyMaker(c, base)
 		if err != nil {
 			t.Fatalf("NewKeyMaker(%s): %v", base, err)
 		}
-		uri, err := m.KeyURI(label)
-		if err != nil || uri != want {
-			t.Errorf("maker of %s: KeyURI = %q, %v; want %q", base, uri, err, want)
+		uri := makerKey(t, m, label)
+		if canon, err := c.CanonicalKeyURI(uri); err != nil || canon != uri {
+			t.Errorf("maker of %s: CreateKey gave %q, not canonical (%q, %v)", base, uri, canon, err)
+		}
+		if id := keyID(t, uri); len(id) != 16 || !strings.HasPrefix(uri, before+";id="+fmt.Sprintf("%%%02X", id[0])) {
+			t.Errorf("maker of %s: CreateKey gave %q; want %s;id=<16 bytes>?...", base, uri, before)
+		}
+		if !strings.HasSuffix(uri, "?module-path="+strings.TrimPrefix(labelURI, before+"?module-path=")) &&
+			!strings.HasSuffix(uri, "&pin-source=env:PKCS11KMS_TEST_MAKER_PIN") {
+			t.Errorf("maker of %s: CreateKey gave %q; want the query of %s", base, uri, labelURI)
 		}
 	}
-	// Another pin-source gives another URI of the same key.
-	m, err := pkcs11kms.NewKeyMaker(c, "pkcs11:"+tokenAttr+"?module-path="+tok.Module+"&pin-source=env:PKCS11KMS_TEST_MAKER_PIN")
-	if err != nil {
-		t.Fatal(err)
-	}
-	uri, err := m.KeyURI(label)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if canon, err := c.CanonicalKeyURI(uri); err != nil || canon != uri {
-		t.Errorf("CanonicalKeyURI(%s) = %q, %v: KeyURI is not canonical", uri, canon, err)
-	}
-	if id, _ := c.KeyIdentity(uri); id != strings.TrimSuffix(want, "file:"+tok.PINFile) {
-		t.Errorf("KeyIdentity(%s) = %q: not the identity of %s", uri, id, want)
-	}
-	if _, err := c.GetAEAD(uri); !errors.Is(err, pkcs11kms.ErrKeyNotFound) {
-		t.Errorf("GetAEAD after KeyURI: %v, want ErrKeyNotFound (KeyURI creates nothing)", err)
-	}
+	m := newKeyMaker(t, c, tok)
 	if s := m.String(); !strings.Contains(s, tok.Label) || strings.Contains(s, tok.PIN) {
 		t.Errorf("String() = %q", s)
 	}
@@ -411,15 +441,17 @@ func TestCreateKeyMakesAKeyGetAEADUses(t *testing.T) {
 	// Through another client (a restarted process, in effect).
 	opens(t, newClient(t), uri, ct, []byte("acme keyset"), ad)
 
-	// The key is made as GenerateKey makes its keys.
+	// The key has the label and the id of its URI, and is made as
+	// GenerateKey makes its keys.
 	hsm := openHSM(t, tok)
-	key, err := hsm.FindKey(nil, []byte("tenancy-tenant-acme"))
-	if err != nil {
-		t.Fatal(err)
+	key, err := hsm.FindKey(keyID(t, uri), []byte("tenancy-tenant-acme"))
+	if err != nil || key == nil {
+		t.Fatalf("FindKey by the URI's id and label: %v, %v", key, err)
 	}
 	attrs, err := hsm.GetAttributes(key, []crypto11.AttributeType{
 		crypto11.CkaToken, crypto11.CkaPrivate, crypto11.CkaSensitive, crypto11.CkaExtractable,
-		crypto11.CkaWrap, crypto11.CkaUnwrap, crypto11.CkaNeverExtractable,
+		crypto11.CkaWrap, crypto11.CkaUnwrap, crypto11.CkaSign, crypto11.CkaVerify, crypto11.CkaDerive,
+		crypto11.CkaEncrypt, crypto11.CkaDecrypt, crypto11.CkaAlwaysSensitive, crypto11.CkaNeverExtractable,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -427,7 +459,9 @@ func TestCreateKeyMakesAKeyGetAEADUses(t *testing.T) {
 	for typ, want := range map[crypto11.AttributeType]bool{
 		crypto11.CkaToken: true, crypto11.CkaPrivate: true, crypto11.CkaSensitive: true,
 		crypto11.CkaExtractable: false, crypto11.CkaWrap: false, crypto11.CkaUnwrap: false,
-		crypto11.CkaNeverExtractable: true,
+		crypto11.CkaSign: false, crypto11.CkaVerify: false, crypto11.CkaDerive: false,
+		crypto11.CkaEncrypt: true, crypto11.CkaDecrypt: true,
+		crypto11.CkaAlwaysSensitive: true, crypto11.CkaNeverExtractable: true,
 	} {
 		if a := attrs[typ]; a == nil || len(a.Value) != 1 || (a.Value[0] == 1) != want {
 			t.Errorf("attribute %#x = %v, want %v", typ, a, want)
@@ -435,127 +469,87 @@ func TestCreateKeyMakesAKeyGetAEADUses(t *testing.T) {
 	}
 }
 
-// CreateKey of a key that exists (a Provision resumed) adopts it: the
-// ciphertexts made under it still open, and there is still one key.
-func TestCreateKeyTwiceKeepsTheKey(t *testing.T) {
+// Every CreateKey makes another key, even for a label that has keys: two
+// URIs, two keys, each opening its own ciphertexts only. A key with the
+// label made otherwise (GenerateKey) is no obstacle either.
+func TestCreateKeyTwiceMakesTwoKeys(t *testing.T) {
 	tok := softhsmtest.NewToken(t)
 	c := newClient(t)
 	m := newKeyMaker(t, c, tok)
-	uri := makerKey(t, m, "tenancy-tenant-acme")
-	ct := seal(t, c, uri, []byte("before"), nil)
-	if err := m.CreateKey(t.Context(), uri); err != nil {
-		t.Fatalf("second CreateKey: %v", err)
+	const label = "tenancy-tenant-acme"
+	if err := c.GenerateKey(t.Context(), tok.URI(label)); err != nil {
+		t.Fatal(err)
+	}
+	one := makerKey(t, m, label)
+	two := makerKey(t, m, label)
+	if one == two || bytes.Equal(keyID(t, one), keyID(t, two)) {
+		t.Fatalf("two CreateKey calls gave %s and %s", one, two)
 	}
 	// A maker of another client, as after a restart.
-	if err := newKeyMaker(t, newClient(t), tok).CreateKey(t.Context(), uri); err != nil {
-		t.Fatalf("CreateKey in a new client: %v", err)
+	three := makerKey(t, newKeyMaker(t, newClient(t), tok), label)
+	distinctKeys(t, c, m, label, []string{one, two, three})
+	if keys := aesKeysLabelled(tokenObjects(t, tok, openHSM(t, tok)), label); len(keys) != 4 {
+		t.Fatalf("%d AES keys labelled %s, want 4 (3 made by CreateKey, 1 by GenerateKey): %v", len(keys), label, keys)
 	}
-	opens(t, c, uri, ct, []byte("before"), nil)
-	// A key made by GenerateKey is adopted too.
-	generated, err := m.KeyURI("tenancy-tenant-beta")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.GenerateKey(t.Context(), generated); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.CreateKey(t.Context(), generated); err != nil {
-		t.Fatalf("CreateKey of a key GenerateKey made: %v", err)
-	}
-	objs := tokenObjects(t, tok, openHSM(t, tok))
-	for _, label := range []string{"tenancy-tenant-acme", "tenancy-tenant-beta"} {
-		if keys := aesKeysLabelled(objs, label); len(keys) != 1 {
-			t.Errorf("%d keys labelled %s, want 1: %v", len(keys), label, keys)
-		}
+	// The label alone names no one key now.
+	if _, err := c.GetAEAD(tok.URI(label)); !errors.Is(err, pkcs11kms.ErrHSM) || !strings.Contains(err.Error(), "4 keys have that label") {
+		t.Fatalf("GetAEAD of the label alone: %v, want ErrHSM saying there are 4 keys", err)
 	}
 }
 
-// CreateKey adopts nothing but one key it could have made, and leaves what
-// it refuses alone.
-func TestCreateKeyRefusesObjectsItWouldNotMake(t *testing.T) {
+// CreateKey from many goroutines at once, with one label: as many keys,
+// all distinct, no error.
+func TestCreateKeyConcurrentGoroutinesMakeDistinctKeys(t *testing.T) {
 	tok := softhsmtest.NewToken(t)
 	c := newClient(t)
 	m := newKeyMaker(t, c, tok)
-	hsm := openHSM(t, tok)
-	for _, tc := range []struct {
-		label  string
-		make   func(label string)
-		saying string
-	}{
-		{"extractable", func(l string) {
-			handMadeKey(t, hsm, l, 256, crypto11.CipherAES, map[crypto11.AttributeType]bool{crypto11.CkaExtractable: true})
-		}, "CKA_EXTRACTABLE is true"},
-		{"not-sensitive", func(l string) {
-			handMadeKey(t, hsm, l, 256, crypto11.CipherAES, map[crypto11.AttributeType]bool{crypto11.CkaSensitive: false})
-		}, "CKA_SENSITIVE is false"},
-		{"not-private", func(l string) {
-			handMadeKey(t, hsm, l, 256, crypto11.CipherAES, map[crypto11.AttributeType]bool{crypto11.CkaPrivate: false})
-		}, "CKA_PRIVATE is false"},
-		{"session-object", func(l string) {
-			handMadeKey(t, hsm, l, 256, crypto11.CipherAES, map[crypto11.AttributeType]bool{crypto11.CkaToken: false})
-		}, "CKA_TOKEN is false"},
-		{"can-wrap", func(l string) {
-			handMadeKey(t, hsm, l, 256, crypto11.CipherAES, map[crypto11.AttributeType]bool{crypto11.CkaWrap: true})
-		}, "CKA_WRAP is true"},
-		{"aes-128", func(l string) {
-			handMadeKey(t, hsm, l, 128, crypto11.CipherAES, nil)
-		}, "not a 256-bit key"},
-		{"des3", func(l string) {
-			if _, err := hsm.GenerateSecretKeyWithLabel([]byte("des3"), []byte(l), 0, crypto11.CipherDES3); err != nil {
-				t.Fatal(err)
-			}
-		}, "not an AES key"},
-		{"two-keys", func(l string) {
-			handMadeKey(t, hsm, l, 256, crypto11.CipherAES, nil)
-			handMadeKey(t, hsm, l, 256, crypto11.CipherAES, nil)
-		}, "2 keys have that label"},
-	} {
-		t.Run(tc.label, func(t *testing.T) {
-			tc.make(tc.label)
-			uri, err := m.KeyURI(tc.label)
-			if err != nil {
-				t.Fatal(err)
-			}
-			before := tokenObjects(t, tok, hsm)
-			err = m.CreateKey(t.Context(), uri)
-			if !errors.Is(err, pkcs11kms.ErrKeyExists) || !strings.Contains(err.Error(), tc.saying) {
-				t.Fatalf("CreateKey = %v, want ErrKeyExists saying %q", err, tc.saying)
-			}
-			noPIN(t, tok, err)
-			if after := tokenObjects(t, tok, hsm); !maps.Equal(before, after) {
-				t.Fatalf("CreateKey changed the token's objects:\nbefore %v\nafter  %v", before, after)
-			}
-		})
+	const label, n = "tenancy-tenant-acme", 12
+	uris := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { uris[i], errs[i] = m.CreateKey(t.Context(), label) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	distinctKeys(t, c, m, label, uris)
+	if keys := aesKeysLabelled(tokenObjects(t, tok, openHSM(t, tok)), label); len(keys) != n {
+		t.Fatalf("%d AES keys labelled %s, want %d: %v", len(keys), label, n, keys)
 	}
 }
 
-// DestroyKey destroys the one key and nothing else: the token's objects
-// afterwards are those before less that key, whatever else shares its
-// label or its token.
-func TestDestroyKeyDestroysOnlyThatKey(t *testing.T) {
+// DestroyKeys destroys every AES key with the label and nothing else: the
+// token's objects afterwards are those before less those keys, whatever
+// else shares the label or the token.
+func TestDestroyKeysDestroysExactlyTheLabelsKeys(t *testing.T) {
 	tok := softhsmtest.NewToken(t)
 	tokB := softhsmtest.NewToken(t)
 	c := newClient(t)
 	ctx := t.Context()
 	m, mB := newKeyMaker(t, c, tok), newKeyMaker(t, c, tokB)
+	const label = "tenancy-tenant-acme"
 	platform, _ := newKey(t, c, tok, "platform-kek")
-	acme := makerKey(t, m, "tenancy-tenant-acme")
+	acme := []string{makerKey(t, m, label), makerKey(t, m, label)} // one left by a resumed Provision
 	acme2 := makerKey(t, m, "tenancy-tenant-acme2")
+	acm := makerKey(t, m, "tenancy-tenant-acm")
 	beta := makerKey(t, m, "tenancy-tenant-beta")
-	acmeB := makerKey(t, mB, "tenancy-tenant-acme") // same label, other token
+	acmeB := makerKey(t, mB, label) // same label, other token
+	kept := []string{platform, acme2, acm, beta, acmeB}
 	cts := map[string][]byte{}
-	for _, uri := range []string{platform, acme, acme2, beta, acmeB} {
+	for _, uri := range append(slices.Clone(kept), acme...) {
 		cts[uri] = seal(t, c, uri, []byte(uri), nil)
 	}
-	acmeAEAD, err := c.GetAEAD(acme)
+	acmeAEAD, err := c.GetAEAD(acme[0])
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	hsm := openHSM(t, tok)
-	// Objects of other kinds with the key's label: a DES3 key, a data
-	// object.
-	if _, err := hsm.GenerateSecretKeyWithLabel([]byte("des3"), []byte("tenancy-tenant-acme"), 0, crypto11.CipherDES3); err != nil {
+	// Objects of other kinds with the label, which the maker never makes:
+	// a DES3 key, a data object. They stay.
+	if _, err := hsm.GenerateSecretKeyWithLabel([]byte("des3"), []byte(label), 0, crypto11.CipherDES3); err != nil {
 		t.Fatal(err)
 	}
 	withSession(t, tok, hsm, func(p *pkcs11.Ctx, s pkcs11.SessionHandle) {
@@ -563,14 +557,15 @@ func TestDestroyKeyDestroysOnlyThatKey(t *testing.T) {
 			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_DATA),
 			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, "tenancy-tenant-acme"),
+			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
 			pkcs11.NewAttribute(pkcs11.CKA_VALUE, []byte("data")),
 		}); err != nil {
 			t.Fatal(err)
 		}
 	})
 	before := tokenObjects(t, tok, hsm)
-	if err := m.DestroyKey(ctx, acme); err != nil {
+	beforeB := tokenObjects(t, tokB, openHSM(t, tokB))
+	if err := m.DestroyKeys(ctx, label); err != nil {
 		t.Fatal(err)
 	}
 	after := tokenObjects(t, tok, hsm)
@@ -580,114 +575,163 @@ func TestDestroyKeyDestroysOnlyThatKey(t *testing.T) {
 			gone = append(gone, d)
 		}
 	}
-	want := fmt.Sprintf("class=%d label=%q ", pkcs11.CKO_SECRET_KEY, "tenancy-tenant-acme")
-	if len(gone) != 1 || !strings.HasPrefix(gone[0], want) || !strings.HasSuffix(gone[0], fmt.Sprintf("key-type=%d", pkcs11.CKK_AES)) {
-		t.Fatalf("DestroyKey removed %v; want exactly the AES key labelled tenancy-tenant-acme", gone)
+	slices.Sort(gone)
+	var want []string
+	for _, uri := range acme {
+		want = append(want, fmt.Sprintf("class=%d label=%q id=%x key-type=%d", pkcs11.CKO_SECRET_KEY, label, keyID(t, uri), pkcs11.CKK_AES))
 	}
-	if len(after) != len(before)-1 {
-		t.Fatalf("%d objects before, %d after: DestroyKey made objects", len(before), len(after))
+	slices.Sort(want)
+	if !slices.Equal(gone, want) {
+		t.Fatalf("DestroyKeys removed %v; want exactly the AES keys labelled %s: %v", gone, label, want)
 	}
-	if _, err := acmeAEAD.Decrypt(cts[acme], nil); !errors.Is(err, pkcs11kms.ErrKeyNotFound) {
-		t.Fatalf("Decrypt under the destroyed key: %v, want ErrKeyNotFound", err)
+	if len(after) != len(before)-len(acme) {
+		t.Fatalf("%d objects before, %d after: DestroyKeys made objects", len(before), len(after))
 	}
-	for _, uri := range []string{platform, acme2, beta, acmeB} {
+	if afterB := tokenObjects(t, tokB, openHSM(t, tokB)); !maps.Equal(beforeB, afterB) {
+		t.Fatalf("DestroyKeys changed the other token:\nbefore %v\nafter  %v", beforeB, afterB)
+	}
+	if _, err := acmeAEAD.Decrypt(cts[acme[0]], nil); !errors.Is(err, pkcs11kms.ErrKeyNotFound) {
+		t.Fatalf("Decrypt under a destroyed key: %v, want ErrKeyNotFound", err)
+	}
+	for _, uri := range acme {
+		if _, err := c.GetAEAD(uri); !errors.Is(err, pkcs11kms.ErrKeyNotFound) {
+			t.Fatalf("GetAEAD(%s) after DestroyKeys: %v, want ErrKeyNotFound", uri, err)
+		}
+	}
+	for _, uri := range kept {
 		opens(t, c, uri, cts[uri], []byte(uri), nil)
 	}
 
-	// Again: nothing to destroy, nothing destroyed.
-	if err := m.DestroyKey(ctx, acme); err != nil {
-		t.Fatalf("second DestroyKey: %v", err)
-	}
-	never, err := m.KeyURI("tenancy-tenant-never-made")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.DestroyKey(ctx, never); err != nil {
-		t.Fatalf("DestroyKey of a key never made: %v", err)
+	// Again, and a label never used: nothing to destroy, nothing destroyed.
+	for _, l := range []string{label, "tenancy-tenant-never-made"} {
+		if err := m.DestroyKeys(ctx, l); err != nil {
+			t.Fatalf("DestroyKeys(%q) with no keys: %v", l, err)
+		}
 	}
 	if again := tokenObjects(t, tok, hsm); !maps.Equal(after, again) {
-		t.Fatalf("DestroyKey of keys that do not exist changed the token:\nbefore %v\nafter  %v", after, again)
+		t.Fatalf("DestroyKeys of keys that do not exist changed the token:\nbefore %v\nafter  %v", after, again)
+	}
+	// A key with the label made otherwise (GenerateKey) is destroyed too:
+	// the labels of the maker's token are the maker's. (With an id, since
+	// the DES3 key has the label.) A key made after is a new key: the old
+	// ciphertexts stay dead.
+	if err := c.GenerateKey(ctx, withID(tok.URI(label), "%01")); err != nil {
+		t.Fatal(err)
+	}
+	fresh := makerKey(t, m, label)
+	notOpens(t, c, fresh, cts[acme[0]])
+	if err := m.DestroyKeys(ctx, label); err != nil {
+		t.Fatal(err)
+	}
+	if keys := aesKeysLabelled(tokenObjects(t, tok, hsm), label); len(keys) != 0 {
+		t.Fatalf("AES keys labelled %s after DestroyKeys: %v", label, keys)
 	}
 }
 
-// A KeyMaker serves only the URIs its KeyURI gives: any other is refused
-// by CreateKey and DestroyKey before the token is touched.
-func TestKeyMakerRefusesURIsItDidNotGive(t *testing.T) {
+// Owns is true of the URIs CreateKey gives for the label, in the spelling
+// it gives them, and of no other URI.
+func TestOwns(t *testing.T) {
 	tok := softhsmtest.NewToken(t)
 	tokB := softhsmtest.NewToken(t)
 	c := newClient(t)
-	m := newKeyMaker(t, c, tok)
-	label := "tenancy-tenant-acme"
-	mine := makerKey(t, m, label)
-	newKey(t, c, tokB, label)
-	ct := seal(t, c, mine, []byte("x"), nil)
-	real, err := filepath.EvalSymlinks(tok.Module)
+	m, mB := newKeyMaker(t, c, tok), newKeyMaker(t, c, tokB)
+	const label = "tenancy-tenant-acme"
+	mine := []string{makerKey(t, m, label), makerKey(t, m, label)}
+	for _, uri := range mine {
+		if !m.Owns(uri, label) {
+			t.Errorf("Owns(%s, %q) = false", uri, label)
+		}
+	}
+	uri := mine[0]
+	k, err := pkcs11kms.ParseKeyURI(uri)
 	if err != nil {
 		t.Fatal(err)
 	}
 	link := moduleLinks(t, tok.Module)[0]
-	otherModule := filepath.Join(t.TempDir(), "other.so")
-	if err := os.Symlink(filepath.Join(t.TempDir(), "missing.so"), otherModule); err != nil {
-		t.Fatal(err)
+	spell := func(edit func(k *pkcs11kms.KeyURI)) string {
+		k2 := *k
+		edit(&k2)
+		return k2.String()
 	}
-	t.Setenv("PKCS11KMS_TEST_OTHER_PIN", tok.PIN)
-	tokenAttr := "token=" + softhsmtest.Escape(tok.Label)
-	spell := func(path, query string) string { return "pkcs11:" + path + "?" + query }
-	q := func(module, pin string) string { return "module-path=" + module + "&pin-source=" + pin }
-	file := "file:" + tok.PINFile
-	for _, tc := range []struct {
-		name, uri string
-		want      error
-		saying    string
-	}{
-		{"another token", spell("token="+softhsmtest.Escape(tokB.Label)+";object="+label, q(real, file)), pkcs11kms.ErrUnsupportedURI, "token"},
-		{"the module through a link", spell(tokenAttr+";object="+label, q(link, file)), pkcs11kms.ErrUnsupportedURI, "module-path " + link},
-		{"another module", spell(tokenAttr+";object="+label, q(otherModule, file)), pkcs11kms.ErrUnsupportedURI, "module-path " + otherModule},
-		{"another pin-source", spell(tokenAttr+";object="+label, q(real, "env:PKCS11KMS_TEST_OTHER_PIN")), pkcs11kms.ErrUnsupportedURI, "pin-source"},
-		{"a label KeyURI refuses", spell(tokenAttr+";object=platform.kek", q(real, file)), pkcs11kms.ErrUnsupportedURI, "not a label KeyURI accepts"},
-		{"an upper-case label", spell(tokenAttr+";object=Tenancy-tenant-acme", q(real, file)), pkcs11kms.ErrUnsupportedURI, "not a label KeyURI accepts"},
-		{"another spelling", spell("object="+label+";"+tokenAttr, q(real, file)), pkcs11kms.ErrUnsupportedURI, "canonical form"},
-		{"type=secret-key", spell(tokenAttr+";object="+label+";type=secret-key", q(real, file)), pkcs11kms.ErrUnsupportedURI, "canonical form"},
-		{"percent-encoded", strings.Replace(mine, "object=t", "object=%74", 1), pkcs11kms.ErrUnsupportedURI, "canonical form"},
-		{"a pin-value", spell(tokenAttr+";object="+label, "module-path="+real+"&pin-value="+tok.PIN), pkcs11kms.ErrInvalidURI, "pin-value"},
-		{"another scheme", "local:///keys/tenancy-tenant-acme.key", pkcs11kms.ErrInvalidURI, "scheme"},
+	path, query, _ := strings.Cut(uri, "?")
+	attrs := strings.Split(strings.TrimPrefix(path, "pkcs11:"), ";")
+	for _, tc := range []struct{ name, uri, label string }{
+		{"another label", uri, "tenancy-tenant-beta"},
+		{"a label that is a prefix", uri, "tenancy-tenant-acm"},
+		{"a label that extends it", uri, "tenancy-tenant-acme2"},
+		{"a label the rule refuses", spell(func(k *pkcs11kms.KeyURI) { k.Object = "Acme" }), "Acme"},
+		{"another token's key", makerKey(t, mB, label), label},
+		{"another token", spell(func(k *pkcs11kms.KeyURI) { k.Token = tokB.Label }), label},
+		{"the module through a link", spell(func(k *pkcs11kms.KeyURI) { k.ModulePath = link }), label},
+		{"another module", spell(func(k *pkcs11kms.KeyURI) { k.ModulePath = "/opt/other/libp11.so" }), label},
+		{"another pin-source", spell(func(k *pkcs11kms.KeyURI) { k.PINSource = "env:PKCS11KMS_TEST_PIN" }), label},
+		{"no id", spell(func(k *pkcs11kms.KeyURI) { k.ID = nil }), label},
+		{"a short id", spell(func(k *pkcs11kms.KeyURI) { k.ID = k.ID[:3] }), label},
+		{"a long id", spell(func(k *pkcs11kms.KeyURI) { k.ID = append(slices.Clone(k.ID), 0) }), label},
+		{"attributes in another order", "pkcs11:" + attrs[2] + ";" + attrs[0] + ";" + attrs[1] + "?" + query, label},
+		{"type=secret-key", path + ";type=secret-key?" + query, label},
+		{"a percent-encoded object", strings.Replace(uri, "object=t", "object=%74", 1), label},
+		{"another scheme", "local:///keys/tenancy-tenant-acme.key", label},
+		{"not a URI", "", label},
+		{"lower-case hex", path[:strings.Index(path, ";id=")] + strings.ToLower(path[strings.Index(path, ";id="):]) + "?" + query, label},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			for name, f := range map[string]func(context.Context, string) error{"CreateKey": m.CreateKey, "DestroyKey": m.DestroyKey} {
-				err := f(t.Context(), tc.uri)
-				if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.saying) {
-					t.Errorf("%s = %v, want %v saying %q", name, err, tc.want, tc.saying)
-				}
-				noPIN(t, tok, err)
-			}
-		})
-	}
-	// Nothing was made, in either token, and nothing destroyed.
-	opens(t, c, mine, ct, []byte("x"), nil)
-	if _, err := c.GetAEAD(tokB.URI(label)); err != nil {
-		t.Fatalf("the other token's key: %v", err)
-	}
-	for _, o := range []string{"platform.kek", "Tenancy-tenant-acme"} {
-		if _, err := c.GetAEAD(tok.URI(o)); !errors.Is(err, pkcs11kms.ErrKeyNotFound) {
-			t.Errorf("GetAEAD(%s) = %v, want ErrKeyNotFound", o, err)
+		if tc.name == "lower-case hex" && !strings.ContainsAny(path[strings.Index(path, ";id="):], "ABCDEF") {
+			continue // an id without a hex letter (p = 1e-6): no other case
+		}
+		if got := m.Owns(tc.uri, tc.label); got {
+			t.Errorf("%s: Owns(%q, %q) = true", tc.name, tc.uri, tc.label)
 		}
 	}
+	if m.Owns(uri, "") || mB.Owns(uri, label) {
+		t.Error("Owns of an empty label, or by another token's maker, = true")
+	}
+	// A raw id byte: a URI whose id has a byte that may be written raw (a
+	// letter or a digit) names the same key, but not in CreateKey's
+	// spelling.
+	for range 100 {
+		u := makerKey(t, m, "tenancy-tenant-raw")
+		for _, b := range keyID(t, u) {
+			if 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' {
+				raw := strings.Replace(u, fmt.Sprintf("%%%02X", b), string(rune(b)), 1)
+				if m.Owns(raw, "tenancy-tenant-raw") {
+					t.Fatalf("Owns(%s) = true", raw)
+				}
+				if canon, err := c.CanonicalKeyURI(raw); err != nil || canon != u {
+					t.Fatalf("CanonicalKeyURI(%s) = %q, %v; want %s", raw, canon, err, u)
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("no id of 100 had a letter or a digit")
 }
 
-func TestCreateKeyHonoursContext(t *testing.T) {
+// A token that is not there: CreateKey and DestroyKeys fail, naming it.
+func TestKeyMakerTokenNotFound(t *testing.T) {
 	tok := softhsmtest.NewToken(t)
-	m := newKeyMaker(t, newClient(t), tok)
-	uri, err := m.KeyURI("tenancy-tenant-acme")
+	m, err := pkcs11kms.NewKeyMaker(newClient(t), strings.Replace(baseURI(tok), "token="+softhsmtest.Escape(tok.Label), "token=no-such-token", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if uri, err := m.CreateKey(t.Context(), "tenancy-tenant-acme"); !errors.Is(err, pkcs11kms.ErrTokenNotFound) || uri != "" {
+		t.Fatalf("CreateKey = %q, %v; want ErrTokenNotFound", uri, err)
+	}
+	if err := m.DestroyKeys(t.Context(), "tenancy-tenant-acme"); !errors.Is(err, pkcs11kms.ErrTokenNotFound) {
+		t.Fatalf("DestroyKeys = %v; want ErrTokenNotFound", err)
+	}
+}
+
+func TestKeyMakerHonoursContext(t *testing.T) {
+	tok := softhsmtest.NewToken(t)
+	m := newKeyMaker(t, newClient(t), tok)
+	makerKey(t, m, "tenancy-tenant-acme") // opens the token
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if err := m.CreateKey(ctx, uri); !errors.Is(err, context.Canceled) {
-		t.Fatalf("CreateKey(cancelled) = %v", err)
+	if uri, err := m.CreateKey(ctx, "tenancy-tenant-acme"); !errors.Is(err, context.Canceled) || uri != "" {
+		t.Fatalf("CreateKey(cancelled) = %q, %v", uri, err)
 	}
-	if err := m.DestroyKey(ctx, uri); !errors.Is(err, context.Canceled) {
-		t.Fatalf("DestroyKey(cancelled) = %v", err)
+	if err := m.DestroyKeys(ctx, "tenancy-tenant-acme"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("DestroyKeys(cancelled) = %v", err)
 	}
 }
 
@@ -700,10 +744,10 @@ const (
 )
 
 // TestHelperProcessCreateKey is not a test:
-// TestCreateKeyInConcurrentProcessesMakesOneKey runs the test binary with
-// it to race other processes. It opens the token, writes a ready file,
-// waits for a start file, creates the key and prints a ciphertext made
-// under it.
+// TestCreateKeyInConcurrentProcessesMakesDistinctKeys runs the test binary
+// with it to race other processes. It opens the token, writes a ready
+// file, waits for a start file, creates a key and prints its URI and a
+// ciphertext made under it.
 func TestHelperProcessCreateKey(t *testing.T) {
 	base := os.Getenv(envHelperBase)
 	if base == "" {
@@ -714,21 +758,20 @@ func TestHelperProcessCreateKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	uri, err := m.KeyURI(os.Getenv(envHelperLabel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.GetAEAD(uri); !errors.Is(err, pkcs11kms.ErrKeyNotFound) { // opens the token
+	label := os.Getenv(envHelperLabel)
+	// Opens the token: the label has no key yet.
+	if _, err := c.GetAEAD(strings.Replace(base, "?", ";object="+label+"?", 1)); !errors.Is(err, pkcs11kms.ErrKeyNotFound) {
 		t.Fatalf("GetAEAD before CreateKey: %v", err)
 	}
 	if err := os.WriteFile(os.Getenv(envHelperReady), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	waitForFile(t, os.Getenv(envHelperStart))
-	if err := m.CreateKey(t.Context(), uri); err != nil {
+	uri, err := m.CreateKey(t.Context(), label)
+	if err != nil {
 		t.Fatalf("CreateKey: %v", err)
 	}
-	fmt.Printf("CT=%s\n", base64.StdEncoding.EncodeToString(seal(t, c, uri, []byte("p"), nil)))
+	fmt.Printf("URI=%s\nCT=%s\n", uri, base64.StdEncoding.EncodeToString(seal(t, c, uri, []byte(uri), nil)))
 }
 
 // waitForFile waits up to 30 seconds for the file name to exist.
@@ -744,16 +787,16 @@ func waitForFile(tb testing.TB, name string) {
 	}
 }
 
-// Processes that create one key at once end up with one key, which each
-// of them uses. They open the token one after the other (SoftHSM2 fails
-// logins made at the same moment by several processes, with
-// CKR_GENERAL_ERROR), then all create the key at once.
-func TestCreateKeyInConcurrentProcessesMakesOneKey(t *testing.T) {
+// Processes that create keys with one label at once make as many keys,
+// distinct, each of them working. They open the token one after the other
+// (SoftHSM2 fails logins made at the same moment by several processes,
+// with CKR_GENERAL_ERROR), then all create a key at once.
+func TestCreateKeyInConcurrentProcessesMakesDistinctKeys(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns processes")
 	}
 	tok := softhsmtest.NewToken(t)
-	const procs, rounds = 4, 3
+	const procs, rounds = 4, 2
 	c := newClient(t)
 	m := newKeyMaker(t, c, tok)
 	for round := range rounds {
@@ -778,32 +821,35 @@ func TestCreateKeyInConcurrentProcessesMakesOneKey(t *testing.T) {
 		if err := os.WriteFile(start, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		uri, err := m.KeyURI(label)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var cts [][]byte
+		var uris []string
 		for i, cmd := range cmds {
 			if err := cmd.Wait(); err != nil {
 				t.Fatalf("round %d process %d: %v\n%s", round, i, err, outs[i])
 			}
-			_, line, ok := strings.Cut(outs[i].String(), "CT=")
-			if !ok {
-				t.Fatalf("round %d process %d printed no ciphertext:\n%s", round, i, outs[i])
-			}
-			line, _, _ = strings.Cut(line, "\n")
-			ct, err := base64.StdEncoding.DecodeString(line)
+			out := outs[i].String()
+			uri, ct := printed(t, out, "URI="), printed(t, out, "CT=")
+			b, err := base64.StdEncoding.DecodeString(ct)
 			if err != nil {
 				t.Fatal(err)
 			}
-			cts = append(cts, ct)
+			opens(t, c, uri, b, []byte(uri), nil)
+			uris = append(uris, uri)
 		}
-		keys := aesKeysLabelled(tokenObjects(t, tok, openHSM(t, tok)), label)
-		if len(keys) != 1 {
-			t.Fatalf("round %d: %d keys labelled %s, want 1: %v", round, len(keys), label, keys)
-		}
-		for _, ct := range cts {
-			opens(t, c, uri, ct, []byte("p"), nil)
+		distinctKeys(t, c, m, label, uris)
+		if keys := aesKeysLabelled(tokenObjects(t, tok, openHSM(t, tok)), label); len(keys) != procs {
+			t.Fatalf("round %d: %d keys labelled %s, want %d: %v", round, len(keys), label, procs, keys)
 		}
 	}
+}
+
+// printed returns what a helper process printed after prefix, to the end
+// of the line.
+func printed(tb testing.TB, out, prefix string) string {
+	tb.Helper()
+	_, line, ok := strings.Cut(out, "\n"+prefix)
+	if !ok {
+		tb.Fatalf("the process printed no %s:\n%s", prefix, out)
+	}
+	line, _, _ = strings.Cut(line, "\n")
+	return line
 }

@@ -50,10 +50,9 @@ type tokenConn struct {
 	ctx    *crypto11.Context
 	pinSum []byte // salted SHA-256 of the PIN that logged in
 
-	refs   int             // Clients holding this conn; guarded by conns.mu
-	broken atomic.Bool     // token/module reported gone: do not hand out again
-	genMu  sync.Mutex      // serialises GenerateKey, CreateKey and DestroyKey on this token
-	made   map[string]bool // CKA_IDs of the keys CreateKey made and kept here; guarded by genMu
+	refs   int         // Clients holding this conn; guarded by conns.mu
+	broken atomic.Bool // token/module reported gone: do not hand out again
+	genMu  sync.Mutex  // serialises GenerateKey, DestroyKey and KeyMaker.CreateKey on this token
 }
 
 var conns = struct {
@@ -108,7 +107,7 @@ func acquire(key tokenKey, k *KeyURI, pin []byte) (*tokenConn, error) {
 	if err != nil {
 		return nil, openError(k, err)
 	}
-	c := &tokenConn{key: key, ctx: ctx, pinSum: sum, refs: 1, made: map[string]bool{}}
+	c := &tokenConn{key: key, ctx: ctx, pinSum: sum, refs: 1}
 	conns.m[key] = c
 	return c, nil
 }
