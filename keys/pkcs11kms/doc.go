@@ -9,13 +9,18 @@
 // [Client.DestroyKey] destroys it.
 //
 // A [KeyMaker] manages the master keys a platform keeps in one token, one
-// per tenant: keys.Manager chooses each key's label
-// ("tenancy-tenant-acme"), [KeyMaker.KeyURI] gives its URI,
-// [KeyMaker.CreateKey] creates it when the tenant is provisioned (adopting
-// the key a crashed provisioning made, and settling processes that race to
-// create it on one key) and [KeyMaker.DestroyKey] destroys it when the
-// tenant is crypto-shredded. A KeyMaker serves only the URIs its KeyURI
-// gives: it cannot create or destroy another object of the token.
+// label per tenant: keys.Manager chooses the label
+// ("tenancy-tenant-acme"), [KeyMaker.CreateKey] makes a new key with it
+// when the tenant is provisioned and returns the URI that names that key
+// alone (by a random CKA_ID), [KeyMaker.Owns] tells whether a URI is one
+// the maker gives for a label, and [KeyMaker.DestroyKeys] destroys every
+// key with the label when the tenant is crypto-shredded. Since every key
+// has an id of its own, two CreateKey calls for one label (a Provision
+// resumed after a crash, or two at once, in one process or several) make
+// two keys with two URIs, and nothing has to choose between them; the key
+// nobody uses is destroyed with the others. A KeyMaker takes labels, not
+// URIs: it cannot create or destroy an object of another token, or of
+// another label.
 //
 // The package uses github.com/ThalesGroup/crypto11 and therefore cgo: build
 // with CGO_ENABLED=1 and a C toolchain. Tests run against SoftHSM2 (Debian
@@ -61,13 +66,13 @@
 // [NewClient] takes a URI prefix, as Tink's KMS clients do;
 // [Client.Supported] is a plain prefix match on the URI text.
 //
-// [NewKeyMaker] takes a base URI: a key URI without the object attribute,
-// such as
+// [NewKeyMaker] takes a base URI: a key URI without the object and id
+// attributes, such as
 //
 //	pkcs11:token=gov?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/tenancy/hsm-pin
 //
-// to which [KeyMaker.KeyURI] adds object=LABEL, for labels of 1 to 64
-// bytes matching [a-z0-9][a-z0-9_-]*.
+// to which [KeyMaker.CreateKey] adds object=LABEL and the id of the key it
+// made, for labels of 1 to 64 bytes matching [a-z0-9][a-z0-9_-]*.
 //
 // One crypto11 Context (session pool and login) is kept per (module-path,
 // token) in the process, shared by every Client that names that token and
@@ -95,9 +100,8 @@
 // destroyed while an AEAD uses it), [ErrKeyExists], [ErrDecrypt] (one vague
 // error for every authentication failure), [ErrHSM] (any other failure of
 // the module) and [ErrClosed]. A KeyMaker refuses a label that breaks the
-// rule with [ErrInvalidURI] (a [*URIError] for the object), a URI its
-// KeyURI did not give with [ErrUnsupportedURI], and objects with the label
-// that CreateKey does not adopt with [ErrKeyExists]. Context-taking calls
+// rule with [ErrInvalidURI] (a [*URIError] for the object), before it opens
+// the token. Context-taking calls
 // return the context's error when it ends first. Modules report a failed
 // GCM tag differently; SoftHSM2 says CKR_GENERAL_ERROR, which could also
 // be a failing module, so on that code Decrypt checks that the key still
@@ -120,10 +124,10 @@
 //     Error messages quote URI attributes escaped and truncated.
 //   - Keys made by GenerateKey and CreateKey are token objects,
 //     sensitive, non-extractable and private, usable only to encrypt and
-//     decrypt; both verify this after creation, and CreateKey adopts an
-//     existing key only if it is so and has always been sensitive and
-//     never extractable (its value was never outside the token). GetAEAD
-//     accepts only an AES-256 key.
+//     decrypt, and have always been sensitive and never extractable (their
+//     value was never outside the token); both verify this after creation,
+//     and destroy a key that is not so. GetAEAD accepts only an AES-256
+//     key.
 //   - Each Encrypt draws a fresh random 96-bit nonce. With random nonces,
 //     NIST SP 800-38D limits one key to 2^32 encryptions; a KEK that wraps
 //     keysets is used orders of magnitude less, but it is not a data key.
@@ -133,10 +137,15 @@
 //     (a tenant's customer-managed key), confine them with
 //     [WithModulePaths] and a prefix that pins the token, and validate
 //     them with [ParseKeyURI] before storing them.
-//   - A KeyMaker chooses nothing but the label: it creates and destroys
-//     only keys named by the URIs its KeyURI gives, so a URI from a
-//     request or a store cannot make it touch another token or object.
-//     Any label of the right shape is accepted, including the label of
+//   - A KeyMaker is given nothing but the label: it creates keys, and
+//     destroys AES keys, only with that label in its own token, so a URI
+//     from a request or a store cannot make it touch another token or
+//     label (check such a URI with [KeyMaker.Owns] before trusting it as
+//     one the maker made). Its keys' ids are 16 random bytes, so a key it
+//     makes is never one already there. DestroyKeys destroys every AES key
+//     with the label, also one the maker did not make: the labels of the
+//     maker's token are the maker's. Any label of the right shape is
+//     accepted, including the label of
 //     the platform's own master key if it has that shape: keeping tenant
 //     labels apart from it is the caller's part (keys.Manager refuses a
 //     tenant key that is the platform's).

@@ -15,8 +15,8 @@ var (
 	// naming the attribute at fault.
 	ErrInvalidURI = errors.New("pkcs11kms: invalid key URI")
 
-	// ErrUnsupportedURI: the key URI is not under the client's prefix,
-	// or, given to a [KeyMaker], is not one its KeyURI gives.
+	// ErrUnsupportedURI: the key URI is not under the client's prefix, or
+	// the prefix does not accept every key of a [KeyMaker]'s token.
 	ErrUnsupportedURI = errors.New("pkcs11kms: key URI not supported by this client")
 
 	// ErrModuleNotAllowed: the URI names a PKCS#11 module that the client
@@ -36,9 +36,8 @@ var (
 	// while in use.
 	ErrKeyNotFound = errors.New("pkcs11kms: key not found")
 
-	// ErrKeyExists: GenerateKey found a key with that label already, or
-	// KeyMaker.CreateKey found objects with the label that it does not
-	// adopt (not exactly one key it could have made).
+	// ErrKeyExists: GenerateKey found a secret key the URI names already
+	// (with its label, and its id if it has one).
 	ErrKeyExists = errors.New("pkcs11kms: key already exists")
 
 	// ErrDecrypt: a ciphertext did not decrypt: it was tampered with,
