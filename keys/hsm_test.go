@@ -4,6 +4,9 @@ package keys_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,4 +100,58 @@ func BenchmarkColdUnwrapPKCS11(b *testing.B) {
 			benchColdSeal(b, m, tenant.NewContext(context.Background(), id), id)
 		})
 	}
+}
+
+// A government tenant's master key of its own in the platform's HSM token
+// (pkcs11kms.KeyMaker): made at provisioning under the tenant's label,
+// recorded in its keysets, and destroyed by Shred, which leaves every
+// other object of the token as it was: the platform key, another tenant's
+// key.
+func TestHSMShredDestroysExactlyTheTenantsKeyInTheToken(t *testing.T) {
+	e := newEnv(t)
+	tok, platform, hsm := hsmKEK(t, "platform-kek")
+	base := strings.Replace(tok.URI("x"), ";object=x", "", 1)
+	mk, err := pkcs11kms.NewKeyMaker(hsm, base)
+	require.NoError(t, err)
+	m := e.manager(t, withTenantKEKs(mk), func(c *keys.Config) { c.KMS = []registry.KMSClient{hsm}; c.PlatformKEK = platform })
+	gov, ctxGov := provision(t, m, "hsmgov", keys.ProvisionOptions{TenantKEK: true})
+	other, ctxOther := provision(t, m, "hsmother", keys.ProvisionOptions{TenantKEK: true})
+	_, ctxStd := provision(t, m, "hsmstd")
+	govURI := e.kekOf(t, gov)[keys.PurposeData]
+	require.True(t, mk.Owns(string(govURI), keys.TenantKEKLabel(gov)), "gov's keysets are wrapped by a key the maker made under gov's label: %s", govURI)
+	require.NotEqual(t, govURI, e.kekOf(t, other)[keys.PurposeData])
+	sealedGov, err := m.Seal(ctxGov, []byte("gov"), field)
+	require.NoError(t, err)
+	sealedOther, err := m.Seal(ctxOther, []byte("other"), field)
+	require.NoError(t, err)
+	sealedStd, err := m.Seal(ctxStd, []byte("std"), field)
+	require.NoError(t, err)
+
+	before := tok.Objects(t)
+	res, err := m.Shred(ctxT(t), gov)
+	require.NoError(t, err)
+	require.Equal(t, []keys.URI{govURI}, res.DestroyedKEKs)
+	after := tok.Objects(t)
+	var gone []string
+	for _, o := range before {
+		if !slices.Contains(after, o) {
+			gone = append(gone, o)
+		}
+	}
+	require.Len(t, gone, 1, "one object went: %q", gone)
+	require.Contains(t, gone[0], fmt.Sprintf("label=%q", keys.TenantKEKLabel(gov)))
+	require.Len(t, after, len(before)-1, "and nothing was added")
+
+	_, err = hsm.GetAEAD(string(govURI))
+	require.ErrorIs(t, err, pkcs11kms.ErrKeyNotFound)
+	_, err = m.Open(ctxGov, sealedGov, field)
+	require.ErrorIs(t, err, keys.ErrKeyDestroyed)
+	keys.PurgeAll(m)
+	for ctx, want := range map[context.Context][]byte{ctxOther: sealedOther, ctxStd: sealedStd} {
+		_, err := m.Open(ctx, want, field)
+		require.NoError(t, err, "the other tenant's key and the platform key still work")
+	}
+	res, err = m.Shred(ctxT(t), gov)
+	require.NoError(t, err, "a retry")
+	require.Equal(t, after, tok.Objects(t), "destroys nothing more")
 }
