@@ -27,6 +27,10 @@ import (
 // unused key under the tenant's label, and Shred destroys it with the
 // others. A Manager asks a maker to destroy the keys of a tenant's label,
 // never a key named by a caller or read from the Store.
+//
+// A label names a tenant ID, not a deployment: give each deployment
+// (production, staging) a token or directory of its own, or one
+// deployment's Shred of a tenant destroys another's keys of that ID.
 type KeyMaker interface {
 	// CreateKey creates a new master key labelled label and returns the URI
 	// that names that key and no other. Every call makes another key.
