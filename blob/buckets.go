@@ -135,8 +135,10 @@ var ErrNotEmpty = errors.New("objects remain under the tenant's prefix")
 
 // PurgeResult reports what [Buckets.Purge] did.
 type PurgeResult struct {
-	// Deleted is the number of objects this call deleted; a run that
-	// resumes an interrupted one counts only its own.
+	// Deleted is the number of objects this call deleted, as confirmed by
+	// the storage; a run that resumes an interrupted one counts only its
+	// own. A deletion in flight when the call was interrupted may have
+	// happened unconfirmed, and is then counted by neither run.
 	Deleted int
 	// Pages is the number of list pages it read (the last one, which finds
 	// the prefix empty, included).
@@ -210,6 +212,9 @@ func (b *Buckets) deleteAll(ctx context.Context, prefix string, objs []*gcblob.L
 			return 0, fmt.Errorf("the bucket listed a key outside the prefix asked for")
 		}
 		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err // interrupted: what is left is for the next run
+			}
 			err := b.raw.Delete(gctx, o.Key)
 			switch {
 			case err == nil:
