@@ -537,7 +537,8 @@ func (a *Admin) secureTables(ctx context.Context, tx pgx.Tx, id tenant.ID, p pla
 }
 
 // grantObjects grants the tables and views of a tenant's schema, and its
-// sequences, to the tenant's worker role. (GRANT ... ON ALL TABLES IN
+// sequences, to the tenant's worker role (append-only tables with SELECT
+// and INSERT only: see AppendOnlyMark). (GRANT ... ON ALL TABLES IN
 // SCHEMA would scan the catalog.)
 func grantObjects(ctx context.Context, tx pgx.Tx, schema, worker string, objs schemaObjects) error {
 	list := func(names ...[]string) string {
@@ -550,7 +551,11 @@ func grantObjects(ctx context.Context, tx pgx.Tx, schema, worker string, objs sc
 		return strings.Join(l, ", ")
 	}
 	w := q(worker)
-	if rels := list(objs.tables, objs.views); rels != "" {
+	tables, err := grantAppendOnly(ctx, tx, schema, worker, objs.tables)
+	if err != nil {
+		return err
+	}
+	if rels := list(tables, objs.views); rels != "" {
 		if err := execAll(ctx, tx, `GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE `+rels+` TO `+w); err != nil {
 			return err
 		}
@@ -713,8 +718,9 @@ type behind struct {
 //     declares its tables' columns), but sets its default to the tenant,
 //     enables and forces row level security and (re)creates the isolation
 //     policy on every table of the schema, and grants SELECT, INSERT,
-//     UPDATE and DELETE on the tables and USAGE and SELECT on the
-//     sequences to the tenant's role;
+//     UPDATE and DELETE on the tables (SELECT and INSERT only on a table
+//     marked append-only: see [AppendOnlyMark]) and USAGE and SELECT on
+//     the sequences to the tenant's role;
 //   - refused: materialized views and foreign tables (row level security
 //     does not apply to them), views without security_invoker = true,
 //     SECURITY DEFINER functions (both would run with their owner's

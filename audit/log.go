@@ -1,0 +1,453 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/store"
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+// Config configures a [Log]. Start from [DefaultConfig] and set DB and
+// Keys; [New] rejects a Config with a field out of range, and zero is
+// never taken to mean a default.
+type Config struct {
+	// DB is the request path of store: entries are written and read as
+	// the tenant in the context, on its own connections; checkpoints are
+	// written and read as the platform role.
+	DB *store.DB
+	// Keys gives each tenant's audit MAC (keys.Manager.MAC).
+	Keys *keys.Manager
+	// CheckpointEvery is how many entries of a tenant this Log writes
+	// between two checkpoints of its log (N, at least 1).
+	// DefaultConfig sets 1000.
+	CheckpointEvery int
+	// CheckpointInterval is the longest a tenant's new entries wait for a
+	// checkpoint (T, at least 10 ms). DefaultConfig sets one minute.
+	CheckpointInterval time.Duration
+	// Logger receives the package's logs (a checkpoint that failed, a
+	// writer's retries); nil discards them. Logs carry tenant IDs and
+	// sequence numbers, never an entry's fields.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with the default checkpoint policy and
+// no DB or Keys.
+func DefaultConfig() Config {
+	return Config{CheckpointEvery: 1000, CheckpointInterval: time.Minute}
+}
+
+// Log is the audit logs of the tenants of one store.DB: every call works
+// on the log of the tenant in its context, and fails with an error
+// wrapping tenant.ErrNoTenant without one. It writes checkpoints as the
+// Config says, from the calls that append and from a goroutine of its
+// own, until [Log.Close]. It is safe for concurrent use, also by several
+// processes on one database.
+type Log struct {
+	db   *store.DB
+	keys *keys.Manager
+	cfg  Config
+	log  *slog.Logger
+
+	mu     sync.Mutex // guards heads and closed
+	heads  map[tenant.ID]*head
+	closed bool
+	stop   chan struct{} // closed by Close
+	done   chan struct{} // closed when the checkpointer has stopped
+}
+
+// head is what a Log knows of a tenant's log: the last entry it wrote
+// (seq, mac) and the last checkpoint it made.
+type head struct {
+	seq     int64
+	mac     []byte
+	ckSeq   int64
+	ckAt    time.Time
+	writing bool // a checkpoint is being written
+}
+
+// New returns a Log for cfg. It does no I/O: the audit tables are
+// expected in place ([WithMigration], [Install]); a call on a tenant
+// without them fails with an error wrapping [ErrNotInstalled].
+func New(cfg Config) (*Log, error) {
+	switch {
+	case cfg.DB == nil:
+		return nil, fmt.Errorf("audit: %w: Config.DB is required", ErrInvalidConfig)
+	case cfg.Keys == nil:
+		return nil, fmt.Errorf("audit: %w: Config.Keys is required", ErrInvalidConfig)
+	case cfg.CheckpointEvery < 1:
+		return nil, fmt.Errorf("audit: %w: Config.CheckpointEvery must be at least 1, got %d (start from audit.DefaultConfig)", ErrInvalidConfig, cfg.CheckpointEvery)
+	case cfg.CheckpointInterval < 10*time.Millisecond:
+		return nil, fmt.Errorf("audit: %w: Config.CheckpointInterval must be at least 10ms, got %s (start from audit.DefaultConfig)", ErrInvalidConfig, cfg.CheckpointInterval)
+	}
+	l := &Log{db: cfg.DB, keys: cfg.Keys, cfg: cfg, log: cfg.Logger, heads: map[tenant.ID]*head{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	if l.log == nil {
+		l.log = slog.New(slog.DiscardHandler)
+	}
+	go l.checkpointer()
+	return l, nil
+}
+
+// Append writes events to the log of the tenant in ctx, in one
+// transaction, as consecutive entries, and returns them. Either all are
+// written or none. It validates every event first: an invalid one fails
+// the call with an error wrapping [ErrInvalidEvent] that names the field
+// (and the event's index), and nothing is written. For many small appends
+// a [Writer] batches them.
+func (l *Log) Append(ctx context.Context, events ...Event) ([]Entry, error) {
+	id, err := tenant.Require(ctx, "audit: append")
+	if err != nil {
+		return nil, err
+	}
+	if err := l.checkOpen(); err != nil {
+		return nil, err
+	}
+	items := make([]*prepared, len(events))
+	t := now()
+	for i, ev := range events {
+		if items[i], err = prepare(id.String(), ev, t); err != nil {
+			return nil, fmt.Errorf("audit: append to tenant %s: event %d: %w", id, i, err)
+		}
+	}
+	if len(items) == 0 {
+		return nil, nil
+	}
+	w, err := l.write(ctx, id, items)
+	if err != nil {
+		return nil, fmt.Errorf("audit: append to tenant %s: %w", id, err)
+	}
+	out := make([]Entry, len(items))
+	for i, p := range items {
+		out[i] = p.entry(id.String(), w.first+int64(i), w.prevOf(i), w.macs[i])
+	}
+	return out, nil
+}
+
+func (l *Log) checkOpen() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return fmt.Errorf("audit: %w: the Log is closed", ErrClosed)
+	}
+	return nil
+}
+
+// beforeCommit, when set (by tests only), runs in each batch's
+// transaction after its INSERT, before the commit.
+var beforeCommit func(n int)
+
+// write writes items in one transaction for tenant id (in ctx), retrying
+// a batch that lost a race for the head of the log (only writers that do
+// not lock can cause one), and then makes a checkpoint if one is due.
+func (l *Log) write(ctx context.Context, id tenant.ID, items []*prepared) (*written, error) {
+	mac, err := l.keys.MAC(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var w *written
+	for attempt := 0; ; attempt++ {
+		err = l.db.Tx(ctx, func(tx *store.Tx) error {
+			var err error
+			if w, err = writeBatch(ctx, tx, tenantTable, id.String(), mac, items); err != nil {
+				return err
+			}
+			if beforeCommit != nil {
+				beforeCommit(len(items))
+			}
+			return nil
+		})
+		if err == nil || attempt >= 5 || !lostRace(err) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, notInstalled(err, "the tenant's schema has no audit_log: add audit.WithMigration to AdminConfig.Migrations and run Admin.Migrate")
+	}
+	l.committed(ctx, id, w)
+	return w, nil
+}
+
+// lostRace reports whether err is a batch that found another entry where
+// it meant to put its own (a writer that did not take the lock, or the
+// chain trigger's refusal): the batch can be made again on the new head.
+func lostRace(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "23505", chainViolation, "40001", "40P01": // unique, the chain trigger, serialization, deadlock
+		return true
+	}
+	return false
+}
+
+// committed records the head a batch wrote and writes a checkpoint if
+// one is due.
+func (l *Log) committed(ctx context.Context, id tenant.ID, w *written) {
+	seq, mac := w.last()
+	l.mu.Lock()
+	h := l.heads[id]
+	if h == nil {
+		h = &head{ckSeq: w.first - 1, ckAt: now()}
+		l.heads[id] = h
+	}
+	if seq > h.seq {
+		h.seq, h.mac = seq, mac
+	}
+	due := !h.writing && (h.seq-h.ckSeq >= int64(l.cfg.CheckpointEvery) || (h.seq > h.ckSeq && now().Sub(h.ckAt) >= l.cfg.CheckpointInterval))
+	l.mu.Unlock()
+	if due {
+		l.checkpointHead(context.WithoutCancel(ctx), id)
+	}
+}
+
+// checkpointHead writes a checkpoint of the head this Log last wrote for
+// id (ctx carries id), unless another is being written.
+func (l *Log) checkpointHead(ctx context.Context, id tenant.ID) {
+	l.mu.Lock()
+	h := l.heads[id]
+	if h == nil || h.writing || h.seq <= h.ckSeq {
+		l.mu.Unlock()
+		return
+	}
+	h.writing = true
+	seq, mac := h.seq, h.mac
+	l.mu.Unlock()
+	_, err := l.addCheckpoint(ctx, id, seq, mac)
+	l.mu.Lock()
+	h.writing = false
+	if err == nil {
+		h.ckSeq, h.ckAt = max(h.ckSeq, seq), now()
+	}
+	l.mu.Unlock()
+	if err != nil {
+		l.log.WarnContext(ctx, "audit: checkpoint failed; the next batch or tick tries again", "tenant_id", id.String(), "seq", seq, "error", err)
+	}
+}
+
+// addCheckpoint makes and records a checkpoint of entry seq, whose MAC is
+// head, of the log of id (in ctx).
+func (l *Log) addCheckpoint(ctx context.Context, id tenant.ID, seq int64, head []byte) (Checkpoint, error) {
+	mac, err := l.keys.MAC(ctx)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	c, err := makeCheckpoint(id.String(), seq, head, mac)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	err = l.db.AddAuditCheckpoint(ctx, store.AuditCheckpoint{Seq: c.Seq, Head: c.Head, Time: c.Time, MAC: c.MAC})
+	if err != nil {
+		return Checkpoint{}, notInstalled(err, "the control plane has no audit checkpoints: run audit.Install")
+	}
+	return c, nil
+}
+
+func makeCheckpoint(log string, seq int64, head []byte, mac MAC) (Checkpoint, error) {
+	c := Checkpoint{Log: log, Seq: seq, Head: head, Time: now().UTC().Truncate(time.Microsecond)}
+	var err error
+	if c.MAC, err = mac.ComputeMAC(checkpointInput(log, seq, head, c.Time)); err != nil {
+		return Checkpoint{}, err
+	}
+	return c, nil
+}
+
+// checkpointer writes the checkpoints that come due by time, until Close.
+func (l *Log) checkpointer() {
+	defer close(l.done)
+	tick := time.NewTicker(max(l.cfg.CheckpointInterval/4, 5*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-tick.C:
+		}
+		for _, id := range l.due(false) {
+			l.checkpointHead(tenant.NewContext(context.Background(), id), id)
+		}
+	}
+}
+
+// due returns the tenants whose new entries wait for a checkpoint: for
+// longer than CheckpointInterval, or at all (all). It forgets tenants with
+// nothing new for a while.
+func (l *Log) due(all bool) []tenant.ID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var ids []tenant.ID
+	t := now()
+	for id, h := range l.heads {
+		switch {
+		case h.seq > h.ckSeq && (all || t.Sub(h.ckAt) >= l.cfg.CheckpointInterval):
+			ids = append(ids, id)
+		case h.seq == h.ckSeq && !h.writing && t.Sub(h.ckAt) >= 2*l.cfg.CheckpointInterval:
+			delete(l.heads, id)
+		}
+	}
+	return ids
+}
+
+// Checkpoint writes a checkpoint of the current head of the log of the
+// tenant in ctx, as read from the database, and returns it. An empty log
+// has none to write: it returns the zero Checkpoint.
+func (l *Log) Checkpoint(ctx context.Context) (Checkpoint, error) {
+	id, err := tenant.Require(ctx, "audit: checkpoint")
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	var seq int64
+	var mac []byte
+	err = l.db.QueryRow(ctx, tenantTable.head).Scan(&seq, &mac)
+	if isNoRows(err) {
+		return Checkpoint{}, nil
+	}
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("audit: checkpoint of tenant %s: %w", id, notInstalled(err, "the tenant's schema has no audit_log"))
+	}
+	c, err := l.addCheckpoint(ctx, id, seq, mac)
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("audit: checkpoint of tenant %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// Checkpoints returns the checkpoints of the log of the tenant in ctx, in
+// sequence order.
+func (l *Log) Checkpoints(ctx context.Context) ([]Checkpoint, error) {
+	id, err := tenant.Require(ctx, "audit: checkpoints")
+	if err != nil {
+		return nil, err
+	}
+	cs, err := l.db.AuditCheckpoints(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit: checkpoints of tenant %s: %w", id, notInstalled(err, "the control plane has no audit checkpoints: run audit.Install"))
+	}
+	out := make([]Checkpoint, len(cs))
+	for i, c := range cs {
+		out[i] = Checkpoint{Log: id.String(), Seq: c.Seq, Head: c.Head, Time: c.Time.UTC(), MAC: c.MAC}
+	}
+	return out, nil
+}
+
+// Verify recomputes the chain of the log of the tenant in ctx with the
+// tenant's audit key, entry by entry, and checks it against the
+// checkpoints in the control plane. It returns what it verified; if the
+// chain is broken, it returns an error wrapping [ErrTampered], a
+// [*ChainError] naming the first broken entry and how it broke: an entry
+// changed, missing (deleted), reordered or inserted, the log shorter than
+// its last checkpoint (truncated), or a checkpoint that does not verify.
+// The checkpoints are read before the entries, so entries appended
+// meanwhile cannot make a checkpoint look ahead of the log.
+func (l *Log) Verify(ctx context.Context) (Report, error) {
+	id, err := tenant.Require(ctx, "audit: verify")
+	if err != nil {
+		return Report{}, err
+	}
+	rep, err := l.verify(ctx, id)
+	if err != nil {
+		var ce *ChainError
+		if errors.As(err, &ce) {
+			return rep, err
+		}
+		return rep, fmt.Errorf("audit: verify tenant %s: %w", id, err)
+	}
+	return rep, nil
+}
+
+func (l *Log) verify(ctx context.Context, id tenant.ID) (Report, error) {
+	mac, err := l.keys.MAC(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+	cps, err := l.Checkpoints(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+	v, err := newVerifier(id.String(), mac, cps)
+	if err != nil {
+		return Report{Log: id.String()}, err
+	}
+	rows, err := l.db.Query(ctx, tenantTable.scan)
+	if err != nil {
+		return v.rep, notInstalled(err, "the tenant's schema has no audit_log")
+	}
+	if err := scanEntries(rows, id.String(), v.entry); err != nil {
+		return v.rep, err
+	}
+	return v.finish()
+}
+
+// Export writes the log of the tenant in ctx to w as JSON Lines, with
+// its checkpoints and a trailer MAC'd by the tenant's audit key: all that
+// [VerifyExport] needs to verify it offline with that key alone (see the
+// package documentation for the format). It exports what is stored,
+// verified or not; it returns the number of entries written.
+func (l *Log) Export(ctx context.Context, w io.Writer) (int64, error) {
+	id, err := tenant.Require(ctx, "audit: export")
+	if err != nil {
+		return 0, err
+	}
+	mac, err := l.keys.MAC(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("audit: export tenant %s: %w", id, err)
+	}
+	cps, err := l.Checkpoints(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n, err := export(w, id.String(), mac, cps, func(fn func(*Entry) error) error {
+		rows, err := l.db.Query(ctx, tenantTable.scan)
+		if err != nil {
+			return notInstalled(err, "the tenant's schema has no audit_log")
+		}
+		return scanEntries(rows, id.String(), fn)
+	})
+	if err != nil {
+		return n, fmt.Errorf("audit: export tenant %s: %w", id, err)
+	}
+	return n, nil
+}
+
+// Close stops the Log's checkpointer and writes a checkpoint of every
+// tenant whose entries written by this Log wait for one. Calls after
+// Close fail with an error wrapping [ErrClosed]. Close the Writers of the
+// Log first.
+func (l *Log) Close(ctx context.Context) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	close(l.stop)
+	<-l.done
+	var errs []error
+	for _, id := range l.due(true) {
+		c := tenant.NewContext(ctx, id)
+		l.checkpointHead(c, id)
+		l.mu.Lock()
+		if h := l.heads[id]; h != nil && h.seq > h.ckSeq {
+			errs = append(errs, fmt.Errorf("tenant %s: entries up to %d have no checkpoint", id, h.seq))
+		}
+		l.mu.Unlock()
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("audit: close: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
