@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -137,6 +138,9 @@ func scanEntries(rows pgx.Rows, log string, fn func(*Entry) error) error {
 			return err
 		}
 		e.Outcome, e.Details, e.Time = Outcome(outcome), []byte(details), e.Time.UTC()
+		if c, err := canonicalDetails(json.RawMessage(e.Details)); err == nil {
+			e.Details = c // jsonb keeps them in a form of its own
+		}
 		if ip != nil {
 			e.SourceIP = ip.Addr()
 		}
@@ -214,7 +218,7 @@ func (v *verifier) entry(e *Entry) error {
 	if e.Seq != want {
 		if e.Seq > want {
 			return &ChainError{Log: v.log, Seq: want, Problem: ProblemMissing,
-				Detail: fmt.Sprintf("the log goes from entry %d to entry %d: entries were deleted", v.rep.HeadSeq, e.Seq)}
+				Detail: fmt.Sprintf("the log goes from entry %d to entry %d: entries were deleted (or moved)", v.rep.HeadSeq, e.Seq)}
 		}
 		return &ChainError{Log: v.log, Seq: e.Seq, Problem: ProblemReordered, Detail: fmt.Sprintf("entry %d comes after entry %d", e.Seq, v.rep.HeadSeq)}
 	}
