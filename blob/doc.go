@@ -56,6 +56,11 @@
 // A read from an offset decrypts from the start of the object (the stream
 // cipher has no random access), so a range read costs the bytes before it.
 //
+// List shows every object under the tenant's prefix, including any that
+// someone wrote there past the view (with a key the view refuses, or not
+// encrypted): such an object is listed with size 0 if its stored size is
+// no ciphertext's, and reading it fails.
+//
 // [WithoutEncryption] stores objects as written, for buckets of public or
 // already encrypted objects.
 //
