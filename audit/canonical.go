@@ -1,9 +1,16 @@
 package audit
 
 import (
+	"cmp"
 	"encoding/base64"
+	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/gowebpki/jcs"
 )
 
 // canonicalString appends s to dst as RFC 8785 (section 3.2.2.2) writes a
@@ -77,4 +84,221 @@ func trailerInput(log string, entries, headSeq int64, head []byte, at time.Time)
 	b = append(b, `,"log":`...)
 	b = canonicalString(b, log)
 	return append(b, `,"type":"export","v":1}`...)
+}
+
+// detailsEncoder writes the RFC 8785 form of the Go values callers
+// usually give as details (maps, slices, strings, numbers, booleans, nil)
+// without encoding/json and a second parse by jcs: the same bytes as
+// jcs.Transform(json.Marshal(v)), which the test suite checks. Any other
+// type makes it give up (ok false), and the caller takes that slower way.
+type detailsEncoder struct {
+	buf   []byte
+	depth int
+}
+
+// errDetails is why details cannot be kept; prepare names the field.
+type errDetails string
+
+func (e errDetails) Error() string { return string(e) }
+
+// fastDetails returns the canonical form of details, or ok false if
+// details holds a type detailsEncoder does not write.
+func fastDetails(details any) (b []byte, ok bool, err error) {
+	switch m := details.(type) {
+	case map[string]any:
+		if m == nil {
+			return nil, false, nil
+		}
+	case map[string]string:
+		if m == nil {
+			return nil, false, nil
+		}
+	default:
+		return nil, false, nil
+	}
+	e := detailsEncoder{buf: make([]byte, 0, 128)}
+	ok, err = e.value(details)
+	switch {
+	case !ok || err != nil:
+		return nil, ok, err
+	case len(e.buf) > MaxDetails:
+		return nil, true, fmt.Errorf("must be at most %d bytes in canonical JSON, not %d", MaxDetails, len(e.buf))
+	}
+	return e.buf, true, nil
+}
+
+func (e *detailsEncoder) value(v any) (bool, error) {
+	if len(e.buf) > MaxDetails {
+		return true, fmt.Errorf("must be at most %d bytes in canonical JSON", MaxDetails)
+	}
+	switch x := v.(type) {
+	case nil:
+		e.buf = append(e.buf, "null"...)
+	case bool:
+		e.buf = strconv.AppendBool(e.buf, x)
+	case string:
+		e.buf = canonicalString(e.buf, coerceUTF8(x))
+	case float64:
+		return true, e.number(x)
+	case int:
+		return true, e.number(float64(x))
+	case int64:
+		return true, e.number(float64(x))
+	case int32:
+		return true, e.number(float64(x))
+	case uint:
+		return true, e.number(float64(x))
+	case uint64:
+		return true, e.number(float64(x))
+	case uint32:
+		return true, e.number(float64(x))
+	case map[string]any:
+		if x == nil {
+			e.buf = append(e.buf, "null"...)
+			return true, nil
+		}
+		return e.object(len(x), func(yield func(string, any) bool) {
+			for k, v := range x {
+				if !yield(k, v) {
+					return
+				}
+			}
+		})
+	case map[string]string:
+		if x == nil {
+			e.buf = append(e.buf, "null"...)
+			return true, nil
+		}
+		return e.object(len(x), func(yield func(string, any) bool) {
+			for k, v := range x {
+				if !yield(k, v) {
+					return
+				}
+			}
+		})
+	case []any:
+		if x == nil {
+			e.buf = append(e.buf, "null"...)
+			return true, nil
+		}
+		return e.array(len(x), func(i int) any { return x[i] })
+	case []string:
+		if x == nil {
+			e.buf = append(e.buf, "null"...)
+			return true, nil
+		}
+		return e.array(len(x), func(i int) any { return x[i] })
+	default:
+		return false, nil
+	}
+	return true, nil
+}
+
+func (e *detailsEncoder) number(f float64) error {
+	s, err := jcs.NumberToJSON(f)
+	if err != nil {
+		return errDetails("must hold finite numbers only")
+	}
+	e.buf = append(e.buf, s...)
+	return nil
+}
+
+func (e *detailsEncoder) nest() error {
+	if e.depth++; e.depth > MaxDetailsDepth {
+		return fmt.Errorf("must be at most %d levels deep", MaxDetailsDepth)
+	}
+	return nil
+}
+
+func (e *detailsEncoder) object(n int, members func(yield func(string, any) bool)) (bool, error) {
+	if err := e.nest(); err != nil {
+		return true, err
+	}
+	type member struct {
+		k string
+		v any
+	}
+	ms := make([]member, 0, n)
+	for k, v := range members {
+		ms = append(ms, member{coerceUTF8(k), v})
+	}
+	slices.SortFunc(ms, func(a, b member) int { return compareUTF16(a.k, b.k) })
+	e.buf = append(e.buf, '{')
+	for i, m := range ms {
+		if i > 0 {
+			if ms[i-1].k == m.k {
+				return true, errDetails("must not have duplicate keys")
+			}
+			e.buf = append(e.buf, ',')
+		}
+		e.buf = canonicalString(e.buf, m.k)
+		e.buf = append(e.buf, ':')
+		if ok, err := e.value(m.v); !ok || err != nil {
+			return ok, err
+		}
+	}
+	e.buf = append(e.buf, '}')
+	e.depth--
+	return true, nil
+}
+
+func (e *detailsEncoder) array(n int, elem func(int) any) (bool, error) {
+	if err := e.nest(); err != nil {
+		return true, err
+	}
+	e.buf = append(e.buf, '[')
+	for i := range n {
+		if i > 0 {
+			e.buf = append(e.buf, ',')
+		}
+		if ok, err := e.value(elem(i)); !ok || err != nil {
+			return ok, err
+		}
+	}
+	e.buf = append(e.buf, ']')
+	e.depth--
+	return true, nil
+}
+
+// coerceUTF8 replaces each byte of s that is not part of valid UTF-8 with
+// U+FFFD, as encoding/json does.
+func coerceUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b.WriteRune(utf8.RuneError)
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// compareUTF16 orders strings (valid UTF-8) as RFC 8785 orders keys: by
+// their UTF-16 code units. That is byte order but where a character
+// beyond U+FFFF (a surrogate pair in UTF-16) meets one in U+E000-U+FFFF.
+func compareUTF16(a, b string) int {
+	for a != "" && b != "" {
+		ra, na := utf8.DecodeRuneInString(a)
+		rb, nb := utf8.DecodeRuneInString(b)
+		if ra != rb {
+			return cmp.Compare(utf16Key(ra), utf16Key(rb))
+		}
+		a, b = a[na:], b[nb:]
+	}
+	return cmp.Compare(len(a), len(b))
+}
+
+// utf16Key maps a rune to a number that orders as its UTF-16 encoding.
+func utf16Key(r rune) uint32 {
+	if r < 0x10000 {
+		return uint32(r) << 10
+	}
+	r -= 0x10000
+	return (0xD800+uint32(r>>10))<<10 | uint32(r&0x3FF)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
@@ -136,4 +137,85 @@ func TestEventValidation(t *testing.T) {
 	_, _, err = audit.CanonicalEntry("acme", audit.Event{Actor: "a", Action: "b", Outcome: audit.OutcomeSuccess,
 		Details: json.RawMessage(`{"a":"\\u0000","b":"\u0001"}`)}, 1, nil)
 	require.NoError(t, err)
+}
+
+// slowDetails is the reference form of details: encoding/json, then jcs.
+func slowDetails(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return jcs.Transform(b)
+}
+
+// TestFastDetailsIsJCS checks the encoder of Go values against
+// encoding/json and jcs on random nested values with awkward keys,
+// strings and numbers.
+func TestFastDetailsIsJCS(t *testing.T) {
+	keys := []string{"", "a", "b", "aa", "A", "é", "\u00e9", "\ue000", "\uffff", "\U0001F600", "\U00010000", "\xff", "a\xffb", "\xfe", "€", "\x00", "\n", `"`, "\\", "\u2028", "z"}
+	strs := append([]string{"plain", "\x7f", "\x01\x1f", "\xed\xa0\x80", "日本語", strings.Repeat("x", 100)}, keys...)
+	nums := []any{0.0, math.Copysign(0, -1), 1.0, -1.5, 0.1, 1e21, 1e20, 1e-6, 1e-7, 5e-324, math.MaxFloat64, 123456789.123456789,
+		int(1 << 53), int64(1<<53 + 1), int64(-1 << 62), uint64(1<<64 - 1), int32(-7), uint(3), uint32(9)}
+	r := rand.New(rand.NewPCG(1, 2))
+	var gen func(depth int) any
+	gen = func(depth int) any {
+		switch k := r.IntN(10); {
+		case k < 2 && depth < 4:
+			m := map[string]any{}
+			for range r.IntN(6) {
+				m[keys[r.IntN(len(keys))]] = gen(depth + 1)
+			}
+			return m
+		case k < 3 && depth < 4:
+			a := make([]any, r.IntN(4))
+			for i := range a {
+				a[i] = gen(depth + 1)
+			}
+			return a
+		case k < 4:
+			return map[string]string{keys[r.IntN(len(keys))]: strs[r.IntN(len(strs))], "k": "v"}
+		case k < 5:
+			return []string{strs[r.IntN(len(strs))]}
+		case k < 6:
+			return nums[r.IntN(len(nums))]
+		case k < 7:
+			return r.IntN(2) == 0
+		case k < 8:
+			return nil
+		default:
+			return strs[r.IntN(len(strs))]
+		}
+	}
+	fast := 0
+	for range 20000 {
+		m := map[string]any{}
+		for range r.IntN(8) {
+			m[keys[r.IntN(len(keys))]] = gen(0)
+		}
+		got, ok, err := audit.FastDetails(m)
+		want, werr := slowDetails(m)
+		if !ok {
+			continue
+		}
+		fast++
+		if werr != nil {
+			require.Error(t, err, "%#v", m)
+			continue
+		}
+		require.NoError(t, err, "%#v", m)
+		require.Equal(t, string(want), string(got), "%#v", m)
+	}
+	require.Greater(t, fast, 19000, "the fast path took the usual types")
+	// Duplicates after the coercion of invalid UTF-8, as jcs refuses them.
+	_, ok, err := audit.FastDetails(map[string]any{"\xff": 1, "\xfe": 2})
+	require.True(t, ok)
+	require.Error(t, err)
+	// NaN and infinities.
+	_, _, err = audit.FastDetails(map[string]any{"x": math.NaN()})
+	require.Error(t, err)
+	// Other types are left to encoding/json and jcs.
+	for _, v := range []any{map[string]any{"s": struct{ A int }{1}}, map[string]any{"f": float32(0.1)}, map[string]any{"n": json.Number("1")}, map[string]int{"a": 1}} {
+		_, ok, _ := audit.FastDetails(v)
+		require.False(t, ok, "%#v", v)
+	}
 }

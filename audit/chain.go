@@ -38,6 +38,10 @@ type table struct {
 	lock, head, insert, scan string
 }
 
+// appendSQL appends a batch to the log of the tenant of the session (see
+// appendFunctionSQL).
+const appendSQL = `SELECT appended, head_seq, head_mac FROM audit_log_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
+
 func tableSQL(name, lockName string) table {
 	return table{
 		lock: `LOCK TABLE ` + lockName + ` IN EXCLUSIVE MODE`,
@@ -47,7 +51,7 @@ func tableSQL(name, lockName string) table {
 	FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
 	            $9::text[], $10::bytea[], $11::bytea[]) AS u(s, a, ac, act, r, o, d, ip, ua, pm, m)`,
 		scan: `SELECT seq, at, actor, action, resource, outcome, details::text, source_ip, user_agent, prev_mac, mac
-	FROM ` + name + ` ORDER BY seq`,
+	FROM ` + name + ` WHERE seq > $1 ORDER BY seq LIMIT $2`,
 	}
 }
 
@@ -76,57 +80,113 @@ func (w *written) prevOf(i int) []byte {
 	return w.macs[i-1]
 }
 
-// writeBatch appends items to the log of t in q, in the transaction q
-// belongs to: it locks the log against other writers, reads its head,
-// computes the chain with mac and inserts every entry in one statement.
-func writeBatch(ctx context.Context, q querier, t table, log string, mac MAC, items []*prepared) (*written, error) {
-	if _, err := q.Exec(ctx, t.lock); err != nil {
-		return nil, err
-	}
-	w := &written{first: 1}
-	var head int64
-	err := q.QueryRow(ctx, t.head).Scan(&head, &w.prev)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		w.prev = []byte{}
-	case err != nil:
-		return nil, err
-	default:
-		w.first = head + 1
-	}
-	if w.first+int64(len(items))-1 > maxSeq {
+// batch is a chain of entries computed from a head, and the columns
+// that write it.
+type batch struct {
+	written
+	seqs                                 []int64
+	ats                                  []time.Time
+	actors, actions, resources, outcomes []string
+	details, ips, agents                 []string
+	prevs                                [][]byte
+}
+
+// args returns the columns as the arguments $3 to $13 of appendSQL and
+// $1 to $11 of table.insert.
+func (b *batch) args() []any {
+	return []any{b.seqs, b.ats, b.actors, b.actions, b.resources, b.outcomes, b.details, b.ips, b.agents, b.prevs, b.macs}
+}
+
+// chain computes the entries of items with mac, the first numbered
+// head+1 after an entry whose MAC is headMAC.
+func chain(items []*prepared, head int64, headMAC []byte, mac MAC) (*batch, error) {
+	n := len(items)
+	if head+int64(n) > maxSeq {
 		return nil, fmt.Errorf("the log is full: sequence numbers end at %d", int64(maxSeq))
 	}
-	n := len(items)
-	var (
-		seqs                                = make([]int64, n)
-		ats                                 = make([]time.Time, n)
-		actors, actions, resources, outcome = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		details, ips, uas                   = make([]string, n), make([]string, n), make([]string, n)
-		prevs                               = make([][]byte, n)
-	)
-	w.macs = make([][]byte, n)
-	prev := w.prev
-	var buf []byte
+	b := &batch{
+		written: written{first: head + 1, prev: headMAC, macs: make([][]byte, n)},
+		seqs:    make([]int64, n), ats: make([]time.Time, n),
+		actors: make([]string, n), actions: make([]string, n), resources: make([]string, n), outcomes: make([]string, n),
+		details: make([]string, n), ips: make([]string, n), agents: make([]string, n), prevs: make([][]byte, n),
+	}
+	if b.prev == nil {
+		b.prev = []byte{}
+	}
+	prev := b.prev
+	buf := make([]byte, 0, 512)
 	for i, p := range items {
-		seq := w.first + int64(i)
+		seq := b.first + int64(i)
 		buf = p.macInput(buf[:0], seq, prev)
 		tag, err := mac.ComputeMAC(buf)
 		if err != nil {
 			return nil, err
 		}
-		seqs[i], ats[i], actors[i], actions[i], resources[i], outcome[i] = seq, p.at, p.actor, p.action, p.resource, string(p.outcome)
-		details[i], ips[i], uas[i], prevs[i], w.macs[i] = string(p.details), ipString(p.ip), p.userAgent, prev, tag
+		b.seqs[i], b.ats[i], b.actors[i], b.actions[i], b.resources[i], b.outcomes[i] = seq, p.at, p.actor, p.action, p.resource, string(p.outcome)
+		b.details[i], b.ips[i], b.agents[i], b.prevs[i], b.macs[i] = p.detailsText, p.ipText, p.userAgent, prev, tag
 		prev = tag
 	}
-	if _, err := q.Exec(ctx, t.insert, seqs, ats, actors, actions, resources, outcome, details, ips, uas, prevs, w.macs); err != nil {
-		return nil, err
-	}
-	return w, nil
+	return b, nil
 }
 
-// scanEntries calls fn with each entry of the log of t, in sequence
-// order, as rows (of t.scan) give them.
+// writeBatch appends items to the log of t in q, in the transaction q
+// belongs to: it locks the log against other writers, reads its head,
+// computes the chain with mac and inserts every entry in one statement.
+// fresh are the arguments that make q plan a statement afresh (see
+// freshPlan).
+func writeBatch(ctx context.Context, q querier, t table, mac MAC, items []*prepared, fresh []any) (*written, error) {
+	if _, err := q.Exec(ctx, t.lock); err != nil {
+		return nil, err
+	}
+	var head int64
+	var headMAC []byte
+	err := q.QueryRow(ctx, t.head, fresh...).Scan(&head, &headMAC)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, err
+	}
+	b, err := chain(items, head, headMAC, mac)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := q.Exec(ctx, t.insert, b.args()...); err != nil {
+		return nil, err
+	}
+	return &b.written, nil
+}
+
+// freshPlan is the pgx option that has PostgreSQL plan a statement each
+// time it runs (an unnamed statement) rather than keep the plan it made
+// the first time on a connection: a plan made while the log was empty
+// reads the head with a sequential scan, which grows with the log.
+var freshPlan = []any{pgx.QueryExecModeExec}
+
+// scanPage is how many entries one query of a scan reads.
+const scanPage = 5000
+
+// scanLog calls fn with each entry of log, in sequence order, reading it
+// in pages of scanPage with page (t.scan with its arguments: the sequence
+// number after which to start, and the page's size).
+func scanLog(log string, page func(after int64, limit int) (pgx.Rows, error), fn func(*Entry) error) error {
+	after := int64(0)
+	for {
+		rows, err := page(after, scanPage)
+		if err != nil {
+			return err
+		}
+		n := 0
+		err = scanEntries(rows, log, func(e *Entry) error {
+			n++
+			after = e.Seq
+			return fn(e)
+		})
+		if err != nil || n < scanPage {
+			return err
+		}
+	}
+}
+
+// scanEntries calls fn with each entry that rows (of t.scan) give, in
+// their order.
 func scanEntries(rows pgx.Rows, log string, fn func(*Entry) error) error {
 	defer rows.Close()
 	for rows.Next() {

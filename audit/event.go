@@ -110,6 +110,7 @@ type prepared struct {
 	outcome                            Outcome
 	details                            []byte // canonical
 	ip                                 netip.Addr
+	detailsText, ipText                string // as written to the database
 	canon                              []byte
 	prevAt, seqAt                      int
 }
@@ -172,6 +173,7 @@ func prepare(log string, ev Event, now time.Time) (*prepared, error) {
 // 8785 writes them (canonicalString), and the test suite checks the
 // result against github.com/gowebpki/jcs byte for byte.
 func (p *prepared) encode() {
+	p.detailsText, p.ipText = string(p.details), ipString(p.ip)
 	b := make([]byte, 0, 192+len(p.actor)+len(p.action)+len(p.resource)+len(p.userAgent)+len(p.details)+len(p.log))
 	b = append(b, `{"action":`...)
 	b = canonicalString(b, p.action)
@@ -190,7 +192,7 @@ func (p *prepared) encode() {
 	b = append(b, `,"seq":`...)
 	p.seqAt = len(b)
 	b = append(b, `,"source_ip":`...)
-	b = canonicalString(b, ipString(p.ip))
+	b = canonicalString(b, p.ipText)
 	b = append(b, `,"time":`...)
 	b = canonicalString(b, formatTime(p.at))
 	b = append(b, `,"type":"entry","user_agent":`...)
@@ -256,6 +258,15 @@ func canonicalDetails(details any) ([]byte, error) {
 	case []byte:
 		raw = d
 	default:
+		if c, ok, err := fastDetails(d); ok {
+			if err != nil {
+				return nil, err
+			}
+			if err := checkDetails(c); err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
 		var err error
 		if raw, err = json.Marshal(d); err != nil {
 			return nil, fmt.Errorf("must marshal to a JSON object: %v", err)

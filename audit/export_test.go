@@ -22,9 +22,12 @@ var (
 	TrailerInput    = trailerInput
 )
 
-// SetBeforeCommit makes every batch call f after its INSERT, before its
-// commit, until restore is called. Not for parallel tests.
-func SetBeforeCommit(f func(n int)) (restore func()) {
-	beforeCommit = f
-	return func() { beforeCommit = nil }
+// SetBeforeSend makes every batch of a Log call f before it is sent to
+// the database, until restore is called. Not for parallel tests.
+func SetBeforeSend(f func(n int)) (restore func()) {
+	beforeSend = f
+	return func() { beforeSend = nil }
 }
+
+// FastDetails is the encoder of the usual Go types of details.
+func FastDetails(details any) ([]byte, bool, error) { return fastDetails(details) }

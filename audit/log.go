@@ -49,8 +49,8 @@ func DefaultConfig() Config {
 // Log is the audit logs of the tenants of one store.DB: every call works
 // on the log of the tenant in its context, and fails with an error
 // wrapping tenant.ErrNoTenant without one. It writes checkpoints as the
-// Config says, from the calls that append and from a goroutine of its
-// own, until [Log.Close]. It is safe for concurrent use, also by several
+// Config says, from a goroutine of its own (appends do not wait for
+// them), until [Log.Close]. It is safe for concurrent use, also by several
 // processes on one database.
 type Log struct {
 	db   *store.DB
@@ -58,9 +58,11 @@ type Log struct {
 	cfg  Config
 	log  *slog.Logger
 
-	mu     sync.Mutex // guards heads and closed
+	mu     sync.Mutex // guards heads, turns and closed
 	heads  map[tenant.ID]*head
+	turns  map[tenant.ID]*turn
 	closed bool
+	kick   chan struct{} // wakes the checkpointer
 	stop   chan struct{} // closed by Close
 	done   chan struct{} // closed when the checkpointer has stopped
 }
@@ -89,8 +91,8 @@ func New(cfg Config) (*Log, error) {
 	case cfg.CheckpointInterval < 10*time.Millisecond:
 		return nil, fmt.Errorf("audit: %w: Config.CheckpointInterval must be at least 10ms, got %s (start from audit.DefaultConfig)", ErrInvalidConfig, cfg.CheckpointInterval)
 	}
-	l := &Log{db: cfg.DB, keys: cfg.Keys, cfg: cfg, log: cfg.Logger, heads: map[tenant.ID]*head{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+	l := &Log{db: cfg.DB, keys: cfg.Keys, cfg: cfg, log: cfg.Logger, heads: map[tenant.ID]*head{}, turns: map[tenant.ID]*turn{},
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
 	}
@@ -133,6 +135,27 @@ func (l *Log) Append(ctx context.Context, events ...Event) ([]Entry, error) {
 	return out, nil
 }
 
+// fresh returns the arguments that make the DB plan a statement afresh:
+// freshPlan, but for ModeSharedPool, which plans every statement so and
+// takes no per-query option.
+func (l *Log) fresh() []any {
+	if l.db.Mode() == store.ModeSharedPool {
+		return nil
+	}
+	return freshPlan
+}
+
+// scan calls fn with each entry of the log of the tenant in ctx.
+func (l *Log) scan(ctx context.Context, id tenant.ID, fn func(*Entry) error) error {
+	return scanLog(id.String(), func(after int64, limit int) (pgx.Rows, error) {
+		rows, err := l.db.Query(ctx, tenantTable.scan, append(l.fresh(), after, limit)...)
+		if err != nil {
+			return nil, notInstalled(err, "the tenant's schema has no audit_log")
+		}
+		return rows, nil
+	}, fn)
+}
+
 func (l *Log) checkOpen() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -142,39 +165,111 @@ func (l *Log) checkOpen() error {
 	return nil
 }
 
-// beforeCommit, when set (by tests only), runs in each batch's
-// transaction after its INSERT, before the commit.
-var beforeCommit func(n int)
+// beforeSend, when set (by tests only), runs before each batch of n
+// entries is sent to the database.
+var beforeSend func(n int)
 
-// write writes items in one transaction for tenant id (in ctx), retrying
-// a batch that lost a race for the head of the log (only writers that do
-// not lock can cause one), and then makes a checkpoint if one is due.
+// write appends items to the log of tenant id (in ctx) in one
+// transaction. Appends of one tenant by this Log take turns, so the head
+// this Log last wrote is the log's unless another process wrote since:
+// the chain is computed from it and sent in one statement (one round
+// trip, its own transaction), which inserts it only if the head is still
+// that one. If not (another process wrote, or this Log knows no head),
+// the batch is written in a transaction that locks the log first, reads
+// its head, and inserts the chain computed from it: that cannot lose a
+// race.
 func (l *Log) write(ctx context.Context, id tenant.ID, items []*prepared) (*written, error) {
 	mac, err := l.keys.MAC(ctx)
 	if err != nil {
 		return nil, err
 	}
+	release, err := l.turn(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if seq, head := l.knownHead(id); seq >= 0 {
+		b, err := chain(items, seq, head, mac)
+		if err != nil {
+			return nil, err
+		}
+		if beforeSend != nil {
+			beforeSend(len(items))
+		}
+		var appended bool
+		err = l.db.QueryRow(ctx, appendSQL, append([]any{seq, head}, b.args()...)...).Scan(&appended, &seq, &head)
+		switch {
+		case err != nil && !lostRace(err):
+			return nil, notInstalled(err, "the tenant's schema has no audit_log: add audit.WithMigration to AdminConfig.Migrations and run Admin.Migrate")
+		case err == nil && appended:
+			l.committed(id, &b.written)
+			return &b.written, nil
+		}
+	}
 	var w *written
 	for attempt := 0; ; attempt++ {
 		err = l.db.Tx(ctx, func(tx *store.Tx) error {
 			var err error
-			if w, err = writeBatch(ctx, tx, tenantTable, id.String(), mac, items); err != nil {
-				return err
+			if beforeSend != nil {
+				beforeSend(len(items))
 			}
-			if beforeCommit != nil {
-				beforeCommit(len(items))
-			}
-			return nil
+			w, err = writeBatch(ctx, tx, tenantTable, mac, items, l.fresh())
+			return err
 		})
-		if err == nil || attempt >= 5 || !lostRace(err) {
+		if err == nil || attempt >= 3 || !lostRace(err) {
 			break
 		}
 	}
 	if err != nil {
 		return nil, notInstalled(err, "the tenant's schema has no audit_log: add audit.WithMigration to AdminConfig.Migrations and run Admin.Migrate")
 	}
-	l.committed(ctx, id, w)
+	l.committed(id, w)
 	return w, nil
+}
+
+// turn waits until no other append of this Log to tenant id's log is
+// running (or ctx ends), and returns the function that ends this one's
+// turn.
+func (l *Log) turn(ctx context.Context, id tenant.ID) (release func(), err error) {
+	l.mu.Lock()
+	t := l.turns[id]
+	if t == nil {
+		t = &turn{ch: make(chan struct{}, 1)}
+		l.turns[id] = t
+	}
+	t.users++
+	l.mu.Unlock()
+	done := func() {
+		l.mu.Lock()
+		if t.users--; t.users == 0 {
+			delete(l.turns, id)
+		}
+		l.mu.Unlock()
+	}
+	select {
+	case t.ch <- struct{}{}:
+		return func() { <-t.ch; done() }, nil
+	case <-ctx.Done():
+		done()
+		return nil, ctx.Err()
+	}
+}
+
+// turn is the token of the appends to one tenant's log.
+type turn struct {
+	ch    chan struct{}
+	users int // guarded by Log.mu
+}
+
+// knownHead returns the head of the log of id this Log last wrote, or -1
+// if it knows none.
+func (l *Log) knownHead(id tenant.ID) (int64, []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if h := l.heads[id]; h != nil && h.mac != nil {
+		return h.seq, h.mac
+	}
+	return -1, nil
 }
 
 // lostRace reports whether err is a batch that found another entry where
@@ -192,9 +287,9 @@ func lostRace(err error) bool {
 	return false
 }
 
-// committed records the head a batch wrote and writes a checkpoint if
-// one is due.
-func (l *Log) committed(ctx context.Context, id tenant.ID, w *written) {
+// committed records the head a batch wrote, and wakes the checkpointer
+// if a checkpoint is due.
+func (l *Log) committed(id tenant.ID, w *written) {
 	seq, mac := w.last()
 	l.mu.Lock()
 	h := l.heads[id]
@@ -202,13 +297,15 @@ func (l *Log) committed(ctx context.Context, id tenant.ID, w *written) {
 		h = &head{ckSeq: w.first - 1, ckAt: now()}
 		l.heads[id] = h
 	}
-	if seq > h.seq {
-		h.seq, h.mac = seq, mac
-	}
-	due := !h.writing && (h.seq-h.ckSeq >= int64(l.cfg.CheckpointEvery) || (h.seq > h.ckSeq && now().Sub(h.ckAt) >= l.cfg.CheckpointInterval))
+	h.seq, h.mac = seq, mac
+	due := h.seq-h.ckSeq >= int64(l.cfg.CheckpointEvery)
 	l.mu.Unlock()
 	if due {
-		l.checkpointHead(context.WithoutCancel(ctx), id)
+		// The checkpointer writes it: appends do not wait for it.
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -273,6 +370,7 @@ func (l *Log) checkpointer() {
 		case <-l.stop:
 			return
 		case <-tick.C:
+		case <-l.kick:
 		}
 		for _, id := range l.due(false) {
 			l.checkpointHead(tenant.NewContext(context.Background(), id), id)
@@ -280,9 +378,9 @@ func (l *Log) checkpointer() {
 	}
 }
 
-// due returns the tenants whose new entries wait for a checkpoint: for
-// longer than CheckpointInterval, or at all (all). It forgets tenants with
-// nothing new for a while.
+// due returns the tenants whose new entries wait for a checkpoint: at
+// least CheckpointEvery of them or for longer than CheckpointInterval, or
+// at all (all). It forgets tenants with nothing new for a while.
 func (l *Log) due(all bool) []tenant.ID {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -290,7 +388,7 @@ func (l *Log) due(all bool) []tenant.ID {
 	t := now()
 	for id, h := range l.heads {
 		switch {
-		case h.seq > h.ckSeq && (all || t.Sub(h.ckAt) >= l.cfg.CheckpointInterval):
+		case h.seq > h.ckSeq && (all || h.seq-h.ckSeq >= int64(l.cfg.CheckpointEvery) || t.Sub(h.ckAt) >= l.cfg.CheckpointInterval):
 			ids = append(ids, id)
 		case h.seq == h.ckSeq && !h.writing && t.Sub(h.ckAt) >= 2*l.cfg.CheckpointInterval:
 			delete(l.heads, id)
@@ -309,7 +407,7 @@ func (l *Log) Checkpoint(ctx context.Context) (Checkpoint, error) {
 	}
 	var seq int64
 	var mac []byte
-	err = l.db.QueryRow(ctx, tenantTable.head).Scan(&seq, &mac)
+	err = l.db.QueryRow(ctx, tenantTable.head, l.fresh()...).Scan(&seq, &mac)
 	if isNoRows(err) {
 		return Checkpoint{}, nil
 	}
@@ -379,11 +477,7 @@ func (l *Log) verify(ctx context.Context, id tenant.ID) (Report, error) {
 	if err != nil {
 		return Report{Log: id.String()}, err
 	}
-	rows, err := l.db.Query(ctx, tenantTable.scan)
-	if err != nil {
-		return v.rep, notInstalled(err, "the tenant's schema has no audit_log")
-	}
-	if err := scanEntries(rows, id.String(), v.entry); err != nil {
+	if err := l.scan(ctx, id, v.entry); err != nil {
 		return v.rep, err
 	}
 	return v.finish()
@@ -407,13 +501,7 @@ func (l *Log) Export(ctx context.Context, w io.Writer) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := export(w, id.String(), mac, cps, func(fn func(*Entry) error) error {
-		rows, err := l.db.Query(ctx, tenantTable.scan)
-		if err != nil {
-			return notInstalled(err, "the tenant's schema has no audit_log")
-		}
-		return scanEntries(rows, id.String(), fn)
-	})
+	n, err := export(w, id.String(), mac, cps, func(fn func(*Entry) error) error { return l.scan(ctx, id, fn) })
 	if err != nil {
 		return n, fmt.Errorf("audit: export tenant %s: %w", id, err)
 	}

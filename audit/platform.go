@@ -97,7 +97,7 @@ func (p *Platform) Append(ctx context.Context, events ...Event) ([]Entry, error)
 	for attempt := 0; ; attempt++ {
 		err = p.admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
 			var err error
-			w, err = writeBatch(ctx, tx, platformTable, PlatformLog, mac, items)
+			w, err = writeBatch(ctx, tx, platformTable, mac, items, freshPlan)
 			return err
 		})
 		if err == nil || attempt >= 5 || !lostRace(err) {
@@ -117,11 +117,13 @@ func (p *Platform) Append(ctx context.Context, events ...Event) ([]Entry, error)
 // scan reads the trail in one transaction.
 func (p *Platform) scan(ctx context.Context, fn func(*Entry) error) error {
 	return p.admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, platformTable.scan)
-		if err != nil {
-			return notInstalled(err, "run audit.Install")
-		}
-		return scanEntries(rows, PlatformLog, fn)
+		return scanLog(PlatformLog, func(after int64, limit int) (pgx.Rows, error) {
+			rows, err := tx.Query(ctx, platformTable.scan, pgx.QueryExecModeExec, after, limit)
+			if err != nil {
+				return nil, notInstalled(err, "run audit.Install")
+			}
+			return rows, nil
+		}, fn)
 	})
 }
 

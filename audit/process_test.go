@@ -182,20 +182,21 @@ func TestConcurrentProcessesKeepOneChain(t *testing.T) {
 }
 
 // TestKillHelperProcess is the child of TestKillMidBatchLeavesNoHalfBatch:
-// a Writer writes batches of 100; in the third batch's transaction, after
-// its INSERT, it says so and waits to be killed. It does nothing in a
-// normal run.
+// a Writer writes batches of 100; before it sends the third, it says so
+// and waits for the parent's word, then sends it, and is killed while the
+// database holds it. It does nothing in a normal run.
 func TestKillHelperProcess(t *testing.T) {
 	if os.Getenv(envHelper) != "kill" {
 		return
 	}
 	l, ctx := helperLog(t)
 	var batches atomic.Int64
-	defer audit.SetBeforeCommit(func(n int) {
+	in := bufio.NewReader(os.Stdin)
+	defer audit.SetBeforeSend(func(n int) {
 		if batches.Add(1) == 3 {
-			fmt.Printf("mid-batch %d\n", n)
+			fmt.Printf("sending %d\n", n)
 			_ = os.Stdout.Sync()
-			select {} // until kill -9
+			_, _ = in.ReadString('\n')
 		}
 	})()
 	w, err := l.NewWriter(writerConfig(func(c *audit.WriterConfig) { c.MaxBatch, c.FlushDelay = 100, time.Second }))
@@ -208,16 +209,21 @@ func TestKillHelperProcess(t *testing.T) {
 	fmt.Println("flushed") // the parent kills it before this
 }
 
-// TestKillMidBatchLeavesNoHalfBatch kills a writing process (SIGKILL) in
-// the middle of a batch, after its INSERT and before its commit: the log
-// holds the batches before, whole, nothing of the killed one, and no gap;
-// the next writer continues the chain, which verifies.
+// TestKillMidBatchLeavesNoHalfBatch kills a writing process (SIGKILL)
+// while the database is in the middle of its third batch (waiting for the
+// log's lock, which the test holds): the log then holds two whole batches,
+// or three, never part of one, and no gap; the next writer continues the
+// chain, which verifies.
 func TestKillMidBatchLeavesNoHalfBatch(t *testing.T) {
 	for _, tier := range []tenant.Tier{tenant.TierStandard, tenant.TierEnterprise} {
 		t.Run(string(tier), func(t *testing.T) {
 			e := newEnv(t, tier)
 			id, ctx := e.newTenant(t, "kill")
+			var role string
+			require.NoError(t, e.controlPlane(t).QueryRow(t.Context(), `SELECT role_name FROM tenancy.tenant_logins WHERE tenant_id = $1`, id.String()).Scan(&role))
 			cmd := e.helperCmd(t, "TestKillHelperProcess", "kill", id)
+			stdin, err := cmd.StdinPipe()
+			require.NoError(t, err)
 			out, err := cmd.StdoutPipe()
 			require.NoError(t, err)
 			var stderr strings.Builder
@@ -225,34 +231,52 @@ func TestKillMidBatchLeavesNoHalfBatch(t *testing.T) {
 			require.NoError(t, cmd.Start())
 			sc := bufio.NewScanner(out)
 			var log strings.Builder
-			mid := false
+			sending := false
 			for sc.Scan() {
 				log.WriteString(sc.Text() + "\n")
-				if strings.HasPrefix(sc.Text(), "mid-batch ") {
-					mid = true
+				if strings.HasPrefix(sc.Text(), "sending ") {
+					sending = true
 					break
 				}
 			}
-			require.True(t, mid, "the child never reached its third batch:\n%s\n%s", log.String(), stderr.String())
-			// The batch is inserted but not committed: invisible.
-			require.Equal(t, int64(200), e.count(t, id))
-			require.NoError(t, cmd.Process.Kill())
-			err = cmd.Wait()
-			require.Error(t, err, "killed")
+			require.True(t, sending, "the child never reached its third batch:\n%s\n%s", log.String(), stderr.String())
 			go func() { _, _ = io.Copy(io.Discard, out) }()
+			require.Equal(t, int64(200), e.count(t, id))
 
-			// PostgreSQL rolls the killed batch back when it sees the
-			// connection gone; the next batch then gets the lock.
+			// Hold the log's lock, let the child send its batch, and kill
+			// it while its statement waits for the lock.
+			c, table := e.superuser(t, id)
+			lockTx, err := c.Begin(t.Context())
+			require.NoError(t, err)
+			_, err = lockTx.Exec(t.Context(), `LOCK TABLE `+strings.TrimSuffix(table, `"audit_log"`)+`"audit_log_writer" IN EXCLUSIVE MODE`)
+			require.NoError(t, err)
+			_, err = io.WriteString(stdin, "go\n")
+			require.NoError(t, err)
+			cp := e.controlPlane(t)
+			waitFor(t, 30*time.Second, func() bool {
+				var waiting bool
+				require.NoError(t, cp.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+					WHERE usename = $1 AND wait_event_type = 'Lock' AND query LIKE '%audit_log_append%')`, role).Scan(&waiting))
+				return waiting
+			})
+			require.NoError(t, cmd.Process.Kill())
+			require.Error(t, cmd.Wait(), "killed")
+			require.NoError(t, lockTx.Rollback(t.Context()))
+			// The dead client's backend finishes or abandons the batch.
+			waitFor(t, 30*time.Second, func() bool {
+				var busy bool
+				require.NoError(t, cp.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE usename = $1 AND state = 'active')`, role).Scan(&busy))
+				return !busy
+			})
+			n := e.count(t, id)
+			require.Contains(t, []int64{200, 300}, n, "whole batches only")
+			t.Logf("the killed writer's third batch was %s", map[bool]string{true: "committed whole", false: "rolled back whole"}[n == 300])
+
 			got := e.appendN(t, ctx, 50, 25)
-			require.Equal(t, int64(201), got[0].Seq, "no gap, nothing of the killed batch")
-			require.Equal(t, int64(250), e.count(t, id))
+			require.Equal(t, n+1, got[0].Seq, "no gap")
 			rep, err := e.log.Verify(ctx)
 			require.NoError(t, err)
-			require.Equal(t, int64(250), rep.HeadSeq)
-			c, table := e.superuser(t, id)
-			var killed int64
-			require.NoError(t, c.QueryRow(t.Context(), `SELECT count(*) FROM `+table+` WHERE actor = 'killed'`).Scan(&killed))
-			require.Equal(t, int64(200), killed, "two whole batches of the killed writer, not a row of the third")
+			require.Equal(t, n+50, rep.HeadSeq)
 			var is []int
 			rows, err := c.Query(t.Context(), `SELECT details FROM `+table+` WHERE actor = 'killed' ORDER BY seq`)
 			require.NoError(t, err)
@@ -263,8 +287,9 @@ func TestKillMidBatchLeavesNoHalfBatch(t *testing.T) {
 				is = append(is, int(i))
 			}
 			require.NoError(t, rows.Err())
+			require.Len(t, is, int(n))
 			for k, i := range is {
-				require.Equal(t, k, i, "the first 200 events, in order")
+				require.Equal(t, k, i, "the killed writer's events, in order, none missing")
 			}
 		})
 	}
