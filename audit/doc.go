@@ -31,20 +31,30 @@
 // otherwise), under store's row-level security like every tenant table,
 // and dropped with the tenant's schema or database. Its columns:
 //
-//	tenant_id text, seq bigint (primary key), at timestamptz, actor text,
+//	tenant_id text, seq bigint, at timestamptz, actor text,
 //	action text, resource text, outcome text, details jsonb,
-//	source_ip inet, user_agent text, prev_mac bytea, mac bytea
+//	source_ip inet, user_agent text, prev_mac bytea, mac bytea,
+//	PRIMARY KEY (tenant_id, seq)
 //
 // The table is marked append-only (store.AppendOnlyMark): the tenant's
 // role may SELECT and INSERT it, nothing else. A trigger refuses UPDATE,
 // DELETE and TRUNCATE from anyone, the table's owner included (only its
 // owner or a superuser can disable the trigger: Verify finds what they
-// change). A statement trigger refuses an INSERT whose entries do not
-// continue the chain at its head (consecutive sequence numbers, each
-// prev_mac the MAC of the entry before), so no writer can leave a gap or a
-// fork. Writers serialise on a lock of the empty table audit_log_writer
-// of the tenant's own schema (no advisory lock: those are database-wide,
-// and one tenant could hold another's), held for one transaction.
+// change). A statement trigger refuses an INSERT whose entries are not
+// consecutive or do not follow the last entry (sequence number and
+// prev_mac), so no writer, whatever it sends, can leave a gap or a fork.
+//
+// A batch is one statement, the function audit_log_append of the tenant's
+// schema (run with the tenant's privileges), in a transaction of its own:
+// it locks the empty table audit_log_writer of the tenant's schema (no
+// advisory lock: those are database-wide, and one tenant could hold
+// another's), checks that the head of the log is the one the batch's
+// chain was computed from, and inserts it. Appends of one tenant by one
+// [Log] take turns, so that head is the one the Log wrote last; when
+// another process has written since, the batch is written again in a
+// transaction that takes the lock first and reads the head. PostgreSQL
+// refuses COPY into a table under row-level security, so a batch is an
+// INSERT of arrays (unnest).
 //
 // # Entries and the chain
 //
@@ -59,9 +69,10 @@
 //	 "prev_mac":"<base64>","resource":..,"seq":<n>,"source_ip":"..",
 //	 "time":"2006-01-02T15:04:05.000000Z","type":"entry","user_agent":..,"v":1}
 //
-// Details are canonicalized with github.com/gowebpki/jcs; the object
-// around them is written by the package itself and tested byte for byte
-// against jcs. A batch of entries is one transaction: a crash leaves it
+// Details are canonicalized with github.com/gowebpki/jcs (maps, slices,
+// strings, numbers and booleans by an encoder of the package's that gives
+// the same bytes, without a parse); the object around them is written by
+// the package itself; the tests check both byte for byte against jcs. A batch of entries is one transaction: a crash leaves it
 // whole or absent.
 //
 // # Checkpoints

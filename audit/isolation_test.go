@@ -132,3 +132,31 @@ type hideTenant struct{ m *keys.MAC }
 func (h hideTenant) VerifyMAC(tag, data []byte) error { return h.m.VerifyMAC(tag, data) }
 
 var _ = tenant.ErrNoTenant
+
+// TestSharedPoolModeKeepsLogsApart runs in store's shared-pool mode, where
+// isolation is row-level security on a setting (by convention, see
+// package store): a tenant that writes into another's table writes rows
+// the other never sees, and they take none of its sequence numbers.
+func TestSharedPoolModeKeepsLogsApart(t *testing.T) {
+	e := newEnv(t, tenant.TierStandard, sharedPool)
+	a, actx := e.newTenant(t, "spa")
+	b, bctx := e.newTenant(t, "spb")
+	e.appendN(t, bctx, 3, 3)
+	var n int64
+	require.NoError(t, e.db.QueryRow(actx, `SELECT count(*) FROM `+b.SchemaName()+`.audit_log`).Scan(&n))
+	require.Zero(t, n, "A sees none of B's rows")
+	_, err := e.db.Exec(actx, `INSERT INTO `+b.SchemaName()+`.audit_log (seq, at, actor, action, resource, outcome, details, user_agent, prev_mac, mac)
+		VALUES (1, now(), 'a', 'b', '', 'success', '{}', '', '', '\x00'), (4, now(), 'a', 'b', '', 'success', '{}', '', '', '\x00')`)
+	require.Error(t, err, "not consecutive")
+	_, err = e.db.Exec(actx, `INSERT INTO `+b.SchemaName()+`.audit_log (seq, at, actor, action, resource, outcome, details, user_agent, prev_mac, mac)
+		VALUES (1, now(), 'a', 'b', '', 'success', '{}', '', '', '\x00')`)
+	require.NoError(t, err, "a row of A's own, in B's table")
+	got := e.appendN(t, bctx, 2, 2)
+	require.Equal(t, int64(4), got[0].Seq)
+	rep, err := e.log.Verify(bctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(5), rep.Entries)
+	_, err = e.log.Verify(actx)
+	require.NoError(t, err, "A's own log is empty")
+	_ = a
+}

@@ -12,12 +12,17 @@ import (
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
-// TestAppendVerifyExport writes entries on every placement, reads them
-// back through Verify and an export, and verifies the export offline.
+// TestAppendVerifyExport writes entries on every placement (and in
+// store's shared-pool mode), reads them back through Verify and an
+// export, and verifies the export offline.
 func TestAppendVerifyExport(t *testing.T) {
-	for _, tier := range tiers {
+	for _, tier := range append(tiers, "shared-pool") {
 		t.Run(string(tier), func(t *testing.T) {
-			e := newEnv(t, tier)
+			var opts []envOption
+			if tier == "shared-pool" {
+				tier, opts = tenant.TierStandard, []envOption{sharedPool}
+			}
+			e := newEnv(t, tier, opts...)
 			id, ctx := e.newTenant(t, "app")
 			got := e.appendN(t, ctx, 25, 10)
 			for i, en := range got {

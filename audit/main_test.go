@@ -61,10 +61,27 @@ type env struct {
 
 type envOption func(*store.AdminConfig, *store.Config, *audit.Config)
 
+var (
+	sharedOnce sync.Once
+	sharedDB   *pgtest.Database
+)
+
+// sharedPool makes the env's database one in store.ModeSharedPool (the
+// mode is fixed per database: this is a database of its own).
+func sharedPool(acfg *store.AdminConfig, _ *store.Config, _ *audit.Config) { acfg.Mode = store.ModeSharedPool }
+
 // newEnv makes an env whose tenants are of tier.
 func newEnv(t testing.TB, tier tenant.Tier, opts ...envOption) *env {
 	t.Helper()
 	d := pgtest.DB(t)
+	probe, _ := store.ParseAdminConfig(d.AdminURL())
+	for _, o := range opts {
+		o(probe, &store.Config{}, &audit.Config{})
+	}
+	if probe.Mode == store.ModeSharedPool {
+		sharedOnce.Do(func() { sharedDB = d.NewDatabase(t) })
+		d = sharedDB
+	}
 	platformOnce.Do(func() { platformURL = d.CreateRole(t, "platform", "") })
 	pcfg, err := pgx.ParseConfig(platformURL)
 	require.NoError(t, err)
