@@ -68,7 +68,9 @@ var (
 
 // sharedPool makes the env's database one in store.ModeSharedPool (the
 // mode is fixed per database: this is a database of its own).
-func sharedPool(acfg *store.AdminConfig, _ *store.Config, _ *audit.Config) { acfg.Mode = store.ModeSharedPool }
+func sharedPool(acfg *store.AdminConfig, _ *store.Config, _ *audit.Config) {
+	acfg.Mode = store.ModeSharedPool
+}
 
 // newEnv makes an env whose tenants are of tier.
 func newEnv(t testing.TB, tier tenant.Tier, opts ...envOption) *env {
