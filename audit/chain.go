@@ -40,7 +40,7 @@ type table struct {
 
 // appendSQL appends a batch to the log of the tenant of the session (see
 // appendFunctionSQL).
-const appendSQL = `SELECT appended, head_seq, head_mac FROM audit_log_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
+const appendSQL = `SELECT appended, present, head_seq, head_mac FROM audit_log_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
 
 func tableSQL(name, lockName string) table {
 	return table{
@@ -129,12 +129,13 @@ func chain(items []*prepared, head int64, headMAC []byte, mac MAC) (*batch, erro
 	return b, nil
 }
 
-// writeBatch appends items to the log of t in q, in the transaction q
+// lockedBatch appends items to the log of t in q, in the transaction q
 // belongs to: it locks the log against other writers, reads its head,
 // computes the chain with mac and inserts every entry in one statement.
 // fresh are the arguments that make q plan a statement afresh (see
-// freshPlan).
-func writeBatch(ctx context.Context, q querier, t table, mac MAC, items []*prepared, fresh []any) (*written, error) {
+// freshPlan). It returns the batch once it is sent, with the error of the
+// INSERT if any.
+func lockedBatch(ctx context.Context, q querier, t table, mac MAC, items []*prepared, fresh []any) (*batch, error) {
 	if _, err := q.Exec(ctx, t.lock); err != nil {
 		return nil, err
 	}
@@ -148,10 +149,8 @@ func writeBatch(ctx context.Context, q querier, t table, mac MAC, items []*prepa
 	if err != nil {
 		return nil, err
 	}
-	if _, err := q.Exec(ctx, t.insert, b.args()...); err != nil {
-		return nil, err
-	}
-	return &b.written, nil
+	_, err = q.Exec(ctx, t.insert, b.args()...)
+	return b, err
 }
 
 // freshPlan is the pgx option that has PostgreSQL plan a statement each

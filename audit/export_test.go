@@ -1,6 +1,11 @@
 package audit
 
-import "time"
+import (
+	"context"
+	"time"
+
+	"github.com/rtmx-ai/tenancy/tenant"
+)
 
 // CanonicalEntry returns the canonical encoding over which the MAC of ev
 // as entry seq of log, after an entry whose MAC is prev, is computed.
@@ -31,3 +36,41 @@ func SetBeforeSend(f func(n int)) (restore func()) {
 
 // FastDetails is the encoder of the usual Go types of details.
 func FastDetails(details any) ([]byte, bool, error) { return fastDetails(details) }
+
+// ResendLost computes the batch of events after the head l knows for the
+// tenant of ctx (which must be known: append something first), sends it
+// if send, then runs between, then sends the same batch again as a batch
+// whose answer was lost is sent; it returns the first sequence number of
+// what the second sending reports written.
+func ResendLost(ctx context.Context, l *Log, events []Event, send bool, between func()) (int64, error) {
+	id, err := tenant.Require(ctx, "ResendLost")
+	if err != nil {
+		return 0, err
+	}
+	items := make([]*prepared, len(events))
+	for i, ev := range events {
+		if items[i], err = prepare(id.String(), ev, time.Now()); err != nil {
+			return 0, err
+		}
+	}
+	mac, err := l.keys.MAC(ctx)
+	if err != nil {
+		return 0, err
+	}
+	seq, head := l.knownHead(id)
+	b, err := chain(items, seq, head, mac)
+	if err != nil {
+		return 0, err
+	}
+	if send {
+		if _, err := l.write(ctx, id, items, b); err != nil {
+			return 0, err
+		}
+	}
+	between()
+	w, err := l.write(ctx, id, items, b)
+	if err != nil {
+		return 0, err
+	}
+	return w.first, nil
+}

@@ -124,7 +124,12 @@ func (l *Log) Append(ctx context.Context, events ...Event) ([]Entry, error) {
 	if len(items) == 0 {
 		return nil, nil
 	}
-	w, err := l.write(ctx, id, items)
+	w, err := l.write(ctx, id, items, nil)
+	var sent *sentError
+	for attempt := 0; attempt < 3 && errors.As(err, &sent) && ctx.Err() == nil; attempt++ {
+		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
+		w, err = l.write(ctx, id, items, sent.b)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("audit: append to tenant %s: %w", id, err)
 	}
@@ -178,7 +183,12 @@ var beforeSend func(n int)
 // the batch is written in a transaction that locks the log first, reads
 // its head, and inserts the chain computed from it: that cannot lose a
 // race.
-func (l *Log) write(ctx context.Context, id tenant.ID, items []*prepared) (*written, error) {
+//
+// prior, if not nil, is the batch of an earlier attempt at items whose
+// answer was lost (a [*sentError]): it is sent again as it was, so that
+// it is written once whether or not the earlier attempt got there. A
+// batch whose answer is lost this time is returned in a *sentError.
+func (l *Log) write(ctx context.Context, id tenant.ID, items []*prepared, prior *batch) (*written, error) {
 	mac, err := l.keys.MAC(ctx)
 	if err != nil {
 		return nil, err
@@ -188,43 +198,75 @@ func (l *Log) write(ctx context.Context, id tenant.ID, items []*prepared) (*writ
 		return nil, err
 	}
 	defer release()
-	if seq, head := l.knownHead(id); seq >= 0 {
-		b, err := chain(items, seq, head, mac)
-		if err != nil {
+	seq, head := l.knownHead(id)
+	b := prior
+	if b == nil && seq >= 0 {
+		if b, err = chain(items, seq, head, mac); err != nil {
 			return nil, err
 		}
+	}
+	if b != nil {
 		if beforeSend != nil {
 			beforeSend(len(items))
 		}
-		var appended bool
-		err = l.db.QueryRow(ctx, appendSQL, append([]any{seq, head}, b.args()...)...).Scan(&appended, &seq, &head)
+		var appended, present bool
+		err = l.db.QueryRow(ctx, appendSQL, append([]any{b.first - 1, b.prev}, b.args()...)...).Scan(&appended, &present, &seq, &head)
 		switch {
-		case err != nil && !lostRace(err):
-			return nil, notInstalled(err, "the tenant's schema has no audit_log: add audit.WithMigration to AdminConfig.Migrations and run Admin.Migrate")
-		case err == nil && appended:
+		case err == nil && (appended || present):
 			l.committed(id, &b.written)
 			return &b.written, nil
+		case err != nil && answerLost(err):
+			return nil, &sentError{b: b, err: err}
+		case err != nil && !lostRace(err):
+			return nil, notInstalled(err, "the tenant's schema has no audit_log: add audit.WithMigration to AdminConfig.Migrations and run Admin.Migrate")
 		}
 	}
-	var w *written
 	for attempt := 0; ; attempt++ {
+		b = nil
 		err = l.db.Tx(ctx, func(tx *store.Tx) error {
 			var err error
 			if beforeSend != nil {
 				beforeSend(len(items))
 			}
-			w, err = writeBatch(ctx, tx, tenantTable, mac, items, l.fresh())
+			b, err = lockedBatch(ctx, tx, tenantTable, mac, items, l.fresh())
 			return err
 		})
 		if err == nil || attempt >= 3 || !lostRace(err) {
 			break
 		}
 	}
-	if err != nil {
+	switch {
+	case err != nil && b != nil && answerLost(err):
+		return nil, &sentError{b: b, err: err}
+	case err != nil:
 		return nil, notInstalled(err, "the tenant's schema has no audit_log: add audit.WithMigration to AdminConfig.Migrations and run Admin.Migrate")
 	}
-	l.committed(id, w)
-	return w, nil
+	l.committed(id, &b.written)
+	return &b.written, nil
+}
+
+// sentError is the error of a batch that was sent to the database and
+// whose answer was lost (the connection failed, the context ended): it may
+// or may not have been written. Sending b again ([Log.write]'s prior)
+// writes it once either way.
+type sentError struct {
+	b   *batch
+	err error
+}
+
+func (e *sentError) Error() string {
+	return fmt.Sprintf("%v (entries %d to %d may have been written)", e.err, e.b.first, e.b.first+int64(len(e.b.macs))-1)
+}
+
+func (e *sentError) Unwrap() error { return e.err }
+
+// answerLost reports whether err may have come after the database
+// received a statement, without its answer: not an error of the database
+// (which rolls the statement back), nor one pgx raised before it sent
+// anything.
+func answerLost(err error) bool {
+	var pgErr *pgconn.PgError
+	return !errors.As(err, &pgErr) && !pgconn.SafeToRetry(err)
 }
 
 // turn waits until no other append of this Log to tenant id's log is

@@ -96,8 +96,10 @@ func (p *Platform) Append(ctx context.Context, events ...Event) ([]Entry, error)
 	var w *written
 	for attempt := 0; ; attempt++ {
 		err = p.admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
-			var err error
-			w, err = writeBatch(ctx, tx, platformTable, mac, items, freshPlan)
+			b, err := lockedBatch(ctx, tx, platformTable, mac, items, freshPlan)
+			if err == nil {
+				w = &b.written
+			}
 			return err
 		})
 		if err == nil || attempt >= 5 || !lostRace(err) {

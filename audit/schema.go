@@ -118,8 +118,10 @@ COMMENT ON TABLE audit_log_writer IS 'tenancy/audit: writers of audit_log lock t
 // transaction ends), reads the head of the log, and inserts the entries
 // only if the head is the one the caller computed their chain from
 // (want_seq, want_mac: 0 and empty for an empty log). It returns whether
-// it inserted them, and the head after. A caller that does not know the
-// head passes -1 and no entries, and gets it. It runs with the caller's
+// it inserted them, whether the batch's last entry is in the log already
+// (an earlier attempt whose answer was lost got there: under the lock, an
+// attempt still on its way cannot insert it any more, since the head has
+// moved), and the head after. It runs with the caller's
 // privileges (the tenant's role: INSERT, and the lock, which needs UPDATE
 // on audit_log_writer), and plans each statement with the actual values
 // (a plan kept from when the log was empty would read the head with a
@@ -128,7 +130,7 @@ const appendFunctionSQL = `
 CREATE FUNCTION audit_log_append(want_seq bigint, want_mac bytea,
     in_seq bigint[], in_at timestamptz[], in_actor text[], in_action text[], in_resource text[], in_outcome text[],
     in_details text[], in_ip text[], in_agent text[], in_prev bytea[], in_mac bytea[])
-  RETURNS TABLE (appended boolean, head_seq bigint, head_mac bytea)
+  RETURNS TABLE (appended boolean, present boolean, head_seq bigint, head_mac bytea)
   LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan AS $f$
 DECLARE
   hs bigint;
@@ -143,15 +145,20 @@ BEGIN
     hs := 0;
     hm := ''::bytea;
   END IF;
-  IF hs IS DISTINCT FROM want_seq OR hm IS DISTINCT FROM want_mac OR COALESCE(cardinality(in_seq), 0) = 0 THEN
-    RETURN QUERY SELECT false, hs, hm;
+  IF COALESCE(cardinality(in_seq), 0) = 0 THEN
+    RETURN QUERY SELECT false, false, hs, hm;
+    RETURN;
+  END IF;
+  IF hs IS DISTINCT FROM want_seq OR hm IS DISTINCT FROM want_mac THEN
+    RETURN QUERY SELECT false,
+      EXISTS (SELECT 1 FROM audit_log l WHERE l.seq = in_seq[cardinality(in_seq)] AND l.mac = in_mac[cardinality(in_mac)]), hs, hm;
     RETURN;
   END IF;
   INSERT INTO audit_log (seq, at, actor, action, resource, outcome, details, source_ip, user_agent, prev_mac, mac)
     SELECT u.s, u.a, u.ac, u.act, u.r, u.o, u.d::jsonb, NULLIF(u.ip, '')::inet, u.ua, u.pm, u.m
       FROM unnest(in_seq, in_at, in_actor, in_action, in_resource, in_outcome, in_details, in_ip, in_agent, in_prev, in_mac)
         AS u(s, a, ac, act, r, o, d, ip, ua, pm, m);
-  RETURN QUERY SELECT true, in_seq[cardinality(in_seq)], in_mac[cardinality(in_mac)];
+  RETURN QUERY SELECT true, true, in_seq[cardinality(in_seq)], in_mac[cardinality(in_mac)];
 END
 $f$;
 `

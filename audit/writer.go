@@ -97,6 +97,10 @@ type queue struct {
 	urgent  bool   // write what waits now (Flush, Close, a full batch)
 	kick    chan struct{}
 	lastErr error // of the last failed attempt, for Flush's error
+	// prior is the batch of the first entries waiting that was sent but
+	// whose answer was lost: it is sent again as it was (only the
+	// flusher uses it).
+	prior *batch
 }
 
 // item is one entry waiting, and then its outcome.
@@ -263,6 +267,10 @@ func (w *Writer) flusher(q *queue) {
 		}
 		w.mu.Lock()
 		batch := q.items[:min(len(q.items), w.cfg.MaxBatch)]
+		if q.prior != nil {
+			// The batch whose answer was lost goes again as it was.
+			batch = q.items[:len(q.prior.macs)]
+		}
 		w.mu.Unlock()
 		if len(batch) == 0 {
 			continue
@@ -307,16 +315,26 @@ func (w *Writer) flusher(q *queue) {
 // writeItems writes batch (the first entries of q) and marks each done,
 // written or failed; it returns an error only for a transient failure,
 // which leaves every item of the batch to be tried again.
-func (w *Writer) writeItems(ctx context.Context, q *queue, batch []*item) error {
+func (w *Writer) writeItems(ctx context.Context, q *queue, items []*item) error {
+	batch := items
 	ps := make([]*prepared, len(batch))
 	for i, it := range batch {
 		ps[i] = it.p
 	}
-	wr, err := w.l.write(ctx, q.id, ps)
+	prior := q.prior
+	if prior != nil && len(prior.macs) != len(batch) {
+		prior = nil
+	}
+	q.prior = nil
+	wr, err := w.l.write(ctx, q.id, ps, prior)
+	var sent *sentError
 	switch {
 	case err == nil:
 		w.finish(q, batch, wr, nil)
 		return nil
+	case errors.As(err, &sent):
+		q.prior = sent.b
+		return err
 	case transient(err):
 		return err
 	case len(batch) > 1 && entryRefused(err):

@@ -208,3 +208,41 @@ func TestWriterReportsEntriesNotWritten(t *testing.T) {
 	err = e.log.Close(t.Context())
 	require.ErrorContains(t, err, "entries up to 9 have no checkpoint")
 }
+
+// TestResentBatchIsWrittenOnce: a batch whose answer was lost is sent
+// again as it was; whether the first sending got there or not, and
+// whether other entries came after it meanwhile, its entries are in the
+// log exactly once.
+func TestResentBatchIsWrittenOnce(t *testing.T) {
+	e := newEnv(t, "standard")
+	id, ctx := e.newTenant(t, "resend")
+	e.appendN(t, ctx, 2, 2)
+	ev := []audit.Event{{Actor: "a", Action: "once", Outcome: audit.OutcomeSuccess}, {Actor: "a", Action: "once", Outcome: audit.OutcomeSuccess}}
+	others := func() {
+		_, err := e.log.Append(ctx, audit.Event{Actor: "b", Action: "other", Outcome: audit.OutcomeSuccess})
+		require.NoError(t, err)
+	}
+	// It got there; nothing came after.
+	first, err := audit.ResendLost(ctx, e.log, ev, true, func() {})
+	require.NoError(t, err)
+	require.Equal(t, int64(3), first)
+	// It got there; another entry came after it.
+	first, err = audit.ResendLost(ctx, e.log, ev, true, others)
+	require.NoError(t, err)
+	require.Equal(t, int64(5), first)
+	// It never got there; another entry took its place: written after it.
+	first, err = audit.ResendLost(ctx, e.log, ev, false, others)
+	require.NoError(t, err)
+	require.Equal(t, int64(9), first)
+	// It never got there; nothing changed: written where it was meant to be.
+	first, err = audit.ResendLost(ctx, e.log, ev, false, func() {})
+	require.NoError(t, err)
+	require.Equal(t, int64(11), first)
+	require.Equal(t, int64(12), e.count(t, id))
+	c, table := e.superuser(t, id)
+	var once int64
+	require.NoError(t, c.QueryRow(t.Context(), `SELECT count(*) FROM `+table+` WHERE action = 'once'`).Scan(&once))
+	require.Equal(t, int64(8), once, "four batches of two, each once")
+	_, err = e.log.Verify(ctx)
+	require.NoError(t, err)
+}
