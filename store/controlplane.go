@@ -81,6 +81,43 @@ var controlPlaneSteps = []func(ctx context.Context, tx pgx.Tx) error{
 				PRIMARY KEY (tenant_id, version))`,
 		)
 	},
+	// 5: package blob's records (see blobs.go): each tenant's object
+	// storage usage, the holds of changes in progress, per-tenant quota
+	// overrides, and the bucket of a tenant that has one of its own. The
+	// rows of a tenant go with its directory entry.
+	func(ctx context.Context, tx pgx.Tx) error {
+		return execAll(ctx, tx,
+			`CREATE TABLE tenancy.blob_usage (
+				tenant_id       text COLLATE "C" PRIMARY KEY REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
+				bytes           bigint NOT NULL DEFAULT 0 CHECK (bytes >= 0),
+				objects         bigint NOT NULL DEFAULT 0 CHECK (objects >= 0),
+				stale           boolean NOT NULL DEFAULT false,
+				reconcile_token bigint,
+				reconcile_until timestamptz,
+				reconciled_at   timestamptz,
+				updated_at      timestamptz NOT NULL DEFAULT now())`,
+			`CREATE TABLE tenancy.blob_holds (
+				id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+				tenant_id  text COLLATE "C" NOT NULL REFERENCES tenancy.blob_usage (tenant_id) ON DELETE CASCADE,
+				object_key text COLLATE "C" NOT NULL CHECK (object_key <> ''),
+				state      text COLLATE "C" NOT NULL CHECK (state IN ('held', 'reserved', 'orphan')),
+				bytes      bigint NOT NULL DEFAULT 0,
+				objects    bigint NOT NULL DEFAULT 0,
+				created_at timestamptz NOT NULL DEFAULT now(),
+				expires_at timestamptz NOT NULL)`,
+			`CREATE UNIQUE INDEX blob_holds_live_key ON tenancy.blob_holds (tenant_id, object_key) WHERE state IN ('held', 'reserved')`,
+			`CREATE INDEX blob_holds_tenant ON tenancy.blob_holds (tenant_id, state)`,
+			`CREATE TABLE tenancy.blob_quotas (
+				tenant_id   text COLLATE "C" PRIMARY KEY REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
+				max_bytes   bigint NOT NULL CHECK (max_bytes >= -1),
+				max_objects bigint NOT NULL CHECK (max_objects >= -1),
+				updated_at  timestamptz NOT NULL DEFAULT now())`,
+			`CREATE TABLE tenancy.tenant_buckets (
+				tenant_id  text COLLATE "C" PRIMARY KEY REFERENCES tenancy.tenants (id) ON DELETE CASCADE,
+				url        text NOT NULL CHECK (url <> '' AND length(url) <= 2048),
+				updated_at timestamptz NOT NULL DEFAULT now())`,
+		)
+	},
 }
 
 // idCheck is the SQL check of a tenant ID column: tenant.ParseID's
