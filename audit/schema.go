@@ -45,12 +45,13 @@ CREATE TRIGGER audit_refuse_update_delete BEFORE UPDATE OR DELETE ON $TABLE
 CREATE TRIGGER audit_refuse_truncate BEFORE TRUNCATE ON $TABLE
   FOR EACH STATEMENT EXECUTE FUNCTION $FN_refuse();
 
-CREATE FUNCTION $FN_check_chain() RETURNS trigger LANGUAGE plpgsql $SETPATH SET plan_cache_mode = force_custom_plan AS $f$
+CREATE FUNCTION $FN_check_chain() RETURNS trigger LANGUAGE plpgsql $SETPATH AS $f$
 DECLARE
   n bigint;
   lo bigint;
   hi bigint;
   first_prev bytea;
+  linked boolean := true;
 BEGIN
   SELECT count(*), min(a.seq), max(a.seq) INTO n, lo, hi FROM added a;
   IF n = 0 THEN
@@ -66,7 +67,11 @@ BEGIN
     IF length(first_prev) <> 0 THEN
       RAISE EXCEPTION 'tenancy: audit entry 1 must have an empty prev_mac' USING ERRCODE = 'TN001';
     END IF;
-  ELSIF NOT EXISTS (SELECT 1 FROM $TABLE p WHERE p.seq = lo - 1 AND p.mac = first_prev) THEN
+  -- (EXECUTE: planned each time, with the log as it is now.)
+  ELSE
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM $TABLE p WHERE p.seq = $1 AND p.mac = $2)' INTO linked USING lo - 1, first_prev;
+  END IF;
+  IF NOT linked THEN
     RAISE EXCEPTION 'tenancy: audit entry % does not follow the last entry of the log', lo USING ERRCODE = 'TN001';
   END IF;
   RETURN NULL;
@@ -131,15 +136,17 @@ CREATE FUNCTION audit_log_append(want_seq bigint, want_mac bytea,
     in_seq bigint[], in_at timestamptz[], in_actor text[], in_action text[], in_resource text[], in_outcome text[],
     in_details text[], in_ip text[], in_agent text[], in_prev bytea[], in_mac bytea[])
   RETURNS TABLE (appended boolean, present boolean, head_seq bigint, head_mac bytea)
-  LANGUAGE plpgsql SET search_path FROM CURRENT SET plan_cache_mode = force_custom_plan AS $f$
+  LANGUAGE plpgsql SET search_path FROM CURRENT AS $f$
 DECLARE
   hs bigint;
   hm bytea;
 BEGIN
   LOCK TABLE audit_log_writer IN EXCLUSIVE MODE;
-  SELECT l.seq, l.mac INTO hs, hm FROM audit_log l WHERE l.seq >= GREATEST(want_seq, 0) ORDER BY l.seq DESC LIMIT 1;
-  IF NOT FOUND AND want_seq > 0 THEN
-    SELECT l.seq, l.mac INTO hs, hm FROM audit_log l WHERE l.seq >= 0 ORDER BY l.seq DESC LIMIT 1;
+  -- EXECUTE plans the head's query each time, with the log as it is now.
+  EXECUTE 'SELECT l.seq, l.mac FROM audit_log l WHERE l.seq >= $1 ORDER BY l.seq DESC LIMIT 1'
+    INTO hs, hm USING GREATEST(want_seq, 0);
+  IF hs IS NULL AND want_seq > 0 THEN
+    EXECUTE 'SELECT l.seq, l.mac FROM audit_log l ORDER BY l.seq DESC LIMIT 1' INTO hs, hm;
   END IF;
   IF hs IS NULL THEN
     hs := 0;

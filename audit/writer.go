@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -98,8 +99,7 @@ type queue struct {
 	kick    chan struct{}
 	lastErr error // of the last failed attempt, for Flush's error
 	// prior is the batch of the first entries waiting that was sent but
-	// whose answer was lost: it is sent again as it was (only the
-	// flusher uses it).
+	// whose answer was lost: it is sent again as it was.
 	prior *batch
 }
 
@@ -242,11 +242,14 @@ func (q *queue) poke() {
 }
 
 // flusher writes the entries of q until none wait; then it ends (Append
-// starts another).
+// starts another). While a batch is on its way to the database, it
+// computes the chain of the next one, on the assumption that the batch
+// on its way will be written (if not, that chain is computed again).
 func (w *Writer) flusher(q *queue) {
 	defer w.wg.Done()
 	ctx := tenant.NewContext(w.ctx, q.id)
 	retry := time.Duration(0)
+	var next *batch // the chain of the first entries waiting, computed ahead
 	for {
 		w.mu.Lock()
 		if len(q.items) == 0 || w.ctx.Err() != nil {
@@ -254,7 +257,7 @@ func (w *Writer) flusher(q *queue) {
 			w.mu.Unlock()
 			return
 		}
-		wait := len(q.items) < w.cfg.MaxBatch && !q.urgent && !w.closed && w.cfg.FlushDelay > 0 && retry == 0
+		wait := len(q.items) < w.cfg.MaxBatch && !q.urgent && !w.closed && w.cfg.FlushDelay > 0 && retry == 0 && next == nil
 		w.mu.Unlock()
 		if wait {
 			t := time.NewTimer(w.cfg.FlushDelay)
@@ -267,21 +270,40 @@ func (w *Writer) flusher(q *queue) {
 		}
 		w.mu.Lock()
 		batch := q.items[:min(len(q.items), w.cfg.MaxBatch)]
-		if q.prior != nil {
+		prior := next
+		switch {
+		case q.prior != nil:
 			// The batch whose answer was lost goes again as it was.
-			batch = q.items[:len(q.prior.macs)]
+			batch, prior = q.items[:len(q.prior.macs)], q.prior
+		case next != nil:
+			batch = q.items[:len(next.macs)]
 		}
+		q.prior, next = nil, nil
 		w.mu.Unlock()
-		if len(batch) == 0 {
-			continue
+		if prior == nil {
+			prior = w.chainAhead(ctx, q.id, batch, w.l.knownHead)
 		}
-		err := w.writeItems(ctx, q, batch)
+		done := make(chan error, 1)
+		go func() { done <- w.writeItems(ctx, q, batch, prior) }()
+		if prior != nil {
+			w.mu.Lock()
+			rest := q.items[len(batch):min(len(q.items), len(batch)+w.cfg.MaxBatch)]
+			w.mu.Unlock()
+			if len(rest) > 0 {
+				seq, mac := prior.last()
+				next = w.chainAhead(ctx, q.id, rest, func(tenant.ID) (int64, []byte) { return seq, mac })
+			}
+		}
+		err := <-done
 		w.mu.Lock()
 		// Drop what is done (all of the batch, or the part written before
 		// a transient failure while it was being split).
 		n := 0
 		for n < len(q.items) && q.items[n].done {
 			n++
+		}
+		if n != len(batch) || !batch[len(batch)-1].done || prior == nil || !bytes.Equal(batch[len(batch)-1].mac, prior.macs[len(prior.macs)-1]) {
+			next = nil // the batch was not written as computed: neither is the next
 		}
 		q.items = q.items[n:]
 		if len(q.items) == 0 {
@@ -312,20 +334,40 @@ func (w *Writer) flusher(q *queue) {
 	}
 }
 
+// chainAhead computes the chain of items after the head that head gives,
+// or returns nil if it knows none or cannot (the Log then works it out).
+func (w *Writer) chainAhead(ctx context.Context, id tenant.ID, items []*item, head func(tenant.ID) (int64, []byte)) *batch {
+	seq, prev := head(id)
+	if seq < 0 {
+		return nil
+	}
+	mac, err := w.l.keys.MAC(ctx)
+	if err != nil {
+		return nil
+	}
+	ps := make([]*prepared, len(items))
+	for i, it := range items {
+		ps[i] = it.p
+	}
+	b, err := chain(ps, seq, prev, mac)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
 // writeItems writes batch (the first entries of q) and marks each done,
 // written or failed; it returns an error only for a transient failure,
-// which leaves every item of the batch to be tried again.
-func (w *Writer) writeItems(ctx context.Context, q *queue, items []*item) error {
-	batch := items
+// which leaves every item of the batch to be tried again. prior, if it
+// is the chain of exactly these entries, is sent as it is (see Log.write).
+func (w *Writer) writeItems(ctx context.Context, q *queue, batch []*item, prior *batch) error {
 	ps := make([]*prepared, len(batch))
 	for i, it := range batch {
 		ps[i] = it.p
 	}
-	prior := q.prior
 	if prior != nil && len(prior.macs) != len(batch) {
 		prior = nil
 	}
-	q.prior = nil
 	wr, err := w.l.write(ctx, q.id, ps, prior)
 	var sent *sentError
 	switch {
@@ -333,7 +375,9 @@ func (w *Writer) writeItems(ctx context.Context, q *queue, items []*item) error 
 		w.finish(q, batch, wr, nil)
 		return nil
 	case errors.As(err, &sent):
+		w.mu.Lock()
 		q.prior = sent.b
+		w.mu.Unlock()
 		return err
 	case transient(err):
 		return err
@@ -341,10 +385,10 @@ func (w *Writer) writeItems(ctx context.Context, q *queue, items []*item) error 
 		// PostgreSQL refused something in the batch: find the entry in
 		// halves, writing the others.
 		half := len(batch) / 2
-		if err := w.writeItems(ctx, q, batch[:half]); err != nil {
+		if err := w.writeItems(ctx, q, batch[:half], nil); err != nil {
 			return err
 		}
-		return w.writeItems(ctx, q, batch[half:])
+		return w.writeItems(ctx, q, batch[half:], nil)
 	default:
 		w.finish(q, batch, nil, fmt.Errorf("audit: %w: tenant %s: %w", ErrNotWritten, q.id, err))
 		return nil
