@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
+	"time"
 
 	gcblob "gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
@@ -29,8 +31,15 @@ func TenantPrefix(id tenant.ID) string { return rootPrefix + id.String() + "/" }
 // view ([Buckets.For]). It is safe for concurrent use. Never hand the
 // bucket it was made from to tenant code: that one reaches every tenant.
 type Buckets struct {
-	raw  *gcblob.Bucket
-	keys *keys.Manager // nil only WithoutEncryption
+	raw   *gcblob.Bucket
+	keys  *keys.Manager // nil only WithoutEncryption
+	quota *Quotas       // nil: no quotas
+	dir   TenantBuckets // nil: every tenant's objects are in raw
+
+	mu     sync.Mutex // guards own, closed and pruned
+	own    map[tenant.ID]*ownBucket
+	closed bool
+	pruned time.Time // when own was last swept of expired entries
 }
 
 // Option configures [Open] and [New].
@@ -38,6 +47,8 @@ type Option interface{ apply(*config) }
 
 type config struct {
 	plaintext bool
+	quotas    *Quotas
+	dir       TenantBuckets
 }
 
 type optionFunc func(*config)
@@ -70,7 +81,8 @@ func Open(ctx context.Context, urlstr string, km *keys.Manager, opts ...Option) 
 
 // New returns [Buckets] over raw, a bucket opened already (by a driver's
 // own constructor, such as s3blob.OpenBucket with a client of its own).
-// Buckets.Close closes raw. km is as for [Open].
+// Buckets.Close closes raw. km is as for [Open]. It fails on invalid
+// [Quotas].
 func New(raw *gcblob.Bucket, km *keys.Manager, opts ...Option) (*Buckets, error) {
 	if raw == nil {
 		return nil, errors.New("blob: New: nil bucket")
@@ -82,7 +94,12 @@ func New(raw *gcblob.Bucket, km *keys.Manager, opts ...Option) (*Buckets, error)
 	for _, o := range opts {
 		o.apply(&c)
 	}
-	b := &Buckets{raw: raw}
+	if c.quotas != nil {
+		if err := c.quotas.validate(); err != nil {
+			return nil, err
+		}
+	}
+	b := &Buckets{raw: raw, quota: c.quotas, dir: c.dir, own: map[tenant.ID]*ownBucket{}}
 	if !c.plaintext {
 		b.keys = km
 	}
@@ -104,9 +121,12 @@ func checkKeys(km *keys.Manager, opts []Option) error {
 // bucket whose keys are under the tenant's prefix ([TenantPrefix]), every
 // key validated ([ValidateKey]) and every object encrypted with the
 // tenant's stream cipher. Without a tenant in ctx, it returns an error
-// wrapping tenant.ErrNoTenant.
+// wrapping tenant.ErrNoTenant. With [WithTenantBuckets], the bucket is
+// the tenant's own if it has one (under the same prefix there), else the
+// platform's.
 //
-// The view is cheap: get one per request or job. Its calls may take a
+// The view is cheap: get one per request or job (the first For of a
+// tenant with [WithTenantBuckets] looks its bucket up, and opens it). Its calls may take a
 // context without a tenant (the view's is used), but not one of another
 // tenant (an error wrapping tenant.ErrCrossTenant, code PermissionDenied).
 // Closing it releases nothing shared. The view offers no As (nothing of
@@ -117,12 +137,30 @@ func (b *Buckets) For(ctx context.Context) (*gcblob.Bucket, error) {
 	if err != nil {
 		return nil, err
 	}
-	return gcblob.NewBucket(&tenantBucket{raw: b.raw, id: id, prefix: TenantPrefix(id), keys: b.keys}), nil
+	tb, err := b.driver(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("blob: For: %w", err)
+	}
+	return gcblob.NewBucket(tb), nil
 }
 
-// Close closes the platform's bucket. Views from For fail after it.
+// driver returns the driver of the view of tenant id.
+func (b *Buckets) driver(ctx context.Context, id tenant.ID) (*tenantBucket, error) {
+	raw, err := b.bucketOf(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &tenantBucket{raw: raw, id: id, prefix: TenantPrefix(id), keys: b.keys, quota: b.quota}, nil
+}
+
+// Close closes the platform's bucket and the tenants' own buckets it
+// opened. Views from For fail after it.
 func (b *Buckets) Close() error {
+	errs := b.closeOwn()
 	if err := b.raw.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("blob: close: %w", err)
 	}
 	return nil
@@ -155,9 +193,11 @@ const (
 // purgeDeleted, if set (by tests), is called after each deletion of Purge.
 var purgeDeleted func(key string)
 
-// Purge deletes every object under the prefix of tenant id, whatever its
-// key (objects no view would name included), a page at a time, then
-// checks that the prefix lists empty. It is resumable: run again after an
+// Purge deletes every object under the prefix of tenant id (in its own
+// bucket if it has one), whatever its key (objects no view would name
+// included), a page at a time, then checks that the prefix lists empty;
+// with [WithQuotas], it then records the tenant's usage as nothing
+// ([Buckets.Reconcile]). It is resumable: run again after an
 // interruption (an error, a cancelled context, a crash), it deletes what
 // is left. Objects deleted by someone else meanwhile are not an error.
 // It is an operation of the platform (deprovisioning), not of the tenant:
@@ -172,13 +212,17 @@ func (b *Buckets) Purge(ctx context.Context, id tenant.ID) (PurgeResult, error) 
 		return res, fmt.Errorf("blob: Purge: %w: zero tenant ID", tenant.ErrInvalidID)
 	}
 	prefix := TenantPrefix(id)
+	raw, err := b.bucketOf(ctx, id)
+	if err != nil {
+		return res, fmt.Errorf("blob: Purge tenant %s: %w", id, err)
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("blob: Purge tenant %s: %w", id, err)
 		}
 		// Always the first page: what was deleted is no longer listed, so
 		// this needs no page token that a deletion could invalidate.
-		objs, _, err := b.raw.ListPage(ctx, gcblob.FirstPageToken, purgePageSize, &gcblob.ListOptions{Prefix: prefix})
+		objs, _, err := raw.ListPage(ctx, gcblob.FirstPageToken, purgePageSize, &gcblob.ListOptions{Prefix: prefix})
 		if err != nil && !errors.Is(err, io.EOF) {
 			return res, fmt.Errorf("blob: Purge tenant %s: list: %w", id, err)
 		}
@@ -186,24 +230,30 @@ func (b *Buckets) Purge(ctx context.Context, id tenant.ID) (PurgeResult, error) 
 		if len(objs) == 0 {
 			break
 		}
-		n, err := b.deleteAll(ctx, prefix, objs)
+		n, err := deleteAll(ctx, raw, prefix, objs)
 		res.Deleted += n
 		if err != nil {
 			return res, fmt.Errorf("blob: Purge tenant %s: %w", id, err)
 		}
 	}
-	objs, _, err := b.raw.ListPage(ctx, gcblob.FirstPageToken, 1, &gcblob.ListOptions{Prefix: prefix})
+	objs, _, err := raw.ListPage(ctx, gcblob.FirstPageToken, 1, &gcblob.ListOptions{Prefix: prefix})
 	if err != nil && !errors.Is(err, io.EOF) {
 		return res, fmt.Errorf("blob: Purge tenant %s: verify: %w", id, err)
 	}
 	if len(objs) > 0 {
 		return res, fmt.Errorf("blob: Purge tenant %s: %w", id, ErrNotEmpty)
 	}
+	if b.quota != nil {
+		if _, err := b.Reconcile(ctx, id); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
 }
 
-// deleteAll deletes objs, a few at a time, and returns how many it deleted.
-func (b *Buckets) deleteAll(ctx context.Context, prefix string, objs []*gcblob.ListObject) (int, error) {
+// deleteAll deletes objs from raw, a few at a time, and returns how many
+// it deleted.
+func deleteAll(ctx context.Context, raw *gcblob.Bucket, prefix string, objs []*gcblob.ListObject) (int, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(purgeParallel)
 	deleted := make([]bool, len(objs))
@@ -215,7 +265,7 @@ func (b *Buckets) deleteAll(ctx context.Context, prefix string, objs []*gcblob.L
 			if err := gctx.Err(); err != nil {
 				return err // interrupted: what is left is for the next run
 			}
-			err := b.raw.Delete(gctx, o.Key)
+			err := raw.Delete(gctx, o.Key)
 			switch {
 			case err == nil:
 				deleted[i] = true

@@ -67,8 +67,9 @@
 // # Purge
 //
 // [Buckets.Purge] deletes every object under a tenant's prefix, a page at a
-// time, and then checks that nothing is listed there; it resumes where an
-// interrupted run stopped. Deprovisioning runs it beside keys.Manager.Shred,
+// time, and then checks that nothing is listed there (and, with quotas,
+// records the tenant's usage as nothing); it resumes where an interrupted
+// run stopped. Deprovisioning runs it beside keys.Manager.Shred,
 // which makes any copy of the tenant's objects left elsewhere (backups,
 // versions) unreadable.
 //
@@ -86,6 +87,8 @@
 //     tenant or key, tampered with, cut, or not written encrypted by a view
 //     (Internal); keys.ErrKeyDestroyed: the tenant was shredded
 //     (FailedPrecondition);
+//   - [ErrQuotaExceeded] ([*QuotaError]): a write, copy or overwrite past
+//     a tenant's quota (ResourceExhausted);
 //   - [ErrNotEmpty]: Purge found objects left after deleting.
 //
 // # Security
@@ -100,13 +103,40 @@
 // platform's bucket, from which the Buckets is made, reaches every tenant:
 // never hand it to tenant code.
 //
-// # Quotas and placement
+// # Quotas
 //
-// Byte and object quotas are accounted in the control plane, not here; a
-// writer's Close, which knows the object's size before it commits the
-// object (and aborts the write otherwise), is where a quota check fits. An
-// enterprise tenant's bucket of its own is a placement recorded in the
-// control plane: open a Buckets on its URL; objects need no re-encryption
-// to move there, their associated data being the key relative to the
-// tenant's prefix.
+// [WithQuotas] limits each tenant's bytes (as stored) and objects: per
+// tier ([Quotas.Tiers], from [DefaultQuotas]), or per tenant where the
+// control plane records limits of its own (store.Admin.SetBlobQuota).
+// Usage is accounted in the control plane ([UsageStore]: store.DB.Blobs),
+// never in memory, so that it holds across processes. A write counts at
+// Close, which knows the object's size before it commits the object: it
+// holds the object's key (writes of one key wait their turn), reads what
+// the key takes now, reserves the difference within the limits, commits,
+// then records what it did. A write that would pass a limit fails with a
+// [*QuotaError] (errors.Is [ErrQuotaExceeded]) and the upload is
+// aborted: nothing is stored. An overwrite counts the difference in size,
+// a copy what it adds, a delete frees; what adds nothing is never refused,
+// even over the limits (a limit lowered below usage). A stream far past
+// what is left is refused while it is written, not only at its end. The
+// declared size of a request (Content-Length) plays no part: what is
+// counted is what is stored.
+//
+// A process killed between reserving and recording leaves its reservation
+// counted (usage may be too high, never too low), and its key free once
+// [Quotas.Lease] has passed. [Buckets.Reconcile] recounts the tenant's
+// prefix in storage, records it and drops such reservations; Usage
+// reports NeedsReconcile when one is due. Objects written or deleted past
+// the views (by a storage admin) are counted only by Reconcile.
+//
+// # Tenants' own buckets
+//
+// [WithTenantBuckets] keeps the objects of a tenant given a bucket of its
+// own (an enterprise or government tenant; store.Admin.SetTenantBucket
+// records its URL beside its placement) in that bucket, under the same
+// prefix tenants/<id>/, so that a URL naming the platform's bucket by
+// mistake still keeps tenants apart. For, Purge and Reconcile use it; it
+// is opened once and closed by [Buckets.Close]. Objects need no
+// re-encryption to move between buckets: their associated data is the key
+// relative to the tenant's prefix.
 package blob

@@ -14,6 +14,7 @@ import (
 	"gocloud.dev/gcerrors"
 
 	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
@@ -27,6 +28,7 @@ type tenantBucket struct {
 	id     tenant.ID
 	prefix string        // "tenants/<id>/"
 	keys   *keys.Manager // nil: objects are stored as written (WithoutEncryption)
+	quota  *Quotas       // nil: no quotas
 }
 
 var _ driver.Bucket = (*tenantBucket)(nil)
@@ -54,6 +56,8 @@ func (b *tenantBucket) ErrorCode(err error) gcerrors.ErrorCode {
 		return gcerrors.FailedPrecondition
 	case errors.Is(err, keys.ErrDecrypt):
 		return gcerrors.Internal
+	case errors.Is(err, ErrQuotaExceeded):
+		return gcerrors.ResourceExhausted
 	case errors.Is(err, context.Canceled):
 		return gcerrors.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -319,7 +323,10 @@ func (b *tenantBucket) NewTypedWriter(ctx context.Context, key, contentType stri
 	}
 	if b.keys == nil {
 		wo.ContentMD5 = opts.ContentMD5
-		return b.raw.NewWriter(ctx, b.prefix+key, wo)
+		if b.quota == nil {
+			return b.raw.NewWriter(ctx, b.prefix+key, wo)
+		}
+		return b.newWriter(ctx, key, wo, nil)
 	}
 	return b.newEncryptingWriter(ctx, key, wo)
 }
@@ -336,33 +343,50 @@ func (b *tenantBucket) newEncryptingWriter(ctx context.Context, key string, wo *
 	}
 	md[formatKey] = formatV1
 	wo.Metadata = md
+	return b.newWriter(ctx, key, wo, func(w io.Writer) (io.WriteCloser, error) {
+		return sa.NewEncryptingWriter(w, associatedData(key))
+	})
+}
+
+// newWriter opens the writer of object key, encrypted with the writer
+// that encrypt returns (nil: stored as written).
+func (b *tenantBucket) newWriter(ctx context.Context, key string, wo *gcblob.WriterOptions, encrypt func(io.Writer) (io.WriteCloser, error)) (*writer, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	raw, err := b.raw.NewWriter(ctx, b.prefix+key, wo)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	w := &writer{raw: raw, cancel: cancel, key: key}
+	w := &writer{b: b, ctx: ctx, raw: raw, cancel: cancel, key: key}
 	w.count.w = raw
-	w.enc, err = sa.NewEncryptingWriter(&w.count, associatedData(key))
-	if err != nil {
-		w.abort()
-		return nil, err
+	if b.quota != nil {
+		w.nextCheck = quotaCheckFrom
+	}
+	if encrypt != nil {
+		if w.enc, err = encrypt(&w.count); err != nil {
+			w.abort()
+			return nil, err
+		}
 	}
 	return w, nil
 }
 
-// writer writes an encrypted object: the plaintext goes through the
-// tenant's stream cipher into the platform's writer. Nothing is stored
-// unless Close succeeds: an error aborts the platform's write.
+// writer writes an object: the plaintext goes through the tenant's stream
+// cipher (unless WithoutEncryption) into the platform's writer. Nothing is
+// stored unless Close succeeds: an error aborts the platform's write.
+// With quotas, Close commits the object only within the tenant's quota,
+// and Write checks, as the object grows, that it may still fit.
 type writer struct {
-	raw    *gcblob.Writer
-	cancel context.CancelFunc // aborts raw's write
-	enc    io.WriteCloser
-	count  countingWriter // the ciphertext, into raw
-	n      int64          // plaintext bytes written
-	key    string
-	err    error // the first error of Write
+	b         *tenantBucket
+	ctx       context.Context // raw's, carrying the tenant
+	raw       *gcblob.Writer
+	cancel    context.CancelFunc // aborts raw's write
+	enc       io.WriteCloser     // nil: stored as written
+	count     countingWriter     // the stored bytes, into raw
+	n         int64              // plaintext bytes written
+	key       string
+	err       error // the first error of Write
+	nextCheck int64 // the stored size at which Write next checks the quota; 0: never
 }
 
 // Write implements io.Writer.
@@ -370,8 +394,18 @@ func (w *writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	n, err := w.enc.Write(p)
+	var n int
+	var err error
+	if w.enc != nil {
+		n, err = w.enc.Write(p)
+	} else {
+		n, err = w.count.Write(p)
+	}
 	w.n += int64(n)
+	if err == nil && w.nextCheck > 0 && w.count.n >= w.nextCheck {
+		w.nextCheck = 2 * w.count.n
+		err = w.checkQuota()
+	}
 	if err != nil {
 		w.err = err
 	}
@@ -379,22 +413,44 @@ func (w *writer) Write(p []byte) (int, error) {
 }
 
 // Close implements io.Closer: it writes the last segment and commits the
-// object, or aborts the write and stores nothing.
+// object (within the tenant's quota), or aborts the write and stores
+// nothing.
 func (w *writer) Close() error {
 	if w.err != nil {
 		w.abort()
 		return w.err
 	}
-	if err := w.enc.Close(); err != nil {
-		w.abort()
+	if w.enc != nil {
+		if err := w.enc.Close(); err != nil {
+			w.abort()
+			return err
+		}
+		if want := ciphertextSize(w.n); w.count.n != want {
+			// Never store an object whose plaintext size would be misreported.
+			w.abort()
+			return &codedError{gcerrors.Internal, fmt.Errorf("object %s: the stream cipher wrote %d bytes for %d, not the %d of format %s", displayKey(w.key), w.count.n, w.n, want, formatV1)}
+		}
+	}
+	if w.b.quota == nil {
+		err := w.raw.Close()
+		w.cancel()
 		return err
 	}
-	if want := ciphertextSize(w.n); w.count.n != want {
-		// Never store an object whose plaintext size would be misreported.
+	committing := false
+	err := w.b.change(w.ctx, w.key, store.BlobUsage{Bytes: w.count.n, Objects: 1}, func(context.Context) error {
+		committing = true
+		if quotaHook != nil {
+			quotaHook("reserved")
+		}
+		err := w.raw.Close()
+		if quotaHook != nil && err == nil {
+			quotaHook("committed")
+		}
+		return err
+	})
+	if !committing {
 		w.abort()
-		return &codedError{gcerrors.Internal, fmt.Errorf("object %s: the stream cipher wrote %d bytes for %d, not the %d of format %s", displayKey(w.key), w.count.n, w.n, want, formatV1)}
 	}
-	err := w.raw.Close()
 	w.cancel()
 	return err
 }
@@ -435,7 +491,19 @@ func (b *tenantBucket) Copy(ctx context.Context, dstKey, srcKey string, opts *dr
 		}
 	}
 	if b.keys == nil {
-		return b.raw.Copy(ctx, b.prefix+dstKey, b.prefix+srcKey, nil)
+		if b.quota == nil {
+			return b.raw.Copy(ctx, b.prefix+dstKey, b.prefix+srcKey, nil)
+		}
+		src, err := b.stat(ctx, srcKey)
+		if err != nil {
+			return err
+		}
+		if src.Objects == 0 {
+			return &codedError{gcerrors.NotFound, fmt.Errorf("object %s not found", displayKey(srcKey))}
+		}
+		return b.change(ctx, dstKey, src, func(ctx context.Context) error {
+			return b.raw.Copy(ctx, b.prefix+dstKey, b.prefix+srcKey, nil)
+		})
 	}
 	a, err := b.Attributes(ctx, srcKey)
 	if err != nil {
@@ -471,7 +539,13 @@ func (b *tenantBucket) Delete(ctx context.Context, key string, opts *driver.Dele
 	if err != nil {
 		return err
 	}
-	return b.raw.DeleteWithOptions(ctx, b.prefix+key, &gcblob.DeleteOptions{BeforeDelete: hook(opts.BeforeDelete)})
+	del := func(ctx context.Context) error {
+		return b.raw.DeleteWithOptions(ctx, b.prefix+key, &gcblob.DeleteOptions{BeforeDelete: hook(opts.BeforeDelete)})
+	}
+	if b.quota == nil {
+		return del(ctx)
+	}
+	return b.change(ctx, key, store.BlobUsage{}, del)
 }
 
 // errSignedURL is the error of SignedURL.

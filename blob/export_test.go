@@ -2,6 +2,9 @@ package blob
 
 import (
 	"context"
+	"sync/atomic"
+
+	gcblob "gocloud.dev/blob"
 
 	"gocloud.dev/blob/driver"
 
@@ -28,5 +31,24 @@ func (b *Buckets) TenantDriver(ctx context.Context) (driver.Bucket, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tenantBucket{raw: b.raw, id: id, prefix: TenantPrefix(id), keys: b.keys}, nil
+	return b.driver(ctx, id)
+}
+
+// SetQuotaHook makes a write within its quota call f with "reserved"
+// before it commits its object and "committed" after, until restore.
+func SetQuotaHook(f func(stage string)) (restore func()) {
+	old := quotaHook
+	quotaHook = f
+	return func() { quotaHook = old }
+}
+
+// CountTenantBucketOpens makes *n count the opening of tenants' buckets,
+// until restore.
+func CountTenantBucketOpens(n *atomic.Int64) (restore func()) {
+	old := openTenantBucket
+	openTenantBucket = func(ctx context.Context, u string) (*gcblob.Bucket, error) {
+		n.Add(1)
+		return old(ctx, u)
+	}
+	return func() { openTenantBucket = old }
 }
