@@ -13,9 +13,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// MAC computes and verifies the tags of one log's chain: a *keys.MAC (from
-// keys.Manager.MAC, bound to its tenant) is one.
-type MAC interface {
+// macer computes and verifies the tags of one log's chain: a *keys.MAC
+// (from keys.Manager.MAC, bound to its tenant) is one.
+type macer interface {
 	ComputeMAC(data []byte) ([]byte, error)
 	Verifier
 }
@@ -99,7 +99,7 @@ func (b *batch) args() []any {
 
 // chain computes the entries of items with mac, the first numbered
 // head+1 after an entry whose MAC is headMAC.
-func chain(items []*prepared, head int64, headMAC []byte, mac MAC) (*batch, error) {
+func chain(items []*prepared, head int64, headMAC []byte, mac macer) (*batch, error) {
 	n := len(items)
 	if head+int64(n) > maxSeq {
 		return nil, fmt.Errorf("the log is full: sequence numbers end at %d", int64(maxSeq))
@@ -135,7 +135,7 @@ func chain(items []*prepared, head int64, headMAC []byte, mac MAC) (*batch, erro
 // fresh are the arguments that make q plan a statement afresh (see
 // freshPlan). It returns the batch once it is sent, with the error of the
 // INSERT if any.
-func lockedBatch(ctx context.Context, q querier, t table, mac MAC, items []*prepared, fresh []any) (*batch, error) {
+func lockedBatch(ctx context.Context, q querier, t table, mac macer, items []*prepared, fresh []any) (*batch, error) {
 	if _, err := q.Exec(ctx, t.lock); err != nil {
 		return nil, err
 	}

@@ -30,7 +30,8 @@ func (o Outcome) Valid() bool {
 	return o == OutcomeSuccess || o == OutcomeFailure || o == OutcomeDenied
 }
 
-// Limits on the fields of an [Event], in bytes.
+// Limits on the fields of an [Event]: sizes in bytes, and the nesting of
+// Details.
 const (
 	MaxActor     = 256
 	MaxAction    = 128

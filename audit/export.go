@@ -63,7 +63,7 @@ const macDescription = "HMAC-SHA256 (Tink, 5-byte key prefix) of the tenant's au
 
 // export writes log as JSON Lines: a header, the checkpoints, the entries
 // scan gives, and a trailer MAC'd with mac.
-func export(w io.Writer, log string, mac MAC, cps []Checkpoint, scan func(fn func(*Entry) error) error) (int64, error) {
+func export(w io.Writer, log string, mac macer, cps []Checkpoint, scan func(fn func(*Entry) error) error) (int64, error) {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	enc := json.NewEncoder(bw)
 	enc.SetEscapeHTML(false)

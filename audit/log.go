@@ -102,7 +102,10 @@ func New(cfg Config) (*Log, error) {
 
 // Append writes events to the log of the tenant in ctx, in one
 // transaction, as consecutive entries, and returns them. Either all are
-// written or none. It validates every event first: an invalid one fails
+// written or none; if the database's answer is lost (the connection
+// failed after the batch was sent), the same batch is sent again, up to
+// three times, so that it is written once, and an error after that says
+// the entries may have been written. It validates every event first: an invalid one fails
 // the call with an error wrapping [ErrInvalidEvent] that names the field
 // (and the event's index), and nothing is written. For many small appends
 // a [Writer] batches them.
@@ -126,8 +129,14 @@ func (l *Log) Append(ctx context.Context, events ...Event) ([]Entry, error) {
 	}
 	w, err := l.write(ctx, id, items, nil)
 	var sent *sentError
-	for attempt := 0; attempt < 3 && errors.As(err, &sent) && ctx.Err() == nil; attempt++ {
-		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
+	for attempt := 0; attempt < 3 && errors.As(err, &sent); attempt++ {
+		// The answer was lost: send the same batch again, so that it is
+		// written once whether or not the first one got there.
+		select {
+		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("audit: append to tenant %s: %w (and then: %w)", id, err, ctx.Err())
+		}
 		w, err = l.write(ctx, id, items, sent.b)
 	}
 	if err != nil {
@@ -393,7 +402,7 @@ func (l *Log) addCheckpoint(ctx context.Context, id tenant.ID, seq int64, head [
 	return c, nil
 }
 
-func makeCheckpoint(log string, seq int64, head []byte, mac MAC) (Checkpoint, error) {
+func makeCheckpoint(log string, seq int64, head []byte, mac macer) (Checkpoint, error) {
 	c := Checkpoint{Log: log, Seq: seq, Head: head, Time: now().UTC().Truncate(time.Microsecond)}
 	var err error
 	if c.MAC, err = mac.ComputeMAC(checkpointInput(log, seq, head, c.Time)); err != nil {

@@ -64,7 +64,7 @@ func DefaultWriterConfig() WriterConfig {
 // Writer batches appends to the tenants' logs: [Writer.Append] queues an
 // event for the tenant in its context and returns; a goroutine per tenant
 // with entries waiting writes them, up to MaxBatch in one transaction of
-// the [Log]. An entry is written exactly once or reported: a batch is one
+// the [Log], and computes the next batch's chain while one is on its way. An entry is written exactly once or reported: a batch is one
 // transaction, so a crash (even kill -9) leaves it whole or absent, never
 // in part, and the sequence numbers without gaps. A batch that fails for
 // a transient reason is tried again until it is written or the Writer is
