@@ -64,12 +64,14 @@ func DefaultWriterConfig() WriterConfig {
 // Writer batches appends to the tenants' logs: [Writer.Append] queues an
 // event for the tenant in its context and returns; a goroutine per tenant
 // with entries waiting writes them, up to MaxBatch in one transaction of
-// the [Log], and computes the next batch's chain while one is on its way. An entry is written exactly once or reported: a batch is one
+// the [Log], and computes the next batch's chain while one is on its way.
+// An entry is written exactly once or reported: a batch is one
 // transaction, so a crash (even kill -9) leaves it whole or absent, never
 // in part, and the sequence numbers without gaps. A batch that fails for
 // a transient reason is tried again until it is written or the Writer is
-// closed; one that PostgreSQL refuses for its content is split to find
-// the entry it refuses, which fails alone. Memory is bounded by
+// closed (one whose answer was lost is sent again as it was, so that it
+// is written once); one that PostgreSQL refuses for its content is split
+// to find the entry it refuses, which fails alone. Memory is bounded by
 // MaxPending. It is safe for concurrent use.
 type Writer struct {
 	l   *Log
