@@ -56,9 +56,6 @@ func newControlPlane(t testing.TB) *controlPlane {
 		t.Fatal(err)
 	}
 	t.Cleanup(admin.Close)
-	if err := admin.GrantBlobs(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	cfg, err := store.ParseConfig(platformURL, loginSecret)
 	if err != nil {
 		t.Fatal(err)

@@ -292,6 +292,9 @@ func (a *Admin) grantControlPlane(ctx context.Context, tx pgx.Tx) error {
 	if err := execAll(ctx, tx, stmts...); err != nil {
 		return err
 	}
+	if err := a.grantBlobs(ctx, tx); err != nil {
+		return err
+	}
 	if a.mode == ModeSharedPool {
 		// The tenant setting can then only be made by SET LOCAL, a
 		// statement of its own: not from inside another statement. Only

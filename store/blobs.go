@@ -178,8 +178,8 @@ type BlobReconciliation struct {
 // (an error wrapping [tenant.ErrNoTenant] without one).
 //
 // The tables (tenancy.blob_usage, tenancy.blob_holds, tenancy.blob_quotas,
-// tenancy.tenant_buckets) are made by the control-plane migrations; a
-// [DB]'s platform role needs [Admin.GrantBlobs] to use them.
+// tenancy.tenant_buckets) are made by the control-plane migrations, and
+// [OpenAdmin] grants [DB]'s platform role what it needs of them.
 //
 // # Accounting
 //
@@ -198,7 +198,7 @@ type Blobs struct {
 
 // Blobs returns the object storage account on the platform role, for
 // package blob's quotas and tenant buckets in request handling. It needs
-// [Admin.GrantBlobs].
+// OpenAdmin's grants.
 func (db *DB) Blobs() *Blobs { return &Blobs{pool: db.platform} }
 
 // Blobs returns the object storage account on the admin connection, for
@@ -757,42 +757,36 @@ var blobTables = []struct{ table, privs string }{
 	{"tenancy.tenant_buckets", "SELECT"},
 }
 
-// GrantBlobs grants the platform role what [DB.Blobs] needs, and nothing
+// grantBlobs grants the platform role what [DB.Blobs] needs, and nothing
 // else: it reads and writes usage and holds, and reads quota overrides and
 // tenant buckets (only the admin role sets those). Every other role's
 // privileges on these tables are revoked, so a previous platform role
-// loses them. It is idempotent; run it after OpenAdmin, and again after
-// the platform role changes.
-func (a *Admin) GrantBlobs(ctx context.Context) error {
-	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
-		p := q(a.platform)
-		for _, t := range blobTables {
-			rows, err := tx.Query(ctx, `SELECT DISTINCT pg_catalog.pg_get_userbyid(acl.grantee)::text
-				FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) acl
-				WHERE c.oid = $1::pg_catalog.regclass AND acl.grantee <> 0 AND acl.grantee <> c.relowner ORDER BY 1`, t.table)
-			if err != nil {
-				return err
-			}
-			grantees, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				return err
-			}
-			if err := execAll(ctx, tx, `REVOKE ALL ON `+t.table+` FROM PUBLIC`); err != nil {
-				return err
-			}
-			for _, g := range grantees {
-				if err := execAll(ctx, tx, `REVOKE ALL ON `+t.table+` FROM `+q(g)); err != nil {
-					return err
-				}
-			}
-			if err := execAll(ctx, tx, `GRANT `+t.privs+` ON `+t.table+` TO `+p); err != nil {
+// loses them. OpenAdmin runs it, in its migration transaction, with the
+// rest of the platform role's grants (grantControlPlane).
+func (a *Admin) grantBlobs(ctx context.Context, tx pgx.Tx) error {
+	p := q(a.platform)
+	for _, t := range blobTables {
+		rows, err := tx.Query(ctx, `SELECT DISTINCT pg_catalog.pg_get_userbyid(acl.grantee)::text
+			FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) acl
+			WHERE c.oid = $1::pg_catalog.regclass AND acl.grantee <> 0 AND acl.grantee <> c.relowner ORDER BY 1`, t.table)
+		if err != nil {
+			return err
+		}
+		grantees, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		if err := execAll(ctx, tx, `REVOKE ALL ON `+t.table+` FROM PUBLIC`); err != nil {
+			return err
+		}
+		for _, g := range grantees {
+			if err := execAll(ctx, tx, `REVOKE ALL ON `+t.table+` FROM `+q(g)); err != nil {
 				return err
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("store: grant blob tables: %w", err)
+		if err := execAll(ctx, tx, `GRANT `+t.privs+` ON `+t.table+` TO `+p); err != nil {
+			return err
+		}
 	}
 	return nil
 }

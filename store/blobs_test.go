@@ -94,9 +94,7 @@ func (f *fakeObjects) change(key string, n int64, lease time.Duration, before fu
 // blobsEnv is an env whose platform role may use the blob tables.
 func blobsEnv(t *testing.T) *env {
 	t.Helper()
-	e := newEnv(t, store.ModeTenantLogin)
-	require.NoError(t, e.admin.GrantBlobs(t.Context()))
-	return e
+	return newEnv(t, store.ModeTenantLogin) // OpenAdmin grants the platform role the blob tables
 }
 
 // A change is reserved within the limits of the tenant's tier, or refused
@@ -505,9 +503,11 @@ func TestBlobTablesPrivileges(t *testing.T) {
 
 	stray := e.d.CreateRole(t, fmt.Sprintf("blobstray%d", tenantSeq.Add(1)), "")
 	e.d.Exec(t, `GRANT SELECT ON tenancy.blob_usage, tenancy.tenant_buckets TO `+roleOf(t, stray))
-	require.NoError(t, e.admin.GrantBlobs(t.Context()))
+	again, err := store.OpenAdmin(t.Context(), adminConfig(t, e.d, platform(t, e.d), store.ModeTenantLogin))
+	require.NoError(t, err)
+	again.Close()
 	var can bool
 	require.NoError(t, pool.QueryRow(t.Context(), `SELECT has_table_privilege($1, 'tenancy.blob_usage', 'SELECT')
 		OR has_table_privilege($1, 'tenancy.tenant_buckets', 'SELECT')`, roleOf(t, stray)).Scan(&can))
-	assert.False(t, can, "GrantBlobs revokes other roles' privileges")
+	assert.False(t, can, "OpenAdmin revokes other roles' privileges on the blob tables")
 }
