@@ -1,8 +1,10 @@
 // Command quickstart shows tenancy's promise end to end on a local
 // PostgreSQL: two tenants, each writing RTMX requirements and seeing only its
-// own, each encrypting a secret under its own key, a cross-tenant query and
-// a query without a tenant failing, and deprovisioning that deletes the data
-// and shreds the keys.
+// own, each encrypting a secret under its own key, storing an encrypted
+// object in its own prefix and writing a verified audit entry, a
+// cross-tenant query, a copied object and a query without a tenant
+// failing, and deprovisioning that deletes the data and objects and shreds
+// the keys.
 //
 //	go run ./examples/quickstart
 //
@@ -37,6 +39,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/tink-crypto/tink-go/v2/core/registry"
 
+	"github.com/rtmx-ai/tenancy/audit"
+	"github.com/rtmx-ai/tenancy/blob"
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/keys/localkms"
 	"github.com/rtmx-ai/tenancy/store"
@@ -186,11 +190,19 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 	acfg.RolePrefix = o.RolePrefix
 	acfg.LoginSecrets = []store.LoginSecret{secret}
 	acfg.Tables = []store.Table{requirements, integrations}
+	// Every tenant gets a tamper-evident audit log in its own schema: a
+	// tenant migration of package audit.
+	if acfg.Migrations, err = audit.WithMigration(nil, 1); err != nil {
+		return err
+	}
 	admin, err := store.OpenAdmin(ctx, acfg)
 	if err != nil {
 		return err
 	}
 	defer admin.Close()
+	if err := audit.Install(ctx, admin); err != nil { // the control plane's audit checkpoints
+		return err
+	}
 	cfg, err := store.ParseConfig(o.AdminURL, secret)
 	if err != nil {
 		return err
@@ -234,6 +246,25 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 	if err != nil {
 		return err
 	}
+	acf := audit.DefaultConfig()
+	acf.DB, acf.Keys = db, serving
+	auditLog, err := audit.New(acf)
+	if err != nil {
+		return err
+	}
+	defer auditLog.Close(context.WithoutCancel(ctx))
+	// Object storage: the platform's bucket (s3://, gs://, azblob:// in
+	// production; a local directory here), each tenant's view narrowed to
+	// tenants/<id>/ and every object encrypted with the tenant's keys.
+	bucketDir := filepath.Join(keyDir, "objects")
+	if err := os.Mkdir(bucketDir, 0o700); err != nil {
+		return err
+	}
+	buckets, err := blob.Open(ctx, "file://"+filepath.ToSlash(bucketDir), serving)
+	if err != nil {
+		return err
+	}
+	defer buckets.Close()
 
 	// 3. Two standard-tier tenants, each with its own schema, login role
 	//    and keysets.
@@ -335,6 +366,64 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 		return fmt.Errorf("isolation broken: another tenant's key opening the secret gave %v, not keys.ErrDecrypt", err)
 	}
 
+	// 6b. Each tenant stores an attachment and audits it: the object is
+	//     encrypted under the tenant's key in its own prefix, and the audit
+	//     entry is chained by the tenant's audit key in its own schema.
+	p("")
+	for _, id := range ids {
+		ctx := tenant.NewContext(ctx, id)
+		bucket, err := buckets.For(ctx)
+		if err != nil {
+			return err
+		}
+		content := "attachment of " + id.String()
+		if err := bucket.WriteAll(ctx, "attachments/spec.txt", []byte(content), nil); err != nil {
+			return err
+		}
+		got, err := bucket.ReadAll(ctx, "attachments/spec.txt")
+		if err != nil {
+			return err
+		}
+		raw, err := os.ReadFile(filepath.Join(bucketDir, "tenants", id.String(), "attachments", "spec.txt"))
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(raw), content) {
+			return fmt.Errorf("isolation broken: tenant %s's object is stored in the clear", id)
+		}
+		if err := bucket.Close(); err != nil {
+			return err
+		}
+		p("as tenant %s: attachments/spec.txt stored at tenants/%s/attachments/spec.txt, %d bytes encrypted, reads back %q", id, id, len(raw), got)
+		if _, err := auditLog.Append(ctx, audit.Event{Actor: "alice@" + id.String(), Action: "attachment.upload", Resource: "attachments/spec.txt", Outcome: audit.OutcomeSuccess}); err != nil {
+			return err
+		}
+		rep, err := auditLog.Verify(ctx)
+		if err != nil {
+			return err
+		}
+		p("as tenant %s: audit entry %d written to %s.audit_log; chain verified (%d entries)", id, rep.HeadSeq, id.SchemaName(), rep.Entries)
+	}
+	// A storage admin copies abc123's object into xyz789's prefix: it does
+	// not decrypt there.
+	stolen, err := os.ReadFile(filepath.Join(bucketDir, "tenants", ids[0].String(), "attachments", "spec.txt"))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(bucketDir, "tenants", ids[1].String(), "attachments", "spec.txt"), stolen, 0o600); err != nil {
+		return err
+	}
+	xb, err := buckets.For(tenant.NewContext(ctx, ids[1]))
+	if err != nil {
+		return err
+	}
+	_, err = xb.ReadAll(tenant.NewContext(ctx, ids[1]), "attachments/spec.txt")
+	_ = xb.Close()
+	p("as tenant %s: read its attachment after %s's bytes were copied over it in storage\n  -> %v", ids[1], ids[0], err)
+	if !errors.Is(err, keys.ErrDecrypt) {
+		return fmt.Errorf("isolation broken: another tenant's object copied in storage gave %v, not keys.ErrDecrypt", err)
+	}
+
 	// 7. Reaching across: tenant abc123 names xyz789's table outright. Its
 	//    connection is logged in as abc123, which has no privilege on
 	//    xyz789's schema.
@@ -353,14 +442,19 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 	}
 
 	// 9. Deprovision both tenants: decommissioning stops the tenant's
-	//    logins, DropTenant deletes its schema, rows and login role, Shred
-	//    destroys its keys, so even a saved copy of a ciphertext is dead.
+	//    logins, DropTenant deletes its schema (its rows and audit log) and
+	//    login role, Purge deletes its objects, Shred destroys its keys, so
+	//    even a saved copy of a ciphertext is dead.
 	p("")
 	for _, id := range ids {
 		if err := admin.SetState(ctx, id, tenant.StateDecommissioning); err != nil {
 			return err
 		}
 		if err := admin.DropTenant(ctx, id); err != nil {
+			return err
+		}
+		purged, err := buckets.Purge(ctx, id)
+		if err != nil {
 			return err
 		}
 		if _, err := provisioner.Shred(ctx, id); err != nil {
@@ -370,7 +464,7 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 		if err := checkDropped(ctx, server, admin, id, logins[id]); err != nil {
 			return err
 		}
-		p("dropped tenant %s: schema, rows and login role deleted, keys shredded", id)
+		p("dropped tenant %s: schema, rows, audit log and login role deleted, %d object(s) purged, keys shredded", id, purged.Deleted)
 	}
 	_, err = serving.Open(tenant.NewContext(ctx, ids[0]), sealedOf[ids[0]], where)
 	p("as tenant %s after deprovisioning: open a saved copy of its secret\n  -> %v", ids[0], err)

@@ -93,8 +93,16 @@ func TestQuickstartRuns(t *testing.T) {
 	assert.Contains(t, s, "open abc123's sealed secret\n  -> keys: Open: decryption failed")
 	assert.Contains(t, s, "SELECT count(*) FROM tenant_xyz789.requirements\n  -> ERROR: permission denied for schema tenant_xyz789")
 	assert.Contains(t, s, "without a tenant: SELECT * FROM requirements\n  -> store: query: tenant: no tenant in context")
-	assert.Contains(t, s, "dropped tenant abc123: schema, rows and login role deleted, keys shredded")
-	assert.Contains(t, s, "dropped tenant xyz789: schema, rows and login role deleted, keys shredded")
+	assert.Contains(t, s, "dropped tenant abc123: schema, rows, audit log and login role deleted, 1 object(s) purged, keys shredded")
+	assert.Contains(t, s, "dropped tenant xyz789: schema, rows, audit log and login role deleted, 1 object(s) purged, keys shredded")
+	// Object storage and audit (issue 10): each tenant's object encrypted in
+	// its own prefix, an audit entry per tenant with its chain verified, and
+	// bytes copied across tenants in storage not decrypting.
+	for _, id := range []string{"abc123", "xyz789"} {
+		assert.Regexp(t, `as tenant `+id+`: attachments/spec.txt stored at tenants/`+id+`/attachments/spec.txt, \d+ bytes encrypted, reads back "attachment of `+id+`"`, s)
+		assert.Contains(t, s, "as tenant "+id+": audit entry 1 written to tenant_"+id+".audit_log; chain verified (1 entries)")
+	}
+	assert.Regexp(t, `after abc123's bytes were copied over it in storage\n  -> .*decryption failed`, s)
 	assert.Regexp(t, `open a saved copy of its secret\n  -> .*tenant keys destroyed`, s)
 	assert.Contains(t, s, "cleaned up: database "+o.Database+" and roles "+o.RolePrefix+"* dropped")
 
