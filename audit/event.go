@@ -225,6 +225,9 @@ func (p *prepared) entry(log string, seq int64, prev, mac []byte) Entry {
 // entry, to verify its MAC. Its details are canonicalized again (jsonb
 // keeps them in a form of its own).
 func prepareStored(e *Entry) (*prepared, error) {
+	if err := exactNumbers(e.Details); err != nil {
+		return nil, fmt.Errorf("details: %w", err)
+	}
 	details, err := canonicalDetails(json.RawMessage(e.Details))
 	if err != nil {
 		return nil, fmt.Errorf("details: %w", err)
