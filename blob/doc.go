@@ -46,7 +46,9 @@
 // The stored object is the ciphertext; its content type, cache and
 // content headers and user metadata are stored as given, in the clear,
 // with one more metadata entry, "tenancy-blob" (metadata keys starting
-// with "tenancy-" are reserved). Its plaintext size is a function of the
+// with "tenancy-" are reserved; metadata takes at most [MaxMetadata]
+// bytes and each header [MaxHeader], since quotas do not count them). Its
+// plaintext size is a function of the
 // stored size, so Attributes and List report it without reading the
 // object, and it is authenticated: a stream cut short or extended does not
 // decrypt, and a read to the end checks the length. The stored MD5 (the

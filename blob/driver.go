@@ -303,10 +303,15 @@ func (b *tenantBucket) NewTypedWriter(ctx context.Context, key, contentType stri
 	if err != nil {
 		return nil, err
 	}
-	for k := range opts.Metadata {
+	md := 0
+	for k, v := range opts.Metadata {
 		if strings.HasPrefix(k, reservedMetadataPrefix) {
 			return nil, &codedError{gcerrors.InvalidArgument, fmt.Errorf("metadata key %s is reserved (%s...)", displayKey(k), reservedMetadataPrefix)}
 		}
+		md += len(k) + len(v)
+	}
+	if err := checkHeaders(md, contentType, opts); err != nil {
+		return nil, err
 	}
 	wo := &gcblob.WriterOptions{
 		BufferSize:                  opts.BufferSize,
@@ -329,6 +334,33 @@ func (b *tenantBucket) NewTypedWriter(ctx context.Context, key, contentType stri
 		return b.newWriter(ctx, key, wo, nil)
 	}
 	return b.newEncryptingWriter(ctx, key, wo)
+}
+
+// MaxMetadata is the most bytes of user metadata (keys and values) an
+// object of a tenant bucket takes, and MaxHeader the longest content
+// type, cache control, content disposition, encoding or language: quotas
+// count an object's stored size, not these, so they are bounded. 2 KiB of
+// metadata is S3's limit, the smallest of the clouds'.
+const (
+	MaxMetadata = 2 << 10
+	MaxHeader   = 1 << 10
+)
+
+// checkHeaders checks md bytes of metadata and the headers of a write
+// against MaxMetadata and MaxHeader.
+func checkHeaders(md int, contentType string, opts *driver.WriterOptions) error {
+	if md > MaxMetadata {
+		return &codedError{gcerrors.InvalidArgument, fmt.Errorf("metadata of %d bytes: at most %d", md, MaxMetadata)}
+	}
+	for _, h := range []struct{ name, v string }{
+		{"content type", contentType}, {"cache control", opts.CacheControl}, {"content disposition", opts.ContentDisposition},
+		{"content encoding", opts.ContentEncoding}, {"content language", opts.ContentLanguage},
+	} {
+		if len(h.v) > MaxHeader {
+			return &codedError{gcerrors.InvalidArgument, fmt.Errorf("%s of %d bytes: at most %d", h.name, len(h.v), MaxHeader)}
+		}
+	}
+	return nil
 }
 
 // newEncryptingWriter opens the writer of the encrypted object key.
