@@ -40,7 +40,7 @@ type table struct {
 
 // appendSQL appends a batch to the log of the tenant of the session (see
 // appendFunctionSQL).
-const appendSQL = `SELECT appended, present, head_seq, head_mac FROM audit_log_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
+const appendSQL = `SELECT appended, present, head_seq, head_mac FROM audit_log_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`
 
 func tableSQL(name, lockName string) table {
 	return table{
@@ -91,8 +91,8 @@ type batch struct {
 	prevs                                [][]byte
 }
 
-// args returns the columns as the arguments $3 to $13 of appendSQL and
-// $1 to $11 of table.insert.
+// args returns the columns as the arguments $1 to $11 of table.insert
+// (appendArgs packs them for appendSQL).
 func (b *batch) args() []any {
 	return []any{b.seqs, b.ats, b.actors, b.actions, b.resources, b.outcomes, b.details, b.ips, b.agents, b.prevs, b.macs}
 }

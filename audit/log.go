@@ -219,7 +219,7 @@ func (l *Log) write(ctx context.Context, id tenant.ID, items []*prepared, prior 
 			beforeSend(len(items))
 		}
 		var appended, present bool
-		err = l.db.QueryRow(ctx, appendSQL, append([]any{b.first - 1, b.prev}, b.args()...)...).Scan(&appended, &present, &seq, &head)
+		err = l.db.QueryRow(ctx, appendSQL, b.appendArgs()...).Scan(&appended, &present, &seq, &head)
 		switch {
 		case err == nil && (appended || present):
 			l.committed(id, &b.written)
