@@ -239,6 +239,7 @@ func (db *DB) acquire(ctx context.Context, op string) (*pgxpool.Conn, tenant.ID,
 	if err != nil {
 		return nil, id, err
 	}
+	refused := 0 // connections PostgreSQL refused for the login's CONNECTION LIMIT
 	for {
 		p, err := db.poolOf(ctx, id)
 		if err != nil {
@@ -263,10 +264,41 @@ func (db *DB) acquire(ctx context.Context, op string) (*pgxpool.Conn, tenant.ID,
 		db.adm.Touch(id.String())
 		c, err := p.pool.Acquire(admit.WithRequest(ctx))
 		p.users.Add(-1)
+		if err != nil && tooManyConnections(err) && refused < len(connLimitBackoff) && sleepCtx(ctx, connLimitBackoff[refused]) {
+			// The server still counts a backend whose connection was just
+			// closed (an eviction, another replica's pool) until it exits:
+			// wait for it, briefly, rather than fail the request.
+			refused++
+			continue
+		}
 		if err != nil {
 			return nil, id, fmt.Errorf("%s: tenant %s: acquire connection: %w", op, id, err)
 		}
 		return c, id, nil
+	}
+}
+
+// connLimitBackoff are the waits before the retries of a connection that
+// PostgreSQL refused for the tenant login's CONNECTION LIMIT (SQLSTATE
+// 53300): about 0.8 s in all, after which the refusal is the caller's.
+var connLimitBackoff = []time.Duration{5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond,
+	40 * time.Millisecond, 80 * time.Millisecond, 160 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond}
+
+// tooManyConnections reports whether err is PostgreSQL's too_many_connections.
+func tooManyConnections(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "53300"
+}
+
+// sleepCtx waits d, or until ctx is done; it reports whether it waited d.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
@@ -80,6 +81,36 @@ func TestConnectionLimitIsTheQuota(t *testing.T) {
 	_, err = connectAs(t, e.d, role, pw)
 	require.Error(t, err, "PostgreSQL refuses the third connection")
 	assert.Contains(t, err.Error(), "too many connections")
+}
+
+// A connection PostgreSQL refuses for the tenant login's CONNECTION LIMIT
+// is retried for a moment: the server still counts a backend whose client
+// just closed it (an evicted pool, another replica) until it exits, and a
+// request should not fail for that. Held longer, the refusal is the
+// request's, with PostgreSQL's error.
+func TestConnectionLimitRefusalIsRetriedBriefly(t *testing.T) {
+	e := newEnv(t, store.ModeTenantLogin, func(a *store.AdminConfig, _ *store.Config) { a.ConnLimit = 1 })
+	id, ctx := e.newTenant(t, "brief")
+	role, pw, err := store.LoginOf(t.Context(), e.admin, id)
+	require.NoError(t, err)
+
+	other, err := connectAs(t, e.d, role, pw) // the connection limit's one slot, taken elsewhere
+	require.NoError(t, err)
+	time.AfterFunc(150*time.Millisecond, func() { other.Close(context.Background()) })
+	var n int
+	require.NoError(t, e.db.QueryRow(ctx, `SELECT count(*) FROM requirements`).Scan(&n), "the slot came free within the retries")
+
+	id2, ctx2 := e.newTenant(t, "brief")
+	role2, pw2, err := store.LoginOf(t.Context(), e.admin, id2)
+	require.NoError(t, err)
+	held, err := connectAs(t, e.d, role2, pw2)
+	require.NoError(t, err)
+	defer held.Close(context.Background())
+	start := time.Now()
+	err = e.db.QueryRow(ctx2, `SELECT count(*) FROM requirements`).Scan(&n)
+	require.Error(t, err, "held for good, the slot is not there")
+	assert.Equal(t, "53300", pgCode(err), "%v", err)
+	assert.Less(t, time.Since(start), 5*time.Second, "the retries are brief")
 }
 
 func TestTenantCannotConnectToAnotherDatabase(t *testing.T) {
