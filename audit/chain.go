@@ -202,9 +202,9 @@ func scanEntries(rows pgx.Rows, log string, fn func(*Entry) error) error {
 				e.Details = c // jsonb keeps them in a form of its own
 			}
 		} // else kept as stored, for Verify to refuse (and an export to show)
-		if ip != nil {
+		if ip != nil && ip.IsSingleIP() {
 			e.SourceIP = ip.Addr()
-		}
+		} // a network (10.0.0.1/8) is no entry's source: left unknown, it does not verify
 		if err := fn(e); err != nil {
 			return err
 		}

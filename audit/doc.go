@@ -53,8 +53,11 @@
 // [Log] take turns, so that head is the one the Log wrote last; when
 // another process has written since, the batch is written again in a
 // transaction that takes the lock first and reads the head. PostgreSQL
-// refuses COPY into a table under row-level security, so a batch is an
-// INSERT of arrays (unnest).
+// refuses COPY into a table under row-level security, so a batch is one
+// INSERT from arrays: the times and MACs as arrays, each text column packed
+// into one string of values ended by U+001F (which no field can hold), and
+// the sequence numbers and previous MACs worked out by the server from the
+// head.
 //
 // # Entries and the chain
 //
