@@ -58,6 +58,11 @@
 // A read from an offset decrypts from the start of the object (the stream
 // cipher has no random access), so a range read costs the bytes before it.
 //
+// The associated data is the tenant and the key, not a version: someone who
+// can write to the storage can put back an older object of the same key (a
+// rollback), and it decrypts. Bucket versioning with an object lock, or a
+// version the service records elsewhere, is what catches that.
+//
 // List shows every object under the tenant's prefix, including any that
 // someone wrote there past the view (with a key the view refuses, or not
 // encrypted): such an object is listed with size 0 if its stored size is
