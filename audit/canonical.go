@@ -20,27 +20,32 @@ import (
 func canonicalString(dst []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
+	run := 0 // s[run:i] is to be copied as it is
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		dst = append(dst, s[run:i]...)
+		run = i + 1
+		switch c {
+		case '"', '\\':
 			dst = append(dst, '\\', c)
-		case c >= 0x20:
-			dst = append(dst, c)
-		case c == '\b':
+		case '\b':
 			dst = append(dst, '\\', 'b')
-		case c == '\t':
+		case '\t':
 			dst = append(dst, '\\', 't')
-		case c == '\n':
+		case '\n':
 			dst = append(dst, '\\', 'n')
-		case c == '\f':
+		case '\f':
 			dst = append(dst, '\\', 'f')
-		case c == '\r':
+		case '\r':
 			dst = append(dst, '\\', 'r')
 		default:
 			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
 		}
 	}
+	dst = append(dst, s[run:]...)
 	return append(dst, '"')
 }
 
@@ -93,7 +98,18 @@ func trailerInput(log string, entries, headSeq int64, head []byte, at time.Time)
 // type makes it give up (ok false), and the caller takes that slower way.
 type detailsEncoder struct {
 	buf   []byte
+	start int // where the details begin in buf
 	depth int
+	ms    []member // the members of the objects being written, innermost last
+}
+
+// member is a member of an object: its key, and its value (v, or s if
+// str).
+type member struct {
+	k   string
+	v   any
+	s   string
+	str bool
 }
 
 // errDetails is why details cannot be kept; prepare names the field.
@@ -104,31 +120,46 @@ func (e errDetails) Error() string { return string(e) }
 // fastDetails returns the canonical form of details, or ok false if
 // details holds a type detailsEncoder does not write.
 func fastDetails(details any) (b []byte, ok bool, err error) {
+	b, ok, err = appendFastDetails(nil, details, nil)
+	if !ok || err != nil {
+		return nil, ok, err
+	}
+	return b, true, nil
+}
+
+// appendFastDetails appends the canonical form of details to dst, or
+// returns ok false if details holds a type detailsEncoder does not write.
+// s, if not nil, is scratch space.
+func appendFastDetails(dst []byte, details any, s *scratch) (b []byte, ok bool, err error) {
 	switch m := details.(type) {
 	case map[string]any:
 		if m == nil {
-			return nil, false, nil
+			return dst, false, nil
 		}
 	case map[string]string:
 		if m == nil {
-			return nil, false, nil
+			return dst, false, nil
 		}
 	default:
-		return nil, false, nil
+		return dst, false, nil
 	}
-	e := detailsEncoder{buf: make([]byte, 0, 128)}
+	e := detailsEncoder{buf: dst, start: len(dst)}
+	if s != nil {
+		e.ms = s.ms[:0]
+		defer func() { s.ms = e.ms[:0] }()
+	}
 	ok, err = e.value(details)
 	switch {
 	case !ok || err != nil:
-		return nil, ok, err
-	case len(e.buf) > MaxDetails:
-		return nil, true, fmt.Errorf("must be at most %d bytes in canonical JSON, not %d", MaxDetails, len(e.buf))
+		return dst, ok, err
+	case len(e.buf)-e.start > MaxDetails:
+		return dst, true, fmt.Errorf("must be at most %d bytes in canonical JSON, not %d", MaxDetails, len(e.buf)-e.start)
 	}
 	return e.buf, true, nil
 }
 
 func (e *detailsEncoder) value(v any) (bool, error) {
-	if len(e.buf) > MaxDetails {
+	if len(e.buf)-e.start > MaxDetails {
 		return true, fmt.Errorf("must be at most %d bytes in canonical JSON", MaxDetails)
 	}
 	switch x := v.(type) {
@@ -157,37 +188,60 @@ func (e *detailsEncoder) value(v any) (bool, error) {
 			e.buf = append(e.buf, "null"...)
 			return true, nil
 		}
-		return e.object(len(x), func(yield func(string, any) bool) {
-			for k, v := range x {
-				if !yield(k, v) {
-					return
-				}
-			}
-		})
+		base := len(e.ms)
+		for k, v := range x {
+			e.ms = append(e.ms, member{k: coerceUTF8(k), v: v})
+		}
+		return e.object(base)
 	case map[string]string:
 		if x == nil {
 			e.buf = append(e.buf, "null"...)
 			return true, nil
 		}
-		return e.object(len(x), func(yield func(string, any) bool) {
-			for k, v := range x {
-				if !yield(k, v) {
-					return
-				}
-			}
-		})
+		base := len(e.ms)
+		for k, v := range x {
+			e.ms = append(e.ms, member{k: coerceUTF8(k), s: v, str: true})
+		}
+		return e.object(base)
 	case []any:
 		if x == nil {
 			e.buf = append(e.buf, "null"...)
 			return true, nil
 		}
-		return e.array(len(x), func(i int) any { return x[i] })
+		if err := e.nest(); err != nil {
+			return true, err
+		}
+		e.buf = append(e.buf, '[')
+		for i, v := range x {
+			if i > 0 {
+				e.buf = append(e.buf, ',')
+			}
+			if ok, err := e.value(v); !ok || err != nil {
+				return ok, err
+			}
+		}
+		e.buf = append(e.buf, ']')
+		e.depth--
 	case []string:
 		if x == nil {
 			e.buf = append(e.buf, "null"...)
 			return true, nil
 		}
-		return e.array(len(x), func(i int) any { return x[i] })
+		if err := e.nest(); err != nil {
+			return true, err
+		}
+		e.buf = append(e.buf, '[')
+		for i, v := range x {
+			if i > 0 {
+				e.buf = append(e.buf, ',')
+			}
+			if len(e.buf)-e.start > MaxDetails {
+				return true, fmt.Errorf("must be at most %d bytes in canonical JSON", MaxDetails)
+			}
+			e.buf = canonicalString(e.buf, coerceUTF8(v))
+		}
+		e.buf = append(e.buf, ']')
+		e.depth--
 	default:
 		return false, nil
 	}
@@ -210,21 +264,17 @@ func (e *detailsEncoder) nest() error {
 	return nil
 }
 
-func (e *detailsEncoder) object(n int, members func(yield func(string, any) bool)) (bool, error) {
+// object writes the object whose members are e.ms[base:], and drops them
+// from e.ms.
+func (e *detailsEncoder) object(base int) (bool, error) {
 	if err := e.nest(); err != nil {
 		return true, err
 	}
-	type member struct {
-		k string
-		v any
-	}
-	ms := make([]member, 0, n)
-	for k, v := range members {
-		ms = append(ms, member{coerceUTF8(k), v})
-	}
-	slices.SortFunc(ms, func(a, b member) int { return compareUTF16(a.k, b.k) })
+	ms := e.ms[base:] // stays valid while the members' values append to e.ms
+	slices.SortFunc(ms, compareMembers)
 	e.buf = append(e.buf, '{')
-	for i, m := range ms {
+	for i := range ms {
+		m := &ms[i]
 		if i > 0 {
 			if ms[i-1].k == m.k {
 				return true, errDetails("must not have duplicate keys")
@@ -233,32 +283,23 @@ func (e *detailsEncoder) object(n int, members func(yield func(string, any) bool
 		}
 		e.buf = canonicalString(e.buf, m.k)
 		e.buf = append(e.buf, ':')
-		if ok, err := e.value(m.v); !ok || err != nil {
+		if m.str {
+			if len(e.buf)-e.start > MaxDetails {
+				return true, fmt.Errorf("must be at most %d bytes in canonical JSON", MaxDetails)
+			}
+			e.buf = canonicalString(e.buf, coerceUTF8(m.s))
+		} else if ok, err := e.value(m.v); !ok || err != nil {
 			return ok, err
 		}
 	}
 	e.buf = append(e.buf, '}')
 	e.depth--
+	clear(e.ms[base:])
+	e.ms = e.ms[:base]
 	return true, nil
 }
 
-func (e *detailsEncoder) array(n int, elem func(int) any) (bool, error) {
-	if err := e.nest(); err != nil {
-		return true, err
-	}
-	e.buf = append(e.buf, '[')
-	for i := range n {
-		if i > 0 {
-			e.buf = append(e.buf, ',')
-		}
-		if ok, err := e.value(elem(i)); !ok || err != nil {
-			return ok, err
-		}
-	}
-	e.buf = append(e.buf, ']')
-	e.depth--
-	return true, nil
-}
+func compareMembers(a, b member) int { return compareUTF16(a.k, b.k) }
 
 // coerceUTF8 replaces each byte of s that is not part of valid UTF-8 with
 // U+FFFD, as encoding/json does.
@@ -283,6 +324,16 @@ func coerceUTF8(s string) string {
 // their UTF-16 code units. That is byte order but where a character
 // beyond U+FFFF (a surrogate pair in UTF-16) meets one in U+E000-U+FFFF.
 func compareUTF16(a, b string) int {
+	i := 0
+	for i < len(a) && i < len(b) && a[i] == b[i] {
+		i++
+	}
+	switch {
+	case i == len(a) || i == len(b):
+		return cmp.Compare(len(a), len(b))
+	case a[i] < utf8.RuneSelf && b[i] < utf8.RuneSelf:
+		return cmp.Compare(a[i], b[i]) // the first characters that differ, both ASCII
+	}
 	for a != "" && b != "" {
 		ra, na := utf8.DecodeRuneInString(a)
 		rb, nb := utf8.DecodeRuneInString(b)

@@ -204,6 +204,11 @@ func TestFastDetailsIsJCS(t *testing.T) {
 		}
 		require.NoError(t, err, "%#v", m)
 		require.Equal(t, string(want), string(got), "%#v", m)
+		if fast%16 == 0 {
+			// The same details in an entry (encoded in prepare's scratch
+			// buffers).
+			checkCanonical(t, "acme", audit.Event{Actor: "a", Action: "b", Outcome: audit.OutcomeSuccess, Details: m}, 1, nil)
+		}
 	}
 	require.Greater(t, fast, 19000, "the fast path took the usual types")
 	// Duplicates after the coercion of invalid UTF-8, as jcs refuses them.

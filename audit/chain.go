@@ -80,21 +80,27 @@ func (w *written) prevOf(i int) []byte {
 	return w.macs[i-1]
 }
 
-// batch is a chain of entries computed from a head, and the columns
-// that write it.
+// batch is a chain of entries computed from a head: the entries and
+// their times (the columns that write it are made from them).
 type batch struct {
 	written
-	seqs                                 []int64
-	ats                                  []time.Time
-	actors, actions, resources, outcomes []string
-	details, ips, agents                 []string
-	prevs                                [][]byte
+	items []*prepared
+	ats   []time.Time
 }
 
 // args returns the columns as the arguments $1 to $11 of table.insert
 // (appendArgs packs them for appendSQL).
 func (b *batch) args() []any {
-	return []any{b.seqs, b.ats, b.actors, b.actions, b.resources, b.outcomes, b.details, b.ips, b.agents, b.prevs, b.macs}
+	n := len(b.items)
+	seqs, prevs := make([]int64, n), make([][]byte, n)
+	actors, actions, resources, outcomes := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	details, ips, agents := make([]string, n), make([]string, n), make([]string, n)
+	for i, p := range b.items {
+		seqs[i], prevs[i] = b.first+int64(i), b.prevOf(i)
+		actors[i], actions[i], resources[i], outcomes[i] = p.actor, p.action, p.resource, string(p.outcome)
+		details[i], ips[i], agents[i] = string(p.details()), ipString(p.ip), p.userAgent
+	}
+	return []any{seqs, b.ats, actors, actions, resources, outcomes, details, ips, agents, prevs, b.macs}
 }
 
 // chain computes the entries of items with mac, the first numbered
@@ -104,26 +110,19 @@ func chain(items []*prepared, head int64, headMAC []byte, mac macer) (*batch, er
 	if head+int64(n) > maxSeq {
 		return nil, fmt.Errorf("the log is full: sequence numbers end at %d", int64(maxSeq))
 	}
-	b := &batch{
-		written: written{first: head + 1, prev: headMAC, macs: make([][]byte, n)},
-		seqs:    make([]int64, n), ats: make([]time.Time, n),
-		actors: make([]string, n), actions: make([]string, n), resources: make([]string, n), outcomes: make([]string, n),
-		details: make([]string, n), ips: make([]string, n), agents: make([]string, n), prevs: make([][]byte, n),
-	}
+	b := &batch{written: written{first: head + 1, prev: headMAC, macs: make([][]byte, n)}, items: items, ats: make([]time.Time, n)}
 	if b.prev == nil {
 		b.prev = []byte{}
 	}
 	prev := b.prev
 	buf := make([]byte, 0, 512)
 	for i, p := range items {
-		seq := b.first + int64(i)
-		buf = p.macInput(buf[:0], seq, prev)
+		buf = p.macInput(buf[:0], b.first+int64(i), prev)
 		tag, err := mac.ComputeMAC(buf)
 		if err != nil {
 			return nil, err
 		}
-		b.seqs[i], b.ats[i], b.actors[i], b.actions[i], b.resources[i], b.outcomes[i] = seq, p.at, p.actor, p.action, p.resource, string(p.outcome)
-		b.details[i], b.ips[i], b.agents[i], b.prevs[i], b.macs[i] = p.detailsText, p.ipText, p.userAgent, prev, tag
+		b.ats[i], b.macs[i] = p.at, tag
 		prev = tag
 	}
 	return b, nil

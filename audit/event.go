@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -104,25 +105,50 @@ type Entry struct {
 // prepared is a validated event with its canonical encoding, but for the
 // sequence number and the previous MAC, which the batch that writes it
 // fills in: canon[:i] + base64(prev MAC) + canon[i:j] + seq + canon[j:].
+// The canonical details and the source IP as written to the database are
+// parts of canon.
 type prepared struct {
 	log                                string
 	at                                 time.Time
 	actor, action, resource, userAgent string
 	outcome                            Outcome
-	details                            []byte // canonical
 	ip                                 netip.Addr
-	detailsText, ipText                string // as written to the database
 	canon                              []byte
 	prevAt, seqAt                      int
+	detailsAt, detailsEnd              int // canon[detailsAt:detailsEnd] is the canonical details
+	ipAt, ipEnd                        int // canon[ipAt:ipEnd] is ipString(ip), but for an IP with a zone
+}
+
+// details returns the canonical JSON of p's details (a part of p.canon).
+func (p *prepared) details() []byte { return p.canon[p.detailsAt:p.detailsEnd:p.detailsEnd] }
+
+// ipText returns p's source IP as written to the database (a part of
+// p.canon but for an address with a zone, which only a stored entry can
+// have).
+func (p *prepared) ipText() []byte {
+	if p.ip.Zone() != "" {
+		return []byte(ipString(p.ip))
+	}
+	return p.canon[p.ipAt:p.ipEnd:p.ipEnd]
 }
 
 // prepare validates ev and makes its canonical encoding for log. now is
 // the time of an event without one.
 func prepare(log string, ev Event, now time.Time) (*prepared, error) {
+	p := new(prepared)
+	if err := p.prepare(log, ev, now); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// prepare is prepare into p.
+func (p *prepared) prepare(log string, ev Event, now time.Time) error {
 	var errs []error
 	bad := func(field, rule string) { errs = append(errs, &FieldError{Field: field, Rule: rule}) }
 	text := func(field, s string, min, max int) {
 		switch {
+		case len(s) >= min && len(s) <= max && plainText(s):
 		case len(s) < min || len(s) > max:
 			if min > 0 {
 				bad(field, fmt.Sprintf("must be %d to %d bytes, not %d", min, max, len(s)))
@@ -153,35 +179,75 @@ func prepare(log string, ev Event, now time.Time) (*prepared, error) {
 	if ev.SourceIP.IsValid() && ev.SourceIP.Zone() != "" {
 		bad("SourceIP", "must not have a zone")
 	}
-	details, err := canonicalDetails(ev.Details)
+	*p = prepared{
+		log: log, at: at, actor: ev.Actor, action: ev.Action, resource: ev.Resource, userAgent: ev.UserAgent,
+		outcome: ev.Outcome, ip: ev.SourceIP,
+	}
+	// The encoding is made in a scratch buffer, and copied once to one of
+	// its exact size.
+	s := scratchPool.Get().(*scratch)
+	defer s.put()
+	b := p.encodeHead(s.buf[:0])
+	p.detailsAt = len(b)
+	b, err := appendDetails(b, ev.Details, s)
+	s.buf = b
 	if err != nil {
 		bad("Details", err.Error())
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return errors.Join(errs...)
 	}
-	p := &prepared{
-		log: log, at: at, actor: ev.Actor, action: ev.Action, resource: ev.Resource, userAgent: ev.UserAgent,
-		outcome: ev.Outcome, details: details, ip: ev.SourceIP,
-	}
-	p.encode()
-	return p, nil
+	p.detailsEnd = len(b)
+	b = p.encodeTail(b)
+	s.buf = b
+	p.canon = bytes.Clone(b)
+	return nil
 }
 
-// encode makes p.canon: the canonical JSON (RFC 8785) of the entry, in
-// three pieces around the previous MAC and the sequence number. The keys
-// are ASCII, so their order is byte order; strings are written as RFC
-// 8785 writes them (canonicalString), and the test suite checks the
-// result against github.com/gowebpki/jcs byte for byte.
-func (p *prepared) encode() {
-	p.detailsText, p.ipText = string(p.details), ipString(p.ip)
-	b := make([]byte, 0, 192+len(p.actor)+len(p.action)+len(p.resource)+len(p.userAgent)+len(p.details)+len(p.log))
+// scratch is the buffers prepare encodes with.
+type scratch struct {
+	buf []byte
+	ms  []member // of detailsEncoder
+}
+
+var scratchPool = sync.Pool{New: func() any { return &scratch{buf: make([]byte, 0, 1024), ms: make([]member, 0, 16)} }}
+
+// put returns s to scratchPool, unless it grew large.
+func (s *scratch) put() {
+	if cap(s.buf) > 64<<10 || cap(s.ms) > 1024 {
+		return
+	}
+	clear(s.ms[:cap(s.ms)]) // holds no values of the caller's
+	s.buf, s.ms = s.buf[:0], s.ms[:0]
+	scratchPool.Put(s)
+}
+
+// plainText reports whether s is printable ASCII only: valid UTF-8
+// without control characters, and nothing RFC 8785 escapes but " and \.
+func plainText(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// encodeHead and encodeTail make p.canon around the canonical details:
+// the canonical JSON (RFC 8785) of the entry, in three pieces around the
+// previous MAC and the sequence number. The keys are ASCII, so their
+// order is byte order; strings are written as RFC 8785 writes them
+// (canonicalString), and the test suite checks the result against
+// github.com/gowebpki/jcs byte for byte.
+func (p *prepared) encodeHead(b []byte) []byte {
 	b = append(b, `{"action":`...)
 	b = canonicalString(b, p.action)
 	b = append(b, `,"actor":`...)
 	b = canonicalString(b, p.actor)
-	b = append(b, `,"details":`...)
-	b = append(b, p.details...)
+	return append(b, `,"details":`...)
+}
+
+func (p *prepared) encodeTail(b []byte) []byte {
 	b = append(b, `,"log":`...)
 	b = canonicalString(b, p.log)
 	b = append(b, `,"outcome":`...)
@@ -193,13 +259,21 @@ func (p *prepared) encode() {
 	b = append(b, `,"seq":`...)
 	p.seqAt = len(b)
 	b = append(b, `,"source_ip":`...)
-	b = canonicalString(b, p.ipText)
-	b = append(b, `,"time":`...)
-	b = canonicalString(b, formatTime(p.at))
-	b = append(b, `,"type":"entry","user_agent":`...)
+	if p.ip.Zone() == "" {
+		// An address without a zone is digits, hex digits, '.' and ':'.
+		b = append(b, '"')
+		p.ipAt = len(b)
+		b = p.ip.AppendTo(b)
+		p.ipEnd = len(b)
+		b = append(b, '"')
+	} else {
+		b = canonicalString(b, ipString(p.ip))
+	}
+	b = append(b, `,"time":"`...)
+	b = appendTime(b, p.at)
+	b = append(b, `","type":"entry","user_agent":`...)
 	b = canonicalString(b, p.userAgent)
-	b = append(b, `,"v":1}`...)
-	p.canon = b
+	return append(b, `,"v":1}`...)
 }
 
 // macInput appends to dst the canonical encoding of p as entry seq after
@@ -216,7 +290,7 @@ func (p *prepared) macInput(dst []byte, seq int64, prev []byte) []byte {
 func (p *prepared) entry(log string, seq int64, prev, mac []byte) Entry {
 	return Entry{
 		Log: log, Seq: seq, Time: p.at, Actor: p.actor, Action: p.action, Resource: p.resource,
-		Outcome: p.outcome, Details: json.RawMessage(p.details), SourceIP: p.ip, UserAgent: p.userAgent,
+		Outcome: p.outcome, Details: json.RawMessage(p.details()), SourceIP: p.ip, UserAgent: p.userAgent,
 		PrevMAC: prev, MAC: mac,
 	}
 }
@@ -235,9 +309,13 @@ func prepareStored(e *Entry) (*prepared, error) {
 	e.Details = details
 	p := &prepared{
 		log: e.Log, at: e.Time.UTC(), actor: e.Actor, action: e.Action, resource: e.Resource, userAgent: e.UserAgent,
-		outcome: e.Outcome, details: details, ip: e.SourceIP,
+		outcome: e.Outcome, ip: e.SourceIP,
 	}
-	p.encode()
+	b := p.encodeHead(make([]byte, 0, 256+len(p.actor)+len(p.action)+len(p.resource)+len(p.userAgent)+len(details)+len(p.log)))
+	p.detailsAt = len(b)
+	b = append(b, details...)
+	p.detailsEnd = len(b)
+	p.canon = p.encodeTail(b)
 	return p, nil
 }
 
@@ -252,48 +330,56 @@ func hasControl(s string) bool {
 
 // canonicalDetails returns the RFC 8785 form of details (see
 // Event.Details), or why it cannot be kept.
-func canonicalDetails(details any) ([]byte, error) {
+func canonicalDetails(details any) ([]byte, error) { return appendDetails(nil, details, nil) }
+
+// appendDetails appends the RFC 8785 form of details (see Event.Details)
+// to dst, or returns why it cannot be kept. s, if not nil, is scratch
+// space for the encoder.
+func appendDetails(dst []byte, details any, s *scratch) ([]byte, error) {
 	var raw []byte
 	switch d := details.(type) {
 	case nil:
-		return []byte("{}"), nil
+		return append(dst, "{}"...), nil
 	case json.RawMessage:
 		raw = d
 	case []byte:
 		raw = d
 	default:
-		if c, ok, err := fastDetails(d); ok {
+		if c, ok, err := appendFastDetails(dst, d, s); ok {
 			if err != nil {
-				return nil, err
+				return dst, err
 			}
-			if err := checkDetails(c); err != nil {
-				return nil, err
+			if err := checkDetails(c[len(dst):]); err != nil {
+				return dst, err
 			}
 			return c, nil
 		}
 		var err error
 		if raw, err = json.Marshal(d); err != nil {
-			return nil, fmt.Errorf("must marshal to a JSON object: %v", err)
+			return dst, fmt.Errorf("must marshal to a JSON object: %v", err)
 		}
 	}
 	if len(raw) > 4*MaxDetails {
-		return nil, fmt.Errorf("must be at most %d bytes in canonical JSON", MaxDetails)
+		return dst, fmt.Errorf("must be at most %d bytes in canonical JSON", MaxDetails)
 	}
 	raw = bytes.TrimLeft(raw, " \t\r\n")
 	if len(raw) == 0 || raw[0] != '{' {
-		return nil, errors.New("must be a JSON object")
+		return dst, errors.New("must be a JSON object")
 	}
 	c, err := jcs.Transform(raw)
 	if err != nil {
-		return nil, fmt.Errorf("must be valid JSON (RFC 8785 canonical form: %s)", truncate(err.Error(), 80))
+		return dst, fmt.Errorf("must be valid JSON (RFC 8785 canonical form: %s)", truncate(err.Error(), 80))
 	}
 	if len(c) > MaxDetails {
-		return nil, fmt.Errorf("must be at most %d bytes in canonical JSON, not %d", MaxDetails, len(c))
+		return dst, fmt.Errorf("must be at most %d bytes in canonical JSON, not %d", MaxDetails, len(c))
 	}
 	if err := checkDetails(c); err != nil {
-		return nil, err
+		return dst, err
 	}
-	return c, nil
+	if dst == nil {
+		return c, nil
+	}
+	return append(dst, c...), nil
 }
 
 // checkDetails checks canonical JSON for what PostgreSQL's jsonb or the
@@ -337,7 +423,26 @@ func truncate(s string, n int) string {
 // microseconds, always six digits.
 const timeLayout = "2006-01-02T15:04:05.000000Z"
 
-func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+func formatTime(t time.Time) string {
+	var b [len(timeLayout)]byte
+	return string(appendTime(b[:0], t))
+}
+
+// appendTime appends t in UTC as timeLayout writes it (with a shortcut for
+// the years 0 to 9999).
+func appendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	y, mo, d := t.Date()
+	if y < 0 || y > 9999 {
+		return t.AppendFormat(b, timeLayout)
+	}
+	h, mi, s := t.Clock()
+	us := t.Nanosecond() / 1000
+	b = append(b, byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-',
+		byte('0'+mo/10), byte('0'+mo%10), '-', byte('0'+d/10), byte('0'+d%10), 'T',
+		byte('0'+h/10), byte('0'+h%10), ':', byte('0'+mi/10), byte('0'+mi%10), ':', byte('0'+s/10), byte('0'+s%10), '.')
+	return append(b, byte('0'+us/100000), byte('0'+us/10000%10), byte('0'+us/1000%10), byte('0'+us/100%10), byte('0'+us/10%10), byte('0'+us%10), 'Z')
+}
 
 func ipString(a netip.Addr) string {
 	if !a.IsValid() {

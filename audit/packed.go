@@ -14,25 +14,47 @@ const unitSep = '\x1f'
 // server splits it in C.) The sequence numbers and previous MACs are not
 // sent: they follow from the head and the MACs.
 func (b *batch) appendArgs() []any {
-	cols := [...][]string{b.actors, b.actions, b.resources, b.outcomes, b.details, b.ips, b.agents}
-	args := make([]any, 0, 4+len(cols))
+	args := make([]any, 0, 11)
 	args = append(args, b.first-1, b.prev, b.ats, b.macs)
-	for _, col := range cols {
-		args = append(args, packColumn(col))
+	for _, f := range [...]func(*prepared) string{
+		func(p *prepared) string { return p.actor },
+		func(p *prepared) string { return p.action },
+		func(p *prepared) string { return p.resource },
+		func(p *prepared) string { return string(p.outcome) },
+	} {
+		args = append(args, packColumn(b.items, f))
 	}
-	return args
+	// The details and the addresses are parts of each entry's canonical
+	// encoding.
+	return append(args, packBytes(b.items, (*prepared).details), packBytes(b.items, (*prepared).ipText),
+		packColumn(b.items, func(p *prepared) string { return p.userAgent }))
 }
 
-// packColumn joins vs, each followed by unitSep.
-func packColumn(vs []string) string {
-	n := len(vs)
-	for _, v := range vs {
-		n += len(v)
+// packColumn joins the values f gives of items, each followed by unitSep.
+func packColumn(items []*prepared, f func(*prepared) string) string {
+	n := len(items)
+	for _, p := range items {
+		n += len(f(p))
 	}
 	var sb strings.Builder
 	sb.Grow(n)
-	for _, v := range vs {
-		sb.WriteString(v)
+	for _, p := range items {
+		sb.WriteString(f(p))
+		sb.WriteByte(unitSep)
+	}
+	return sb.String()
+}
+
+// packBytes is packColumn of values given as bytes.
+func packBytes(items []*prepared, f func(*prepared) []byte) string {
+	n := len(items)
+	for _, p := range items {
+		n += len(f(p))
+	}
+	var sb strings.Builder
+	sb.Grow(n)
+	for _, p := range items {
+		sb.Write(f(p))
 		sb.WriteByte(unitSep)
 	}
 	return sb.String()

@@ -107,7 +107,7 @@ type queue struct {
 
 // item is one entry waiting, and then its outcome.
 type item struct {
-	p    *prepared
+	p    prepared
 	seq  int64
 	prev []byte
 	mac  []byte
@@ -182,8 +182,8 @@ func (w *Writer) Append(ctx context.Context, ev Event) (Receipt, error) {
 	if err != nil {
 		return Receipt{}, err
 	}
-	p, err := prepare(id.String(), ev, now())
-	if err != nil {
+	it := &item{}
+	if err := it.p.prepare(id.String(), ev, now()); err != nil {
 		return Receipt{}, fmt.Errorf("audit: append to tenant %s: %w", id, err)
 	}
 	if w.isClosed() {
@@ -203,7 +203,6 @@ func (w *Writer) Append(ctx context.Context, ev Event) (Receipt, error) {
 			return Receipt{}, fmt.Errorf("audit: append: %w: the Writer is closed", ErrClosed)
 		}
 	}
-	it := &item{p: p}
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
@@ -349,7 +348,7 @@ func (w *Writer) chainAhead(ctx context.Context, id tenant.ID, items []*item, he
 	}
 	ps := make([]*prepared, len(items))
 	for i, it := range items {
-		ps[i] = it.p
+		ps[i] = &it.p
 	}
 	b, err := chain(ps, seq, prev, mac)
 	if err != nil {
@@ -365,7 +364,7 @@ func (w *Writer) chainAhead(ctx context.Context, id tenant.ID, items []*item, he
 func (w *Writer) writeItems(ctx context.Context, q *queue, batch []*item, prior *batch) error {
 	ps := make([]*prepared, len(batch))
 	for i, it := range batch {
-		ps[i] = it.p
+		ps[i] = &it.p
 	}
 	if prior != nil && len(prior.macs) != len(batch) {
 		prior = nil
