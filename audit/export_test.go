@@ -34,6 +34,14 @@ func SetBeforeSend(f func(n int)) (restore func()) {
 	return func() { beforeSend = nil }
 }
 
+// SetAheadAnswerLost makes a Log drop the answer to a batch sent ahead
+// (written or not) when f returns true, until restore is called. Not for
+// parallel tests.
+func SetAheadAnswerLost(f func() bool) (restore func()) {
+	aheadAnswerLost = f
+	return func() { aheadAnswerLost = nil }
+}
+
 // FastDetails is the encoder of the usual Go types of details.
 func FastDetails(details any) ([]byte, bool, error) { return fastDetails(details) }
 

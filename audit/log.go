@@ -254,6 +254,61 @@ func (l *Log) write(ctx context.Context, id tenant.ID, items []*prepared, prior 
 	return &b.written, nil
 }
 
+// aheadAnswerLost, when set (by tests only), drops the answer to a batch
+// sent by writeAhead (whether or not it was written) when it returns true.
+var aheadAnswerLost func() bool
+
+// writeAhead sends b, the chain of entries of tenant id (in ctx)
+// computed from the head a batch still on its way (whose answer closes
+// after) is to leave, without waiting for that batch or taking this Log's
+// turn: audit_log_append takes the log's lock, so waits for the batch
+// before to commit or roll back if that one has it, and inserts b only if
+// the head is then the one b follows. So b is written right after the
+// batch before it, or not at all. If b came first (the head was behind
+// the one b follows), it is sent again once the batch before is
+// answered. If it is not written (the batch before failed, or another
+// writer came between), it returns nil, nil, and the entries are to be
+// chained again. A batch whose answer is lost is returned in a
+// *sentError. Any other failure writes nothing either, and returns nil,
+// nil: the entries go again the usual way, which reports it.
+func (l *Log) writeAhead(ctx context.Context, id tenant.ID, b *batch, after <-chan struct{}) (*written, error) {
+	if beforeSend != nil {
+		// Tests see the batches sent one after the other.
+		select {
+		case <-after:
+		case <-ctx.Done():
+			return nil, nil
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		if beforeSend != nil {
+			beforeSend(len(b.items))
+		}
+		var appended, present bool
+		var seq int64
+		var head []byte
+		err := l.db.QueryRow(ctx, appendSQL, b.appendArgs()...).Scan(&appended, &present, &seq, &head)
+		if aheadAnswerLost != nil && aheadAnswerLost() {
+			return nil, &sentError{b: b, err: errors.New("audit: test: the answer was lost")}
+		}
+		switch {
+		case err == nil && (appended || present):
+			l.committed(id, &b.written)
+			return &b.written, nil
+		case err != nil && answerLost(err):
+			return nil, &sentError{b: b, err: err}
+		case err == nil && attempt == 0 && seq < b.first-1:
+			// It came before the batch it follows was written.
+			select {
+			case <-after:
+				continue
+			case <-ctx.Done():
+			}
+		}
+		return nil, nil
+	}
+}
+
 // sentError is the error of a batch that was sent to the database and
 // whose answer was lost (the connection failed, the context ended): it may
 // or may not have been written. Sending b again ([Log.write]'s prior)
@@ -348,7 +403,11 @@ func (l *Log) committed(id tenant.ID, w *written) {
 		h = &head{ckSeq: w.first - 1, ckAt: now()}
 		l.heads[id] = h
 	}
-	h.seq, h.mac = seq, mac
+	if seq > h.seq || h.mac == nil {
+		// Batches written one after the other may be answered in
+		// another order: the head only moves forward.
+		h.seq, h.mac = seq, mac
+	}
 	due := h.seq-h.ckSeq >= int64(l.cfg.CheckpointEvery)
 	l.mu.Unlock()
 	if due {

@@ -64,7 +64,9 @@ func DefaultWriterConfig() WriterConfig {
 // Writer batches appends to the tenants' logs: [Writer.Append] queues an
 // event for the tenant in its context and returns; a goroutine per tenant
 // with entries waiting writes them, up to MaxBatch in one transaction of
-// the [Log], and computes the next batch's chain while one is on its way.
+// the [Log]; while one is on its way, it computes the next batch's chain
+// and sends it too, on a second connection (the database writes it right
+// after the first, or not at all: it is then chained again).
 // An entry is written exactly once or reported: a batch is one
 // transaction, so a crash (even kill -9) leaves it whole or absent, never
 // in part, and the sequence numbers without gaps. A batch that fails for
@@ -100,9 +102,16 @@ type queue struct {
 	urgent  bool   // write what waits now (Flush, Close, a full batch)
 	kick    chan struct{}
 	lastErr error // of the last failed attempt, for Flush's error
-	// prior is the batch of the first entries waiting that was sent but
-	// whose answer was lost: it is sent again as it was.
-	prior *batch
+	// priors are the batches of entries waiting that were sent but whose
+	// answers were lost, in order: each is sent again as it was.
+	priors []sentBatch
+}
+
+// sentBatch is a batch sent whose answer was lost: its entries and the
+// chain sent.
+type sentBatch struct {
+	items []*item
+	b     *batch
 }
 
 // item is one entry waiting, and then its outcome.
@@ -242,69 +251,167 @@ func (q *queue) poke() {
 	}
 }
 
+// flight is a batch on its way to the database.
+type flight struct {
+	items []*item
+	b     *batch        // the chain sent; nil if the Log works it out
+	ahead bool          // sent by Log.writeAhead, before the answer to the flight before
+	done  chan struct{} // closed when it is answered
+	err   error         // writeItems' error, or writeAhead's *sentError
+	wr    *written      // what writeAhead wrote, or nil
+}
+
+// asPredicted reports whether f was written whole as its chain says, so
+// that a flight chained from its head may follow it; w.mu is held.
+func (f *flight) asPredicted() bool {
+	if f.ahead {
+		return f.wr != nil
+	}
+	if f.err != nil || f.b == nil {
+		return false
+	}
+	for _, it := range f.items {
+		if !it.done {
+			return false
+		}
+	}
+	last := f.items[len(f.items)-1]
+	return last.err == nil && bytes.Equal(last.mac, f.b.macs[len(f.b.macs)-1])
+}
+
 // flusher writes the entries of q until none wait; then it ends (Append
 // starts another). While a batch is on its way to the database, it
-// computes the chain of the next one, on the assumption that the batch
-// on its way will be written (if not, that chain is computed again).
+// computes the chain of the next one, on the assumption that the batch on
+// its way will be written, and sends it too (Log.writeAhead), without
+// waiting for the answer to the first: the database writes it right
+// after the first, or not at all. So two batches are on their way at
+// once, and the client and the server work at once. If a batch is not
+// written as its chain says, the flusher waits for the answer to the one
+// after it, which is not written either (unless it was, right after), and
+// goes on from the first entry not written, chained anew.
 func (w *Writer) flusher(q *queue) {
 	defer w.wg.Done()
 	ctx := tenant.NewContext(w.ctx, q.id)
 	retry := time.Duration(0)
-	var next *batch // the chain of the first entries waiting, computed ahead
+	var flights []*flight
+	sent := 0 // q.items[:sent] are the entries of flights
+	// again is a flight sent ahead that the database refused (it came
+	// before the one it follows, or another writer came between): its
+	// chain is sent again the usual way.
+	var again *flight
 	for {
-		w.mu.Lock()
-		if len(q.items) == 0 || w.ctx.Err() != nil {
-			q.running = false
-			w.mu.Unlock()
-			return
-		}
-		wait := len(q.items) < w.cfg.MaxBatch && !q.urgent && !w.closed && w.cfg.FlushDelay > 0 && retry == 0 && next == nil
-		w.mu.Unlock()
-		if wait {
-			t := time.NewTimer(w.cfg.FlushDelay)
-			select {
-			case <-t.C:
-			case <-q.kick:
-			case <-w.ctx.Done():
-			}
-			t.Stop()
-		}
-		w.mu.Lock()
-		batch := q.items[:min(len(q.items), w.cfg.MaxBatch)]
-		prior := next
-		switch {
-		case q.prior != nil:
-			// The batch whose answer was lost goes again as it was.
-			batch, prior = q.items[:len(q.prior.macs)], q.prior
-		case next != nil:
-			batch = q.items[:len(next.macs)]
-		}
-		q.prior, next = nil, nil
-		w.mu.Unlock()
-		if prior == nil {
-			prior = w.chainAhead(ctx, q.id, batch, w.l.knownHead)
-		}
-		done := make(chan error, 1)
-		go func() { done <- w.writeItems(ctx, q, batch, prior) }()
-		if prior != nil {
+		if len(flights) == 0 {
 			w.mu.Lock()
-			rest := q.items[len(batch):min(len(q.items), len(batch)+w.cfg.MaxBatch)]
+			if len(q.items) == 0 || w.ctx.Err() != nil {
+				q.running = false
+				w.mu.Unlock()
+				return
+			}
+			wait := len(q.items) < w.cfg.MaxBatch && !q.urgent && !w.closed && w.cfg.FlushDelay > 0 && retry == 0 && again == nil
+			w.mu.Unlock()
+			if wait {
+				t := time.NewTimer(w.cfg.FlushDelay)
+				select {
+				case <-t.C:
+				case <-q.kick:
+				case <-w.ctx.Done():
+				}
+				t.Stop()
+			}
+			w.mu.Lock()
+			batch, prior := w.firstBatch(q)
+			if again != nil && len(q.priors) == 0 && len(q.items) >= len(again.items) && q.items[0] == again.items[0] {
+				batch, prior = again.items, again.b
+			}
+			again = nil
+			w.mu.Unlock()
+			if prior == nil {
+				prior = w.chainAhead(ctx, q.id, batch, w.l.knownHead)
+			}
+			f := &flight{items: batch, b: prior, done: make(chan struct{})}
+			go func() {
+				f.err = w.writeItems(ctx, q, batch, prior)
+				close(f.done)
+			}()
+			flights, sent = append(flights, f), len(batch)
+		}
+		if last := flights[len(flights)-1]; len(flights) < 2 && last.b != nil {
+			// Send the entries after the last flight, chained from its head.
+			w.mu.Lock()
+			var rest []*item
+			if len(q.priors) == 0 && w.ctx.Err() == nil {
+				rest = q.items[sent:min(len(q.items), sent+w.cfg.MaxBatch)]
+				for i, it := range rest {
+					if it.done {
+						rest = rest[:i]
+						break
+					}
+				}
+			}
 			w.mu.Unlock()
 			if len(rest) > 0 {
-				seq, mac := prior.last()
-				next = w.chainAhead(ctx, q.id, rest, func(tenant.ID) (int64, []byte) { return seq, mac })
+				seq, mac := last.b.last()
+				if b := w.chainAhead(ctx, q.id, rest, func(tenant.ID) (int64, []byte) { return seq, mac }); b != nil {
+					f := &flight{items: rest, b: b, ahead: true, done: make(chan struct{})}
+					after := last.done
+					go func() {
+						f.wr, f.err = w.l.writeAhead(ctx, q.id, b, after)
+						if f.wr != nil {
+							w.finish(q, rest, f.wr, nil)
+						}
+						close(f.done)
+					}()
+					flights, sent = append(flights, f), sent+len(rest)
+				}
 			}
 		}
-		err := <-done
+		f := flights[0]
+		<-f.done
+		flights = flights[1:]
 		w.mu.Lock()
-		// Drop what is done (all of the batch, or the part written before
-		// a transient failure while it was being split).
+		if f.asPredicted() {
+			q.items, sent = q.items[len(f.items):], sent-len(f.items)
+			if len(flights) == 0 {
+				// Entries sent ahead of a batch resent may be written.
+				for len(q.items) > 0 && q.items[0].done {
+					q.items = q.items[1:]
+				}
+			}
+			if len(q.items) == 0 {
+				q.items = nil
+				q.urgent = false
+			}
+			q.lastErr = nil
+			w.mu.Unlock()
+			retry = 0
+			continue
+		}
+		w.mu.Unlock()
+		// Not written as chained: neither are the flights after it,
+		// unless they were, right after it.
+		err := f.err
+		if f.ahead && f.wr == nil && f.err == nil {
+			again = f
+		}
+		for _, g := range flights {
+			<-g.done
+		}
+		w.mu.Lock()
+		for _, g := range append([]*flight{f}, flights...) {
+			var lost *sentError
+			if g.ahead && errors.As(g.err, &lost) {
+				q.priors = append(q.priors, sentBatch{items: g.items, b: lost.b})
+				if err == nil {
+					err = g.err
+				}
+			}
+		}
+		flights, sent = nil, 0
+		// Drop what is done (the batches written, or the part written
+		// before a transient failure while one was being split).
 		n := 0
 		for n < len(q.items) && q.items[n].done {
 			n++
-		}
-		if n != len(batch) || !batch[len(batch)-1].done || prior == nil || !bytes.Equal(batch[len(batch)-1].mac, prior.macs[len(prior.macs)-1]) {
-			next = nil // the batch was not written as computed: neither is the next
 		}
 		q.items = q.items[n:]
 		if len(q.items) == 0 {
@@ -319,7 +426,7 @@ func (w *Writer) flusher(q *queue) {
 			w.mu.Unlock()
 			retry = min(max(2*retry, w.cfg.RetryMin), w.cfg.RetryMax)
 			d := retry/2 + rand.N(retry/2+1)
-			w.l.log.WarnContext(ctx, "audit: writing a batch failed; trying again", "tenant_id", q.id.String(), "entries", len(batch), "retry_in", d, "error", err)
+			w.l.log.WarnContext(ctx, "audit: writing a batch failed; trying again", "tenant_id", q.id.String(), "entries", len(f.items), "retry_in", d, "error", err)
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
@@ -333,6 +440,29 @@ func (w *Writer) flusher(q *queue) {
 		q.lastErr = nil
 		w.mu.Unlock()
 	}
+}
+
+// firstBatch returns the first entries waiting, to send when nothing is
+// on its way: the batch whose answer was lost, as it was sent, if it
+// comes first, or else up to MaxBatch entries, to be chained, up to the
+// next batch whose answer was lost; w.mu is held.
+func (w *Writer) firstBatch(q *queue) ([]*item, *batch) {
+	var stop *item
+	if len(q.priors) > 0 {
+		p := q.priors[0]
+		if q.items[0] == p.items[0] {
+			q.priors = q.priors[1:]
+			return p.items, p.b
+		}
+		stop = p.items[0]
+	}
+	batch := q.items[:min(len(q.items), w.cfg.MaxBatch)]
+	for i, it := range batch {
+		if i > 0 && (it == stop || it.done) {
+			return batch[:i], nil
+		}
+	}
+	return batch, nil
 }
 
 // chainAhead computes the chain of items after the head that head gives,
@@ -377,7 +507,7 @@ func (w *Writer) writeItems(ctx context.Context, q *queue, batch []*item, prior 
 		return nil
 	case errors.As(err, &sent):
 		w.mu.Lock()
-		q.prior = sent.b
+		q.priors = append(q.priors, sentBatch{items: batch, b: sent.b})
 		w.mu.Unlock()
 		return err
 	case transient(err):

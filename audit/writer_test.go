@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -245,4 +246,108 @@ func TestResentBatchIsWrittenOnce(t *testing.T) {
 	require.Equal(t, int64(8), once, "four batches of two, each once")
 	_, err = e.log.Verify(ctx)
 	require.NoError(t, err)
+}
+
+// TestWriterRefusedBatchStopsTheOneSentAhead: the batch sent while the
+// one before it is on its way is not written after a batch the database
+// refuses (an entry of it, then split out), nor after one of another
+// writer that came between: every entry but the refused one is written
+// once, in the order appended, with no gap.
+func TestWriterRefusedBatchStopsTheOneSentAhead(t *testing.T) {
+	e := newEnv(t, "standard")
+	id, ctx := e.newTenant(t, "ahead")
+	c, table := e.superuser(t, id)
+	_, err := c.Exec(t.Context(), `ALTER TABLE `+table+` ADD CONSTRAINT no_poison CHECK (NOT details ? 'poison')`)
+	require.NoError(t, err)
+	w, err := e.log.NewWriter(writerConfig(func(c *audit.WriterConfig) { c.MaxBatch, c.MaxPending, c.FlushDelay = 50, 2000, 0 }))
+	require.NoError(t, err)
+	const n = 1500
+	var rs []audit.Receipt
+	for i := range n {
+		d := map[string]any{"i": i}
+		if i%300 == 120 {
+			d["poison"] = true
+		}
+		if i%200 == 77 {
+			_, err := e.log.Append(ctx, audit.Event{Actor: "other", Action: "between", Outcome: audit.OutcomeSuccess})
+			require.NoError(t, err)
+		}
+		r, err := w.Append(ctx, audit.Event{Actor: "w", Action: "ahead", Outcome: audit.OutcomeSuccess, Details: d})
+		require.NoError(t, err)
+		rs = append(rs, r)
+	}
+	err = w.Flush(t.Context())
+	require.ErrorIs(t, err, audit.ErrNotWritten)
+	require.Contains(t, err.Error(), "5 entries failed")
+	require.NoError(t, w.Close(t.Context()))
+	last := int64(0)
+	for i, r := range rs {
+		en, err := r.Wait(t.Context())
+		if i%300 == 120 {
+			require.ErrorIs(t, err, audit.ErrNotWritten)
+			continue
+		}
+		require.NoError(t, err)
+		require.Greater(t, en.Seq, last, "entry %d", i)
+		last = en.Seq
+	}
+	rep, err := e.log.Verify(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(n-5+8), rep.Entries)
+	var is []int64
+	rows, err := c.Query(t.Context(), `SELECT (details->>'i')::bigint FROM `+table+` WHERE actor = 'w' ORDER BY seq`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var i int64
+		require.NoError(t, rows.Scan(&i))
+		is = append(is, i)
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, is, n-5)
+	k := 0
+	for i := range int64(n) {
+		if i%300 == 120 {
+			continue
+		}
+		require.Equal(t, i, is[k], "the Writer's entries, in order, each once")
+		k++
+	}
+}
+
+// TestWriterResendsBatchesSentAheadOnce: batches sent ahead whose
+// answers are lost (written or not, and the one after sent meanwhile) are
+// sent again as they were: every entry is in the log once, in the order
+// appended, with no gap.
+func TestWriterResendsBatchesSentAheadOnce(t *testing.T) {
+	e := newEnv(t, "standard")
+	id, ctx := e.newTenant(t, "aheadlost")
+	var calls atomic.Int64
+	defer audit.SetAheadAnswerLost(func() bool { return calls.Add(1)%3 == 0 })()
+	w, err := e.log.NewWriter(writerConfig(func(c *audit.WriterConfig) {
+		c.MaxBatch, c.MaxPending, c.FlushDelay, c.RetryMin = 50, 2000, 0, time.Millisecond
+	}))
+	require.NoError(t, err)
+	const n = 1500
+	for i := range n {
+		_, err := w.Append(ctx, audit.Event{Actor: "w", Action: "lost", Outcome: audit.OutcomeSuccess, Details: map[string]any{"i": i}})
+		require.NoError(t, err)
+	}
+	require.NoError(t, w.Flush(t.Context()))
+	require.NoError(t, w.Close(t.Context()))
+	require.Greater(t, calls.Load(), int64(6), "batches were sent ahead")
+	rep, err := e.log.Verify(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(n), rep.Entries)
+	c, table := e.superuser(t, id)
+	rows, err := c.Query(t.Context(), `SELECT (details->>'i')::bigint FROM `+table+` ORDER BY seq`)
+	require.NoError(t, err)
+	k := int64(0)
+	for rows.Next() {
+		var i int64
+		require.NoError(t, rows.Scan(&i))
+		require.Equal(t, k, i, "in order, each once")
+		k++
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, int64(n), k)
 }
