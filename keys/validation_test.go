@@ -83,14 +83,14 @@ func TestErrorsCarryOnePackagePrefix(t *testing.T) {
 		},
 		"Seal, never provisioned (MemStore)": func() error { _, err := mem.Seal(ctx, []byte("x"), field); return err },
 		"Provision, MemStore refuses":        func() error { return mem.Provision(ctxT(t), tenant.ID{}, keys.ProvisionOptions{}) },
-		"StreamingAEAD, too long AD": func() error {
-			_, err := stream.NewEncryptingWriter(io.Discard, make([]byte, 0))
-			if err != nil {
-				return err
+		"StreamingAEAD not made by the Manager": func() error {
+			if _, err := stream.NewEncryptingWriter(io.Discard, nil); err != nil {
+				return fmt.Errorf("a Manager's StreamingAEAD failed: %w", err) // would fail the prefix check too, but say so
 			}
-			_, err = (&keys.StreamingAEAD{}).NewEncryptingWriter(io.Discard, nil)
+			_, err := (&keys.StreamingAEAD{}).NewEncryptingWriter(io.Discard, nil)
 			return err
 		},
+		"MAC not made by the Manager": func() error { _, err := (&keys.MAC{}).ComputeMAC([]byte("x")); return err },
 		"Shred, zero tenant": func() error { _, err := m.Shred(ctxT(t), tenant.ID{}); return err },
 	} {
 		t.Run(name, func(t *testing.T) { requireOnePrefix(t, call()) })
