@@ -91,7 +91,7 @@ func TestErrorsCarryOnePackagePrefix(t *testing.T) {
 			return err
 		},
 		"MAC not made by the Manager": func() error { _, err := (&keys.MAC{}).ComputeMAC([]byte("x")); return err },
-		"Shred, zero tenant": func() error { _, err := m.Shred(ctxT(t), tenant.ID{}); return err },
+		"Shred, zero tenant":          func() error { _, err := m.Shred(ctxT(t), tenant.ID{}); return err },
 	} {
 		t.Run(name, func(t *testing.T) { requireOnePrefix(t, call()) })
 	}
