@@ -2,6 +2,7 @@ package blob_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"testing"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/rtmx-ai/tenancy/blob"
 	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
@@ -94,4 +96,54 @@ func TestEncryptionRequiresKeys(t *testing.T) {
 	}
 	_ = b.Close()
 	var _ *keys.Manager
+}
+
+// noUsage is a UsageStore and TenantBuckets that no call without a tenant
+// may reach.
+type noUsage struct{ t *testing.T }
+
+func (n noUsage) Change(context.Context, store.BlobChange) error {
+	n.t.Error("Change reached without a tenant")
+	return nil
+}
+
+func (n noUsage) Usage(context.Context, map[tenant.Tier]store.BlobLimits) (store.BlobAccount, error) {
+	n.t.Error("Usage reached the store without a tenant")
+	return store.BlobAccount{}, nil
+}
+
+func (n noUsage) Reconcile(context.Context, func(context.Context) (store.BlobUsage, error)) (store.BlobReconciliation, error) {
+	n.t.Error("Reconcile reached the store without a tenant")
+	return store.BlobReconciliation{}, nil
+}
+
+func (n noUsage) TenantBucket(context.Context) (string, error) {
+	n.t.Error("TenantBucket reached without a tenant")
+	return "", nil
+}
+
+// TestTenantScopedEntryPointsNeedATenant: every entry point that takes its
+// tenant from the context (For, with and without quotas and tenant
+// buckets; Usage, with quotas on or off) fails with tenant.ErrNoTenant
+// without one, before it reaches the usage store or the bucket directory:
+// none falls back to a default tenant.
+func TestTenantScopedEntryPointsNeedATenant(t *testing.T) {
+	km := newManager(t)
+	q := blob.DefaultQuotas(noUsage{t})
+	for name, opts := range map[string][]blob.Option{
+		"plain":          nil,
+		"quotas":         {blob.WithQuotas(q)},
+		"tenant buckets": {blob.WithTenantBuckets(noUsage{t})},
+		"both":           {blob.WithQuotas(q), blob.WithTenantBuckets(noUsage{t})},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := memBackend(t).open(t, km, opts...)
+			if _, err := b.For(t.Context()); !errors.Is(err, tenant.ErrNoTenant) {
+				t.Errorf("For without tenant: %v, want ErrNoTenant", err)
+			}
+			if _, err := b.Usage(t.Context()); !errors.Is(err, tenant.ErrNoTenant) {
+				t.Errorf("Usage without tenant: %v, want ErrNoTenant", err)
+			}
+		})
+	}
 }

@@ -160,11 +160,11 @@ func (w *writer) checkQuota() error {
 // objects take, what writes in progress hold, and its limits. It needs
 // [WithQuotas].
 func (b *Buckets) Usage(ctx context.Context) (store.BlobAccount, error) {
-	if b.quota == nil {
-		return store.BlobAccount{}, errors.New("blob: Usage: quotas are off (WithQuotas)")
-	}
 	if _, err := tenant.Require(ctx, "blob: Usage"); err != nil {
 		return store.BlobAccount{}, err
+	}
+	if b.quota == nil {
+		return store.BlobAccount{}, errors.New("blob: Usage: quotas are off (WithQuotas)")
 	}
 	a, err := b.quota.Usage.Usage(ctx, b.quota.Tiers)
 	if err != nil {
