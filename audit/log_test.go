@@ -14,7 +14,8 @@ import (
 
 // TestAppendVerifyExport writes entries on every placement (and in
 // store's shared-pool mode), reads them back through Verify and an
-// export, and verifies the export offline.
+// export, and verifies the export offline; every call of a Log or a
+// Writer for a tenant fails without one in the context.
 func TestAppendVerifyExport(t *testing.T) {
 	for _, tier := range append(tiers, "shared-pool") {
 		t.Run(string(tier), func(t *testing.T) {
@@ -53,6 +54,20 @@ func TestAppendVerifyExport(t *testing.T) {
 
 			_, err = e.log.Append(t.Context(), audit.Event{Actor: "a", Action: "b", Outcome: audit.OutcomeSuccess})
 			require.True(t, errors.Is(err, tenant.ErrNoTenant), "%v", err)
+			// Every tenant-scoped call fails without a tenant: no default.
+			_, err = e.log.Verify(t.Context())
+			require.ErrorIs(t, err, tenant.ErrNoTenant)
+			_, err = e.log.Export(t.Context(), &buf)
+			require.ErrorIs(t, err, tenant.ErrNoTenant)
+			_, err = e.log.Checkpoint(t.Context())
+			require.ErrorIs(t, err, tenant.ErrNoTenant)
+			_, err = e.log.Checkpoints(t.Context())
+			require.ErrorIs(t, err, tenant.ErrNoTenant)
+			w, err := e.log.NewWriter(audit.DefaultWriterConfig())
+			require.NoError(t, err)
+			_, err = w.Append(t.Context(), audit.Event{Actor: "a", Action: "b", Outcome: audit.OutcomeSuccess})
+			require.ErrorIs(t, err, tenant.ErrNoTenant)
+			require.NoError(t, w.Close(t.Context()))
 		})
 	}
 }
