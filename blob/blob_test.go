@@ -79,8 +79,14 @@ func TestViewRefusesAnotherTenantsContext(t *testing.T) {
 	if err := v.Delete(gctx, "a"); !errors.Is(err, tenant.ErrCrossTenant) {
 		t.Errorf("Delete with another tenant's context: %v, want ErrCrossTenant", err)
 	}
-	if _, err := v.ReadAll(t.Context(), "a"); err != nil {
-		t.Errorf("ReadAll with a context without tenant: %v, want the view's tenant", err)
+	// A view is not a tenant of its own: a call without a tenant in its
+	// context fails, as every tenant-scoped call does (DESIGN.md: no
+	// default tenant, no fallback).
+	if _, err := v.ReadAll(t.Context(), "a"); !errors.Is(err, tenant.ErrNoTenant) {
+		t.Errorf("ReadAll with a context without tenant: %v, want ErrNoTenant", err)
+	}
+	if err := v.WriteAll(t.Context(), "b", []byte("x"), nil); !errors.Is(err, tenant.ErrNoTenant) {
+		t.Errorf("WriteAll with a context without tenant: %v, want ErrNoTenant", err)
 	}
 }
 

@@ -126,9 +126,10 @@ func checkKeys(km *keys.Manager, opts []Option) error {
 // platform's.
 //
 // The view is cheap: get one per request or job (the first For of a
-// tenant with [WithTenantBuckets] looks its bucket up, and opens it). Its calls may take a
-// context without a tenant (the view's is used), but not one of another
-// tenant (an error wrapping tenant.ErrCrossTenant, code PermissionDenied).
+// tenant with [WithTenantBuckets] looks its bucket up, and opens it). Its
+// calls take a context of the view's tenant: without a tenant they fail
+// with an error wrapping tenant.ErrNoTenant, with another tenant's with one
+// wrapping tenant.ErrCrossTenant (both code PermissionDenied).
 // Closing it releases nothing shared. The view offers no As (nothing of
 // the platform's bucket is exposed, to it or to the Before* hooks of its
 // options) and no signed URLs (code Unimplemented).

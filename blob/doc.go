@@ -87,9 +87,9 @@
 //
 //   - [ErrInvalidKey] ([*KeyError]): a key or list prefix refused
 //     (InvalidArgument);
-//   - tenant.ErrNoTenant: For without a tenant in the context;
-//     tenant.ErrCrossTenant: a view called with another tenant's context
-//     (PermissionDenied);
+//   - tenant.ErrNoTenant: For, or a view's call, without a tenant in the
+//     context; tenant.ErrCrossTenant: a view called with another tenant's
+//     context (both PermissionDenied on a view);
 //   - keys.ErrDecrypt: an object that does not decrypt: copied from another
 //     tenant or key, tampered with, cut, or not written encrypted by a view
 //     (Internal); keys.ErrKeyDestroyed: the tenant was shredded

@@ -50,7 +50,7 @@ func (b *tenantBucket) ErrorCode(err error) gcerrors.ErrorCode {
 		return ce.code
 	case errors.Is(err, ErrInvalidKey):
 		return gcerrors.InvalidArgument
-	case errors.Is(err, tenant.ErrCrossTenant):
+	case errors.Is(err, tenant.ErrCrossTenant), errors.Is(err, tenant.ErrNoTenant):
 		return gcerrors.PermissionDenied
 	case errors.Is(err, keys.ErrKeyDestroyed), errors.Is(err, keys.ErrNoKeys):
 		return gcerrors.FailedPrecondition
@@ -93,13 +93,18 @@ func hook(f func(func(any) bool) error) func(func(any) bool) error {
 	}
 }
 
-// scope checks that ctx is not another tenant's and returns it carrying
-// the bucket's tenant, for keys.
+// scope checks that ctx carries the bucket's tenant: a call without a
+// tenant fails with tenant.ErrNoTenant, one with another tenant's with
+// tenant.ErrCrossTenant, as every tenant-scoped call does.
 func (b *tenantBucket) scope(ctx context.Context) (context.Context, error) {
-	if id, ok := tenant.FromContext(ctx); ok && id != b.id {
+	id, err := tenant.Require(ctx, "blob")
+	if err != nil {
+		return nil, err
+	}
+	if id != b.id {
 		return nil, fmt.Errorf("%w: the bucket is tenant %s's, the context tenant %s's", tenant.ErrCrossTenant, b.id, id)
 	}
-	return tenant.NewContext(ctx, b.id), nil
+	return ctx, nil
 }
 
 // check validates key and scopes ctx.

@@ -25,13 +25,54 @@ var (
 )
 
 // TenantDriver returns the driver of the view of ctx's tenant, for
-// gocloud's drivertest.
+// gocloud's drivertest, whose calls carry contexts of their own: each is
+// given ctx's tenant, as a service's request context would carry it.
 func (b *Buckets) TenantDriver(ctx context.Context) (driver.Bucket, error) {
 	id, err := tenant.Require(ctx, "TenantDriver")
 	if err != nil {
 		return nil, err
 	}
-	return b.driver(ctx, id)
+	d, err := b.driver(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return withTenant{d, id}, nil
+}
+
+// withTenant is a driver.Bucket whose calls' contexts carry id.
+type withTenant struct {
+	driver.Bucket
+	id tenant.ID
+}
+
+func (w withTenant) ctx(ctx context.Context) context.Context { return tenant.NewContext(ctx, w.id) }
+
+func (w withTenant) Attributes(ctx context.Context, key string) (*driver.Attributes, error) {
+	return w.Bucket.Attributes(w.ctx(ctx), key)
+}
+
+func (w withTenant) ListPaged(ctx context.Context, opts *driver.ListOptions) (*driver.ListPage, error) {
+	return w.Bucket.ListPaged(w.ctx(ctx), opts)
+}
+
+func (w withTenant) NewRangeReader(ctx context.Context, key string, offset, length int64, opts *driver.ReaderOptions) (driver.Reader, error) {
+	return w.Bucket.NewRangeReader(w.ctx(ctx), key, offset, length, opts)
+}
+
+func (w withTenant) NewTypedWriter(ctx context.Context, key, contentType string, opts *driver.WriterOptions) (driver.Writer, error) {
+	return w.Bucket.NewTypedWriter(w.ctx(ctx), key, contentType, opts)
+}
+
+func (w withTenant) Copy(ctx context.Context, dstKey, srcKey string, opts *driver.CopyOptions) error {
+	return w.Bucket.Copy(w.ctx(ctx), dstKey, srcKey, opts)
+}
+
+func (w withTenant) Delete(ctx context.Context, key string, opts *driver.DeleteOptions) error {
+	return w.Bucket.Delete(w.ctx(ctx), key, opts)
+}
+
+func (w withTenant) SignedURL(ctx context.Context, key string, opts *driver.SignedURLOptions) (string, error) {
+	return w.Bucket.SignedURL(w.ctx(ctx), key, opts)
 }
 
 // SetQuotaHook makes a write within its quota call f with "reserved"
