@@ -177,7 +177,9 @@ func TestVerifierConfigErrors(t *testing.T) {
 			c.PEM = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: ecPriv})
 		}},
 		{"PEM garbage", "PEM", func(c *authz.VerifierConfig) { c.PEM = []byte("not pem") }},
-		{"PEM bad block", "PEM", func(c *authz.VerifierConfig) { c.PEM = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("x")}) }},
+		{"PEM bad block", "PEM", func(c *authz.VerifierConfig) {
+			c.PEM = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("x")})
+		}},
 		{"JWKS not JSON", "JWKS", func(c *authz.VerifierConfig) { c.JWKS = []byte("{") }},
 		{"JWKS private key", "JWKS", func(c *authz.VerifierConfig) { c.JWKS = privSet }},
 		{"JWKS symmetric key", "JWKS", func(c *authz.VerifierConfig) { c.JWKS = hmacSet }},
