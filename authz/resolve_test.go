@@ -1,0 +1,153 @@
+package authz_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/rtmx-ai/tenancy/authz"
+)
+
+func TestSubdomain(t *testing.T) {
+	resolve := authz.Subdomain("Example.com.")
+	for _, c := range []struct {
+		host  string
+		want  string // "" names none
+		isErr bool
+	}{
+		{"acme.example.com", "acme", false},
+		{"ACME.EXAMPLE.COM", "acme", false},
+		{"acme.example.com:8443", "acme", false},
+		{"acme.example.com.", "acme", false},
+		{"acme.example.com.:443", "acme", false},
+		{"big-corp.example.com", "big_corp", false},
+		{"example.com", "", false},
+		{"evil.com", "", false},
+		{"acmeexample.com", "", false},
+		{"acme.example.com.evil.com", "", false},
+		{"127.0.0.1:8080", "", false},
+		{"[::1]:443", "", false},
+		{"a.acme.example.com", "", true},
+		{"big_corp.example.com", "", true},
+		{"-acme.example.com", "", true},
+		{"public.example.com", "", true},
+		{"xn--80ak6aa92e.example.com", "", true},
+		{".example.com", "", true},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Host = c.host
+		id, named, err := resolve(r)
+		if c.isErr {
+			require.Error(t, err, c.host)
+			require.True(t, named, c.host)
+			continue
+		}
+		require.NoError(t, err, c.host)
+		require.Equal(t, c.want != "", named, c.host)
+		require.Equal(t, c.want, id.String(), c.host)
+	}
+}
+
+func TestPathPrefix(t *testing.T) {
+	resolve := authz.PathPrefix("/t/")
+	for _, c := range []struct {
+		target string
+		want   string
+		isErr  bool
+	}{
+		{"/t/acme/items", "acme", false},
+		{"/t/acme", "acme", false},
+		{"/t/acme/", "acme", false},
+		{"/t/%61cme/items", "acme", false},
+		{"/me", "", false},
+		{"/", "", false},
+		{"/tt/acme", "", false},
+		{"/t/ACME/items", "", true},
+		{"/t/acme%2Fglobex/items", "", true},
+		{"/t/acme%2fglobex", "", true},
+		{"/t/%2e%2e/items", "", true},
+		{"/t/acme/../globex/items", "", true},
+		{"/t/acme/%2e%2e/globex/items", "", true},
+		{"/t/acme/./items", "", true},
+		{"//t/globex/items", "", true},
+		{"/t//globex/items", "", true},
+		{"/x/../t/globex/items", "", true},
+		{"/t/", "", true},
+		{"/t/acme%00/items", "", true},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "http://h"+c.target, nil)
+		id, named, err := resolve(r)
+		if c.isErr {
+			require.Error(t, err, c.target)
+			require.True(t, named, c.target)
+			continue
+		}
+		require.NoError(t, err, c.target)
+		require.Equal(t, c.want != "", named, c.target)
+		require.Equal(t, c.want, id.String(), c.target)
+	}
+}
+
+// The middleware mounted around a ServeMux, before routing.
+func TestMiddlewareAroundMux(t *testing.T) {
+	e := newEnv(t)
+	acme := e.token(t, "acme")
+	mux := http.NewServeMux()
+	mux.Handle("GET /t/{tenant}/items", echo)
+	mux.Handle("GET /me", echo)
+
+	t.Run("PathValue before routing fails closed", func(t *testing.T) {
+		h := newMiddleware(t, e.v, e.dir, func(c *authz.Config) { c.Resolvers = []authz.Resolver{authz.PathValue("tenant")} }).Handler(mux)
+		for _, target := range []string{"/t/acme/items", "/t/globex/items", "/me"} {
+			requireProblem(t, do(h, request(target, acme)), http.StatusInternalServerError, acme)
+		}
+	})
+	t.Run("PathPrefix", func(t *testing.T) {
+		h := newMiddleware(t, e.v, e.dir, func(c *authz.Config) { c.Resolvers = []authz.Resolver{authz.PathPrefix("/t/")} }).Handler(mux)
+		require.Equal(t, 200, do(h, request("/t/acme/items", acme)).Code)
+		require.Equal(t, 200, do(h, request("/me", acme)).Code)
+		for _, target := range []string{
+			"/t/globex/items", "/t/Globex/items", "/t/acme/../globex/items", "/t/acme/%2e%2e/globex/items",
+			"//t/globex/items", "/t//globex/items", "/x/../t/globex/items", "/t/acme%2F..%2Fglobex/items",
+		} {
+			w := do(h, request(target, acme))
+			requireProblem(t, w, http.StatusForbidden, acme, "globex", "Globex")
+		}
+	})
+}
+
+// Routed by ServeMux with the middleware inside each route: the mux
+// cleans the path (a redirect) before any handler runs.
+func TestPathValueAfterRouting(t *testing.T) {
+	e := newEnv(t)
+	acme := e.token(t, "acme")
+	mw := newMiddleware(t, e.v, e.dir, func(c *authz.Config) { c.Resolvers = []authz.Resolver{authz.PathValue("tenant")} })
+	mux := http.NewServeMux()
+	mux.Handle("GET /t/{tenant}/items", mw.Handler(echo))
+	mux.Handle("GET /files/{tenant}/{path...}", mw.Handler(echo))
+	for _, c := range []struct {
+		target string
+		want   int
+	}{
+		{"/t/acme/items", 200},
+		{"/files/acme/a/b", 200},
+		{"/files/globex/a/b", 403},
+		{"/t/acme/../globex/items", http.StatusTemporaryRedirect},
+		{"//t/globex/items", http.StatusTemporaryRedirect},
+		{"/t/acme%2F..%2Fglobex/items", 403},
+		{"/t/%2e%2e/items", 403},
+	} {
+		w := do(mux, request(c.target, acme))
+		require.Equal(t, c.want, w.Code, c.target)
+		if c.want == 200 {
+			require.Contains(t, w.Body.String(), "of acme", c.target)
+			continue
+		}
+		require.NotContains(t, w.Body.String(), "hello", c.target)
+		if c.want == 403 {
+			requireProblem(t, w, 403, acme, "globex")
+		}
+	}
+}
