@@ -183,6 +183,11 @@ func (l *Log) checkOpen() error {
 // entries is sent to the database.
 var beforeSend func(n int)
 
+// sendsInTurn, when set with beforeSend (by tests only), makes a batch
+// sent ahead wait for the answer to the batch before it, so that tests see
+// the batches sent one after the other.
+var sendsInTurn bool
+
 // write appends items to the log of tenant id (in ctx) in one
 // transaction. Appends of one tenant by this Log take turns, so the head
 // this Log last wrote is the log's unless another process wrote since:
@@ -272,8 +277,7 @@ var aheadAnswerLost func() bool
 // *sentError. Any other failure writes nothing either, and returns nil,
 // nil: the entries go again the usual way, which reports it.
 func (l *Log) writeAhead(ctx context.Context, id tenant.ID, b *batch, after <-chan struct{}) (*written, error) {
-	if beforeSend != nil {
-		// Tests see the batches sent one after the other.
+	if sendsInTurn {
 		select {
 		case <-after:
 		case <-ctx.Done():

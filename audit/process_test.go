@@ -182,115 +182,157 @@ func TestConcurrentProcessesKeepOneChain(t *testing.T) {
 }
 
 // TestKillHelperProcess is the child of TestKillMidBatchLeavesNoHalfBatch:
-// a Writer writes batches of 100; before it sends the third, it says so
-// and waits for the parent's word, then sends it, and is killed while the
-// database holds it. It does nothing in a normal run.
+// a Writer writes batches of 100. In mode "kill" it sends them one after
+// the other; before it sends the third, it says so and waits for the
+// parent's word, then sends it, and is killed while the database holds
+// it. In mode "kill2" it sends them as a Writer does, a batch ahead while
+// the one before is on its way; the third and the fourth each say so and
+// wait, then go at once. It does nothing in a normal run.
 func TestKillHelperProcess(t *testing.T) {
-	if os.Getenv(envHelper) != "kill" {
+	mode := os.Getenv(envHelper)
+	if mode != "kill" && mode != "kill2" {
 		return
 	}
 	l, ctx := helperLog(t)
 	var batches atomic.Int64
-	in := bufio.NewReader(os.Stdin)
-	defer audit.SetBeforeSend(func(n int) {
-		if batches.Add(1) == 3 {
-			fmt.Printf("sending %d\n", n)
-			_ = os.Stdout.Sync()
-			_, _ = in.ReadString('\n')
+	var stdout sync.Mutex
+	word := make(chan struct{})
+	go func() {
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		close(word)
+	}()
+	queued := make(chan struct{})
+	hold := func(n int) {
+		k := batches.Add(1)
+		if k == 1 {
+			// Every entry waits in the Writer before the first batch
+			// goes, so the Writer has a next batch to send ahead.
+			<-queued
 		}
-	})()
-	w, err := l.NewWriter(writerConfig(func(c *audit.WriterConfig) { c.MaxBatch, c.FlushDelay = 100, time.Second }))
+		if k == 3 || (mode == "kill2" && k == 4) {
+			stdout.Lock()
+			fmt.Printf("sending batch %d of %d entries\n", k, n)
+			_ = os.Stdout.Sync()
+			stdout.Unlock()
+			<-word
+		}
+	}
+	if mode == "kill" {
+		defer audit.SetBeforeSend(hold)()
+	} else {
+		defer audit.SetBeforeEverySend(hold)()
+	}
+	w, err := l.NewWriter(writerConfig(func(c *audit.WriterConfig) { c.MaxBatch, c.MaxPending, c.FlushDelay = 100, 1000, time.Second }))
 	require.NoError(t, err)
 	for i := range 1000 {
 		_, err := w.Append(ctx, audit.Event{Actor: "killed", Action: "append", Outcome: audit.OutcomeSuccess, Details: map[string]any{"i": i}})
 		require.NoError(t, err)
 	}
+	close(queued)
 	require.NoError(t, w.Flush(ctx))
 	fmt.Println("flushed") // the parent kills it before this
 }
 
 // TestKillMidBatchLeavesNoHalfBatch kills a writing process (SIGKILL)
 // while the database is in the middle of its third batch (waiting for the
-// log's lock, which the test holds): the log then holds two whole batches,
-// or three, never part of one, and no gap; the next writer continues the
-// chain, which verifies.
+// log's lock, which the test holds), or, with two batches in flight, of
+// its third and fourth: the log then holds whole batches only, never part
+// of one, and no gap (the fourth only after the third); the next writer
+// continues the chain, which verifies.
 func TestKillMidBatchLeavesNoHalfBatch(t *testing.T) {
-	for _, tier := range []tenant.Tier{tenant.TierStandard, tenant.TierEnterprise} {
-		t.Run(string(tier), func(t *testing.T) {
-			e := newEnv(t, tier)
-			id, ctx := e.newTenant(t, "kill")
-			var role string
-			require.NoError(t, e.controlPlane(t).QueryRow(t.Context(), `SELECT role_name FROM tenancy.tenant_logins WHERE tenant_id = $1`, id.String()).Scan(&role))
-			cmd := e.helperCmd(t, "TestKillHelperProcess", "kill", id)
-			stdin, err := cmd.StdinPipe()
-			require.NoError(t, err)
-			out, err := cmd.StdoutPipe()
-			require.NoError(t, err)
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
-			require.NoError(t, cmd.Start())
-			sc := bufio.NewScanner(out)
-			var log strings.Builder
-			sending := false
-			for sc.Scan() {
-				log.WriteString(sc.Text() + "\n")
-				if strings.HasPrefix(sc.Text(), "sending ") {
-					sending = true
-					break
-				}
-			}
-			require.True(t, sending, "the child never reached its third batch:\n%s\n%s", log.String(), stderr.String())
-			go func() { _, _ = io.Copy(io.Discard, out) }()
-			require.Equal(t, int64(200), e.count(t, id))
-
-			// Hold the log's lock, let the child send its batch, and kill
-			// it while its statement waits for the lock.
-			c, table := e.superuser(t, id)
-			lockTx, err := c.Begin(t.Context())
-			require.NoError(t, err)
-			_, err = lockTx.Exec(t.Context(), `LOCK TABLE `+strings.TrimSuffix(table, `"audit_log"`)+`"audit_log_writer" IN EXCLUSIVE MODE`)
-			require.NoError(t, err)
-			_, err = io.WriteString(stdin, "go\n")
-			require.NoError(t, err)
-			cp := e.controlPlane(t)
-			waitFor(t, 30*time.Second, func() bool {
-				var waiting bool
-				require.NoError(t, cp.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-					WHERE usename = $1 AND wait_event_type = 'Lock' AND query LIKE '%audit_log_append%')`, role).Scan(&waiting))
-				return waiting
+	for _, c := range []struct {
+		mode     string
+		inFlight int
+	}{{"kill", 1}, {"kill2", 2}} {
+		for _, tier := range []tenant.Tier{tenant.TierStandard, tenant.TierEnterprise} {
+			t.Run(fmt.Sprintf("%s/inFlight=%d", tier, c.inFlight), func(t *testing.T) {
+				killMidBatch(t, tier, c.mode, c.inFlight)
 			})
-			require.NoError(t, cmd.Process.Kill())
-			require.Error(t, cmd.Wait(), "killed")
-			require.NoError(t, lockTx.Rollback(t.Context()))
-			// The dead client's backend finishes or abandons the batch.
-			waitFor(t, 30*time.Second, func() bool {
-				var busy bool
-				require.NoError(t, cp.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE usename = $1 AND state = 'active')`, role).Scan(&busy))
-				return !busy
-			})
-			n := e.count(t, id)
-			require.Contains(t, []int64{200, 300}, n, "whole batches only")
-			t.Logf("the killed writer's third batch was %s", map[bool]string{true: "committed whole", false: "rolled back whole"}[n == 300])
+		}
+	}
+}
 
-			got := e.appendN(t, ctx, 50, 25)
-			require.Equal(t, n+1, got[0].Seq, "no gap")
-			rep, err := e.log.Verify(ctx)
-			require.NoError(t, err)
-			require.Equal(t, n+50, rep.HeadSeq)
-			var is []int
-			rows, err := c.Query(t.Context(), `SELECT details FROM `+table+` WHERE actor = 'killed' ORDER BY seq`)
-			require.NoError(t, err)
-			for rows.Next() {
-				var d map[string]json.Number
-				require.NoError(t, rows.Scan(&d))
-				i, _ := d["i"].Int64()
-				is = append(is, int(i))
-			}
-			require.NoError(t, rows.Err())
-			require.Len(t, is, int(n))
-			for k, i := range is {
-				require.Equal(t, k, i, "the killed writer's events, in order, none missing")
-			}
-		})
+func killMidBatch(t *testing.T, tier tenant.Tier, mode string, inFlight int) {
+	e := newEnv(t, tier)
+	id, ctx := e.newTenant(t, "kill")
+	var role string
+	require.NoError(t, e.controlPlane(t).QueryRow(t.Context(), `SELECT role_name FROM tenancy.tenant_logins WHERE tenant_id = $1`, id.String()).Scan(&role))
+	cmd := e.helperCmd(t, "TestKillHelperProcess", mode, id)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(out)
+	var log strings.Builder
+	sending := 0
+	for sending < inFlight && sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+		if strings.HasPrefix(sc.Text(), "sending ") {
+			sending++
+		}
+	}
+	if sending != inFlight {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("the child never reached its held batches:\n%s\n%s", log.String(), stderr.String())
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	// The first two batches were not held.
+	waitFor(t, 30*time.Second, func() bool { return e.count(t, id) == 200 })
+
+	// Hold the log's lock, let the child send its batch, and kill
+	// it while its statement waits for the lock.
+	c, table := e.superuser(t, id)
+	lockTx, err := c.Begin(t.Context())
+	require.NoError(t, err)
+	_, err = lockTx.Exec(t.Context(), `LOCK TABLE `+strings.TrimSuffix(table, `"audit_log"`)+`"audit_log_writer" IN EXCLUSIVE MODE`)
+	require.NoError(t, err)
+	_, err = io.WriteString(stdin, "go\n")
+	require.NoError(t, err)
+	cp := e.controlPlane(t)
+	waitFor(t, 30*time.Second, func() bool {
+		var waiting int
+		require.NoError(t, cp.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+					WHERE usename = $1 AND wait_event_type = 'Lock' AND query LIKE '%audit_log_append%'`, role).Scan(&waiting))
+		return waiting == inFlight
+	})
+	require.NoError(t, cmd.Process.Kill())
+	require.Error(t, cmd.Wait(), "killed")
+	require.NoError(t, lockTx.Rollback(t.Context()))
+	// The dead client's backend finishes or abandons the batch.
+	waitFor(t, 30*time.Second, func() bool {
+		var busy bool
+		require.NoError(t, cp.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE usename = $1 AND state = 'active')`, role).Scan(&busy))
+		return !busy
+	})
+	n := e.count(t, id)
+	whole := []int64{200, 300}
+	if inFlight == 2 {
+		whole = append(whole, 400)
+	}
+	require.Contains(t, whole, n, "whole batches only")
+	t.Logf("%d batches held and killed: %d of their entries written", inFlight, n-200)
+
+	got := e.appendN(t, ctx, 50, 25)
+	require.Equal(t, n+1, got[0].Seq, "no gap")
+	rep, err := e.log.Verify(ctx)
+	require.NoError(t, err)
+	require.Equal(t, n+50, rep.HeadSeq)
+	var is []int
+	rows, err := c.Query(t.Context(), `SELECT details FROM `+table+` WHERE actor = 'killed' ORDER BY seq`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var d map[string]json.Number
+		require.NoError(t, rows.Scan(&d))
+		i, _ := d["i"].Int64()
+		is = append(is, int(i))
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, is, int(n))
+	for k, i := range is {
+		require.Equal(t, k, i, "the killed writer's events, in order, none missing")
 	}
 }
