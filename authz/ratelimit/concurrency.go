@@ -18,7 +18,7 @@ type Concurrency struct {
 // NewConcurrency returns a Concurrency limiter configured by cfg (see
 // [Config]; its Wait says whether Acquire waits).
 func NewConcurrency(cfg Config) (*Concurrency, error) {
-	q, err := newQuotas(cfg, false)
+	q, err := newQuotas(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: NewConcurrency: %w", err)
 	}

@@ -22,7 +22,7 @@ var _ Limiter = (*Local)(nil)
 
 // NewLocal returns a Local limiter configured by cfg (see [Config]).
 func NewLocal(cfg Config) (*Local, error) {
-	q, err := newQuotas(cfg, true)
+	q, err := newQuotas(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: NewLocal: %w", err)
 	}
@@ -68,17 +68,16 @@ func take(e *entry, now time.Time) Decision {
 // quotas is the per-tenant state shared by the limiters: the Config, and
 // a table of tenants with their quotas.
 type quotas struct {
-	cfg     Config
-	t       *table
-	buckets bool // whether entries have a token bucket
+	cfg Config
+	t   *table
 }
 
-func newQuotas(cfg Config, buckets bool) (quotas, error) {
+func newQuotas(cfg Config) (quotas, error) {
 	cfg, err := cfg.validate()
 	if err != nil {
 		return quotas{}, err
 	}
-	return quotas{cfg: cfg, t: newTable(cfg.MaxTenants, cfg.Idle), buckets: buckets}, nil
+	return quotas{cfg: cfg, t: newTable(cfg.MaxTenants, cfg.Idle)}, nil
 }
 
 // lookup returns the entry of tenant id, with its quota looked up within
@@ -118,22 +117,17 @@ func (q *quotas) lookup(ctx context.Context, id tenant.ID) (*shard, *entry, time
 		// Keep the quota known; look up again after Refresh.
 		q.cfg.Logger.WarnContext(ctx, "ratelimit: quota lookup failed; keeping the tenant's last quota", "tenant_id", id, "err", err)
 	case e == nil:
-		e = &entry{id: id, quota: quota, limAt: now}
-		if q.buckets {
-			e.lim = rate.NewLimiter(rate.Limit(quota.Rate), quota.Burst)
-		}
+		e = newEntry(id, quota, now)
 		q.t.add(s, e, now)
 	case e.quota != quota:
 		e.quota = quota
-		if e.lim != nil {
-			at := now
-			if at.Before(e.limAt) {
-				at = e.limAt
-			}
-			e.limAt = at
-			e.lim.SetLimitAt(at, rate.Limit(quota.Rate))
-			e.lim.SetBurstAt(at, quota.Burst)
+		at := now
+		if at.Before(e.limAt) {
+			at = e.limAt
 		}
+		e.limAt = at
+		e.lim.SetLimitAt(at, rate.Limit(quota.Rate))
+		e.lim.SetBurstAt(at, quota.Burst)
 	}
 	e.checked = now
 	return s, e, now, nil

@@ -10,44 +10,57 @@ import (
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
-// maxShards is the most shards a table has; a table has one shard per
-// minShardSize tenants of its MaxTenants, rounded down to a power of two.
 const (
+	// maxShards is the most shards a table has; a table has one shard
+	// per minShardSize tenants of its MaxTenants, in powers of two.
 	maxShards    = 64
 	minShardSize = 1024
-	// sweepPerCall is how many idle entries one call may forget.
-	sweepPerCall = 2
-	// busySkips is how many entries with requests in flight an eviction
-	// passes over before it gives up and lets the shard grow by one.
-	busySkips = 4
+	// evictSample is how many tenants an eviction compares to find the
+	// one seen least recently.
+	evictSample = 8
+	// sweepsPerIdle is how many times per Idle a shard looks for idle
+	// tenants.
+	sweepsPerIdle = 4
 )
 
 // entry is the state of one tenant in a table. Its fields are guarded by
 // its shard's mu.
 type entry struct {
-	id         tenant.ID
-	prev, next *entry // the shard's recency list
-	seen       time.Time
-	checked    time.Time // when quota was looked up
-	quota      Quota
-	lim        *rate.Limiter // request rate, for Local
-	limAt      time.Time     // the latest time lim was given: time never runs backwards for it
-	inFlight   int           // requests in flight, for Concurrency
-	wake       chan struct{} // closed when a slot frees, for Concurrency's waiters; nil if none
+	id       tenant.ID
+	seen     time.Time // the latest time the tenant was seen (never moves back)
+	checked  time.Time // when quota was looked up
+	quota    Quota
+	limAt    time.Time     // the latest time lim was given: time never runs backwards for it
+	inFlight int           // requests in flight, for Concurrency
+	wake     chan struct{} // closed when a slot frees, for Concurrency's waiters; nil if none
+	// lim is the tenant's token bucket, for Local. It is part of the
+	// entry (one allocation, one cache line less per check); newEntry
+	// sets it.
+	lim rate.Limiter
+}
+
+// newEntry returns the entry of tenant id with quota q, its bucket full.
+func newEntry(id tenant.ID, q Quota, now time.Time) *entry {
+	e := &entry{id: id, quota: q, limAt: now}
+	// A zero Limiter last updated at the zero time: setting its limit and
+	// burst at that time leaves it there, so its first use at now fills
+	// it to its burst, as rate.NewLimiter's would be.
+	e.lim.SetLimitAt(time.Time{}, rate.Limit(q.Rate))
+	e.lim.SetBurstAt(time.Time{}, q.Burst)
+	return e
 }
 
 // shard is a part of a table.
 type shard struct {
-	mu   sync.Mutex // guards m, head, tail and the entries in m
-	m    map[tenant.ID]*entry
-	head *entry // the most recently used
-	tail *entry // the least recently used
-	_    [64]byte
+	mu        sync.Mutex // guards m, nextSweep and the entries in m
+	m         map[tenant.ID]*entry
+	nextSweep time.Time
+	_         [64]byte
 }
 
 // table keeps per-tenant entries, bounded: at most max per shard (but for
-// entries with requests in flight, which are never dropped), and none
-// unseen for longer than idle.
+// entries with requests in flight, which are never dropped), and, within
+// idle/sweepsPerIdle, none unseen for longer than idle.
 type table struct {
 	seed   maphash.Seed
 	mask   uint64
@@ -98,81 +111,49 @@ func (t *table) len() int {
 // holds s.mu.
 func (s *shard) get(id tenant.ID, now time.Time) *entry {
 	e := s.m[id]
-	if e == nil {
-		return nil
-	}
-	if now.After(e.seen) {
+	if e != nil && now.After(e.seen) {
 		e.seen = now
-	}
-	if s.head != e {
-		s.unlink(e)
-		s.push(e)
 	}
 	return e
 }
 
-// add adds e, seen now, forgetting tenants unseen for longer than t.idle
-// and, past t.max, the least recently seen. The caller holds s.mu.
+// add adds e, seen now; past t.max, it forgets the tenant seen least
+// recently of a few (evictSample) without requests in flight. The caller
+// holds s.mu.
 func (t *table) add(s *shard, e *entry, now time.Time) {
+	for len(s.m) >= t.max {
+		var old *entry
+		n := 0
+		for _, c := range s.m { // from a random place
+			if c.inFlight > 0 {
+				continue
+			}
+			if old == nil || c.seen.Before(old.seen) {
+				old = c
+			}
+			if n++; n == evictSample {
+				break
+			}
+		}
+		if old == nil {
+			break // all in flight (tried the first ones only): grow
+		}
+		delete(s.m, old.id)
+	}
 	e.seen = now
 	s.m[e.id] = e
-	s.push(e)
-	skips := 0
-	for len(s.m) > t.max && skips < busySkips {
-		old := s.tail
-		if old.inFlight > 0 {
-			s.unlink(old)
-			s.push(old)
-			skips++
-			continue
-		}
-		s.drop(old)
-	}
 }
 
-// sweep forgets up to sweepPerCall tenants unseen for longer than t.idle.
-// The caller holds s.mu.
+// sweep forgets the tenants of s unseen for longer than t.idle, if it is
+// time to look. The caller holds s.mu.
 func (t *table) sweep(s *shard, now time.Time) {
-	for range sweepPerCall {
-		old := s.tail
-		if old == nil || now.Sub(old.seen) <= t.idle {
-			return
+	if now.Before(s.nextSweep) {
+		return
+	}
+	s.nextSweep = now.Add(t.idle / sweepsPerIdle)
+	for id, e := range s.m {
+		if e.inFlight == 0 && now.Sub(e.seen) > t.idle {
+			delete(s.m, id)
 		}
-		if old.inFlight > 0 {
-			s.unlink(old)
-			s.push(old)
-			continue
-		}
-		s.drop(old)
 	}
-}
-
-func (s *shard) drop(e *entry) {
-	s.unlink(e)
-	delete(s.m, e.id)
-}
-
-func (s *shard) push(e *entry) {
-	e.prev, e.next = nil, s.head
-	if s.head != nil {
-		s.head.prev = e
-	}
-	s.head = e
-	if s.tail == nil {
-		s.tail = e
-	}
-}
-
-func (s *shard) unlink(e *entry) {
-	if e.prev != nil {
-		e.prev.next = e.next
-	} else {
-		s.head = e.next
-	}
-	if e.next != nil {
-		e.next.prev = e.prev
-	} else {
-		s.tail = e.prev
-	}
-	e.prev, e.next = nil, nil
 }
