@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -483,53 +482,90 @@ func rolesOf(v any) ([]string, error) {
 }
 
 // noDuplicates checks that no JSON object in segment (base64url, as the
-// parser accepted it) has a member name twice.
+// parser accepted it) has a member name twice, comparing names as
+// encoding/json decodes them (escapes resolved, invalid UTF-8 replaced).
+// The parser has decoded the segment as JSON already, so the scan assumes
+// it is well-formed and only guards its own bounds.
 func noDuplicates(segment string) error {
-	data, err := base64.RawURLEncoding.DecodeString(segment)
+	data := make([]byte, base64.RawURLEncoding.DecodedLen(len(segment)))
+	n, err := base64.RawURLEncoding.Decode(data, []byte(segment))
 	if err != nil {
 		return errors.New("malformed")
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	type frame struct {
-		names map[string]struct{}
-		key   bool // the next token of this object is a member name
-	}
-	var stack []*frame
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return errors.New("malformed JSON")
-		}
-		var top *frame
-		if len(stack) > 0 {
-			top = stack[len(stack)-1]
-		}
-		if top != nil && top.key {
-			if d, ok := tok.(json.Delim); ok && d == '}' {
-				stack = stack[:len(stack)-1]
-				continue
+	data = data[:n]
+	var (
+		namesBuf [32][]byte
+		stackBuf [8]int // per open container: its first name's index in names, or -1 for an array
+	)
+	names, stack := namesBuf[:0], stackBuf[:0]
+	expectName := false
+	for i := 0; i < len(data); {
+		switch data[i] {
+		case '{':
+			stack = append(stack, len(names))
+			expectName = true
+			i++
+		case '[':
+			stack = append(stack, -1)
+			expectName = false
+			i++
+		case '}', ']':
+			if len(stack) == 0 {
+				return errors.New("malformed JSON")
 			}
-			name, _ := tok.(string)
-			if _, dup := top.names[name]; dup {
-				return errors.New("a member name appears twice")
+			if top := stack[len(stack)-1]; top >= 0 {
+				names = names[:top]
 			}
-			top.names[name] = struct{}{}
-			top.key = false
-			continue
-		}
-		if top != nil {
-			top.key = true // after this value, a name or '}'
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &frame{names: map[string]struct{}{}, key: true})
-		case json.Delim('['):
-			stack = append(stack, nil)
-		case json.Delim(']'):
 			stack = stack[:len(stack)-1]
+			expectName = false
+			i++
+		case ',':
+			expectName = len(stack) > 0 && stack[len(stack)-1] >= 0
+			i++
+		case '"':
+			end, plain := scanString(data, i)
+			if end < 0 {
+				return errors.New("malformed JSON")
+			}
+			if expectName {
+				name := data[i+1 : end-1]
+				if !plain {
+					var s string
+					if err := json.Unmarshal(data[i:end], &s); err != nil {
+						return errors.New("malformed JSON")
+					}
+					name = []byte(s)
+				}
+				for _, seen := range names[stack[len(stack)-1]:] {
+					if bytes.Equal(seen, name) {
+						return errors.New("a member name appears twice")
+					}
+				}
+				names = append(names, name)
+				expectName = false
+			}
+			i = end
+		default: // ':', whitespace, numbers, literals
+			i++
 		}
 	}
+	return nil
+}
+
+// scanString returns the index after the string starting at data[i]
+// (a '"'), or -1, and whether it is plain: no escapes, ASCII only.
+func scanString(data []byte, i int) (int, bool) {
+	plain := true
+	for k := i + 1; k < len(data); k++ {
+		switch c := data[k]; {
+		case c == '\\':
+			plain = false
+			k++
+		case c == '"':
+			return k + 1, plain
+		case c >= 0x80:
+			plain = false
+		}
+	}
+	return -1, false
 }
