@@ -58,9 +58,9 @@ type Config struct {
 	// Realm, if set, is the realm of the WWW-Authenticate challenge: at
 	// most 64 printable ASCII characters, without '"' or '\'.
 	Realm string
-	// Logger receives a record for each refused request (its status and
-	// reason, the token's tenant once known); nil discards them. Records
-	// never carry the token or claims.
+	// Logger receives a record for each refused request (its status,
+	// reason and method); nil discards them. Records never carry the
+	// token, its claims or the tenant the request named.
 	Logger *slog.Logger
 }
 
@@ -246,19 +246,20 @@ func bearer(r *http.Request) (string, error) {
 // challenge that names no error (RFC 6750 section 3.1).
 var errNoToken = fmt.Errorf("%w: no Authorization header", ErrInvalidToken)
 
-// isToken68 reports whether s is a token68 (RFC 7235): the characters of
-// a base64url JWT and of base64, with trailing '='.
-func isToken68(s string) bool {
-	if s == "" {
-		return false
+// token68 marks the bytes of a token68 (RFC 7235) before its trailing
+// '=': the characters of base64url (a JWT) and of base64.
+var token68 = func() (t [256]bool) {
+	for _, c := range []byte("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~+/") {
+		t[c] = true
 	}
+	return t
+}()
+
+// isToken68 reports whether s is a token68.
+func isToken68(s string) bool {
 	i := 0
-	for ; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/') {
-			break
-		}
+	for i < len(s) && token68[s[i]] {
+		i++
 	}
 	if i == 0 {
 		return false
