@@ -61,8 +61,9 @@
 // [Require] and [RequirePermission] check a role or permission of the
 // tenant's definitions ([Roles]: owner ⊇ editor ⊇ viewer by default; a
 // tenant may define its own). Then the tenant's rate limit
-// (ratelimit.Limiter: 429 with Retry-After) and concurrency cap
-// ([ConcurrencyLimiter]) apply.
+// (ratelimit.Limiter, such as ratelimit.Local or ratelimit.Redis: 429
+// with Retry-After) and concurrency cap ([ConcurrencyLimiter]; for
+// ratelimit.Concurrency, [ConcurrencyOf]) apply.
 //
 // # Errors
 //

@@ -296,3 +296,17 @@ func (m *Middleware) refuse(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	m.log.Log(r.Context(), lvl, "authz: request refused", attrs...)
 }
+
+// ConcurrencyOf returns c, the in-memory concurrency limiter of package
+// ratelimit, as a ConcurrencyLimiter.
+func ConcurrencyOf(c *ratelimit.Concurrency) ConcurrencyLimiter { return slotLimiter{c} }
+
+type slotLimiter struct{ c *ratelimit.Concurrency }
+
+func (s slotLimiter) Acquire(ctx context.Context, id tenant.ID) (func(), error) {
+	slot, err := s.c.Acquire(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return slot.Release, nil
+}
