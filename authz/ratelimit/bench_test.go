@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
 	"github.com/rtmx-ai/tenancy/authz/ratelimit"
@@ -174,9 +175,21 @@ func BenchmarkConcurrency(b *testing.B) {
 
 // BenchmarkRedis is one rate check in Redis for one of 1,000 tenants: ours
 // (Redis.Allow) against a bare redis_rate Allow of the same limit
-// (mode=raw), and a PING, the round trip under both (mode=ping).
+// (mode=raw), and a PING, the round trip under both (mode=ping), with a
+// client that heeds contexts (ContextTimeoutEnabled), and with one that
+// does not, which ours calls from a goroutine of its own.
 func BenchmarkRedis(b *testing.B) {
-	rdb := redisClient(b)
+	for _, heeds := range []bool{true, false} {
+		b.Run(fmt.Sprintf("ctxtimeout=%v", heeds), func(b *testing.B) {
+			redisClient(b) // skips or fails without Redis
+			rdb := redis.NewClient(&redis.Options{Addr: redisAddr(), ContextTimeoutEnabled: heeds})
+			defer rdb.Close()
+			benchRedis(b, rdb)
+		})
+	}
+}
+
+func benchRedis(b *testing.B, rdb *redis.Client) {
 	prefix := testPrefix(b, rdb)
 	ids, order := benchIDs(1000)
 	ctx := context.Background()

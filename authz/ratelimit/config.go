@@ -12,18 +12,25 @@ import (
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
-// MaxRate is the highest Quota.Rate accepted, in requests per second.
-const MaxRate = 1e6
+// The bounds of a Quota.
+const (
+	// MinRate and MaxRate are the lowest and highest Quota.Rate, in
+	// requests per second (MinRate is one request in about 11.6 days).
+	MinRate = 1e-6
+	MaxRate = 1e6
+	// MaxBurst is the highest Quota.Burst.
+	MaxBurst = 1 << 30
+)
 
 // Quota is what one tenant may use: a request rate with a burst, and a
 // number of requests in flight at once.
 type Quota struct {
-	// Rate is the sustained rate, in requests per second: more than 0,
-	// at most MaxRate. (A tenant that may send nothing is suspended in
-	// the tenant directory, not rate limited.)
+	// Rate is the sustained rate, in requests per second: MinRate to
+	// MaxRate. (A tenant that may send nothing is suspended in the tenant
+	// directory, not rate limited.)
 	Rate float64
 	// Burst is the most requests the tenant may send at once, the size
-	// of its token bucket: at least 1.
+	// of its token bucket: 1 to MaxBurst.
 	Burst int
 	// Concurrent is the most requests of the tenant in flight at once
 	// (see [Concurrency]): at least 1.
@@ -33,10 +40,10 @@ type Quota struct {
 // validate checks q, naming field in its error.
 func (q Quota) validate(field string) error {
 	switch {
-	case math.IsNaN(q.Rate) || q.Rate <= 0 || q.Rate > MaxRate:
-		return fmt.Errorf("%w: %s.Rate %v: must be more than 0 and at most %g requests per second", ErrInvalidConfig, field, q.Rate, float64(MaxRate))
-	case q.Burst < 1:
-		return fmt.Errorf("%w: %s.Burst %d: must be at least 1 with a rate above 0", ErrInvalidConfig, field, q.Burst)
+	case math.IsNaN(q.Rate) || q.Rate < MinRate || q.Rate > MaxRate:
+		return fmt.Errorf("%w: %s.Rate %v: must be %g to %g requests per second", ErrInvalidConfig, field, q.Rate, MinRate, MaxRate)
+	case q.Burst < 1 || q.Burst > MaxBurst:
+		return fmt.Errorf("%w: %s.Burst %d: must be 1 to %d with a rate above 0", ErrInvalidConfig, field, q.Burst, MaxBurst)
 	case q.Concurrent < 1:
 		return fmt.Errorf("%w: %s.Concurrent %d: must be at least 1", ErrInvalidConfig, field, q.Concurrent)
 	}

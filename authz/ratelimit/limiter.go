@@ -12,9 +12,13 @@ import (
 type Limiter interface {
 	// Allow takes one token from tenant id's budget if there is one. A
 	// Decision with Allowed false took nothing; its RetryAfter says when
-	// one token will be there. An error means the limiter could not decide
-	// (its backend is down) and wraps ErrUnavailable; what a caller does
-	// then is the limiter's documented choice, not the caller's.
+	// one token will be there. An error means the limiter did not decide,
+	// and comes with a Decision whose Allowed is false: it wraps
+	// ErrUnavailable when the limiter could not (its backend is down,
+	// with a Fallback that refuses, or the tenant's quota could not be
+	// looked up), the context's error when ctx ended first, and
+	// tenant.ErrNoTenant for the zero ID. What happens when a backend is
+	// down is the limiter's documented choice, not the caller's.
 	Allow(ctx context.Context, id tenant.ID) (Decision, error)
 }
 

@@ -94,6 +94,8 @@ func badConfigs() []struct {
 		{"NaN rate", "Config.Tiers[enterprise].Rate", tier(ratelimit.Quota{Rate: math.NaN(), Burst: 1, Concurrent: 1})},
 		{"infinite rate", "Config.Tiers[enterprise].Rate", tier(ratelimit.Quota{Rate: math.Inf(1), Burst: 1, Concurrent: 1})},
 		{"rate above MaxRate", "Config.Tiers[enterprise].Rate", tier(ratelimit.Quota{Rate: ratelimit.MaxRate * 2, Burst: 1, Concurrent: 1})},
+		{"rate below MinRate", "Config.Tiers[enterprise].Rate", tier(ratelimit.Quota{Rate: 1e-12, Burst: 1, Concurrent: 1})},
+		{"burst above MaxBurst", "Config.Tiers[enterprise].Burst", tier(ratelimit.Quota{Rate: 5, Burst: ratelimit.MaxBurst + 1, Concurrent: 1})},
 		{"zero burst with a rate", "Config.Tiers[enterprise].Burst", tier(ratelimit.Quota{Rate: 5, Burst: 0, Concurrent: 1})},
 		{"negative burst", "Config.Tiers[enterprise].Burst", tier(ratelimit.Quota{Rate: 5, Burst: -3, Concurrent: 1})},
 		{"zero concurrent", "Config.Tiers[enterprise].Concurrent", tier(ratelimit.Quota{Rate: 5, Burst: 5, Concurrent: 0})},
@@ -435,7 +437,9 @@ func FuzzLocal(f *testing.F) {
 		c := newClock()
 		start := c.Now()
 		q := ratelimit.Quota{Rate: 10, Burst: 3, Concurrent: 1}
-		l := newLocal(t, config(q, c))
+		cfg := config(q, c)
+		cfg.MaxTenants = 100
+		l := newLocal(t, cfg)
 		allowed := map[tenant.ID]int{}
 		for i := 0; i+1 < len(ops); i += 2 {
 			id := ids[int(ops[i])%len(ids)]

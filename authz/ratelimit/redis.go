@@ -44,11 +44,12 @@ type RedisConfig struct {
 	// Fallback is what happens when Redis cannot answer:
 	// FallbackLocal or FallbackRefuse.
 	Fallback Fallback
-	// Timeout bounds each call to Redis: more than 0. Allow returns
-	// within it even if the client does not heed its context (go-redis
-	// heeds only its own timeouts unless its ContextTimeoutEnabled is
-	// set); the call then goes on in the background until the client's
-	// own timeouts end it.
+	// Timeout bounds each call to Redis: more than 0. A *redis.Client or
+	// *redis.ClusterClient whose Options have ContextTimeoutEnabled heeds
+	// it by itself. Other clients (go-redis otherwise heeds only its own
+	// dial and read timeouts, seconds) are called in a goroutine of their
+	// own, which costs a hand-over per call, and Allow returns within
+	// Timeout while the call goes on until the client's timeouts end it.
 	Timeout time.Duration
 	// Retry is how long, after Redis failed to answer (a network error
 	// or timeout), requests go straight to the Fallback before Redis is
@@ -102,15 +103,19 @@ type Redis struct {
 	timeout  time.Duration
 	retry    time.Duration
 	start    time.Time
+	// direct: the client heeds its context's deadline, so calls need no
+	// goroutine of their own to end within timeout.
+	direct bool
 	// downUntil is when, as time since start, Redis is tried again after
-	// it failed to answer.
+	// it failed to answer; 0 if it has not failed.
 	downUntil atomic.Int64
 }
 
 var _ Limiter = (*Redis)(nil)
 
 // NewRedis returns a Redis limiter over client rdb (a *redis.Client or
-// *redis.ClusterClient; the limiter does not close it).
+// *redis.ClusterClient, best with ContextTimeoutEnabled: see
+// RedisConfig.Timeout; the limiter does not close it).
 func NewRedis(rdb redis.UniversalClient, cfg RedisConfig) (*Redis, error) {
 	if rdb == nil {
 		return nil, fmt.Errorf("ratelimit: NewRedis: %w: no Redis client", ErrInvalidConfig)
@@ -122,7 +127,15 @@ func NewRedis(rdb redis.UniversalClient, cfg RedisConfig) (*Redis, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ratelimit: NewRedis: %w", errors.Unwrap(err))
 	}
+	direct := false
+	switch c := rdb.(type) {
+	case *redis.Client:
+		direct = c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		direct = c.Options().ContextTimeoutEnabled
+	}
 	return &Redis{
+		direct:   direct,
 		local:    local,
 		rl:       redis_rate.NewLimiter(rdb),
 		prefix:   cfg.Prefix,
@@ -146,7 +159,7 @@ func (r *Redis) Allow(ctx context.Context, id tenant.ID) (Decision, error) {
 	}
 	q := e.quota
 	s.mu.Unlock()
-	if now.Sub(r.start) < time.Duration(r.downUntil.Load()) {
+	if until := r.downUntil.Load(); until != 0 && now.Sub(r.start) < time.Duration(until) {
 		return r.unavailable(ctx, id, q, errRedisDown)
 	}
 
@@ -162,7 +175,7 @@ func (r *Redis) Allow(ctx context.Context, id tenant.ID) (Decision, error) {
 		var reply redis.Error
 		if !errors.As(err, &reply) || errors.Is(err, context.DeadlineExceeded) {
 			// No answer: give Redis Retry before trying it again.
-			r.downUntil.Store(int64(r.local.cfg.Clock().Sub(r.start) + r.retry))
+			r.downUntil.Store(max(1, int64(r.local.cfg.Clock().Sub(r.start)+r.retry)))
 		}
 		r.local.cfg.Logger.WarnContext(ctx, "ratelimit: Redis failed", "tenant_id", id, "fallback", string(r.fallback), "err", err)
 		return r.unavailable(ctx, id, q, err)
@@ -174,13 +187,17 @@ func (r *Redis) Allow(ctx context.Context, id tenant.ID) (Decision, error) {
 	return d, nil
 }
 
-// call runs the script in a goroutine of its own, so that it returns
-// within Timeout even from a client that does not heed its context's
-// deadline (go-redis without ContextTimeoutEnabled waits for its own read
-// and dial timeouts, seconds); the goroutine ends when the client gives up.
+// call runs the script within Timeout. A client that does not heed its
+// context's deadline (go-redis without ContextTimeoutEnabled waits for its
+// own read and dial timeouts, seconds) is called in a goroutine of its
+// own, which ends when the client gives up; that costs a hand-over between
+// goroutines per call (tens of µs on a busy machine).
 func (r *Redis) call(ctx context.Context, key string, limit redis_rate.Limit) (*redis_rate.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
+	if r.direct {
+		return r.rl.Allow(ctx, key, limit)
+	}
 	type result struct {
 		res *redis_rate.Result
 		err error

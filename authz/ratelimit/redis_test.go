@@ -517,8 +517,16 @@ func TestRedisHung(t *testing.T) {
 			t.Cleanup(func() { _ = c.Close() })
 		}
 	}()
-	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1})
-	defer rdb.Close()
+	for _, heeds := range []bool{true, false} {
+		t.Run(fmt.Sprintf("ContextTimeoutEnabled=%v", heeds), func(t *testing.T) {
+			rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ContextTimeoutEnabled: heeds})
+			defer rdb.Close()
+			testHung(t, rdb)
+		})
+	}
+}
+
+func testHung(t *testing.T, rdb *redis.Client) {
 	cfg := redisConfig(ratelimit.Quota{Rate: 0.01, Burst: 1, Concurrent: 1}, "tenancytest:hung:", ratelimit.FallbackRefuse)
 	cfg.Timeout = 50 * time.Millisecond
 	cfg.Retry = time.Minute
@@ -541,4 +549,20 @@ func TestRedisHung(t *testing.T) {
 	l = newRedis(t, rdb, cfg)
 	require.True(t, allow(t, l, tenantA).Allowed)
 	require.False(t, allow(t, l, tenantA).Allowed, "the local budget")
+}
+
+// TestRedisClockSetBack sets Config.Clock back after the limiter was made:
+// Redis still decides (the limiter's own clock does not make it think
+// Redis failed).
+func TestRedisClockSetBack(t *testing.T) {
+	rdb := redisClient(t)
+	prefix := testPrefix(t, rdb)
+	c := newClock()
+	cfg := redisConfig(ratelimit.Quota{Rate: 0.01, Burst: 1, Concurrent: 1}, prefix, ratelimit.FallbackRefuse)
+	cfg.Clock = c.Now
+	l := newRedis(t, rdb, cfg)
+	c.Add(-time.Hour)
+	require.True(t, allow(t, l, tenantA).Allowed)
+	require.False(t, allow(t, l, tenantA).Allowed)
+	require.Len(t, keys(t, rdb, "rate:"+prefix+"*"), 1)
 }
