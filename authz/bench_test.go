@@ -93,3 +93,33 @@ func rawJWT(key crypto.PublicKey, alg string, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// BenchmarkVerify is BenchmarkMiddleware without HTTP: jwt.Parse with the
+// key (mode=raw) beside Verifier.Verify (mode=verifier).
+func BenchmarkVerify(b *testing.B) {
+	testKeys(b)
+	for _, sg := range []signer{rsaSigner(), edSigner()} {
+		token := mint(b, sg, claims("acme"))
+		pub := sg.key.Public()
+		vc := verifierConfig()
+		vc.JWKS = jwksJSON(b, sg)
+		v := newVerifier(b, vc)
+		parser := jwt.NewParser(jwt.WithValidMethods([]string{sg.alg}))
+		b.Run("alg="+sg.alg+"/mode=raw", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := parser.Parse(token, func(*jwt.Token) (any, error) { return pub, nil }); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("alg="+sg.alg+"/mode=verifier", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Verify(b.Context(), token); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -325,3 +325,31 @@ func newMiddleware(t testing.TB, v *authz.Verifier, dir authz.Directory, edit ..
 	require.NoError(t, err)
 	return mw
 }
+
+// A JWKS endpoint that publishes a symmetric key (by mistake, or forged
+// in transit) gives no way in: HMAC algorithms are never allowed, and a
+// symmetric key verifies no asymmetric signature.
+func TestJWKSWithSymmetricKey(t *testing.T) {
+	testKeys(t)
+	srv := newJWKSServer(t, edSigner())
+	secret := []byte("a shared secret anyone could have")
+	srv.mu.Lock()
+	srv.keys = append(srv.keys, jwkset.JWKMarshal{KTY: jwkset.KtyOct, KID: "hmac-1", K: b64(string(secret))})
+	srv.mu.Unlock()
+	vc := verifierConfig()
+	vc.JWKSURL = srv.URL
+	vc.Algorithms = []string{"RS256", "ES256", "EdDSA", "PS256"}
+	v := newVerifier(t, vc)
+	payload := mustJSON(t, claims("acme"))
+	for _, token := range []string{
+		mintRaw(t, jwt.SigningMethodHS256, secret, `{"alg":"HS256","kid":"hmac-1"}`, payload),
+		mintRaw(t, jwt.SigningMethodRS256, evilRSA, `{"alg":"RS256","kid":"hmac-1"}`, payload),
+		mintRaw(t, jwt.SigningMethodEdDSA, evilEd, `{"alg":"EdDSA","kid":"hmac-1"}`, payload),
+		mintRaw(t, jwt.SigningMethodEdDSA, evilEd, `{"alg":"EdDSA","kid":"../../hmac-1"}`, payload),
+	} {
+		_, err := v.Verify(t.Context(), token)
+		require.ErrorIs(t, err, authz.ErrInvalidToken)
+	}
+	_, err := v.Verify(t.Context(), mint(t, edSigner(), claims("acme")))
+	require.NoError(t, err, "the published asymmetric key still verifies")
+}
