@@ -92,9 +92,9 @@ func (c *dirCache) active(ctx context.Context, id tenant.ID) error {
 	case tenant.StateActive:
 		return nil
 	case "":
-		return fmt.Errorf("%w: %w: not in the directory", ErrForbidden, ErrTenantNotActive)
+		return refuse("tenant not active: not in the directory", ErrForbidden, ErrTenantNotActive)
 	default:
-		return fmt.Errorf("%w: %w: %s", ErrForbidden, ErrTenantNotActive, e.state)
+		return refuse("tenant not active: "+string(e.state), ErrForbidden, ErrTenantNotActive)
 	}
 }
 

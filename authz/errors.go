@@ -49,3 +49,17 @@ var (
 	// store.ErrInvalidConfig, as in ratelimit.
 	ErrInvalidConfig = store.ErrInvalidConfig
 )
+
+// refusal is an error with one message that matches several sentinels
+// (errors.Is), so that its message has one "authz:" prefix however many
+// it matches.
+type refusal struct {
+	msg string
+	is  []error
+}
+
+func (e *refusal) Error() string   { return e.msg }
+func (e *refusal) Unwrap() []error { return e.is }
+
+// refuse returns an error with message "authz: "+msg matching is.
+func refuse(msg string, is ...error) error { return &refusal{msg: "authz: " + msg, is: is} }

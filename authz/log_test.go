@@ -5,12 +5,14 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/rtmx-ai/tenancy/authz"
+	"github.com/rtmx-ai/tenancy/tenant"
 )
 
 // syncBuffer is a bytes.Buffer safe for concurrent writes.
@@ -103,4 +105,33 @@ func TestAuthenticate(t *testing.T) {
 
 	_, ok = authz.FromContext(context.Background())
 	require.False(t, ok)
+}
+
+// Every refusal's message has one "authz:" prefix, names the rule and
+// matches its sentinels.
+func TestErrorMessages(t *testing.T) {
+	e := newEnv(t)
+	e.dir.set("frozen", "suspended")
+	mw := newMiddleware(t, e.v, e.dir, func(c *authz.Config) { c.Resolvers = []authz.Resolver{authz.PathPrefix("/t/")} })
+	for _, c := range []struct {
+		target, token string
+		is            []error
+		msg           string
+	}{
+		{"/t/globex/x", e.token(t, "acme"), []error{authz.ErrForbidden, tenant.ErrCrossTenant}, "authz: forbidden: the request names another tenant than the token"},
+		{"/t/Globex/x", e.token(t, "acme"), []error{authz.ErrForbidden, tenant.ErrCrossTenant}, "authz: forbidden: the request names no valid tenant"},
+		{"/", e.token(t, "frozen"), []error{authz.ErrForbidden, authz.ErrTenantNotActive}, "authz: tenant not active: suspended"},
+		{"/", e.token(t, "ghost"), []error{authz.ErrForbidden, authz.ErrTenantNotActive}, "authz: tenant not active: not in the directory"},
+		{"/", e.token(t, "acme", "nobody"), []error{authz.ErrForbidden, authz.ErrMissingRole}, "authz: missing role: the token grants no role of its tenant"},
+		{"/", mint(t, edSigner(), withClaim("acme", "tenant_id", "ACME")), []error{authz.ErrForbidden}, "authz: forbidden: claim tenant_id: not a tenant ID: "},
+		{"/", mint(t, edSigner(), withClaim("acme", "exp", 1)), []error{authz.ErrInvalidToken}, "authz: invalid token: expired"},
+	} {
+		_, err := mw.Authenticate(request(c.target, ""), c.token)
+		for _, is := range c.is {
+			require.ErrorIs(t, err, is, c.msg)
+		}
+		require.Contains(t, err.Error(), c.msg)
+		require.Equal(t, 1, strings.Count(err.Error(), "authz:"), err.Error())
+		require.NotContains(t, err.Error(), "tenant: ", err.Error())
+	}
 }

@@ -177,9 +177,9 @@ func (m *Middleware) Authenticate(r *http.Request, token string) (context.Contex
 		case errors.Is(err, errRouting):
 			return nil, err
 		case err != nil:
-			return nil, fmt.Errorf("%w: %w: the request names no valid tenant", ErrForbidden, tenant.ErrCrossTenant)
+			return nil, refuse("forbidden: the request names no valid tenant", ErrForbidden, tenant.ErrCrossTenant)
 		case named && id != p.tenant:
-			return nil, fmt.Errorf("%w: %w: the request names another tenant than the token", ErrForbidden, tenant.ErrCrossTenant)
+			return nil, refuse("forbidden: the request names another tenant than the token", ErrForbidden, tenant.ErrCrossTenant)
 		}
 	}
 	if err := m.dir.active(ctx, p.tenant); err != nil {
@@ -191,7 +191,7 @@ func (m *Middleware) Authenticate(r *http.Request, token string) (context.Contex
 	}
 	p.model = roles
 	if !roles.knows(p.roles) {
-		return nil, fmt.Errorf("%w: %w: the token grants no role of its tenant", ErrForbidden, ErrMissingRole)
+		return nil, refuse("missing role: the token grants no role of its tenant", ErrForbidden, ErrMissingRole)
 	}
 	if m.limiter != nil {
 		d, err := m.limiter.Allow(ctx, p.tenant)

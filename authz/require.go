@@ -31,7 +31,7 @@ func requireFunc(ok func(*Principal) bool, what string) func(http.Handler) http.
 			case !found:
 				WriteError(w, errNoMiddleware)
 			case !ok(p):
-				WriteError(w, fmt.Errorf("%w: %w: the principal lacks the %s", ErrForbidden, ErrMissingRole, what))
+				WriteError(w, refuse("missing role: the principal lacks the "+what, ErrForbidden, ErrMissingRole))
 			default:
 				next.ServeHTTP(w, r)
 			}

@@ -2,7 +2,6 @@ package authz
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -42,7 +41,7 @@ func PathValue(name string) Resolver {
 		}
 		id, err := tenant.ParseID(r.PathValue(name))
 		if err != nil {
-			return tenant.ID{}, true, fmt.Errorf("authz: path value %s: %w", name, err)
+			return tenant.ID{}, true, notID("path value "+name, err)
 		}
 		return id, true, nil
 	}
@@ -72,14 +71,24 @@ func PathPrefix(prefix string) Resolver {
 		seg, _, _ := strings.Cut(rest, "/")
 		s, err := unescapeSegment(seg)
 		if err != nil {
-			return tenant.ID{}, true, fmt.Errorf("authz: path segment after %s: %w", prefix, err)
+			return tenant.ID{}, true, refuse("path segment after "+prefix+": bad percent-encoding", tenant.ErrInvalidID)
 		}
 		id, err := tenant.ParseID(s)
 		if err != nil {
-			return tenant.ID{}, true, fmt.Errorf("authz: path segment after %s: %w", prefix, err)
+			return tenant.ID{}, true, notID("path segment after "+prefix, err)
 		}
 		return id, true, nil
 	}
+}
+
+// notID is the error of a resolver for what is not a tenant ID (err, from
+// tenant.ParseID or ParseDNSLabel): the rule, not the input.
+func notID(where string, err error) error {
+	rule := "not a tenant ID"
+	if ie, ok := errors.AsType[*tenant.IDError](err); ok {
+		rule += ": " + ie.Rule
+	}
+	return refuse(where+": "+rule, tenant.ErrInvalidID)
 }
 
 func unescapeSegment(s string) (string, error) {
@@ -138,7 +147,7 @@ func Subdomain(parent string) Resolver {
 		}
 		id, err := tenant.ParseDNSLabel(label)
 		if err != nil {
-			return tenant.ID{}, true, fmt.Errorf("authz: host: %w", err)
+			return tenant.ID{}, true, notID("host", err)
 		}
 		return id, true, nil
 	}

@@ -3,11 +3,13 @@ package authz_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/rtmx-ai/tenancy/authz"
+	"github.com/rtmx-ai/tenancy/tenant"
 )
 
 func TestSubdomain(t *testing.T) {
@@ -149,5 +151,20 @@ func TestPathValueAfterRouting(t *testing.T) {
 		if c.want == 403 {
 			requireProblem(t, w, 403, acme, "globex")
 		}
+	}
+}
+
+// Resolver errors name the rule once, with one prefix, and not the input.
+func TestResolverErrors(t *testing.T) {
+	r := httptest.NewRequest(http.MethodGet, "/t/ACME/items", nil)
+	r.Host = "Big_Corp.example.com"
+	for _, resolve := range []authz.Resolver{authz.PathPrefix("/t/"), authz.Subdomain("example.com")} {
+		_, named, err := resolve(r)
+		require.True(t, named)
+		require.ErrorIs(t, err, tenant.ErrInvalidID)
+		require.Equal(t, 1, strings.Count(err.Error(), "authz:"), err.Error())
+		require.NotContains(t, err.Error(), "tenant:")
+		require.NotContains(t, strings.ToLower(err.Error()), "acme")
+		require.NotContains(t, strings.ToLower(err.Error()), "big")
 	}
 }
