@@ -26,7 +26,9 @@ func NewConcurrency(cfg Config) (*Concurrency, error) {
 }
 
 // Acquire takes one of tenant id's slots for a request in flight; the
-// caller releases it with [Slot.Release] when the request ends. A tenant
+// caller releases it with [Slot.Release] when the request ends (defer it:
+// a slot never released is lost to the tenant until the process ends). A
+// tenant
 // with Quota.Concurrent requests in flight is refused with a
 // [*QuotaError] (errors.Is [ErrQuotaExceeded]), at once or, with
 // Config.Wait, when no slot has freed within it; the refusal changes

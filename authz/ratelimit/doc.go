@@ -9,7 +9,9 @@
 // from one budget per tenant. [Concurrency] counts each tenant's requests
 // in flight; Acquire takes a [Slot], Release gives it back. The authz
 // middleware calls a Limiter's Allow and answers a refusal with 429 Too
-// Many Requests and Retry-After.
+// Many Requests and Retry-After. Package ratelimittest is the conformance
+// suite of the Limiter contract, which Local and Redis pass; run it on
+// other Limiters.
 //
 // # Quotas
 //
