@@ -35,7 +35,8 @@
 //     a kid not known makes the Verifier fetch JWKSURL again, at most once
 //     every RefreshUnknownKID;
 //   - it has no crit header, and no JSON object of its header or payload
-//     repeats a member name (parsers disagree on which one wins);
+//     repeats a member name (parsers disagree on which one wins); with
+//     VerifierConfig.Types, its typ is one of them ("at+jwt");
 //   - iss is the Issuer, aud holds the Audience, exp is present and not
 //     past, nbf and iat (if present) not in the future, each within
 //     VerifierConfig.Leeway; sub is a non-empty string.
@@ -98,7 +99,9 @@
 // with tenant.ErrNoTenant, and Require answers 500. A route that forgot
 // Require still admits only tokens granting a role of their tenant.
 //
-// The Verifier holds public keys only (a JWKS entry with private or
-// symmetric key material is refused), fetches a JWKS over https (http
-// only on loopback), and bounds how often a made-up kid can make it fetch.
+// The Verifier holds public keys only (a configured JWKS entry with
+// private or symmetric key material is refused; a fetched symmetric key
+// verifies nothing, no HMAC algorithm being allowed), fetches a JWKS over
+// https (http only on loopback; redirects likewise, at most 5), reads at
+// most 1 MiB of it, and bounds how often a made-up kid can make it fetch.
 package authz

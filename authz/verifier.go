@@ -63,6 +63,11 @@ type VerifierConfig struct {
 	// MaxTokenBytes bounds a token's length; a longer one is refused
 	// before it is parsed. DefaultVerifierConfig sets 8 KiB.
 	MaxTokenBytes int
+	// Types, if set, are the typ header values accepted (RFC 8725 3.11:
+	// "at+jwt" for RFC 9068 access tokens keeps an ID token of the same
+	// issuer out), compared case-insensitively, "application/" ignored.
+	// A token without typ is then refused. Nil: any typ, or none.
+	Types []string
 
 	// PEM holds public keys in PEM ("PUBLIC KEY", PKIX; or "RSA PUBLIC
 	// KEY", PKCS #1), tried for tokens whose kid no JWK matches.
@@ -113,6 +118,7 @@ func DefaultVerifierConfig() VerifierConfig {
 // principal. It is safe for concurrent use; Close stops its JWKS refresh.
 type Verifier struct {
 	parser      *jwt.Parser
+	types       []string // lower case, without "application/"
 	tenantClaim string
 	rolesClaim  string
 	maxLen      int
@@ -137,6 +143,9 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 		rolesClaim:  cfg.RolesClaim,
 		maxLen:      cfg.MaxTokenBytes,
 		log:         cfg.Logger,
+	}
+	for _, typ := range cfg.Types {
+		v.types = append(v.types, mediaType(typ))
 	}
 	if v.log == nil {
 		v.log = slog.New(slog.DiscardHandler)
@@ -173,6 +182,18 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 		}
 		watched := *client
 		watched.Transport = &fetchWatch{base: client.Transport, v: v}
+		watched.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+			if !safeURL(req.URL) {
+				return errors.New("authz: JWKS: redirect to a URL that is not https")
+			}
+			if client.CheckRedirect != nil {
+				return client.CheckRedirect(req, via)
+			}
+			if len(via) >= 5 {
+				return errors.New("authz: JWKS: too many redirects")
+			}
+			return nil
+		}
 		v.down.Store(true) // until a fetch succeeds
 		v.kf, err = keyfunc.NewDefaultOverrideCtx(bg, []string{cfg.JWKSURL}, keyfunc.Override{
 			Client:           &watched,
@@ -224,6 +245,11 @@ func (c *VerifierConfig) validate() error {
 	case len(c.PEM) == 0 && len(c.JWKS) == 0 && c.JWKSURL == "":
 		return bad("PEM", "no keys: set PEM, JWKS or JWKSURL")
 	}
+	for i, typ := range c.Types {
+		if typ == "" {
+			return bad(fmt.Sprintf("Types[%d]", i), "empty")
+		}
+	}
 	for _, alg := range c.Algorithms {
 		if !slices.Contains(asymmetric, alg) {
 			return bad("Algorithms", fmt.Sprintf("%q is not an allowed asymmetric algorithm (%s)", alg, strings.Join(asymmetric, ", ")))
@@ -234,7 +260,7 @@ func (c *VerifierConfig) validate() error {
 		if err != nil || u.Host == "" {
 			return bad("JWKSURL", "not an absolute URL")
 		}
-		if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
+		if !safeURL(u) {
 			return bad("JWKSURL", "must be https (http only on a loopback address)")
 		}
 		switch {
@@ -247,6 +273,11 @@ func (c *VerifierConfig) validate() error {
 		}
 	}
 	return nil
+}
+
+// safeURL reports whether u may serve keys: https, or http on loopback.
+func safeURL(u *url.URL) bool {
+	return u.Scheme == "https" || u.Scheme == "http" && isLoopback(u.Hostname())
 }
 
 func isLoopback(host string) bool {
@@ -309,6 +340,15 @@ func parseJWKS(data []byte) (jwkset.Storage, error) {
 	return st, nil
 }
 
+// maxJWKSBytes bounds a JWKS response.
+const maxJWKSBytes = 1 << 20
+
+// mediaType normalises a typ value (RFC 7515 4.1.9).
+func mediaType(s string) string {
+	s = strings.ToLower(s)
+	return strings.TrimPrefix(s, "application/")
+}
+
 // fetchWatch records whether the last fetch of the JWKS got an answer.
 type fetchWatch struct {
 	base http.RoundTripper
@@ -321,10 +361,14 @@ func (f *fetchWatch) RoundTrip(r *http.Request) (*http.Response, error) {
 		base = http.DefaultTransport
 	}
 	resp, err := base.RoundTrip(r)
-	if err == nil && resp.StatusCode == http.StatusOK {
-		f.v.down.Store(false) // a decoding failure sets it again
+	if err != nil {
+		return nil, err
 	}
-	return resp, err
+	resp.Body = http.MaxBytesReader(nil, resp.Body, maxJWKSBytes)
+	if resp.StatusCode == http.StatusOK {
+		f.v.down.Store(false) // a body too large or not a JWK Set sets it again
+	}
+	return resp, nil
 }
 
 // Close stops the refresh of the JWKS. Tokens whose keys are cached still
@@ -362,6 +406,12 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error)
 			return nil, fmt.Errorf("%w: the token's key is not known and the JWKS cannot be fetched", ErrUnavailable)
 		}
 		return nil, fmt.Errorf("%w: %s", ErrInvalidToken, reason(err))
+	}
+	if len(v.types) > 0 {
+		typ, _ := t.Header["typ"].(string)
+		if !slices.Contains(v.types, mediaType(typ)) {
+			return nil, fmt.Errorf("%w: typ header missing or not accepted", ErrInvalidToken)
+		}
 	}
 	if _, crit := t.Header["crit"]; crit {
 		return nil, fmt.Errorf("%w: crit header parameters are not supported", ErrInvalidToken)

@@ -1,6 +1,7 @@
 package authz_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -352,4 +353,72 @@ func TestJWKSWithSymmetricKey(t *testing.T) {
 	}
 	_, err := v.Verify(t.Context(), mint(t, edSigner(), claims("acme")))
 	require.NoError(t, err, "the published asymmetric key still verifies")
+}
+
+func TestVerifyTypes(t *testing.T) {
+	testKeys(t)
+	vc := verifierConfig()
+	vc.JWKS = jwksJSON(t, edSigner())
+	vc.Types = []string{"at+jwt"}
+	v := newVerifier(t, vc)
+	payload := mustJSON(t, claims("acme"))
+	for typ, ok := range map[string]bool{`"at+jwt"`: true, `"AT+JWT"`: true, `"application/at+jwt"`: true, `"JWT"`: false, `""`: false, `7`: false, ``: false} {
+		header := `{"alg":"EdDSA","kid":"ed-1"}`
+		if typ != "" {
+			header = `{"alg":"EdDSA","kid":"ed-1","typ":` + typ + `}`
+		}
+		_, err := v.Verify(t.Context(), mintRaw(t, jwt.SigningMethodEdDSA, edKey, header, payload))
+		if ok {
+			require.NoError(t, err, typ)
+		} else {
+			require.ErrorIs(t, err, authz.ErrInvalidToken, typ)
+			require.ErrorContains(t, err, "typ header")
+		}
+	}
+	vc.Types = []string{"at+jwt", ""}
+	_, err := authz.NewVerifier(t.Context(), vc)
+	require.ErrorIs(t, err, authz.ErrInvalidConfig)
+	require.ErrorContains(t, err, "VerifierConfig.Types[1]")
+}
+
+// A JWKS response over 1 MiB is refused, as is a redirect to a URL that
+// is not https; a redirect to another loopback endpoint is followed.
+func TestJWKSFetchLimits(t *testing.T) {
+	testKeys(t)
+	keys := jwksJSON(t, edSigner())
+	token := mint(t, edSigner(), claims("acme"))
+	serve := func(h http.HandlerFunc) string {
+		srv := httptest.NewServer(h)
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	verify := func(url string) error {
+		vc := verifierConfig()
+		vc.JWKSURL, vc.FetchTimeout = url, 2*time.Second
+		_, err := newVerifier(t, vc).Verify(t.Context(), token)
+		return err
+	}
+	huge := serve(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(keys[:len(keys)-1])
+		_, _ = w.Write(bytes.Repeat([]byte(" "), 1<<20))
+		_, _ = w.Write([]byte("}"))
+	})
+	require.ErrorIs(t, verify(huge), authz.ErrUnavailable)
+	justUnder := serve(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(keys[:len(keys)-1])
+		_, _ = w.Write(bytes.Repeat([]byte(" "), 1<<20-len(keys)))
+		_, _ = w.Write([]byte("}"))
+	})
+	require.NoError(t, verify(justUnder))
+
+	target := serve(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(keys) })
+	toLoopback := serve(func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, target, http.StatusFound) })
+	require.NoError(t, verify(toLoopback))
+	toHTTP := serve(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://jwks.example.invalid/keys", http.StatusFound)
+	})
+	require.ErrorIs(t, verify(toHTTP), authz.ErrUnavailable)
+	var loop string
+	loop = serve(func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, loop, http.StatusFound) })
+	require.ErrorIs(t, verify(loop), authz.ErrUnavailable)
 }
