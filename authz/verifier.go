@@ -131,9 +131,11 @@ type Verifier struct {
 }
 
 // NewVerifier checks cfg and returns a Verifier. With a JWKSURL it fetches
-// the keys once, bounded by ctx and FetchTimeout; a failed fetch does not
-// fail NewVerifier (the endpoint may come up later) but is logged, and
-// tokens get 503 until keys arrive.
+// the keys once, bounded by FetchTimeout, unless ctx is done already; a
+// failed fetch does not fail NewVerifier (the endpoint may come up later)
+// but is logged, and tokens get 503 until keys arrive. The Verifier
+// refreshes the keys until Close, whatever becomes of ctx (whose values
+// the fetches keep).
 func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
