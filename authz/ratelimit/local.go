@@ -52,12 +52,15 @@ func take(e *entry, now time.Time) Decision {
 	}
 	e.limAt = now
 	d := Decision{Limit: e.quota.Rate, Burst: e.quota.Burst}
-	if e.lim.AllowN(now, 1) {
+	// The caller's lock makes the two calls one step; a refusal takes
+	// one call, and nothing from the bucket.
+	tokens := e.lim.TokensAt(now)
+	if tokens >= 1 && e.lim.AllowN(now, 1) {
 		d.Allowed = true
-		d.Remaining = int(e.lim.TokensAt(now))
+		d.Remaining = int(tokens - 1)
 		return d
 	}
-	missing := 1 - e.lim.TokensAt(now)
+	missing := 1 - tokens
 	d.RetryAfter = time.Duration(math.Ceil(missing / e.quota.Rate * float64(time.Second)))
 	if d.RetryAfter <= 0 {
 		d.RetryAfter = 1
