@@ -539,16 +539,35 @@ func rolesOf(v any) ([]string, error) {
 // The parser has decoded the segment as JSON already, so the scan assumes
 // it is well-formed and only guards its own bounds.
 func noDuplicates(segment string) error {
-	data := make([]byte, base64.RawURLEncoding.DecodedLen(len(segment)))
+	var buf [2048]byte // on the stack for most tokens
+	var data []byte
+	if n := base64.RawURLEncoding.DecodedLen(len(segment)); n > len(buf) {
+		data = make([]byte, n)
+	} else {
+		data = buf[:n]
+	}
 	n, err := base64.RawURLEncoding.Decode(data, []byte(segment))
 	if err != nil {
 		return errors.New("malformed")
 	}
 	data = data[:n]
+	// Names are spans of data, or of decoded for names with escapes or
+	// non-ASCII bytes: no pointers, so that buf stays on the stack.
+	type span struct {
+		from, to int
+		decoded  bool
+	}
 	var (
-		namesBuf [32][]byte
+		namesBuf [32]span
 		stackBuf [8]int // per open container: its first name's index in names, or -1 for an array
+		decoded  []byte
 	)
+	bytesOf := func(s span) []byte {
+		if s.decoded {
+			return decoded[s.from:s.to]
+		}
+		return data[s.from:s.to]
+	}
 	names, stack := namesBuf[:0], stackBuf[:0]
 	expectName := false
 	for i := 0; i < len(data); {
@@ -580,16 +599,17 @@ func noDuplicates(segment string) error {
 				return errors.New("malformed JSON")
 			}
 			if expectName {
-				name := data[i+1 : end-1]
+				name := span{from: i + 1, to: end - 1}
 				if !plain {
 					var s string
-					if err := json.Unmarshal(data[i:end], &s); err != nil {
+					if err := json.Unmarshal(bytes.Clone(data[i:end]), &s); err != nil {
 						return errors.New("malformed JSON")
 					}
-					name = []byte(s)
+					name = span{from: len(decoded), to: len(decoded) + len(s), decoded: true}
+					decoded = append(decoded, s...)
 				}
 				for _, seen := range names[stack[len(stack)-1]:] {
-					if bytes.Equal(seen, name) {
+					if bytes.Equal(bytesOf(seen), bytesOf(name)) {
 						return errors.New("a member name appears twice")
 					}
 				}

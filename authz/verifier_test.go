@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -421,4 +423,45 @@ func TestJWKSFetchLimits(t *testing.T) {
 	var loop string
 	loop = serve(func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, loop, http.StatusFound) })
 	require.ErrorIs(t, verify(loop), authz.ErrUnavailable)
+}
+
+// Duplicated members are found in large and deep objects too.
+func TestVerifyDuplicatesLargeAndDeep(t *testing.T) {
+	testKeys(t)
+	vc := verifierConfig()
+	vc.JWKS = jwksJSON(t, edSigner())
+	v := newVerifier(t, vc)
+	header := `{"alg":"EdDSA","kid":"ed-1"}`
+	base := strings.TrimSuffix(mustJSON(t, claims("acme")), "}")
+	var many, deep strings.Builder
+	for i := range 60 {
+		fmt.Fprintf(&many, `,"c%d":%d`, i, i)
+	}
+	deep.WriteString(`,"deep":`)
+	for i := range 20 {
+		fmt.Fprintf(&deep, `[{"k%d":1,"x":`, i)
+	}
+	deep.WriteString(`{"a":1,"\u00e9":2}`)
+	for range 20 {
+		deep.WriteString(`}]`)
+	}
+	for _, c := range []struct {
+		name, payload string
+		ok            bool
+	}{
+		{"60 claims", base + many.String() + "}", true},
+		{"60 claims, the last repeating the first", base + many.String() + `,"c0":1}`, false},
+		{"60 claims, an escaped repeat", base + many.String() + `,"c\u0035\u0039":1}`, false},
+		{"nested 41 deep", base + deep.String() + "}", true},
+		{"nested 41 deep, a repeat at the bottom", base + strings.Replace(deep.String(), `"\u00e9":2`, `"\u00e9":2,"é":3`, 1) + "}", false},
+		{"nested 41 deep, a repeat after the nesting", base + deep.String() + `,"deep":1}`, false},
+	} {
+		_, err := v.Verify(t.Context(), mintRaw(t, jwt.SigningMethodEdDSA, edKey, header, c.payload))
+		if c.ok {
+			require.NoError(t, err, c.name)
+		} else {
+			require.ErrorIs(t, err, authz.ErrInvalidToken, c.name)
+			require.ErrorContains(t, err, "appears twice", c.name)
+		}
+	}
 }
