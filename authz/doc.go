@@ -66,6 +66,28 @@
 // with Retry-After) and concurrency cap ([ConcurrencyLimiter]; for
 // ratelimit.Concurrency, [ConcurrencyOf]) apply.
 //
+// # Telemetry
+//
+// With Config.Telemetry (package telemetry: a TracerProvider, a
+// MeterProvider, a Guard; the zero value records nothing and costs
+// nothing), every request decided by Handler has a span: the span already
+// recording in the request's context if there is one (wrap the handler
+// in otelhttp for the HTTP attributes), else one the middleware starts,
+// named "authz", of kind server, ended when the handler returns, and
+// parent of the handler's spans. The span gets "authz.outcome" (allowed,
+// or the reason the request was refused: invalid_token, forbidden,
+// cross_tenant, not_active, missing_role, rate_limited, over_concurrency,
+// unavailable, internal) and, once the token is verified, "tenant.id",
+// the token's tenant (tenant_id in logs). Status is Error for
+// unavailable and internal only.
+//
+// Two counters, tenancy.authz.requests (by tenant.id) and
+// tenancy.authz.refusals (by tenant.id and authz.outcome), count every
+// request decided; their tenant.id is the Guard's label (at most
+// len(Allow) + Admit + 1 values, the rest under "_other"), and is absent
+// before a token is verified. [Middleware.Authenticate] counts and tags
+// (the span in its request's context, if recording) the same way.
+//
 // # Errors
 //
 // Refused requests get an RFC 9457 problem (application/problem+json,
@@ -85,7 +107,10 @@
 // The problem's detail is a fixed text per reason: it never echoes the
 // token, a claim's value or the tenant a request named, so a client
 // learns nothing about other tenants from a refusal. Logs (Config.Logger)
-// carry the reason and status, never tokens or claims.
+// carry the reason and status, never tokens or claims. Telemetry carries
+// the tenant of the verified token only: never the token, its subject or
+// other claims, nor the tenant a path or host named, so a hostile request
+// cannot write into spans or make metric series of its own.
 //
 // Tenant resolution reads what routing reads: r.PathValue after a
 // ServeMux routed the request (which cleans the path first), the escaped

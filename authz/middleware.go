@@ -9,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/rtmx-ai/tenancy/authz/ratelimit"
+	"github.com/rtmx-ai/tenancy/telemetry"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
@@ -62,6 +65,11 @@ type Config struct {
 	// reason and method); nil discards them. Records never carry the
 	// token, its claims or the tenant the request named.
 	Logger *slog.Logger
+	// Telemetry, if it has a provider, tags each request's span with the
+	// token's tenant and the outcome, and counts requests and refusals
+	// by tenant (see the package documentation). The zero value records
+	// nothing and costs nothing.
+	Telemetry telemetry.Config
 }
 
 // DefaultConfig returns a Config with the defaults filled in and no
@@ -85,6 +93,7 @@ type Middleware struct {
 	concurrency ConcurrencyLimiter
 	challenge   string // "Bearer" or `Bearer realm="..."`
 	log         *slog.Logger
+	obs         *observer // nil: no telemetry
 }
 
 // NewMiddleware checks cfg and returns a Middleware.
@@ -126,6 +135,10 @@ func NewMiddleware(cfg Config) (*Middleware, error) {
 		challenge:   "Bearer",
 		log:         cfg.Logger,
 	}
+	var err error
+	if m.obs, err = newObserver(cfg.Telemetry); err != nil {
+		return nil, fmt.Errorf("authz: Config.Telemetry: %w", err)
+	}
 	if cfg.Realm != "" {
 		m.challenge = `Bearer realm="` + cfg.Realm + `"`
 	}
@@ -143,17 +156,31 @@ func NewMiddleware(cfg Config) (*Middleware, error) {
 // (see [WriteError]). m.Handler is a func(http.Handler) http.Handler.
 func (m *Middleware) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var span trace.Span
+		if m.obs != nil {
+			var own bool
+			if r, span, own = m.obs.start(r); own {
+				defer span.End()
+			}
+		}
 		token, err := bearer(r)
+		var id tenant.ID // of the verified token
 		if err == nil {
 			var ctx context.Context
-			if ctx, err = m.Authenticate(r, token); err == nil {
+			if ctx, id, err = m.authenticate(r, token); err == nil {
 				var release func()
 				if release, err = m.acquire(ctx); err == nil {
 					defer release()
+					if m.obs != nil {
+						m.obs.record(ctx, span, id, nil)
+					}
 					next.ServeHTTP(w, r.WithContext(ctx))
 					return
 				}
 			}
+		}
+		if m.obs != nil {
+			m.obs.record(r.Context(), span, id, err)
 		}
 		m.refuse(w, r, err)
 	})
@@ -162,47 +189,63 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 // Authenticate runs the checks of Handler but the concurrency cap on
 // token, a bearer token r carried somewhere else than its Authorization
 // header (a WebSocket subprotocol), and returns r's context carrying the
-// principal and tenant, or an error for [WriteError].
+// principal and tenant, or an error for [WriteError]. With
+// Config.Telemetry, it tags the span recording in r's context, if any, and
+// counts the request as Handler does.
 func (m *Middleware) Authenticate(r *http.Request, token string) (context.Context, error) {
+	ctx, id, err := m.authenticate(r, token)
+	if m.obs != nil {
+		var span trace.Span
+		if s := trace.SpanFromContext(r.Context()); s.IsRecording() && m.obs.tracer != nil {
+			span = s
+		}
+		m.obs.record(r.Context(), span, id, err)
+	}
+	return ctx, err
+}
+
+// authenticate is Authenticate, and returns the tenant of the token once
+// it is verified (zero before), whether the request is refused or not.
+func (m *Middleware) authenticate(r *http.Request, token string) (context.Context, tenant.ID, error) {
 	ctx := r.Context()
 	// A tenant or principal already in ctx is replaced: what the request
 	// gets comes from the token alone.
 	p, err := m.v.Verify(ctx, token)
 	if err != nil {
-		return nil, err
+		return nil, tenant.ID{}, err
 	}
 	for _, resolve := range m.resolvers {
 		id, named, err := resolve(r)
 		switch {
 		case errors.Is(err, errRouting):
-			return nil, err
+			return nil, p.tenant, err
 		case err != nil:
-			return nil, refuse("forbidden: the request names no valid tenant", ErrForbidden, tenant.ErrCrossTenant)
+			return nil, p.tenant, refuse("forbidden: the request names no valid tenant", ErrForbidden, tenant.ErrCrossTenant)
 		case named && id != p.tenant:
-			return nil, refuse("forbidden: the request names another tenant than the token", ErrForbidden, tenant.ErrCrossTenant)
+			return nil, p.tenant, refuse("forbidden: the request names another tenant than the token", ErrForbidden, tenant.ErrCrossTenant)
 		}
 	}
 	if err := m.dir.active(ctx, p.tenant); err != nil {
-		return nil, err
+		return nil, p.tenant, err
 	}
 	roles, err := m.roles.Roles(ctx, p.tenant)
 	if err != nil || roles == nil {
-		return nil, fmt.Errorf("%w: the tenant's roles could not be read", ErrUnavailable)
+		return nil, p.tenant, fmt.Errorf("%w: the tenant's roles could not be read", ErrUnavailable)
 	}
 	p.model = roles
 	if !roles.knows(p.roles) {
-		return nil, refuse("missing role: the token grants no role of its tenant", ErrForbidden, ErrMissingRole)
+		return nil, p.tenant, refuse("missing role: the token grants no role of its tenant", ErrForbidden, ErrMissingRole)
 	}
 	if m.limiter != nil {
 		d, err := m.limiter.Allow(ctx, p.tenant)
 		if err != nil {
-			return nil, fmt.Errorf("%w: the rate limiter failed", ErrUnavailable)
+			return nil, p.tenant, fmt.Errorf("%w: the rate limiter failed", ErrUnavailable)
 		}
 		if !d.Allowed {
-			return nil, &limitError{d: d}
+			return nil, p.tenant, &limitError{d: d}
 		}
 	}
-	return newContext(ctx, p), nil
+	return newContext(ctx, p), p.tenant, nil
 }
 
 func (m *Middleware) acquire(ctx context.Context) (func(), error) {
