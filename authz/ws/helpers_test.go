@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -289,12 +290,20 @@ func (e *env) publish(t testing.TB, id tenant.ID, name string, data any) int {
 // would come first.
 func (e *env) fence(t testing.TB, c *websocket.Conn, id tenant.ID, name string) {
 	t.Helper()
+	e.fenceAll(t, id, name, c)
+}
+
+// fenceAll is fence for every client of cs, all in tenant id's room name.
+func (e *env) fenceAll(t testing.TB, id tenant.ID, name string, cs ...*websocket.Conn) {
+	t.Helper()
 	marker := "fence-" + time.Now().Format(time.RFC3339Nano)
-	e.publish(t, id, name, marker)
-	m := next(t, c)
-	require.Equal(t, "message", m.Op, "message %+v", m)
-	require.Equal(t, name, m.Room)
-	require.JSONEq(t, `"`+marker+`"`, string(m.Data), "a message came before the fence")
+	require.Equal(t, len(cs), e.publish(t, id, name, marker), "the fence reached the room's members only")
+	for _, c := range cs {
+		m := next(t, c)
+		require.Equal(t, "message", m.Op, "message %+v", m)
+		require.Equal(t, name, m.Room)
+		require.JSONEq(t, `"`+marker+`"`, string(m.Data), "a message came before the fence")
+	}
 }
 
 // clients returns the hub's connection count of tenant id.
@@ -304,3 +313,24 @@ func (e *env) clients(t testing.TB, id tenant.ID) int {
 	require.NoError(t, err)
 	return n
 }
+
+// logBuffer collects a logger's JSON records.
+type logBuffer struct {
+	mu  sync.Mutex // guards buf
+	buf strings.Builder
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// logger returns a logger writing to b.
+func (b *logBuffer) logger() *slog.Logger { return slog.New(slog.NewJSONHandler(b, nil)) }

@@ -53,6 +53,9 @@ var (
 // room name is checked too.
 func decode(b []byte) (request, error) {
 	var req request
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return request{}, errMalformed
+	}
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&req); err != nil {
