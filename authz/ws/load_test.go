@@ -53,7 +53,9 @@ func TestTenantRoomsUnderLoad(t *testing.T) {
 				joinedOnce, countedOnce := sync.OnceFunc(joined.Done), sync.OnceFunc(counted.Done)
 				defer joinedOnce()
 				defer countedOnce()
-				fail := func(format string, args ...any) { errs <- fmt.Sprintf("%s client %d: ", id, i) + fmt.Sprintf(format, args...) }
+				fail := func(format string, args ...any) {
+					errs <- fmt.Sprintf("%s client %d: ", id, i) + fmt.Sprintf(format, args...)
+				}
 				c, _, err := dial(t, e.url(id.String()), token(t, id, time.Now().Add(time.Hour), authz.RoleEditor), nil)
 				if err != nil {
 					fail("dial: %v", err)
