@@ -5,13 +5,27 @@
 // logs carry the same value as tenant_id (tenant.LogKey). A [Config]
 // (a TracerProvider, a MeterProvider, a [Guard]) turns on the spans and
 // metrics of authz (authz.Config.Telemetry) and store
-// (store.Config.Telemetry); the zero Config turns them off, at no cost.
+// (store.Config.Telemetry, a store.Telemetry holding a Config); the zero
+// Config turns them off, at no cost: nothing is installed, nothing
+// measured. Nil providers do not fall back to otel's global ones; pass
+// otel.GetTracerProvider() and otel.GetMeterProvider() to use those.
 //
 //	guard, err := telemetry.NewGuard(telemetry.GuardConfig{
 //		Allow: []tenant.ID{acme, globex}, // always their own label
 //		Admit: 1000,                      // and the first 1000 others
 //	})
 //	tel := telemetry.Config{TracerProvider: tp, MeterProvider: mp, Guard: guard}
+//
+// # What is recorded
+//
+// authz: a span per request (the one recording in the request's
+// context, else its own "authz" server span) with tenant.id and
+// authz.outcome (allowed, or the reason of a refusal from a fixed set);
+// counters tenancy.authz.requests {tenant.id} and tenancy.authz.refusals
+// {tenant.id, authz.outcome}. store: client spans "store.query" and
+// "store.batch" with tenant.id and db.system=postgresql (the SQL text only
+// on request, arguments never); histogram tenancy.store.acquire.duration
+// {tenant.id}. The packages' documentation has the details.
 //
 // # Cardinality
 //
