@@ -334,3 +334,11 @@ func (b *logBuffer) String() string {
 
 // logger returns a logger writing to b.
 func (b *logBuffer) logger() *slog.Logger { return slog.New(slog.NewJSONHandler(b, nil)) }
+
+// mustRoom returns the room name of the tenant of ctx.
+func mustRoom(t testing.TB, ctx context.Context, name string) ws.Room {
+	t.Helper()
+	r, err := ws.NewRoom(ctx, name)
+	require.NoError(t, err)
+	return r
+}
