@@ -40,8 +40,8 @@ type client struct {
 func (c *client) kill(code websocket.StatusCode, reason string) {
 	c.once.Do(func() {
 		c.code, c.reason = code, reason
+		c.hub.remove(c) // before the close frame can leave
 		close(c.quit)
-		c.hub.remove(c)
 		c.hub.logClose(c.tenant, code, reason)
 	})
 }

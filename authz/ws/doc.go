@@ -12,6 +12,12 @@
 //	defer hub.Close()
 //	mux.Handle("GET /t/{tenant}/ws", mw.Handler(hub))
 //
+// or, for browsers, which cannot set an Authorization header on a
+// WebSocket, behind [Authenticate], which also reads the token from the
+// subprotocol list:
+//
+//	mux.Handle("GET /t/{tenant}/ws", ws.Authenticate(mw, hub))
+//
 // The service publishes with a [Room], which only [NewRoom] makes, from
 // a context carrying the tenant (a request's, or a job's):
 //
@@ -28,8 +34,9 @@
 //
 // and nothing else: a message with any other member (such as "tenant"),
 // another op, trailing data or invalid JSON is answered with an error
-// and changes nothing; the connection stays open. Room names follow the
-// rules of NewRoom. The hub sends:
+// and changes nothing; the connection stays open. Member names match
+// case-insensitively and a repeated member's last value counts, as with
+// encoding/json. Room names follow the rules of NewRoom. The hub sends:
 //
 //	{"op":"joined","room":"x"}             the client is in x: it gets every message published after this
 //	{"op":"left","room":"x"}               the client is not in x
@@ -85,11 +92,10 @@
 // Only the Middleware admits an upgrade: the Hub refuses a request whose
 // context carries no principal. The Origin of a browser's upgrade must be
 // the request's host, or match Config.OriginPatterns; without that check
-// any web page could open a connection with a visitor's cookies. Tokens
-// in the Authorization header are what the Middleware reads; browsers
-// cannot send that header on a WebSocket, so a browser client needs a
-// handler that reads its token elsewhere and calls
-// authz.Middleware.Authenticate before the Hub.
+// any web page could open a connection with a visitor's cookies.
+// Browsers cannot send an Authorization header on a WebSocket: mount the
+// Hub with [Authenticate], which also takes the token from the
+// subprotocol list ("bearer.<token>" beside [Subprotocol]).
 //
 // A suspended tenant keeps its connections until the next check (at most
 // about CheckInterval, plus the Directory's own caching); while the

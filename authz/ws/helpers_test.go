@@ -167,6 +167,7 @@ func newEnvWith(t testing.TB, cfg ws.Config, dir authz.Directory, a, b tenant.ID
 	mux := http.NewServeMux()
 	mux.Handle("GET /t/{tenant}/ws", mw.Handler(hub))
 	mux.Handle("GET /bare/{tenant}/ws", hub) // the mistake: no middleware
+	mux.Handle("GET /s/{tenant}/ws", ws.Authenticate(mw, hub))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		require.NoError(t, hub.Close())

@@ -59,7 +59,7 @@ func NewHub(cfg Config) (*Hub, error) {
 	h := &Hub{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		accept:  websocket.AcceptOptions{OriginPatterns: cfg.OriginPatterns},
+		accept:  websocket.AcceptOptions{OriginPatterns: cfg.OriginPatterns, Subprotocols: []string{Subprotocol}},
 		done:    make(chan struct{}),
 		tenants: map[tenant.ID]*tenantClients{},
 	}
