@@ -32,11 +32,13 @@ var benchQuota = ratelimit.Quota{Rate: ratelimit.MaxRate, Burst: 1 << 30, Concur
 
 // BenchmarkLocal checks the rate of one of 100,000 live tenants: ours
 // (Local.Allow) against a bare *rate.Limiter.Allow on one of 100,000
-// limiters held in a slice (mode=raw). With visit=all, each check is of
-// the next tenant in a shuffled order of all 100,000 (every check misses
-// the CPU caches, for both); with visit=hot, of one of 64 of them (a
-// working set that stays in cache), the table still holding 100,000.
-// B/tenant is the heap each tenant takes.
+// limiters held in a slice (mode=raw), and in a map by tenant ID, without
+// a lock (mode=map: the cost of finding a tenant's limiter by its ID).
+// With visit=all, each check is of the next tenant in a shuffled order of
+// all 100,000 (every check misses the CPU caches, for all three); with
+// visit=hot, of one of 64 of them (a working set that stays in cache),
+// the table still holding 100,000. B/tenant is the heap each tenant
+// takes.
 func BenchmarkLocal(b *testing.B) {
 	ids, order := benchIDs(benchTenants)
 	for _, visit := range []struct {
@@ -53,6 +55,20 @@ func BenchmarkLocal(b *testing.B) {
 				perTenant := float64(heap()-before) / benchTenants
 				for i := 0; b.Loop(); i++ {
 					if !lims[order[i%visit.n]].Allow() {
+						b.Fatal("refused")
+					}
+				}
+				b.ReportMetric(perTenant, "B/tenant")
+			})
+			b.Run("mode=map", func(b *testing.B) {
+				before := heap()
+				lims := make(map[tenant.ID]*rate.Limiter, benchTenants)
+				for _, id := range ids {
+					lims[id] = rate.NewLimiter(rate.Limit(benchQuota.Rate), benchQuota.Burst)
+				}
+				perTenant := float64(heap()-before) / benchTenants
+				for i := 0; b.Loop(); i++ {
+					if !lims[ids[order[i%visit.n]]].Allow() {
 						b.Fatal("refused")
 					}
 				}

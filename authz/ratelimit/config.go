@@ -92,8 +92,9 @@ type Config struct {
 	// tenant's requests in flight to end when it has its most: 0 refuses
 	// at once. At least 0.
 	Wait time.Duration
-	// Clock tells the time. Nil: time.Now, whose monotonic reading makes
-	// the limiters immune to changes of the wall clock.
+	// Clock tells the time. Nil: the monotonic clock (time.Since the
+	// limiter was made), which makes the limiters immune to changes of
+	// the wall clock and costs half a time.Now.
 	Clock func() time.Time
 	// Logger receives warnings (an override or tier that could not be
 	// read, Redis unreachable), as key/value pairs with no secrets. Nil:
@@ -150,9 +151,6 @@ func (c Config) validate() (Config, error) {
 		tiers[t] = q
 	}
 	c.Tiers = tiers
-	if c.Clock == nil {
-		c.Clock = time.Now
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -35,29 +35,28 @@ func NewLocal(cfg Config) (*Local, error) {
 // and one wrapping [ErrUnavailable] if the tenant's quota is not known and
 // cannot be looked up.
 func (l *Local) Allow(ctx context.Context, id tenant.ID) (Decision, error) {
-	s, e, now, err := l.lookup(ctx, id)
+	s, e, _, err := l.lookup(ctx, id)
 	if err != nil {
 		return Decision{}, err
 	}
-	d := take(e, now)
+	d := l.take(e)
 	s.mu.Unlock()
 	return d, nil
 }
 
-// take takes one token from e's bucket. The caller holds the lock of e's
-// shard.
-func take(e *entry, now time.Time) Decision {
-	if now.Before(e.limAt) {
-		now = e.limAt
-	}
-	e.limAt = now
+// take takes one token from e's bucket at e.seen, the latest time of the
+// tenant (after a clock set back, the time it had reached). The caller
+// holds the lock of e's shard.
+func (q *quotas) take(e *entry) Decision {
+	at := q.clock.at(e.seen)
 	d := Decision{Limit: e.quota.Rate, Burst: e.quota.Burst}
-	// The caller's lock makes the two calls one step; a refusal takes
-	// one call, and nothing from the bucket.
-	tokens := e.lim.TokensAt(now)
-	if tokens >= 1 && e.lim.AllowN(now, 1) {
+	// The caller's lock makes the two calls one step. AllowN decides
+	// (it allows a token a nanosecond's refill short of whole, as
+	// rate.Limiter does), and takes nothing when it refuses.
+	tokens := e.lim.TokensAt(at)
+	if e.lim.AllowN(at, 1) {
 		d.Allowed = true
-		d.Remaining = int(tokens - 1)
+		d.Remaining = max(0, int(tokens-1))
 		return d
 	}
 	missing := 1 - tokens
@@ -68,11 +67,13 @@ func take(e *entry, now time.Time) Decision {
 	return d
 }
 
-// quotas is the per-tenant state shared by the limiters: the Config, and
-// a table of tenants with their quotas.
+// quotas is the per-tenant state shared by the limiters: the Config, its
+// clock, and a table of tenants with their quotas.
 type quotas struct {
-	cfg Config
-	t   *table
+	cfg     Config
+	clock   clock
+	refresh int64 // cfg.Refresh
+	t       *table
 }
 
 func newQuotas(cfg Config) (quotas, error) {
@@ -80,26 +81,33 @@ func newQuotas(cfg Config) (quotas, error) {
 	if err != nil {
 		return quotas{}, err
 	}
-	return quotas{cfg: cfg, t: newTable(cfg.MaxTenants, cfg.Idle)}, nil
+	return quotas{
+		cfg:     cfg,
+		clock:   newClock(cfg.Clock),
+		refresh: int64(cfg.Refresh),
+		t:       newTable(cfg.MaxTenants, cfg.Idle),
+	}, nil
 }
 
 // lookup returns the entry of tenant id, with its quota looked up within
 // Config.Refresh, and the time, with the lock of its shard s held: the
 // caller unlocks it. On error, nothing is held.
-func (q *quotas) lookup(ctx context.Context, id tenant.ID) (*shard, *entry, time.Time, error) {
+func (q *quotas) lookup(ctx context.Context, id tenant.ID) (*shard, *entry, int64, error) {
 	if id.IsZero() {
-		return nil, nil, time.Time{}, fmt.Errorf("ratelimit: %w", tenant.ErrNoTenant)
+		return nil, nil, 0, fmt.Errorf("ratelimit: %w", tenant.ErrNoTenant)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, nil, time.Time{}, fmt.Errorf("ratelimit: tenant %s: %w", id, err)
+		return nil, nil, 0, fmt.Errorf("ratelimit: tenant %s: %w", id, err)
 	}
-	now := q.cfg.Clock()
-	s := q.t.shard(id)
+	now := q.clock.read()
+	h := q.t.hash(id)
+	s := q.t.shard(h)
 	s.mu.Lock()
 	q.t.sweep(s, now)
-	e := s.get(id, now)
+	e := s.get(h, id, now)
 	if e != nil {
-		if age := now.Sub(e.checked); age >= 0 && age < q.cfg.Refresh {
+		// age wraps below 0 only for readings 292 years apart: stale.
+		if age := now - e.checked; age >= 0 && age < q.refresh {
 			return s, e, now, nil
 		}
 	}
@@ -107,28 +115,24 @@ func (q *quotas) lookup(ctx context.Context, id tenant.ID) (*shard, *entry, time
 
 	quota, err := q.cfg.resolve(ctx, id)
 	if cerr := ctx.Err(); cerr != nil {
-		return nil, nil, time.Time{}, fmt.Errorf("ratelimit: tenant %s: %w", id, cerr)
+		return nil, nil, 0, fmt.Errorf("ratelimit: tenant %s: %w", id, cerr)
 	}
 	s.mu.Lock()
-	e = s.get(id, now)
+	e = s.get(h, id, now)
 	switch {
 	case err != nil && e == nil:
 		s.mu.Unlock()
 		q.cfg.Logger.WarnContext(ctx, "ratelimit: quota lookup failed", "tenant_id", id, "err", err)
-		return nil, nil, time.Time{}, fmt.Errorf("ratelimit: %w: %w", ErrUnavailable, err)
+		return nil, nil, 0, fmt.Errorf("ratelimit: %w: %w", ErrUnavailable, err)
 	case err != nil:
 		// Keep the quota known; look up again after Refresh.
 		q.cfg.Logger.WarnContext(ctx, "ratelimit: quota lookup failed; keeping the tenant's last quota", "tenant_id", id, "err", err)
 	case e == nil:
 		e = newEntry(id, quota, now)
-		q.t.add(s, e, now)
+		q.t.add(s, h, e, now)
 	case e.quota != quota:
 		e.quota = quota
-		at := now
-		if at.Before(e.limAt) {
-			at = e.limAt
-		}
-		e.limAt = at
+		at := q.clock.at(e.seen)
 		e.lim.SetLimitAt(at, rate.Limit(quota.Rate))
 		e.lim.SetBurstAt(at, quota.Burst)
 	}

@@ -102,12 +102,11 @@ type Redis struct {
 	fallback Fallback
 	timeout  time.Duration
 	retry    time.Duration
-	start    time.Time
 	// direct: the client heeds its context's deadline, so calls need no
 	// goroutine of their own to end within timeout.
 	direct bool
-	// downUntil is when, as time since start, Redis is tried again after
-	// it failed to answer; 0 if it has not failed.
+	// downUntil is when, as a reading of local's clock, Redis is tried
+	// again after it failed to answer; 0 if it has not failed.
 	downUntil atomic.Int64
 }
 
@@ -142,7 +141,6 @@ func NewRedis(rdb redis.UniversalClient, cfg RedisConfig) (*Redis, error) {
 		fallback: cfg.Fallback,
 		timeout:  cfg.Timeout,
 		retry:    cfg.Retry,
-		start:    local.cfg.Clock(),
 	}, nil
 }
 
@@ -159,7 +157,7 @@ func (r *Redis) Allow(ctx context.Context, id tenant.ID) (Decision, error) {
 	}
 	q := e.quota
 	s.mu.Unlock()
-	if until := r.downUntil.Load(); until != 0 && now.Sub(r.start) < time.Duration(until) {
+	if until := r.downUntil.Load(); until != 0 && now < until {
 		return r.unavailable(ctx, id, q, errRedisDown)
 	}
 
@@ -175,7 +173,7 @@ func (r *Redis) Allow(ctx context.Context, id tenant.ID) (Decision, error) {
 		var reply redis.Error
 		if !errors.As(err, &reply) || errors.Is(err, context.DeadlineExceeded) {
 			// No answer: give Redis Retry before trying it again.
-			r.downUntil.Store(max(1, int64(r.local.cfg.Clock().Sub(r.start)+r.retry)))
+			r.downUntil.Store(max(1, r.local.clock.read()+int64(r.retry)))
 		}
 		r.local.cfg.Logger.WarnContext(ctx, "ratelimit: Redis failed", "tenant_id", id, "fallback", string(r.fallback), "err", err)
 		return r.unavailable(ctx, id, q, err)
