@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/rtmx-ai/tenancy/authz"
 	"github.com/rtmx-ai/tenancy/tenant"
@@ -25,6 +26,7 @@ type client struct {
 	conn   *websocket.Conn
 	p      *authz.Principal
 	tenant tenant.ID
+	limit  *rate.Limiter // the client's messages, read by readLoop only
 	send   chan []byte   // frames for the writer
 	quit   chan struct{} // closed by kill
 
@@ -74,6 +76,10 @@ func (c *client) readLoop(ctx context.Context) {
 		}
 		if typ != websocket.MessageText {
 			c.kill(websocket.StatusUnsupportedData, "text frames only")
+			return
+		}
+		if !c.limit.Allow() {
+			c.kill(websocket.StatusPolicyViolation, "too many messages")
 			return
 		}
 		c.handle(b)

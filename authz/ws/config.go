@@ -3,6 +3,7 @@ package ws
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/rtmx-ai/tenancy/authz"
@@ -56,6 +57,13 @@ type Config struct {
 	// DefaultConfig sets 64.
 	MaxRoomsPerClient int
 
+	// MessageRate is how many messages a second one client may send,
+	// with bursts of MessageBurst; a client past it is disconnected
+	// (1008), so that no client can keep the hub busy. DefaultConfig
+	// sets 20 a second, bursts of 40.
+	MessageRate  float64
+	MessageBurst int
+
 	// PublishPermission is the permission (authz.Principal.Can) a
 	// client needs to publish to a room it is in. Empty: clients never
 	// publish, only the service does (Hub.Publish). DefaultConfig sets
@@ -78,6 +86,8 @@ func DefaultConfig() Config {
 		SendQueue:           64,
 		MaxClientsPerTenant: 1000,
 		MaxRoomsPerClient:   64,
+		MessageRate:         20,
+		MessageBurst:        40,
 		PublishPermission:   authz.PermWrite,
 	}
 }
@@ -103,6 +113,10 @@ func (c *Config) check() error {
 		return bad("MaxClientsPerTenant", "must be at least 1")
 	case c.MaxRoomsPerClient < 1:
 		return bad("MaxRoomsPerClient", "must be at least 1")
+	case !(c.MessageRate > 0) || math.IsInf(c.MessageRate, 0):
+		return bad("MessageRate", "must be positive and finite")
+	case c.MessageBurst < 1:
+		return bad("MessageBurst", "must be at least 1")
 	}
 	for i, p := range c.OriginPatterns {
 		switch p {

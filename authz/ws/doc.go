@@ -62,10 +62,12 @@
 // connection of a tenant that Config.Directory, asked every
 // CheckInterval, does not report active; 1008 (policy violation) for a
 // connection over the tenant's MaxClientsPerTenant (accepted, then
-// closed) or a client more than SendQueue messages behind or not taking a
-// message within WriteTimeout; 1009 for a frame over ReadLimit; 1003 for a
+// closed), a client more than SendQueue messages behind or not taking a
+// message within WriteTimeout, or one sending faster than MessageRate; 1009 for a frame over ReadLimit; 1003 for a
 // binary frame; 1001 when the hub is closed. A slow client never slows
-// a publisher or another client: Publish only queues.
+// a publisher or another client: Publish only queues. The hub sends no
+// pings: a connection whose peer vanished is found by the next write
+// that times out, and ends at its token's expiry in any case.
 //
 // # Errors
 //

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/rtmx-ai/tenancy/authz"
 	"github.com/rtmx-ai/tenancy/store"
@@ -153,6 +154,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hub:    h,
 		p:      p,
 		tenant: id,
+		limit:  rate.NewLimiter(rate.Limit(h.cfg.MessageRate), h.cfg.MessageBurst),
 		send:   make(chan []byte, h.cfg.SendQueue),
 		quit:   make(chan struct{}),
 		rooms:  map[string]struct{}{},

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -467,6 +468,8 @@ func TestNewHubConfigErrors(t *testing.T) {
 		"SendQueue":           func(c *ws.Config) { c.SendQueue = 0 },
 		"MaxClientsPerTenant": func(c *ws.Config) { c.MaxClientsPerTenant = 0 },
 		"MaxRoomsPerClient":   func(c *ws.Config) { c.MaxRoomsPerClient = -1 },
+		"MessageRate":         func(c *ws.Config) { c.MessageRate = math.NaN() },
+		"MessageBurst":        func(c *ws.Config) { c.MessageBurst = 0 },
 		"OriginPatterns[1]":   func(c *ws.Config) { c.OriginPatterns = []string{"a.example", "*"} },
 		"OriginPatterns[0]":   func(c *ws.Config) { c.OriginPatterns = []string{""} },
 	} {
@@ -478,8 +481,33 @@ func TestNewHubConfigErrors(t *testing.T) {
 		require.ErrorContains(t, err, "Config."+field+" ", field)
 		require.True(t, strings.HasPrefix(err.Error(), "ws: "), err.Error())
 	}
+	for _, r := range []float64{0, -1, math.Inf(1)} {
+		cfg := ws.DefaultConfig()
+		cfg.Directory, cfg.MessageRate = &memDirectory{}, r
+		_, err := ws.NewHub(cfg)
+		require.ErrorContains(t, err, "Config.MessageRate ", "%v", r)
+	}
 	var zero ws.Config
 	zero.Directory = &memDirectory{}
 	_, err := ws.NewHub(zero)
 	require.ErrorIs(t, err, ws.ErrInvalidConfig, "zero is not a default")
+}
+
+func TestClientSendingTooFastDisconnected(t *testing.T) {
+	cfg := testConfig()
+	cfg.MessageRate, cfg.MessageBurst = 1, 5
+	e := newEnv(t, cfg)
+	c := e.connect(t, e.a)
+	other := e.connect(t, e.a)
+	join(t, other, "x")
+	for range 5 {
+		join(t, c, "x") // within the burst
+	}
+	for range 20 {
+		if err := c.Write(t.Context(), websocket.MessageText, []byte(`{"op":"leave","room":"y"}`)); err != nil {
+			break
+		}
+	}
+	requireClosed(t, c, websocket.StatusPolicyViolation, 5*time.Second)
+	e.fence(t, other, e.a, "x") // the other client is unaffected
 }
