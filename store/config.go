@@ -149,6 +149,10 @@ type Config struct {
 	Clusters map[string]*pgxpool.Config
 	// Logger receives store's logs; nil discards them.
 	Logger *slog.Logger
+	// Telemetry, if set with a provider, traces the statements of
+	// tenant-scoped work and measures each tenant's connection waits
+	// (see [Telemetry]); nil installs nothing.
+	Telemetry *Telemetry
 }
 
 // ParseConfig builds a Config from the platform role's connection string.

@@ -101,6 +101,9 @@ func Open(ctx context.Context, cfg *Config) (*DB, error) {
 	if db.log == nil {
 		db.log = slog.New(slog.DiscardHandler)
 	}
+	if err := db.installTelemetry(cfg.Telemetry); err != nil {
+		return nil, err
+	}
 	if db.platform, err = pgxpool.NewWithConfig(ctx, cfg.Platform.Copy()); err != nil {
 		return nil, fmt.Errorf("store: open platform pool: %w", err)
 	}
