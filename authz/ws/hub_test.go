@@ -68,6 +68,16 @@ func TestUpgradeIsAuthorisedByTheMiddleware(t *testing.T) {
 		return err != nil && resp != nil && resp.StatusCode == http.StatusForbidden
 	}, 5*time.Second, 10*time.Millisecond)
 
+	// A request that is no upgrade gets 426 from websocket's Accept.
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, e.srv.URL+"/t/"+e.a.String()+"/ws", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+alpha)
+	plain, err := e.srv.Client().Do(req)
+	require.NoError(t, err)
+	require.NoError(t, plain.Body.Close())
+	require.Equal(t, http.StatusUpgradeRequired, plain.StatusCode)
+	require.Zero(t, e.clients(t, e.a))
+
 	// The right token on its own path is upgraded.
 	c, resp, err := dial(t, e.url(e.a.String()), alpha, nil)
 	require.NoError(t, err)
