@@ -28,8 +28,9 @@ var (
 
 // The close statuses the hub ends a connection with, besides
 // websocket.StatusPolicyViolation (1008: the tenant is at its
-// MaxClientsPerTenant, or the client fell behind by more than
-// SendQueue messages), websocket.StatusUnsupportedData (1003: a binary
+// MaxClientsPerTenant, the client fell behind by more than SendQueue
+// messages or WriteTimeout, or it sent faster than MessageRate),
+// websocket.StatusUnsupportedData (1003: a binary
 // frame), websocket.StatusMessageTooBig (1009: a frame over ReadLimit)
 // and websocket.StatusGoingAway (1001: the hub was closed).
 const (
