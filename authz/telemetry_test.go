@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -375,4 +376,26 @@ func TestTelemetryOneProvider(t *testing.T) {
 	require.Equal(t, 200, do(h, request("/", e.token(t, "acme"))).Code)
 	require.Len(t, sdk2.spans.Ended(), 1)
 	require.Empty(t, sdk2.counts(t, "tenancy.authz.requests"))
+}
+
+// The zero Telemetry records nothing, even with otel's global providers
+// set: nil providers do not fall back to them.
+func TestTelemetryZeroConfigIgnoresGlobals(t *testing.T) {
+	e := newEnv(t)
+	sdk := newOtelSDK(t)
+	prevT, prevM := otel.GetTracerProvider(), otel.GetMeterProvider()
+	otel.SetTracerProvider(sdk.tp)
+	otel.SetMeterProvider(sdk.mp)
+	t.Cleanup(func() {
+		otel.SetTracerProvider(prevT)
+		otel.SetMeterProvider(prevM)
+	})
+	h := newMiddleware(t, e.v, e.dir).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		require.False(t, trace.SpanFromContext(r.Context()).SpanContext().IsValid())
+		echo.ServeHTTP(w, r)
+	}))
+	require.Equal(t, 200, do(h, request("/", e.token(t, "acme"))).Code)
+	requireProblem(t, do(h, request("/", "")), http.StatusUnauthorized)
+	require.Empty(t, sdk.spans.Ended())
+	require.Empty(t, sdk.allMetricValues(t))
 }
