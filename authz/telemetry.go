@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -44,6 +45,9 @@ type observer struct {
 	guard    *telemetry.Guard
 	requests metric.Int64Counter // nil (with refusals): no metrics
 	refusals metric.Int64Counter
+	// byLabel caches the attribute option of the request counter per
+	// tenant label: at most as many as the guard has labels.
+	byLabel sync.Map // string -> metric.MeasurementOption
 }
 
 // newObserver returns the observer of c, nil when c sends nothing.
@@ -115,14 +119,28 @@ func (o *observer) record(ctx context.Context, span trace.Span, id tenant.ID, er
 		return
 	}
 	var tenantAttr []attribute.KeyValue
+	opt := noTenant
 	if !id.IsZero() {
-		tenantAttr = []attribute.KeyValue{o.guard.Attribute(id)}
+		label := o.guard.Label(id)
+		if v, ok := o.byLabel.Load(label); ok {
+			opt = v.(metric.MeasurementOption)
+		} else {
+			opt = metric.WithAttributeSet(attribute.NewSet(telemetry.Key.String(label)))
+			o.byLabel.Store(label, opt)
+		}
+		if err != nil {
+			tenantAttr = []attribute.KeyValue{telemetry.Key.String(label)}
+		}
 	}
-	o.requests.Add(ctx, 1, metric.WithAttributes(tenantAttr...))
+	o.requests.Add(ctx, 1, opt)
 	if err != nil {
 		o.refusals.Add(ctx, 1, metric.WithAttributes(append(tenantAttr, outcomeKey.String(outcome))...))
 	}
 }
+
+// noTenant is the option of a request counted before its token was
+// verified: no attributes.
+var noTenant = metric.WithAttributeSet(*attribute.EmptySet())
 
 // reasonOf is the reason of a refusal with err, in the order of
 // writeError's statuses.
