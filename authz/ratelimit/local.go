@@ -6,14 +6,14 @@ import (
 	"math"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
 // Local is a [Limiter] in memory, for a service with one replica (or with
-// a budget per replica): a token bucket (golang.org/x/time/rate) per
-// tenant, filled at the tenant's Quota.Rate up to its Quota.Burst.
+// a budget per replica): a token bucket per tenant, filled at the
+// tenant's Quota.Rate up to its Quota.Burst, that decides as a
+// golang.org/x/time/rate Limiter would. A check takes one lock and no
+// allocation.
 type Local struct {
 	quotas
 }
@@ -48,13 +48,9 @@ func (l *Local) Allow(ctx context.Context, id tenant.ID) (Decision, error) {
 // tenant (after a clock set back, the time it had reached). The caller
 // holds the lock of e's shard.
 func (q *quotas) take(e *entry) Decision {
-	at := q.clock.at(e.seen)
 	d := Decision{Limit: e.quota.Rate, Burst: e.quota.Burst}
-	// The caller's lock makes the two calls one step. AllowN decides
-	// (it allows a token a nanosecond's refill short of whole, as
-	// rate.Limiter does), and takes nothing when it refuses.
-	tokens := e.lim.TokensAt(at)
-	if e.lim.AllowN(at, 1) {
+	ok, tokens := e.b.take(e.seen, &e.quota)
+	if ok {
 		d.Allowed = true
 		d.Remaining = max(0, int(tokens-1))
 		return d
@@ -131,10 +127,8 @@ func (q *quotas) lookup(ctx context.Context, id tenant.ID) (*shard, *entry, int6
 		e = newEntry(id, quota, now)
 		q.t.add(s, h, e, now)
 	case e.quota != quota:
+		e.b.setQuota(e.seen, &e.quota)
 		e.quota = quota
-		at := q.clock.at(e.seen)
-		e.lim.SetLimitAt(at, rate.Limit(quota.Rate))
-		e.lim.SetBurstAt(at, quota.Burst)
 	}
 	e.checked = now
 	return s, e, now, nil

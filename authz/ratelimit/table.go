@@ -5,8 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
@@ -23,9 +21,8 @@ const (
 	sweepsPerIdle = 4
 )
 
-// clock reads a limiter's time as nanoseconds since its start: one
-// int64 per reading, compared without time.Time's monotonic checks, and
-// turned into a time.Time only for a rate.Limiter.
+// clock reads a limiter's time as nanoseconds since its start: one int64
+// per reading, compared and subtracted without time.Time's checks.
 type clock struct {
 	start time.Time
 	now   func() time.Time // Config.Clock; nil: the monotonic clock
@@ -47,36 +44,25 @@ func (c *clock) read() int64 {
 	return int64(c.now().Sub(c.start))
 }
 
-// at returns the time.Time of reading ns: what a rate.Limiter is given.
-func (c *clock) at(ns int64) time.Time { return c.start.Add(time.Duration(ns)) }
-
-// entry is the state of one tenant in a table. Its fields are guarded by
-// its shard's mu. Times are readings of the table's clock. The fields a
-// rate check reads come first, the bucket right after them.
+// entry is the state of one tenant in a table (96 bytes). Its fields are
+// guarded by its shard's mu. Times are readings of the table's clock. The
+// fields a rate check reads come first.
 type entry struct {
 	id tenant.ID
 	// seen is the latest time the tenant was seen. It never moves back,
-	// and is the time lim is given: time never runs backwards for lim.
-	seen    int64
-	checked int64 // when quota was looked up
-	quota   Quota
-	// lim is the tenant's token bucket, for Local. It is part of the
-	// entry (one allocation, one cache miss less per check); newEntry
-	// sets it.
-	lim      rate.Limiter
+	// and is the time the bucket is given: time never runs backwards for
+	// it.
+	seen     int64
+	checked  int64 // when quota was looked up
+	quota    Quota
+	b        bucket        // the tenant's token bucket, for Local
 	inFlight int           // requests in flight, for Concurrency
 	wake     chan struct{} // closed when a slot frees, for Concurrency's waiters; nil if none
 }
 
 // newEntry returns the entry of tenant id with quota q, its bucket full.
 func newEntry(id tenant.ID, q Quota, now int64) *entry {
-	e := &entry{id: id, quota: q, seen: now}
-	// A zero Limiter last updated at the zero time: setting its limit and
-	// burst at that time leaves it there, so its first use fills it to
-	// its burst, as rate.NewLimiter's would be.
-	e.lim.SetLimitAt(time.Time{}, rate.Limit(q.Rate))
-	e.lim.SetBurstAt(time.Time{}, q.Burst)
-	return e
+	return &entry{id: id, quota: q, seen: now, b: bucket{tokens: float64(q.Burst), last: now}}
 }
 
 // A slot of a shard's hash table: an entry and the hash of its ID.

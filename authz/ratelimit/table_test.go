@@ -2,6 +2,7 @@ package ratelimit_test
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -39,51 +40,86 @@ func manyIDs(n int) []tenant.ID {
 }
 
 // TestLocalMatchesRateLimiter drives a Local and, beside it, a bare
-// rate.Limiter per tenant with the same times: every Decision (Allowed,
-// Remaining, RetryAfter) is the one the bare limiter gives, for tenants
-// whose hashes collide too.
+// rate.Limiter per tenant given the same times: every Decision (Allowed,
+// Remaining, RetryAfter) is the one the bare limiter gives, float for
+// float, through quotas changed by overrides (fast rates where a
+// nanosecond's rounding decides, slow ones, bursts of 1 and of 1000), a
+// clock that steps back now and then, and tenants whose hashes collide.
 func TestLocalMatchesRateLimiter(t *testing.T) {
+	quotas := []ratelimit.Quota{
+		{Rate: 7, Burst: 5, Concurrent: 1},
+		{Rate: 3e5, Burst: 3, Concurrent: 1},
+		{Rate: 0.5, Burst: 1, Concurrent: 1},
+		{Rate: 1000, Burst: 1000, Concurrent: 1},
+		{Rate: 33.3, Burst: 2, Concurrent: 1},
+	}
 	for _, hm := range hashMasks {
 		t.Run(hm.name, func(t *testing.T) {
 			c := newClock()
-			q := ratelimit.Quota{Rate: 7, Burst: 5, Concurrent: 1}
-			cfg := config(q, c)
+			var overrides ratelimit.Map
+			cfg := config(quotas[0], c)
+			cfg.Overrides = &overrides
+			cfg.Refresh = 0             // a changed override counts at the next request, as for the bare limiters
 			cfg.Idle = 1000 * time.Hour // nothing forgotten: the bare limiters forget nothing
 			l := collidingLocal(t, cfg, hm.mask)
 			ids := manyIDs(60)
-			bare := map[tenant.ID]*rate.Limiter{}
-			rng := rand.New(rand.NewPCG(7, uint64(hm.mask)))
-			refused := 0
-			for step := range 20_000 {
-				c.Add(time.Duration(rng.IntN(30)) * time.Millisecond)
+			type model struct {
+				lim  *rate.Limiter
+				q    ratelimit.Quota
+				seen time.Time // the latest time given: the Local's never moves back either
+			}
+			bare := map[tenant.ID]*model{}
+			rng := rand.New(rand.NewPCG(7, hm.mask))
+			refused, changed := 0, 0
+			for step := range 30_000 {
+				switch k := rng.IntN(100); {
+				case k < 2:
+					c.Add(-time.Duration(rng.IntN(500)) * time.Millisecond)
+				case k < 60:
+					c.Add(time.Duration(rng.IntN(30)) * time.Millisecond)
+				case k < 90:
+					c.Add(time.Duration(rng.IntN(3000)) * time.Nanosecond)
+				}
 				id := ids[rng.IntN(len(ids))]
 				if rng.IntN(5) > 0 {
 					id = ids[rng.IntN(5)] // hot tenants, often refused
 				}
-				b := bare[id]
-				if b == nil {
-					b = rate.NewLimiter(rate.Limit(q.Rate), q.Burst)
-					bare[id] = b
+				if rng.IntN(200) == 0 {
+					require.NoError(t, overrides.Set(id, quotas[rng.IntN(len(quotas))]))
+				}
+				q, ok, err := overrides.Quota(t.Context(), id)
+				require.NoError(t, err)
+				if !ok {
+					q = quotas[0]
 				}
 				now := c.Now()
-				tokens := b.TokensAt(now)
+				m := bare[id]
+				if m == nil {
+					m = &model{lim: rate.NewLimiter(rate.Limit(q.Rate), q.Burst), q: q, seen: now}
+					bare[id] = m
+				}
+				if now.After(m.seen) {
+					m.seen = now
+				}
+				if m.q != q {
+					changed++
+					m.lim.SetLimitAt(m.seen, rate.Limit(q.Rate))
+					m.lim.SetBurstAt(m.seen, q.Burst)
+					m.q = q
+				}
+				tokens := m.lim.TokensAt(m.seen)
 				want := ratelimit.Decision{Limit: q.Rate, Burst: q.Burst}
-				if b.AllowN(now, 1) {
-					want.Allowed, want.Remaining = true, int(tokens-1)
-				}
-				got := allow(t, l, id)
-				require.Equal(t, want.Allowed, got.Allowed, "step %d, tenant %s, tokens %v, got %+v", step, id, tokens, got)
-				require.Equal(t, want.Remaining, got.Remaining, "step %d, tenant %s", step, id)
-				if !got.Allowed {
+				if m.lim.AllowN(m.seen, 1) {
+					want.Allowed, want.Remaining = true, max(0, int(tokens-1))
+				} else {
 					refused++
-					// What the bare limiter would make a request wait, up
-					// to the nanosecond it rounds down where we round up.
-					missing := time.Duration(float64(time.Second) * (1 - tokens) / q.Rate)
-					require.InDelta(t, missing, got.RetryAfter, 1, "step %d, tenant %s", step, id)
+					want.RetryAfter = max(1, time.Duration(math.Ceil((1-tokens)/q.Rate*float64(time.Second))))
 				}
+				require.Equal(t, want, allow(t, l, id), "step %d, tenant %s, quota %+v, tokens %v", step, id, q, tokens)
 			}
 			require.Equal(t, len(bare), l.Tenants())
-			require.Greater(t, refused, 2000, "the steps are fast enough to refuse")
+			require.Greater(t, refused, 3000, "the steps are fast enough to refuse")
+			require.Greater(t, changed, 30, "quotas change")
 		})
 	}
 }
@@ -170,4 +206,30 @@ func TestLocalConformanceWithCollisions(t *testing.T) {
 	ratelimittest.TestLimiter(t, func(t *testing.T, q ratelimit.Quota) ratelimit.Limiter {
 		return collidingLocal(t, config(q, nil), 0)
 	})
+}
+
+// TestLocalRoundsAsRateLimiter: a token less than a nanosecond's refill
+// short of whole is allowed, one more than that refused, as by
+// rate.Limiter (whose wait rounds down to whole nanoseconds). At 7 per
+// second, 142,857,142 ns after a bucket of 1 was emptied it holds
+// 0.999999994 tokens (0.86 ns short), 1 ns earlier 0.999999987 (1.86 ns).
+func TestLocalRoundsAsRateLimiter(t *testing.T) {
+	q := ratelimit.Quota{Rate: 7, Burst: 1, Concurrent: 1}
+	for _, tc := range []struct {
+		after   time.Duration
+		allowed bool
+	}{{142_857_142, true}, {142_857_141, false}} {
+		c := newClock()
+		l := newLocal(t, config(q, c))
+		bare := rate.NewLimiter(rate.Limit(q.Rate), q.Burst)
+		require.True(t, allow(t, l, tenantA).Allowed)
+		require.True(t, bare.AllowN(c.Now(), 1))
+		c.Add(tc.after)
+		require.Equal(t, tc.allowed, bare.AllowN(c.Now(), 1), "rate.Limiter after %v", tc.after)
+		d := allow(t, l, tenantA)
+		require.Equal(t, tc.allowed, d.Allowed, "after %v: %+v", tc.after, d)
+		if !d.Allowed {
+			require.Equal(t, 2*time.Nanosecond, d.RetryAfter, "1.86 ns, rounded up")
+		}
+	}
 }
