@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/time/rate"
 
 	"github.com/rtmx-ai/tenancy/authz/ratelimit"
 	"github.com/rtmx-ai/tenancy/tenant"
@@ -397,7 +398,9 @@ func TestLocalForgetsIdleTenants(t *testing.T) {
 
 // FuzzLocal drives one limiter with tenants and clock steps taken from
 // the input: no tenant is ever allowed more than its burst plus its rate
-// times the time passed.
+// times the time passed, every decision is the one a bare rate.Limiter
+// gives at the same times, and a limiter whose tenants all have one hash
+// decides the same.
 func FuzzLocal(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0, 1, 1, 1, 1})
 	f.Add([]byte{0, 255, 0, 255, 3, 128, 2, 7})
@@ -410,11 +413,20 @@ func FuzzLocal(f *testing.F) {
 		cfg := config(q, c)
 		cfg.MaxTenants = 100
 		l := newLocal(t, cfg)
+		colliding := newLocal(t, cfg)
+		ratelimit.SetHashMask(colliding, 0)
+		bare := map[tenant.ID]*rate.Limiter{}
 		allowed := map[tenant.ID]int{}
 		for i := 0; i+1 < len(ops); i += 2 {
 			id := ids[int(ops[i])%len(ids)]
 			c.Add(time.Duration(ops[i+1]) * time.Millisecond)
-			if allow(t, l, id).Allowed {
+			if bare[id] == nil {
+				bare[id] = rate.NewLimiter(rate.Limit(q.Rate), q.Burst)
+			}
+			d := allow(t, l, id)
+			require.Equal(t, bare[id].AllowN(c.Now(), 1), d.Allowed, "op %d, tenant %s", i/2, id)
+			require.Equal(t, d, allow(t, colliding, id), "op %d, tenant %s, IDs of one hash", i/2, id)
+			if d.Allowed {
 				allowed[id]++
 			}
 		}

@@ -44,9 +44,10 @@ func (c *clock) read() int64 {
 	return int64(c.now().Sub(c.start))
 }
 
-// entry is the state of one tenant in a table (96 bytes). Its fields are
-// guarded by its shard's mu. Times are readings of the table's clock. The
-// fields a rate check reads come first.
+// entry is the state of one tenant in a table (88 bytes, in 96-byte
+// allocations). Its fields are guarded by its shard's mu. Times are
+// readings of the table's clock. The fields a rate check reads come
+// first.
 type entry struct {
 	id tenant.ID
 	// seen is the latest time the tenant was seen. It never moves back,
@@ -76,8 +77,8 @@ type slot struct {
 // and the entry it finds.
 type shard struct {
 	mu sync.Mutex // guards slots, n, nextSweep and the entries in slots
-	// slots has a power of two length, and at most maxLoad of it is in
-	// use, so that every probe ends at an empty slot.
+	// slots has a power of two length, and at most maxLoadNum/maxLoadDen
+	// of it is in use, so that every probe ends at an empty slot.
 	slots     []slot
 	n         int // slots in use
 	nextSweep int64
