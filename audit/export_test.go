@@ -30,14 +30,15 @@ var (
 // SetBeforeSend makes every batch of a Log call f before it is sent to
 // the database, until restore is called. Not for parallel tests.
 func SetBeforeSend(f func(n int)) (restore func()) {
-	beforeSend, sendsInTurn = f, true
+	beforeSend, sendsInTurn = func(_ int64, n int) { f(n) }, true
 	return func() { beforeSend, sendsInTurn = nil, false }
 }
 
 // SetBeforeEverySend is SetBeforeSend without the turns: a batch sent
 // ahead goes while the one before it is on its way, as without the hook,
-// and f runs in the goroutine of each.
-func SetBeforeEverySend(f func(n int)) (restore func()) {
+// and f runs in the goroutine of each, with the sequence number of the
+// batch's first entry (-1 when it is worked out in the transaction).
+func SetBeforeEverySend(f func(first int64, n int)) (restore func()) {
 	beforeSend = f
 	return func() { beforeSend = nil }
 }

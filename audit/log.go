@@ -180,8 +180,9 @@ func (l *Log) checkOpen() error {
 }
 
 // beforeSend, when set (by tests only), runs before each batch of n
-// entries is sent to the database.
-var beforeSend func(n int)
+// entries is sent to the database, with the sequence number of its first
+// entry (-1 when the transaction works it out).
+var beforeSend func(first int64, n int)
 
 // sendsInTurn, when set with beforeSend (by tests only), makes a batch
 // sent ahead wait for the answer to the batch before it, so that tests see
@@ -221,7 +222,7 @@ func (l *Log) write(ctx context.Context, id tenant.ID, items []*prepared, prior 
 	}
 	if b != nil {
 		if beforeSend != nil {
-			beforeSend(len(items))
+			beforeSend(b.first, len(items))
 		}
 		var appended, present bool
 		err = l.db.QueryRow(ctx, appendSQL, b.appendArgs()...).Scan(&appended, &present, &seq, &head)
@@ -240,7 +241,7 @@ func (l *Log) write(ctx context.Context, id tenant.ID, items []*prepared, prior 
 		err = l.db.Tx(ctx, func(tx *store.Tx) error {
 			var err error
 			if beforeSend != nil {
-				beforeSend(len(items))
+				beforeSend(-1, len(items))
 			}
 			b, err = lockedBatch(ctx, tx, tenantTable, mac, items, l.fresh())
 			return err
@@ -286,7 +287,7 @@ func (l *Log) writeAhead(ctx context.Context, id tenant.ID, b *batch, after <-ch
 	}
 	for attempt := 0; ; attempt++ {
 		if beforeSend != nil {
-			beforeSend(len(b.items))
+			beforeSend(b.first, len(b.items))
 		}
 		var appended, present bool
 		var seq int64
@@ -329,12 +330,16 @@ func (e *sentError) Error() string {
 func (e *sentError) Unwrap() error { return e.err }
 
 // answerLost reports whether err may have come after the database
-// received a statement, without its answer: not an error of the database
-// (which rolls the statement back), nor one pgx raised before it sent
-// anything.
+// received a statement, without its answer: any error but one of the
+// database (which rolls the statement back). pgconn.SafeToRetry is no
+// guide: pgx reports a connection it closed while a statement was on its
+// way as "conn closed", safe to retry, after the server has run it (a
+// COMMIT, cut by a proxy, that committed: TestWriterLosesNothingWhileItsConnectionsAreCut).
+// Sending a batch again costs one statement, which writes it once
+// either way.
 func answerLost(err error) bool {
 	var pgErr *pgconn.PgError
-	return !errors.As(err, &pgErr) && !pgconn.SafeToRetry(err)
+	return !errors.As(err, &pgErr)
 }
 
 // turn waits until no other append of this Log to tenant id's log is

@@ -194,41 +194,42 @@ func TestKillHelperProcess(t *testing.T) {
 		return
 	}
 	l, ctx := helperLog(t)
-	var batches atomic.Int64
-	var stdout sync.Mutex
-	word := make(chan struct{})
+	queued, word := make(chan struct{}), make(chan struct{})
 	go func() {
 		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
 		close(word)
 	}()
-	queued := make(chan struct{})
-	hold := func(n int) {
-		k := batches.Add(1)
-		if k == 1 {
-			// Every entry waits in the Writer before the first batch
-			// goes, so the Writer has a next batch to send ahead.
-			<-queued
-		}
-		if k == 3 || (mode == "kill2" && k == 4) {
-			stdout.Lock()
-			fmt.Printf("sending batch %d of %d entries\n", k, n)
-			_ = os.Stdout.Sync()
-			stdout.Unlock()
-			<-word
-		}
-	}
+	held := make(chan int64, 2)
+	firsts := []int64{201}
 	if mode == "kill" {
-		defer audit.SetBeforeSend(hold)()
+		// One after the other: the hook holds the third batch, in turn.
+		close(queued)
+		var batches atomic.Int64
+		defer audit.SetBeforeSend(func(n int) {
+			if batches.Add(1) == 3 {
+				held <- 201
+				<-word
+			}
+		})()
 	} else {
-		defer audit.SetBeforeEverySend(hold)()
+		firsts = append(firsts, 301)
+		defer audit.SetBeforeEverySend(holdBatches(queued, word, held, firsts...))()
 	}
+	go func() {
+		for first := range held {
+			fmt.Printf("sending the batch from %d\n", first)
+			_ = os.Stdout.Sync()
+		}
+	}()
 	w, err := l.NewWriter(writerConfig(func(c *audit.WriterConfig) { c.MaxBatch, c.MaxPending, c.FlushDelay = 100, 1000, time.Second }))
 	require.NoError(t, err)
 	for i := range 1000 {
 		_, err := w.Append(ctx, audit.Event{Actor: "killed", Action: "append", Outcome: audit.OutcomeSuccess, Details: map[string]any{"i": i}})
 		require.NoError(t, err)
 	}
-	close(queued)
+	if mode == "kill2" {
+		close(queued)
+	}
 	require.NoError(t, w.Flush(ctx))
 	fmt.Println("flushed") // the parent kills it before this
 }

@@ -103,7 +103,9 @@ type queue struct {
 	kick    chan struct{}
 	lastErr error // of the last failed attempt, for Flush's error
 	// priors are the batches of entries waiting that were sent but whose
-	// answers were lost, in order: each is sent again as it was.
+	// answers were lost, in no particular order (a batch sent again and
+	// lost again comes after those lost with it): each is sent again as
+	// it was, when its first entry is the first waiting.
 	priors []sentBatch
 }
 
@@ -445,20 +447,30 @@ func (w *Writer) flusher(q *queue) {
 // firstBatch returns the first entries waiting, to send when nothing is
 // on its way: the batch whose answer was lost, as it was sent, if it
 // comes first, or else up to MaxBatch entries, to be chained, up to the
-// next batch whose answer was lost; w.mu is held.
+// next batch whose answer was lost; w.mu is held. It forgets the lost
+// batches whose entries are done.
 func (w *Writer) firstBatch(q *queue) ([]*item, *batch) {
-	var stop *item
-	if len(q.priors) > 0 {
-		p := q.priors[0]
-		if q.items[0] == p.items[0] {
-			q.priors = q.priors[1:]
-			return p.items, p.b
+	starts := map[*item]bool{}
+	kept := q.priors[:0]
+	var first *sentBatch
+	for _, p := range q.priors {
+		switch {
+		case p.items[0].done:
+		case p.items[0] == q.items[0] && first == nil:
+			first = &sentBatch{items: p.items, b: p.b}
+		default:
+			kept = append(kept, p)
+			starts[p.items[0]] = true
 		}
-		stop = p.items[0]
+	}
+	clear(q.priors[len(kept):])
+	q.priors = kept
+	if first != nil {
+		return first.items, first.b
 	}
 	batch := q.items[:min(len(q.items), w.cfg.MaxBatch)]
 	for i, it := range batch {
-		if i > 0 && (it == stop || it.done) {
+		if i > 0 && (starts[it] || it.done) {
 			return batch[:i], nil
 		}
 	}

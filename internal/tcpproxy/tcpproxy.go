@@ -16,9 +16,10 @@ type Proxy struct {
 	ln     net.Listener
 	target string
 
-	mu     sync.Mutex // guards conns and closed
+	mu     sync.Mutex // guards conns, closed and refuse
 	conns  map[*pair]struct{}
 	closed bool
+	refuse bool
 	wg     sync.WaitGroup
 }
 
@@ -66,6 +67,23 @@ func (p *Proxy) Cut() int {
 	return n
 }
 
+// Partition cuts every connection, as Cut, and closes every new one at
+// once until Heal: the network between client and server is down, so a
+// client cannot reach the server even to cancel what it sent.
+func (p *Proxy) Partition() int {
+	p.mu.Lock()
+	p.refuse = true
+	p.mu.Unlock()
+	return p.Cut()
+}
+
+// Heal ends a Partition: new connections are forwarded again.
+func (p *Proxy) Heal() {
+	p.mu.Lock()
+	p.refuse = false
+	p.mu.Unlock()
+}
+
 // Close stops accepting, cuts every connection and waits for the proxy's
 // goroutines.
 func (p *Proxy) Close() {
@@ -84,6 +102,13 @@ func (p *Proxy) accept() {
 		if err != nil {
 			return
 		}
+		p.mu.Lock()
+		refuse := p.refuse
+		p.mu.Unlock()
+		if refuse {
+			_ = client.Close()
+			continue
+		}
 		server, err := net.Dial("tcp", p.target)
 		if err != nil {
 			_ = client.Close()
@@ -91,11 +116,15 @@ func (p *Proxy) accept() {
 		}
 		c := &pair{client: client, server: server}
 		p.mu.Lock()
-		if p.closed {
+		if p.closed || p.refuse {
+			closed := p.closed
 			p.mu.Unlock()
 			_ = client.Close()
 			_ = server.Close()
-			return
+			if closed {
+				return
+			}
+			continue
 		}
 		p.conns[c] = struct{}{}
 		p.mu.Unlock()

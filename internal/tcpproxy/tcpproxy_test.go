@@ -64,4 +64,21 @@ func TestForwardsAndCuts(t *testing.T) {
 	line, err = r2.ReadString('\n')
 	require.NoError(t, err)
 	require.Equal(t, "echo three\n", line)
+
+	// A partition cuts c2 and closes new connections until healed.
+	require.Equal(t, 1, p.Partition())
+	c3, r3 := dial()
+	require.NoError(t, c3.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, _ = c3.Write([]byte("four\n"))
+	_, err = r3.ReadString('\n')
+	require.Error(t, err, "no connection gets through a partition")
+	require.NotContains(t, err.Error(), "timeout")
+	require.Equal(t, 0, p.Conns())
+	p.Heal()
+	c4, r4 := dial()
+	_, err = c4.Write([]byte("five\n"))
+	require.NoError(t, err)
+	line, err = r4.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "echo five\n", line)
 }
