@@ -19,8 +19,9 @@ import (
 // that would take a tenant past a limit of its quota (gocloud code
 // ResourceExhausted): a [*QuotaError], which names the limit, what the
 // tenant has and the limit. Nothing of the refused write is stored. It is
-// store.ErrBlobQuotaExceeded, where quotas are accounted.
-var ErrQuotaExceeded = store.ErrBlobQuotaExceeded
+// tenant.ErrQuotaExceeded, as are store.ErrBlobQuotaExceeded (where quotas
+// are accounted) and ratelimit.ErrQuotaExceeded.
+var ErrQuotaExceeded = tenant.ErrQuotaExceeded
 
 // QuotaError reports a change refused by a tenant's quota. It is
 // store.BlobQuotaError; its Limit is "bytes" or "objects".

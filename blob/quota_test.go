@@ -650,3 +650,16 @@ func TestReconcileRecountsWhatTheViewDidNotWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestErrQuotaExceededIsTenants: blob, store and tenant share one
+// sentinel, so errors.Is finds a blob quota refusal by any of their names.
+func TestErrQuotaExceededIsTenants(t *testing.T) {
+	if blob.ErrQuotaExceeded != tenant.ErrQuotaExceeded || store.ErrBlobQuotaExceeded != tenant.ErrQuotaExceeded {
+		t.Fatalf("blob.ErrQuotaExceeded %p, store.ErrBlobQuotaExceeded %p: want both tenant.ErrQuotaExceeded %p",
+			blob.ErrQuotaExceeded, store.ErrBlobQuotaExceeded, tenant.ErrQuotaExceeded)
+	}
+	var err error = fmt.Errorf("blob: write: %w", &blob.QuotaError{Tenant: tenant.MustParseID("acme"), Limit: store.QuotaBytes})
+	if !errors.Is(err, tenant.ErrQuotaExceeded) {
+		t.Fatalf("errors.Is(%v, tenant.ErrQuotaExceeded) = false", err)
+	}
+}

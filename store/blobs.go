@@ -53,8 +53,9 @@ const (
 
 // ErrBlobQuotaExceeded is wrapped by the error of a change of a tenant's
 // objects that would take it past a limit of its quota: a
-// [*BlobQuotaError]. Package blob exports it as blob.ErrQuotaExceeded.
-var ErrBlobQuotaExceeded = errors.New("quota exceeded")
+// [*BlobQuotaError]. It is tenant.ErrQuotaExceeded, as are
+// blob.ErrQuotaExceeded and ratelimit.ErrQuotaExceeded.
+var ErrBlobQuotaExceeded = tenant.ErrQuotaExceeded
 
 // BlobQuotaError reports a change refused by a tenant's quota: which
 // limit, what the tenant has, what the change would add and the limit. It

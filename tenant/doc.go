@@ -41,10 +41,11 @@
 // Errors are matchable with [errors.Is]: [ErrNoTenant] (no tenant in the
 // context), [ErrInvalidID] (input that is not a tenant ID; the error is an
 // [*IDError] naming the rule), [ErrCrossTenant] (an operation aimed at a
-// tenant other than the context's), [ErrIllegalTransition] (a lifecycle move
-// the state machine forbids), [ErrJobTampered] (a job envelope whose tag
-// does not verify), [ErrJobExpired], [ErrJobMisdirected] and
-// [ErrJobReplayed].
+// tenant other than the context's), [ErrQuotaExceeded] (a request or change
+// past a limit of the tenant's quota, in whichever package refused it),
+// [ErrIllegalTransition] (a lifecycle move the state machine forbids),
+// [ErrJobTampered] (a job envelope whose tag does not verify),
+// [ErrJobExpired], [ErrJobMisdirected] and [ErrJobReplayed].
 //
 // # Security
 //

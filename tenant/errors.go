@@ -16,6 +16,13 @@ var (
 	// another tenant, a job re-aimed, a row key of another tenant.
 	ErrCrossTenant = errors.New("tenant: cross-tenant access denied")
 
+	// ErrQuotaExceeded is wrapped by errors for a request or change
+	// refused because it would take its tenant past a limit of its
+	// quota. Packages store and blob (bytes and objects stored) and
+	// authz/ratelimit (requests in flight) use this one value, so one
+	// errors.Is test finds a quota exceeded wherever it was.
+	ErrQuotaExceeded = errors.New("tenant: quota exceeded")
+
 	// ErrIllegalTransition is wrapped by errors for a lifecycle state change
 	// that the state machine does not allow.
 	ErrIllegalTransition = errors.New("tenant: illegal state transition")

@@ -35,6 +35,7 @@ func requireRefused(t testing.TB, c *ratelimit.Concurrency, id tenant.ID, inFlig
 	s, err := c.Acquire(t.Context(), id)
 	require.Nil(t, s)
 	require.ErrorIs(t, err, ratelimit.ErrQuotaExceeded)
+	require.ErrorIs(t, err, tenant.ErrQuotaExceeded, "the sentinel blob and store share too")
 	var qe *ratelimit.QuotaError
 	require.ErrorAs(t, err, &qe)
 	require.Equal(t, ratelimit.QuotaError{Tenant: id, InFlight: inFlight, Limit: limit}, *qe)

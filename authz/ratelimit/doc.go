@@ -3,15 +3,17 @@
 // not, when it may try again. It also limits each tenant's requests in
 // flight at once.
 //
-// [Local] keeps a token bucket (golang.org/x/time/rate) per tenant in
-// memory, for a service with one replica. [Redis] keeps them in Redis
-// (go-redis v9, redis_rate v10), so that every replica of a service takes
-// from one budget per tenant. [Concurrency] counts each tenant's requests
-// in flight; Acquire takes a [Slot], Release gives it back. The authz
-// middleware calls a Limiter's Allow and answers a refusal with 429 Too
-// Many Requests and Retry-After. Package ratelimittest is the conformance
-// suite of the Limiter contract, which Local and Redis pass; run it on
-// other Limiters.
+// [Local] keeps a token bucket per tenant in memory, for a service with
+// one replica. It decides exactly as a golang.org/x/time/rate Limiter
+// would (the same arithmetic, tested decision for decision against one),
+// under the lock that guards the tenant's entry rather than a mutex of
+// its own. [Redis] keeps the buckets in Redis (go-redis v9, redis_rate
+// v10), so that every replica of a service takes from one budget per
+// tenant. [Concurrency] counts each tenant's requests in flight; Acquire
+// takes a [Slot], Release gives it back. The authz middleware calls a
+// Limiter's Allow and answers a refusal with 429 Too Many Requests and
+// Retry-After. Package ratelimittest is the conformance suite of the
+// Limiter contract, which Local and Redis pass; run it on other Limiters.
 //
 // # Quotas
 //
@@ -28,7 +30,7 @@
 // # Memory
 //
 // A limiter keeps state for at most [Config.MaxTenants] tenants (250,000 by
-// default; about 250 bytes each), however many distinct tenants it sees.
+// default; about 130 bytes each), however many distinct tenants it sees.
 // Past it, a new tenant replaces the one seen least recently of a few
 // sampled; a tenant unseen for [Config.Idle] is forgotten within a quarter
 // of Idle. A tenant forgotten comes back with a full bucket: which loses
@@ -59,8 +61,8 @@
 //
 // # Clocks
 //
-// Local and Concurrency read [Config.Clock] (time.Now by default, whose
-// monotonic reading makes them immune to changes of the wall clock). A
+// Local and Concurrency read [Config.Clock] (by default the monotonic
+// clock, which makes them immune to changes of the wall clock). A
 // clock that goes back gives no tokens, and refills nothing when it comes
 // forward again to where it was; one that jumps forward fills buckets to
 // their burst, no more. In Redis, a server clock set back holds a tenant's
@@ -82,9 +84,9 @@
 // Errors are matchable with errors.Is:
 //
 //   - [ErrQuotaExceeded] ([*QuotaError]): Acquire refused, the tenant has
-//     its most requests in flight. It is the same sentinel as
-//     blob.ErrQuotaExceeded. (Allow reports a rate refusal as a Decision
-//     with Allowed false, not an error.)
+//     its most requests in flight. It is tenant.ErrQuotaExceeded, the
+//     sentinel of blob.ErrQuotaExceeded too. (Allow reports a rate
+//     refusal as a Decision with Allowed false, not an error.)
 //   - [ErrUnavailable]: the limiter could not decide: Redis did not answer
 //     with FallbackRefuse (the Decision has Allowed false), or the
 //     tenant's quota was not known and could not be looked up (the

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
@@ -16,15 +15,16 @@ var (
 
 	// ErrQuotaExceeded is wrapped by the error of a [Concurrency.Acquire]
 	// refused because the tenant has its most requests in flight: a
-	// [*QuotaError]. It is store.ErrBlobQuotaExceeded, as is
-	// blob.ErrQuotaExceeded, so that one errors.Is test finds a quota
-	// exceeded wherever it was.
-	ErrQuotaExceeded = store.ErrBlobQuotaExceeded
+	// [*QuotaError]. It is tenant.ErrQuotaExceeded, as are
+	// blob.ErrQuotaExceeded and store.ErrBlobQuotaExceeded, so that one
+	// errors.Is test finds a quota exceeded wherever it was.
+	ErrQuotaExceeded = tenant.ErrQuotaExceeded
 
 	// ErrInvalidConfig is wrapped by the error of a constructor given a
 	// Config that breaks its rules, and of a quota that breaks those of
-	// [Quota]. It is store.ErrInvalidConfig.
-	ErrInvalidConfig = store.ErrInvalidConfig
+	// [Quota]. Like ErrUnavailable it carries no prefix: the errors that
+	// wrap it start with "ratelimit:" once.
+	ErrInvalidConfig = errors.New("invalid configuration")
 )
 
 // QuotaError reports a request refused by a tenant's quota of requests in
