@@ -217,7 +217,7 @@ func (m *Middleware) authenticate(r *http.Request, token string) (context.Contex
 	for _, resolve := range m.resolvers {
 		id, named, err := resolve(r)
 		switch {
-		case errors.Is(err, errRouting):
+		case errors.Is(err, errRouting), errors.Is(err, ErrInvalidConfig):
 			return nil, p.tenant, err
 		case err != nil:
 			return nil, p.tenant, refuse("forbidden: the request names no valid tenant", ErrForbidden, tenant.ErrCrossTenant)

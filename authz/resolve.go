@@ -2,6 +2,7 @@ package authz
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -49,36 +50,91 @@ func PathValue(name string) Resolver {
 
 // PathPrefix returns a Resolver that reads the tenant from the path
 // segment after prefix (which must start and end with "/": "/t/" reads
-// "acme" from "/t/acme/items"), for a middleware mounted before routing.
-// The segment is read from the escaped path and unescaped, as ServeMux
-// unescapes path values. A path without the prefix names no tenant; one
-// with an empty, "." or ".." segment anywhere (escaped or not) is refused,
-// since a router that cleans paths would route it to another tenant.
+// "acme" from "/t/acme/items"; "/" reads the first segment), for a
+// middleware mounted before routing. Segments are compared unescaped, as
+// ServeMux matches them ("/%74/acme" is under "/t/"), and a path whose
+// prefix or tenant segment a router decoding the whole path would read
+// otherwise (an escaped '/' in them) is refused. A path without the
+// prefix names no tenant; one with an empty, "." or ".." segment anywhere
+// (escaped or not) is refused, since a router that cleans paths would
+// route it to another tenant. A prefix that breaks the rule makes the
+// resolver fail closed (500).
 func PathPrefix(prefix string) Resolver {
+	want, ok := prefixSegments(prefix)
 	return func(r *http.Request) (tenant.ID, bool, error) {
+		if !ok {
+			return tenant.ID{}, false, errBadPrefix
+		}
 		// A router that cleans paths itself would see another tenant in
 		// "/t/a/../b", "/t/a/%2e%2e/b" or "//t/b": refuse dot and empty
 		// segments, wherever they are.
-		for _, seg := range strings.Split(strings.TrimSuffix(r.URL.Path, "/"), "/")[1:] {
+		decoded := strings.Split(strings.TrimSuffix(r.URL.Path, "/"), "/")
+		for _, seg := range decoded[1:] {
 			if seg == "" || seg == "." || seg == ".." {
 				return tenant.ID{}, true, errors.New("authz: path: empty or dot segment")
 			}
 		}
-		rest, ok := strings.CutPrefix(r.URL.EscapedPath(), prefix)
-		if !ok || prefix == "" {
+		// ServeMux's view: escaped segments, each unescaped.
+		escaped := strings.Split(r.URL.EscapedPath(), "/")
+		for i, seg := range escaped {
+			s, err := unescapeSegment(seg)
+			if err != nil {
+				return tenant.ID{}, true, refuse("path: bad percent-encoding", tenant.ErrInvalidID)
+			}
+			escaped[i] = s
+		}
+		// The view of a router that routes on the decoded path.
+		a, aNamed := segmentAfter(escaped, want)
+		b, bNamed := segmentAfter(strings.Split(r.URL.Path, "/"), want)
+		switch {
+		case !aNamed && !bNamed:
 			return tenant.ID{}, false, nil
+		case aNamed != bNamed || a != b:
+			return tenant.ID{}, true, refuse("path: an escaped '/' in the prefix or tenant segment", tenant.ErrInvalidID)
 		}
-		seg, _, _ := strings.Cut(rest, "/")
-		s, err := unescapeSegment(seg)
-		if err != nil {
-			return tenant.ID{}, true, refuse("path segment after "+prefix+": bad percent-encoding", tenant.ErrInvalidID)
-		}
-		id, err := tenant.ParseID(s)
+		id, err := tenant.ParseID(a)
 		if err != nil {
 			return tenant.ID{}, true, notID("path segment after "+prefix, err)
 		}
 		return id, true, nil
 	}
+}
+
+// errBadPrefix is the error of a PathPrefix resolver whose prefix breaks
+// its rule: a 500, never a request let through unchecked.
+var errBadPrefix = fmt.Errorf("authz: %w: PathPrefix: the prefix must start and end with '/' and hold no empty, dot or escaped segment", ErrInvalidConfig)
+
+// prefixSegments returns the segments of a PathPrefix prefix, and whether
+// it follows the rule.
+func prefixSegments(prefix string) ([]string, bool) {
+	if prefix == "/" {
+		return nil, true
+	}
+	if len(prefix) < 3 || prefix[0] != '/' || prefix[len(prefix)-1] != '/' || strings.Contains(prefix, "%") {
+		return nil, false
+	}
+	segs := strings.Split(prefix[1:len(prefix)-1], "/")
+	for _, s := range segs {
+		if s == "" || s == "." || s == ".." {
+			return nil, false
+		}
+	}
+	return segs, true
+}
+
+// segmentAfter returns the segment of path segments segs (segs[0] is the
+// empty one before the leading '/') that follows the prefix segments want,
+// and whether segs start with want and have a segment after them.
+func segmentAfter(segs, want []string) (string, bool) {
+	if len(segs) < len(want)+2 || segs[0] != "" {
+		return "", false
+	}
+	for i, w := range want {
+		if segs[i+1] != w {
+			return "", false
+		}
+	}
+	return segs[len(want)+1], true
 }
 
 // notID is the error of a resolver for what is not a tenant ID (err, from

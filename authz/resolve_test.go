@@ -78,6 +78,12 @@ func TestPathPrefix(t *testing.T) {
 		{"/x/../t/globex/items", "", true},
 		{"/t/", "", true},
 		{"/t/acme%00/items", "", true},
+		// Segments compare unescaped, as ServeMux matches them.
+		{"/%74/acme/items", "acme", false},
+		{"/%74/Globex/items", "", true},
+		// A router routing on the decoded path reads "/t/globex/items".
+		{"/t%2Fglobex/items", "", true},
+		{"/t%2facme", "", true},
 	} {
 		r := httptest.NewRequest(http.MethodGet, "http://h"+c.target, nil)
 		id, named, err := resolve(r)
@@ -90,6 +96,33 @@ func TestPathPrefix(t *testing.T) {
 		require.Equal(t, c.want != "", named, c.target)
 		require.Equal(t, c.want, id.String(), c.target)
 	}
+}
+
+// A prefix with more segments, the root prefix, and prefixes that break
+// the rule: those fail closed for every path, never let it through.
+func TestPathPrefixRule(t *testing.T) {
+	get := func(target string) *http.Request { return httptest.NewRequest(http.MethodGet, "http://h"+target, nil) }
+	id, named, err := authz.PathPrefix("/api/t/")(get("/api/%74/acme/x"))
+	require.NoError(t, err)
+	require.True(t, named)
+	require.Equal(t, "acme", id.String())
+	_, named, err = authz.PathPrefix("/api/t/")(get("/api%2Ft/globex/x"))
+	require.True(t, named)
+	require.ErrorIs(t, err, tenant.ErrInvalidID)
+	id, named, err = authz.PathPrefix("/")(get("/acme/items"))
+	require.NoError(t, err)
+	require.True(t, named)
+	require.Equal(t, "acme", id.String())
+	for _, prefix := range []string{"", "t/", "/t", "t", "//", "/t//", "/./", "/../t/", "/%74/"} {
+		for _, target := range []string{"/t/globex/items", "/me"} {
+			_, _, err := authz.PathPrefix(prefix)(get(target))
+			require.ErrorIs(t, err, authz.ErrInvalidConfig, "prefix %q, %s", prefix, target)
+		}
+	}
+	e := newEnv(t)
+	acme := e.token(t, "acme")
+	h := newMiddleware(t, e.v, e.dir, func(c *authz.Config) { c.Resolvers = []authz.Resolver{authz.PathPrefix("t/")} }).Handler(echo)
+	requireProblem(t, do(h, request("/t/globex/items", acme)), http.StatusInternalServerError, acme, "globex")
 }
 
 // The middleware mounted around a ServeMux, before routing.
@@ -113,6 +146,8 @@ func TestMiddlewareAroundMux(t *testing.T) {
 		for _, target := range []string{
 			"/t/globex/items", "/t/Globex/items", "/t/acme/../globex/items", "/t/acme/%2e%2e/globex/items",
 			"//t/globex/items", "/t//globex/items", "/x/../t/globex/items", "/t/acme%2F..%2Fglobex/items",
+			// ServeMux matches unescaped segments: "/%74/" is "/t/" to it.
+			"/%74/globex/items", "/%74/Globex/items",
 		} {
 			w := do(h, request(target, acme))
 			requireProblem(t, w, http.StatusForbidden, acme, "globex", "Globex")
