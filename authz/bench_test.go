@@ -42,7 +42,7 @@ func BenchmarkMiddleware(b *testing.B) {
 		cfg := authz.DefaultConfig()
 		cfg.Verifier = v
 		cfg.Directory = newMemDirectory(map[string]tenant.State{"acme": tenant.StateActive})
-		cfg.DirectoryTTL = time.Hour
+		cfg.DirectoryTTL = 5 * time.Minute
 		cfg.Resolvers = []authz.Resolver{authz.PathValue("tenant")}
 		mw, err := authz.NewMiddleware(cfg)
 		if err != nil {

@@ -39,7 +39,7 @@ type Config struct {
 	Directory Directory
 	// DirectoryTTL is how long the Directory's answer for a tenant is
 	// remembered: a tenant suspended is refused at most this long after.
-	// DefaultConfig sets 5 s.
+	// At most 5 minutes. DefaultConfig sets 5 s.
 	DirectoryTTL time.Duration
 	// DirectoryCacheSize bounds the tenants remembered. DefaultConfig sets
 	// 10,000.
@@ -71,6 +71,10 @@ type Config struct {
 	// nothing and costs nothing.
 	Telemetry telemetry.Config
 }
+
+// maxDirectoryTTL bounds Config.DirectoryTTL: a suspended tenant's
+// tokens must stop working within minutes, not hours.
+const maxDirectoryTTL = 5 * time.Minute
 
 // DefaultConfig returns a Config with the defaults filled in and no
 // Verifier or Directory.
@@ -106,8 +110,8 @@ func NewMiddleware(cfg Config) (*Middleware, error) {
 		return nil, bad("Verifier", "required")
 	case cfg.Directory == nil:
 		return nil, bad("Directory", "required")
-	case cfg.DirectoryTTL <= 0:
-		return nil, bad("DirectoryTTL", "must be positive")
+	case cfg.DirectoryTTL <= 0 || cfg.DirectoryTTL > maxDirectoryTTL:
+		return nil, bad("DirectoryTTL", "must be positive and at most "+maxDirectoryTTL.String())
 	case cfg.DirectoryCacheSize <= 0:
 		return nil, bad("DirectoryCacheSize", "must be positive")
 	case cfg.Roles == nil:

@@ -449,6 +449,8 @@ func TestMiddlewareConfigErrors(t *testing.T) {
 		{"Verifier", func(c *authz.Config) { c.Verifier = nil }},
 		{"Directory", func(c *authz.Config) { c.Directory = nil }},
 		{"DirectoryTTL", func(c *authz.Config) { c.DirectoryTTL = 0 }},
+		// A suspended tenant would be let in for hours.
+		{"DirectoryTTL", func(c *authz.Config) { c.DirectoryTTL = 5*time.Minute + 1 }},
 		{"DirectoryCacheSize", func(c *authz.Config) { c.DirectoryCacheSize = -1 }},
 		{"Roles", func(c *authz.Config) { c.Roles = nil }},
 		{"Resolvers[1]", func(c *authz.Config) { c.Resolvers = []authz.Resolver{authz.PathValue("tenant"), nil} }},

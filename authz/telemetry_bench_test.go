@@ -46,7 +46,7 @@ func BenchmarkMiddlewareTelemetry(b *testing.B) {
 		cfg := authz.DefaultConfig()
 		cfg.Verifier = v
 		cfg.Directory = newMemDirectory(map[string]tenant.State{"acme": tenant.StateActive})
-		cfg.DirectoryTTL = time.Hour
+		cfg.DirectoryTTL = 5 * time.Minute
 		cfg.Resolvers = []authz.Resolver{authz.PathValue("tenant")}
 		cfg.Telemetry = tc.tel
 		mw, err := authz.NewMiddleware(cfg)

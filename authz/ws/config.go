@@ -23,7 +23,7 @@ type Config struct {
 
 	// CheckInterval is how often the Directory is asked: a tenant
 	// suspended loses its connections at most about this long after.
-	// DefaultConfig sets 5 s; at least 10 ms.
+	// DefaultConfig sets 5 s; at least 10 ms, at most 5 minutes.
 	CheckInterval time.Duration
 
 	// OriginPatterns are the origins, besides the request's own host,
@@ -103,6 +103,8 @@ func (c *Config) check() error {
 		return bad("Directory", "is required")
 	case c.CheckInterval < 10*time.Millisecond:
 		return bad("CheckInterval", "must be at least 10ms")
+	case c.CheckInterval > 5*time.Minute:
+		return bad("CheckInterval", "must be at most 5m0s")
 	case c.ReadLimit < 64:
 		return bad("ReadLimit", "must be at least 64 bytes")
 	case c.WriteTimeout <= 0:

@@ -491,6 +491,12 @@ func TestNewHubConfigErrors(t *testing.T) {
 		require.ErrorContains(t, err, "Config."+field+" ", field)
 		require.True(t, strings.HasPrefix(err.Error(), "ws: "), err.Error())
 	}
+	// A suspended tenant's connections would stay for hours.
+	cfg := ws.DefaultConfig()
+	cfg.Directory, cfg.CheckInterval = &memDirectory{}, 5*time.Minute+1
+	_, err := ws.NewHub(cfg)
+	require.ErrorIs(t, err, ws.ErrInvalidConfig)
+	require.ErrorContains(t, err, "Config.CheckInterval must be at most 5m0s")
 	for _, r := range []float64{0, -1, math.Inf(1)} {
 		cfg := ws.DefaultConfig()
 		cfg.Directory, cfg.MessageRate = &memDirectory{}, r
@@ -499,7 +505,7 @@ func TestNewHubConfigErrors(t *testing.T) {
 	}
 	var zero ws.Config
 	zero.Directory = &memDirectory{}
-	_, err := ws.NewHub(zero)
+	_, err = ws.NewHub(zero)
 	require.ErrorIs(t, err, ws.ErrInvalidConfig, "zero is not a default")
 }
 
