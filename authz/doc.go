@@ -113,9 +113,12 @@
 // cannot write into spans or make metric series of its own.
 //
 // Tenant resolution reads what routing reads: r.PathValue after a
-// ServeMux routed the request (which cleans the path first), the escaped
-// path for PathPrefix (refusing dot and empty segments, which a cleaning
-// router would send elsewhere), and r.Host for Subdomain, lower-cased,
+// ServeMux routed the request (which cleans the path first), the path's
+// segments for PathPrefix, unescaped one by one as ServeMux matches them
+// ("/%74/b" is under "/t/"), refusing a path that a router decoding the
+// whole path would read otherwise (an escaped '/') and dot and empty
+// segments, which a cleaning router would send elsewhere; r.Host for
+// Subdomain, lower-cased,
 // without port. X-Forwarded-Host and similar headers are never read:
 // behind a proxy, have it set Host, or write a Resolver that trusts it.
 //
