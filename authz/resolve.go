@@ -185,17 +185,23 @@ func unhex(c byte) int {
 // case-insensitive), its port and one trailing dot dropped. The host
 // parent itself, and hosts not under it, name no tenant; a host with
 // more than one label under parent is refused. It reads r.Host only,
-// never X-Forwarded-Host.
+// never X-Forwarded-Host. parent must be a DNS name (labels of letters,
+// digits and '-', no port, no wildcard); one that is not, which would
+// match no host and check nothing, makes the resolver fail closed (500).
 func Subdomain(parent string) Resolver {
 	parent = strings.ToLower(strings.TrimSuffix(parent, "."))
+	ok := dnsName(parent)
 	return func(r *http.Request) (tenant.ID, bool, error) {
+		if !ok {
+			return tenant.ID{}, false, errBadParent
+		}
 		host := r.Host
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
 		host = strings.ToLower(strings.TrimSuffix(host, "."))
-		label, ok := strings.CutSuffix(host, "."+parent)
-		if !ok || parent == "" {
+		label, under := strings.CutSuffix(host, "."+parent)
+		if !under {
 			return tenant.ID{}, false, nil
 		}
 		if strings.Contains(label, ".") {
@@ -207,4 +213,27 @@ func Subdomain(parent string) Resolver {
 		}
 		return id, true, nil
 	}
+}
+
+// errBadParent is the error of a Subdomain resolver whose parent is not a
+// DNS name: a 500, never a request let through unchecked.
+var errBadParent = fmt.Errorf("authz: %w: Subdomain: the parent must be a DNS name (labels of letters, digits and '-', no port)", ErrInvalidConfig)
+
+// dnsName reports whether s (lower case) is labels of a-z, 0-9 and '-',
+// 1 to 63 bytes each, joined by '.'.
+func dnsName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -52,6 +52,33 @@ func TestSubdomain(t *testing.T) {
 	}
 }
 
+// A parent that can match no host (a port, a leading dot, a wildcard,
+// empty) would check nothing: the resolver fails closed for every host.
+func TestSubdomainParentRule(t *testing.T) {
+	for _, parent := range []string{"", ".", "example.com:8443", ".example.com", "*.example.com", "example..com", "exa mple.com", "https://example.com"} {
+		for _, host := range []string{"globex.example.com", "globex.example.com:8443", "example.com"} {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Host = host
+			_, _, err := authz.Subdomain(parent)(r)
+			require.ErrorIs(t, err, authz.ErrInvalidConfig, "parent %q, host %q", parent, host)
+		}
+	}
+	for _, parent := range []string{"localhost", "Example.COM.", "a-b.example.com"} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Host = "acme." + strings.TrimSuffix(strings.ToLower(parent), ".")
+		id, named, err := authz.Subdomain(parent)(r)
+		require.NoError(t, err, parent)
+		require.True(t, named, parent)
+		require.Equal(t, "acme", id.String())
+	}
+	e := newEnv(t)
+	acme := e.token(t, "acme")
+	h := newMiddleware(t, e.v, e.dir, func(c *authz.Config) { c.Resolvers = []authz.Resolver{authz.Subdomain("example.com:443")} }).Handler(echo)
+	r := request("/", acme)
+	r.Host = "globex.example.com"
+	requireProblem(t, do(h, r), http.StatusInternalServerError, acme, "globex")
+}
+
 func TestPathPrefix(t *testing.T) {
 	resolve := authz.PathPrefix("/t/")
 	for _, c := range []struct {
