@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -171,6 +172,20 @@ func TestHostileTokens(t *testing.T) {
 		{"payload not JSON", get(acmeItems, mintRaw(t, jwt.SigningMethodEdDSA, edKey, `{"alg":"EdDSA","kid":"ed-1"}`, "acme")), 401, nil},
 		{"over-long token", get(acmeItems, tok(edSigner(), "acme", func(c jwt.MapClaims) { c["pad"] = strings.Repeat("x", 9<<10) })), 401, nil},
 
+		{"valid, exp a float", get(acmeItems, tok(edSigner(), "acme", func(c jwt.MapClaims) { c["exp"] = float64(now.Add(time.Hour).Unix()) + 0.5 })), 200, nil},
+		{"valid, nbf ahead within the leeway", get(acmeItems, tok(edSigner(), "acme", func(c jwt.MapClaims) { c["nbf"] = now.Add(20 * time.Second).Unix() })), 200, nil},
+		{"nbf ahead just past the leeway", get(acmeItems, tok(edSigner(), "acme", func(c jwt.MapClaims) { c["nbf"] = now.Add(45 * time.Second).Unix() })), 401, nil},
+		{"exp 0 (read as absent)", get(acmeItems, tok(edSigner(), "acme", func(c jwt.MapClaims) { c["exp"] = 0 })), 401, nil},
+		{"exp a list", get(acmeItems, tok(edSigner(), "acme", func(c jwt.MapClaims) { c["exp"] = []int64{now.Add(time.Hour).Unix()} })), 401, nil},
+		{"exp a numeric string", get(acmeItems, tok(edSigner(), "acme", func(c jwt.MapClaims) { c["exp"] = fmt.Sprint(now.Add(time.Hour).Unix()) })), 401, nil},
+		{"aud a list without ours", get(acmeItems, tok(edSigner(), "acme", func(c jwt.MapClaims) { c["aud"] = []string{"other", testAudience + "x"} })), 401, nil},
+		{"aud a list with a non-string", get(acmeItems, tok(edSigner(), "acme", func(c jwt.MapClaims) { c["aud"] = []any{testAudience, 7} })), 401, nil},
+		{"tenant claim an object", get("/me", tok(edSigner(), "acme", func(c jwt.MapClaims) { c["tenant_id"] = map[string]any{"id": "acme"} })), 403, nil},
+		{"tenant claim true", get("/me", tok(edSigner(), "acme", func(c jwt.MapClaims) { c["tenant_id"] = true })), 403, nil},
+		{"roles with an object", get("/me", tok(edSigner(), "acme", func(c jwt.MapClaims) { c["roles"] = []any{"owner", map[string]any{"owner": true}} })), 403, nil},
+		{"roles a number", get("/me", tok(edSigner(), "acme", func(c jwt.MapClaims) { c["roles"] = 1 })), 403, nil},
+		{"roles an object", get("/me", tok(edSigner(), "acme", func(c jwt.MapClaims) { c["roles"] = map[string]any{"acme": []string{"owner"}} })), 403, nil},
+		{"roles in another case", get("/me", tok(edSigner(), "acme", func(c jwt.MapClaims) { c["roles"] = []string{"OWNER"} })), 403, nil},
 		{"no tenant claim", get("/me", tok(edSigner(), "acme", func(c jwt.MapClaims) { delete(c, "tenant_id") })), 403, nil},
 		{"empty tenant claim", get("/me", tok(edSigner(), "", nil)), 403, nil},
 		{"upper-case tenant claim", get("/me", tok(edSigner(), "ACME", nil)), 403, []string{"ACME"}},
