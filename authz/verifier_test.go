@@ -465,3 +465,40 @@ func TestVerifyDuplicatesLargeAndDeep(t *testing.T) {
 		}
 	}
 }
+
+// A JWKS endpoint that answers 500, or drips its body a byte at a time,
+// holds neither NewVerifier nor a request past FetchTimeout: tokens get
+// 503 (their key cannot be known), never 401 nor a hang.
+func TestJWKSEndpointSlowOrFailing(t *testing.T) {
+	testKeys(t)
+	keys := jwksJSON(t, edSigner())
+	token := mint(t, edSigner(), claims("acme"))
+	for name, h := range map[string]http.HandlerFunc{
+		"500": func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "boom", http.StatusInternalServerError) },
+		"drip": func(w http.ResponseWriter, r *http.Request) {
+			for _, b := range keys {
+				_, _ = w.Write([]byte{b})
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewServer(h)
+			t.Cleanup(srv.Close)
+			vc := verifierConfig()
+			vc.JWKSURL, vc.FetchTimeout, vc.RefreshUnknownKID = srv.URL, 300*time.Millisecond, time.Millisecond
+			start := time.Now()
+			v := newVerifier(t, vc)
+			require.Less(t, time.Since(start), 2*time.Second, "NewVerifier waited past FetchTimeout")
+			start = time.Now()
+			_, err := v.Verify(t.Context(), token)
+			require.ErrorIs(t, err, authz.ErrUnavailable)
+			require.Less(t, time.Since(start), 2*time.Second, "Verify waited past FetchTimeout")
+		})
+	}
+}
