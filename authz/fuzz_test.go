@@ -3,6 +3,7 @@ package authz_test
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -118,5 +119,40 @@ func FuzzClaims(f *testing.F) {
 			secrets = append(secrets, s)
 		}
 		checkRefusal(t, w.Code, w.Body.Bytes(), secrets...)
+	})
+}
+
+// FuzzPathPrefix sends any path to a ServeMux routing "/t/{tenant}/...":
+// whenever the mux would hand a handler a tenant path value, PathPrefix
+// (which runs before routing) names that same tenant or refuses the
+// path; it never lets a path through that the mux reads as another
+// tenant's.
+func FuzzPathPrefix(f *testing.F) {
+	for _, s := range []string{
+		"/t/acme/items", "/%74/globex/items", "/t%2Fglobex/items", "/t/glob%65x", "/t/acme/../globex",
+		"//t/globex", "/T/globex", "/t/acme%2Fglobex", "/t/acme/", "/t/", "/%2574/globex",
+	} {
+		f.Add(s)
+	}
+	resolve := authz.PathPrefix("/t/")
+	var got string
+	mux := http.NewServeMux()
+	route := http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got = r.PathValue("tenant") })
+	mux.Handle("/t/{tenant}/{rest...}", route)
+	mux.Handle("/t/{tenant}", route)
+	f.Fuzz(func(t *testing.T, path string) {
+		r, err := http.NewRequest(http.MethodGet, "http://h"+path, nil)
+		if err != nil || !strings.HasPrefix(r.URL.Path, "/") || r.URL.Host != "h" {
+			return
+		}
+		id, named, rerr := resolve(r)
+		got = ""
+		mux.ServeHTTP(httptest.NewRecorder(), r)
+		if got == "" || rerr != nil {
+			return
+		}
+		if !named || id.String() != got {
+			t.Fatalf("path %q: the mux routes tenant %q, PathPrefix named %v %q", path, got, named, id)
+		}
 	})
 }
