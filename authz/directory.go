@@ -67,7 +67,14 @@ func (c *dirCache) active(ctx context.Context, id tenant.ID) error {
 	e, ok := c.entries[id]
 	c.mu.Unlock()
 	if !ok || !now.Before(e.expires) {
-		v, err, _ := c.group.Do(id.String(), func() (any, error) {
+		ch := c.group.DoChan(id.String(), func() (_ any, err error) {
+			// A Directory that panics fails the requests waiting (503);
+			// under DoChan a panic would end the process.
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("the directory panicked: %v", p)
+				}
+			}()
 			// Shared by the requests waiting for it: not ended by the
 			// first one's cancellation, but bounded.
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), directoryTimeout)
@@ -83,10 +90,18 @@ func (c *dirCache) active(ctx context.Context, id tenant.ID) error {
 			c.put(id, e)
 			return e, nil
 		})
-		if err != nil {
+		// A request whose context ends stops waiting; the question goes
+		// on for the others.
+		var res singleflight.Result
+		select {
+		case res = <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: the tenant directory did not answer before the request ended: %w", ErrUnavailable, ctx.Err())
+		}
+		if res.Err != nil {
 			return fmt.Errorf("%w: the tenant directory failed", ErrUnavailable)
 		}
-		e = v.(dirEntry)
+		e = res.Val.(dirEntry)
 	}
 	switch e.state {
 	case tenant.StateActive:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -426,6 +427,52 @@ func TestDirectoryOneQuestionAtATime(t *testing.T) {
 		require.Equal(t, 200, c)
 	}
 	require.EqualValues(t, 1, e.dir.calls.Load())
+}
+
+// A request whose context ends while the directory is slow to answer
+// stops waiting for it (503) instead of holding its goroutine until the
+// directory answers; the question goes on for the requests behind it.
+func TestDirectorySlowRequestGivesUp(t *testing.T) {
+	e := newEnv(t)
+	slow := &slowDirectory{memDirectory: e.dir, gate: make(chan struct{})}
+	t.Cleanup(func() { close(slow.gate) })
+	h := newMiddleware(t, e.v, slow).Handler(echo)
+	acme := e.token(t, "acme")
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan *httptest.ResponseRecorder, 1)
+	go func() { done <- do(h, request("/", acme).WithContext(ctx)) }()
+	select {
+	case w := <-done:
+		requireProblem(t, w, http.StatusServiceUnavailable, acme)
+	case <-time.After(3 * time.Second):
+		t.Fatal("the request waited for the directory past its context")
+	}
+}
+
+// A Directory that panics fails the request with 503, as one that
+// fails does, and the next request asks it again.
+func TestDirectoryPanics(t *testing.T) {
+	e := newEnv(t)
+	d := &panickyDirectory{memDirectory: e.dir}
+	d.panics.Store(true)
+	h := newMiddleware(t, e.v, d).Handler(echo)
+	acme := e.token(t, "acme")
+	requireProblem(t, do(h, request("/", acme)), http.StatusServiceUnavailable, acme)
+	d.panics.Store(false)
+	require.Equal(t, 200, do(h, request("/", acme)).Code)
+}
+
+type panickyDirectory struct {
+	*memDirectory
+	panics atomic.Bool
+}
+
+func (d *panickyDirectory) Tenant(ctx context.Context, id tenant.ID) (tenant.Info, error) {
+	if d.panics.Load() {
+		panic("directory bug")
+	}
+	return d.memDirectory.Tenant(ctx, id)
 }
 
 type slowDirectory struct {
