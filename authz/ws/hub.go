@@ -335,9 +335,7 @@ func (h *Hub) checkTenants() {
 		if h.ctx.Err() != nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(tenant.NewContext(h.ctx, id), h.cfg.CheckInterval)
-		info, err := h.cfg.Directory.Tenant(ctx, id)
-		cancel()
+		info, err := h.ask(id)
 		switch {
 		case err == nil && info.State == tenant.StateActive:
 			continue
@@ -360,6 +358,20 @@ func (h *Hub) checkTenants() {
 			c.kill(StatusTenantNotActive, "tenant not active")
 		}
 	}
+}
+
+// ask asks the Directory about tenant id, within CheckInterval. A
+// Directory that panics is one that failed: the panic would otherwise end
+// the process from the checker's goroutine.
+func (h *Hub) ask(id tenant.ID) (info tenant.Info, err error) {
+	ctx, cancel := context.WithTimeout(tenant.NewContext(h.ctx, id), h.cfg.CheckInterval)
+	defer cancel()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("the directory panicked: %v", p)
+		}
+	}()
+	return h.cfg.Directory.Tenant(ctx, id)
 }
 
 // logClose records a connection closed by the hub.

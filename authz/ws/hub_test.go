@@ -1,12 +1,14 @@
 package ws_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"math"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -526,4 +528,34 @@ func TestClientSendingTooFastDisconnected(t *testing.T) {
 	}
 	requireClosed(t, c, websocket.StatusPolicyViolation, 5*time.Second)
 	e.fence(t, other, e.a, "x") // the other client is unaffected
+}
+
+// A Directory that panics in the hub's check is a failing one: the
+// connections stay, the hub goes on checking (the process does not end),
+// and a suspension seen once it answers again disconnects.
+func TestHubDirectoryPanics(t *testing.T) {
+	mem := &memDirectory{states: map[tenant.ID]tenant.State{}}
+	dir := &panickyDirectory{memDirectory: mem}
+	e := newEnvWith(t, testConfig(), dir, tenant.MustParseID("alpha"), tenant.MustParseID("bravo"))
+	mem.set(e.a, tenant.StateActive)
+	c := e.connect(t, e.a, authz.RoleViewer)
+	join(t, c, "x")
+	dir.panics.Store(true)
+	time.Sleep(200 * time.Millisecond) // four checks
+	require.Equal(t, 1, e.clients(t, e.a))
+	dir.panics.Store(false)
+	mem.set(e.a, tenant.StateSuspended)
+	requireClosed(t, c, ws.StatusTenantNotActive, 5*time.Second)
+}
+
+type panickyDirectory struct {
+	*memDirectory
+	panics atomic.Bool
+}
+
+func (d *panickyDirectory) Tenant(ctx context.Context, id tenant.ID) (tenant.Info, error) {
+	if d.panics.Load() {
+		panic("directory bug")
+	}
+	return d.memDirectory.Tenant(ctx, id)
 }
