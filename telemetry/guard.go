@@ -94,9 +94,10 @@ func NewGuard(cfg GuardConfig) (*Guard, error) {
 }
 
 // Label returns the metric label of id: id itself if it is allowed or
-// admitted (admitting it if there is room), else [Other].
+// admitted (admitting it if there is room), else [Other]. A nil Guard
+// labels every tenant Other.
 func (g *Guard) Label(id tenant.ID) string {
-	if g.has(id) {
+	if g != nil && g.has(id) {
 		return id.String()
 	}
 	return Other

@@ -220,3 +220,12 @@ func FuzzGuard(f *testing.F) {
 		}
 	})
 }
+
+// A nil Guard (declared, never made by NewGuard) labels every tenant
+// Other instead of panicking in a request's path.
+func TestNilGuardLabelsOther(t *testing.T) {
+	var g *telemetry.Guard
+	id := tenant.MustParseID("acme")
+	require.Equal(t, telemetry.Other, g.Label(id))
+	require.Equal(t, telemetry.Key.String(telemetry.Other), g.Attribute(id))
+}
