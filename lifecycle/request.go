@@ -273,16 +273,20 @@ func decodeOne(data []byte) (*yaml.Node, error) {
 // alias: a request has no use for either, and refusing them is the end of
 // alias bombs.
 func findAnchor(n *yaml.Node) *FieldProblem {
+	var first *yaml.Node
 	stack := []*yaml.Node{n}
 	for len(stack) > 0 {
 		n := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		if n.Kind == yaml.AliasNode || n.Anchor != "" {
-			return &FieldProblem{Line: n.Line, Rule: "must not use YAML anchors (&) or aliases (*)"}
+		if (n.Kind == yaml.AliasNode || n.Anchor != "") && (first == nil || n.Line < first.Line) {
+			first = n
 		}
 		stack = append(stack, n.Content...)
 	}
-	return nil
+	if first == nil {
+		return nil
+	}
+	return &FieldProblem{Line: first.Line, Rule: "must not use YAML anchors (&) or aliases (*)"}
 }
 
 // yamlMessage makes a YAML library error safe to print: one line of
@@ -507,7 +511,7 @@ func (v *validator) settings(path string, n *yaml.Node) Settings {
 	arnPath := path + ".kms_key_arn"
 	arn, arnNode, arnOK := v.str(path, m, "kms_key_arn", false)
 	_, arnGiven := m["kms_key_arn"]
-	if arnOK {
+	if arnOK && arn != "" {
 		if rule := checkKMSKeyARN(arn); rule != "" {
 			v.add(arnPath, arnNode, rule)
 		}
