@@ -375,6 +375,10 @@ func (v *validator) mapping(path string, n *yaml.Node, fields []string) (map[str
 	seen := make(map[string]int, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+			v.add(join(path, k.Value), k, "is a YAML merge key: a request names each field itself")
+			continue
+		}
 		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
 			v.add(path, k, "has a key that is "+kindName(k)+": keys must be field names")
 			continue

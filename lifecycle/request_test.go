@@ -220,7 +220,7 @@ func hostileCases(t testing.TB) []struct {
 		{"unknown settings field", doc(t) + "    kms_key: x\n", []string{"tenant.settings.kms_key"}},
 		{"unknown field with a hostile name", doc(t) + "  \"bad\\nkey\\u001b[31m\": x\n", []string{`tenant["bad\nkey\x1b[31m"]`}},
 		{"field name in upper case", strings.Replace(doc(t), "  name:", "  Name:", 1), []string{`tenant["Name"]`, "tenant.name"}},
-		{"merge key", "base: {id: abc123}\ntenant:\n  <<: {id: abc123}\n", []string{"base", "tenant", "tenant.id", "tenant.name", "tenant.tier", "tenant.region", "tenant.admin_email", "tenant.settings"}},
+		{"merge key", "base: {id: abc123}\ntenant:\n  <<: {id: abc123}\n", []string{"base", `tenant["<<"]`, "tenant.id", "tenant.name", "tenant.tier", "tenant.region", "tenant.admin_email", "tenant.settings"}},
 		{"non-string key", doc(t) + "  1: x\n", []string{"tenant"}},
 		// Missing fields, all reported together.
 		{"empty tenant", "tenant: {}\n", []string{"tenant.id", "tenant.name", "tenant.tier", "tenant.region", "tenant.admin_email", "tenant.settings"}},
