@@ -50,8 +50,9 @@
 // [MaxRequestSize] before parsing it, refuses anchors and aliases outright
 // (so an alias bomb is a short error, never an expansion), reads one
 // document only, and refuses duplicate keys, unknown fields, explicit tags
-// and values of the wrong type rather than guessing. Error messages never
-// repeat a rejected value; keys and parser messages they show are escaped
-// to printable ASCII and truncated, so a hostile request cannot inject
-// lines into a log. Parsing changes nothing outside the returned value.
+// and values of the wrong type rather than guessing. Error messages do not
+// repeat the values of fields; the unknown keys and parser messages they
+// show are escaped to printable ASCII and truncated, so a hostile request
+// cannot inject lines into a log. A panic of the YAML parser is recovered
+// as a refused request. Parsing changes nothing outside the returned value.
 package lifecycle

@@ -243,7 +243,14 @@ func invalidUTF8At(data []byte) int {
 // decodeOne decodes data as exactly one YAML document into a node tree,
 // and refuses anchors and aliases before anything reads the tree, so no
 // alias is ever expanded.
-func decodeOne(data []byte) (*yaml.Node, error) {
+func decodeOne(data []byte) (_ *yaml.Node, err error) {
+	defer func() {
+		// The parser is not ours: whatever input makes it panic is a
+		// request refused, never a panic in the caller.
+		if recover() != nil {
+			err = docError("is not valid YAML (the parser failed on it)")
+		}
+	}()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
