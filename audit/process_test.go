@@ -3,7 +3,6 @@ package audit_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -322,18 +321,6 @@ func killMidBatch(t *testing.T, tier tenant.Tier, mode string, inFlight int) {
 	rep, err := e.log.Verify(ctx)
 	require.NoError(t, err)
 	require.Equal(t, n+50, rep.HeadSeq)
-	var is []int
-	rows, err := c.Query(t.Context(), `SELECT details FROM `+table+` WHERE actor = 'killed' ORDER BY seq`)
-	require.NoError(t, err)
-	for rows.Next() {
-		var d map[string]json.Number
-		require.NoError(t, rows.Scan(&d))
-		i, _ := d["i"].Int64()
-		is = append(is, int(i))
-	}
-	require.NoError(t, rows.Err())
-	require.Len(t, is, int(n))
-	for k, i := range is {
-		require.Equal(t, k, i, "the killed writer's events, in order, none missing")
-	}
+	// The killed writer's events, in order, none missing.
+	requireEachOnceInOrder(t, entriesOf(t, c, table, "killed"), int(n))
 }
