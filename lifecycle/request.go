@@ -420,12 +420,16 @@ func (v *validator) str(path string, m map[string]*yaml.Node, key string, requir
 		}
 		return "", nil, false
 	}
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
-		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" && required {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" && n.Style&yaml.TaggedStyle == 0 {
+		// "key:" or "key: null" is an empty value.
+		if required {
 			v.add(p, n, "is required (it is empty)")
-		} else {
-			v.add(p, n, "must be a string, not "+kindName(n)+" (quote it)")
+			return "", n, false
 		}
+		return "", n, true
+	}
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		v.add(p, n, "must be a string, not "+kindName(n)+" (quote it)")
 		return "", n, false
 	}
 	if n.Style&yaml.TaggedStyle != 0 {
@@ -567,6 +571,9 @@ const atext = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$
 func checkEmail(s string) string {
 	if len(s) > maxEmailLen {
 		return emailRule + ": it is longer than 254 bytes"
+	}
+	if strings.ContainsAny(s, "<>") {
+		return emailRule + ": give the address alone, without a display name or angle brackets"
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] <= ' ' || s[i] >= 0x7f {

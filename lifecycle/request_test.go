@@ -269,6 +269,9 @@ func hostileCases(t testing.TB) []struct {
 		{"customer-managed without ARN", doc(t, "kms_key_arn", omit), []string{"tenant.settings.kms_key_arn"}},
 		{"customer-managed with empty ARN", doc(t, "kms_key_arn", `""`), []string{"tenant.settings.kms_key_arn"}},
 		{"customer-managed with null ARN", doc(t, "kms_key_arn", `null`), []string{"tenant.settings.kms_key_arn"}},
+		{"customer-managed with empty ARN value", doc(t, "kms_key_arn", ``), []string{"tenant.settings.kms_key_arn"}},
+		{"platform-managed with null ARN", doc(t, "encryption", "platform-managed", "kms_key_arn", `null`), []string{"tenant.settings.kms_key_arn"}},
+		{"ARN tagged null", doc(t, "encryption", "platform-managed", "kms_key_arn", `!!null ""`), []string{"tenant.settings.kms_key_arn", "tenant.settings.kms_key_arn"}},
 		{"platform-managed with ARN", doc(t, "encryption", "platform-managed"), []string{"tenant.settings.kms_key_arn"}},
 		{"dedicated with ARN", doc(t, "encryption", "dedicated"), []string{"tenant.settings.kms_key_arn"}},
 		{"ARN of S3", doc(t, "kms_key_arn", `"arn:aws:s3:::acme-bucket"`), []string{"tenant.settings.kms_key_arn"}},
@@ -332,7 +335,8 @@ func TestParseRequestMessages(t *testing.T) {
 		not       []string // values it must not repeat
 	}{
 		{"rule and line", doc(t, "admin_email", `"Admin <admin@acme.defense>"`),
-			[]string{"tenant.admin_email: must be a bare e-mail address", "(line 6)"}, []string{"Admin <"}},
+			[]string{"tenant.admin_email: must be a bare e-mail address", "without a display name", "(line 6)"}, []string{"Admin <"}},
+		{"null ARN", doc(t, "kms_key_arn", `null`), []string{"tenant.settings.kms_key_arn: is required with encryption customer-managed (it is empty) (line 9)"}, nil},
 		{"id rule from tenant", doc(t, "id", `"public"`), []string{"tenant.id: is not a tenant ID: is reserved"}, nil},
 		{"size names the limit", pad(seedYAML, lifecycle.MaxRequestSize+1), []string{"larger than 65536 bytes"}, nil},
 		{"unsupported scheme", doc(t, "kms_key_arn", `"pkcs11:token=platform"`),
