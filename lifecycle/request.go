@@ -141,12 +141,22 @@ func (p FieldProblem) String() string {
 	return b.String()
 }
 
-// Error returns "lifecycle: invalid provisioning request: " followed by every
-// problem, separated by "; ", on one line of printable ASCII.
+// maxShownProblems bounds the problems RequestError.Error shows, so that a
+// request of thousands of unknown fields does not make a message of
+// megabytes.
+const maxShownProblems = 10
+
+// Error returns "lifecycle: invalid provisioning request: " followed by the
+// problems, separated by "; ", on one line of printable ASCII: the first ten,
+// then how many more there are (Problems has them all).
 func (e *RequestError) Error() string {
-	parts := make([]string, len(e.Problems))
+	parts := make([]string, 0, min(len(e.Problems), maxShownProblems+1))
 	for i, p := range e.Problems {
-		parts[i] = p.String()
+		if i == maxShownProblems {
+			parts = append(parts, "and "+strconv.Itoa(len(e.Problems)-i)+" more")
+			break
+		}
+		parts = append(parts, p.String())
 	}
 	return ErrInvalidRequest.Error() + ": " + strings.Join(parts, "; ")
 }

@@ -3,6 +3,7 @@ package lifecycle_test
 import (
 	"bytes"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -363,6 +364,22 @@ func TestParseRequestMessages(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestParseRequestManyProblemsBoundedMessage(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(doc(t))
+	for i := range 1000 {
+		b.WriteString("  \"\\u001b[31m" + strings.Repeat("k", 40) + strconv.Itoa(i) + "\": x\n")
+	}
+	require.Less(t, b.Len(), lifecycle.MaxRequestSize)
+	_, err := parse(t, b.String())
+	var re *lifecycle.RequestError
+	require.ErrorAs(t, err, &re)
+	require.Len(t, re.Problems, 1000, "every problem is in Problems")
+	requireSafeMessage(t, err.Error())
+	require.Contains(t, err.Error(), "; and 990 more")
+	require.Equal(t, 10, strings.Count(err.Error(), "is not a known field"))
 }
 
 func TestParseRequestReadError(t *testing.T) {
