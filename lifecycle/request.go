@@ -181,13 +181,18 @@ func (e *RequestError) Unwrap() error { return ErrInvalidRequest }
 //	  admin_email: "admin@acme.defense"
 //	  settings:
 //	    encryption: "customer-managed"  # platform-managed | dedicated | customer-managed
-//	    kms_key_arn: "arn:aws:kms:us-gov-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+//	    kms_key_arn: "arn:aws-us-gov:kms:us-gov-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 //
-// Decoding is strict: every field is required except kms_key_arn, unknown
-// fields, a key given twice, anchors and aliases, explicit tags, and values
-// that are not strings (a number, a list, null) are refused, each naming its
-// field. Unquoted scalars are fine where YAML reads them as strings (id:
-// abc123), not where it reads a number or boolean (name: 1984).
+// Decoding is strict: every field is required except kms_key_arn (where
+// an empty value or null counts as absent); unknown fields, a key given
+// twice, merge keys, anchors and aliases, explicit tags, and values that
+// are not strings (a number, a boolean, a list, a mapping) are refused,
+// each naming its field. Unquoted scalars are fine where YAML reads them
+// as strings (id: abc123), not where it reads a number or boolean (name:
+// 1984). The document is decoded into yaml/v3's node tree only, never into
+// Go values, and each mapping is checked against its list of fields,
+// which is what KnownFields would do, with the field path of each
+// problem and all of them at once.
 func ParseRequest(r io.Reader) (*Request, error) {
 	data, err := io.ReadAll(io.LimitReader(r, MaxRequestSize+1))
 	if err != nil {
