@@ -29,7 +29,8 @@
 // must be an AWS KMS key or alias ARN in the aws, aws-us-gov or aws-cn
 // partition: any other scheme (local://, pkcs11:, gcp-kms://, ...) is
 // refused, so a request can never point the platform at a key file or an
-// HSM module.
+// HSM module. The key's region may differ from the tenant's (a
+// multi-region or cross-region key), but not from its partition's.
 //
 // Whether the region is one the deployment serves, and whether the ID is
 // taken already, are for the provisioning step: a request is checked on its

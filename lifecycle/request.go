@@ -567,6 +567,9 @@ func checkName(s string) string {
 	if len(s) > maxNameLen {
 		return "must be at most " + strconv.Itoa(maxNameLen) + " bytes long"
 	}
+	if !utf8.ValidString(s) {
+		return "must be valid UTF-8"
+	}
 	if strings.TrimSpace(s) != s {
 		return "must not start or end with white space"
 	}
