@@ -453,7 +453,7 @@ func (w *Writer) flusher(q *queue) {
 // next batch whose answer was lost; w.mu is held. It forgets the lost
 // batches whose entries are done.
 func (w *Writer) firstBatch(q *queue) ([]*item, *batch) {
-	starts := map[*item]bool{}
+	var starts map[*item]bool // made only when an answer was lost
 	kept := q.priors[:0]
 	var first *sentBatch
 	for _, p := range q.priors {
@@ -463,6 +463,9 @@ func (w *Writer) firstBatch(q *queue) ([]*item, *batch) {
 			first = &sentBatch{items: p.items, b: p.b}
 		default:
 			kept = append(kept, p)
+			if starts == nil {
+				starts = map[*item]bool{}
+			}
 			starts[p.items[0]] = true
 		}
 	}
