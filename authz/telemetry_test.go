@@ -4,67 +4,39 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sort"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/rtmx-ai/tenancy/authz"
 	"github.com/rtmx-ai/tenancy/authz/ratelimit"
+	"github.com/rtmx-ai/tenancy/internal/oteltest"
 	"github.com/rtmx-ai/tenancy/telemetry"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
-// otelSDK is the OpenTelemetry SDK in memory: spans in a recorder,
-// metrics in a manual reader.
-type otelSDK struct {
-	spans  *tracetest.SpanRecorder
-	tp     *sdktrace.TracerProvider
-	reader *sdkmetric.ManualReader
-	mp     *sdkmetric.MeterProvider
-}
+// otelSDK is the OpenTelemetry SDK in memory, with this package's readings.
+type otelSDK struct{ *oteltest.SDK }
 
-func newOtelSDK(t testing.TB) *otelSDK {
-	t.Helper()
-	s := &otelSDK{spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
-	s.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(s.spans))
-	s.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(s.reader))
-	t.Cleanup(func() {
-		_ = s.tp.Shutdown(t.Context())
-		_ = s.mp.Shutdown(t.Context())
-	})
-	return s
-}
+func newOtelSDK(t testing.TB) *otelSDK { return &otelSDK{oteltest.New(t)} }
 
-func (s *otelSDK) config(g *telemetry.Guard) telemetry.Config {
-	return telemetry.Config{TracerProvider: s.tp, MeterProvider: s.mp, Guard: g}
-}
+func (s *otelSDK) config(g *telemetry.Guard) telemetry.Config { return s.Config(g) }
 
 // counts returns the data points of counter name, by their attributes
 // ("key=value,..." sorted; "" for none).
 func (s *otelSDK) counts(t testing.TB, name string) map[string]int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, s.reader.Collect(t.Context(), &rm))
 	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			sum, ok := m.Data.(metricdata.Sum[int64])
-			require.True(t, ok, "%s is a %T", name, m.Data)
-			for _, dp := range sum.DataPoints {
-				out[attrString(dp.Attributes.ToSlice())] += dp.Value
-			}
+	for _, m := range s.Metrics(t)[name] {
+		sum, ok := m.Data.(metricdata.Sum[int64])
+		require.True(t, ok, "%s is a %T", name, m.Data)
+		for _, dp := range sum.DataPoints {
+			out[attrString(dp.Attributes.ToSlice())] += dp.Value
 		}
 	}
 	return out
@@ -73,11 +45,9 @@ func (s *otelSDK) counts(t testing.TB, name string) map[string]int64 {
 // allMetricValues returns every attribute value of every data point.
 func (s *otelSDK) allMetricValues(t testing.TB) []string {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, s.reader.Collect(t.Context(), &rm))
 	var out []string
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
+	for _, ms := range s.Metrics(t) {
+		for _, m := range ms {
 			if sum, ok := m.Data.(metricdata.Sum[int64]); ok {
 				for _, dp := range sum.DataPoints {
 					for _, kv := range dp.Attributes.ToSlice() {
@@ -90,34 +60,11 @@ func (s *otelSDK) allMetricValues(t testing.TB) []string {
 	return out
 }
 
-func attrString(kvs []attribute.KeyValue) string {
-	parts := make([]string, len(kvs))
-	for i, kv := range kvs {
-		parts[i] = string(kv.Key) + "=" + kv.Value.String()
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, ",")
-}
-
-// spanAttrs returns the attributes of span s by key.
-func spanAttrs(s sdktrace.ReadOnlySpan) map[string]string {
-	out := map[string]string{}
-	for _, kv := range s.Attributes() {
-		out[string(kv.Key)] = kv.Value.String()
-	}
-	return out
-}
-
-// spanText is everything a span carries as text: name, attributes,
-// events, links' attributes and status.
-func spanText(s sdktrace.ReadOnlySpan) string {
-	var b strings.Builder
-	b.WriteString(s.Name() + "\n" + attrString(s.Attributes()) + "\n" + s.Status().Description + "\n")
-	for _, e := range s.Events() {
-		b.WriteString(e.Name + " " + attrString(e.Attributes) + "\n")
-	}
-	return b.String()
-}
+var (
+	attrString = oteltest.AttrString
+	spanAttrs  = oteltest.SpanAttrs
+	spanText   = oteltest.SpanText
+)
 
 // A request of tenant acme: one server span with tenant.id=acme and the
 // outcome, the handler's spans are its children, and the request counter
@@ -130,14 +77,14 @@ func TestTelemetryRequestOfTenant(t *testing.T) {
 		c.Telemetry = sdk.config(nil)
 		c.Resolvers = []authz.Resolver{authz.PathPrefix("/t/")}
 	}).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, s := sdk.tp.Tracer("handler").Start(r.Context(), "handler")
+		_, s := sdk.TP.Tracer("handler").Start(r.Context(), "handler")
 		inner = s.SpanContext()
 		s.End()
 		echo.ServeHTTP(w, r)
 	}))
 	require.Equal(t, 200, do(h, request("/t/acme/items", e.token(t, "acme"))).Code)
 
-	ended := sdk.spans.Ended()
+	ended := sdk.Spans.Ended()
 	require.Len(t, ended, 2)
 	var authzSpan sdktrace.ReadOnlySpan
 	for _, s := range ended {
@@ -162,11 +109,11 @@ func TestTelemetryTagsTheSpanInContext(t *testing.T) {
 	sdk := newOtelSDK(t)
 	h := newMiddleware(t, e.v, e.dir, func(c *authz.Config) { c.Telemetry = sdk.config(nil) }).Handler(echo)
 	r := request("/", e.token(t, "acme"))
-	ctx, server := sdk.tp.Tracer("otelhttp").Start(r.Context(), "GET /", trace.WithSpanKind(trace.SpanKindServer))
+	ctx, server := sdk.TP.Tracer("otelhttp").Start(r.Context(), "GET /", trace.WithSpanKind(trace.SpanKindServer))
 	require.Equal(t, 200, do(h, r.WithContext(ctx)).Code)
-	require.Empty(t, sdk.spans.Ended(), "no span of its own")
+	require.Empty(t, sdk.Spans.Ended(), "no span of its own")
 	server.End()
-	ended := sdk.spans.Ended()
+	ended := sdk.Spans.Ended()
 	require.Len(t, ended, 1)
 	require.Equal(t, "GET /", ended[0].Name())
 	require.Equal(t, map[string]string{"tenant.id": "acme", "authz.outcome": "allowed"}, spanAttrs(ended[0]))
@@ -223,7 +170,7 @@ func TestTelemetryRefusalReasons(t *testing.T) {
 				labels += ",tenant.id=" + tc.tenant
 				requests = "tenant.id=" + tc.tenant
 			}
-			ended := sdk.spans.Ended()
+			ended := sdk.Spans.Ended()
 			require.Len(t, ended, 1)
 			require.Equal(t, want, spanAttrs(ended[0]))
 			require.Equal(t, map[string]int64{labels: 1}, sdk.counts(t, "tenancy.authz.refusals"))
@@ -266,7 +213,7 @@ func TestTelemetryCarriesOnlyTheVerifiedTenant(t *testing.T) {
 		require.NotEqual(t, 200, w.Code, r.URL.String())
 	}
 	var text []string
-	for _, s := range sdk.spans.Ended() {
+	for _, s := range sdk.Spans.Ended() {
 		text = append(text, spanText(s))
 		if id, ok := spanAttrs(s)["tenant.id"]; ok {
 			require.Equal(t, "acme", id)
@@ -274,7 +221,7 @@ func TestTelemetryCarriesOnlyTheVerifiedTenant(t *testing.T) {
 	}
 	text = append(text, sdk.allMetricValues(t)...)
 	all := strings.Join(text, "\n")
-	require.Len(t, sdk.spans.Ended(), len(hostile))
+	require.Len(t, sdk.Spans.Ended(), len(hostile))
 	for _, secret := range []string{acme, forged, unsigned, "subjectcanary", "emailcanary", "globex", "pathcanary", "xxxxxxxx",
 		"forgedcanary", "nonecanary", "claimcanary", "Claimcanary", "hostcanary", "headercanary", "user-1"} {
 		require.NotContains(t, all, secret)
@@ -326,7 +273,7 @@ func TestTelemetryGuardBoundsSeries(t *testing.T) {
 	}, sdk.counts(t, "tenancy.authz.refusals"))
 
 	spanTenants := map[string]int{}
-	for _, s := range sdk.spans.Ended() {
+	for _, s := range sdk.Spans.Ended() {
 		spanTenants[spanAttrs(s)["tenant.id"]]++
 	}
 	require.Len(t, spanTenants, n+1)
@@ -340,14 +287,14 @@ func TestTelemetryAuthenticate(t *testing.T) {
 	sdk := newOtelSDK(t)
 	mw := newMiddleware(t, e.v, e.dir, func(c *authz.Config) { c.Telemetry = sdk.config(nil) })
 	r := request("/ws", "")
-	ctx, server := sdk.tp.Tracer("otelhttp").Start(r.Context(), "GET /ws")
+	ctx, server := sdk.TP.Tracer("otelhttp").Start(r.Context(), "GET /ws")
 	r = r.WithContext(ctx)
 	_, err := mw.Authenticate(r, e.token(t, "acme"))
 	require.NoError(t, err)
 	_, err = mw.Authenticate(r, e.token(t, "acme", "janitor"))
 	require.ErrorIs(t, err, authz.ErrMissingRole)
 	server.End()
-	ended := sdk.spans.Ended()
+	ended := sdk.Spans.Ended()
 	require.Len(t, ended, 1)
 	require.Equal(t, map[string]string{"tenant.id": "acme", "authz.outcome": "missing_role"}, spanAttrs(ended[0]))
 	require.Equal(t, map[string]int64{"tenant.id=acme": 2}, sdk.counts(t, "tenancy.authz.requests"))
@@ -360,21 +307,21 @@ func TestTelemetryOneProvider(t *testing.T) {
 	e := newEnv(t)
 	sdk := newOtelSDK(t)
 	h := newMiddleware(t, e.v, e.dir, func(c *authz.Config) {
-		c.Telemetry = telemetry.Config{MeterProvider: sdk.mp}
+		c.Telemetry = telemetry.Config{MeterProvider: sdk.MP}
 	}).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		require.False(t, trace.SpanFromContext(r.Context()).SpanContext().IsValid())
 		echo.ServeHTTP(w, r)
 	}))
 	require.Equal(t, 200, do(h, request("/", e.token(t, "acme"))).Code)
 	require.Equal(t, map[string]int64{"tenant.id=acme": 1}, sdk.counts(t, "tenancy.authz.requests"))
-	require.Empty(t, sdk.spans.Ended())
+	require.Empty(t, sdk.Spans.Ended())
 
 	sdk2 := newOtelSDK(t)
 	h = newMiddleware(t, e.v, e.dir, func(c *authz.Config) {
-		c.Telemetry = telemetry.Config{TracerProvider: sdk2.tp}
+		c.Telemetry = telemetry.Config{TracerProvider: sdk2.TP}
 	}).Handler(echo)
 	require.Equal(t, 200, do(h, request("/", e.token(t, "acme"))).Code)
-	require.Len(t, sdk2.spans.Ended(), 1)
+	require.Len(t, sdk2.Spans.Ended(), 1)
 	require.Empty(t, sdk2.counts(t, "tenancy.authz.requests"))
 }
 
@@ -384,8 +331,8 @@ func TestTelemetryZeroConfigIgnoresGlobals(t *testing.T) {
 	e := newEnv(t)
 	sdk := newOtelSDK(t)
 	prevT, prevM := otel.GetTracerProvider(), otel.GetMeterProvider()
-	otel.SetTracerProvider(sdk.tp)
-	otel.SetMeterProvider(sdk.mp)
+	otel.SetTracerProvider(sdk.TP)
+	otel.SetMeterProvider(sdk.MP)
 	t.Cleanup(func() {
 		otel.SetTracerProvider(prevT)
 		otel.SetMeterProvider(prevM)
@@ -396,6 +343,6 @@ func TestTelemetryZeroConfigIgnoresGlobals(t *testing.T) {
 	}))
 	require.Equal(t, 200, do(h, request("/", e.token(t, "acme"))).Code)
 	requireProblem(t, do(h, request("/", "")), http.StatusUnauthorized)
-	require.Empty(t, sdk.spans.Ended())
+	require.Empty(t, sdk.Spans.Ended())
 	require.Empty(t, sdk.allMetricValues(t))
 }

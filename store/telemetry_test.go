@@ -2,96 +2,51 @@ package store_test
 
 import (
 	"context"
-	"sort"
-	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/rtmx-ai/tenancy/internal/oteltest"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/telemetry"
 )
 
-// otelSDK is the OpenTelemetry SDK in memory: spans in a recorder,
-// metrics in a manual reader.
-type otelSDK struct {
-	spans  *tracetest.SpanRecorder
-	tp     *sdktrace.TracerProvider
-	reader *sdkmetric.ManualReader
-	mp     *sdkmetric.MeterProvider
-}
+// otelSDK is the OpenTelemetry SDK in memory, with this package's readings.
+type otelSDK struct{ *oteltest.SDK }
 
-func newOtelSDK(t testing.TB) *otelSDK {
-	t.Helper()
-	s := &otelSDK{spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader()}
-	s.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(s.spans))
-	s.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(s.reader))
-	t.Cleanup(func() {
-		_ = s.tp.Shutdown(context.WithoutCancel(t.Context()))
-		_ = s.mp.Shutdown(context.WithoutCancel(t.Context()))
-	})
-	return s
-}
+func newOtelSDK(t testing.TB) *otelSDK { return &otelSDK{oteltest.New(t)} }
 
 // since returns the spans ended after the first n.
-func (s *otelSDK) since(n int) []sdktrace.ReadOnlySpan { return s.spans.Ended()[n:] }
+func (s *otelSDK) since(n int) []sdktrace.ReadOnlySpan { return s.Spans.Ended()[n:] }
 
 // acquires returns the count of the acquire histogram by attributes.
 func (s *otelSDK) acquires(t testing.TB) map[string]uint64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, s.reader.Collect(t.Context(), &rm))
 	out := map[string]uint64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "tenancy.store.acquire.duration" {
-				continue
-			}
-			h, ok := m.Data.(metricdata.Histogram[float64])
-			require.True(t, ok, "%T", m.Data)
-			for _, dp := range h.DataPoints {
-				out[attrString(dp.Attributes.ToSlice())] += dp.Count
-			}
+	for _, m := range s.Metrics(t)["tenancy.store.acquire.duration"] {
+		h, ok := m.Data.(metricdata.Histogram[float64])
+		require.True(t, ok, "%T", m.Data)
+		for _, dp := range h.DataPoints {
+			out[attrString(dp.Attributes.ToSlice())] += dp.Count
 		}
 	}
 	return out
 }
 
-func attrString(kvs []attribute.KeyValue) string {
-	parts := make([]string, len(kvs))
-	for i, kv := range kvs {
-		parts[i] = string(kv.Key) + "=" + kv.Value.String()
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, ",")
-}
+var (
+	attrString = oteltest.AttrString
+	spanText   = oteltest.SpanText
+)
 
 func spanAttr(s sdktrace.ReadOnlySpan, key string) (string, bool) {
-	for _, kv := range s.Attributes() {
-		if string(kv.Key) == key {
-			return kv.Value.String(), true
-		}
-	}
-	return "", false
-}
-
-// spanText is everything a span carries as text.
-func spanText(s sdktrace.ReadOnlySpan) string {
-	var b strings.Builder
-	b.WriteString(s.Name() + "\n" + attrString(s.Attributes()) + "\n" + s.Status().Description + "\n")
-	for _, e := range s.Events() {
-		b.WriteString(e.Name + " " + attrString(e.Attributes) + "\n")
-	}
-	return b.String()
+	v, ok := oteltest.SpanAttrs(s)[key]
+	return v, ok
 }
 
 func withTelemetry(tel *store.Telemetry) func(*store.AdminConfig, *store.Config) {
@@ -112,7 +67,7 @@ func TestTelemetryStoreSpans(t *testing.T) {
 		a, actx := e.newTenant(t, "tela")
 		b, bctx := e.newTenant(t, "telb")
 
-		n := len(sdk.spans.Ended())
+		n := len(sdk.Spans.Ended())
 		e.insertReq(t, actx, "REQ-1", "text of a")
 		var count int
 		require.NoError(t, e.db.QueryRow(actx, `SELECT count(*) FROM requirements WHERE req_id <> $1`, argCanary).Scan(&count))
@@ -153,7 +108,7 @@ func TestTelemetryStoreSpans(t *testing.T) {
 		}
 		require.Equal(t, 1, failed)
 
-		n = len(sdk.spans.Ended())
+		n = len(sdk.Spans.Ended())
 		_, err = reqIDs(t, e.db, bctx, `SELECT req_id FROM requirements`)
 		require.NoError(t, err)
 		spansB := sdk.since(n)
@@ -166,7 +121,7 @@ func TestTelemetryStoreSpans(t *testing.T) {
 		acq := sdk.acquires(t)
 		require.GreaterOrEqual(t, acq["tenant.id="+a.String()], uint64(4), "%v", acq)
 		require.GreaterOrEqual(t, acq["tenant.id="+b.String()], uint64(1), "%v", acq)
-	}, withTelemetry(&store.Telemetry{Config: telemetry.Config{TracerProvider: sdk.tp, MeterProvider: sdk.mp}}))
+	}, withTelemetry(&store.Telemetry{Config: telemetry.Config{TracerProvider: sdk.TP, MeterProvider: sdk.MP}}))
 }
 
 // With StatementTextRecorded, spans carry the SQL text (in db.statement
@@ -177,7 +132,7 @@ func TestTelemetryStoreStatementText(t *testing.T) {
 	forModes(t, func(t *testing.T, e *env) {
 		_, ctx := e.newTenant(t, "telt")
 		const sql = `SELECT count(*) FROM requirements WHERE req_id <> $1`
-		n := len(sdk.spans.Ended())
+		n := len(sdk.Spans.Ended())
 		var count int
 		require.NoError(t, e.db.QueryRow(ctx, sql, argCanary).Scan(&count))
 		found := false
@@ -193,7 +148,7 @@ func TestTelemetryStoreStatementText(t *testing.T) {
 			}
 		}
 		require.True(t, found, "the statement's text is on its span")
-	}, withTelemetry(&store.Telemetry{Config: telemetry.Config{TracerProvider: sdk.tp}, Statements: store.StatementTextRecorded}))
+	}, withTelemetry(&store.Telemetry{Config: telemetry.Config{TracerProvider: sdk.TP}, Statements: store.StatementTextRecorded}))
 }
 
 // The acquire histogram's tenant label comes from the Guard: with one
@@ -202,7 +157,7 @@ func TestTelemetryStoreGuardedLabel(t *testing.T) {
 	sdk := newOtelSDK(t)
 	g, err := telemetry.NewGuard(telemetry.GuardConfig{Admit: 1})
 	require.NoError(t, err)
-	e := newEnv(t, store.ModeTenantLogin, withTelemetry(&store.Telemetry{Config: telemetry.Config{MeterProvider: sdk.mp, Guard: g}}))
+	e := newEnv(t, store.ModeTenantLogin, withTelemetry(&store.Telemetry{Config: telemetry.Config{MeterProvider: sdk.MP, Guard: g}}))
 	a, actx := e.newTenant(t, "telg")
 	_, bctx := e.newTenant(t, "telh")
 	_, cctx := e.newTenant(t, "teli")
@@ -211,7 +166,7 @@ func TestTelemetryStoreGuardedLabel(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Equal(t, map[string]uint64{"tenant.id=" + a.String(): 2, "tenant.id=_other": 2}, sdk.acquires(t))
-	require.Empty(t, sdk.spans.Ended(), "no TracerProvider, no spans")
+	require.Empty(t, sdk.Spans.Ended(), "no TracerProvider, no spans")
 }
 
 // countingTracer counts the statements it sees with SQL text sql.
@@ -235,10 +190,10 @@ func TestTelemetryStoreKeepsConfiguredTracer(t *testing.T) {
 	own := &countingTracer{sql: `SELECT req_id FROM requirements`}
 	e := newEnv(t, store.ModeTenantLogin, func(_ *store.AdminConfig, c *store.Config) {
 		c.Platform.ConnConfig.Tracer = own
-		c.Telemetry = &store.Telemetry{Config: telemetry.Config{TracerProvider: sdk.tp}}
+		c.Telemetry = &store.Telemetry{Config: telemetry.Config{TracerProvider: sdk.TP}}
 	})
 	_, ctx := e.newTenant(t, "telk")
-	spans := len(sdk.spans.Ended())
+	spans := len(sdk.Spans.Ended())
 	_, err := reqIDs(t, e.db, ctx, own.sql)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, own.n.Load())
@@ -250,7 +205,7 @@ func TestTelemetryStoreConfigErrors(t *testing.T) {
 	newEnvOn(t, d, store.ModeTenantLogin) // the control plane exists
 	cfg, err := store.ParseConfig(platform(t, d), secret)
 	require.NoError(t, err)
-	cfg.Telemetry = &store.Telemetry{Config: telemetry.Config{TracerProvider: newOtelSDK(t).tp}, Statements: 7}
+	cfg.Telemetry = &store.Telemetry{Config: telemetry.Config{TracerProvider: newOtelSDK(t).TP}, Statements: 7}
 	_, err = store.Open(t.Context(), cfg)
 	require.ErrorIs(t, err, store.ErrInvalidConfig)
 	require.ErrorContains(t, err, "Config.Telemetry.Statements")
