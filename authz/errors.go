@@ -2,8 +2,6 @@ package authz
 
 import (
 	"errors"
-
-	"github.com/rtmx-ai/tenancy/store"
 )
 
 // The errors of the package. Every error the Verifier and the middleware
@@ -45,9 +43,8 @@ var (
 	ErrUnavailable = errors.New("authz: unavailable")
 
 	// ErrInvalidConfig is wrapped by errors for a configuration that
-	// breaks its rules; the message names the field. It is
-	// store.ErrInvalidConfig, as in ratelimit.
-	ErrInvalidConfig = store.ErrInvalidConfig
+	// breaks its rules; the message names the field.
+	ErrInvalidConfig = errors.New("invalid configuration")
 )
 
 // refusal is an error with one message that matches several sentinels
