@@ -492,12 +492,31 @@ func terminateSessions(ctx context.Context, tx pgx.Tx, role string, revoke bool)
 // ends. Move the tenant to decommissioning first (SetState), which in
 // ModeTenantLogin also stops its new logins and ends its sessions.
 func (a *Admin) DropTenant(ctx context.Context, id tenant.ID) error {
+	return a.dropTenant(ctx, "drop", id, tenant.StateDeleted)
+}
+
+// FailTenant removes what a provisioning that failed had placed of tenant
+// id, as DropTenant does (its rows in shared tables, its schema or
+// database, its login role), and keeps it in the directory in state
+// failed, so that what went wrong stays on record and the ID is not given
+// to another tenant. It refuses, with an error wrapping
+// [tenant.ErrIllegalTransition] and changing nothing, a tenant that is not
+// requested, provisioning or failed: a tenant that was ever active leaves
+// only through DropTenant. Calling it again after a failure or a crash
+// finishes it; for a failed tenant with nothing left it does nothing.
+func (a *Admin) FailTenant(ctx context.Context, id tenant.ID) error {
+	return a.dropTenant(ctx, "fail", id, tenant.StateFailed)
+}
+
+// dropTenant is DropTenant (final state deleted) and FailTenant (final
+// state failed).
+func (a *Admin) dropTenant(ctx context.Context, verb string, id tenant.ID, final tenant.State) error {
 	if id.IsZero() {
-		return fmt.Errorf("store: drop tenant: %w", tenant.ErrNoTenant)
+		return fmt.Errorf("store: %s tenant: %w", verb, tenant.ErrNoTenant)
 	}
 	lock, unlock, err := a.tenantLock(ctx, id)
 	if err != nil {
-		return fmt.Errorf("store: drop tenant %s: %w", id, err)
+		return fmt.Errorf("store: %s tenant %s: %w", verb, id, err)
 	}
 	defer unlock()
 	err = pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
@@ -509,6 +528,17 @@ func (a *Admin) DropTenant(ctx context.Context, id tenant.ID) error {
 		}
 		if err != nil {
 			return err
+		}
+		if final == tenant.StateFailed {
+			switch tenant.State(state) {
+			case tenant.StateRequested, tenant.StateProvisioning:
+			case tenant.StateFailed:
+				if p == (placement{}) {
+					return nil // done before
+				}
+			default:
+				return fmt.Errorf("%w: tenant %s is %s; only a tenant that is requested, provisioning or failed can be failed (use DropTenant to delete one that was ever active)", tenant.ErrIllegalTransition, id, state)
+			}
 		}
 		if p.ownDatabase() {
 			if err := a.dropDatabase(ctx, p, lock); err != nil {
@@ -522,14 +552,14 @@ func (a *Admin) DropTenant(ctx context.Context, id tenant.ID) error {
 			_, err = tx.Exec(ctx, `DELETE FROM tenancy.tenant_logins WHERE tenant_id = $1`, id.String())
 		}
 		if err == nil {
-			_, err = tx.Exec(ctx, `UPDATE tenancy.tenants SET state = 'deleted', placement = '{}', updated_at = now() WHERE id = $1`, id.String())
+			_, err = tx.Exec(ctx, `UPDATE tenancy.tenants SET state = $2, placement = '{}', updated_at = now() WHERE id = $1`, id.String(), string(final))
 		}
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("store: drop tenant %s: %w", id, err)
+		return fmt.Errorf("store: %s tenant %s: %w", verb, id, err)
 	}
-	a.log.InfoContext(ctx, "store: tenant dropped", "tenant_id", id.String())
+	a.log.InfoContext(ctx, "store: tenant placement removed", "tenant_id", id.String(), "state", string(final))
 	return nil
 }
 

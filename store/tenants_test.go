@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -212,4 +213,67 @@ func TestTxFirstStatementWithAnOption(t *testing.T) {
 	})
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
+}
+
+func TestFailTenantRemovesThePlacementAndKeepsTheTenantFailed(t *testing.T) {
+	forPlacements(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		id := tenant.MustParseID(fmt.Sprintf("fail%d", tenantSeq.Add(1)))
+		var opts []store.CreateOption
+		if e.tier == tenant.TierGovernment {
+			opts = append(opts, store.OnCluster(govCluster))
+		}
+		require.NoError(t, e.admin.CreateTenant(ctx, tenant.Info{ID: id, Name: "Failing", Tier: e.tier, State: tenant.StateProvisioning}, opts...))
+		tctx := tenant.NewContext(ctx, id)
+		e.insertReq(t, tctx, "REQ-1", "half-provisioned")
+
+		require.NoError(t, e.admin.FailTenant(ctx, id))
+		info, err := e.admin.Tenant(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, tenant.StateFailed, info.State)
+		_, _ = e.db.Exec(tctx, `SELECT count(*) FROM requirements`)
+		_, err = e.db.Exec(tctx, `SELECT count(*) FROM requirements`)
+		require.Error(t, err, "the failed tenant's placement is gone")
+		require.NoError(t, e.admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
+			var schemas, logins int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM pg_namespace WHERE nspname = $1`, id.SchemaName()).Scan(&schemas); err != nil {
+				return err
+			}
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM tenancy.tenant_logins WHERE tenant_id = $1`, id.String()).Scan(&logins); err != nil {
+				return err
+			}
+			assert.Zero(t, schemas, "no schema left in the primary database")
+			assert.Zero(t, logins, "no login left")
+			return nil
+		}))
+
+		require.NoError(t, e.admin.FailTenant(ctx, id), "again: nothing to do")
+		err = e.admin.CreateTenant(ctx, tenant.Info{ID: id, Name: "again", Tier: e.tier}, opts...)
+		assert.ErrorIs(t, err, store.ErrTenantExists, "a failed ID is not given to another tenant")
+	})
+}
+
+func TestFailTenantRefusesATenantThatWasActive(t *testing.T) {
+	e := newEnv(t, store.ModeTenantLogin)
+	for _, st := range []tenant.State{tenant.StateActive, tenant.StateSuspended, tenant.StateDecommissioning} {
+		t.Run(string(st), func(t *testing.T) {
+			id, ctx := e.newTenant(t, "keep")
+			e.insertReq(t, ctx, "REQ-1", "precious")
+			if st != tenant.StateActive {
+				require.NoError(t, e.admin.SetState(t.Context(), id, st))
+			}
+			err := e.admin.FailTenant(t.Context(), id)
+			require.ErrorIs(t, err, tenant.ErrIllegalTransition)
+			assert.Contains(t, err.Error(), "DropTenant")
+			info, err := e.admin.Tenant(t.Context(), id)
+			require.NoError(t, err)
+			assert.Equal(t, st, info.State, "nothing changed")
+			if st == tenant.StateActive {
+				var n int
+				require.NoError(t, e.db.QueryRow(ctx, `SELECT count(*) FROM requirements`).Scan(&n))
+				assert.Equal(t, 1, n, "the data is still there")
+			}
+		})
+	}
+	require.ErrorIs(t, e.admin.FailTenant(t.Context(), tenant.MustParseID("nosuchtenant")), store.ErrUnknownTenant)
 }
