@@ -3,6 +3,7 @@ package store_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -276,4 +277,35 @@ func TestFailTenantRefusesATenantThatWasActive(t *testing.T) {
 		})
 	}
 	require.ErrorIs(t, e.admin.FailTenant(t.Context(), tenant.MustParseID("nosuchtenant")), store.ErrUnknownTenant)
+}
+
+func TestRemainsSeesThePlacementUntilItIsDropped(t *testing.T) {
+	forPlacements(t, func(t *testing.T, e *env) {
+		id, ctx := e.newTenant(t, "remains")
+		e.insertReq(t, ctx, "REQ-1", "x")
+		left, err := e.admin.Remains(t.Context(), id)
+		require.NoError(t, err)
+		if e.ownDB() {
+			assert.True(t, containsPrefix(left, "database "), "a database of its own: %q", left)
+		} else {
+			assert.Contains(t, left, "schema "+id.SchemaName())
+		}
+		if e.logins() {
+			assert.True(t, containsPrefix(left, "login role "), "its login: %q", left)
+		}
+		require.NoError(t, e.admin.SetState(t.Context(), id, tenant.StateDecommissioning))
+		require.NoError(t, e.admin.DropTenant(t.Context(), id))
+		left, err = e.admin.Remains(t.Context(), id)
+		require.NoError(t, err)
+		assert.Empty(t, left)
+	})
+}
+
+func containsPrefix(list []string, prefix string) bool {
+	for _, s := range list {
+		if strings.HasPrefix(s, prefix) {
+			return true
+		}
+	}
+	return false
 }
