@@ -1,9 +1,11 @@
 package settings_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -184,4 +186,13 @@ func sampleUsers() settings.Users {
 		{Email: "alice@acme.example", Name: "Alice", Roles: []string{"owner"}},
 		{Email: "bob@acme.example", Roles: []string{"viewer"}},
 	}}
+}
+
+// printed returns v as fmt's verbs and slog's handlers print it.
+func printed(t testing.TB, v any) []string {
+	t.Helper()
+	var js, txt bytes.Buffer
+	slog.New(slog.NewJSONHandler(&js, nil)).Info("x", "v", v)
+	slog.New(slog.NewTextHandler(&txt, nil)).Info("x", "v", v)
+	return []string{fmt.Sprintf("%v", v), fmt.Sprintf("%+v", v), fmt.Sprintf("%#v", v), fmt.Sprintf("%s", v), js.String(), txt.String()}
 }

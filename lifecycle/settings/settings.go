@@ -426,7 +426,9 @@ func (s *Settings) ValidateCustomFields(ctx context.Context, doc json.RawMessage
 		return fmt.Errorf("settings: %w", err)
 	}
 	p := problems{}
-	fail := func() error { return &Error{Section: SectionCustomFields, Problems: p.list, kind: ErrInvalidCustomFields} }
+	fail := func() error {
+		return &Error{Section: SectionCustomFields, Problems: p.list, kind: ErrInvalidCustomFields}
+	}
 	if len(doc) > MaxCustomFieldsBytes {
 		p.add("", "must be at most "+strconv.Itoa(MaxCustomFieldsBytes)+" bytes of JSON")
 		return fail()
