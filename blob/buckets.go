@@ -252,6 +252,34 @@ func (b *Buckets) Purge(ctx context.Context, id tenant.ID) (PurgeResult, error) 
 	return res, nil
 }
 
+// Remains returns the keys (relative to the tenant's prefix, escaped for
+// display by %q) of up to max objects under the prefix of tenant id, in
+// its own bucket if it has one, whatever their keys: nothing once Purge
+// has run. Deprovisioning asks it to verify its work; like Purge it is an
+// operation of the platform and ignores the context's tenant.
+func (b *Buckets) Remains(ctx context.Context, id tenant.ID, max int) ([]string, error) {
+	if id.IsZero() {
+		return nil, fmt.Errorf("blob: Remains: %w: zero tenant ID", tenant.ErrInvalidID)
+	}
+	if max < 1 {
+		max = 1
+	}
+	prefix := TenantPrefix(id)
+	raw, err := b.bucketOf(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("blob: Remains of tenant %s: %w", id, err)
+	}
+	objs, _, err := raw.ListPage(ctx, gcblob.FirstPageToken, max, &gcblob.ListOptions{Prefix: prefix})
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("blob: Remains of tenant %s: list: %w", id, err)
+	}
+	out := make([]string, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, strings.TrimPrefix(o.Key, prefix))
+	}
+	return out, nil
+}
+
 // deleteAll deletes objs from raw, a few at a time, and returns how many
 // it deleted.
 func deleteAll(ctx context.Context, raw *gcblob.Bucket, prefix string, objs []*gcblob.ListObject) (int, error) {

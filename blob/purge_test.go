@@ -42,11 +42,15 @@ func TestPurgeDeletesEverythingUnderThePrefix(t *testing.T) {
 		t.Run(be.name, func(t *testing.T) {
 			km := newManager(t)
 			aID, actx := provision(t, km, "acme")
-			_, bctx := provision(t, km, "globex")
+			bID, bctx := provision(t, km, "globex")
 			b := be.open(t, km)
 			n := 1100
 			want := writeObjects(t, be, b, actx, n)
 			other := writeObjects(t, be, b, bctx, 5)
+			left, err := b.Remains(t.Context(), aID, 3)
+			if err != nil || len(left) != 3 {
+				t.Errorf("Remains before Purge = %q, %v; want 3 keys", left, err)
+			}
 
 			res, err := b.Purge(t.Context(), aID)
 			if err != nil {
@@ -65,6 +69,12 @@ func TestPurgeDeletesEverythingUnderThePrefix(t *testing.T) {
 				if strings.Contains(name, blob.TenantPrefix(aID)) && !strings.HasSuffix(name, ".attrs") {
 					t.Errorf("stored after Purge: %s", name)
 				}
+			}
+			if left, err := b.Remains(t.Context(), aID, 10); err != nil || len(left) != 0 {
+				t.Errorf("Remains after Purge = %q, %v; want none", left, err)
+			}
+			if left, err := b.Remains(t.Context(), bID, 10); err != nil || len(left) != other {
+				t.Errorf("Remains of the other tenant = %q, %v; want its %d", left, err, other)
 			}
 			res, err = b.Purge(t.Context(), aID)
 			if err != nil || res.Deleted != 0 {
