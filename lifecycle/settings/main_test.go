@@ -196,3 +196,5 @@ func printed(t testing.TB, v any) []string {
 	slog.New(slog.NewTextHandler(&txt, nil)).Info("x", "v", v)
 	return []string{fmt.Sprintf("%v", v), fmt.Sprintf("%+v", v), fmt.Sprintf("%#v", v), fmt.Sprintf("%s", v), js.String(), txt.String()}
 }
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
