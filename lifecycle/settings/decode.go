@@ -126,7 +126,18 @@ const maxItems = 10_000
 // shape checks that v, decoded with UseNumber, fits Go type t: every
 // object key a field of the struct (by its json tag), every value of the
 // JSON type its field takes. Each problem is reported with its path.
-func shape(p *problems, path string, v any, t reflect.Type) {
+//
+// Every problem but an unknown field sets p.typed; an unknown field is
+// deleted from v, and sets *unknown.
+func shape(p *problems, path string, v any, t reflect.Type, unknown *bool) {
+	before := len(p.list)
+	defer func() {
+		for _, q := range p.list[before:] {
+			if q.Rule != "is not a known field" {
+				p.typed = true
+			}
+		}
+	}()
 	switch {
 	case t == secretType:
 		if _, isStr := v.(string); v != nil && !isStr {
@@ -139,7 +150,7 @@ func shape(p *problems, path string, v any, t reflect.Type) {
 	switch t.Kind() {
 	case reflect.Pointer:
 		if v != nil {
-			shape(p, path, v, t.Elem())
+			shape(p, path, v, t.Elem(), unknown)
 		}
 	case reflect.Struct:
 		m, isObj := v.(map[string]any)
@@ -151,10 +162,14 @@ func shape(p *problems, path string, v any, t reflect.Type) {
 		for _, k := range slices.Sorted(maps.Keys(m)) {
 			f, known := fields[k]
 			if !known {
-				p.add(field(path, k), "is not a known field")
+				p.list = append(p.list, Problem{Path: field(path, k), Rule: "is not a known field"})
+				// Removed, so that encoding/json, which matches keys
+				// without regard to case, cannot take it for a field.
+				delete(m, k)
+				*unknown = true
 				continue
 			}
-			shape(p, field(path, k), m[k], f)
+			shape(p, field(path, k), m[k], f, unknown)
 		}
 	case reflect.Slice:
 		if v == nil {
@@ -170,7 +185,7 @@ func shape(p *problems, path string, v any, t reflect.Type) {
 			return
 		}
 		for i, e := range a {
-			shape(p, index(path, i), e, t.Elem())
+			shape(p, index(path, i), e, t.Elem(), unknown)
 		}
 	case reflect.Map:
 		if v == nil {
@@ -186,7 +201,7 @@ func shape(p *problems, path string, v any, t reflect.Type) {
 			return
 		}
 		for _, k := range slices.Sorted(maps.Keys(m)) {
-			shape(p, field(path, k), m[k], t.Elem())
+			shape(p, field(path, k), m[k], t.Elem(), unknown)
 		}
 	case reflect.String:
 		if _, isStr := v.(string); !isStr {
@@ -252,6 +267,9 @@ func jsonKind(v any) string {
 // decodeStrict decodes data, a JSON document of at most limit bytes, into
 // out (a pointer to a section's type), reporting every problem at once:
 // size, syntax, nesting, duplicate keys, unknown fields and wrong types.
+// It returns false if out could not be filled in; with unknown fields
+// only, it fills out in (ignoring them), so that the value's rules can
+// be checked too, and the problems stay in p.
 func decodeStrict(p *problems, data []byte, limit int, out any) bool {
 	if len(data) > limit {
 		p.add("", "must be at most "+strconv.Itoa(limit)+" bytes of JSON")
@@ -267,10 +285,17 @@ func decodeStrict(p *problems, data []byte, limit int, out any) bool {
 		p.add("", "must be valid JSON: "+jsonMessage(err))
 		return false
 	}
-	before := len(p.list)
-	shape(p, "", v, reflect.TypeOf(out).Elem())
-	if len(p.list) > before {
+	unknown := false
+	shape(p, "", v, reflect.TypeOf(out).Elem(), &unknown)
+	if p.typed {
 		return false
+	}
+	if unknown {
+		var err error
+		if data, err = json.Marshal(v); err != nil {
+			p.add("", "must fit the section: "+err.Error())
+			return false
+		}
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		p.add("", "must fit the section: "+err.Error())

@@ -121,6 +121,9 @@ func (e *Error) Unwrap() error { return e.sentinel() }
 // problems collects the problems of one value.
 type problems struct {
 	list []Problem
+	// typed is set by a problem of JSON type or shape, after which a
+	// document cannot be decoded into its Go type.
+	typed bool
 }
 
 func (p *problems) add(path, rule string) {

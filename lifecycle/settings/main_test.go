@@ -36,8 +36,6 @@ var (
 	platformOnce sync.Once
 	platformURL  string
 	tenantSeq    atomic.Int64
-	envMu        sync.Mutex
-	envs         = map[tenant.Tier]*env{}
 )
 
 // env is a world of tenants of one tier: an Admin and a DB over the

@@ -105,7 +105,7 @@ func ParseValue(s Section, data []byte) (Value, error) {
 		return nil, err
 	}
 	var p problems
-	if !decodeStrict(&p, data, MaxValueBytes, out) {
+	if !decodeStrict(&p, data, MaxValueBytes, out) || p.typed {
 		return nil, p.err(s)
 	}
 	v := deref(out)
