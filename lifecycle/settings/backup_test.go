@@ -138,9 +138,14 @@ func TestImportRefusesBadRecords(t *testing.T) {
 			bad[i].Actor = ""
 		}
 	}
+	kept := settings.Record{Section: settings.SectionNotifications, Version: 2, Actor: "x", Value: json.RawMessage(`{"email":{"enabled":false},"webhooks":[{"name":"ci","url":"https://hooks.acme.example/","signing_secret":"[redacted]"}]}`),
+		Secrets: map[settings.SecretName]settings.Secret{settings.WebhookSecret("ci"): {}}}
+	bad = append(bad, kept)
 	err = e.s.Import(dctx, bad)
 	require.ErrorIs(t, err, settings.ErrInvalid)
-	require.Subset(t, problemPaths(t, err), []string{"records[0].value.nope", "records[1].section", "records"})
+	paths := problemPaths(t, err)
+	require.Subset(t, paths, []string{"records[0].value.nope", "records[1].section", "records", `records[8].secrets["webhooks.ci.signing_secret"]`})
+	require.Contains(t, err.Error(), "the versions of rtm must be 1 to 2")
 	require.Zero(t, e.rows(t, d))
 
 	std := newEnv(t, tenant.TierStandard)

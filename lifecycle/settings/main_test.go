@@ -52,11 +52,19 @@ type env struct {
 	s      *settings.Settings
 }
 
-// newEnv makes an env whose tenants are of tier.
+// newEnv makes an env whose tenants are of tier, on the package's
+// database with the settings migration (version 1).
 func newEnv(t testing.TB, tier tenant.Tier) *env {
 	t.Helper()
-	d := pgtest.DB(t)
-	platformOnce.Do(func() { platformURL = d.CreateRole(t, "platform", "") })
+	return newEnvOn(t, pgtest.DB(t), tier, nil)
+}
+
+// newEnvOn makes an env on database d (nil: the package's) with the
+// migrations of migrations (nil: the settings migration at version 1),
+// after adjust has changed the AdminConfig (nil: nothing).
+func newEnvOn(t testing.TB, d *pgtest.Database, tier tenant.Tier, adjust func(*store.AdminConfig)) *env {
+	t.Helper()
+	platformOnce.Do(func() { platformURL = pgtest.DB(t).CreateRole(t, "platform", "") })
 	pcfg, err := pgx.ParseConfig(platformURL)
 	require.NoError(t, err)
 	e := &env{tier: tier, d: d}
@@ -66,6 +74,9 @@ func newEnv(t testing.TB, tier tenant.Tier) *env {
 	acfg.LoginSecrets = []store.LoginSecret{secret}
 	acfg.Migrations, err = settings.WithMigration(nil, 1)
 	require.NoError(t, err)
+	if adjust != nil {
+		adjust(acfg)
+	}
 	cfg, err := store.ParseConfig(d.URL(pcfg.User, pcfg.Password), secret)
 	require.NoError(t, err)
 	if tier == tenant.TierGovernment {

@@ -214,7 +214,7 @@ func (s *Settings) Put(ctx context.Context, v Value, expect int64, actor string)
 		return 0, err
 	}
 	_, err = s.db.Exec(ctx, `INSERT INTO tenant_settings (section, version, value, sealed, actor) VALUES ($1, $2, $3, $4, $5)`,
-		string(sec), next, doc, sealed, actor)
+		string(sec), next, string(doc), sealed, actor)
 	if err != nil {
 		return 0, s.writeError(sec, expect, err)
 	}
@@ -709,6 +709,10 @@ func (s *Settings) Import(ctx context.Context, recs []Record) error {
 			if !names[n] {
 				p.add(field(path, "secrets"), "holds "+quote(string(n))+", which the value does not set")
 			}
+			if sv.state != secretNew {
+				p.add(field(field(path, "secrets"), string(n)), "must hold the secret's value (NewSecret)")
+				continue
+			}
 			checkSecret(&p, field(field(path, "secrets"), string(n)), sv, true)
 		}
 		versions[r.Section] = append(versions[r.Section], r.Version)
@@ -764,7 +768,7 @@ func (s *Settings) Import(ctx context.Context, recs []Record) error {
 				at = time.Now()
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO tenant_settings (section, version, value, sealed, actor, created_at) VALUES ($1, $2, $3, $4, $5, $6)`,
-				string(it.r.Section), it.r.Version, it.doc, sealed, it.r.Actor, at); err != nil {
+				string(it.r.Section), it.r.Version, string(it.doc), sealed, it.r.Actor, at); err != nil {
 				return notInstalled(err)
 			}
 		}
