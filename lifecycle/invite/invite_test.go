@@ -223,20 +223,30 @@ func TestExpiredToken(t *testing.T) {
 func TestSecondSendSendsNothing(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	info := e.newTenant("Idem")
-	var wg sync.WaitGroup
-	errs := make([]error, 6)
-	for i := range errs {
-		wg.Go(func() { errs[i] = e.iv.Send(t.Context(), info, admin) })
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("concurrent Send %d: %v", i, err)
+	// Rounds of concurrent Sends, each for a tenant of its own.
+	for round := range 3 {
+		to := "round" + string(rune('a'+round)) + "@acme.example"
+		info := e.newTenant("Idem")
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		errs := make([]error, 6)
+		for i := range errs {
+			wg.Go(func() { <-start; errs[i] = e.iv.Send(t.Context(), info, to) })
+		}
+		close(start)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: concurrent Send %d: %v", round, i, err)
+			}
+		}
+		if got := len(e.messagesTo(to)); got != 1 {
+			t.Fatalf("round %d: %d messages after 6 concurrent Sends, want 1", round, got)
 		}
 	}
-	if got := len(e.messagesTo(admin)); got != 1 {
-		t.Fatalf("%d messages after 6 concurrent Sends, want 1", got)
+	info := e.newTenant("Idem")
+	if err := e.iv.Send(t.Context(), info, admin); err != nil {
+		t.Fatalf("Send: %v", err)
 	}
 	if err := e.iv.Send(t.Context(), info, strings.ToUpper(admin)); err != nil {
 		t.Fatalf("Send in upper case: %v", err)
@@ -880,5 +890,73 @@ func TestConfigErrors(t *testing.T) {
 	good.LinkBase, good.SMTP.Addr, good.SMTP.StartTLS = "https://rtmx.example/invite", "smtp.example:587", invite.StartTLSRequired
 	if _, err := invite.New(good); err != nil {
 		t.Errorf("New with a production-like config: %v", err)
+	}
+}
+
+// TestSubjectEncoding: the tenant's name reaches the Subject as written,
+// whatever it holds: non-ASCII, the length limit, and text that looks like
+// an encoded word (which, unencoded, a client would decode).
+func TestSubjectEncoding(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for i, name := range []string{
+		"Plain Name",
+		"=?utf-8?b?4oCuQWNtZQ==?=",
+		"Ünïcödé 名前 ☃ 🚀",
+		strings.Repeat("é", 100),
+		"a_b=c?d \"quoted\" (paren) <angle> Bcc: x@evil.example",
+	} {
+		info := e.newTenant(name)
+		to := "admin" + string(rune('a'+i)) + "@acme.example"
+		if err := e.iv.Send(t.Context(), info, to); err != nil {
+			t.Fatalf("Send with name %q: %v", name, err)
+		}
+		msgs := e.messagesTo(to)
+		if len(msgs) != 1 {
+			t.Fatalf("%d messages to %s", len(msgs), to)
+		}
+		if want := "Invitation to administer " + name; msgs[0].Subject != want {
+			t.Errorf("Subject %q, want %q", msgs[0].Subject, want)
+		}
+		h := e.mail.Headers(t, msgs[0].ID)
+		if got := h["Subject"]; len(got) != 1 || !strings.HasPrefix(got[0], "=?utf-8?q?") || strings.Contains(got[0], "Bcc:") {
+			t.Errorf("Subject header %q, want Q-encoded words only", got)
+		}
+		if got := h["Bcc"]; len(got) != 0 {
+			t.Errorf("a Bcc header arrived: %q", got)
+		}
+		if text := e.mail.Message(t, msgs[0].ID).Text; !strings.Contains(text, name) {
+			t.Errorf("the body does not name the tenant %q:\n%s", name, text)
+		}
+	}
+}
+
+// TestConcurrentRedeem: of many simultaneous requests with one token,
+// exactly one redeems it.
+func TestConcurrentRedeem(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	info := e.newTenant("Race")
+	if err := e.iv.Send(t.Context(), info, admin); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	_, token := e.link(e.messagesTo(admin)[0])
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() { _, errs[i] = e.iv.Redeem(t.Context(), token) })
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, invite.ErrInvalidToken):
+			t.Fatalf("Redeem: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of %d concurrent Redeems succeeded, want 1", ok, len(errs))
 	}
 }

@@ -5,11 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"mime"
 	"mime/quotedprintable"
 	"net"
 	"net/smtp"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -86,7 +87,7 @@ func (iv *Inviter) deliver(ctx context.Context, to string, msg []byte) (err erro
 
 // message returns the invitation mail, lines ending in LF (net/smtp's data
 // writer sends CRLF and dot-stuffs). Every header value is either fixed,
-// checked to be a bare address, or MIME-encoded; the body is
+// checked to be a bare address, or Q-encoded (always); the body is
 // quoted-printable UTF-8 text.
 func (iv *Inviter) message(info tenant.Info, to, messageID, link string, now, expires time.Time) []byte {
 	c := iv.cfg
@@ -94,7 +95,7 @@ func (iv *Inviter) message(info tenant.Info, to, messageID, link string, now, ex
 	hdr := func(k, v string) { b.WriteString(k + ": " + v + "\n") }
 	hdr("From", c.fromHdr)
 	hdr("To", "<"+to+">")
-	hdr("Subject", mime.QEncoding.Encode("utf-8", "Invitation to administer "+info.Name))
+	hdr("Subject", encodeHeader("Invitation to administer "+info.Name))
 	hdr("Date", now.Format(time.RFC1123Z))
 	hdr("Message-ID", messageID)
 	hdr("MIME-Version", "1.0")
@@ -109,4 +110,36 @@ func (iv *Inviter) message(info tenant.Info, to, messageID, link string, now, ex
 	fmt.Fprintf(qp, "If you did not expect this invitation, ignore this message.\r\n")
 	_ = qp.Close()
 	return b.Bytes()
+}
+
+// encodeHeader returns s as RFC 2047 Q-encoded words, always, folded onto
+// lines of their own: mime.QEncoding leaves printable ASCII as it is, and
+// so would pass on a name holding "=?utf-8?b?...?=", which mail clients
+// decode into whatever it encodes (the format characters checkName
+// refuses, say). Encoded, such text is shown as it was written.
+func encodeHeader(s string) string {
+	const maxWord = 75 - len("=?utf-8?q??=")
+	var words []string
+	var w strings.Builder
+	for _, r := range s {
+		var enc string
+		switch {
+		case r == ' ':
+			enc = "_"
+		case r < utf8.RuneSelf && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!*+-/", r)):
+			enc = string(r)
+		default:
+			var b [utf8.UTFMax]byte
+			for _, c := range b[:utf8.EncodeRune(b[:], r)] {
+				enc += fmt.Sprintf("=%02X", c)
+			}
+		}
+		if w.Len()+len(enc) > maxWord {
+			words = append(words, "=?utf-8?q?"+w.String()+"?=")
+			w.Reset()
+		}
+		w.WriteString(enc)
+	}
+	words = append(words, "=?utf-8?q?"+w.String()+"?=")
+	return strings.Join(words, "\n ")
 }
