@@ -1,0 +1,273 @@
+package lifecycle
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rtmx-ai/tenancy/audit"
+	"github.com/rtmx-ai/tenancy/store"
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+// Deprovision removes tenant id: it suspends the tenant (its logins stop
+// and its sessions end), backs it up (Config.Backup), marks it
+// decommissioning, removes every step in reverse order with KeySteps last
+// (the data, then the keys that opened it), checks with every step that
+// nothing remains, and writes the deletion record to the platform's audit
+// trail (Config.Audit): what was removed, the backup's digest, and that
+// nothing remained. The tenant ends deleted; its ID is never reused.
+//
+// Each phase is journaled like a provisioning step, so after a crash or a
+// failure Resume continues from where it stopped; a failure leaves the
+// run open (a *RunError says which phase), never half-undone.
+func (l *Lifecycle) Deprovision(ctx context.Context, id tenant.ID) (*Run, error) {
+	info, err := l.admin.Tenant(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("lifecycle: deprovision %s: %w", id, err)
+	}
+	switch info.State {
+	case tenant.StateActive, tenant.StateSuspended, tenant.StateFailed:
+	case tenant.StateDecommissioning:
+		if _, err := l.j.openRun(ctx, id); err == nil {
+			return nil, fmt.Errorf("%w: tenant %s is being deprovisioned: resume it (tenantctl resume %s)", ErrRunInProgress, id, id)
+		}
+	default:
+		return nil, fmt.Errorf("lifecycle: deprovision %s: %w: it is %s; only an active, suspended, failed or decommissioning tenant is deprovisioned", id, tenant.ErrIllegalTransition, info.State)
+	}
+	req, err := l.provisionedWith(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	run, err := l.j.open(ctx, id, OpDeprovision, req)
+	if err != nil {
+		return nil, err
+	}
+	l.log.InfoContext(ctx, "lifecycle: deprovisioning", "tenant_id", id.String(), "run", run.ID)
+	return run, l.driveDeprovision(ctx, run)
+}
+
+// PlanDeprovision returns what Deprovision would do to tenant id, without
+// doing any of it.
+func (l *Lifecycle) PlanDeprovision(ctx context.Context, id tenant.ID) ([]PlannedStep, error) {
+	info, err := l.admin.Tenant(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("lifecycle: deprovision %s: %w", id, err)
+	}
+	t := &Target{Info: info, Op: OpDeprovision}
+	plan := []PlannedStep{{phaseSuspend, "suspend the tenant: stop its logins, end its sessions"}}
+	if l.backup != nil {
+		plan = append(plan, PlannedStep{phaseBackup, "back up its rows, audit log, settings and objects to " + l.backup.describe()})
+	}
+	plan = append(plan, PlannedStep{phaseDecommission, "mark it decommissioning"})
+	for _, s := range l.removalOrder() {
+		plan = append(plan, PlannedStep{s.Name(), "remove: " + describe(s, t)})
+	}
+	plan = append(plan, PlannedStep{phaseVerify, "check that nothing of the tenant remains"})
+	if l.audit != nil {
+		plan = append(plan, PlannedStep{phaseRecord, "write the deletion record to the platform audit trail"})
+	}
+	return plan, nil
+}
+
+// provisionedWith returns the request of the tenant's last successful
+// provisioning, or nil.
+func (l *Lifecycle) provisionedWith(ctx context.Context, id tenant.ID) (*Request, error) {
+	runs, err := l.j.runs(ctx, id, `AND op = 'provision' AND state = 'succeeded'`)
+	if err != nil {
+		return nil, err
+	}
+	if len(runs) == 0 {
+		return nil, nil
+	}
+	return runs[len(runs)-1].Request, nil
+}
+
+// removalOrder is the steps in reverse order, KeySteps last.
+func (l *Lifecycle) removalOrder() []Step {
+	var rest, last []Step
+	for i := len(l.steps) - 1; i >= 0; i-- {
+		if _, ok := l.steps[i].(KeyStep); ok {
+			last = append(last, l.steps[i])
+		} else {
+			rest = append(rest, l.steps[i])
+		}
+	}
+	return append(rest, last...)
+}
+
+// driveDeprovision takes an open deprovisioning to its end.
+func (l *Lifecycle) driveDeprovision(ctx context.Context, run *Run) error {
+	t, err := l.target(ctx, run)
+	if err != nil {
+		return err
+	}
+	fail := func(step string, err error) error {
+		if ctx.Err() != nil || errors.Is(err, ErrInterrupted) {
+			return err
+		}
+		reason := fmt.Sprintf("%s: %v", step, unwrapStep(err))
+		if jerr := l.j.setState(context.WithoutCancel(ctx), run, RunRunning, reason); jerr != nil {
+			err = errors.Join(err, jerr)
+		}
+		return &RunError{Run: run.ID, Tenant: run.Tenant, Op: OpDeprovision, Step: step, Err: unwrapStep(err)}
+	}
+	once := func(step string, fn func() (json.RawMessage, error)) error {
+		if run.done(step, dirApply) {
+			return nil
+		}
+		if err := l.phase(ctx, run, step, dirApply, fn); err != nil {
+			return fail(step, err)
+		}
+		return nil
+	}
+	if err := once(phaseSuspend, func() (json.RawMessage, error) {
+		return nil, l.moveTo(ctx, run.Tenant, tenant.StateSuspended, tenant.StateActive)
+	}); err != nil {
+		return err
+	}
+	if l.backup != nil {
+		if err := once(phaseBackup, func() (json.RawMessage, error) {
+			m, err := l.backup.backup(ctx, t)
+			if err != nil {
+				return nil, err
+			}
+			return json.Marshal(m)
+		}); err != nil {
+			return err
+		}
+	}
+	if err := once(phaseDecommission, func() (json.RawMessage, error) {
+		return nil, l.moveTo(ctx, run.Tenant, tenant.StateDecommissioning, tenant.StateActive, tenant.StateSuspended, tenant.StateFailed)
+	}); err != nil {
+		return err
+	}
+	order := l.removalOrder()
+	for _, s := range order {
+		if run.done(s.Name(), dirRemove) {
+			continue
+		}
+		if err := l.phase(ctx, run, s.Name(), dirRemove, func() (json.RawMessage, error) { return nil, s.Remove(ctx, t) }); err != nil {
+			return fail(s.Name(), err)
+		}
+	}
+	var removed []string
+	if err := once(phaseVerify, func() (json.RawMessage, error) {
+		if residue := l.remains(ctx, order, t); len(residue) > 0 {
+			return nil, fmt.Errorf("%w: %s", ErrResidue, strings.Join(residue, "; "))
+		}
+		for _, s := range order {
+			removed = append(removed, s.Name())
+		}
+		return json.Marshal(map[string]any{"removed": removed, "remains": []string{}})
+	}); err != nil {
+		return err
+	}
+	if l.audit != nil {
+		if err := once(phaseRecord, func() (json.RawMessage, error) {
+			return l.deletionRecord(ctx, run)
+		}); err != nil {
+			return err
+		}
+	}
+	if err := l.j.setState(ctx, run, RunSucceeded, ""); err != nil {
+		return err
+	}
+	l.log.InfoContext(ctx, "lifecycle: deprovisioned", "tenant_id", run.Tenant.String(), "run", run.ID)
+	return nil
+}
+
+// moveTo moves the tenant to state to if it is in one of from; a tenant
+// already in to (a resumed run) or past it is left alone.
+func (l *Lifecycle) moveTo(ctx context.Context, id tenant.ID, to tenant.State, from ...tenant.State) error {
+	info, err := l.admin.Tenant(ctx, id)
+	if errors.Is(err, store.ErrUnknownTenant) {
+		return nil // deleted already: a resumed run past this point
+	}
+	if err != nil {
+		return err
+	}
+	for _, f := range from {
+		if info.State == f {
+			return l.admin.SetState(ctx, id, to)
+		}
+	}
+	return nil
+}
+
+// deletionRecord appends the deletion record of run to the platform
+// trail, once: a resumed run finds the one it wrote.
+func (l *Lifecycle) deletionRecord(ctx context.Context, run *Run) (json.RawMessage, error) {
+	details := map[string]any{"run": run.ID}
+	for _, s := range run.Steps {
+		switch {
+		case s.Step == phaseBackup && s.Detail != nil:
+			details["backup"] = s.Detail
+		case s.Step == phaseVerify && s.Detail != nil:
+			details["verified"] = s.Detail
+		}
+	}
+	entry, err := platformEntry(ctx, l.admin, "tenant.deprovision", run.Tenant, run.ID)
+	if err != nil {
+		return nil, err
+	}
+	if entry == nil {
+		entries, err := l.audit.Append(ctx, audit.Event{Actor: l.actor, Action: "tenant.deprovision",
+			Resource: "tenant/" + run.Tenant.String(), Outcome: audit.OutcomeSuccess, Details: details})
+		if err != nil {
+			return nil, fmt.Errorf("write the deletion record: %w", err)
+		}
+		entry = &entries[0]
+	}
+	return json.Marshal(map[string]any{"platform_seq": entry.Seq, "mac": entry.MAC})
+}
+
+// platformEntry finds the platform trail's entry of action for tenant id
+// written by run, if any.
+func platformEntry(ctx context.Context, admin *store.Admin, action string, id tenant.ID, run int64) (*audit.Entry, error) {
+	var seq int64
+	var mac []byte
+	found := false
+	err := admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `SELECT seq, mac FROM tenancy.platform_audit
+			WHERE action = $1 AND resource = $2 AND details->'run' = to_jsonb($3::bigint) ORDER BY seq DESC LIMIT 1`,
+			action, "tenant/"+id.String(), run).Scan(&seq, &mac)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		found = err == nil
+		return err
+	})
+	if err != nil || !found {
+		return nil, err
+	}
+	return &audit.Entry{Seq: seq, MAC: mac}, nil
+}
+
+// Suspend suspends an active tenant: its logins stop and its sessions end
+// (store.Admin.SetState), and authz refuses its requests once its cache
+// expires. It is recorded in the platform trail (Config.Audit).
+func (l *Lifecycle) Suspend(ctx context.Context, id tenant.ID) error {
+	return l.setState(ctx, id, tenant.StateSuspended, "tenant.suspend")
+}
+
+// Reactivate makes a suspended tenant active again.
+func (l *Lifecycle) Reactivate(ctx context.Context, id tenant.ID) error {
+	return l.setState(ctx, id, tenant.StateActive, "tenant.reactivate")
+}
+
+func (l *Lifecycle) setState(ctx context.Context, id tenant.ID, to tenant.State, action string) error {
+	if err := l.admin.SetState(ctx, id, to); err != nil {
+		return fmt.Errorf("lifecycle: %s: %w", action, err)
+	}
+	if l.audit != nil {
+		if _, err := l.audit.Append(ctx, audit.Event{Actor: l.actor, Action: action, Resource: "tenant/" + id.String(), Outcome: audit.OutcomeSuccess}); err != nil {
+			return fmt.Errorf("lifecycle: %s of %s done, but its audit record failed: %w", action, id, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,274 @@
+package lifecycle_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+		"sync"
+	"sync/atomic"
+	"testing"
+	"testing/fstest"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+	"github.com/tink-crypto/tink-go/v2/core/registry"
+	gcblob "gocloud.dev/blob"
+	_ "gocloud.dev/blob/fileblob"
+
+	"github.com/rtmx-ai/tenancy/audit"
+	"github.com/rtmx-ai/tenancy/blob"
+	"github.com/rtmx-ai/tenancy/internal/pgtest"
+	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/keys/localkms"
+	"github.com/rtmx-ai/tenancy/lifecycle"
+	"github.com/rtmx-ai/tenancy/store"
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+var secret = store.LoginSecret{Version: 1, Key: []byte("tenancy lifecycle test login secret, 32+ bytes")}
+
+const (
+	govCluster = "gov"
+	// The keysets of the platform's audit key and of the backup key.
+	platformKeyID = "platformaudit"
+	backupKeyID   = "backupkey"
+)
+
+var (
+	tenantSeq    atomic.Int64
+	platformOnce sync.Once
+	platformRole string
+)
+
+// env is one environment of the platform: a control plane (its own
+// database), store, keys, objects, audit trail and backup bucket, and a
+// Lifecycle over them. Two envs of one test are two environments: a
+// backup of one restores into the other.
+type env struct {
+	t          testing.TB
+	d          *pgtest.Database
+	admin      *store.Admin
+	db         *store.DB
+	prov       *keys.Manager // over the admin's keysets
+	km         *keys.Manager // over the platform's (read-only) keysets
+	kekPath    string
+	objects    *blob.Buckets
+	spec       spec
+	backupBkt  *gcblob.Bucket
+	platform   *audit.Platform
+	backup     *lifecycle.Backup
+	backupRole string
+	lc         *lifecycle.Lifecycle
+	steps      []lifecycle.Step
+}
+
+type envOption func(*envConfig)
+
+type envConfig struct {
+	extra   []lifecycle.Step // after the built-in steps
+	kekPath string           // the platform master key file; new if ""
+	gov     bool             // register the second cluster for government tenants
+}
+
+func withSteps(s ...lifecycle.Step) envOption { return func(c *envConfig) { c.extra = append(c.extra, s...) } }
+func withGov() envOption                      { return func(c *envConfig) { c.gov = true } }
+
+// reqTable is the tenant table of the tests: RTMX requirements with a
+// jsonb column of custom fields, a bytea of a sealed value and an identity
+// column.
+const reqTable = `CREATE TABLE requirements (
+	tenant_id text NOT NULL,
+	req_id text NOT NULL,
+	requirement_text text NOT NULL,
+	custom jsonb NOT NULL DEFAULT '{}',
+	sealed bytea,
+	n bigint GENERATED ALWAYS AS IDENTITY,
+	PRIMARY KEY (tenant_id, req_id)
+);
+`
+
+// spec is what an env is made of, as strings, so that a child process
+// (the crash tests) opens the same environment.
+type spec struct {
+	AdminURL, PlatformURL, SecondURL, Prefix, KEKPath, ObjDir, BackupDir, BackupRole string
+}
+
+func newEnv(t testing.TB, opts ...envOption) *env {
+	t.Helper()
+	var c envConfig
+	for _, o := range opts {
+		o(&c)
+	}
+	root := pgtest.DB(t)
+	d := root.NewDatabase(t)
+	platformOnce.Do(func() { platformRole = root.CreateRole(t, "platform", "") })
+	pcfg, err := pgx.ParseConfig(platformRole)
+	require.NoError(t, err)
+	sp := spec{AdminURL: d.AdminURL(), PlatformURL: d.URL(pcfg.User, pcfg.Password), Prefix: d.Prefix(),
+		KEKPath: c.kekPath, ObjDir: t.TempDir(), BackupDir: t.TempDir(), BackupRole: d.Prefix() + "backup"}
+	if sp.KEKPath == "" {
+		sp.KEKPath = filepath.Join(t.TempDir(), "platform.key")
+	}
+	// The backup role: BYPASSRLS and nothing else (the superuser admin of
+	// the tests may switch to it).
+	createRole := `DO $$ BEGIN CREATE ROLE ` + pgx.Identifier{sp.BackupRole}.Sanitize() + ` NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$`
+	d.Exec(t, createRole)
+	if c.gov {
+		second := pgtest.SecondCluster(t)
+		sp.SecondURL = second.AdminURL()
+		second.Exec(t, createRole)
+	}
+	e := openEnv(t, sp, c, true)
+	e.d = d
+	return e
+}
+
+// openEnv opens the environment of sp; first provisions its platform keys.
+func openEnv(t testing.TB, sp spec, c envConfig, first bool) *env {
+	t.Helper()
+	e := &env{t: t, spec: sp}
+	acfg, err := store.ParseAdminConfig(sp.AdminURL)
+	require.NoError(t, err)
+	pcfg, err := pgx.ParseConfig(sp.PlatformURL)
+	require.NoError(t, err)
+	acfg.RolePrefix, acfg.PlatformRole = sp.Prefix, pcfg.User
+	acfg.LoginSecrets = []store.LoginSecret{secret}
+	acfg.Migrations, err = audit.WithMigration(fstest.MapFS{"0001_requirements.sql": {Data: []byte(reqTable)}}, 2)
+	require.NoError(t, err)
+	cfg, err := store.ParseConfig(sp.PlatformURL, secret)
+	require.NoError(t, err)
+	if sp.SecondURL != "" {
+		require.NoError(t, acfg.AddCluster(govCluster, sp.SecondURL))
+		require.NoError(t, cfg.AddCluster(govCluster, sp.SecondURL))
+	}
+	ctx := t.Context()
+	e.admin, err = store.OpenAdmin(ctx, acfg)
+	require.NoError(t, err)
+	t.Cleanup(e.admin.Close)
+	if sp.SecondURL != "" {
+		require.NoError(t, e.admin.RegisterCluster(ctx, govCluster))
+	}
+	require.NoError(t, audit.Install(ctx, e.admin))
+	e.db, err = store.Open(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(e.db.Close)
+
+	e.kekPath = sp.KEKPath
+	e.prov = newManager(t, e.kekPath, e.admin.Keysets())
+	e.km = newManager(t, e.kekPath, e.db.Keysets())
+	if first {
+		for _, id := range []string{platformKeyID, backupKeyID} {
+			require.NoError(t, e.prov.Provision(ctx, tenant.MustParseID(id), keys.ProvisionOptions{}))
+		}
+	}
+	e.platform, err = audit.NewPlatform(ctx, audit.PlatformConfig{Admin: e.admin, Keys: e.prov, KeyID: tenant.MustParseID(platformKeyID)})
+	require.NoError(t, err)
+
+	e.objects, err = blob.Open(ctx, "file://"+filepath.ToSlash(sp.ObjDir), e.prov)
+	require.NoError(t, err)
+	t.Cleanup(func() { e.objects.Close() })
+	e.backupBkt, err = gcblob.OpenBucket(ctx, "file://"+filepath.ToSlash(sp.BackupDir))
+	require.NoError(t, err)
+	t.Cleanup(func() { e.backupBkt.Close() })
+	e.backupRole = sp.BackupRole
+	e.backup = &lifecycle.Backup{Admin: e.admin, Role: e.backupRole, Bucket: e.backupBkt, Keys: e.prov,
+		KeyID: tenant.MustParseID(backupKeyID), Objects: e.objects}
+
+	routes, err := lifecycle.NewRoutesStep(e.admin, "svc/rtmx-api", "{{.DNSLabel}}.rtmx.example")
+	require.NoError(t, err)
+	e.steps = []lifecycle.Step{
+		&lifecycle.PlacementStep{Admin: e.admin, GovernmentCluster: govClusterIf(sp.SecondURL != "")},
+		&lifecycle.KeysStep{Keys: e.prov, Store: e.admin.Keysets()},
+		&lifecycle.ObjectsStep{Buckets: e.objects},
+		routes,
+	}
+	e.steps = append(e.steps, c.extra...)
+	e.steps = append(e.steps, &lifecycle.AuditStep{Admin: e.admin, Platform: e.platform, Actor: "test"})
+	e.lc, err = lifecycle.New(ctx, lifecycle.Config{Admin: e.admin, Steps: e.steps, Backup: e.backup, Audit: e.platform, Actor: "test"})
+	require.NoError(t, err)
+	return e
+}
+
+func govClusterIf(gov bool) string {
+	if gov {
+		return govCluster
+	}
+	return ""
+}
+
+func newManager(t testing.TB, kekPath string, ks keys.Store) *keys.Manager {
+	t.Helper()
+	local, err := localkms.NewClient(localkms.Scheme)
+	require.NoError(t, err)
+	uri, err := localkms.KeyURI(kekPath)
+	require.NoError(t, err)
+	kc := keys.DefaultConfig()
+	kc.Store, kc.KMS, kc.PlatformKEK = ks, []registry.KMSClient{local}, keys.URI(uri)
+	m, err := keys.New(kc)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// request returns a parsed request for a new, unique tenant of tier.
+func request(t testing.TB, name string, tier tenant.Tier) *lifecycle.Request {
+	t.Helper()
+	id := fmt.Sprintf("%s%d", name, tenantSeq.Add(1))
+	req, err := parse(t, doc(t, "id", `"`+id+`"`, "tier", `"`+string(tier)+`"`, "encryption", `"platform-managed"`, "kms_key_arn", omit))
+	require.NoError(t, err)
+	return req
+}
+
+// insertReq writes a requirement as the tenant of ctx.
+func (e *env) insertReq(t testing.TB, ctx context.Context, reqID, text string) {
+	t.Helper()
+	_, err := e.db.Exec(ctx, `INSERT INTO requirements (req_id, requirement_text, custom) VALUES ($1, $2, '{"risk": "high"}')`, reqID, text)
+	require.NoError(t, err)
+}
+
+// requirements returns the tenant's requirement texts by ID.
+func (e *env) requirements(t testing.TB, ctx context.Context) map[string]string {
+	t.Helper()
+	rows, err := e.db.Query(ctx, `SELECT req_id, requirement_text FROM requirements ORDER BY 1`)
+	require.NoError(t, err)
+	out := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		require.NoError(t, rows.Scan(&k, &v))
+		out[k] = v
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+// platformEntries counts the platform trail's entries of action about id.
+func (e *env) platformEntries(t testing.TB, action string, id tenant.ID) int {
+	t.Helper()
+	var n int
+	require.NoError(t, e.admin.ControlPlaneTx(t.Context(), func(tx pgx.Tx) error {
+		return tx.QueryRow(t.Context(), `SELECT count(*) FROM tenancy.platform_audit WHERE action = $1 AND resource = $2`,
+			action, "tenant/"+id.String()).Scan(&n)
+	}))
+	return n
+}
+
+// remains asks every step what is left of id.
+func (e *env) remains(t testing.TB, id tenant.ID) []string {
+	t.Helper()
+	var out []string
+	target := &lifecycle.Target{Info: tenant.Info{ID: id}}
+	for _, s := range e.steps {
+		left, err := s.Remains(t.Context(), target)
+		require.NoError(t, err, s.Name())
+		for _, l := range left {
+			out = append(out, s.Name()+": "+l)
+		}
+	}
+	return out
+}
+
+
+func removeFile(path string) error { return os.Remove(path) }

@@ -1,0 +1,284 @@
+package lifecycle_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/lifecycle"
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+// TestProvisioningCreatesAllRequiredResources is REQ-DEPLOY-004 test case
+// 1 for each tier: the placement (schema, or database, or database on the
+// dedicated cluster) with its login role, the three keysets, the route,
+// the audit entry, a tenant that is active and works, and a journal that
+// shows every step done in order.
+func TestProvisioningCreatesAllRequiredResources(t *testing.T) {
+	for _, tier := range []tenant.Tier{tenant.TierStandard, tenant.TierEnterprise, tenant.TierGovernment} {
+		t.Run(string(tier), func(t *testing.T) {
+			e := newEnv(t, withGov())
+			req := request(t, "prov", tier)
+			run, err := e.lc.Provision(t.Context(), req)
+			require.NoError(t, err)
+			assert.Equal(t, lifecycle.RunSucceeded, run.State)
+
+			info, err := e.admin.Tenant(t.Context(), req.ID)
+			require.NoError(t, err)
+			assert.Equal(t, tenant.StateActive, info.State)
+			assert.Equal(t, tier, info.Tier)
+
+			// Placement, by the servers themselves.
+			left, err := e.admin.Remains(t.Context(), req.ID)
+			require.NoError(t, err)
+			switch tier {
+			case tenant.TierStandard:
+				assert.Contains(t, left, "schema "+req.ID.SchemaName())
+			case tenant.TierEnterprise:
+				assert.Contains(t, left, "database "+e.d.Prefix()+req.ID.SchemaName()+" on this cluster")
+			case tenant.TierGovernment:
+				assert.Contains(t, left, "database "+e.d.Prefix()+req.ID.SchemaName()+" on cluster "+govCluster)
+			}
+			assert.True(t, hasPrefix(left, "login role "), "the tenant's login role: %q", left)
+
+			// Keysets: all three, and they work in the tenant's context.
+			for _, p := range keys.Purposes() {
+				_, err := e.admin.Keysets().Get(t.Context(), req.ID, p)
+				assert.NoError(t, err, "keyset %s", p)
+			}
+			ctx := tenant.NewContext(t.Context(), req.ID)
+			sealed, err := e.km.Seal(ctx, []byte("secret"), keys.Binding{Table: "requirements", Column: "sealed", RowKey: "REQ-1"})
+			require.NoError(t, err)
+
+			// The tenant's placement works, as the tenant.
+			_, err = e.db.Exec(ctx, `INSERT INTO requirements (req_id, requirement_text, sealed) VALUES ('REQ-1', 'x', $1)`, sealed)
+			require.NoError(t, err)
+			assert.Equal(t, map[string]string{"REQ-1": "x"}, e.requirements(t, ctx))
+
+			// Route and audit entry.
+			routes, err := lifecycle.Routes(t.Context(), e.admin, req.ID)
+			require.NoError(t, err)
+			assert.Equal(t, []string{req.ID.DNSLabel() + ".rtmx.example"}, routes)
+			assert.Equal(t, 1, e.platformEntries(t, "tenant.provision", req.ID))
+			rep, err := e.platform.Verify(t.Context())
+			require.NoError(t, err, "the platform trail verifies")
+			assert.EqualValues(t, 1, rep.Entries)
+
+			// The journal: every step applied once, in order.
+			var names []string
+			for _, s := range run.Steps {
+				assert.Equal(t, lifecycle.StepDone, s.Status, s.Step)
+				names = append(names, s.Step)
+			}
+			assert.Equal(t, []string{"validate", "placement", "keys", "objects", "routes", "audit", "activate"}, names)
+			runs, err := e.lc.Runs(t.Context(), req.ID)
+			require.NoError(t, err)
+			require.Len(t, runs, 1)
+			assert.Equal(t, req, runs[0].Request, "the journal keeps the request")
+		})
+	}
+}
+
+func hasPrefix(list []string, prefix string) bool {
+	for _, s := range list {
+		if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
+			return true
+		}
+	}
+	return false
+}
+
+// failStep is a step that fails its Apply with err, and records what was
+// asked of it.
+type failStep struct {
+	name    string
+	err     error
+	applied int
+	removed []lifecycle.Op
+}
+
+func (s *failStep) Name() string { return s.name }
+func (s *failStep) Apply(context.Context, *lifecycle.Target) error {
+	s.applied++
+	return s.err
+}
+func (s *failStep) Remove(_ context.Context, t *lifecycle.Target) error {
+	s.removed = append(s.removed, t.Op)
+	return nil
+}
+func (s *failStep) Remains(context.Context, *lifecycle.Target) ([]string, error) { return nil, nil }
+
+// TestFailedStepCompensates: a step that fails after the placement, keys
+// and route were made undoes them all, in reverse, and leaves the tenant
+// failed with the reason; nothing of the tenant remains.
+func TestFailedStepCompensates(t *testing.T) {
+	for _, tier := range []tenant.Tier{tenant.TierStandard, tenant.TierEnterprise} {
+		t.Run(string(tier), func(t *testing.T) {
+			boom := &failStep{name: "dns", err: errors.New("the DNS provider refused: quota")}
+			e := newEnv(t, withSteps(boom))
+			req := request(t, "comp", tier)
+			run, err := e.lc.Provision(t.Context(), req)
+			var re *lifecycle.RunError
+			require.ErrorAs(t, err, &re)
+			assert.ErrorIs(t, err, lifecycle.ErrStepFailed)
+			assert.True(t, re.Compensated, "compensated: %v", err)
+			assert.Equal(t, "dns", re.Step)
+			assert.Contains(t, err.Error(), "the DNS provider refused")
+			assert.Equal(t, lifecycle.RunFailed, run.State)
+			assert.Contains(t, run.Reason, "step dns: the DNS provider refused")
+			assert.Equal(t, []lifecycle.Op{lifecycle.OpCompensate}, boom.removed, "the failed step is undone too")
+
+			info, err := e.admin.Tenant(t.Context(), req.ID)
+			require.NoError(t, err)
+			assert.Equal(t, tenant.StateFailed, info.State)
+			assert.Empty(t, e.remains(t, req.ID), "nothing of the tenant is left")
+			_, err = e.db.Exec(tenant.NewContext(t.Context(), req.ID), `SELECT 1`)
+			assert.Error(t, err, "no connection for a failed tenant")
+			assert.Equal(t, 0, e.platformEntries(t, "tenant.provision.undo", req.ID), "the audit step never ran: nothing to counter")
+
+			// The order of removal is the reverse of application.
+			var removals []string
+			for _, s := range run.Steps {
+				if s.Phase == "remove" {
+					removals = append(removals, s.Step)
+				}
+			}
+			assert.Equal(t, []string{"dns", "routes", "objects", "keys", "placement"}, removals)
+
+			// The ID stays taken; a new request for it is refused, changing nothing.
+			_, err = e.lc.Provision(t.Context(), req)
+			assert.ErrorIs(t, err, lifecycle.ErrTenantExists)
+			runs, err := e.lc.Runs(t.Context(), req.ID)
+			require.NoError(t, err)
+			assert.Len(t, runs, 1)
+		})
+	}
+}
+
+// TestMasterKeyUnavailableCompensates: the platform's master key cannot
+// be read (its file gone) when the keys step runs: the placement made
+// before is removed and the tenant is failed, with the reason.
+func TestMasterKeyUnavailableCompensates(t *testing.T) {
+	e := newEnv(t)
+	req := request(t, "nokek", tenant.TierStandard)
+	// The KEK file cannot be read any more (a directory stands in its
+	// place) between the environment's set-up and the run.
+	require.NoError(t, removeFile(e.kekPath))
+	require.NoError(t, os.Mkdir(e.kekPath, 0o700))
+	run, err := e.lc.Provision(t.Context(), req)
+	var re *lifecycle.RunError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, "keys", re.Step)
+	assert.True(t, re.Compensated, "%v", err)
+	assert.Equal(t, lifecycle.RunFailed, run.State)
+	info, err := e.admin.Tenant(t.Context(), req.ID)
+	require.NoError(t, err)
+	assert.Equal(t, tenant.StateFailed, info.State)
+	assert.Empty(t, e.remains(t, req.ID))
+}
+
+// TestHostileRequestsChangeNothing: a duplicate ID, a region the
+// deployment does not serve and a request with no ID are refused before
+// anything is journaled or made.
+func TestHostileRequestsChangeNothing(t *testing.T) {
+	e := newEnv(t)
+	existing := request(t, "dup", tenant.TierStandard)
+	_, err := e.lc.Provision(t.Context(), existing)
+	require.NoError(t, err)
+	ctx := tenant.NewContext(t.Context(), existing.ID)
+	e.insertReq(t, ctx, "REQ-1", "precious")
+
+	t.Run("duplicate id", func(t *testing.T) {
+		again := *existing
+		again.Name = "Someone Else"
+		again.Tier = tenant.TierEnterprise
+		_, err := e.lc.Provision(t.Context(), &again)
+		require.ErrorIs(t, err, lifecycle.ErrTenantExists)
+		assert.Contains(t, err.Error(), "never reused")
+		info, err := e.admin.Tenant(t.Context(), existing.ID)
+		require.NoError(t, err)
+		assert.Equal(t, existing.Name, info.Name)
+		assert.Equal(t, tenant.TierStandard, info.Tier)
+		assert.Equal(t, map[string]string{"REQ-1": "precious"}, e.requirements(t, ctx))
+		runs, err := e.lc.Runs(t.Context(), existing.ID)
+		require.NoError(t, err)
+		assert.Len(t, runs, 1, "no run journaled")
+	})
+	t.Run("region not served", func(t *testing.T) {
+		lc, err := lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: e.steps, Regions: []string{"eu-west-2"}})
+		require.NoError(t, err)
+		req := request(t, "region", tenant.TierStandard)
+		_, err = lc.Provision(t.Context(), req)
+		var rerr *lifecycle.RequestError
+		require.ErrorAs(t, err, &rerr)
+		require.ErrorIs(t, err, lifecycle.ErrInvalidRequest)
+		assert.Equal(t, "tenant.region", rerr.Problems[0].Path)
+		assert.Contains(t, rerr.Problems[0].Rule, "eu-west-2")
+		_, err = e.admin.Tenant(t.Context(), req.ID)
+		assert.ErrorIs(t, err, lifecycle.ErrUnknownTenant)
+		runs, err := e.lc.Runs(t.Context(), req.ID)
+		require.NoError(t, err)
+		assert.Empty(t, runs)
+	})
+	t.Run("no request", func(t *testing.T) {
+		_, err := e.lc.Provision(t.Context(), &lifecycle.Request{})
+		require.ErrorIs(t, err, lifecycle.ErrInvalidRequest)
+		_, err = e.lc.Provision(t.Context(), nil)
+		require.ErrorIs(t, err, lifecycle.ErrInvalidRequest)
+	})
+	t.Run("bad config", func(t *testing.T) {
+		for name, cfg := range map[string]lifecycle.Config{
+			"no admin":       {Steps: e.steps},
+			"bad step name":  {Admin: e.admin, Steps: []lifecycle.Step{&failStep{name: "Bad Name"}}},
+			"twice":          {Admin: e.admin, Steps: []lifecycle.Step{&failStep{name: "x"}, &failStep{name: "x"}}},
+			"reserved":       {Admin: e.admin, Steps: []lifecycle.Step{&failStep{name: "activate"}}},
+			"nil step":       {Admin: e.admin, Steps: []lifecycle.Step{nil}},
+			"bad region":     {Admin: e.admin, Regions: []string{"mars"}},
+			"backup no role": {Admin: e.admin, Backup: &lifecycle.Backup{Admin: e.admin, Bucket: e.backupBkt, Keys: e.prov, KeyID: tenant.MustParseID(backupKeyID)}},
+		} {
+			_, err := lifecycle.New(t.Context(), cfg)
+			assert.ErrorIs(t, err, lifecycle.ErrInvalidConfig, name)
+		}
+	})
+}
+
+// TestTwoProvisionsOfOneIDAtOnce: of two runs of one ID started together,
+// exactly one provisions the tenant; the other is refused (a run is open,
+// or the ID is taken) and changes nothing.
+func TestTwoProvisionsOfOneIDAtOnce(t *testing.T) {
+	e := newEnv(t)
+	req := request(t, "race", tenant.TierStandard)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := e.lc.Provision(t.Context(), req)
+			errs <- err
+		}()
+	}
+	var ok, refused int
+	for range 2 {
+		err := <-errs
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, lifecycle.ErrRunInProgress), errors.Is(err, lifecycle.ErrTenantExists):
+			refused++
+		default:
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	assert.Equal(t, 1, ok)
+	assert.Equal(t, 1, refused)
+	info, err := e.admin.Tenant(t.Context(), req.ID)
+	require.NoError(t, err)
+	assert.Equal(t, tenant.StateActive, info.State)
+	assert.Equal(t, 1, e.platformEntries(t, "tenant.provision", req.ID))
+}
+
+var _ = pgx.ErrNoRows
