@@ -126,8 +126,22 @@ type problems struct {
 	typed bool
 }
 
+// add adds a problem; a rule that quotes input (a parser's message) is
+// escaped to printable ASCII.
 func (p *problems) add(path, rule string) {
-	p.list = append(p.list, Problem{Path: path, Rule: rule})
+	p.list = append(p.list, Problem{Path: path, Rule: printable(rule)})
+}
+
+// printable returns s, or s escaped as strconv.QuoteToASCII does (without
+// the quotes) if it holds anything but printable ASCII.
+func printable(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			q := strconv.QuoteToASCII(s)
+			return q[1 : len(q)-1]
+		}
+	}
+	return s
 }
 
 func (p *problems) err(s Section) error {
