@@ -4,3 +4,6 @@ package lifecycle
 // runs: step, direction ("apply" or "remove") and when ("before" or
 // "after" the step's method).
 func SetHook(l *Lifecycle, fn func(step, dir, when string)) { l.hook = fn }
+
+// EncodeRequest is encodeRequest, for tests.
+var EncodeRequest = encodeRequest

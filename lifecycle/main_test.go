@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-		"sync"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/fstest"
@@ -73,8 +73,10 @@ type envConfig struct {
 	gov     bool             // register the second cluster for government tenants
 }
 
-func withSteps(s ...lifecycle.Step) envOption { return func(c *envConfig) { c.extra = append(c.extra, s...) } }
-func withGov() envOption                      { return func(c *envConfig) { c.gov = true } }
+func withSteps(s ...lifecycle.Step) envOption {
+	return func(c *envConfig) { c.extra = append(c.extra, s...) }
+}
+func withGov() envOption { return func(c *envConfig) { c.gov = true } }
 
 // reqTable is the tenant table of the tests: RTMX requirements with a
 // jsonb column of custom fields, a bytea of a sealed value and an identity
@@ -269,6 +271,5 @@ func (e *env) remains(t testing.TB, id tenant.ID) []string {
 	}
 	return out
 }
-
 
 func removeFile(path string) error { return os.Remove(path) }
