@@ -83,14 +83,24 @@ var errSent = errors.New("sent already")
 // draws a fresh token, hands the mail to the SMTP server and, in the same
 // transaction, stores the token's SHA-256 and state sent. If the mail
 // cannot be handed over, Send returns an error wrapping ErrSend and the
-// row stays in sending with no token: the next Send tries again. If the
-// process dies, or the database fails, after the server accepted the mail
-// and before the commit, that mail was delivered but its token was never
-// stored, so its link does not work; the next Send (a resume) finds the
-// row in sending, draws another token and sends again, with the same
-// Message-ID (a receiving system that drops duplicates by Message-ID may
-// then drop the second, working, mail: the window is one commit long).
-// Only the newest token of an address ever redeems.
+// row stays in sending with no token: the next Send tries again.
+//
+// The window: if the process dies, or the database fails, after the server
+// accepted the mail and before the commit (or the connection breaks after
+// the end of the data, before the server's answer arrives), that mail is
+// delivered but its token was never stored, so its link does not work;
+// the next Send (a resume) finds the row in sending, draws another token
+// and sends again. The recipient then has two mails, of which the second
+// has the only working link; the window is one commit long. Each mail has
+// a Message-ID of its own (a receiving system that drops a message whose
+// Message-ID it has seen, as some do, would otherwise drop the working
+// one), and all the mails of one invitation name the same thread in
+// References, so that mail clients show them together. No window leaves
+// a working link unrecorded, and only the newest token of an address ever
+// redeems.
+//
+// Send holds an admin connection, and the row's lock, for the SMTP
+// exchange (at most Config.SMTP.Timeout).
 func (iv *Inviter) Send(ctx context.Context, info tenant.Info, email string) error {
 	c := iv.cfg
 	if info.ID.IsZero() {
@@ -112,7 +122,7 @@ func (iv *Inviter) Send(ctx context.Context, info tenant.Info, email string) err
 		return fmt.Errorf("invite: send for tenant %s: %w: it is %s (provisioning or active needed)", info.ID, ErrNotInvitable, cur.State)
 	}
 	key := strings.ToLower(email)
-	mid, err := newMessageID(c.msgDomain)
+	newThread, err := newMessageID(c.msgDomain)
 	if err != nil {
 		return fmt.Errorf("invite: send for tenant %s: %w", info.ID, err)
 	}
@@ -120,10 +130,10 @@ func (iv *Inviter) Send(ctx context.Context, info tenant.Info, email string) err
 	// The row, before any mail. An existing row still sending counts one
 	// more attempt; one sent stays as it is.
 	err = c.admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO tenancy.invitations (tenant_id, email_key, email, state, message_id, created_at)
+		_, err := tx.Exec(ctx, `INSERT INTO tenancy.invitations (tenant_id, email_key, email, state, thread_id, created_at)
 VALUES ($1, $2, $3, 'sending', $4, $5)
 ON CONFLICT (tenant_id, email_key) DO UPDATE SET attempts = invitations.attempts + 1
-  WHERE invitations.state = 'sending'`, info.ID.String(), key, email, mid, c.now())
+  WHERE invitations.state = 'sending'`, info.ID.String(), key, email, newThread, c.now())
 		return err
 	})
 	if err != nil {
@@ -132,15 +142,16 @@ ON CONFLICT (tenant_id, email_key) DO UPDATE SET attempts = invitations.attempts
 
 	// Under the row's lock: send, then record the token and the state.
 	var (
-		to, msgID string
-		attempts  int
-		expires   time.Time
-		delivered bool
+		to, thread string
+		msgID      string
+		attempts   int
+		expires    time.Time
+		delivered  bool
 	)
 	err = c.admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
 		var state string
-		err := tx.QueryRow(ctx, `SELECT state, email, message_id, attempts FROM tenancy.invitations
-WHERE tenant_id = $1 AND email_key = $2 FOR UPDATE`, info.ID.String(), key).Scan(&state, &to, &msgID, &attempts)
+		err := tx.QueryRow(ctx, `SELECT state, email, thread_id, attempts FROM tenancy.invitations
+WHERE tenant_id = $1 AND email_key = $2 FOR UPDATE`, info.ID.String(), key).Scan(&state, &to, &thread, &attempts)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			return fmt.Errorf("the invitation was removed while being sent")
@@ -153,9 +164,12 @@ WHERE tenant_id = $1 AND email_key = $2 FOR UPDATE`, info.ID.String(), key).Scan
 		if err != nil {
 			return err
 		}
+		if msgID, err = newMessageID(c.msgDomain); err != nil {
+			return err
+		}
 		now := c.now()
 		expires = now.Add(c.ttl)
-		msg := iv.message(info, to, msgID, c.linkBase+"?token="+token, now, expires)
+		msg := iv.message(info, to, msgID, thread, c.linkBase+"?token="+token, now, expires)
 		if err := iv.deliver(ctx, to, msg); err != nil {
 			return fmt.Errorf("%w to %s via %s: %w", ErrSend, to, c.addr, err)
 		}
@@ -166,11 +180,11 @@ WHERE tenant_id = $1 AND email_key = $2 FOR UPDATE`, info.ID.String(), key).Scan
 			}
 		}
 		_, err = tx.Exec(ctx, `UPDATE tenancy.invitations
-SET state = 'sent', token_hash = $3, sent_at = $4, expires_at = $5
-WHERE tenant_id = $1 AND email_key = $2`, info.ID.String(), key, hash[:], now, expires)
+SET state = 'sent', token_hash = $3, message_id = $4, sent_at = $5, expires_at = $6
+WHERE tenant_id = $1 AND email_key = $2`, info.ID.String(), key, hash[:], msgID, now, expires)
 		return err
 	})
-	log := c.log.With("tenant_id", info.ID, "email", to, "message_id", msgID)
+	log := c.log.With("tenant_id", info.ID, "email", to, "thread_id", thread, "message_id", msgID)
 	switch {
 	case errors.Is(err, errSent):
 		log.InfoContext(ctx, "invite: invitation sent already; nothing to do")
@@ -359,8 +373,8 @@ func parseToken(s string) ([]byte, bool) {
 	return b, true
 }
 
-// newMessageID returns a Message-ID, random, on the sender's domain. It is
-// drawn once per invitation and kept for every attempt to send it.
+// newMessageID returns a Message-ID, random, on the sender's domain: one
+// for each mail, and one for each invitation's thread.
 func newMessageID(domain string) (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {

@@ -59,8 +59,11 @@ func TestInvitationArrivesAndWorksOnce(t *testing.T) {
 	if len(rows) != 1 || rows[0].State != "sent" || rows[0].UsedAt != nil {
 		t.Fatalf("rows %+v, want one sent, unused", rows)
 	}
-	if want := "<" + m.MessageID + ">"; rows[0].MessageID != want {
-		t.Fatalf("Message-ID %q, stored %q", want, rows[0].MessageID)
+	if want := "<" + m.MessageID + ">"; rows[0].MessageID == nil || *rows[0].MessageID != want {
+		t.Fatalf("Message-ID %q, stored %v", want, rows[0].MessageID)
+	}
+	if got := h["References"]; len(got) != 1 || got[0] != rows[0].ThreadID {
+		t.Fatalf("References %q, want the thread %q", got, rows[0].ThreadID)
 	}
 	if want := e.clock.Now().Add(invite.DefaultTTL); !rows[0].ExpiresAt.Equal(want) {
 		t.Fatalf("expires at %v, want %v (DefaultTTL)", rows[0].ExpiresAt, want)
@@ -268,7 +271,7 @@ func TestSecondSendSendsNothing(t *testing.T) {
 
 // TestCrashBetweenSMTPAndCommit: a row left in sending after its mail went
 // out (the process died before the commit, which stores the token's hash
-// and state sent together) is sent again, with the same Message-ID and a
+// and state sent together) is sent again, in the same thread, with a
 // fresh token; the first mail's link does not work.
 func TestCrashBetweenSMTPAndCommit(t *testing.T) {
 	t.Parallel()
@@ -279,7 +282,7 @@ func TestCrashBetweenSMTPAndCommit(t *testing.T) {
 	}
 	// What the crash leaves: the committed row of the first step, the
 	// second step rolled back.
-	e.exec(`UPDATE tenancy.invitations SET state = 'sending', token_hash = NULL, sent_at = NULL, expires_at = NULL WHERE tenant_id = $1`, info.ID.String())
+	e.exec(`UPDATE tenancy.invitations SET state = 'sending', token_hash = NULL, message_id = NULL, sent_at = NULL, expires_at = NULL WHERE tenant_id = $1`, info.ID.String())
 	first := e.messagesTo(admin)
 	if len(first) != 1 {
 		t.Fatalf("%d messages, want 1", len(first))
@@ -293,9 +296,7 @@ func TestCrashBetweenSMTPAndCommit(t *testing.T) {
 	if len(msgs) != 2 {
 		t.Fatalf("%d messages after the resume, want 2", len(msgs))
 	}
-	if msgs[0].MessageID != msgs[1].MessageID {
-		t.Fatalf("Message-IDs %q and %q, want the same", msgs[0].MessageID, msgs[1].MessageID)
-	}
+	checkOneThread(t, e, msgs)
 	var second string
 	for _, m := range msgs {
 		if l, _ := e.link(m); l != firstLink {
@@ -958,5 +959,21 @@ func TestConcurrentRedeem(t *testing.T) {
 	}
 	if ok != 1 {
 		t.Fatalf("%d of %d concurrent Redeems succeeded, want 1", ok, len(errs))
+	}
+}
+
+// checkOneThread checks that msgs, the mails of one invitation, have
+// Message-IDs of their own and name one thread in References.
+func checkOneThread(t *testing.T, e *env, msgs []mailtest.Summary) {
+	t.Helper()
+	ids, threads := map[string]bool{}, map[string]bool{}
+	for _, m := range msgs {
+		ids[m.MessageID] = true
+		for _, r := range e.mail.Headers(t, m.ID)["References"] {
+			threads[r] = true
+		}
+	}
+	if len(ids) != len(msgs) || len(threads) != 1 {
+		t.Fatalf("%d mails with %d Message-IDs and References %v: want a Message-ID each and one thread", len(msgs), len(ids), threads)
 	}
 }

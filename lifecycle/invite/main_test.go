@@ -173,7 +173,8 @@ func (e *env) do(method, url string) (int, string, http.Header) {
 type row struct {
 	State     string
 	Email     string
-	MessageID string
+	ThreadID  string
+	MessageID *string
 	Attempts  int
 	Hash      []byte
 	ExpiresAt *time.Time
@@ -186,14 +187,14 @@ func (e *env) rows(id tenant.ID) []row {
 	e.t.Helper()
 	var out []row
 	err := e.admin.ControlPlaneTx(e.t.Context(), func(tx pgx.Tx) error {
-		rs, err := tx.Query(e.t.Context(), `SELECT state, email, message_id, attempts, token_hash, expires_at, used_at, i::text
+		rs, err := tx.Query(e.t.Context(), `SELECT state, email, thread_id, message_id, attempts, token_hash, expires_at, used_at, i::text
 FROM tenancy.invitations i WHERE tenant_id = $1 ORDER BY email_key`, id.String())
 		if err != nil {
 			return err
 		}
 		out, err = pgx.CollectRows(rs, func(r pgx.CollectableRow) (row, error) {
 			var x row
-			err := r.Scan(&x.State, &x.Email, &x.MessageID, &x.Attempts, &x.Hash, &x.ExpiresAt, &x.UsedAt, &x.Text)
+			err := r.Scan(&x.State, &x.Email, &x.ThreadID, &x.MessageID, &x.Attempts, &x.Hash, &x.ExpiresAt, &x.UsedAt, &x.Text)
 			return x, err
 		})
 		return err

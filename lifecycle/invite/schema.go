@@ -16,14 +16,17 @@ import (
 // together with state 'sent', in the transaction that records the mail as
 // handed over, so a row in 'sending' has no token that redeems. attempts
 // counts the Send calls that found the row in 'sending' (failed, crashed,
-// or concurrent ones).
+// or concurrent ones). thread_id is drawn with the row; every mail of the
+// invitation names it in References, and message_id is the Message-ID of
+// the mail recorded as sent.
 var ddl = []string{
 	`CREATE TABLE IF NOT EXISTS tenancy.invitations (
   tenant_id  text NOT NULL,
   email_key  text NOT NULL,
   email      text NOT NULL,
   state      text NOT NULL CHECK (state IN ('sending', 'sent')),
-  message_id text NOT NULL,
+  thread_id  text NOT NULL,
+  message_id text,
   attempts   integer NOT NULL DEFAULT 0,
   token_hash bytea CHECK (octet_length(token_hash) = 32),
   created_at timestamptz NOT NULL,
@@ -32,7 +35,7 @@ var ddl = []string{
   used_at    timestamptz,
   PRIMARY KEY (tenant_id, email_key),
   CONSTRAINT invitations_token_hash_key UNIQUE (token_hash),
-  CONSTRAINT invitations_sent_has_token CHECK ((state = 'sent') = (token_hash IS NOT NULL AND sent_at IS NOT NULL AND expires_at IS NOT NULL)),
+  CONSTRAINT invitations_sent_has_token CHECK ((state = 'sent') = (token_hash IS NOT NULL AND message_id IS NOT NULL AND sent_at IS NOT NULL AND expires_at IS NOT NULL)),
   CONSTRAINT invitations_used_was_sent CHECK (used_at IS NULL OR state = 'sent')
 )`,
 	`COMMENT ON TABLE tenancy.invitations IS 'tenancy/lifecycle/invite: admin invitations; token_hash is SHA-256 of the token, the token itself is stored nowhere'`,

@@ -89,7 +89,7 @@ func (iv *Inviter) deliver(ctx context.Context, to string, msg []byte) (err erro
 // writer sends CRLF and dot-stuffs). Every header value is either fixed,
 // checked to be a bare address, or Q-encoded (always); the body is
 // quoted-printable UTF-8 text.
-func (iv *Inviter) message(info tenant.Info, to, messageID, link string, now, expires time.Time) []byte {
+func (iv *Inviter) message(info tenant.Info, to, messageID, thread, link string, now, expires time.Time) []byte {
 	c := iv.cfg
 	var b bytes.Buffer
 	hdr := func(k, v string) { b.WriteString(k + ": " + v + "\n") }
@@ -98,6 +98,7 @@ func (iv *Inviter) message(info tenant.Info, to, messageID, link string, now, ex
 	hdr("Subject", encodeHeader("Invitation to administer "+info.Name))
 	hdr("Date", now.Format(time.RFC1123Z))
 	hdr("Message-ID", messageID)
+	hdr("References", thread)
 	hdr("MIME-Version", "1.0")
 	hdr("Content-Type", "text/plain; charset=utf-8")
 	hdr("Content-Transfer-Encoding", "quoted-printable")
