@@ -8,7 +8,8 @@
 //     the custom-fields jsonb column of every requirement must match
 //     ([Settings.ValidateCustomFields]);
 //   - [Users]: users, their roles and, optionally, the tenant's own role
-//     definitions ([Settings.Roles] serves them to authz);
+//     definitions ([Settings.Roles] serves them to authz as its
+//     RoleSource);
 //   - [Integrations]: Jira and GitHub, with their secrets sealed;
 //   - [Notifications]: e-mail and webhook preferences;
 //   - [Branding]: enterprise and government tiers only.
@@ -31,6 +32,13 @@
 // tenant's connections; [Settings.History] and [Settings.At] read it back.
 // Concurrent writers are told apart by version: Put takes the version its
 // caller read and fails with ErrConflict if another change came first.
+//
+// What the tenant's connections can still do, as any SQL of the tenant's
+// own can, is add a next version that did not come through Put: every
+// revision is therefore checked again when read (a value that breaks its
+// section's rules is an [*Error], not handed to the caller), its secrets
+// cannot be forged without the tenant's key, and its time (created_at) is
+// what the inserting statement gave (Put leaves it to the server's now()).
 //
 // # Errors
 //
@@ -63,6 +71,11 @@
 // load nothing from URLs or files (a $ref must point inside the schema),
 // and regular expressions are RE2's (linear time). URLs the platform
 // calls (Jira, GitHub Enterprise, webhooks) or shows (a logo) must be
-// https, without credentials, and name no local or private address. Error
-// messages name fields and rules; they do not repeat secret values.
+// https, without credentials, and name no local or private address (a
+// host name is checked as written: the code that calls a webhook must
+// still refuse, at connection time, an address that a name resolves to
+// in a private range). Error messages name fields and rules, on one line
+// of printable ASCII; they do not repeat secret values.
+//
+// The package logs nothing.
 package settings

@@ -59,6 +59,8 @@ var hostileValues = []struct {
 		[]string{"email.recipients[0]", "email.events[1]", "email.digest", "webhooks[0].url", "webhooks[0].signing_secret", "webhooks[1].name", "webhooks[1].url", "webhooks[2].name", "webhooks[2].url", "webhooks[3].url", "webhooks[4].url", "webhooks[5].url"}},
 	{"branding", settings.SectionBranding, `{"product_name":"Acme\u0007","logo_url":"ftp://cdn.acme.example/logo.png","primary_color":"red","accent_color":"#12345g"}`,
 		[]string{"product_name", "logo_url", "primary_color", "accent_color"}},
+	{"duplicate key in an array's object", settings.SectionRTM, `{"requirement_id_pattern":"^R$","categories":["A"],"statuses":["S"],"priorities":["P"],"phases":[{"number":1,"name":"a"},{"number":2,"number":3,"name":"b"}]}`, []string{"phases[1].number"}},
+	{"unknown fields and rules at once", settings.SectionBranding, `{"product_name":" Acme","logo":"x","primary_color":"#12"}`, []string{"logo", "product_name", "primary_color"}},
 	{"secret as a number", settings.SectionIntegrations, `{"jira":{"base_url":"https://acme.atlassian.net","project":"RTM","user":"b@a.example","api_token":42}}`, []string{"jira.api_token"}},
 }
 
@@ -173,4 +175,27 @@ func TestBrandingIsForEnterpriseAndGovernment(t *testing.T) {
 	rev, err := ent.s.Get(ectx, settings.SectionBranding)
 	require.NoError(t, err)
 	require.Equal(t, b, rev.Value)
+}
+
+// TestStoredValuesAreCheckedWhenRead: a revision written around Put
+// (by SQL on the tenant's own connection, as injected SQL could) that
+// breaks the section's rules is reported by Get as invalid, not handed
+// to the service.
+func TestStoredValuesAreCheckedWhenRead(t *testing.T) {
+	e := newEnv(t, tenant.TierStandard)
+	_, ctx := e.newTenant(t, "tamper")
+	_, err := e.db.Exec(ctx, `INSERT INTO tenant_settings (section, version, value, actor) VALUES ('notifications', 1, $1, 'mallory')`,
+		`{"email":{"enabled":true},"webhooks":[{"name":"x","url":"http://169.254.169.254/latest/meta-data"}]}`)
+	require.NoError(t, err)
+	_, err = e.s.Get(ctx, settings.SectionNotifications)
+	require.ErrorIs(t, err, settings.ErrInvalid)
+	require.Equal(t, []string{"webhooks[0].url"}, problemPaths(t, err))
+	_, err = e.s.History(ctx, settings.SectionNotifications)
+	require.ErrorIs(t, err, settings.ErrInvalid)
+	// A value the tenant's role inserts under another section name is
+	// refused by the table itself.
+	_, err = e.db.Exec(ctx, `INSERT INTO tenant_settings (section, version, value, actor) VALUES ('Bad Section', 1, '{}', 'mallory')`)
+	require.Equal(t, "23514", pgCode(err), "%v", err)
+	_, err = e.db.Exec(ctx, `INSERT INTO tenant_settings (section, version, value, actor) VALUES ('rtm', 1, '[]', 'mallory')`)
+	require.Equal(t, "23514", pgCode(err), "%v", err)
 }

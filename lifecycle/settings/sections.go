@@ -95,9 +95,11 @@ func deref(v any) Value {
 // (as [Settings.Get]'s value marshals), and validates it. Decoding is
 // strict: a document over MaxValueBytes, invalid JSON or UTF-8, nesting
 // deeper than MaxDepth, a key given twice, an unknown field or a value of
-// the wrong type is refused, each problem named with its field path, all
-// of them at once, in an [*Error] (errors.Is ErrInvalid). In a secret's
-// place, "[redacted]" keeps the stored value (see [Secret]).
+// the wrong type is refused, each problem named with its field path, in
+// an [*Error] (errors.Is ErrInvalid). Problems of the document (size,
+// syntax, nesting, duplicate keys, types) are all reported together, and
+// so are unknown fields with the rules the rest of the value breaks. In a
+// secret's place, "[redacted]" keeps the stored value (see [Secret]).
 func ParseValue(s Section, data []byte) (Value, error) {
 	out := zeroValue(s)
 	if out == nil {
