@@ -2,6 +2,9 @@ package lifecycle_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -273,3 +276,10 @@ func (e *env) remains(t testing.TB, id tenant.ID) []string {
 }
 
 func removeFile(path string) error { return os.Remove(path) }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}

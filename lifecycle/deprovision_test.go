@@ -1,0 +1,233 @@
+package lifecycle_test
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/rtmx-ai/tenancy/audit"
+	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/lifecycle"
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+// populate gives the tenant of ctx rows (one with a sealed column), two
+// objects and three audit entries, and returns the objects' contents.
+func (e *env) populate(t testing.TB, ctx context.Context) map[string]string {
+	t.Helper()
+	id, _ := tenant.FromContext(ctx)
+	sealed, err := e.km.Seal(ctx, []byte("jira token of "+id.String()), keys.Binding{Table: "requirements", Column: "sealed", RowKey: "REQ-2"})
+	require.NoError(t, err)
+	e.insertReq(t, ctx, "REQ-1", "The system shall isolate tenants")
+	_, err = e.db.Exec(ctx, `INSERT INTO requirements (req_id, requirement_text, sealed) VALUES ('REQ-2', 'Keys are per tenant', $1)`, sealed)
+	require.NoError(t, err)
+	objs := map[string]string{"attachments/spec.pdf": "%PDF of " + id.String(), "exports/2026/database.csv": "req_id,status\nREQ-1,MISSING\n"}
+	view, err := e.objects.For(ctx)
+	require.NoError(t, err)
+	defer view.Close()
+	for k, v := range objs {
+		require.NoError(t, view.WriteAll(ctx, k, []byte(v), nil))
+	}
+	lcfg := audit.DefaultConfig()
+	lcfg.DB, lcfg.Keys = e.db, e.km
+	log, err := audit.New(lcfg)
+	require.NoError(t, err)
+	defer log.Close(context.WithoutCancel(ctx))
+	for _, a := range []string{"requirement.create", "requirement.create", "attachment.upload"} {
+		_, err := log.Append(ctx, audit.Event{Actor: "alice", Action: a, Resource: "REQ-1", Outcome: audit.OutcomeSuccess})
+		require.NoError(t, err)
+	}
+	return objs
+}
+
+// TestDeprovisioningRemovesAllData is REQ-DEPLOY-004 test case 4, on the
+// standard and enterprise tiers: after deprovisioning, each kind of thing
+// the tenant had is asserted absent (placement, login role, keysets,
+// objects, route), its keys are shredded, its connections refused, the
+// platform trail holds a verified deletion record naming the backup's
+// digest, and the backup restores into a fresh environment: the rows,
+// the custom fields and the objects, while the column sealed under the
+// shredded key stays unreadable.
+func TestDeprovisioningRemovesAllData(t *testing.T) {
+	for _, tier := range []tenant.Tier{tenant.TierStandard, tenant.TierEnterprise} {
+		t.Run(string(tier), func(t *testing.T) {
+			e := newEnv(t)
+			req := request(t, "gone", tier)
+			_, err := e.lc.Provision(t.Context(), req)
+			require.NoError(t, err)
+			ctx := tenant.NewContext(t.Context(), req.ID)
+			objs := e.populate(t, ctx)
+			rows := e.requirements(t, ctx)
+
+			run, err := e.lc.Deprovision(t.Context(), req.ID)
+			require.NoError(t, err)
+			assert.Equal(t, lifecycle.RunSucceeded, run.State)
+
+			// Each kind asserted absent.
+			assert.Empty(t, e.remains(t, req.ID))
+			left, err := e.admin.Remains(t.Context(), req.ID)
+			require.NoError(t, err)
+			assert.Empty(t, left, "no schema, database or role")
+			for _, p := range keys.Purposes() {
+				_, err := e.admin.Keysets().Get(t.Context(), req.ID, p)
+				assert.ErrorIs(t, err, keys.ErrKeyDestroyed, "keyset %s shredded", p)
+			}
+			objLeft, err := e.objects.Remains(t.Context(), req.ID, 10)
+			require.NoError(t, err)
+			assert.Empty(t, objLeft)
+			routes, err := lifecycle.Routes(t.Context(), e.admin, req.ID)
+			require.NoError(t, err)
+			assert.Empty(t, routes)
+			info, err := e.admin.Tenant(t.Context(), req.ID)
+			require.NoError(t, err)
+			assert.Equal(t, tenant.StateDeleted, info.State)
+			_, _ = e.db.Exec(ctx, `SELECT 1`)
+			_, err = e.db.Exec(ctx, `SELECT count(*) FROM requirements`)
+			assert.Error(t, err, "the tenant's connections are refused")
+			fresh := newManager(t, e.kekPath, e.db.Keysets())
+			_, err = fresh.Seal(ctx, []byte("x"), keys.Binding{Table: "t", Column: "c", RowKey: "1"})
+			assert.ErrorIs(t, err, keys.ErrKeyDestroyed)
+
+			// The deletion record: once, verified, with the backup's digest.
+			assert.Equal(t, 1, e.platformEntries(t, "tenant.deprovision", req.ID))
+			_, err = e.platform.Verify(t.Context())
+			require.NoError(t, err)
+			var archive lifecycle.Archive
+			for _, s := range run.Steps {
+				if s.Step == "backup" {
+					require.NoError(t, jsonUnmarshal(s.Detail, &archive))
+				}
+			}
+			require.NotEmpty(t, archive.Key)
+			assert.Len(t, archive.SHA256, 64)
+			assert.Equal(t, req.ID.String(), archive.Manifest.Tenant)
+			var raw []byte
+			raw, err = os.ReadFile(filepath.Join(e.spec.BackupDir, filepath.FromSlash(archive.Key)))
+			require.NoError(t, err)
+			assert.Equal(t, archive.SHA256, sha256Hex(raw))
+			for _, f := range []string{"jira token of", "The system shall isolate", "%PDF"} {
+				assert.NotContains(t, string(raw), f, "the archive is encrypted")
+			}
+
+			// Restore into a fresh environment (its own control plane, keys and
+			// objects), under the same ID, provisioned there anew.
+			e2 := newEnv(t)
+			_, err = e2.lc.Provision(t.Context(), req)
+			require.NoError(t, err)
+			res, err := e.backup.Restore(t.Context(), archive.Key, req.ID, lifecycle.RestoreTarget{DB: e2.db, Objects: e2.objects})
+			require.NoError(t, err)
+			assert.EqualValues(t, 2, res.Rows["requirements"])
+			assert.Equal(t, 2, res.Objects)
+			assert.Contains(t, res.Skipped, "rows/audit_log.jsonl")
+			ctx2 := tenant.NewContext(t.Context(), req.ID)
+			assert.Equal(t, rows, e2.requirements(t, ctx2))
+			var custom string
+			require.NoError(t, e2.db.QueryRow(ctx2, `SELECT custom->>'risk' FROM requirements WHERE req_id = 'REQ-1'`).Scan(&custom))
+			assert.Equal(t, "high", custom)
+			view, err := e2.objects.For(ctx2)
+			require.NoError(t, err)
+			for k, v := range objs {
+				got, err := view.ReadAll(ctx2, k)
+				require.NoError(t, err, k)
+				assert.Equal(t, v, string(got))
+			}
+			view.Close()
+			var sealed []byte
+			require.NoError(t, e2.db.QueryRow(ctx2, `SELECT sealed FROM requirements WHERE req_id = 'REQ-2'`).Scan(&sealed))
+			_, err = e2.km.Open(ctx2, sealed, keys.Binding{Table: "requirements", Column: "sealed", RowKey: "REQ-2"})
+			assert.ErrorIs(t, err, keys.ErrDecrypt, "a value sealed under the shredded key stays unreadable")
+
+			// And into a new ID in the first environment.
+			other := request(t, "restored", tenant.TierStandard)
+			_, err = e.lc.Provision(t.Context(), other)
+			require.NoError(t, err)
+			_, err = e.backup.Restore(t.Context(), archive.Key, other.ID, lifecycle.RestoreTarget{DB: e.db, Objects: e.objects})
+			require.NoError(t, err)
+			assert.Equal(t, rows, e.requirements(t, tenant.NewContext(t.Context(), other.ID)))
+		})
+	}
+}
+
+// TestRestoreRefusesACorruptArchive: an archive with one byte changed,
+// cut short, or renamed to another tenant's key is refused before
+// anything is written.
+func TestRestoreRefusesACorruptArchive(t *testing.T) {
+	e := newEnv(t)
+	req := request(t, "corrupt", tenant.TierStandard)
+	_, err := e.lc.Provision(t.Context(), req)
+	require.NoError(t, err)
+	e.populate(t, tenant.NewContext(t.Context(), req.ID))
+	a, err := e.backup.BackupNow(t.Context(), req.ID)
+	require.NoError(t, err)
+	path := filepath.Join(e.spec.BackupDir, filepath.FromSlash(a.Key))
+	good, err := os.ReadFile(path)
+	require.NoError(t, err)
+
+	into := request(t, "into", tenant.TierStandard)
+	_, err = e.lc.Provision(t.Context(), into)
+	require.NoError(t, err)
+	ictx := tenant.NewContext(t.Context(), into.ID)
+	for name, mutate := range map[string]func() string{
+		"flipped byte": func() string {
+			bad := append([]byte(nil), good...)
+			bad[len(bad)/2] ^= 1
+			require.NoError(t, os.WriteFile(path, bad, 0o600))
+			return a.Key
+		},
+		"cut short": func() string {
+			require.NoError(t, os.WriteFile(path, good[:len(good)-100], 0o600))
+			return a.Key
+		},
+		"renamed to another tenant": func() string {
+			require.NoError(t, os.WriteFile(path, good, 0o600))
+			key := "backups/" + into.ID.String() + "/run-0.tar.enc"
+			require.NoError(t, os.MkdirAll(filepath.Join(e.spec.BackupDir, "backups", into.ID.String()), 0o700))
+			require.NoError(t, os.WriteFile(filepath.Join(e.spec.BackupDir, filepath.FromSlash(key)), good, 0o600))
+			return key
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			key := mutate()
+			_, err := e.backup.Restore(t.Context(), key, into.ID, lifecycle.RestoreTarget{DB: e.db, Objects: e.objects})
+			require.ErrorIs(t, err, lifecycle.ErrBackupCorrupt)
+			assert.Empty(t, e.requirements(t, ictx), "nothing written")
+		})
+	}
+	require.NoError(t, os.WriteFile(path, good, 0o600))
+	for _, key := range []string{"../etc/passwd", "backups/../x", "backups/Not-An-ID/run-0.tar.enc"} {
+		_, err := e.backup.Restore(t.Context(), key, into.ID, lifecycle.RestoreTarget{DB: e.db})
+		assert.ErrorIs(t, err, lifecycle.ErrInvalidConfig, key)
+	}
+}
+
+// TestBackupRoleMustBeReadOnlyAndBypassRLS: a backup role without
+// BYPASSRLS, or one that could do more than read, is refused.
+func TestBackupRoleMustBeReadOnlyAndBypassRLS(t *testing.T) {
+	e := newEnv(t)
+	req := request(t, "role", tenant.TierStandard)
+	_, err := e.lc.Provision(t.Context(), req)
+	require.NoError(t, err)
+	for name, attrs := range map[string]string{"no bypassrls": "NOLOGIN", "createrole": "NOLOGIN BYPASSRLS CREATEROLE", "createdb": "NOLOGIN BYPASSRLS CREATEDB"} {
+		t.Run(name, func(t *testing.T) {
+			role := e.d.Prefix() + strings.ReplaceAll(name, " ", "")
+			e.d.Exec(t, `DO $$ BEGIN CREATE ROLE "`+role+`" `+attrs+`; EXCEPTION WHEN duplicate_object THEN NULL; END $$`)
+			b := *e.backup
+			b.Role = role
+			_, err := b.BackupNow(t.Context(), req.ID)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "unsafe backup role")
+		})
+	}
+	b := *e.backup
+	b.Role = e.d.Prefix() + "nosuchrole"
+	_, err = b.BackupNow(t.Context(), req.ID)
+	assert.ErrorContains(t, err, "does not exist")
+}
+
+var _ = io.EOF
