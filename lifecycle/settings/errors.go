@@ -53,6 +53,9 @@ type Error struct {
 	// Section is the section of the value ("" when the section itself is
 	// unknown).
 	Section Section
+	// Version, if not 0, is the stored revision that breaks the rules,
+	// found by a read (a revision written around Put, by SQL).
+	Version int64
 	// Problems are the problems, in the order they were found.
 	Problems []Problem
 
@@ -98,6 +101,9 @@ func (e *Error) Error() string {
 	if e.Section != "" {
 		b.WriteString(" (")
 		b.WriteString(string(e.Section))
+		if e.Version != 0 {
+			b.WriteString(" version " + strconv.FormatInt(e.Version, 10) + " as stored")
+		}
 		b.WriteString(")")
 	}
 	b.WriteString(": ")

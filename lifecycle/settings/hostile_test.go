@@ -190,6 +190,7 @@ func TestStoredValuesAreCheckedWhenRead(t *testing.T) {
 	_, err = e.s.Get(ctx, settings.SectionNotifications)
 	require.ErrorIs(t, err, settings.ErrInvalid)
 	require.Equal(t, []string{"webhooks[0].url"}, problemPaths(t, err))
+	require.Equal(t, "settings: invalid settings (notifications version 1 as stored): webhooks[0].url: must be an https URL (https://...)", err.Error())
 	_, err = e.s.History(ctx, settings.SectionNotifications)
 	require.ErrorIs(t, err, settings.ErrInvalid)
 	// A value the tenant's role inserts under another section name is
@@ -198,4 +199,34 @@ func TestStoredValuesAreCheckedWhenRead(t *testing.T) {
 	require.Equal(t, "23514", pgCode(err), "%v", err)
 	_, err = e.db.Exec(ctx, `INSERT INTO tenant_settings (section, version, value, actor) VALUES ('rtm', 1, '[]', 'mallory')`)
 	require.Equal(t, "23514", pgCode(err), "%v", err)
+}
+
+// TestErrorsNameThePackageOnce: each error says "settings:" once, however
+// deep its chain.
+func TestErrorsNameThePackageOnce(t *testing.T) {
+	e := newEnv(t, tenant.TierStandard)
+	_, ctx := e.newTenant(t, "errmsg")
+	_, err := e.s.Put(ctx, settings.DefaultRTM(), 0, "alice@acme.example")
+	require.NoError(t, err)
+	var errs []error
+	_, err = e.s.Put(ctx, settings.DefaultRTM(), 0, "alice@acme.example")
+	errs = append(errs, err)
+	_, err = e.s.Put(ctx, settings.Branding{ProductName: "X"}, 0, "alice@acme.example")
+	errs = append(errs, err)
+	_, err = e.s.Get(ctx, settings.SectionUsers)
+	errs = append(errs, err)
+	_, err = e.s.Get(t.Context(), settings.SectionUsers)
+	errs = append(errs, err)
+	_, err = e.s.Secret(ctx, settings.SecretGitHubToken)
+	errs = append(errs, err)
+	errs = append(errs, e.s.Import(ctx, nil))
+	errs = append(errs, e.s.ValidateCustomFields(ctx, []byte(`{"a":1}`)))
+	_, err = settings.ParseSection("nope")
+	errs = append(errs, err)
+	for _, err := range errs {
+		require.Error(t, err)
+		require.NotContains(t, err.Error(), ": settings:")
+		require.NotContains(t, err.Error(), "settings: settings")
+		require.True(t, strings.HasPrefix(err.Error(), "settings: "), err.Error())
+	}
 }

@@ -148,7 +148,7 @@ func sectionOf(n SecretName) (Section, bool) {
 // bound to the tenant and the revision ([keys.Binding]: table, column,
 // section and version), and never written in the clear.
 func (s *Settings) Put(ctx context.Context, v Value, expect int64, actor string) (int64, error) {
-	if _, err := tenant.Require(ctx, "settings.Put"); err != nil {
+	if _, err := tenant.Require(ctx, "put"); err != nil {
 		return 0, fmt.Errorf("settings: %w", err)
 	}
 	var p problems
@@ -168,7 +168,7 @@ func (s *Settings) Put(ctx context.Context, v Value, expect int64, actor string)
 		return 0, err
 	}
 	if err := s.checkTier(ctx, sec); err != nil {
-		return 0, err
+		return 0, fmt.Errorf("settings: put %s: %w", sec, err)
 	}
 	doc, err := json.Marshal(v)
 	if err != nil {
@@ -180,7 +180,7 @@ func (s *Settings) Put(ctx context.Context, v Value, expect int64, actor string)
 	}
 	latest, prevSealed, err := s.latestSealed(ctx, sec)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("settings: put %s: %w", sec, err)
 	}
 	if latest != expect {
 		return 0, fmt.Errorf("settings: put %s: %w: it is at version %d, not %d", sec, ErrConflict, latest, expect)
@@ -194,7 +194,7 @@ func (s *Settings) Put(ctx context.Context, v Value, expect int64, actor string)
 		case secretKept:
 			if prev == nil {
 				if prev, err = s.open(ctx, sec, latest, prevSealed); err != nil {
-					return 0, err
+					return 0, fmt.Errorf("settings: put %s: %w", sec, err)
 				}
 			}
 			old, ok := prev[ns.name]
@@ -211,12 +211,12 @@ func (s *Settings) Put(ctx context.Context, v Value, expect int64, actor string)
 	next := expect + 1
 	sealed, err := s.seal(ctx, sec, next, plain)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("settings: put %s: %w", sec, err)
 	}
 	_, err = s.db.Exec(ctx, `INSERT INTO tenant_settings (section, version, value, sealed, actor) VALUES ($1, $2, $3, $4, $5)`,
 		string(sec), next, string(doc), sealed, actor)
 	if err != nil {
-		return 0, s.writeError(sec, expect, err)
+		return 0, fmt.Errorf("settings: put %s: %w", sec, writeError(expect, err))
 	}
 	s.forgetRoles(ctx, sec)
 	return next, nil
@@ -229,21 +229,21 @@ func (s *Settings) checkTier(ctx context.Context, sec Section) error {
 	}
 	info, err := s.db.Tenant(ctx)
 	if err != nil {
-		return fmt.Errorf("settings: put %s: %w", sec, err)
+		return err
 	}
 	if info.Tier != tenant.TierEnterprise && info.Tier != tenant.TierGovernment {
-		return fmt.Errorf("settings: put %s: %w: branding is for the enterprise and government tiers, and the tenant is on the %s tier", sec, ErrTier, info.Tier)
+		return fmt.Errorf("%w: branding is for the enterprise and government tiers, and the tenant is on the %s tier", ErrTier, info.Tier)
 	}
 	return nil
 }
 
 // writeError maps a failed INSERT: another revision got there first.
-func (s *Settings) writeError(sec Section, expect int64, err error) error {
+func writeError(expect int64, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == conflictCode) {
-		return fmt.Errorf("settings: put %s: %w: another change made version %d first", sec, ErrConflict, expect+1)
+		return fmt.Errorf("%w: another change made version %d first", ErrConflict, expect+1)
 	}
-	return fmt.Errorf("settings: put %s: %w", sec, notInstalled(err))
+	return notInstalled(err)
 }
 
 // notInstalled maps PostgreSQL's "undefined table" to ErrNotInstalled.
@@ -267,7 +267,7 @@ func (s *Settings) latestSealed(ctx context.Context, sec Section) (int64, []byte
 		return 0, nil, nil
 	}
 	if err != nil {
-		return 0, nil, fmt.Errorf("settings: read %s: %w", sec, notInstalled(err))
+		return 0, nil, fmt.Errorf("read: %w", notInstalled(err))
 	}
 	return v, sealed, nil
 }
@@ -279,12 +279,12 @@ func (s *Settings) seal(ctx context.Context, sec Section, version int64, plain m
 	}
 	b, err := json.Marshal(plain)
 	if err != nil {
-		return nil, fmt.Errorf("settings: seal the secrets of %s: %w", sec, err)
+		return nil, fmt.Errorf("seal the secrets: %w", err)
 	}
 	defer clear(b)
 	ct, err := s.km.Seal(ctx, b, binding(sec, version))
 	if err != nil {
-		return nil, fmt.Errorf("settings: seal the secrets of %s: %w", sec, err)
+		return nil, fmt.Errorf("seal the secrets of version %d: %w", version, err)
 	}
 	return ct, nil
 }
@@ -297,11 +297,11 @@ func (s *Settings) open(ctx context.Context, sec Section, version int64, sealed 
 	}
 	b, err := s.km.Open(ctx, sealed, binding(sec, version))
 	if err != nil {
-		return nil, fmt.Errorf("settings: open the secrets of %s version %d: %w", sec, version, err)
+		return nil, fmt.Errorf("open the secrets of version %d: %w", version, err)
 	}
 	defer clear(b)
 	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("settings: open the secrets of %s version %d: %w", sec, version, keys.ErrDecrypt)
+		return nil, fmt.Errorf("open the secrets of version %d: %w", version, keys.ErrDecrypt)
 	}
 	return out, nil
 }
@@ -310,12 +310,12 @@ func (s *Settings) open(ctx context.Context, sec Section, version int64, sealed 
 // an error wrapping ErrNotFound if it was never set. Its secrets are
 // redacted (see [Revision]).
 func (s *Settings) Get(ctx context.Context, sec Section) (Revision, error) {
-	revs, err := s.query(ctx, "settings.Get", sec, `SELECT version, value, actor, created_at FROM tenant_settings WHERE section = $1 ORDER BY version DESC LIMIT 1`, string(sec))
+	revs, err := s.query(ctx, "get", sec, `SELECT version, value, actor, created_at FROM tenant_settings WHERE section = $1 ORDER BY version DESC LIMIT 1`, string(sec))
 	if err != nil {
 		return Revision{}, err
 	}
 	if len(revs) == 0 {
-		return Revision{}, fmt.Errorf("settings: %s: %w", sec, ErrNotFound)
+		return Revision{}, fmt.Errorf("settings: get %s: %w", sec, ErrNotFound)
 	}
 	return revs[0], nil
 }
@@ -323,12 +323,12 @@ func (s *Settings) Get(ctx context.Context, sec Section) (Revision, error) {
 // At returns version version of section sec, or an error wrapping
 // ErrNotFound.
 func (s *Settings) At(ctx context.Context, sec Section, version int64) (Revision, error) {
-	revs, err := s.query(ctx, "settings.At", sec, `SELECT version, value, actor, created_at FROM tenant_settings WHERE section = $1 AND version = $2`, string(sec), version)
+	revs, err := s.query(ctx, "at", sec, `SELECT version, value, actor, created_at FROM tenant_settings WHERE section = $1 AND version = $2`, string(sec), version)
 	if err != nil {
 		return Revision{}, err
 	}
 	if len(revs) == 0 {
-		return Revision{}, fmt.Errorf("settings: %s version %d: %w", sec, version, ErrNotFound)
+		return Revision{}, fmt.Errorf("settings: at %s version %d: %w", sec, version, ErrNotFound)
 	}
 	return revs[0], nil
 }
@@ -336,7 +336,7 @@ func (s *Settings) At(ctx context.Context, sec Section, version int64) (Revision
 // History returns every revision of section sec, oldest first (none if
 // it was never set).
 func (s *Settings) History(ctx context.Context, sec Section) ([]Revision, error) {
-	return s.query(ctx, "settings.History", sec, `SELECT version, value, actor, created_at FROM tenant_settings WHERE section = $1 ORDER BY version`, string(sec))
+	return s.query(ctx, "history", sec, `SELECT version, value, actor, created_at FROM tenant_settings WHERE section = $1 ORDER BY version`, string(sec))
 }
 
 // query reads revisions of sec.
@@ -349,7 +349,7 @@ func (s *Settings) query(ctx context.Context, op string, sec Section, sql string
 	}
 	rows, err := s.db.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, fmt.Errorf("settings: read %s: %w", sec, notInstalled(err))
+		return nil, fmt.Errorf("settings: %s %s: %w", op, sec, notInstalled(err))
 	}
 	type row struct {
 		version int64
@@ -362,18 +362,18 @@ func (s *Settings) query(ctx context.Context, op string, sec Section, sql string
 		var r row
 		if err := rows.Scan(&r.version, &r.value, &r.actor, &r.at); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("settings: read %s: %w", sec, err)
+			return nil, fmt.Errorf("settings: %s %s: %w", op, sec, err)
 		}
 		raw = append(raw, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("settings: read %s: %w", sec, notInstalled(err))
+		return nil, fmt.Errorf("settings: %s %s: %w", op, sec, notInstalled(err))
 	}
 	out := make([]Revision, 0, len(raw))
 	for _, r := range raw {
-		v, err := ParseValue(sec, r.value)
+		v, err := parseStored(sec, r.version, r.value)
 		if err != nil {
-			return nil, fmt.Errorf("settings: %s version %d as stored: %w", sec, r.version, err)
+			return nil, err
 		}
 		out = append(out, Revision{Section: sec, Version: r.version, Value: v, Actor: r.actor, Time: r.at})
 	}
@@ -387,7 +387,7 @@ func (s *Settings) query(ctx context.Context, op string, sec Section, sql string
 // (it was sealed for another tenant or another revision). Never log what
 // it returns.
 func (s *Settings) Secret(ctx context.Context, name SecretName) (string, error) {
-	if _, err := tenant.Require(ctx, "settings.Secret"); err != nil {
+	if _, err := tenant.Require(ctx, "secret"); err != nil {
 		return "", fmt.Errorf("settings: %w", err)
 	}
 	sec, ok := sectionOf(name)
@@ -396,11 +396,11 @@ func (s *Settings) Secret(ctx context.Context, name SecretName) (string, error) 
 	}
 	version, sealed, err := s.latestSealed(ctx, sec)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("settings: secret %s of %s: %w", quote(string(name)), sec, err)
 	}
 	m, err := s.open(ctx, sec, version, sealed)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("settings: secret %s of %s: %w", quote(string(name)), sec, err)
 	}
 	v, ok := m[name]
 	if !ok {
@@ -421,7 +421,7 @@ func (s *Settings) Secret(ctx context.Context, name SecretName) (string, error) 
 //
 // Compiled schemas are cached per tenant and schema.
 func (s *Settings) ValidateCustomFields(ctx context.Context, doc json.RawMessage) error {
-	id, err := tenant.Require(ctx, "settings.ValidateCustomFields")
+	id, err := tenant.Require(ctx, "validate custom fields")
 	if err != nil {
 		return fmt.Errorf("settings: %w", err)
 	}
@@ -441,8 +441,11 @@ func (s *Settings) ValidateCustomFields(ctx context.Context, doc json.RawMessage
 		p.add("", "must be valid JSON")
 		return fail()
 	}
-	var raw []byte
-	err = s.db.QueryRow(ctx, `SELECT value FROM tenant_settings WHERE section = $1 ORDER BY version DESC LIMIT 1`, string(SectionCustomFields)).Scan(&raw)
+	var (
+		raw     []byte
+		version int64
+	)
+	err = s.db.QueryRow(ctx, `SELECT version, value FROM tenant_settings WHERE section = $1 ORDER BY version DESC LIMIT 1`, string(SectionCustomFields)).Scan(&version, &raw)
 	if errors.Is(err, pgx.ErrNoRows) {
 		if m, isObj := inst.(map[string]any); inst == nil || isObj && len(m) == 0 {
 			return nil
@@ -451,9 +454,9 @@ func (s *Settings) ValidateCustomFields(ctx context.Context, doc json.RawMessage
 		return fail()
 	}
 	if err != nil {
-		return fmt.Errorf("settings: read %s: %w", SectionCustomFields, notInstalled(err))
+		return fmt.Errorf("settings: validate custom fields: %w", notInstalled(err))
 	}
-	sch, err := s.schema(id, raw)
+	sch, err := s.schema(id, version, raw)
 	if err != nil {
 		return err
 	}
@@ -465,7 +468,7 @@ func (s *Settings) ValidateCustomFields(ctx context.Context, doc json.RawMessage
 }
 
 // schema returns the compiled schema of a stored custom_fields value.
-func (s *Settings) schema(id tenant.ID, raw []byte) (*jsonschema.Schema, error) {
+func (s *Settings) schema(id tenant.ID, version int64, raw []byte) (*jsonschema.Schema, error) {
 	key := schemaKey{tenant: id, sum: sha256.Sum256(raw)}
 	s.mu.Lock()
 	sch, ok := s.schemas[key]
@@ -473,14 +476,14 @@ func (s *Settings) schema(id tenant.ID, raw []byte) (*jsonschema.Schema, error) 
 	if ok {
 		return sch, nil
 	}
-	v, err := ParseValue(SectionCustomFields, raw)
+	v, err := parseStored(SectionCustomFields, version, raw)
 	if err != nil {
-		return nil, fmt.Errorf("settings: %s as stored: %w", SectionCustomFields, err)
+		return nil, err
 	}
 	var p problems
 	sch, ok = compileSchema(&p, v.(CustomFields).Schema)
-	if !ok {
-		return nil, fmt.Errorf("settings: %s as stored: %w", SectionCustomFields, p.err(SectionCustomFields))
+	if !ok { // not reached: parseStored compiled it
+		return nil, &Error{Section: SectionCustomFields, Version: version, Problems: p.list}
 	}
 	s.mu.Lock()
 	if len(s.schemas) >= maxCached {
@@ -489,6 +492,18 @@ func (s *Settings) schema(id tenant.ID, raw []byte) (*jsonschema.Schema, error) 
 	s.schemas[key] = sch
 	s.mu.Unlock()
 	return sch, nil
+}
+
+// parseStored parses a stored revision: one that breaks the rules (written
+// around Put) is an *Error naming the version.
+func parseStored(sec Section, version int64, raw []byte) (Value, error) {
+	v, err := ParseValue(sec, raw)
+	var ve *Error
+	if errors.As(err, &ve) {
+		ve.Version = version
+		return nil, ve
+	}
+	return v, err
 }
 
 // Roles implements authz.RoleSource: the role definitions of the users
@@ -612,7 +627,7 @@ func (r Record) LogValue() slog.Value {
 // backup (see [Record] on keeping it). A sealed value that does not open
 // fails the export.
 func (s *Settings) Export(ctx context.Context) ([]Record, error) {
-	if _, err := tenant.Require(ctx, "settings.Export"); err != nil {
+	if _, err := tenant.Require(ctx, "export"); err != nil {
 		return nil, fmt.Errorf("settings: %w", err)
 	}
 	rows, err := s.db.Query(ctx, `SELECT section, version, value, sealed, actor, created_at FROM tenant_settings ORDER BY section, version`)
@@ -643,7 +658,7 @@ func (s *Settings) Export(ctx context.Context) ([]Record, error) {
 	for _, r := range raw {
 		m, err := s.open(ctx, r.r.Section, r.r.Version, r.sealed)
 		if err != nil {
-			return nil, fmt.Errorf("settings: export: %w", err)
+			return nil, fmt.Errorf("settings: export %s: %w", r.r.Section, err)
 		}
 		if len(m) > 0 {
 			r.r.Secrets = make(map[SecretName]Secret, len(m))
@@ -666,7 +681,7 @@ func (s *Settings) Export(ctx context.Context) ([]Record, error) {
 // of a value given in Secrets and no other; branding needs the enterprise
 // or government tier (ErrTier). Either every record is written or none.
 func (s *Settings) Import(ctx context.Context, recs []Record) error {
-	if _, err := tenant.Require(ctx, "settings.Import"); err != nil {
+	if _, err := tenant.Require(ctx, "import"); err != nil {
 		return fmt.Errorf("settings: %w", err)
 	}
 	var p problems
@@ -761,7 +776,7 @@ func (s *Settings) Import(ctx context.Context, recs []Record) error {
 			}
 			sealed, err := s.seal(ctx, it.r.Section, it.r.Version, plain)
 			if err != nil {
-				return err
+				return fmt.Errorf("%s: %w", it.r.Section, err)
 			}
 			at := it.r.Time
 			if at.IsZero() {
