@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -104,12 +105,12 @@ func crashAt(t *testing.T, e *env, op, arg, at string) {
 // SIGKILL before and after every step (the "after" point is mid-step from
 // the journal's view: the step's work is done, its end not journaled),
 // then resumes it in this process: the tenant ends active with exactly one
-// of everything (one keyset per purpose, one route, one audit entry, one
-// placement) and the journal shows each step done.
+// of everything (one keyset per purpose, one route, one invitation e-mail
+// whose link works, one audit entry, one placement).
 func TestProvisionKilledAtEachStepResumes(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, withMail())
 	var points []string
-	for _, s := range []string{"validate", "placement", "keys", "objects", "routes", "audit", "activate"} {
+	for _, s := range []string{"validate", "placement", "keys", "objects", "routes", "invitation", "audit", "activate"} {
 		points = append(points, s+"/apply/before", s+"/apply/after")
 	}
 	for _, at := range points {
@@ -142,6 +143,8 @@ func TestProvisionKilledAtEachStepResumes(t *testing.T) {
 			require.NoError(t, err)
 			assert.Len(t, routes, 1)
 			assert.Equal(t, 1, e.platformEntries(t, "tenant.provision", req.ID), "one audit entry, not two")
+			link := e.invitationLink(t, req.AdminEmail) // exactly one mail
+			assert.Equal(t, http.StatusOK, get(t, link), "the one link sent works")
 			ctx := tenant.NewContext(t.Context(), req.ID)
 			e.insertReq(t, ctx, "REQ-1", "after the crash")
 			assert.Len(t, e.requirements(t, ctx), 1)

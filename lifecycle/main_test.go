@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
@@ -21,10 +23,12 @@ import (
 
 	"github.com/rtmx-ai/tenancy/audit"
 	"github.com/rtmx-ai/tenancy/blob"
+	"github.com/rtmx-ai/tenancy/internal/mailtest"
 	"github.com/rtmx-ai/tenancy/internal/pgtest"
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/keys/localkms"
 	"github.com/rtmx-ai/tenancy/lifecycle"
+	"github.com/rtmx-ai/tenancy/lifecycle/invite"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -66,6 +70,9 @@ type env struct {
 	backupRole string
 	lc         *lifecycle.Lifecycle
 	steps      []lifecycle.Step
+	inviter    *invite.Inviter
+	mail       *mailtest.Server
+	inviteSrv  *httptest.Server
 }
 
 type envOption func(*envConfig)
@@ -74,12 +81,14 @@ type envConfig struct {
 	extra   []lifecycle.Step // after the built-in steps
 	kekPath string           // the platform master key file; new if ""
 	gov     bool             // register the second cluster for government tenants
+	mail    bool             // add the invitation step, with a mailpit of its own
 }
 
 func withSteps(s ...lifecycle.Step) envOption {
 	return func(c *envConfig) { c.extra = append(c.extra, s...) }
 }
-func withGov() envOption { return func(c *envConfig) { c.gov = true } }
+func withGov() envOption  { return func(c *envConfig) { c.gov = true } }
+func withMail() envOption { return func(c *envConfig) { c.mail = true } }
 
 // reqTable is the tenant table of the tests: RTMX requirements with a
 // jsonb column of custom fields, a bytea of a sealed value and an identity
@@ -99,6 +108,9 @@ const reqTable = `CREATE TABLE requirements (
 // (the crash tests) opens the same environment.
 type spec struct {
 	AdminURL, PlatformURL, SecondURL, Prefix, KEKPath, ObjDir, BackupDir, BackupRole string
+	// SMTPAddr, if set, is the mail server of the invitation step, and
+	// LinkBase the URL its links point at.
+	SMTPAddr, LinkBase string
 }
 
 func newEnv(t testing.TB, opts ...envOption) *env {
@@ -125,6 +137,21 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		second := pgtest.SecondCluster(t)
 		sp.SecondURL = second.AdminURL()
 		second.Exec(t, createRole)
+	}
+	var srv *httptest.Server
+	var mail *mailtest.Server
+	if c.mail {
+		mail = mailtest.Start(t)
+		sp.SMTPAddr = mail.SMTPAddr()
+		// The invitation page; its handler is bound once the env is open.
+		var h http.Handler
+		srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+		t.Cleanup(srv.Close)
+		sp.LinkBase = srv.URL + "/invite"
+		e := openEnv(t, sp, c, true)
+		h = e.inviter.Handler()
+		e.d, e.mail, e.inviteSrv = d, mail, srv
+		return e
 	}
 	e := openEnv(t, sp, c, true)
 	e.d = d
@@ -191,6 +218,13 @@ func openEnv(t testing.TB, sp spec, c envConfig, first bool) *env {
 		routes,
 	}
 	e.steps = append(e.steps, c.extra...)
+	if sp.SMTPAddr != "" {
+		require.NoError(t, invite.Install(ctx, e.admin))
+		e.inviter, err = invite.New(invite.Config{Admin: e.admin, From: "RTMX <no-reply@rtmx.example>", LinkBase: sp.LinkBase,
+			SMTP: invite.SMTPConfig{Addr: sp.SMTPAddr, StartTLS: invite.StartTLSNone}})
+		require.NoError(t, err)
+		e.steps = append(e.steps, &lifecycle.InvitationStep{Inviter: e.inviter})
+	}
 	e.steps = append(e.steps, &lifecycle.AuditStep{Admin: e.admin, Platform: e.platform, Actor: "test"})
 	e.lc, err = lifecycle.New(ctx, lifecycle.Config{Admin: e.admin, Steps: e.steps, Backup: e.backup, Audit: e.platform, Actor: "test"})
 	require.NoError(t, err)
@@ -222,7 +256,8 @@ func newManager(t testing.TB, kekPath string, ks keys.Store) *keys.Manager {
 func request(t testing.TB, name string, tier tenant.Tier) *lifecycle.Request {
 	t.Helper()
 	id := fmt.Sprintf("%s%d", name, tenantSeq.Add(1))
-	req, err := parse(t, doc(t, "id", `"`+id+`"`, "tier", `"`+string(tier)+`"`, "encryption", `"platform-managed"`, "kms_key_arn", omit))
+	req, err := parse(t, doc(t, "id", `"`+id+`"`, "tier", `"`+string(tier)+`"`, "encryption", `"platform-managed"`, "kms_key_arn", omit,
+		"admin_email", `"admin-`+id+`@acme.defense"`))
 	require.NoError(t, err)
 	return req
 }
@@ -282,4 +317,19 @@ func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+// mailsTo returns the messages mailpit received for address.
+func (e *env) mailsTo(t testing.TB, address string) []mailtest.Message {
+	t.Helper()
+	var out []mailtest.Message
+	for _, s := range e.mail.Messages(t) {
+		m := e.mail.Message(t, s.ID)
+		for _, to := range m.To {
+			if to.Address == address {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/rtmx-ai/tenancy/audit"
 	"github.com/rtmx-ai/tenancy/blob"
 	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/lifecycle/invite"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -416,4 +417,44 @@ func (s *AuditStep) appendOnce(ctx context.Context, t *Target, action string, ou
 	_, err = s.Platform.Append(ctx, audit.Event{Actor: s.actor(), Action: action,
 		Resource: "tenant/" + t.ID().String(), Outcome: outcome, Details: details})
 	return err
+}
+
+// InvitationStep is REQ-DEPLOY-004's step 7: the invitation of the
+// request's admin_email, over SMTP, with a single-use, expiring link whose
+// token is stored only as a hash (lifecycle/invite). A resumed run sends no
+// second mail once one was sent (see invite.Inviter.Send for the one
+// window where a crash re-sends, with a fresh token). Removing it deletes
+// the tenant's invitations, so an unredeemed link dies with the tenant.
+type InvitationStep struct {
+	// Inviter sends and keeps the invitations; call invite.Install first.
+	Inviter *invite.Inviter
+}
+
+// Name returns "invitation".
+func (s *InvitationStep) Name() string { return "invitation" }
+
+// Describe says what the step does for t.
+func (s *InvitationStep) Describe(t *Target) string {
+	if t.Request == nil {
+		return "delete the tenant's invitations"
+	}
+	return "e-mail an invitation to " + t.Request.AdminEmail
+}
+
+// Apply sends the invitation (once).
+func (s *InvitationStep) Apply(ctx context.Context, t *Target) error {
+	if t.Request == nil {
+		return errors.New("invitation: the run has no provisioning request")
+	}
+	return s.Inviter.Send(ctx, t.Info, t.Request.AdminEmail)
+}
+
+// Remove deletes the tenant's invitations.
+func (s *InvitationStep) Remove(ctx context.Context, t *Target) error {
+	return s.Inviter.Remove(ctx, t.ID())
+}
+
+// Remains lists the tenant's invitations left.
+func (s *InvitationStep) Remains(ctx context.Context, t *Target) ([]string, error) {
+	return s.Inviter.Remains(ctx, t.ID())
 }
