@@ -982,3 +982,42 @@ func (a *Admin) RotateLogins(ctx context.Context, batch int) (int, error) {
 	}
 	return total, nil
 }
+
+// MaxListTenants is the most tenants ListTenants returns at once.
+const MaxListTenants = 1000
+
+// ListTenants returns up to limit directory entries (1 to
+// MaxListTenants; 0 means 100), in ID order, starting after the ID after
+// (the zero ID for the first page): page through the directory by passing
+// the last ID of one page as the next's after. Deleted tenants are listed
+// too (their IDs are never reused).
+func (a *Admin) ListTenants(ctx context.Context, after tenant.ID, limit int) ([]tenant.Info, error) {
+	switch {
+	case limit == 0:
+		limit = 100
+	case limit < 0 || limit > MaxListTenants:
+		return nil, fmt.Errorf("store: list tenants: %w: limit %d is not between 1 and %d", ErrInvalidConfig, limit, MaxListTenants)
+	}
+	rows, err := a.pool.Query(ctx, `SELECT id, name, tier, region, state, created_at, updated_at
+		FROM tenancy.tenants WHERE id > $1 ORDER BY id LIMIT $2`, after.String(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: list tenants: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (tenant.Info, error) {
+		var info tenant.Info
+		var id, tier, state string
+		if err := r.Scan(&id, &info.Name, &tier, &info.Region, &state, &info.CreatedAt, &info.UpdatedAt); err != nil {
+			return info, err
+		}
+		parsed, err := tenant.ParseID(id)
+		if err != nil {
+			return info, fmt.Errorf("directory entry %q: %w", id, err)
+		}
+		info.ID, info.Tier, info.State = parsed, tenant.Tier(tier), tenant.State(state)
+		return info, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: list tenants: %w", err)
+	}
+	return out, nil
+}

@@ -309,3 +309,35 @@ func containsPrefix(list []string, prefix string) bool {
 	}
 	return false
 }
+
+func TestListTenantsPages(t *testing.T) {
+	e := newEnv(t, store.ModeTenantLogin)
+	var made []string
+	for range 5 {
+		id, _ := e.newTenant(t, "list")
+		made = append(made, id.String())
+	}
+	var seen []string
+	var after tenant.ID
+	for {
+		page, err := e.admin.ListTenants(t.Context(), after, 2)
+		require.NoError(t, err)
+		if len(page) == 0 {
+			break
+		}
+		assert.LessOrEqual(t, len(page), 2)
+		for _, info := range page {
+			seen = append(seen, info.ID.String())
+			assert.Equal(t, tenant.StateActive, info.State)
+		}
+		after = page[len(page)-1].ID
+	}
+	for _, id := range made {
+		assert.Contains(t, seen, id)
+	}
+	assert.IsNonDecreasing(t, seen)
+	for _, bad := range []int{-1, store.MaxListTenants + 1} {
+		_, err := e.admin.ListTenants(t.Context(), tenant.ID{}, bad)
+		assert.ErrorIs(t, err, store.ErrInvalidConfig)
+	}
+}
