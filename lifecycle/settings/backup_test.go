@@ -165,3 +165,27 @@ func plain(t *testing.T, r settings.Record, n settings.SecretName) string {
 	require.NoError(t, json.Unmarshal(b, &j))
 	return j.Secrets[n]
 }
+
+// TestShreddedTenantsSecretsDoNotOpen: after the tenant's keys are
+// crypto-shredded (deprovisioning, after its backup), its sealed secrets
+// fail with keys.ErrKeyDestroyed, and so does its export: back up first.
+func TestShreddedTenantsSecretsDoNotOpen(t *testing.T) {
+	e := newEnv(t, tenant.TierStandard)
+	id, ctx := e.newTenant(t, "shred")
+	s, err := settings.New(e.db, e.prov) // the Manager that shreds, whose cache Shred purges
+	require.NoError(t, err)
+	_, err = s.Put(ctx, sampleIntegrations("shred-0123456789"), 0, "alice@acme.example")
+	require.NoError(t, err)
+	recs, err := s.Export(ctx)
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	_, err = e.prov.Shred(t.Context(), id)
+	require.NoError(t, err)
+	_, err = s.Secret(ctx, settings.SecretJiraAPIToken)
+	require.ErrorIs(t, err, keys.ErrKeyDestroyed)
+	_, err = s.Export(ctx)
+	require.ErrorIs(t, err, keys.ErrKeyDestroyed)
+	rev, err := s.Get(ctx, settings.SectionIntegrations)
+	require.NoError(t, err, "what is not secret still reads")
+	require.Equal(t, "RTM", rev.Value.(settings.Integrations).Jira.Project)
+}

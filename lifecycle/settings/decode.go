@@ -26,7 +26,8 @@ const (
 // scan checks that data is one JSON value of at most maxDepth levels of
 // nesting, valid UTF-8 and with no object repeating a key (parsers
 // disagree on which one wins), reporting each problem. It reads tokens
-// one at a time, so a deep or large document costs no recursion.
+// one at a time, so a deep or large document costs no recursion; paths
+// are built only for problems.
 func scan(p *problems, path string, data []byte, maxDepth int) bool {
 	if !utf8.Valid(data) {
 		p.add(path, "must be valid UTF-8")
@@ -36,13 +37,24 @@ func scan(p *problems, path string, data []byte, maxDepth int) bool {
 		object    bool
 		keys      map[string]struct{}
 		expectKey bool
-		base      string // the container's path
-		cur       string // the path of the member being read (objects)
-		n         int    // elements read so far (arrays)
+		key       string // the member being read (objects)
+		n         int    // elements begun so far (arrays)
+	}
+	var stack []*level
+	// at is the path of the value being read in the innermost container.
+	at := func() string {
+		out := path
+		for _, l := range stack {
+			if l.object {
+				out = field(out, l.key)
+			} else {
+				out = index(out, l.n-1)
+			}
+		}
+		return out
 	}
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.UseNumber()
-	var stack []*level
 	ok, started := true, false
 	for {
 		tok, err := d.Token()
@@ -68,9 +80,9 @@ func scan(p *problems, path string, data []byte, maxDepth int) bool {
 		}
 		if top != nil && top.object && top.expectKey {
 			if k, isKey := tok.(string); isKey {
-				top.cur = field(top.base, k)
+				top.key = k
 				if _, dup := top.keys[k]; dup {
-					p.add(top.cur, "must not be given twice")
+					p.add(at(), "must not be given twice")
 					ok = false
 				}
 				top.keys[k] = struct{}{}
@@ -78,23 +90,20 @@ func scan(p *problems, path string, data []byte, maxDepth int) bool {
 				continue
 			}
 		}
-		here := path
 		if top != nil {
 			if top.object {
-				here = top.cur
 				top.expectKey = true
 			} else {
-				here = index(top.base, top.n)
 				top.n++
 			}
 		}
 		switch tok {
 		case json.Delim('{'), json.Delim('['):
 			if len(stack) == maxDepth {
-				p.add(here, "must not nest arrays and objects more than "+strconv.Itoa(maxDepth)+" levels deep")
+				p.add(at(), "must not nest arrays and objects more than "+strconv.Itoa(maxDepth)+" levels deep")
 				return false
 			}
-			l := &level{object: tok == json.Delim('{'), expectKey: true, base: here}
+			l := &level{object: tok == json.Delim('{'), expectKey: true}
 			if l.object {
 				l.keys = map[string]struct{}{}
 			}
