@@ -153,3 +153,39 @@ func TestProvisionKilledAtEachStepResumes(t *testing.T) {
 		})
 	}
 }
+
+// TestDeprovisionKilledAtEachPhaseResumes kills a deprovisioning process
+// with SIGKILL before and after each of its phases, then resumes it: the
+// tenant ends deleted with nothing left, one backup archive and one
+// deletion record.
+func TestDeprovisionKilledAtEachPhaseResumes(t *testing.T) {
+	e := newEnv(t)
+	points := []string{
+		"suspend/apply/after", "backup/apply/before", "backup/apply/after", "decommission/apply/after",
+		"audit/remove/after", "routes/remove/before", "objects/remove/after", "placement/remove/before",
+		"placement/remove/after", "keys/remove/before", "keys/remove/after", "verify/apply/after", "record/apply/after",
+	}
+	for _, at := range points {
+		t.Run(strings.ReplaceAll(at, "/", "-"), func(t *testing.T) {
+			req := request(t, "dcrash", tenant.TierEnterprise)
+			_, err := e.lc.Provision(t.Context(), req)
+			require.NoError(t, err)
+			e.populate(t, tenant.NewContext(t.Context(), req.ID))
+			crashAt(t, e, "deprovision", req.ID.String(), at)
+
+			_, err = e.lc.Deprovision(t.Context(), req.ID)
+			assert.ErrorIs(t, err, lifecycle.ErrRunInProgress, "a second deprovisioning waits for the open one")
+			run, err := e.lc.Resume(t.Context(), req.ID)
+			require.NoError(t, err)
+			assert.Equal(t, lifecycle.RunSucceeded, run.State)
+			assert.Empty(t, e.remains(t, req.ID))
+			info, err := e.admin.Tenant(t.Context(), req.ID)
+			require.NoError(t, err)
+			assert.Equal(t, tenant.StateDeleted, info.State)
+			assert.Equal(t, 1, e.platformEntries(t, "tenant.deprovision", req.ID), "one deletion record")
+			archives, err := filepathGlob(e.spec.BackupDir, "backups", req.ID.String())
+			require.NoError(t, err)
+			assert.Len(t, archives, 1, "one archive")
+		})
+	}
+}

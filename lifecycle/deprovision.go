@@ -30,12 +30,11 @@ func (l *Lifecycle) Deprovision(ctx context.Context, id tenant.ID) (*Run, error)
 	if err != nil {
 		return nil, fmt.Errorf("lifecycle: deprovision %s: %w", id, err)
 	}
+	if open, err := l.j.openRun(ctx, id); err == nil {
+		return nil, fmt.Errorf("%w: tenant %s has run %d (%s) open: resume it (tenantctl resume %s)", ErrRunInProgress, id, open.ID, open.Op, id)
+	}
 	switch info.State {
-	case tenant.StateActive, tenant.StateSuspended, tenant.StateFailed:
-	case tenant.StateDecommissioning:
-		if _, err := l.j.openRun(ctx, id); err == nil {
-			return nil, fmt.Errorf("%w: tenant %s is being deprovisioned: resume it (tenantctl resume %s)", ErrRunInProgress, id, id)
-		}
+	case tenant.StateActive, tenant.StateSuspended, tenant.StateFailed, tenant.StateDecommissioning:
 	default:
 		return nil, fmt.Errorf("lifecycle: deprovision %s: %w: it is %s; only an active, suspended, failed or decommissioning tenant is deprovisioned", id, tenant.ErrIllegalTransition, info.State)
 	}

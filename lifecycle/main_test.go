@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -332,4 +333,19 @@ func (e *env) mailsTo(t testing.TB, address string) []mailtest.Message {
 		}
 	}
 	return out
+}
+
+// filepathGlob lists the files of the directory dir/elem...
+func filepathGlob(dir string, elem ...string) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(append([]string{dir}, elem...)...))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if !e.IsDir() && !strings.HasSuffix(e.Name(), ".attrs") {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
 }
