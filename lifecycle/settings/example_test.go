@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log"
 
+	"github.com/rtmx-ai/tenancy/authz"
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/lifecycle/settings"
 	"github.com/rtmx-ai/tenancy/store"
@@ -35,6 +36,11 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// The users section's roles are authz's: Settings is a RoleSource.
+	mcfg := authz.DefaultConfig()
+	mcfg.Roles = s
+	_ = mcfg // with a Verifier and a Directory, to authz.NewMiddleware
+
 	ctx = tenant.NewContext(ctx, tenant.MustParseID("acme")) // from the request's token
 
 	// Connect Jira: the token is sealed with acme's key.

@@ -228,13 +228,23 @@ func TestSecretsAreRedactedAndKept(t *testing.T) {
 	_, err = e.s.Secret(ctx, settings.SecretJiraAPIToken)
 	require.ErrorIs(t, err, settings.ErrNotFound)
 
+	// A pointer to a value is the value, secrets and all.
+	in.GitHub.Token = settings.NewSecret("ghp_by-pointer-0123")
+	_, err = e.s.Put(ctx, &in, 4, "alice@acme.example")
+	require.NoError(t, err)
+	got, err = e.s.Secret(ctx, settings.SecretGitHubToken)
+	require.NoError(t, err)
+	require.Equal(t, "ghp_by-pointer-0123", got)
+	_, err = e.s.Put(ctx, (*settings.Integrations)(nil), 5, "alice@acme.example")
+	require.ErrorIs(t, err, settings.ErrInvalid)
+
 	// Keeping a secret that is not stored is an error, and writes nothing.
 	kept, err := settings.ParseValue(settings.SectionIntegrations, []byte(`{"jira":{"base_url":"https://acme.atlassian.net","project":"RTM","user":"bot@acme.example","api_token":"[redacted]"}}`))
 	require.NoError(t, err)
-	_, err = e.s.Put(ctx, kept, 4, "alice@acme.example")
+	_, err = e.s.Put(ctx, kept, 5, "alice@acme.example")
 	require.ErrorIs(t, err, settings.ErrInvalid)
 	require.Equal(t, []string{"jira.api_token"}, problemPaths(t, err))
-	_, err = e.s.At(ctx, settings.SectionIntegrations, 5)
+	_, err = e.s.At(ctx, settings.SectionIntegrations, 6)
 	require.ErrorIs(t, err, settings.ErrNotFound)
 	_, err = e.s.Secret(ctx, "nope.token")
 	require.ErrorIs(t, err, settings.ErrInvalid)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -133,7 +134,8 @@ func sectionOf(n SecretName) (Section, bool) {
 	return "", false
 }
 
-// Put stores v as the next version of its section for the tenant of ctx,
+// Put stores v (a section's value, or a pointer to one) as the next
+// version of its section for the tenant of ctx,
 // if the section is at version expect (0: never set), and returns the new
 // version. actor names who makes the change (1 to 256 bytes of text).
 //
@@ -152,6 +154,7 @@ func (s *Settings) Put(ctx context.Context, v Value, expect int64, actor string)
 		return 0, fmt.Errorf("settings: %w", err)
 	}
 	var p problems
+	v = normalize(v)
 	if v == nil {
 		p.add("", "a value is required")
 		return 0, p.err("")
@@ -220,6 +223,22 @@ func (s *Settings) Put(ctx context.Context, v Value, expect int64, actor string)
 	}
 	s.forgetRoles(ctx, sec)
 	return next, nil
+}
+
+// normalize returns the value a pointer to a section's value points to
+// (*Integrations holds the same secrets as Integrations), nil for a nil
+// pointer, and v itself otherwise.
+func normalize(v Value) Value {
+	if v == nil {
+		return nil
+	}
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer {
+		if rv.IsNil() {
+			return nil
+		}
+		return rv.Elem().Interface().(Value)
+	}
+	return v
 }
 
 // checkTier refuses branding on the standard tier.
