@@ -662,3 +662,57 @@ func TestNameCannotInjectYAML(t *testing.T) {
 		t.Fatalf("name = %q, want the display name verbatim %q", cm.Data["name"], in.Name)
 	}
 }
+
+// TestWithoutControllerManager runs on a private cluster with no
+// controller manager, where a deleted namespace stays Terminating: Remove
+// gives up after RemoveTimeout with ErrNotRemoved naming it, and Remains
+// lists it. Then the Istio CRD is removed: Apply with PeerAuthentication
+// says the API is not served.
+func TestWithoutControllerManager(t *testing.T) {
+	t.Parallel()
+	kc := kubetest.Start(t, kubetest.Options{})
+	e := newEnvOn(t, kc, func(c *kube.Config) { c.RemoveTimeout = 2 * time.Second })
+	ctx := t.Context()
+
+	in := info(t, tenant.TierStandard)
+	if err := e.k.Namespace().Apply(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	err := e.k.Namespace().Remove(ctx, in.ID)
+	if !errors.Is(err, kube.ErrNotRemoved) || !strings.Contains(err.Error(), "Namespace "+kube.NamespaceName(in.ID)+" (Terminating)") {
+		t.Fatalf("Remove: %v, want ErrNotRemoved naming the Terminating namespace", err)
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("Remove took %v with a RemoveTimeout of 2s", d)
+	}
+	left, err := e.k.Namespace().Remains(ctx, in.ID)
+	if err != nil || len(left) == 0 || !strings.Contains(left[0], "(Terminating)") {
+		t.Fatalf("Remains: %v, %v; want the Terminating namespace", left, err)
+	}
+	if err := e.k.Namespace().Apply(ctx, in); !errors.Is(err, kube.ErrNamespaceNotReady) {
+		t.Fatalf("Apply while the namespace is being deleted: %v, want ErrNamespaceNotReady", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := e.k.Namespace().Remove(cctx, in.ID); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Remove with a cancelled context: %v, want context.Canceled", err)
+	}
+
+	crds := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	if err := e.dyn.Resource(crds).Delete(ctx, "peerauthentications.security.istio.io", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, err := e.dyn.Resource(paGVR).Namespace("default").List(ctx, metav1.ListOptions{})
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	other := info(t, tenant.TierStandard)
+	err = e.k.Namespace().Apply(ctx, other)
+	if err == nil || !strings.Contains(err.Error(), "the cluster does not serve security.istio.io/v1 (is Istio installed?)") {
+		t.Fatalf("Apply with PeerAuthentication and no Istio: %v", err)
+	}
+}

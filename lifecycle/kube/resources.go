@@ -167,9 +167,9 @@ func (c *Cluster) render(info tenant.Info, cfg Config) ([]object, error) {
 			}
 			key := o.gvk.GroupKind().String() + "/" + o.u.GetName()
 			if prev, dup := seen[key]; dup {
-				return nil, fmt.Errorf("%w: %s: %s %s is made by %s too", ErrInvalidConfig, where, o.gvk.Kind, o.u.GetName(), prev)
+				return nil, fmt.Errorf("%w: %s: %s %s is made by %s too", ErrInvalidConfig, o.where, o.gvk.Kind, o.u.GetName(), prev)
 			}
-			seen[key] = where
+			seen[key] = o.where
 			lbl := o.u.GetLabels()
 			if lbl == nil {
 				lbl = map[string]string{}
@@ -204,8 +204,16 @@ func checkObject(where string, raw map[string]any, namespace string, cfg Config)
 	}
 	gvk := gv.WithKind(kind)
 	where = fmt.Sprintf("%s (%s)", where, kind)
-	if _, ok := raw["metadata"].(map[string]any); !ok && raw["metadata"] != nil {
+	md, ok := raw["metadata"].(map[string]any)
+	if !ok && raw["metadata"] != nil {
 		return bad("metadata must be a mapping")
+	}
+	for _, f := range []string{"name", "namespace", "generateName"} {
+		if v, set := md[f]; set {
+			if _, isString := v.(string); !isString {
+				return bad("metadata.%s must be a string, not %v (quote it: YAML reads y, no, on, 1 as other types)", f, v)
+			}
+		}
 	}
 	if _, isList := raw["items"]; isList || strings.HasSuffix(kind, "List") {
 		return bad("lists are not taken: write one document per object")
