@@ -239,7 +239,10 @@ func govClusterIf(gov bool) string {
 	return ""
 }
 
-func newManager(t testing.TB, kekPath string, ks keys.Store) *keys.Manager {
+// newManager returns a keys.Manager over ks with the platform master key
+// at kekPath, dedicated tenant keys made in the directory beside it, and
+// the customer KMS clients customer.
+func newManager(t testing.TB, kekPath string, ks keys.Store, customer ...registry.KMSClient) *keys.Manager {
 	t.Helper()
 	local, err := localkms.NewClient(localkms.Scheme)
 	require.NoError(t, err)
@@ -247,6 +250,9 @@ func newManager(t testing.TB, kekPath string, ks keys.Store) *keys.Manager {
 	require.NoError(t, err)
 	kc := keys.DefaultConfig()
 	kc.Store, kc.KMS, kc.PlatformKEK = ks, []registry.KMSClient{local}, keys.URI(uri)
+	kc.CustomerKMS = customer
+	kc.TenantKEKs, err = localkms.NewKeyMaker(local, tenantKEKDir(kekPath))
+	require.NoError(t, err)
 	m, err := keys.New(kc)
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
@@ -349,3 +355,10 @@ func filepathGlob(dir string, elem ...string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// tenantKEKDir is where the dedicated tenant master keys of the env whose
+// platform key is kekPath are made.
+func tenantKEKDir(kekPath string) string { return filepath.Join(filepath.Dir(kekPath), "tenant-keks") }
+
+// tenantSuffix is a number no other tenant of the test binary has.
+func tenantSuffix() string { return fmt.Sprint(tenantSeq.Add(1)) }
