@@ -47,7 +47,7 @@ func compileSchema(p *problems, raw []byte) (*jsonschema.Schema, bool) {
 		p.add(path, "must be at most "+strconv.Itoa(MaxSchemaBytes)+" bytes")
 		return nil, false
 	}
-	if !scan(p, path, raw, MaxDepth) {
+	if !scan(p, path, raw, MaxDepth, fieldPaths) {
 		return nil, false
 	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -55,6 +56,25 @@ func TestValidateCustomFields(t *testing.T) {
 		require.ErrorIs(t, e.s.ValidateCustomFields(actx, []byte(doc)), settings.ErrInvalidCustomFields, "%.40q", doc)
 	}
 
+	// Numbers that exact arithmetic would choke on are refused before
+	// the schema sees them: 6,000 of 1e1000000 would take minutes.
+	_, err = e.s.Put(actx, settings.CustomFields{Schema: json.RawMessage(`{"type":"object","properties":{"n":{"type":"array","items":{"maximum":5,"multipleOf":0.5}}}}`)}, 1, "alice@a.example")
+	require.NoError(t, err)
+	huge := `{"n":[` + strings.TrimSuffix(strings.Repeat(`1e1000000,`, 6000), ",") + `]}`
+	start := time.Now()
+	err = e.s.ValidateCustomFields(actx, []byte(huge))
+	require.ErrorIs(t, err, settings.ErrInvalidCustomFields)
+	require.Less(t, time.Since(start), 5*time.Second)
+	require.Equal(t, "/n/0", problemPaths(t, err)[0])
+	err = e.s.ValidateCustomFields(actx, []byte(`{"n":[1],"a~b/c":1,"a~b/c":2}`))
+	require.Equal(t, []string{"/a~0b~1c"}, problemPaths(t, err), "a key given twice, at its JSON pointer")
+	require.NoError(t, e.s.ValidateCustomFields(actx, []byte(`{"n":[4.5,1e0,-2E+2]}`)))
+	_, err = e.s.Put(actx, settings.CustomFields{Schema: json.RawMessage(`{"type":"object","properties":{"n":{"maximum":1e-1000000}}}`)}, 2, "alice@a.example")
+	require.ErrorIs(t, err, settings.ErrInvalid)
+	require.Equal(t, []string{"schema.properties.n.maximum"}, problemPaths(t, err))
+	_, err = e.s.Put(actx, settings.CustomFields{Schema: json.RawMessage(aSchema)}, 2, "alice@a.example")
+	require.NoError(t, err)
+
 	// B has no schema: B defines no custom fields.
 	require.NoError(t, e.s.ValidateCustomFields(bctx, []byte(`{}`)))
 	require.NoError(t, e.s.ValidateCustomFields(bctx, []byte(`null`)))
@@ -69,7 +89,7 @@ func TestValidateCustomFields(t *testing.T) {
 	require.NoError(t, e.s.ValidateCustomFields(actx, good))
 
 	// A new version of A's schema applies at once.
-	_, err = e.s.Put(actx, settings.CustomFields{Schema: json.RawMessage(`{"type":"object"}`)}, 1, "alice@a.example")
+	_, err = e.s.Put(actx, settings.CustomFields{Schema: json.RawMessage(`{"type":"object"}`)}, 3, "alice@a.example")
 	require.NoError(t, err)
 	require.NoError(t, e.s.ValidateCustomFields(actx, []byte(`{"anything":[1,2,3]}`)))
 }

@@ -23,12 +23,20 @@ const (
 	MaxDepth = 32
 )
 
+// pathStyle is how scan names the place of a problem.
+type pathStyle int
+
+const (
+	fieldPaths   pathStyle = iota // jira.base_url, users[2].email (under path)
+	pointerPaths                  // JSON pointers: /users/2/email
+)
+
 // scan checks that data is one JSON value of at most maxDepth levels of
 // nesting, valid UTF-8 and with no object repeating a key (parsers
 // disagree on which one wins), reporting each problem. It reads tokens
 // one at a time, so a deep or large document costs no recursion; paths
 // are built only for problems.
-func scan(p *problems, path string, data []byte, maxDepth int) bool {
+func scan(p *problems, path string, data []byte, maxDepth int, style pathStyle) bool {
 	if !utf8.Valid(data) {
 		p.add(path, "must be valid UTF-8")
 		return false
@@ -43,6 +51,17 @@ func scan(p *problems, path string, data []byte, maxDepth int) bool {
 	var stack []*level
 	// at is the path of the value being read in the innermost container.
 	at := func() string {
+		if style == pointerPaths {
+			loc := make([]string, len(stack))
+			for i, l := range stack {
+				if l.object {
+					loc[i] = l.key
+				} else {
+					loc[i] = strconv.Itoa(l.n - 1)
+				}
+			}
+			return pointer(loc)
+		}
 		out := path
 		for _, l := range stack {
 			if l.object {
@@ -97,6 +116,13 @@ func scan(p *problems, path string, data []byte, maxDepth int) bool {
 				top.n++
 			}
 		}
+		if n, isNum := tok.(json.Number); isNum {
+			if r := checkNumber(string(n)); r != "" {
+				p.add(at(), r)
+				ok = false
+			}
+			continue
+		}
 		switch tok {
 		case json.Delim('{'), json.Delim('['):
 			if len(stack) == maxDepth {
@@ -113,6 +139,29 @@ func scan(p *problems, path string, data []byte, maxDepth int) bool {
 			stack = stack[:len(stack)-1]
 		}
 	}
+}
+
+// Bounds of a JSON number: a number such as 1e1000000 is valid JSON, but
+// exact arithmetic on it (JSON Schema's minimum, maximum and multipleOf use
+// big.Rat) takes a million-digit integer and tens of milliseconds each.
+const (
+	maxNumberBytes    = 100
+	maxNumberExponent = 400 // beyond float64's range either way
+)
+
+// checkNumber returns the rule JSON number n breaks, or "".
+func checkNumber(n string) string {
+	const rule = "must be a number of at most 100 characters with an exponent from -400 to 400"
+	if len(n) > maxNumberBytes {
+		return rule
+	}
+	if i := strings.IndexAny(n, "eE"); i >= 0 {
+		e, err := strconv.Atoi(strings.TrimPrefix(n[i+1:], "+"))
+		if err != nil || e < -maxNumberExponent || e > maxNumberExponent {
+			return rule
+		}
+	}
+	return ""
 }
 
 // jsonMessage is the message of a JSON syntax error, with its offset.
@@ -284,7 +333,7 @@ func decodeStrict(p *problems, data []byte, limit int, out any) bool {
 		p.add("", "must be at most "+strconv.Itoa(limit)+" bytes of JSON")
 		return false
 	}
-	if !scan(p, "", data, MaxDepth) {
+	if !scan(p, "", data, MaxDepth, fieldPaths) {
 		return false
 	}
 	d := json.NewDecoder(bytes.NewReader(data))

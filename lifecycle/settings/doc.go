@@ -67,7 +67,9 @@
 // key); [Settings.Import] seals them again under the new tenant's key.
 //
 // Input is untrusted: JSON documents are bounded in size and nesting,
-// keys given twice and unknown fields are refused, custom-fields schemas
+// numbers in length and exponent (JSON Schema's exact arithmetic would
+// spend tens of milliseconds on each 1e1000000), keys given twice and
+// unknown fields are refused, custom-fields schemas
 // load nothing from URLs or files (a $ref must point inside the schema),
 // and regular expressions are RE2's (linear time). URLs the platform
 // calls (Jira, GitHub Enterprise, webhooks) or shows (a logo) must be

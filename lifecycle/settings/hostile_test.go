@@ -61,6 +61,7 @@ var hostileValues = []struct {
 		[]string{"product_name", "logo_url", "primary_color", "accent_color"}},
 	{"duplicate key in an array's object", settings.SectionRTM, `{"requirement_id_pattern":"^R$","categories":["A"],"statuses":["S"],"priorities":["P"],"phases":[{"number":1,"name":"a"},{"number":2,"number":3,"name":"b"}]}`, []string{"phases[1].number"}},
 	{"unknown fields and rules at once", settings.SectionBranding, `{"product_name":" Acme","logo":"x","primary_color":"#12"}`, []string{"logo", "product_name", "primary_color"}},
+	{"huge numbers", settings.SectionRTM, `{"requirement_id_pattern":"^R$","categories":["A"],"statuses":["S"],"priorities":["P"],"phases":[{"number":1e1000000,"name":"a"},{"number":` + strings.Repeat("1", 101) + `,"name":"b"}]}`, []string{"phases[0].number", "phases[1].number"}},
 	{"secret as a number", settings.SectionIntegrations, `{"jira":{"base_url":"https://acme.atlassian.net","project":"RTM","user":"b@a.example","api_token":42}}`, []string{"jira.api_token"}},
 }
 

@@ -452,7 +452,7 @@ func (s *Settings) ValidateCustomFields(ctx context.Context, doc json.RawMessage
 		p.add("", "must be at most "+strconv.Itoa(MaxCustomFieldsBytes)+" bytes of JSON")
 		return fail()
 	}
-	if !scan(&p, "", doc, MaxDepth) {
+	if !scan(&p, "", doc, MaxDepth, pointerPaths) {
 		return fail()
 	}
 	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
