@@ -186,10 +186,11 @@ func (c *Cluster) Resources() *Group { return c.tenantResources }
 // nothing; Remove removes the tenant's dedicated ingress whatever its tier.
 func (c *Cluster) Ingress() *Group { return c.ingress }
 
-// New checks cfg and returns a Cluster. Every problem is reported at once,
-// each naming the field and the rule, in an error wrapping
-// ErrInvalidConfig. Templates are parsed, and rendered for sample tenants
-// of every tier, here. New makes no API call.
+// New checks cfg and returns a Cluster, which keeps a copy of cfg (later
+// changes to cfg's maps and slices do not reach it). Every problem is
+// reported at once, each naming the field and the rule, in an error
+// wrapping ErrInvalidConfig. Templates are parsed, and rendered for sample
+// tenants of every tier, here. New makes no API call.
 func New(cfg Config) (*Cluster, error) {
 	var p problems
 	if cfg.Client == nil {
@@ -217,8 +218,16 @@ func New(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	cfg.NamespaceLabels = maps.Clone(cfg.NamespaceLabels)
-	cfg.AllowRules = slices.Clone(cfg.AllowRules)
-	cfg.Limits = maps.Clone(cfg.Limits)
+	rules := make([]AllowRule, len(cfg.AllowRules))
+	for i, r := range cfg.AllowRules {
+		rules[i] = AllowRule{Name: r.Name, Spec: *r.Spec.DeepCopy()}
+	}
+	cfg.AllowRules = rules
+	limits := make(map[tenant.Tier]Limits, len(cfg.Limits))
+	for t, l := range cfg.Limits {
+		limits[t] = Limits{Quota: *l.Quota.DeepCopy(), LimitRange: *l.LimitRange.DeepCopy()}
+	}
+	cfg.Limits = limits
 	cfg.Manifests = slices.Clone(cfg.Manifests)
 	if cfg.Ingress != nil {
 		ing := *cfg.Ingress

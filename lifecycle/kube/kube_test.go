@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -714,5 +715,77 @@ func TestWithoutControllerManager(t *testing.T) {
 	err = e.k.Namespace().Apply(ctx, other)
 	if err == nil || !strings.Contains(err.Error(), "the cluster does not serve security.istio.io/v1 (is Istio installed?)") {
 		t.Fatalf("Apply with PeerAuthentication and no Istio: %v", err)
+	}
+}
+
+// TestAPIServerRefuses runs as an identity RBAC lets create namespaces
+// and quotas but not network policies: Apply fails at the first network
+// policy with the server's Forbidden, wrapped with the operation and the
+// object; Remove (as the administrator, as a compensation would) removes
+// what it made, and Remains is empty.
+func TestAPIServerRefuses(t *testing.T) {
+	t.Parallel()
+	kc := kubetest.Shared(t)
+	admin := kc.Client(t)
+	ctx := t.Context()
+	user := "limited-" + fmt.Sprint(time.Now().UnixNano())
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		Rules: []rbacv1.PolicyRule{{
+			APIGroups: []string{""}, Resources: []string{"namespaces", "resourcequotas", "limitranges"},
+			Verbs: []string{"get", "list", "create", "patch", "update", "delete"},
+		}},
+	}
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: user},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: user}},
+	}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := kc.Config()
+	cfg.Impersonate.UserName = user
+	limited, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limitedDyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kcfg := kube.DefaultConfig(limited, limitedDyn)
+	k, err := kube.New(kcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := info(t, tenant.TierStandard)
+	ns := kube.NamespaceName(in.ID)
+	// RBAC caches bindings briefly: wait until the namespace can be made.
+	for {
+		err = k.Namespace().Apply(ctx, in)
+		if _, gerr := admin.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); gerr == nil {
+			break
+		}
+		if !apierrors.IsForbidden(err) {
+			t.Fatalf("Apply: %v, want Forbidden", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	want := "kube: apply namespace of tenant " + in.ID.String() + ": apply NetworkPolicy " + ns + "/default-deny: "
+	if !apierrors.IsForbidden(err) || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "forbidden") {
+		t.Fatalf("Apply: %v, want Forbidden, starting %q", err, want)
+	}
+
+	e := newEnvOn(t, kc)
+	if left := remains(t, e, in.ID); len(left) == 0 {
+		t.Fatal("Remains lists nothing of the half-made namespace")
+	}
+	removeAll(t, e, in.ID)
+	if left := remains(t, e, in.ID); len(left) != 0 {
+		t.Fatalf("after Remove, Remains: %v", left)
 	}
 }

@@ -27,23 +27,29 @@ var peerAuthenticationGVR = schema.GroupVersionResource{Group: "security.istio.i
 const componentNamespace = "namespace"
 
 func (c *Cluster) applyNamespace(ctx context.Context, info tenant.Info) error {
-	ns, err := c.claimNamespace(ctx, info)
-	if err != nil {
-		return err
-	}
-	name := ns.Name
+	name := NamespaceName(info.ID)
 	l := tenantLabels(info)
 	maps.Copy(l, c.cfg.NamespaceLabels)
 	maps.Copy(l, tenantLabels(info)) // New refuses NamespaceLabels under tenancy.rtmx.ai/; belt and braces
-	// The resource version makes the apply fail, rather than label a
-	// namespace someone else made, if the namespace changed since it was
-	// found to be the tenant's.
-	nsAC := corev1ac.Namespace(name).WithLabels(l).WithResourceVersion(ns.ResourceVersion)
-	if _, err := c.cfg.Client.CoreV1().Namespaces().Apply(ctx, nsAC, c.applyOptions()); err != nil {
-		if apierrors.IsConflict(err) {
-			return fmt.Errorf("apply namespace %s: it changed while being applied (try again): %w", name, err)
+	for attempt := 1; ; attempt++ {
+		ns, err := c.claimNamespace(ctx, info)
+		if err != nil {
+			return err
 		}
-		return fmt.Errorf("apply namespace %s: %w", name, err)
+		// The resource version makes the apply fail, rather than label a
+		// namespace someone else made, if the namespace changed since it
+		// was found to be the tenant's.
+		nsAC := corev1ac.Namespace(name).WithLabels(l).WithResourceVersion(ns.ResourceVersion)
+		_, err = c.cfg.Client.CoreV1().Namespaces().Apply(ctx, nsAC, c.applyOptions())
+		if err == nil {
+			break
+		}
+		if !apierrors.IsConflict(err) {
+			return fmt.Errorf("apply namespace %s: %w", name, err)
+		}
+		if attempt == 3 {
+			return fmt.Errorf("apply namespace %s: it changed each time it was applied: %w", name, err)
+		}
 	}
 
 	cl := componentLabels(info, componentNamespace)
