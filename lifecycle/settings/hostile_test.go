@@ -55,8 +55,9 @@ var hostileValues = []struct {
 	{"integrations local hosts", settings.SectionIntegrations, `{"jira":{"base_url":"https://127.0.0.1","project":"RTM","user":"b@a.example","api_token":"t"},"github":{"base_url":"https://user:pw@ghe.acme.example/api","owner":"acme","token":"t"}}`,
 		[]string{"jira.base_url", "github.base_url"}},
 	{"github app key not pem", settings.SectionIntegrations, `{"github":{"owner":"acme","app_id":1,"installation_id":2,"private_key":"not a key"}}`, []string{"github.private_key"}},
-	{"webhooks", settings.SectionNotifications, `{"email":{"enabled":true,"recipients":["x"],"events":["requirement.created","nope"],"digest":"hourly"},"webhooks":[{"name":"ci","url":"http://hooks.acme.example/x","signing_secret":"short"},{"name":"ci","url":"https://localhost/x"},{"name":"Bad","url":"https://10.0.0.1/x"},{"name":"ok","url":"https://[::1]/x"},{"name":"meta","url":"https://169.254.169.254/latest"},{"name":"frag","url":"https://hooks.acme.example/#x"}]}`,
-		[]string{"email.recipients[0]", "email.events[1]", "email.digest", "webhooks[0].url", "webhooks[0].signing_secret", "webhooks[1].name", "webhooks[1].url", "webhooks[2].name", "webhooks[2].url", "webhooks[3].url", "webhooks[4].url", "webhooks[5].url"}},
+	{"webhooks", settings.SectionNotifications, `{"email":{"enabled":true,"recipients":["x"],"events":["requirement.created","nope"],"digest":"hourly"},"webhooks":[{"name":"ci","url":"http://hooks.acme.example/x","signing_secret":"short"},{"name":"ci","url":"https://localhost/x"},{"name":"Bad","url":"https://10.0.0.1/x"},{"name":"ok","url":"https://[::1]/x"},{"name":"meta","url":"https://169.254.169.254/latest"},{"name":"frag","url":"https://hooks.acme.example/#x"},{"name":"short","url":"https://127.1/x"},{"name":"hex","url":"https://0x7f.0.0.1/x"},{"name":"octal","url":"https://0177.0.0.01/x"},{"name":"mapped","url":"https://[::ffff:10.1.2.3]/x"}]}`,
+		[]string{"email.recipients[0]", "email.events[1]", "email.digest", "webhooks[0].url", "webhooks[0].signing_secret", "webhooks[1].name", "webhooks[1].url", "webhooks[2].name", "webhooks[2].url", "webhooks[3].url", "webhooks[4].url", "webhooks[5].url",
+			"webhooks[6].url", "webhooks[7].url", "webhooks[8].url", "webhooks[9].url"}},
 	{"branding", settings.SectionBranding, `{"product_name":"Acme\u0007","logo_url":"ftp://cdn.acme.example/logo.png","primary_color":"red","accent_color":"#12345g"}`,
 		[]string{"product_name", "logo_url", "primary_color", "accent_color"}},
 	{"duplicate key in an array's object", settings.SectionRTM, `{"requirement_id_pattern":"^R$","categories":["A"],"statuses":["S"],"priorities":["P"],"phases":[{"number":1,"name":"a"},{"number":2,"number":3,"name":"b"}]}`, []string{"phases[1].number"}},
@@ -169,13 +170,15 @@ func TestBrandingIsForEnterpriseAndGovernment(t *testing.T) {
 	require.Contains(t, err.Error(), "standard")
 	require.Zero(t, std.rows(t, id))
 
-	ent := newEnv(t, tenant.TierEnterprise)
-	_, ectx := ent.newTenant(t, "brandent")
-	_, err = ent.s.Put(ectx, b, 0, "alice@acme.example")
-	require.NoError(t, err)
-	rev, err := ent.s.Get(ectx, settings.SectionBranding)
-	require.NoError(t, err)
-	require.Equal(t, b, rev.Value)
+	for _, tier := range []tenant.Tier{tenant.TierEnterprise, tenant.TierGovernment} {
+		ent := newEnv(t, tier)
+		_, ectx := ent.newTenant(t, "brand")
+		_, err = ent.s.Put(ectx, b, 0, "alice@acme.example")
+		require.NoError(t, err, tier)
+		rev, err := ent.s.Get(ectx, settings.SectionBranding)
+		require.NoError(t, err)
+		require.Equal(t, b, rev.Value)
+	}
 }
 
 // TestStoredValuesAreCheckedWhenRead: a revision written around Put
@@ -229,5 +232,18 @@ func TestErrorsNameThePackageOnce(t *testing.T) {
 		require.NotContains(t, err.Error(), ": settings:")
 		require.NotContains(t, err.Error(), "settings: settings")
 		require.True(t, strings.HasPrefix(err.Error(), "settings: "), err.Error())
+	}
+}
+
+// TestAcceptedURLs: public hosts, ports, queries and public addresses
+// pass the URL rules the hostile cases break.
+func TestAcceptedURLs(t *testing.T) {
+	for _, u := range []string{
+		"https://hooks.acme.example/rtm", "https://hooks.acme.example:8443/x?team=qa", "https://8.8.8.8/x",
+		"https://[2606:4700:4700::1111]/x", "https://a.b.hooks.acme.example./", "https://xn--bcher-kva.example/",
+	} {
+		doc := `{"email":{"enabled":false},"webhooks":[{"name":"w","url":"` + u + `"}]}`
+		_, err := settings.ParseValue(settings.SectionNotifications, []byte(doc))
+		require.NoError(t, err, u)
 	}
 }

@@ -679,7 +679,11 @@ func checkHTTPS(p *problems, path, s string, query bool) {
 			}
 			return
 		}
-		if net.ParseIP(host) != nil || !checkHostName(host) {
+		// A name whose last label is all digits is no DNS name (no TLD is
+		// numeric) but may be an address to a resolver: inet_aton reads
+		// 127.1 and 0x7f.0.0.1 as 127.0.0.1.
+		last := host[strings.LastIndexByte(host, '.')+1:]
+		if net.ParseIP(host) != nil || !checkHostName(host) || strings.Trim(last, "0123456789") == "" || strings.HasPrefix(last, "0x") {
 			p.add(path, "must name a host by a DNS name of two labels or more, or a public IP address")
 			return
 		}
