@@ -69,7 +69,10 @@ type Problem struct {
 	// that are not plain lower-case names are quoted and escaped
 	// (fields["Bad\n"]).
 	Path string
-	// Rule is the rule broken. It never repeats the rejected value.
+	// Rule is the rule broken, in printable ASCII. It repeats no value
+	// of the input, except where it passes on a parser's message (JSON
+	// syntax, a regular expression, the JSON Schema library), which may
+	// quote a piece of it, escaped; never a secret field's value.
 	Rule string
 }
 
@@ -91,8 +94,10 @@ func (e *Error) sentinel() error {
 	return e.kind
 }
 
-// Error returns "settings: invalid settings (<section>): " and the
-// problems separated by "; ": the first ten, then how many more there are
+// Error returns "settings: invalid settings (<section>): " (with
+// "version N as stored" after the section for a stored revision, and the
+// message of ErrInvalidCustomFields for custom fields) and the problems
+// separated by "; ": the first ten, then how many more there are
 // (Problems has them all).
 func (e *Error) Error() string {
 	var b strings.Builder
