@@ -9,6 +9,7 @@ import (
 
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/lifecycle/settings"
+	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
@@ -73,6 +74,13 @@ func TestTenantConfigurationIsolation(t *testing.T) {
 				require.Error(t, err, sql)
 				code := pgCode(err)
 				require.True(t, code == "42501" || code == "42P01" || code == "3F000", "%s: %v", sql, err)
+				// And in a transaction of A's.
+				err = e.db.Tx(actx, func(tx *store.Tx) error {
+					_, err := tx.Exec(actx, sql)
+					return err
+				})
+				code = pgCode(err)
+				require.True(t, code == "42501" || code == "42P01" || code == "3F000", "tx %s: %v", sql, err)
 			}
 			require.Equal(t, int64(2), e.rows(t, b), "B's settings are as B wrote them")
 
