@@ -135,7 +135,7 @@ func Shared(tb testing.TB) *Cluster {
 			shared.err = errors.New("process groups are not supported on this OS")
 			return
 		}
-		c, err := start(bins, Options{ControllerManager: true})
+		c, err := startRetrying(bins, Options{ControllerManager: true})
 		if err != nil {
 			if c != nil {
 				err = errors.Join(err, c.Stop())
@@ -164,7 +164,7 @@ func Start(tb testing.TB, opts Options) *Cluster {
 	if !processGroupsSupported {
 		unavailable(tb, errors.New("process groups are not supported on this OS"))
 	}
-	c, err := start(bins, opts)
+	c, err := startRetrying(bins, opts)
 	if c != nil {
 		tb.Cleanup(func() {
 			if tb.Failed() {
@@ -241,6 +241,21 @@ func unavailable(tb testing.TB, err error) {
 		tb.Fatalf("kubetest: a Kubernetes API server is required in CI (CI=%s): %v", os.Getenv("CI"), err)
 	}
 	tb.Skipf("kubetest: no Kubernetes API server, skipping: %v", err)
+}
+
+// startRetrying is start, tried again (on new ports) when a port it chose
+// was taken before the process bound it. A failed attempt is stopped
+// before the next; the last one is returned as start returns it.
+func startRetrying(bins binaries, opts Options) (*Cluster, error) {
+	for attempt := 1; ; attempt++ {
+		c, err := start(bins, opts)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return c, err
+		}
+		if c != nil {
+			_ = c.Stop()
+		}
+	}
 }
 
 // start starts the watchdog, etcd, kube-apiserver and, if asked,

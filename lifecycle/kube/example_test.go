@@ -50,7 +50,7 @@ func Example() {
 	}
 	fmt.Println("left after Remove:", len(left))
 	// Output:
-	// Namespace tenant-acme-corp ()
+	// Namespace tenant-acme-corp
 	// NetworkPolicy tenant-acme-corp/allow-dns-egress
 	// NetworkPolicy tenant-acme-corp/allow-from-ingress
 	// NetworkPolicy tenant-acme-corp/allow-within-namespace

@@ -216,7 +216,7 @@ func (c *Cluster) removeNamespace(ctx context.Context, id tenant.ID) error {
 		if now == nil || now.UID != ns.UID {
 			return true, nil, nil
 		}
-		return false, []string{fmt.Sprintf("Namespace %s (%s)", now.Name, now.Status.Phase)}, nil
+		return false, []string{describeNamespace(now)}, nil
 	})
 }
 
@@ -225,7 +225,7 @@ func (c *Cluster) namespaceRemains(ctx context.Context, id tenant.ID) ([]string,
 	if err != nil || ns == nil {
 		return nil, err
 	}
-	left := []string{fmt.Sprintf("Namespace %s (%s)", ns.Name, ns.Status.Phase)}
+	left := []string{describeNamespace(ns)}
 	opts := metav1.ListOptions{LabelSelector: selector(id, componentNamespace)}
 	nps, err := c.cfg.Client.NetworkingV1().NetworkPolicies(ns.Name).List(ctx, opts)
 	if err != nil {
@@ -282,6 +282,15 @@ func (c *Cluster) deleteOwned(ctx context.Context, r dynamic.ResourceInterface, 
 		return err
 	}
 	return nil
+}
+
+// describeNamespace names ns and its phase (Active, Terminating) if it
+// has one.
+func describeNamespace(ns *corev1.Namespace) string {
+	if ns.Status.Phase == "" {
+		return "Namespace " + ns.Name
+	}
+	return fmt.Sprintf("Namespace %s (%s)", ns.Name, ns.Status.Phase)
 }
 
 // toAny converts a label map for an unstructured object.
