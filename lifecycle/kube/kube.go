@@ -44,9 +44,14 @@ const (
 
 // The names of the fixed objects of a tenant namespace.
 const (
-	DefaultDenyName        = "default-deny"
-	QuotaName              = "tenant-quota"
-	LimitRangeName         = "tenant-limits"
+	// DefaultDenyName is the NetworkPolicy denying all ingress and egress.
+	DefaultDenyName = "default-deny"
+	// QuotaName is the ResourceQuota of the tenant's tier.
+	QuotaName = "tenant-quota"
+	// LimitRangeName is the LimitRange of the tenant's tier.
+	LimitRangeName = "tenant-limits"
+	// PeerAuthenticationName is the Istio PeerAuthentication (mTLS
+	// STRICT); "default" makes it apply to the whole namespace.
 	PeerAuthenticationName = "default"
 )
 

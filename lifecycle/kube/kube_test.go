@@ -69,13 +69,13 @@ type env struct {
 // newEnv returns a kube.Cluster on the shared cluster with the default
 // configuration, PeerAuthentication, the web manifest and a dedicated
 // ingress, changed by each of mods.
-func newEnv(t *testing.T, mods ...func(*kube.Config)) *env {
+func newEnv(t testing.TB, mods ...func(*kube.Config)) *env {
 	t.Helper()
 	kc := kubetest.Shared(t)
 	return newEnvOn(t, kc, mods...)
 }
 
-func newEnvOn(t *testing.T, kc *kubetest.Cluster, mods ...func(*kube.Config)) *env {
+func newEnvOn(t testing.TB, kc *kubetest.Cluster, mods ...func(*kube.Config)) *env {
 	t.Helper()
 	e := &env{c: kc.Client(t), dyn: kc.Dynamic(t)}
 	cfg := kube.DefaultConfig(e.c, e.dyn)
