@@ -75,15 +75,41 @@ type Backup struct {
 }
 
 // A BackupPart is something more a Backup archives, and a Restore puts
-// back: one file, parts/<Name>.
+// back: one file, parts/<Name>. A part that implements
+// interface{ Tables() []string } restores those tables of the tenant
+// itself: Restore does not copy their rows (they are archived all the
+// same).
 type BackupPart interface {
 	// Name is the file's name: 1 to 40 bytes of a-z, 0-9, '-' and '.'.
 	Name() string
-	// Export writes the tenant's part (t.ID()) to w.
-	Export(ctx context.Context, t *Target, w io.Writer) error
+	// Export writes the tenant's part (t.ID()) to w, reading the tenant's
+	// tables through src, in the backup's snapshot.
+	Export(ctx context.Context, t *Target, src BackupSource, w io.Writer) error
 	// Import puts the part read from r into tenant t.ID() (a fresh one).
 	Import(ctx context.Context, t *Target, r io.Reader) error
 }
+
+// BackupSource is the backup's read of the tenant: one read-only
+// snapshot, as the backup role (the tenant itself is suspended and
+// cannot log in).
+type BackupSource interface {
+	// Query runs a query in the snapshot.
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	// Table returns the quoted, schema-qualified name of the tenant's
+	// table name.
+	Table(name string) string
+}
+
+type backupSource struct {
+	tx     pgx.Tx
+	schema string
+}
+
+func (s backupSource) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return s.tx.Query(ctx, sql, args...)
+}
+
+func (s backupSource) Table(name string) string { return pgx.Identifier{s.schema, name}.Sanitize() }
 
 // Manifest describes an archive; it is its last file, manifest.json.
 type Manifest struct {
@@ -222,6 +248,19 @@ func (b *Backup) backup(ctx context.Context, t *Target) (*Archive, error) {
 				return err
 			}
 		}
+		// Parts, in the same snapshot.
+		src := backupSource{tx: tx, schema: t.ID().SchemaName()}
+		for _, tb := range tables {
+			if !tb.Shared {
+				src.schema = tb.Schema
+				break
+			}
+		}
+		for _, p := range b.Parts {
+			if err := add("parts/"+p.Name(), func(w io.Writer) (int64, error) { return 0, p.Export(ctx, t, src, w) }); err != nil {
+				return fmt.Errorf("part %s: %w", p.Name(), err)
+			}
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, store.ErrUnknownTenant) {
@@ -233,13 +272,7 @@ func (b *Backup) backup(ctx context.Context, t *Target) (*Archive, error) {
 			return nil, fmt.Errorf("lifecycle: backup %s: objects: %w", t.ID(), err)
 		}
 	}
-	// 3. Parts.
-	for _, p := range b.Parts {
-		if err := add("parts/"+p.Name(), func(w io.Writer) (int64, error) { return 0, p.Export(ctx, t, w) }); err != nil {
-			return nil, fmt.Errorf("lifecycle: backup %s: part %s: %w", t.ID(), p.Name(), err)
-		}
-	}
-	// 4. The archive: tar, encrypted to the backup key, with the manifest last.
+	// 3. The archive: tar, encrypted to the backup key, with the manifest last.
 	key := archiveKey(t.ID(), t.Run)
 	a, err := b.writeArchive(ctx, t.ID(), key, m, files)
 	if err != nil {
@@ -400,6 +433,9 @@ type RestoreTarget struct {
 	// Objects, if set, receives the objects (encrypted anew with the
 	// tenant's key).
 	Objects *blob.Buckets
+	// Parts import the archive's parts in the target environment (a
+	// SettingsPart over its settings, say); nil means the Backup's own.
+	Parts []BackupPart
 }
 
 // RestoreResult reports a Restore.
@@ -408,9 +444,10 @@ type RestoreResult struct {
 	// Rows counts the rows written per table; Objects the objects.
 	Rows    map[string]int64
 	Objects int
-	// Skipped are the archive's files not restored: the audit log's
-	// tables (its chain is keyed by the old tenant's audit key; the
-	// archive keeps it as evidence).
+	// Skipped are the archive's files not restored as rows: the audit
+	// log's tables (its chain is keyed by the old tenant's audit key; the
+	// archive keeps it as evidence) and the tables of Parts (restored by
+	// the part).
 	Skipped []string
 }
 
@@ -441,6 +478,16 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 		return nil, err
 	}
 	res := &RestoreResult{Manifest: *m, Rows: map[string]int64{}}
+	parts := to.Parts
+	if parts == nil {
+		parts = b.Parts
+	}
+	var partTables []string
+	for _, p := range parts {
+		if pt, ok := p.(interface{ Tables() []string }); ok {
+			partTables = append(partTables, pt.Tables()...)
+		}
+	}
 	tctx := tenant.NewContext(ctx, into)
 	t := &Target{Info: tenant.Info{ID: into, Name: m.Name, Tier: tenant.Tier(m.Tier), Region: m.Region}, Op: OpProvision}
 	for i, f := range m.Files {
@@ -450,7 +497,7 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 			res.Skipped = append(res.Skipped, f.Name+" (a shared table: restore by hand)")
 		case strings.HasPrefix(f.Name, "rows/"):
 			table := strings.TrimSuffix(strings.TrimPrefix(f.Name, "rows/"), ".jsonl")
-			if slices.Contains(skippedTables, table) {
+			if slices.Contains(skippedTables, table) || slices.Contains(partTables, table) {
 				res.Skipped = append(res.Skipped, f.Name)
 				continue
 			}
@@ -471,13 +518,13 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 		case strings.HasPrefix(f.Name, "parts/"):
 			name := strings.TrimPrefix(f.Name, "parts/")
 			var part BackupPart
-			for _, p := range b.Parts {
+			for _, p := range parts {
 				if p.Name() == name {
 					part = p
 				}
 			}
 			if part == nil {
-				res.Skipped = append(res.Skipped, f.Name+" (no such Backup.Parts)")
+				res.Skipped = append(res.Skipped, f.Name+" (no such part to import it)")
 				continue
 			}
 			fh, err := os.Open(local)

@@ -14,6 +14,7 @@ import (
 	"github.com/rtmx-ai/tenancy/audit"
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/lifecycle"
+	"github.com/rtmx-ai/tenancy/lifecycle/settings"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
@@ -34,6 +35,9 @@ func (e *env) populate(t testing.TB, ctx context.Context) map[string]string {
 	for k, v := range objs {
 		require.NoError(t, view.WriteAll(ctx, k, []byte(v), nil))
 	}
+	_, err = e.settings.Put(ctx, &settings.Integrations{Jira: &settings.Jira{BaseURL: "https://acme.atlassian.net", Project: "RTMX",
+		User: "bot@acme.defense", APIToken: settings.NewSecret("jira token of " + id.String())}}, 0, "alice")
+	require.NoError(t, err)
 	lcfg := audit.DefaultConfig()
 	lcfg.DB, lcfg.Keys = e.db, e.km
 	log, err := audit.New(lcfg)
@@ -120,7 +124,8 @@ func TestDeprovisioningRemovesAllData(t *testing.T) {
 			e2 := newEnv(t)
 			_, err = e2.lc.Provision(t.Context(), req)
 			require.NoError(t, err)
-			res, err := e.backup.Restore(t.Context(), archive.Key, req.ID, lifecycle.RestoreTarget{DB: e2.db, Objects: e2.objects})
+			res, err := e.backup.Restore(t.Context(), archive.Key, req.ID, lifecycle.RestoreTarget{DB: e2.db, Objects: e2.objects,
+				Parts: []lifecycle.BackupPart{&lifecycle.SettingsPart{Settings: e2.settings}}})
 			require.NoError(t, err)
 			assert.EqualValues(t, 2, res.Rows["requirements"])
 			assert.Equal(t, 2, res.Objects)
@@ -142,6 +147,11 @@ func TestDeprovisioningRemovesAllData(t *testing.T) {
 			require.NoError(t, e2.db.QueryRow(ctx2, `SELECT sealed FROM requirements WHERE req_id = 'REQ-2'`).Scan(&sealed))
 			_, err = e2.km.Open(ctx2, sealed, keys.Binding{Table: "requirements", Column: "sealed", RowKey: "REQ-2"})
 			assert.ErrorIs(t, err, keys.ErrDecrypt, "a value sealed under the shredded key stays unreadable")
+			// The configuration came back through its part, its secret sealed anew.
+			token, err := e2.settings.Secret(ctx2, settings.SecretJiraAPIToken)
+			require.NoError(t, err)
+			assert.Equal(t, "jira token of "+req.ID.String(), token)
+			assert.Contains(t, res.Skipped, "rows/tenant_settings.jsonl")
 
 			// And into a new ID in the first environment.
 			other := request(t, "restored", tenant.TierStandard)

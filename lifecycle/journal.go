@@ -138,7 +138,16 @@ func installJournal(ctx context.Context, admin *store.Admin) error {
 				return err
 			}
 		}
-		return nil
+		// The audit and deprovisioning steps look up the entry a run wrote
+		// in the platform trail (so a resumed run writes none twice): an
+		// index keeps that lookup from scanning a trail that grows with
+		// every tenant.
+		var trail bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass('tenancy.platform_audit') IS NOT NULL`).Scan(&trail); err != nil || !trail {
+			return err
+		}
+		_, err := tx.Exec(ctx, `CREATE INDEX IF NOT EXISTS platform_audit_by_resource ON tenancy.platform_audit (resource, action)`)
+		return err
 	})
 }
 
@@ -283,6 +292,9 @@ func (r *Run) done(step, phase string) bool {
 func (j journal) start(ctx context.Context, r *Run, step, phase string) error {
 	now := time.Now()
 	err := j.admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
+		if err := lazyCommit(ctx, tx); err != nil {
+			return err
+		}
 		_, err := tx.Exec(ctx, `INSERT INTO tenancy.lifecycle_steps (run_id, step, phase, ord, status)
 			VALUES ($1, $2, $3, (SELECT count(*) FROM tenancy.lifecycle_steps WHERE run_id = $1), 'started')
 			ON CONFLICT (run_id, step, phase) DO UPDATE SET status = 'started', error = '', started_at = now(), finished_at = NULL`,
@@ -310,6 +322,9 @@ func (j journal) finish(ctx context.Context, r *Run, step, phase string, stepErr
 		d = string(detail)
 	}
 	err := j.admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
+		if err := lazyCommit(ctx, tx); err != nil {
+			return err
+		}
 		_, err := tx.Exec(ctx, `UPDATE tenancy.lifecycle_steps SET status = $4, error = $5, detail = COALESCE($6::jsonb, detail), finished_at = now()
 			WHERE run_id = $1 AND step = $2 AND phase = $3`, r.ID, step, phase, string(status), msg, d)
 		return err
@@ -352,4 +367,16 @@ func (j journal) setState(ctx context.Context, r *Run, state RunState, reason st
 		r.FinishedAt = time.Now()
 	}
 	return nil
+}
+
+// lazyCommit lets tx commit without waiting for its WAL to reach disk
+// (synchronous_commit off, for tx only). It is for the marks of a step's
+// start and end: a mark lost to a crash of the database server (never to
+// one of this process, whose committed transactions the server keeps)
+// makes Resume apply or remove an idempotent step once more, which is
+// what a crash of this process between a step and its mark does anyway.
+// The run's own records (open, state) commit synchronously.
+func lazyCommit(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`)
+	return err
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/rtmx-ai/tenancy/keys/localkms"
 	"github.com/rtmx-ai/tenancy/lifecycle"
 	"github.com/rtmx-ai/tenancy/lifecycle/invite"
+	"github.com/rtmx-ai/tenancy/lifecycle/settings"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -72,6 +73,7 @@ type env struct {
 	lc         *lifecycle.Lifecycle
 	steps      []lifecycle.Step
 	inviter    *invite.Inviter
+	settings   *settings.Settings
 	mail       *mailtest.Server
 	inviteSrv  *httptest.Server
 }
@@ -171,6 +173,8 @@ func openEnv(t testing.TB, sp spec, c envConfig, first bool) *env {
 	acfg.LoginSecrets = []store.LoginSecret{secret}
 	acfg.Migrations, err = audit.WithMigration(fstest.MapFS{"0001_requirements.sql": {Data: []byte(reqTable)}}, 2)
 	require.NoError(t, err)
+	acfg.Migrations, err = settings.WithMigration(acfg.Migrations, 3)
+	require.NoError(t, err)
 	cfg, err := store.ParseConfig(sp.PlatformURL, secret)
 	require.NoError(t, err)
 	if sp.SecondURL != "" {
@@ -207,8 +211,10 @@ func openEnv(t testing.TB, sp spec, c envConfig, first bool) *env {
 	require.NoError(t, err)
 	t.Cleanup(func() { e.backupBkt.Close() })
 	e.backupRole = sp.BackupRole
+	e.settings, err = settings.New(e.db, e.km)
+	require.NoError(t, err)
 	e.backup = &lifecycle.Backup{Admin: e.admin, Role: e.backupRole, Bucket: e.backupBkt, Keys: e.prov,
-		KeyID: tenant.MustParseID(backupKeyID), Objects: e.objects}
+		KeyID: tenant.MustParseID(backupKeyID), Objects: e.objects, Parts: []lifecycle.BackupPart{&lifecycle.SettingsPart{Settings: e.settings}}}
 
 	routes, err := lifecycle.NewRoutesStep(e.admin, "svc/rtmx-api", "{{.DNSLabel}}.rtmx.example")
 	require.NoError(t, err)

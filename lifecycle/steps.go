@@ -14,6 +14,7 @@ import (
 	"github.com/rtmx-ai/tenancy/blob"
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/lifecycle/invite"
+	"github.com/rtmx-ai/tenancy/lifecycle/kube"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -457,4 +458,37 @@ func (s *InvitationStep) Remove(ctx context.Context, t *Target) error {
 // Remains lists the tenant's invitations left.
 func (s *InvitationStep) Remains(ctx context.Context, t *Target) ([]string, error) {
 	return s.Inviter.Remains(ctx, t.ID())
+}
+
+// KubeStep applies one group of the tenant's Kubernetes objects
+// (lifecycle/kube): kube.Cluster.Namespace() is REQ-DEPLOY-004's step 4
+// (the namespace tenant-<dns label> with the tenant's labels, a
+// default-deny NetworkPolicy and the platform's allow rules, a
+// ResourceQuota and a LimitRange by tier, and Istio's STRICT
+// PeerAuthentication when configured), Resources() step 5 (the tenant's
+// manifests), and Ingress() the dedicated ingress of the enterprise tier
+// (part of step 6). Its name is the group's: namespace, resources or
+// ingress.
+type KubeStep struct {
+	// Group is the group of objects.
+	Group *kube.Group
+}
+
+// Name returns the group's name.
+func (s *KubeStep) Name() string { return s.Group.Name() }
+
+// Describe says what the step does for t.
+func (s *KubeStep) Describe(t *Target) string {
+	return "Kubernetes " + s.Group.Name() + " of namespace " + kube.NamespaceName(t.ID())
+}
+
+// Apply applies the group (server-side apply: it converges).
+func (s *KubeStep) Apply(ctx context.Context, t *Target) error { return s.Group.Apply(ctx, t.Info) }
+
+// Remove deletes the group's objects (the namespace: and waits until it is gone).
+func (s *KubeStep) Remove(ctx context.Context, t *Target) error { return s.Group.Remove(ctx, t.ID()) }
+
+// Remains lists the group's objects left.
+func (s *KubeStep) Remains(ctx context.Context, t *Target) ([]string, error) {
+	return s.Group.Remains(ctx, t.ID())
 }

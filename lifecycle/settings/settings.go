@@ -646,10 +646,32 @@ func (r Record) LogValue() slog.Value {
 // backup (see [Record] on keeping it). A sealed value that does not open
 // fails the export.
 func (s *Settings) Export(ctx context.Context) ([]Record, error) {
+	return s.export(ctx, s.db, "tenant_settings")
+}
+
+// Querier runs a query: a *store.DB, a *store.Tx or a pgx.Tx.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Table is the name of the settings table in a tenant's schema.
+const Table = "tenant_settings"
+
+// ExportFrom is Export reading the rows through q from table (the
+// quoted, schema-qualified name of the tenant's tenant_settings) rather
+// than through the tenant's own connection: for a backup, which reads a
+// suspended tenant (whose logins are stopped) in one snapshot as the
+// backup role (store.Admin.BackupTx). The secrets are opened with the
+// tenant of ctx's keys.
+func (s *Settings) ExportFrom(ctx context.Context, q Querier, table string) ([]Record, error) {
+	return s.export(ctx, q, table)
+}
+
+func (s *Settings) export(ctx context.Context, q Querier, table string) ([]Record, error) {
 	if _, err := tenant.Require(ctx, "export"); err != nil {
 		return nil, fmt.Errorf("settings: %w", err)
 	}
-	rows, err := s.db.Query(ctx, `SELECT section, version, value, sealed, actor, created_at FROM tenant_settings ORDER BY section, version`)
+	rows, err := q.Query(ctx, `SELECT section, version, value, sealed, actor, created_at FROM `+table+` ORDER BY section, version`)
 	if err != nil {
 		return nil, fmt.Errorf("settings: export: %w", notInstalled(err))
 	}
