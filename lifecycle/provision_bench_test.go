@@ -80,7 +80,9 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 	}
 	s := slices.Clone(lat)
 	slices.Sort(s)
-	pct := func(p float64) float64 { return float64(s[min(len(s)-1, int(p*float64(len(s))))].Microseconds()) / 1000 }
+	pct := func(p float64) float64 {
+		return float64(s[min(len(s)-1, int(p*float64(len(s))))].Microseconds()) / 1000
+	}
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 }
