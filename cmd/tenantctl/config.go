@@ -215,11 +215,11 @@ func addConfigFlags(flagSet *pflag.FlagSet) flagValues {
 }
 
 // configPaths are the default configuration files, in the order tried.
-func configPaths() []string {
+func configPaths(getenv func(string) string) []string {
 	paths := []string{"tenantctl.yaml"}
-	xdg := os.Getenv("XDG_CONFIG_HOME")
+	xdg := getenv("XDG_CONFIG_HOME")
 	if xdg == "" {
-		if home, err := os.UserHomeDir(); err == nil {
+		if home := getenv("HOME"); home != "" {
 			xdg = filepath.Join(home, ".config")
 		}
 	}
@@ -242,7 +242,7 @@ func loadConfig(explicit string, getenv func(string) string, flagSet *pflag.Flag
 			return nil, path, err
 		}
 	} else {
-		for _, p := range configPaths() {
+		for _, p := range configPaths(getenv) {
 			err := readConfigFile(p, c)
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
