@@ -108,9 +108,9 @@ func crashAt(t *testing.T, e *env, op, arg, at string) {
 // of everything (one keyset per purpose, one route, one invitation e-mail
 // whose link works, one audit entry, one placement).
 func TestProvisionKilledAtEachStepResumes(t *testing.T) {
-	e := newEnv(t, withMail())
+	e := newEnv(t, withMail(), withKube())
 	var points []string
-	for _, s := range []string{"validate", "placement", "keys", "objects", "routes", "invitation", "audit", "activate"} {
+	for _, s := range []string{"validate", "placement", "keys", "objects", "namespace", "resources", "routes", "ingress", "invitation", "audit", "activate"} {
 		points = append(points, s+"/apply/before", s+"/apply/after")
 	}
 	for _, at := range points {
@@ -143,7 +143,8 @@ func TestProvisionKilledAtEachStepResumes(t *testing.T) {
 			require.NoError(t, err)
 			assert.Len(t, routes, 1)
 			assert.Equal(t, 1, e.platformEntries(t, "tenant.provision", req.ID), "one audit entry, not two")
-			link := e.invitationLink(t, req.AdminEmail) // exactly one mail
+			e.assertNamespace(t, req.ID, tenant.TierEnterprise) // one of each object
+			link := e.invitationLink(t, req.AdminEmail)         // exactly one mail
 			assert.Equal(t, http.StatusOK, get(t, link), "the one link sent works")
 			ctx := tenant.NewContext(t.Context(), req.ID)
 			e.insertReq(t, ctx, "REQ-1", "after the crash")

@@ -10,10 +10,13 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rtmx-ai/tenancy/audit"
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/lifecycle"
+	"github.com/rtmx-ai/tenancy/lifecycle/kube"
 	"github.com/rtmx-ai/tenancy/lifecycle/settings"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -53,7 +56,8 @@ func (e *env) populate(t testing.TB, ctx context.Context) map[string]string {
 // TestDeprovisioningRemovesAllData is REQ-DEPLOY-004 test case 4, on the
 // standard and enterprise tiers: after deprovisioning, each kind of thing
 // the tenant had is asserted absent (placement, login role, keysets,
-// objects, route), its keys are shredded, its connections refused, the
+// objects, route, namespace on a real kube-apiserver, invitation), its
+// keys are shredded, its connections refused, the
 // platform trail holds a verified deletion record naming the backup's
 // digest, and the backup restores into a fresh environment: the rows,
 // the custom fields and the objects, while the column sealed under the
@@ -61,7 +65,7 @@ func (e *env) populate(t testing.TB, ctx context.Context) map[string]string {
 func TestDeprovisioningRemovesAllData(t *testing.T) {
 	for _, tier := range []tenant.Tier{tenant.TierStandard, tenant.TierEnterprise} {
 		t.Run(string(tier), func(t *testing.T) {
-			e := newEnv(t)
+			e := newEnv(t, withKube(), withMail())
 			req := request(t, "gone", tier)
 			_, err := e.lc.Provision(t.Context(), req)
 			require.NoError(t, err)
@@ -88,6 +92,12 @@ func TestDeprovisioningRemovesAllData(t *testing.T) {
 			routes, err := lifecycle.Routes(t.Context(), e.admin, req.ID)
 			require.NoError(t, err)
 			assert.Empty(t, routes)
+			kc, _ := e.kubeClients(t)
+			_, err = kc.CoreV1().Namespaces().Get(t.Context(), kube.NamespaceName(req.ID), metav1.GetOptions{})
+			assert.True(t, apierrors.IsNotFound(err), "the namespace is gone: %v", err)
+			invites, err := e.inviter.Remains(t.Context(), req.ID)
+			require.NoError(t, err)
+			assert.Empty(t, invites)
 			info, err := e.admin.Tenant(t.Context(), req.ID)
 			require.NoError(t, err)
 			assert.Equal(t, tenant.StateDeleted, info.State)

@@ -21,21 +21,26 @@ import (
 	"github.com/tink-crypto/tink-go/v2/core/registry"
 	gcblob "gocloud.dev/blob"
 	_ "gocloud.dev/blob/fileblob"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rtmx-ai/tenancy/audit"
 	"github.com/rtmx-ai/tenancy/blob"
+	"github.com/rtmx-ai/tenancy/internal/kubetest"
 	"github.com/rtmx-ai/tenancy/internal/mailtest"
 	"github.com/rtmx-ai/tenancy/internal/pgtest"
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/keys/localkms"
 	"github.com/rtmx-ai/tenancy/lifecycle"
 	"github.com/rtmx-ai/tenancy/lifecycle/invite"
+	"github.com/rtmx-ai/tenancy/lifecycle/kube"
 	"github.com/rtmx-ai/tenancy/lifecycle/settings"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) { pgtest.Main(m, kubetest.Cleanup) }
 
 var secret = store.LoginSecret{Version: 1, Key: []byte("tenancy lifecycle test login secret, 32+ bytes")}
 
@@ -74,6 +79,8 @@ type env struct {
 	steps      []lifecycle.Step
 	inviter    *invite.Inviter
 	settings   *settings.Settings
+	kube       *kube.Cluster
+	kubeClient kubernetes.Interface
 	mail       *mailtest.Server
 	inviteSrv  *httptest.Server
 }
@@ -85,6 +92,7 @@ type envConfig struct {
 	kekPath string           // the platform master key file; new if ""
 	gov     bool             // register the second cluster for government tenants
 	mail    bool             // add the invitation step, with a mailpit of its own
+	kube    bool             // add the Kubernetes steps, on the package's kube-apiserver
 }
 
 func withSteps(s ...lifecycle.Step) envOption {
@@ -92,6 +100,7 @@ func withSteps(s ...lifecycle.Step) envOption {
 }
 func withGov() envOption  { return func(c *envConfig) { c.gov = true } }
 func withMail() envOption { return func(c *envConfig) { c.mail = true } }
+func withKube() envOption { return func(c *envConfig) { c.kube = true } }
 
 // reqTable is the tenant table of the tests: RTMX requirements with a
 // jsonb column of custom fields, a bytea of a sealed value and an identity
@@ -114,6 +123,8 @@ type spec struct {
 	// SMTPAddr, if set, is the mail server of the invitation step, and
 	// LinkBase the URL its links point at.
 	SMTPAddr, LinkBase string
+	// Kubeconfig, if set, is the kube-apiserver of the Kubernetes steps.
+	Kubeconfig string
 }
 
 func newEnv(t testing.TB, opts ...envOption) *env {
@@ -140,6 +151,9 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		second := pgtest.SecondCluster(t)
 		sp.SecondURL = second.AdminURL()
 		second.Exec(t, createRole)
+	}
+	if c.kube {
+		sp.Kubeconfig = kubetest.Shared(t).KubeconfigPath(t)
 	}
 	var srv *httptest.Server
 	var mail *mailtest.Server
@@ -222,7 +236,14 @@ func openEnv(t testing.TB, sp spec, c envConfig, first bool) *env {
 		&lifecycle.PlacementStep{Admin: e.admin, GovernmentCluster: govClusterIf(sp.SecondURL != "")},
 		&lifecycle.KeysStep{Keys: e.prov, Store: e.admin.Keysets()},
 		&lifecycle.ObjectsStep{Buckets: e.objects},
-		routes,
+	}
+	if sp.Kubeconfig != "" {
+		e.kube = openKube(t, sp.Kubeconfig)
+		e.steps = append(e.steps, &lifecycle.KubeStep{Group: e.kube.Namespace()}, &lifecycle.KubeStep{Group: e.kube.Resources()})
+	}
+	e.steps = append(e.steps, routes)
+	if e.kube != nil {
+		e.steps = append(e.steps, &lifecycle.KubeStep{Group: e.kube.Ingress()})
 	}
 	e.steps = append(e.steps, c.extra...)
 	if sp.SMTPAddr != "" {
@@ -368,3 +389,45 @@ func tenantKEKDir(kekPath string) string { return filepath.Join(filepath.Dir(kek
 
 // tenantSuffix is a number no other tenant of the test binary has.
 func tenantSuffix() string { return fmt.Sprint(tenantSeq.Add(1)) }
+
+// tenantManifest is the tenant-specific resource the tests deploy: a
+// ConfigMap naming the tenant, and the Service its dedicated ingress
+// routes to.
+const tenantManifest = `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: rtmx-config
+data:
+  tenant: "{{.ID}}"
+  tier: "{{.Tier}}"
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: rtmx-api
+spec:
+  selector:
+    app: rtmx-api
+  ports:
+  - port: 8080
+`
+
+// openKube opens the Kubernetes steps' cluster from a kubeconfig: the
+// default namespace objects with Istio's PeerAuthentication, the tenant
+// manifest and the enterprise tier's dedicated ingress.
+func openKube(t testing.TB, kubeconfig string) *kube.Cluster {
+	t.Helper()
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	require.NoError(t, err)
+	client, err := kubernetes.NewForConfig(rc)
+	require.NoError(t, err)
+	dyn, err := dynamic.NewForConfig(rc)
+	require.NoError(t, err)
+	kc := kube.DefaultConfig(client, dyn)
+	kc.PeerAuthentication = true
+	kc.Manifests = []kube.Manifest{{Name: "rtmx.yaml", Template: tenantManifest}}
+	kc.Ingress = &kube.IngressConfig{Name: "rtmx", Host: "{{.DNSLabel}}.dedicated.rtmx.example", ClassName: "nginx", Service: "rtmx-api", Port: 8080}
+	c, err := kube.New(kc)
+	require.NoError(t, err)
+	return c
+}

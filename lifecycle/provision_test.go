@@ -3,6 +3,7 @@ package lifecycle_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"testing"
 
@@ -17,13 +18,15 @@ import (
 
 // TestProvisioningCreatesAllRequiredResources is REQ-DEPLOY-004 test case
 // 1 for each tier: the placement (schema, or database, or database on the
-// dedicated cluster) with its login role, the three keysets, the route,
-// the audit entry, a tenant that is active and works, and a journal that
-// shows every step done in order.
+// dedicated cluster) with its login role, the three keysets, the
+// Kubernetes namespace with its objects (on a real kube-apiserver), the
+// route (and the enterprise tier's dedicated ingress), the invitation
+// received over real SMTP, the audit entry, a tenant that is active and
+// works, and a journal that shows every step done in order.
 func TestProvisioningCreatesAllRequiredResources(t *testing.T) {
 	for _, tier := range []tenant.Tier{tenant.TierStandard, tenant.TierEnterprise, tenant.TierGovernment} {
 		t.Run(string(tier), func(t *testing.T) {
-			e := newEnv(t, withGov())
+			e := newEnv(t, withGov(), withKube(), withMail())
 			req := request(t, "prov", tier)
 			run, err := e.lc.Provision(t.Context(), req)
 			require.NoError(t, err)
@@ -76,7 +79,14 @@ func TestProvisioningCreatesAllRequiredResources(t *testing.T) {
 				assert.Equal(t, lifecycle.StepDone, s.Status, s.Step)
 				names = append(names, s.Step)
 			}
-			assert.Equal(t, []string{"validate", "placement", "keys", "objects", "routes", "audit", "activate"}, names)
+			assert.Equal(t, []string{"validate", "placement", "keys", "objects", "namespace", "resources", "routes", "ingress", "invitation", "audit", "activate"}, names)
+
+			// The invitation arrived.
+			link := e.invitationLink(t, req.AdminEmail)
+			assert.Equal(t, http.StatusOK, get(t, link))
+
+			// The namespace and its objects, read back from the API server.
+			e.assertNamespace(t, req.ID, tier)
 			runs, err := e.lc.Runs(t.Context(), req.ID)
 			require.NoError(t, err)
 			require.Len(t, runs, 1)

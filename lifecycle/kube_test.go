@@ -1,0 +1,161 @@
+package lifecycle_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/rtmx-ai/tenancy/internal/kubetest"
+	"github.com/rtmx-ai/tenancy/lifecycle"
+	"github.com/rtmx-ai/tenancy/lifecycle/kube"
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+func (e *env) kubeClients(t testing.TB) (kubernetes.Interface, dynamic.Interface) {
+	t.Helper()
+	rc, err := clientcmd.BuildConfigFromFlags("", e.spec.Kubeconfig)
+	require.NoError(t, err)
+	c, err := kubernetes.NewForConfig(rc)
+	require.NoError(t, err)
+	d, err := dynamic.NewForConfig(rc)
+	require.NoError(t, err)
+	return c, d
+}
+
+// assertNamespace checks, on the API server, the namespace of tenant id
+// and every object provisioning puts in it.
+func (e *env) assertNamespace(t testing.TB, id tenant.ID, tier tenant.Tier) {
+	t.Helper()
+	ctx := t.Context()
+	c, d := e.kubeClients(t)
+	name := kube.NamespaceName(id)
+	ns, err := c.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err, "namespace %s", name)
+	assert.Equal(t, "tenant-"+id.DNSLabel(), name)
+	assert.Equal(t, id.String(), ns.Labels["tenancy.rtmx.ai/tenant"])
+	assert.Equal(t, string(tier), ns.Labels["tenancy.rtmx.ai/tier"])
+
+	pols, err := c.NetworkingV1().NetworkPolicies(name).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	var deny bool
+	for _, p := range pols.Items {
+		if len(p.Spec.PodSelector.MatchLabels) == 0 && len(p.Spec.PodSelector.MatchExpressions) == 0 &&
+			len(p.Spec.Ingress) == 0 && len(p.Spec.Egress) == 0 && len(p.Spec.PolicyTypes) == 2 {
+			deny = true
+		}
+	}
+	assert.True(t, deny, "a default-deny NetworkPolicy (ingress and egress, every pod): %d policies", len(pols.Items))
+	assert.Greater(t, len(pols.Items), 1, "and the platform's allow rules")
+
+	quotas, err := c.CoreV1().ResourceQuotas(name).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	assert.Len(t, quotas.Items, 1, "a ResourceQuota")
+	limits, err := c.CoreV1().LimitRanges(name).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	assert.Len(t, limits.Items, 1, "a LimitRange")
+
+	pa, err := d.Resource(schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "peerauthentications"}).
+		Namespace(name).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	require.Len(t, pa.Items, 1, "an Istio PeerAuthentication")
+	mode, _, _ := unstructuredString(pa.Items[0].Object, "spec", "mtls", "mode")
+	assert.Equal(t, "STRICT", mode)
+
+	cm, err := c.CoreV1().ConfigMaps(name).Get(ctx, "rtmx-config", metav1.GetOptions{})
+	require.NoError(t, err, "the tenant's manifest")
+	assert.Equal(t, id.String(), cm.Data["tenant"])
+
+	ings, err := c.NetworkingV1().Ingresses(name).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	if tier == tenant.TierEnterprise {
+		require.Len(t, ings.Items, 1, "the enterprise tier's dedicated ingress")
+		assert.Equal(t, id.DNSLabel()+".dedicated.rtmx.example", ings.Items[0].Spec.Rules[0].Host)
+	} else {
+		assert.Empty(t, ings.Items, "no dedicated ingress for the %s tier", tier)
+	}
+}
+
+func unstructuredString(obj map[string]any, path ...string) (string, bool, error) {
+	cur := any(obj)
+	for _, p := range path {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return "", false, nil
+		}
+		cur = m[p]
+	}
+	s, ok := cur.(string)
+	return s, ok, nil
+}
+
+// TestKubernetesRefusingCompensates: a namespace of the tenant's name that
+// someone else made is refused (and left alone); the namespace step fails
+// and provisioning undoes the placement and keys; the tenant is failed and
+// nothing of it remains.
+func TestKubernetesRefusingCompensates(t *testing.T) {
+	e := newEnv(t, withKube())
+	req := request(t, "nokube", tenant.TierStandard)
+	// A namespace of the tenant's name that is not the tenant's: the API
+	// server refuses nothing, but the step must not take it over.
+	c, _ := e.kubeClients(t)
+	_, err := c.CoreV1().Namespaces().Create(t.Context(), namespaceNamed(kube.NamespaceName(req.ID)), metav1.CreateOptions{})
+	require.NoError(t, err)
+	run, err := e.lc.Provision(t.Context(), req)
+	var re *lifecycle.RunError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, "namespace", re.Step)
+	assert.True(t, re.Compensated, "%v", err)
+	assert.Equal(t, lifecycle.RunFailed, run.State)
+	info, err := e.admin.Tenant(t.Context(), req.ID)
+	require.NoError(t, err)
+	assert.Equal(t, tenant.StateFailed, info.State)
+	assert.Empty(t, e.remains(t, req.ID))
+	_, err = c.CoreV1().Namespaces().Get(t.Context(), kube.NamespaceName(req.ID), metav1.GetOptions{})
+	assert.NoError(t, err, "the foreign namespace is left alone")
+}
+
+func namespaceNamed(name string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+}
+
+// TestKubernetesDownCompensatesOnResume: with the API server stopped, the
+// namespace step fails and so does undoing it (the API server is still
+// down): the run stays compensating, with the placement and keys removed
+// so far journaled. Once the API server is back, Resume finishes the
+// compensation: the tenant is failed and nothing of it remains.
+func TestKubernetesDownCompensatesOnResume(t *testing.T) {
+	e := newEnv(t, withKube())
+	cluster := kubetest.Shared(t)
+	require.NoError(t, cluster.StopAPIServer())
+	t.Cleanup(func() { _ = cluster.StartAPIServer() })
+	req := request(t, "kubedown", tenant.TierStandard)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	run, err := e.lc.Provision(ctx, req)
+	var re *lifecycle.RunError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, "namespace", re.Step)
+	assert.False(t, re.Compensated)
+	require.Error(t, re.CompensationErr)
+	assert.Contains(t, err.Error(), "tenantctl resume "+req.ID.String())
+	assert.Equal(t, lifecycle.RunCompensating, run.State)
+
+	require.NoError(t, cluster.StartAPIServer())
+	run, err = e.lc.Resume(t.Context(), req.ID)
+	require.ErrorAs(t, err, &re)
+	assert.True(t, re.Compensated, "%v", err)
+	assert.Equal(t, lifecycle.RunFailed, run.State)
+	info, err := e.admin.Tenant(t.Context(), req.ID)
+	require.NoError(t, err)
+	assert.Equal(t, tenant.StateFailed, info.State)
+	assert.Empty(t, e.remains(t, req.ID))
+}
