@@ -284,19 +284,27 @@ func (a *app) showCommand() *cobra.Command {
 				return err
 			}
 			defer p.Close()
-			info, err := p.admin.Tenant(cmd.Context(), id)
+			runs, err := p.lc.Runs(cmd.Context(), id)
 			if err != nil {
+				return err
+			}
+			var entry *tenantJSON
+			info, err := p.admin.Tenant(cmd.Context(), id)
+			switch {
+			case err == nil:
+				t := tenantOf(info)
+				entry = &t
+			case errors.Is(err, lifecycle.ErrUnknownTenant) && len(runs) > 0:
+				// A provisioning run journaled before its placement step
+				// put the tenant into the directory.
+			default:
 				return err
 			}
 			routes, err := lifecycle.Routes(cmd.Context(), p.admin, id)
 			if err != nil {
 				return err
 			}
-			runs, err := p.lc.Runs(cmd.Context(), id)
-			if err != nil {
-				return err
-			}
-			s := showJSON{Tenant: tenantOf(info), Routes: routes, Runs: []runJSON{}}
+			s := showJSON{Tenant: entry, Routes: routes, Runs: []runJSON{}}
 			if s.Routes == nil {
 				s.Routes = []string{}
 			}
@@ -307,7 +315,9 @@ func (a *app) showCommand() *cobra.Command {
 				return a.out().json(s)
 			}
 			o := a.out()
-			if err := o.table([][]string{
+			if s.Tenant == nil {
+				fmt.Fprintf(a.stdout, "ID:     %s\nState:  not in the directory yet (its provisioning run is open: 'tenantctl resume %s' continues it)\n", id, id)
+			} else if err := o.table([][]string{
 				{"ID:", s.Tenant.ID}, {"Name:", s.Tenant.Name}, {"Tier:", s.Tenant.Tier}, {"Region:", s.Tenant.Region},
 				{"State:", s.Tenant.State}, {"Created:", fmtTime(s.Tenant.CreatedAt)}, {"Updated:", fmtTime(s.Tenant.UpdatedAt)},
 			}); err != nil {

@@ -32,8 +32,9 @@ func TestSeedTenantLifecycle(t *testing.T) {
 	}
 
 	show := jsonOut[showJSON](t, d.run("show", "abc123", "--output", "json"))
+	require.NotNil(t, show.Tenant)
 	assert.Equal(t, tenantJSON{ID: "abc123", Name: "Acme Defense Corp", Tier: "enterprise", Region: "us-gov-east-1", State: "active",
-		CreatedAt: show.Tenant.CreatedAt, UpdatedAt: show.Tenant.UpdatedAt}, show.Tenant)
+		CreatedAt: show.Tenant.CreatedAt, UpdatedAt: show.Tenant.UpdatedAt}, *show.Tenant)
 	assert.False(t, show.Tenant.CreatedAt.IsZero())
 	assert.Equal(t, []string{"abc123.rtmx.localhost"}, show.Routes)
 	require.Len(t, show.Runs, 1)
@@ -99,6 +100,7 @@ func TestSeedTenantLifecycle(t *testing.T) {
 		assert.Regexp(t, `(?m)^2\s+deprovision\s+`+step+`\s+apply\s+done`, r.stdout)
 	}
 	show = jsonOut[showJSON](t, d.run("show", "abc123", "--output", "json"))
+	require.NotNil(t, show.Tenant)
 	assert.Equal(t, "deleted", show.Tenant.State)
 	assert.Empty(t, show.Routes)
 	require.Len(t, show.Runs, 2)

@@ -75,7 +75,9 @@ func runOf(r *lifecycle.Run) runJSON {
 
 // showJSON is `tenantctl show`.
 type showJSON struct {
-	Tenant tenantJSON `json:"tenant"`
+	// Tenant is null for a tenant whose provisioning run is open but
+	// has not put it into the directory yet.
+	Tenant *tenantJSON `json:"tenant"`
 	Routes []string   `json:"routes"`
 	Runs   []runJSON  `json:"runs"`
 }
