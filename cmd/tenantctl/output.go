@@ -78,8 +78,8 @@ type showJSON struct {
 	// Tenant is null for a tenant whose provisioning run is open but
 	// has not put it into the directory yet.
 	Tenant *tenantJSON `json:"tenant"`
-	Routes []string   `json:"routes"`
-	Runs   []runJSON  `json:"runs"`
+	Routes []string    `json:"routes"`
+	Runs   []runJSON   `json:"runs"`
 }
 
 // planJSON is a --dry-run plan.
