@@ -177,9 +177,11 @@ func partName(n string) bool {
 }
 
 // archiveKey is where run's archive of tenant id goes: the same key on a
-// resumed run, which writes it anew.
-func archiveKey(id tenant.ID, run int64) string {
-	return fmt.Sprintf("backups/%s/run-%d.tar.enc", id, run)
+// resumed run, which writes it anew, and another for every other run,
+// here or in another environment sharing the backup bucket (the run's
+// start, to the microsecond, tells runs of one number apart).
+func archiveKey(id tenant.ID, run int64, started time.Time) string {
+	return fmt.Sprintf("backups/%s/run-%d-%s.tar.enc", id, run, started.UTC().Format("20060102T150405.000000Z"))
 }
 
 // associatedData binds an archive to its tenant and key.
@@ -187,14 +189,16 @@ func associatedData(id tenant.ID, key string) []byte {
 	return []byte(BackupFormat + "\x00" + id.String() + "\x00" + key)
 }
 
-// BackupNow archives tenant id into the backup bucket, as deprovisioning
-// does (under run 0's key: a later BackupNow replaces it).
+// BackupNow archives tenant id into the backup bucket now, as
+// deprovisioning does (run 0 in the archive's key and manifest), without
+// suspending it: the archive is one consistent snapshot of its rows, but
+// objects written meanwhile may or may not be in it.
 func (b *Backup) BackupNow(ctx context.Context, id tenant.ID) (*Archive, error) {
 	info, err := b.Admin.Tenant(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("lifecycle: backup %s: %w", id, err)
 	}
-	return b.backup(ctx, &Target{Info: info, Op: OpDeprovision})
+	return b.backup(ctx, &Target{Info: info, Op: OpDeprovision, started: time.Now()})
 }
 
 // backup writes t's archive.
@@ -273,7 +277,7 @@ func (b *Backup) backup(ctx context.Context, t *Target) (*Archive, error) {
 		}
 	}
 	// 3. The archive: tar, encrypted to the backup key, with the manifest last.
-	key := archiveKey(t.ID(), t.Run)
+	key := archiveKey(t.ID(), t.Run, t.started)
 	a, err := b.writeArchive(ctx, t.ID(), key, m, files)
 	if err != nil {
 		return nil, fmt.Errorf("lifecycle: backup %s: %w", t.ID(), err)
@@ -478,6 +482,7 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 		return nil, err
 	}
 	res := &RestoreResult{Manifest: *m, Rows: map[string]int64{}}
+	local := func(i int) string { return filepath.Join(dir, fmt.Sprintf("%06d", i)) }
 	parts := to.Parts
 	if parts == nil {
 		parts = b.Parts
@@ -490,8 +495,10 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 	}
 	tctx := tenant.NewContext(ctx, into)
 	t := &Target{Info: tenant.Info{ID: into, Name: m.Name, Tier: tenant.Tier(m.Tier), Region: m.Region}, Op: OpProvision}
+	// 1. The rows, all tables in one transaction of the tenant, into
+	// tables that must be empty: either every row is restored or none.
+	var tables []restoreFile
 	for i, f := range m.Files {
-		local := filepath.Join(dir, fmt.Sprintf("%06d", i))
 		switch {
 		case strings.HasPrefix(f.Name, "rows/shared."):
 			res.Skipped = append(res.Skipped, f.Name+" (a shared table: restore by hand)")
@@ -501,17 +508,40 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 				res.Skipped = append(res.Skipped, f.Name)
 				continue
 			}
-			n, err := restoreTable(tctx, to.DB, table, local)
-			if err != nil {
-				return res, fmt.Errorf("lifecycle: restore into %s: table %s: %w", into, table, err)
+			tables = append(tables, restoreFile{table: table, path: local(i)})
+		}
+	}
+	err = to.DB.Tx(tctx, func(tx *store.Tx) error {
+		for _, rf := range tables {
+			var any bool
+			if err := tx.QueryRow(tctx, `SELECT EXISTS (SELECT 1 FROM `+pgx.Identifier{rf.table}.Sanitize()+`)`).Scan(&any); err != nil {
+				return fmt.Errorf("table %s: %w (restore into a tenant with the same migrations)", rf.table, err)
 			}
-			res.Rows[table] = n
+			if any {
+				return fmt.Errorf("table %s has rows already: restore into a fresh tenant", rf.table)
+			}
+		}
+		for _, rf := range tables {
+			n, err := restoreTable(tctx, tx, rf.table, rf.path)
+			if err != nil {
+				return fmt.Errorf("table %s: %w", rf.table, err)
+			}
+			res.Rows[rf.table] = n
+		}
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("lifecycle: restore into %s: %w", into, err)
+	}
+	// 2. Objects and parts.
+	for i, f := range m.Files {
+		switch {
 		case strings.HasPrefix(f.Name, "objects/"):
 			if to.Objects == nil {
 				res.Skipped = append(res.Skipped, f.Name)
 				continue
 			}
-			if err := restoreObject(tctx, to.Objects, strings.TrimPrefix(f.Name, "objects/"), local); err != nil {
+			if err := restoreObject(tctx, to.Objects, strings.TrimPrefix(f.Name, "objects/"), local(i)); err != nil {
 				return res, fmt.Errorf("lifecycle: restore into %s: %s: %w", into, f.Name, err)
 			}
 			res.Objects++
@@ -527,7 +557,7 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 				res.Skipped = append(res.Skipped, f.Name+" (no such part to import it)")
 				continue
 			}
-			fh, err := os.Open(local)
+			fh, err := os.Open(local(i))
 			if err != nil {
 				return res, err
 			}
@@ -640,17 +670,19 @@ func (b *Backup) readArchive(ctx context.Context, key string) (*Manifest, string
 	return manifest, dir, nil
 }
 
-// restoreTable writes the JSON Lines of local into table as the tenant of
-// ctx, a thousand rows per statement, with PostgreSQL's own conversion of
-// each column (jsonb_populate_recordset).
-func restoreTable(ctx context.Context, db *store.DB, table, local string) (int64, error) {
+type restoreFile struct{ table, path string }
+
+// restoreTable writes the JSON Lines of local into table in tx, as the
+// tenant, a thousand rows per statement, with PostgreSQL's own conversion
+// of each column (jsonb_populate_recordset).
+func restoreTable(ctx context.Context, tx *store.Tx, table, local string) (int64, error) {
 	f, err := os.Open(local)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
 	var n int64
-	err = db.Tx(ctx, func(tx *store.Tx) error {
+	err = func() error {
 		rows, err := tx.Query(ctx, `SELECT a.attname, a.attidentity = 'a' FROM pg_attribute a
 			WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' AND a.attname <> 'tenant_id'
 			ORDER BY a.attnum`, pgx.Identifier{table}.Sanitize())
@@ -718,7 +750,7 @@ func restoreTable(ctx context.Context, db *store.DB, table, local string) (int64
 			return err
 		}
 		return flush()
-	})
+	}()
 	return n, err
 }
 

@@ -260,6 +260,13 @@ func (l *Lifecycle) Reactivate(ctx context.Context, id tenant.ID) error {
 }
 
 func (l *Lifecycle) setState(ctx context.Context, id tenant.ID, to tenant.State, action string) error {
+	// A run owns the tenant's state while it is open: reactivating a
+	// tenant being deprovisioned would let it write after its backup.
+	if open, err := l.j.openRun(ctx, id); err == nil {
+		return fmt.Errorf("lifecycle: %s: %w: tenant %s has run %d (%s) open: resume it first (tenantctl resume %s)", action, ErrRunInProgress, id, open.ID, open.Op, id)
+	} else if !errors.Is(err, ErrNoRun) {
+		return fmt.Errorf("lifecycle: %s: %w", action, err)
+	}
 	if err := l.admin.SetState(ctx, id, to); err != nil {
 		return fmt.Errorf("lifecycle: %s: %w", action, err)
 	}

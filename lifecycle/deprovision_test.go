@@ -251,3 +251,41 @@ func TestBackupRoleMustBeReadOnlyAndBypassRLS(t *testing.T) {
 }
 
 var _ = io.EOF
+
+// TestStateChangesWaitForAnOpenRun: a tenant whose deprovisioning was
+// stopped after its backup cannot be reactivated (it would write after
+// the backup) or suspended; resuming finishes it.
+func TestStateChangesWaitForAnOpenRun(t *testing.T) {
+	e := newEnv(t)
+	req := request(t, "stateful", tenant.TierStandard)
+	_, err := e.lc.Provision(t.Context(), req)
+	require.NoError(t, err)
+	crashAt(t, e, "deprovision", req.ID.String(), "decommission/apply/before")
+	assert.ErrorIs(t, e.lc.Reactivate(t.Context(), req.ID), lifecycle.ErrRunInProgress)
+	assert.ErrorIs(t, e.lc.Suspend(t.Context(), req.ID), lifecycle.ErrRunInProgress)
+	info, err := e.admin.Tenant(t.Context(), req.ID)
+	require.NoError(t, err)
+	assert.Equal(t, tenant.StateSuspended, info.State)
+	_, err = e.lc.Resume(t.Context(), req.ID)
+	require.NoError(t, err)
+}
+
+// TestRestoreIntoATenantWithRowsChangesNothing: a restore into a tenant
+// that has rows is refused, and none of the archive's rows are written.
+func TestRestoreIntoATenantWithRowsChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	src := request(t, "src", tenant.TierStandard)
+	_, err := e.lc.Provision(t.Context(), src)
+	require.NoError(t, err)
+	e.populate(t, tenant.NewContext(t.Context(), src.ID))
+	a, err := e.backup.BackupNow(t.Context(), src.ID)
+	require.NoError(t, err)
+	dst := request(t, "dst", tenant.TierStandard)
+	_, err = e.lc.Provision(t.Context(), dst)
+	require.NoError(t, err)
+	dctx := tenant.NewContext(t.Context(), dst.ID)
+	e.insertReq(t, dctx, "REQ-9", "mine")
+	_, err = e.backup.Restore(t.Context(), a.Key, dst.ID, lifecycle.RestoreTarget{DB: e.db})
+	require.ErrorContains(t, err, "has rows already")
+	assert.Equal(t, map[string]string{"REQ-9": "mine"}, e.requirements(t, dctx))
+}

@@ -240,6 +240,18 @@ func (l *Lifecycle) validate(ctx context.Context, req *Request) error {
 	case !errors.Is(err, store.ErrUnknownTenant):
 		return fmt.Errorf("lifecycle: provision %s: %w", req.ID, err)
 	}
+	t := &Target{Info: req.info(), Request: req, Op: OpProvision}
+	var errs []error
+	for _, s := range l.steps {
+		if v, ok := s.(Validator); ok {
+			if err := v.Validate(ctx, t); err != nil {
+				errs = append(errs, fmt.Errorf("step %s: %w", s.Name(), err))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("lifecycle: provision %s: %w", req.ID, errors.Join(errs...))
+	}
 	return nil
 }
 
@@ -263,6 +275,14 @@ func (l *Lifecycle) Runs(ctx context.Context, id tenant.ID) ([]*Run, error) {
 
 // drive takes an open run to its end.
 func (l *Lifecycle) drive(ctx context.Context, run *Run) error {
+	for _, r := range run.Steps {
+		if reservedPhases[r.Step] {
+			continue
+		}
+		if !slices.ContainsFunc(l.steps, func(s Step) bool { return s.Name() == r.Step }) {
+			return fmt.Errorf("%w: run %d of tenant %s journaled step %q, which this Lifecycle does not have: resume it with the steps it was started with (Config.Steps, same names), or what that step made would be left behind", ErrInvalidConfig, run.ID, run.Tenant, r.Step)
+		}
+	}
 	if run.Op == OpDeprovision {
 		return l.driveDeprovision(ctx, run)
 	}
@@ -436,7 +456,7 @@ func (l *Lifecycle) activate(ctx context.Context, id tenant.ID) error {
 
 // target builds the Target of run.
 func (l *Lifecycle) target(ctx context.Context, run *Run) (*Target, error) {
-	t := &Target{Request: run.Request, Op: run.Op, Run: run.ID}
+	t := &Target{Request: run.Request, Op: run.Op, Run: run.ID, started: run.StartedAt}
 	if run.Request != nil {
 		t.Info = run.Request.info()
 		return t, nil

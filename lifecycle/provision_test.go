@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -236,6 +237,54 @@ func TestHostileRequestsChangeNothing(t *testing.T) {
 		require.NoError(t, err)
 		assert.Empty(t, runs)
 	})
+	t.Run("an ID the platform keeps its keys under", func(t *testing.T) {
+		for _, id := range []string{platformKeyID, backupKeyID} {
+			req, err := parse(t, doc(t, "id", `"`+id+`"`, "tier", `"standard"`, "encryption", `"platform-managed"`, "kms_key_arn", omit))
+			require.NoError(t, err)
+			_, err = e.lc.Provision(t.Context(), req)
+			require.ErrorIs(t, err, lifecycle.ErrTenantExists, id)
+			assert.Contains(t, err.Error(), "step keys: ")
+			_, err = e.admin.Tenant(t.Context(), req.ID)
+			assert.ErrorIs(t, err, lifecycle.ErrUnknownTenant, "no tenant %s made", id)
+			for _, p := range keys.Purposes() {
+				_, err := e.admin.Keysets().Get(t.Context(), req.ID, p)
+				assert.NoError(t, err, "the platform's %s keyset of %s is untouched", p, id)
+			}
+		}
+		_, err := e.platform.Verify(t.Context())
+		assert.NoError(t, err, "the platform trail still verifies")
+	})
+	t.Run("objects under the new tenant's prefix", func(t *testing.T) {
+		req := request(t, "planted", tenant.TierStandard)
+		planted := filepath.Join(e.spec.ObjDir, "tenants", req.ID.String(), "planted.txt")
+		require.NoError(t, os.MkdirAll(filepath.Dir(planted), 0o700))
+		require.NoError(t, os.WriteFile(planted, []byte("not the new tenant's"), 0o600))
+		_, err := e.lc.Provision(t.Context(), req)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "step objects: ")
+		_, err = os.Stat(planted)
+		assert.NoError(t, err, "the objects are left alone")
+		_, err = e.admin.Tenant(t.Context(), req.ID)
+		assert.ErrorIs(t, err, lifecycle.ErrUnknownTenant)
+	})
+	t.Run("a host routed to another tenant", func(t *testing.T) {
+		static, err := lifecycle.NewRoutesStep(e.admin, "svc/x", "shared.rtmx.example")
+		require.NoError(t, err)
+		lc, err := lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: []lifecycle.Step{&lifecycle.PlacementStep{Admin: e.admin}, static}})
+		require.NoError(t, err)
+		first := request(t, "hosta", tenant.TierStandard)
+		_, err = lc.Provision(t.Context(), first)
+		require.NoError(t, err)
+		second := request(t, "hostb", tenant.TierStandard)
+		_, err = lc.Provision(t.Context(), second)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "host shared.rtmx.example is routed to another tenant")
+		_, err = e.admin.Tenant(t.Context(), second.ID)
+		assert.ErrorIs(t, err, lifecycle.ErrUnknownTenant, "nothing made")
+		routes, err := lifecycle.Routes(t.Context(), e.admin, first.ID)
+		require.NoError(t, err)
+		assert.Equal(t, []string{"shared.rtmx.example"}, routes, "the first tenant keeps its route")
+	})
 	t.Run("no request", func(t *testing.T) {
 		_, err := e.lc.Provision(t.Context(), &lifecycle.Request{})
 		require.ErrorIs(t, err, lifecycle.ErrInvalidRequest)
@@ -292,3 +341,29 @@ func TestTwoProvisionsOfOneIDAtOnce(t *testing.T) {
 }
 
 var _ = pgx.ErrNoRows
+
+// TestResumeNeedsTheStepsTheRunWasStartedWith: a run journaled with a
+// step this Lifecycle lacks is not resumed (what that step made would be
+// left behind), with an error saying so.
+func TestResumeNeedsTheStepsTheRunWasStartedWith(t *testing.T) {
+	boom := &failStep{name: "dns", err: context.Canceled}
+	e := newEnv(t, withSteps(boom))
+	req := request(t, "steps", tenant.TierStandard)
+	ctx, cancel := context.WithCancel(t.Context())
+	lifecycle.SetHook(e.lc, func(step, dir, when string) {
+		if step == "dns" && when == "before" {
+			cancel()
+		}
+	})
+	_, err := e.lc.Provision(ctx, req)
+	require.ErrorIs(t, err, lifecycle.ErrInterrupted)
+	lc, err := lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: e.steps[:3]})
+	require.NoError(t, err)
+	_, err = lc.Resume(t.Context(), req.ID)
+	require.ErrorIs(t, err, lifecycle.ErrInvalidConfig)
+	assert.Contains(t, err.Error(), "journaled step")
+	boom.err = nil
+	run, err := e.lc.Resume(t.Context(), req.ID)
+	require.NoError(t, err, "with its steps it resumes")
+	assert.Equal(t, lifecycle.RunSucceeded, run.State)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"time"
 
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -47,6 +48,16 @@ type KeyStep interface {
 	HoldsKeys()
 }
 
+// A Validator is a Step that can tell, before anything is made, that its
+// Apply would fail or would take over something that is not the new
+// tenant's: keysets that exist already under the ID, objects under its
+// prefix, a hostname routed to another tenant. Provision and Plan ask
+// every Validator in the validation phase, before the run is journaled,
+// and refuse the request with every problem found, changing nothing.
+type Validator interface {
+	Validate(ctx context.Context, t *Target) error
+}
+
 // Op is what a run does to a tenant.
 type Op string
 
@@ -73,6 +84,8 @@ type Target struct {
 	Op Op
 	// Run is the journal's number of the run.
 	Run int64
+
+	started time.Time // when the run started (names its backup archive)
 }
 
 // ID returns the tenant's ID.

@@ -124,6 +124,25 @@ func (s *KeysStep) Describe(t *Target) string {
 	return "generate the tenant's keysets, wrapped by the platform's master key"
 }
 
+// Validate refuses an ID that has keysets or a tombstone already: the
+// platform's own keysets (its audit key, its backup key) live under IDs
+// that are not tenants, and a tenant of that ID would otherwise get, and
+// on deprovisioning shred, the platform's keys.
+func (s *KeysStep) Validate(ctx context.Context, t *Target) error {
+	for _, p := range keys.Purposes() {
+		_, err := s.Store.Get(ctx, t.ID(), p)
+		switch {
+		case err == nil:
+			return fmt.Errorf("%w: keysets exist for %s already (an ID the platform keeps keys under, or a leftover): choose another ID", ErrTenantExists, t.ID())
+		case errors.Is(err, keys.ErrKeyDestroyed):
+			return fmt.Errorf("%w: the keys of %s were shredded: tenant IDs are never reused; choose another", ErrTenantExists, t.ID())
+		case !errors.Is(err, keys.ErrNoKeys):
+			return err
+		}
+	}
+	return nil
+}
+
 // Apply provisions the keysets (idempotent in keys).
 func (s *KeysStep) Apply(ctx context.Context, t *Target) error {
 	if t.Request == nil {
@@ -171,6 +190,9 @@ func (s *ObjectsStep) Name() string { return "objects" }
 func (s *ObjectsStep) Describe(t *Target) string {
 	return "the objects under " + blob.TenantPrefix(t.ID())
 }
+
+// Validate refuses an ID whose prefix holds objects.
+func (s *ObjectsStep) Validate(ctx context.Context, t *Target) error { return s.Apply(ctx, t) }
 
 // Apply checks the tenant's prefix is empty.
 func (s *ObjectsStep) Apply(ctx context.Context, t *Target) error {
@@ -291,6 +313,29 @@ func validHost(h string) bool {
 		}
 	}
 	return true
+}
+
+// Validate refuses hostnames that are not DNS names or are routed to
+// another tenant.
+func (s *RoutesStep) Validate(ctx context.Context, t *Target) error {
+	hosts, err := s.hosts(t)
+	if err != nil {
+		return err
+	}
+	return s.Admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT host FROM tenancy.routes WHERE host = ANY($1) AND tenant_id <> $2 ORDER BY 1`, hosts, t.ID().String())
+		if err != nil {
+			return err
+		}
+		taken, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		if len(taken) > 0 {
+			return fmt.Errorf("host %s is routed to another tenant already", strings.Join(taken, ", "))
+		}
+		return nil
+	})
 }
 
 // Apply records the routes; routes this tenant has already are kept.
