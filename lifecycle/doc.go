@@ -13,16 +13,16 @@
 // ones follow REQ-DEPLOY-004's provisioning steps (the first, validation,
 // is the Lifecycle's own):
 //
-//  2. PlacementStep   schema, database or dedicated cluster, by tier, with every tenant migration
-//  3. KeysStep        the tenant's keysets, wrapped by the master key settings.encryption names
-//     ObjectsStep     the tenant's object prefix (checked empty; purged on removal)
-//  4. KubeStep        namespace tenant-<dns label>: default-deny and allow NetworkPolicies,
-//     ResourceQuota and LimitRange by tier, Istio STRICT PeerAuthentication (lifecycle/kube)
-//  5. KubeStep        the tenant's manifests
-//  6. RoutesStep      the tenant's hostnames in the control plane's route table,
-//     KubeStep        and the enterprise tier's dedicated ingress
-//  7. InvitationStep  the admin's invitation e-mail with a single-use link (lifecycle/invite)
-//  8. AuditStep       the provisioning's entry in the platform's audit trail
+//	step 2  PlacementStep   schema, database or dedicated cluster, by tier, with every tenant migration
+//	step 3  KeysStep        the tenant's keysets, wrapped by the master key settings.encryption names
+//	        ObjectsStep     the tenant's object prefix (checked empty; purged on removal)
+//	step 4  KubeStep        namespace tenant-<dns label>: default-deny and allow NetworkPolicies,
+//	                        ResourceQuota and LimitRange by tier, Istio STRICT PeerAuthentication (lifecycle/kube)
+//	step 5  KubeStep        the tenant's manifests
+//	step 6  RoutesStep      the tenant's hostnames in the control plane's route table,
+//	        KubeStep        and the enterprise tier's dedicated ingress
+//	step 7  InvitationStep  the admin's invitation e-mail with a single-use link (lifecycle/invite)
+//	step 8  AuditStep       the provisioning's entry in the platform's audit trail
 //
 // Config.Steps lists the steps a platform uses, in order: leave out what it
 // does not use, add its own. Every method must be idempotent, so that a
