@@ -419,6 +419,9 @@ func openKube(t testing.TB, kubeconfig string) *kube.Cluster {
 	t.Helper()
 	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	require.NoError(t, err)
+	// client-go's default client-side limit (5 requests a second, bursts
+	// of 10) would throttle a namespace's dozen calls to a second.
+	rc.QPS, rc.Burst = 100, 200
 	client, err := kubernetes.NewForConfig(rc)
 	require.NoError(t, err)
 	dyn, err := dynamic.NewForConfig(rc)

@@ -134,3 +134,25 @@ func median(d []time.Duration) time.Duration {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
+
+// BenchmarkProvisionFull provisions enterprise tenants through every step
+// a platform would run: placement (a database of its own), keys, the
+// Kubernetes namespace, resources and dedicated ingress on a real
+// kube-apiserver, the route, the invitation over real SMTP (mailpit) and
+// the audit entry. The baseline is BenchmarkProvision's, for the standard
+// tier without Kubernetes and e-mail.
+//
+//	go test -run '^$' -bench BenchmarkProvisionFull -benchtime 20x ./lifecycle/
+func BenchmarkProvisionFull(b *testing.B) {
+	e := newEnv(b, withKube(), withMail())
+	var lat []time.Duration
+	for b.Loop() {
+		req := request(b, "full", tenant.TierEnterprise)
+		start := time.Now()
+		if _, err := e.lc.Provision(b.Context(), req); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	reportPercentiles(b, lat)
+}
