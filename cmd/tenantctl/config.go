@@ -79,6 +79,10 @@ type Config struct {
 	GovernmentClusters []ClusterConfig `yaml:"government_clusters"`
 	// Migrations are the tenant migrations every tenant gets.
 	Migrations MigrationsConfig `yaml:"migrations"`
+	// Kubernetes, if its kubeconfig is set, adds the Kubernetes steps:
+	// the tenant namespace with its policies and quotas, the tenant's
+	// manifests and, if configured, the enterprise tier's ingress.
+	Kubernetes KubeConfig `yaml:"kubernetes"`
 	// Actor names who acts in the audit trail ("tenantctl" if empty).
 	Actor string `yaml:"actor"`
 }
@@ -136,6 +140,36 @@ type MigrationsConfig struct {
 	// SettingsVersion numbers the settings table's migration; 0 leaves
 	// per-tenant settings (tenantctl config) out.
 	SettingsVersion int `yaml:"settings_version"`
+}
+
+// KubeConfig configures the Kubernetes steps (lifecycle/kube).
+type KubeConfig struct {
+	// Kubeconfig is the path of a kubeconfig file, or "in-cluster" for
+	// the service account of the pod tenantctl runs in. Empty: no
+	// Kubernetes steps.
+	Kubeconfig string `yaml:"kubeconfig"`
+	// Context is the kubeconfig's context; its current one if empty.
+	Context string `yaml:"context"`
+	// PeerAuthentication adds Istio's STRICT mTLS PeerAuthentication.
+	PeerAuthentication bool `yaml:"peer_authentication"`
+	// AllowFromNamespaces are namespaces (an ingress controller's) whose
+	// pods may reach the tenant's, beside the default allow rules.
+	AllowFromNamespaces []string `yaml:"allow_from_namespaces"`
+	// Manifests are files of tenant-specific resources: YAML templated
+	// with the tenant (.ID, .DNSLabel, .Namespace, .Tier, ...).
+	Manifests []string `yaml:"manifests"`
+	// Ingress, if set, is the enterprise tier's dedicated ingress.
+	Ingress *KubeIngress `yaml:"ingress"`
+}
+
+// KubeIngress is the dedicated ingress of enterprise tenants.
+type KubeIngress struct {
+	Name      string `yaml:"name"`
+	Host      string `yaml:"host"`
+	ClassName string `yaml:"class_name"`
+	Service   string `yaml:"service"`
+	Port      int32  `yaml:"port"`
+	TLSSecret string `yaml:"tls_secret"`
 }
 
 // configError is an error of the configuration: exit status 3.
@@ -196,6 +230,8 @@ var configSettings = []setting{
 	{key: "migrations.dir", flag: "migrations-dir", usage: "directory of tenant migrations", str: func(c *Config) *string { return &c.Migrations.Dir }},
 	{key: "migrations.audit_version", usage: "version of the audit log migration", num: func(c *Config) *int { return &c.Migrations.AuditVersion }},
 	{key: "migrations.settings_version", usage: "version of the settings migration (0: none)", num: func(c *Config) *int { return &c.Migrations.SettingsVersion }},
+	{key: "kubernetes.kubeconfig", flag: "kubeconfig", usage: "kubeconfig of the tenants' cluster, or in-cluster (enables the Kubernetes steps)", str: func(c *Config) *string { return &c.Kubernetes.Kubeconfig }},
+	{key: "kubernetes.context", flag: "kube-context", usage: "kubeconfig context", str: func(c *Config) *string { return &c.Kubernetes.Context }},
 	{key: "actor", flag: "actor", usage: "who acts, in audit records", str: func(c *Config) *string { return &c.Actor }},
 }
 

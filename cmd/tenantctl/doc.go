@@ -88,10 +88,24 @@
 //	migrations: {dir: ./migrations, audit_version: 1, settings_version: 2}
 //	actor: ops@rtmx.example                         # who acts, in audit records
 //
-// With smtp.addr set, provisioning sends the admin invitation (step 7);
-// without it the step is left out. The first government cluster receives
-// new government tenants. The Kubernetes steps (namespace, network policy,
-// quotas, tenant resources, dedicated ingress) are not wired yet.
+//	kubernetes:                                     # the Kubernetes steps (lifecycle/kube)
+//	  kubeconfig: /etc/tenancy/kubeconfig           # or in-cluster; empty: no Kubernetes steps
+//	  context: ""
+//	  peer_authentication: true                     # Istio STRICT mTLS in the tenant namespace
+//	  allow_from_namespaces: [ingress-nginx]
+//	  manifests: [./deploy/rtmx.yaml]               # templated with .ID, .DNSLabel, .Namespace, .Tier, ...
+//	  ingress: {name: rtmx, host: "{{.DNSLabel}}.dedicated.rtmx.example", class_name: nginx, service: rtmx-api, port: 8080}
+//
+// The provisioning steps are, in REQ-DEPLOY-004's order: validate,
+// placement, keys, objects, then with kubernetes.kubeconfig set namespace
+// (tenant-<dns label>, default-deny NetworkPolicy and allow rules,
+// ResourceQuota and LimitRange by tier, PeerAuthentication) and resources
+// (the manifests), routes, with kubernetes.ingress the enterprise tier's
+// ingress, with smtp.addr the admin invitation, audit, activate. Steps
+// are journaled by name: keep a deployment's sections once tenants were
+// provisioned with them. The first government cluster receives new
+// government tenants. With migrations.settings_version set, each tenant's
+// settings (tenantctl config) travel in its backup archive, secrets included.
 //
 // # A first run
 //
@@ -122,7 +136,7 @@
 //	5
 //	$ go run ./cmd/tenantctl deprovision abc123
 //	run 2: deprovision of tenant abc123: succeeded
-//	backup archive: backups/abc123/run-2.tar.enc
+//	backup archive: backups/abc123/run-2-20261201T190303.026697Z.tar.enc
 //	RUN  OP           STEP          PHASE   STATUS  ERROR
 //	2    deprovision  suspend       apply   done
 //	2    deprovision  backup        apply   done

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -95,7 +96,7 @@ func TestSeedTenantLifecycle(t *testing.T) {
 	r = d.run("deprovision", "abc123")
 	require.Equal(t, 0, r.code, "%s", r)
 	assert.Contains(t, r.stdout, "run 2: deprovision of tenant abc123: succeeded")
-	assert.Contains(t, r.stdout, "backup archive: backups/abc123/run-2.tar.enc")
+	assert.Regexp(t, `(?m)^ *backup archive: backups/abc123/run-2\S*\.tar\.enc$`, r.stdout)
 	for _, step := range []string{"suspend", "backup", "decommission", "verify", "record"} {
 		assert.Regexp(t, `(?m)^2\s+deprovision\s+`+step+`\s+apply\s+done`, r.stdout)
 	}
@@ -109,7 +110,7 @@ func TestSeedTenantLifecycle(t *testing.T) {
 	r = d.run("show", "abc123")
 	require.Equal(t, 0, r.code, "%s", r)
 	assert.Regexp(t, `(?m)^State:\s+deleted$`, r.stdout)
-	assert.Contains(t, r.stdout, "backup archive: backups/abc123/run-2.tar.enc")
+	assert.Regexp(t, `(?m)^ *backup archive: backups/abc123/run-2\S*\.tar\.enc$`, r.stdout)
 	snap := d.snapshot()
 	assert.NotContains(t, snap["databases"], "tenant_abc123", "the tenant's database is gone")
 
@@ -137,19 +138,25 @@ func TestRestoreIntoAnotherTenant(t *testing.T) {
 	require.Equal(t, 0, r.code, "%s", r)
 	r = d.run("deprovision", "src1")
 	require.Equal(t, 0, r.code, "%s", r)
+	m := regexp.MustCompile(`(?m)^backup archive: (\S+)$`).FindStringSubmatch(r.stdout)
+	require.NotNil(t, m, "deprovision names its archive: %s", r)
+	archive := m[1]
 
 	reqB := strings.ReplaceAll(strings.ReplaceAll(reqA, "src1", "dst1"), "Source", "Destination")
 	require.Equal(t, 0, d.runIn(reqB, "provision", "-f", "-").code)
-	r = d.run("restore", "--archive", "backups/src1/run-2.tar.enc", "--into", "dst1", "--output", "json")
+	r = d.run("restore", "--archive", archive, "--into", "dst1", "--output", "json")
 	require.Equal(t, 0, r.code, "%s", r)
 	assert.Contains(t, r.stdout, `"from": "src1"`)
-	assert.Contains(t, r.stdout, `"tenant_settings": 1`)
+	// The settings came with the archive's settings part.
+	r = d.run("config", "get", "dst1", "rtm")
+	require.Equal(t, 0, r.code, "%s", r)
+	assert.Contains(t, r.stdout, `"SECURITY"`)
 
 	r = d.run("restore", "--archive", "backups/src1/run-9.tar.enc", "--into", "dst1")
 	assert.Equal(t, exitNotFound, r.code, "%s", r)
 	r = d.run("restore", "--archive", "../etc/passwd", "--into", "dst1")
 	assert.Equal(t, exitUsage, r.code, "%s", r)
-	r = d.run("restore", "--archive", "backups/src1/run-2.tar.enc", "--into", "nosuch")
+	r = d.run("restore", "--archive", archive, "--into", "nosuch")
 	assert.Equal(t, exitNotFound, r.code, "%s", r)
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/rtmx-ai/tenancy/internal/kubetest"
 	"github.com/rtmx-ai/tenancy/internal/pgtest"
 )
 
@@ -36,7 +37,7 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	pgtest.Main(m, func() { os.RemoveAll(dir) })
+	pgtest.Main(m, kubetest.Cleanup, func() { os.RemoveAll(dir) })
 }
 
 // seedRequest is examples/tenant.yaml, REQ-DEPLOY-004's seed request.

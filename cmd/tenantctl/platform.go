@@ -22,6 +22,10 @@ import (
 	_ "gocloud.dev/blob/gcsblob"   // gs:// buckets
 	_ "gocloud.dev/blob/memblob"   // mem:// buckets
 	_ "gocloud.dev/blob/s3blob"    // s3:// buckets
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rtmx-ai/tenancy/audit"
 	"github.com/rtmx-ai/tenancy/blob"
@@ -30,6 +34,7 @@ import (
 	"github.com/rtmx-ai/tenancy/keys/pkcs11kms"
 	"github.com/rtmx-ai/tenancy/lifecycle"
 	"github.com/rtmx-ai/tenancy/lifecycle/invite"
+	"github.com/rtmx-ai/tenancy/lifecycle/kube"
 	"github.com/rtmx-ai/tenancy/lifecycle/settings"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
@@ -299,6 +304,12 @@ func openPlatform(ctx context.Context, c *Config, getenv func(string) string, lo
 		if p.settings, err = settings.New(p.db, p.serving); err != nil {
 			return nil, err
 		}
+		// The settings travel in the backup, secrets included.
+		p.backup.Parts = append(p.backup.Parts, &lifecycle.SettingsPart{Settings: p.settings})
+	}
+	kc, err := c.kubeCluster(logger)
+	if err != nil {
+		return nil, err
 	}
 
 	routes, err := lifecycle.NewRoutesStep(p.admin, c.Routes.Target, c.Routes.Hosts...)
@@ -313,7 +324,13 @@ func openPlatform(ctx context.Context, c *Config, getenv func(string) string, lo
 		&lifecycle.PlacementStep{Admin: p.admin, GovernmentCluster: gov},
 		&lifecycle.KeysStep{Keys: p.prov, Store: p.admin.Keysets()},
 		&lifecycle.ObjectsStep{Buckets: p.objects},
-		routes,
+	}
+	if kc != nil {
+		steps = append(steps, &lifecycle.KubeStep{Group: kc.Namespace()}, &lifecycle.KubeStep{Group: kc.Resources()})
+	}
+	steps = append(steps, routes)
+	if kc != nil && c.Kubernetes.Ingress != nil {
+		steps = append(steps, &lifecycle.KubeStep{Group: kc.Ingress()})
 	}
 	if c.SMTP.Addr != "" {
 		if err := invite.Install(ctx, p.admin); err != nil {
@@ -354,6 +371,56 @@ func openPlatform(ctx context.Context, c *Config, getenv func(string) string, lo
 		return nil, err
 	}
 	return p, nil
+}
+
+// kubeCluster returns the Kubernetes steps' cluster, or nil without a
+// kubeconfig.
+func (c *Config) kubeCluster(logger *slog.Logger) (*kube.Cluster, error) {
+	k := c.Kubernetes
+	if k.Kubeconfig == "" {
+		return nil, nil
+	}
+	var rc *rest.Config
+	var err error
+	if k.Kubeconfig == "in-cluster" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+			&clientcmd.ClientConfigLoadingRules{ExplicitPath: k.Kubeconfig},
+			&clientcmd.ConfigOverrides{CurrentContext: k.Context}).ClientConfig()
+	}
+	if err != nil {
+		return nil, configErrorf("kubernetes.kubeconfig: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, configErrorf("kubernetes: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, configErrorf("kubernetes: %w", err)
+	}
+	kc := kube.DefaultConfig(client, dyn)
+	kc.PeerAuthentication = k.PeerAuthentication
+	kc.Logger = logger
+	for _, ns := range k.AllowFromNamespaces {
+		kc.AllowRules = append(kc.AllowRules, kube.AllowFromNamespace("allow-from-"+ns, ns))
+	}
+	for _, path := range k.Manifests {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, configErrorf("kubernetes.manifests: %w", err)
+		}
+		kc.Manifests = append(kc.Manifests, kube.Manifest{Name: filepath.Base(path), Template: string(b)})
+	}
+	if in := k.Ingress; in != nil {
+		kc.Ingress = &kube.IngressConfig{Name: in.Name, Host: in.Host, ClassName: in.ClassName, Service: in.Service, Port: in.Port, TLSSecret: in.TLSSecret}
+	}
+	cluster, err := kube.New(kc)
+	if err != nil {
+		return nil, configErrorf("kubernetes: %w", err)
+	}
+	return cluster, nil
 }
 
 // connectError adds what tenantctl was doing to a connection error.
