@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -123,6 +124,68 @@ func TestSeedTenantLifecycle(t *testing.T) {
 
 	v = jsonOut[verifyJSON](t, d.run("audit", "verify", "--platform", "--output", "json"))
 	assert.Greater(t, v.Entries, int64(3), "the deletion record is in the trail")
+
+	// Logs go to stderr, data to stdout, and neither carries a secret.
+	r = d.run("list", "--output", "json", "--log-level", "debug")
+	require.Equal(t, 0, r.code, "%s", r)
+	list = jsonOut[[]tenantJSON](t, r)
+	assert.Len(t, list, 1)
+	assert.Contains(t, r.stderr, "level=")
+	for _, secret := range d.secrets() {
+		assert.NotContains(t, d.transcript.String(), secret, "a secret was printed")
+	}
+}
+
+// TestInitReset: init --dev --reset drops the deployment (tenants, their
+// databases and roles, keys, buckets, configuration) and makes a fresh one.
+func TestInitReset(t *testing.T) {
+	d := newDev(t)
+	require.Equal(t, 0, d.run("provision", "-f", seedRequest).code)
+	oldSecrets := d.secrets()
+	r := d.run("init", "--dev", "--reset", "--admin-url", d.adminURL, "--database", d.opts.database, "--role-prefix", d.opts.rolePrefix, "--dir", d.opts.dir)
+	require.Equal(t, 0, r.code, "%s", r)
+	assert.Contains(t, r.stdout, "reset: dropped database")
+	list := jsonOut[[]tenantJSON](t, d.run("list", "--output", "json"))
+	assert.Empty(t, list, "a fresh directory")
+	assert.NotEqual(t, oldSecrets, d.secrets(), "new secrets")
+	assert.NotContains(t, d.snapshot()["databases"], "tenant_abc123", "the tenant's database was dropped")
+	r = d.run("provision", "-f", seedRequest)
+	require.Equal(t, 0, r.code, "the seed provisions again in the new deployment: %s", r)
+
+	// A configuration file init did not write is not overwritten.
+	require.NoError(t, os.WriteFile(d.config, []byte("# mine\n"), 0o600))
+	r = d.run("init", "--dev", "--admin-url", d.adminURL, "--database", d.opts.database, "--role-prefix", d.opts.rolePrefix, "--dir", d.opts.dir)
+	assert.Equal(t, exitConflict, r.code, "%s", r)
+	data, err := os.ReadFile(d.config)
+	require.NoError(t, err)
+	assert.Equal(t, "# mine\n", string(data))
+	r = d.run("init", "--admin-url", d.adminURL)
+	assert.Equal(t, exitUsage, r.code, "init needs --dev: %s", r)
+}
+
+// TestBinaryExitCodes: the built binary exits with the statuses run
+// returns.
+func TestBinaryExitCodes(t *testing.T) {
+	d := newDev(t)
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"list"}, exitOK},
+		{[]string{"show", "nosuch"}, exitNotFound},
+		{[]string{"show", "Bad"}, exitUsage},
+		{[]string{"list", "--bogus"}, exitUsage},
+		{[]string{"provision", "-f", seedRequest}, exitOK},
+		{[]string{"provision", "-f", seedRequest}, exitConflict},
+	} {
+		cmd := d.command(t.Context(), c.args...)
+		out, _ := cmd.CombinedOutput()
+		assert.Equal(t, c.code, cmd.ProcessState.ExitCode(), "%v: %s", c.args, out)
+	}
+	cmd := exec.CommandContext(t.Context(), binary, "--config", writeFile(t, "bad.yaml", "nope: 1\n"), "list")
+	out, _ := cmd.CombinedOutput()
+	assert.Equal(t, exitConfig, cmd.ProcessState.ExitCode(), "%s", out)
+	assert.Contains(t, string(out), `unknown key "nope"`)
 }
 
 // TestRestoreIntoAnotherTenant: the archive of a deprovisioned tenant,

@@ -61,6 +61,8 @@ type dev struct {
 	opts     devOptions
 	env      map[string]string // the environment of every invocation
 	adminURL string            // the superuser
+	// transcript is everything the in-process invocations printed.
+	transcript strings.Builder
 }
 
 var devSeq atomic.Int64
@@ -100,7 +102,22 @@ func (d *dev) run(args ...string) result {
 // runIn runs tenantctl with stdin.
 func (d *dev) runIn(stdin string, args ...string) result {
 	d.t.Helper()
-	return runCLI(d.t, d.env, stdin, append([]string{"--config", d.config}, args...)...)
+	r := runCLI(d.t, d.env, stdin, append([]string{"--config", d.config}, args...)...)
+	d.transcript.WriteString(r.stdout)
+	d.transcript.WriteString(r.stderr)
+	return r
+}
+
+// secrets returns the deployment's secrets as init --dev wrote them.
+func (d *dev) secrets() []string {
+	d.t.Helper()
+	var out []string
+	for _, f := range []string{"login.secret", "platform.password"} {
+		b, err := os.ReadFile(filepath.Join(d.opts.dir, f))
+		require.NoError(d.t, err)
+		out = append(out, strings.TrimSpace(string(b)))
+	}
+	return out
 }
 
 // runCLI runs tenantctl in-process with only the environment env.
