@@ -64,7 +64,11 @@ func (l *Lifecycle) PlanDeprovision(ctx context.Context, id tenant.ID) ([]Planne
 	}
 	plan = append(plan, PlannedStep{phaseDecommission, "mark it decommissioning"})
 	for _, s := range l.removalOrder() {
-		plan = append(plan, PlannedStep{s.Name(), "remove: " + describe(s, t)})
+		d := "remove " + s.Name()
+		if ds, ok := s.(Describer); ok {
+			d = ds.Describe(t)
+		}
+		plan = append(plan, PlannedStep{s.Name(), d})
 	}
 	plan = append(plan, PlannedStep{phaseVerify, "check that nothing of the tenant remains"})
 	if l.audit != nil {

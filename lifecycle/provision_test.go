@@ -367,3 +367,40 @@ func TestResumeNeedsTheStepsTheRunWasStartedWith(t *testing.T) {
 	require.NoError(t, err, "with its steps it resumes")
 	assert.Equal(t, lifecycle.RunSucceeded, run.State)
 }
+
+// TestPlansChangeNothing: Plan and PlanDeprovision say what would be done,
+// step by step, and do none of it.
+func TestPlansChangeNothing(t *testing.T) {
+	e := newEnv(t)
+	req := request(t, "plan", tenant.TierEnterprise)
+	plan, err := e.lc.Plan(t.Context(), req)
+	require.NoError(t, err)
+	var steps []string
+	for _, p := range plan {
+		steps = append(steps, p.Step)
+		assert.NotEmpty(t, p.Does)
+	}
+	assert.Equal(t, []string{"validate", "placement", "keys", "objects", "routes", "audit", "activate"}, steps)
+	assert.Contains(t, plan[1].Does, "create database")
+	_, err = e.admin.Tenant(t.Context(), req.ID)
+	assert.ErrorIs(t, err, lifecycle.ErrUnknownTenant, "nothing made")
+	runs, err := e.lc.Runs(t.Context(), req.ID)
+	require.NoError(t, err)
+	assert.Empty(t, runs, "nothing journaled")
+
+	_, err = e.lc.Provision(t.Context(), req)
+	require.NoError(t, err)
+	dplan, err := e.lc.PlanDeprovision(t.Context(), req.ID)
+	require.NoError(t, err)
+	steps = nil
+	for _, p := range dplan {
+		steps = append(steps, p.Step)
+	}
+	assert.Equal(t, []string{"suspend", "backup", "decommission", "audit", "routes", "objects", "placement", "keys", "verify", "record"}, steps)
+	assert.Contains(t, dplan[6].Does, "drop")
+	info, err := e.admin.Tenant(t.Context(), req.ID)
+	require.NoError(t, err)
+	assert.Equal(t, tenant.StateActive, info.State, "nothing changed")
+	_, err = e.lc.Plan(t.Context(), req)
+	assert.ErrorIs(t, err, lifecycle.ErrTenantExists, "a plan checks the request as Provision does")
+}

@@ -39,6 +39,9 @@ func (s *PlacementStep) Name() string { return "placement" }
 
 // Describe says what the step does for t.
 func (s *PlacementStep) Describe(t *Target) string {
+	if t.Op != OpProvision {
+		return "drop the tenant's schema or database, its rows in shared tables and its login role"
+	}
 	switch t.Info.Tier {
 	case tenant.TierEnterprise:
 		return "create database " + t.ID().SchemaName() + " with the tenant's login role and migrations"
@@ -112,7 +115,7 @@ func (s *KeysStep) HoldsKeys() {}
 
 // Describe says what the step does for t.
 func (s *KeysStep) Describe(t *Target) string {
-	if t.Request == nil {
+	if t.Request == nil || t.Op != OpProvision {
 		return "shred the tenant's keysets"
 	}
 	switch t.Request.Settings.Encryption {
@@ -188,7 +191,10 @@ func (s *ObjectsStep) Name() string { return "objects" }
 
 // Describe says what the step does for t.
 func (s *ObjectsStep) Describe(t *Target) string {
-	return "the objects under " + blob.TenantPrefix(t.ID())
+	if t.Op != OpProvision {
+		return "purge every object under " + blob.TenantPrefix(t.ID())
+	}
+	return "check that nothing lies under " + blob.TenantPrefix(t.ID())
 }
 
 // Validate refuses an ID whose prefix holds objects.
@@ -264,6 +270,9 @@ func (s *RoutesStep) Name() string { return "routes" }
 
 // Describe says what the step does for t.
 func (s *RoutesStep) Describe(t *Target) string {
+	if t.Op != OpProvision {
+		return "delete the tenant's routes"
+	}
 	hosts, err := s.hosts(t)
 	if err != nil {
 		return "routes: " + err.Error()
@@ -418,6 +427,9 @@ func (s *AuditStep) Name() string { return "audit" }
 
 // Describe says what the step does for t.
 func (s *AuditStep) Describe(t *Target) string {
+	if t.Op != OpProvision {
+		return "nothing: the platform trail is append-only"
+	}
 	return "record tenant.provision for " + t.ID().String() + " in the platform audit trail"
 }
 
@@ -481,7 +493,7 @@ func (s *InvitationStep) Name() string { return "invitation" }
 
 // Describe says what the step does for t.
 func (s *InvitationStep) Describe(t *Target) string {
-	if t.Request == nil {
+	if t.Request == nil || t.Op != OpProvision {
 		return "delete the tenant's invitations"
 	}
 	return "e-mail an invitation to " + t.Request.AdminEmail
@@ -524,6 +536,9 @@ func (s *KubeStep) Name() string { return s.Group.Name() }
 
 // Describe says what the step does for t.
 func (s *KubeStep) Describe(t *Target) string {
+	if t.Op != OpProvision {
+		return "delete the Kubernetes " + s.Group.Name() + " of namespace " + kube.NamespaceName(t.ID())
+	}
 	return "Kubernetes " + s.Group.Name() + " of namespace " + kube.NamespaceName(t.ID())
 }
 
