@@ -389,3 +389,38 @@ func TestConfigurationErrors(t *testing.T) {
 		assert.NotContains(t, r.stderr, strings.TrimSpace(string(data)), "the secret is never printed")
 	})
 }
+
+// TestFailedRunsSayWhatToDo: a provisioning whose invitation step fails
+// (no SMTP server) exits 1 saying the tenant is failed and compensated;
+// a deprovisioning whose backup fails (the backup role missing) exits 1
+// saying the run stays open, and resume finishes it once fixed.
+func TestFailedRunsSayWhatToDo(t *testing.T) {
+	d := newDev(t)
+	d.withSMTP("127.0.0.1:1") // nothing listens there
+	r := d.runIn(standardRequest("nomail"), "provision", "-f", "-")
+	assert.Equal(t, exitFailure, r.code, "%s", r)
+	assert.Contains(t, r.stderr, `provisioning of tenant nomail (run 1) failed at step "invitation"`)
+	assert.Contains(t, r.stderr, "the tenant is failed and compensated")
+	show := jsonOut[showJSON](t, d.run("show", "nomail", "--output", "json"))
+	require.NotNil(t, show.Tenant)
+	assert.Equal(t, "failed", show.Tenant.State)
+	assert.Equal(t, "failed", show.Runs[0].State)
+	assert.Contains(t, show.Runs[0].Reason, "invitation")
+	assert.Empty(t, show.Routes, "compensated: the route is gone")
+	r = d.runIn(standardRequest("nomail"), "provision", "-f", "-")
+	assert.Equal(t, exitConflict, r.code, "%s", r)
+
+	delete(d.env, "TENANTCTL_SMTP_ADDR")
+	require.Equal(t, 0, d.runIn(standardRequest("nobackup"), "provision", "-f", "-").code)
+	d.env["TENANTCTL_BACKUP_ROLE"] = d.opts.rolePrefix + "nosuchrole"
+	r = d.run("deprovision", "nobackup")
+	assert.Equal(t, exitFailure, r.code, "%s", r)
+	assert.Contains(t, r.stderr, "deprovisioning of tenant nobackup")
+	assert.Contains(t, r.stderr, "'tenantctl resume nobackup' continues it")
+	r = d.run("deprovision", "nobackup")
+	assert.Equal(t, exitConflict, r.code, "a run is open: %s", r)
+	delete(d.env, "TENANTCTL_BACKUP_ROLE")
+	r = d.run("resume", "nobackup")
+	require.Equal(t, 0, r.code, "%s", r)
+	assert.Contains(t, r.stdout, "deprovision of tenant nobackup: succeeded")
+}
