@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -67,7 +68,8 @@ func TestMigrateAppliesNewMigrationsToTheFleet(t *testing.T) {
 		require.Equal(t, 0, r.code, "%s", r)
 	}
 	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "0003_notes.sql"), []byte("CREATE TABLE notes (tenant_id text NOT NULL, body text NOT NULL);\n"), 0o600))
+	err := os.WriteFile(filepath.Join(dir, "0003_notes.sql"), []byte("CREATE TABLE notes (tenant_id text NOT NULL, body text NOT NULL);\n"), 0o600)
+	require.NoError(t, err)
 	d.env["TENANTCTL_MIGRATIONS_DIR"] = dir
 
 	type migrateJSON struct {
@@ -83,6 +85,18 @@ func TestMigrateAppliesNewMigrationsToTheFleet(t *testing.T) {
 	r = d.run("migrate")
 	require.Equal(t, 0, r.code, "%s", r)
 	assert.Contains(t, r.stdout, "(0 behind)")
+
+	// On a terminal, a progress bar over the fleet (on stderr).
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "0004_tags.sql"), []byte("CREATE TABLE tags (tenant_id text NOT NULL, tag text NOT NULL);\n"), 0o600))
+	cmd := d.command(t.Context(), "migrate")
+	cmd.Args = []string{"script", "-qec", strings.Join(shellQuote(cmd.Args), " "), "/dev/null"}
+	cmd.Path, err = exec.LookPath("script")
+	require.NoError(t, err, "script(1), of util-linux, runs tenantctl on a terminal")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "migrating tenants")
+	assert.Regexp(t, `\([1-3]/3\)`, string(out))
+	assert.Contains(t, string(out), "3 migrated, 0 failed, 0 pending")
 
 	// A tenant provisioned now gets the migration with its placement.
 	require.Equal(t, 0, d.runIn(standardRequest("fleet4"), "provision", "-f", "-").code)
@@ -185,6 +199,15 @@ func TestTenantSettings(t *testing.T) {
 	assert.Equal(t, exitNotFound, r.code, "cfgb has no settings: %s", r)
 	r = d.run("config", "get", "cfga", "colours")
 	assert.Equal(t, exitUsage, r.code, "%s", r)
+}
+
+// shellQuote quotes words for sh.
+func shellQuote(words []string) []string {
+	out := make([]string, len(words))
+	for i, w := range words {
+		out[i] = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+	}
+	return out
 }
 
 func storeProgress(done, total int) store.MigrateProgress {
