@@ -80,7 +80,6 @@ type env struct {
 	inviter    *invite.Inviter
 	settings   *settings.Settings
 	kube       *kube.Cluster
-	kubeClient kubernetes.Interface
 	mail       *mailtest.Server
 	inviteSrv  *httptest.Server
 }
