@@ -1,7 +1,10 @@
 package lifecycle_test
 
 import (
+	"context"
+	"errors"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -94,4 +97,35 @@ func dirNames(t testing.TB, dir string) []string {
 		out = append(out, e.Name())
 	}
 	return out
+}
+
+// TestCustomerKeyOfAnotherAccountIsRefused: with KeysStep.CustomerKey
+// checking the ARN's account against the customer's, a request naming a
+// key of another account is refused before anything is made.
+func TestCustomerKeyOfAnotherAccountIsRefused(t *testing.T) {
+	e := newEnv(t)
+	accounts := map[string]string{} // tenant -> its customer's AWS account
+	for i, s := range e.steps {
+		if ks, ok := s.(*lifecycle.KeysStep); ok {
+			ks.CustomerKey = func(_ context.Context, id tenant.ID, arn string) error {
+				if parts := strings.Split(arn, ":"); len(parts) < 5 || parts[4] != accounts[id.String()] {
+					return errors.New("the key's account is not the customer's")
+				}
+				return nil
+			}
+			e.steps[i] = ks
+		}
+	}
+	lc, err := lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: e.steps})
+	require.NoError(t, err)
+	id := "byok" + tenantSuffix()
+	accounts[id] = "444455556666"
+	arn := "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+	req, err := parse(t, doc(t, "id", `"`+id+`"`, "region", `"eu-west-1"`, "kms_key_arn", `"`+arn+`"`))
+	require.NoError(t, err)
+	_, err = lc.Provision(t.Context(), req)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "settings.kms_key_arn: the tenant may not use this key: the key's account is not the customer's")
+	_, err = e.admin.Tenant(t.Context(), req.ID)
+	assert.ErrorIs(t, err, lifecycle.ErrUnknownTenant, "nothing made")
 }

@@ -105,6 +105,15 @@ type KeysStep struct {
 	// Store is where Keys keeps them (store.Admin.Keysets(), say), asked
 	// by Remains whether any is left.
 	Store keys.Store
+	// CustomerKey, if set, decides in the validation phase whether the
+	// tenant may use the customer-managed key of its request
+	// (settings.kms_key_arn): a request names an ARN, and nothing in it
+	// proves the key is the customer's. Check the ARN's account against
+	// the accounts on record for the customer, say; an error refuses the
+	// request before anything is made. Nil accepts any key Config.
+	// CustomerKMS serves, which works only if the key's policy grants the
+	// platform its use.
+	CustomerKey func(ctx context.Context, id tenant.ID, arn string) error
 }
 
 // Name returns "keys".
@@ -127,11 +136,16 @@ func (s *KeysStep) Describe(t *Target) string {
 	return "generate the tenant's keysets, wrapped by the platform's master key"
 }
 
-// Validate refuses an ID that has keysets or a tombstone already: the
-// platform's own keysets (its audit key, its backup key) live under IDs
+// Validate refuses a customer key that CustomerKey refuses, and an ID
+// that has keysets or a tombstone already: the platform's own keysets (its audit key, its backup key) live under IDs
 // that are not tenants, and a tenant of that ID would otherwise get, and
 // on deprovisioning shred, the platform's keys.
 func (s *KeysStep) Validate(ctx context.Context, t *Target) error {
+	if s.CustomerKey != nil && t.Request != nil && t.Request.Settings.Encryption == EncryptionCustomer {
+		if err := s.CustomerKey(ctx, t.ID(), t.Request.Settings.KMSKeyARN); err != nil {
+			return fmt.Errorf("settings.kms_key_arn: the tenant may not use this key: %w", err)
+		}
+	}
 	for _, p := range keys.Purposes() {
 		_, err := s.Store.Get(ctx, t.ID(), p)
 		switch {
