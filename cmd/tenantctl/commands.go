@@ -47,7 +47,7 @@ func (a *app) provisionCommand() *cobra.Command {
 			if run != nil && err == nil {
 				return printRun(a.out(), run)
 			}
-			return a.reportRunError(err)
+			return a.reportRunError(err, req.ID)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the request (YAML); - for standard input")
@@ -102,7 +102,7 @@ func (a *app) resumeCommand() *cobra.Command {
 			if err == nil {
 				return printRun(a.out(), run)
 			}
-			return a.reportRunError(err)
+			return a.reportRunError(err, id)
 		},
 	}
 }
@@ -172,7 +172,7 @@ func (a *app) deprovisionCommand() *cobra.Command {
 			if err == nil {
 				return printRun(a.out(), run)
 			}
-			return a.reportRunError(err)
+			return a.reportRunError(err, id)
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan and change nothing")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -215,4 +216,34 @@ func TestProvisionKilledAtRandomMoments(t *testing.T) {
 	for i := range tenants {
 		assert.Equal(t, 1, strings.Count(snap["table platform_audit"], fmt.Sprintf(",tenant.provision,tenant/rnd%d,", i)), "one provisioning entry for rnd%d", i)
 	}
+}
+
+// TestInterruptedProvisionStaysOpen: SIGINT (Ctrl-C) while the invitation
+// step waits ends tenantctl with status 1, saying the run stays open and
+// how to continue it; resume does.
+func TestInterruptedProvisionStaysOpen(t *testing.T) {
+	mail := mailtest.Start(t)
+	d := newDev(t)
+	silent, accepted := silentSMTP(t)
+	d.withSMTP(silent)
+	cmd := d.command(t.Context(), "provision", "-f", seedRequest)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Start())
+	select {
+	case <-accepted:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the invitation step did not connect to the SMTP server")
+	}
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	err := cmd.Wait()
+	assert.Error(t, err)
+	assert.Equal(t, exitFailure, cmd.ProcessState.ExitCode(), "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	assert.Contains(t, stderr.String(), "stays open: 'tenantctl resume abc123' continues it")
+	assert.Empty(t, stdout.String())
+
+	d.withSMTP(mail.SMTPAddr())
+	r := d.run("resume", "abc123")
+	require.Equal(t, 0, r.code, "%s", r)
+	assert.Equal(t, 1, mailsTo(t, mail, "admin@acme.defense"))
 }

@@ -42,6 +42,7 @@
 //	1  the operation failed: a step failed (the tenant is failed and
 //	   compensated, or its run stays open and 'tenantctl resume ID'
 //	   continues it), the database or a KMS failed, a run was interrupted
+//	   (SIGINT or SIGTERM: the run stays open for resume)
 //	2  usage: a bad command, flag, argument or tenant ID, or a provisioning
 //	   request that does not parse (every problem printed with its path and line)
 //	3  configuration: a missing, incomplete or wrong configuration

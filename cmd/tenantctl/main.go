@@ -230,7 +230,7 @@ func args(n int, names string) cobra.PositionalArgs {
 }
 
 // reportRunError prints a run's failure and what to do about it.
-func (a *app) reportRunError(err error) error {
+func (a *app) reportRunError(err error, id tenant.ID) error {
 	var re *lifecycle.RunError
 	if errors.As(err, &re) {
 		what := map[lifecycle.Op]string{lifecycle.OpProvision: "provisioning", lifecycle.OpCompensate: "compensation of the provisioning",
@@ -250,7 +250,7 @@ func (a *app) reportRunError(err error) error {
 		return reported{err}
 	}
 	if errors.Is(err, lifecycle.ErrInterrupted) {
-		fmt.Fprintf(a.stderr, "tenantctl: %s\nthe run was interrupted and stays open: 'tenantctl resume ID' continues it.\n", err)
+		fmt.Fprintf(a.stderr, "tenantctl: %s\nthe run was interrupted and stays open: 'tenantctl resume %s' continues it.\n", err, id)
 		return reported{err}
 	}
 	return err
