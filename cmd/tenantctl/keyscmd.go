@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/rtmx-ai/tenancy/audit"
 	"github.com/rtmx-ai/tenancy/keys"
+	"github.com/rtmx-ai/tenancy/keys/localkms"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
@@ -77,6 +79,11 @@ func (a *app) keysCommand() *cobra.Command {
 			}
 			if from == to {
 				return usagef("keys rewrap: --from and --to name the same key")
+			}
+			for _, u := range []string{from, to} {
+				if !strings.HasPrefix(u, localkms.Scheme) && !strings.HasPrefix(u, "pkcs11:") && !strings.HasPrefix(u, "aws-kms://") {
+					return usagef("keys rewrap: %s: not a local://, pkcs11: or aws-kms:// key URI", keys.URI(u))
+				}
 			}
 			a.extraKEKs = []string{from, to}
 			p, err := a.open(cmd.Context())

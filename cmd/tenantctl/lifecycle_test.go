@@ -322,6 +322,15 @@ func TestHostileInput(t *testing.T) {
 			assert.Contains(t, r.stderr, "tenant ID")
 		})
 	}
+	t.Run("bad tenant ID flag", func(t *testing.T) {
+		r := d.run("restore", "--archive", "backups/abc123/run-1.tar.enc", "--into", "Not-An-ID")
+		assert.Equal(t, exitUsage, r.code, "%s", r)
+		assert.Contains(t, r.stderr, "--into")
+	})
+	t.Run("bad key URI", func(t *testing.T) {
+		r := d.run("keys", "rewrap", "--from", "file:///etc/passwd", "--to", "local:///tmp/x.key")
+		assert.Equal(t, exitUsage, r.code, "%s", r)
+	})
 	t.Run("bad purpose", func(t *testing.T) {
 		r := d.run("keys", "rotate", "abc123", "--purpose", "everything")
 		assert.Equal(t, exitUsage, r.code, "%s", r)
