@@ -60,7 +60,10 @@ func (a *Admin) Remains(ctx context.Context, id tenant.ID) ([]string, error) {
 		if err != nil {
 			return err
 		}
-		tables, err := pgx.CollectRows(rows, pgx.RowTo[[2]string])
+		tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([2]string, error) {
+			var t [2]string
+			return t, r.Scan(&t[0], &t[1])
+		})
 		if err != nil {
 			return err
 		}
