@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -38,9 +40,22 @@ func (l *Lifecycle) Deprovision(ctx context.Context, id tenant.ID) (*Run, error)
 	default:
 		return nil, fmt.Errorf("lifecycle: deprovision %s: %w: it is %s; only an active, suspended, failed or decommissioning tenant is deprovisioned", id, tenant.ErrIllegalTransition, info.State)
 	}
-	req, err := l.provisionedWith(ctx, id)
+	prov, err := l.provisionedBy(ctx, id)
 	if err != nil {
 		return nil, err
+	}
+	var req *Request
+	if prov != nil {
+		req = prov.Request
+		// Every step the tenant was provisioned with must be here to
+		// remove what it made: a Lifecycle configured without, say, its
+		// Kubernetes steps would leave the namespace and still record a
+		// clean deletion.
+		for _, r := range prov.Steps {
+			if r.Phase == dirApply && !reservedPhases[r.Step] && !slices.ContainsFunc(l.steps, func(s Step) bool { return s.Name() == r.Step }) {
+				return nil, fmt.Errorf("%w: tenant %s was provisioned (run %d) with step %q, which this Lifecycle does not have: deprovision it with the steps it was provisioned with, or what that step made would be left behind", ErrInvalidConfig, id, prov.ID, r.Step)
+			}
+		}
 	}
 	run, err := l.j.open(ctx, id, OpDeprovision, req)
 	if err != nil {
@@ -77,9 +92,9 @@ func (l *Lifecycle) PlanDeprovision(ctx context.Context, id tenant.ID) ([]Planne
 	return plan, nil
 }
 
-// provisionedWith returns the request of the tenant's last successful
-// provisioning, or nil.
-func (l *Lifecycle) provisionedWith(ctx context.Context, id tenant.ID) (*Request, error) {
+// provisionedBy returns the tenant's last successful provisioning run, or
+// nil (a tenant made otherwise).
+func (l *Lifecycle) provisionedBy(ctx context.Context, id tenant.ID) (*Run, error) {
 	runs, err := l.j.runs(ctx, id, `AND op = 'provision' AND state = 'succeeded'`)
 	if err != nil {
 		return nil, err
@@ -87,7 +102,7 @@ func (l *Lifecycle) provisionedWith(ctx context.Context, id tenant.ID) (*Request
 	if len(runs) == 0 {
 		return nil, nil
 	}
-	return runs[len(runs)-1].Request, nil
+	return runs[len(runs)-1], nil
 }
 
 // removalOrder is the steps in reverse order, KeySteps last.
@@ -135,11 +150,14 @@ func (l *Lifecycle) driveDeprovision(ctx context.Context, run *Run) error {
 	}
 	if l.backup != nil {
 		if err := once(phaseBackup, func() (json.RawMessage, error) {
-			m, err := l.backup.backup(ctx, t)
+			a, err := l.backup.backup(ctx, t)
 			if err != nil {
 				return nil, err
 			}
-			return json.Marshal(m)
+			// The journal and the deletion record keep what identifies the
+			// archive, not its manifest (which is in the archive, and grows
+			// with the tenant's tables and objects).
+			return json.Marshal(archiveRecord{Key: a.Key, Size: a.Size, SHA256: a.SHA256, Files: len(a.Manifest.Files), CreatedAt: a.Manifest.CreatedAt})
 		}); err != nil {
 			return err
 		}
@@ -280,4 +298,14 @@ func (l *Lifecycle) setState(ctx context.Context, id tenant.ID, to tenant.State,
 		}
 	}
 	return nil
+}
+
+// archiveRecord is what a deprovisioning journals and records of its
+// backup archive.
+type archiveRecord struct {
+	Key       string    `json:"key"`
+	Size      int64     `json:"size"`
+	SHA256    string    `json:"sha256"`
+	Files     int       `json:"files"`
+	CreatedAt time.Time `json:"created_at"`
 }

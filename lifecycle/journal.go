@@ -322,8 +322,13 @@ func (j journal) finish(ctx context.Context, r *Run, step, phase string, stepErr
 		d = string(detail)
 	}
 	err := j.admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
-		if err := lazyCommit(ctx, tx); err != nil {
-			return err
+		// The backup's end commits synchronously: its archive is what the
+		// deletion that follows relies on, and a resumed run must find it
+		// recorded rather than write another after the data is gone.
+		if step != phaseBackup {
+			if err := lazyCommit(ctx, tx); err != nil {
+				return err
+			}
 		}
 		_, err := tx.Exec(ctx, `UPDATE tenancy.lifecycle_steps SET status = $4, error = $5, detail = COALESCE($6::jsonb, detail), finished_at = now()
 			WHERE run_id = $1 AND step = $2 AND phase = $3`, r.ID, step, phase, string(status), msg, d)

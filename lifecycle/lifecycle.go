@@ -146,6 +146,11 @@ func New(ctx context.Context, cfg Config) (*Lifecycle, error) {
 		if err := cfg.Backup.check(); err != nil {
 			return nil, err
 		}
+		if _, err := cfg.Admin.Tenant(ctx, cfg.Backup.KeyID); err == nil {
+			return nil, fmt.Errorf("%w: Backup.KeyID %s is a tenant's ID: the backup key must be the platform's own, or the tenant's shredding would destroy every backup", ErrInvalidConfig, cfg.Backup.KeyID)
+		} else if !errors.Is(err, store.ErrUnknownTenant) {
+			return nil, fmt.Errorf("lifecycle: check Backup.KeyID: %w", err)
+		}
 	}
 	if err := installJournal(ctx, cfg.Admin); err != nil {
 		return nil, fmt.Errorf("lifecycle: install the journal: %w", err)
@@ -233,8 +238,16 @@ func (l *Lifecycle) validate(ctx context.Context, req *Request) error {
 		return &RequestError{Problems: []FieldProblem{{Path: "tenant.region",
 			Rule: "must be a region this deployment serves: " + strings.Join(l.regions, ", ")}}}
 	}
+	if l.backup != nil && req.ID == l.backup.KeyID {
+		return fmt.Errorf("lifecycle: provision %s: %w: it is the ID of the backup key's keyset: choose another", req.ID, ErrTenantExists)
+	}
 	info, err := l.admin.Tenant(ctx, req.ID)
 	switch {
+	case err == nil && (info.State == tenant.StateProvisioning || info.State == tenant.StateRequested):
+		if open, oerr := l.j.openRun(ctx, req.ID); oerr == nil {
+			return fmt.Errorf("lifecycle: provision %s: %w: run %d is provisioning it", req.ID, ErrRunInProgress, open.ID)
+		}
+		return fmt.Errorf("lifecycle: provision %s: %w (state %s): tenant IDs are never reused; choose another", req.ID, ErrTenantExists, info.State)
 	case err == nil:
 		return fmt.Errorf("lifecycle: provision %s: %w (state %s): tenant IDs are never reused; choose another", req.ID, ErrTenantExists, info.State)
 	case !errors.Is(err, store.ErrUnknownTenant):
@@ -273,8 +286,40 @@ func (l *Lifecycle) Runs(ctx context.Context, id tenant.ID) ([]*Run, error) {
 	return l.j.runs(ctx, id, "")
 }
 
-// drive takes an open run to its end.
+// ErrRunBusy is wrapped by errors for a run that another process (or
+// call) is driving right now: wait for it, then look at its outcome.
+var ErrRunBusy = errors.New("lifecycle: run is being driven elsewhere")
+
+// drive takes an open run to its end, as the one driver of that run: a
+// second Resume of it, here or in another process, is refused with
+// ErrRunBusy while this one works (an advisory lock, released when drive
+// returns or its process dies).
 func (l *Lifecycle) drive(ctx context.Context, run *Run) error {
+	unlock, ok, err := l.admin.TryLock(ctx, fmt.Sprintf("tenancy.lifecycle.run:%d", run.ID))
+	if err != nil {
+		return fmt.Errorf("lifecycle: run %d of %s: %w", run.ID, run.Tenant, err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: run %d of tenant %s (%s) is being driven by another process right now: wait for it to end, then see tenantctl show %s", ErrRunBusy, run.ID, run.Tenant, run.Op, run.Tenant)
+	}
+	defer unlock()
+	// Read the journal again under the lock: a driver that just finished
+	// may have moved the run on.
+	fresh, err := l.j.runs(ctx, run.Tenant, fmt.Sprintf("AND run_id = %d", run.ID))
+	if err != nil {
+		return err
+	}
+	if len(fresh) == 1 {
+		*run = *fresh[0]
+	}
+	if !run.Open() {
+		return fmt.Errorf("%w: run %d of tenant %s ended (%s) while waiting to resume it", ErrNoRun, run.ID, run.Tenant, run.State)
+	}
+	return l.driveLocked(ctx, run)
+}
+
+// driveLocked is drive under the run's lock.
+func (l *Lifecycle) driveLocked(ctx context.Context, run *Run) error {
 	for _, r := range run.Steps {
 		if reservedPhases[r.Step] {
 			continue

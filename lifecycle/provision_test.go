@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -403,4 +404,140 @@ func TestPlansChangeNothing(t *testing.T) {
 	assert.Equal(t, tenant.StateActive, info.State, "nothing changed")
 	_, err = e.lc.Plan(t.Context(), req)
 	assert.ErrorIs(t, err, lifecycle.ErrTenantExists, "a plan checks the request as Provision does")
+}
+
+// blockStep blocks its Apply until released.
+type blockStep struct {
+	entered, release chan struct{}
+	applied          atomic.Int32
+}
+
+func (s *blockStep) Name() string { return "slow" }
+func (s *blockStep) Apply(ctx context.Context, _ *lifecycle.Target) error {
+	s.applied.Add(1)
+	s.entered <- struct{}{}
+	<-s.release
+	return nil
+}
+func (s *blockStep) Remove(context.Context, *lifecycle.Target) error { return nil }
+func (s *blockStep) Remains(context.Context, *lifecycle.Target) ([]string, error) {
+	return nil, nil
+}
+
+// TestOneDriverPerRun: while a run is being driven, a Resume of it (from
+// this process or another) is refused with ErrRunBusy, so no step runs
+// twice at once; once the driver is done there is nothing to resume.
+func TestOneDriverPerRun(t *testing.T) {
+	slow := &blockStep{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	e := newEnv(t, withSteps(slow))
+	req := request(t, "busy", tenant.TierStandard)
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.lc.Provision(t.Context(), req)
+		done <- err
+	}()
+	<-slow.entered
+	_, err := e.lc.Resume(t.Context(), req.ID)
+	require.ErrorIs(t, err, lifecycle.ErrRunBusy)
+	assert.Contains(t, err.Error(), "being driven by another process")
+	close(slow.release)
+	require.NoError(t, <-done)
+	assert.EqualValues(t, 1, slow.applied.Load(), "applied once")
+	_, err = e.lc.Resume(t.Context(), req.ID)
+	assert.ErrorIs(t, err, lifecycle.ErrNoRun)
+}
+
+// TestLateDuplicateLeavesTheTenantAlone: a second request for an ID
+// whose placement fails because the first provisioning won compensates
+// without touching the first tenant, and ends failed itself.
+func TestLateDuplicateLeavesTheTenantAlone(t *testing.T) {
+	e := newEnv(t)
+	req := request(t, "late", tenant.TierStandard)
+	// The second run gets past validation, then the first creates the tenant.
+	var once bool
+	lifecycle.SetHook(e.lc, func(step, dir, when string) {
+		if step == "placement" && dir == "apply" && when == "before" && !once {
+			once = true
+			require.NoError(t, e.admin.CreateTenant(t.Context(), tenant.Info{ID: req.ID, Name: "First", Tier: tenant.TierStandard}))
+			_, err := e.db.Exec(tenant.NewContext(t.Context(), req.ID), `INSERT INTO requirements (req_id, requirement_text) VALUES ('REQ-1', 'the first tenant''s')`)
+			require.NoError(t, err)
+		}
+	})
+	_, err := e.lc.Provision(t.Context(), req)
+	var re *lifecycle.RunError
+	require.ErrorAs(t, err, &re)
+	assert.True(t, re.Compensated, "%v", err)
+	info, err := e.admin.Tenant(t.Context(), req.ID)
+	require.NoError(t, err)
+	assert.Equal(t, tenant.StateActive, info.State, "the first tenant is untouched")
+	assert.Equal(t, "First", info.Name)
+	assert.Len(t, e.requirements(t, tenant.NewContext(t.Context(), req.ID)), 1)
+	require.NoError(t, e.lc.Suspend(t.Context(), req.ID), "and not locked out by an open run")
+}
+
+// TestReviewFixes covers what an attacker review found, each a case.
+func TestReviewFixes(t *testing.T) {
+	e := newEnv(t)
+	t.Run("compensation leaves objects the run did not make", func(t *testing.T) {
+		req := request(t, "foreignobj", tenant.TierStandard)
+		boom := &failStep{name: "late"}
+		lc, err := lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: append(e.steps[:len(e.steps):len(e.steps)], boom)})
+		require.NoError(t, err)
+		// Objects appear under the prefix after validation (another
+		// environment sharing the bucket, say), then a later step fails.
+		lifecycle.SetHook(lc, func(step, dir, when string) {
+			if step == "late" && dir == "apply" && when == "before" {
+				p := filepath.Join(e.spec.ObjDir, "tenants", req.ID.String(), "theirs.doc")
+				require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o700))
+				require.NoError(t, os.WriteFile(p, []byte("not the run's"), 0o600))
+				boom.err = errors.New("late failure")
+			}
+		})
+		_, err = lc.Provision(t.Context(), req)
+		var re *lifecycle.RunError
+		require.ErrorAs(t, err, &re)
+		assert.True(t, re.Compensated, "%v", err)
+		_, err = os.Stat(filepath.Join(e.spec.ObjDir, "tenants", req.ID.String(), "theirs.doc"))
+		assert.NoError(t, err, "left alone")
+	})
+	t.Run("deprovisioning needs every step the tenant was provisioned with", func(t *testing.T) {
+		extra := &failStep{name: "dns"}
+		lc, err := lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: append(e.steps[:len(e.steps):len(e.steps)], extra)})
+		require.NoError(t, err)
+		req := request(t, "fewer", tenant.TierStandard)
+		_, err = lc.Provision(t.Context(), req)
+		require.NoError(t, err)
+		_, err = e.lc.Deprovision(t.Context(), req.ID) // e.lc lacks "dns"
+		require.ErrorIs(t, err, lifecycle.ErrInvalidConfig)
+		assert.Contains(t, err.Error(), `step "dns"`)
+		info, err := e.admin.Tenant(t.Context(), req.ID)
+		require.NoError(t, err)
+		assert.Equal(t, tenant.StateActive, info.State, "nothing changed")
+		_, err = lc.Deprovision(t.Context(), req.ID)
+		require.NoError(t, err, "with its steps it goes")
+		assert.Equal(t, []lifecycle.Op{lifecycle.OpDeprovision}, extra.removed)
+	})
+	t.Run("a tenant ID that makes a reserved host", func(t *testing.T) {
+		routes, err := lifecycle.NewRoutesStep(e.admin, "svc/x", "{{.DNSLabel}}.rtmx.example")
+		require.NoError(t, err)
+		routes.Reserved = []string{"api.rtmx.example", "www.rtmx.example"}
+		lc, err := lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: []lifecycle.Step{&lifecycle.PlacementStep{Admin: e.admin}, routes}})
+		require.NoError(t, err)
+		req, err := parse(t, doc(t, "id", `"api"`, "tier", `"standard"`, "encryption", `"platform-managed"`, "kms_key_arn", omit))
+		require.NoError(t, err)
+		_, err = lc.Provision(t.Context(), req)
+		require.ErrorContains(t, err, "host api.rtmx.example is reserved for the platform")
+		_, err = e.admin.Tenant(t.Context(), req.ID)
+		assert.ErrorIs(t, err, lifecycle.ErrUnknownTenant)
+	})
+	t.Run("a backup key that is a tenant's", func(t *testing.T) {
+		req := request(t, "bkid", tenant.TierStandard)
+		_, err := e.lc.Provision(t.Context(), req)
+		require.NoError(t, err)
+		b := *e.backup
+		b.KeyID = req.ID
+		_, err = lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: e.steps, Backup: &b})
+		require.ErrorIs(t, err, lifecycle.ErrInvalidConfig)
+		assert.Contains(t, err.Error(), "is a tenant's ID")
+	})
 }

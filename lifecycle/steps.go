@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"text/template"
 
@@ -76,9 +77,24 @@ func (s *PlacementStep) Apply(ctx context.Context, t *Target) error {
 }
 
 // Remove fails (compensation) or drops (deprovisioning) the placement.
+// Compensation leaves alone a tenant that is not provisioning, requested
+// or failed: one that is active (or suspended, ...) was never this run's
+// (a second request for an ID whose first provisioning won the race).
 func (s *PlacementStep) Remove(ctx context.Context, t *Target) error {
 	var err error
 	if t.Op == OpCompensate {
+		info, terr := s.Admin.Tenant(ctx, t.ID())
+		if errors.Is(terr, store.ErrUnknownTenant) {
+			return nil
+		}
+		if terr != nil {
+			return terr
+		}
+		switch info.State {
+		case tenant.StateProvisioning, tenant.StateRequested, tenant.StateFailed:
+		default:
+			return nil
+		}
 		err = s.Admin.FailTenant(ctx, t.ID())
 	} else {
 		err = s.Admin.DropTenant(ctx, t.ID())
@@ -89,8 +105,15 @@ func (s *PlacementStep) Remove(ctx context.Context, t *Target) error {
 	return err
 }
 
-// Remains asks the servers what is left (store.Admin.Remains).
+// Remains asks the servers what is left (store.Admin.Remains); on
+// compensation, nothing of a tenant that is not the run's (see Remove).
 func (s *PlacementStep) Remains(ctx context.Context, t *Target) ([]string, error) {
+	if t.Op == OpCompensate {
+		info, err := s.Admin.Tenant(ctx, t.ID())
+		if err == nil && info.State != tenant.StateProvisioning && info.State != tenant.StateRequested && info.State != tenant.StateFailed {
+			return nil, nil
+		}
+	}
 	return s.Admin.Remains(ctx, t.ID())
 }
 
@@ -191,10 +214,10 @@ func (s *KeysStep) Remains(ctx context.Context, t *Target) ([]string, error) {
 }
 
 // ObjectsStep keeps the tenant's objects: it applies nothing (a tenant's
-// prefix needs no making), and removing it purges every object under the
-// tenant's prefix (blob.Buckets.Purge). It fails provisioning if objects
-// already lie under the new tenant's prefix, which would otherwise become
-// the new tenant's.
+// prefix needs no making), and deprovisioning it purges every object under
+// the tenant's prefix (blob.Buckets.Purge). It refuses a provisioning if
+// objects already lie under the new tenant's prefix, which would otherwise
+// become the new tenant's, and then leaves them alone.
 type ObjectsStep struct {
 	// Buckets is the platform's object storage.
 	Buckets *blob.Buckets
@@ -226,14 +249,23 @@ func (s *ObjectsStep) Apply(ctx context.Context, t *Target) error {
 	return nil
 }
 
-// Remove purges the tenant's objects.
+// Remove purges the tenant's objects when deprovisioning. Compensation
+// removes nothing: a provisioning writes no objects (the tenant is not
+// active until it ends), so whatever lies under the prefix then is not
+// the run's to delete.
 func (s *ObjectsStep) Remove(ctx context.Context, t *Target) error {
+	if t.Op == OpCompensate {
+		return nil
+	}
 	_, err := s.Buckets.Purge(ctx, t.ID())
 	return err
 }
 
-// Remains lists up to ten objects left.
+// Remains lists up to ten objects left (none on compensation: see Remove).
 func (s *ObjectsStep) Remains(ctx context.Context, t *Target) ([]string, error) {
+	if t.Op == OpCompensate {
+		return nil, nil
+	}
 	left, err := s.Buckets.Remains(ctx, t.ID(), 10)
 	for i := range left {
 		left[i] = fmt.Sprintf("object %q", left[i])
@@ -256,6 +288,10 @@ type RoutesStep struct {
 	Hosts []string
 	// Target is where the routes lead (the service that serves tenants).
 	Target string
+	// Reserved are hostnames that are never a tenant's (the platform's
+	// own: api.rtmx.example, www..., login...): a tenant ID that would
+	// make one (a tenant named api) is refused. Exact names, lower case.
+	Reserved []string
 
 	parsed []*template.Template
 }
@@ -314,6 +350,9 @@ func (s *RoutesStep) hosts(t *Target) ([]string, error) {
 		h := b.String()
 		if !validHost(h) {
 			return nil, fmt.Errorf("host template %d gives %q, which is not a DNS name of lower-case labels", i, h)
+		}
+		if slices.Contains(s.Reserved, h) {
+			return nil, fmt.Errorf("host %s is reserved for the platform: choose another tenant ID", h)
 		}
 		out = append(out, h)
 	}

@@ -1021,3 +1021,25 @@ func (a *Admin) ListTenants(ctx context.Context, after tenant.ID, limit int) ([]
 	}
 	return out, nil
 }
+
+// TryLock takes the advisory lock named name (any string; callers prefix
+// their own, as lifecycle does with "tenancy.lifecycle.run:<n>") on a
+// connection of its own, outside the admin pool, if no other session
+// holds it: ok is false, and nothing is held, if one does. The lock is
+// held until unlock is called, or until the process dies (its connection
+// with it), so a crashed holder never keeps it. It is for work that spans
+// many transactions and must have one driver at a time.
+func (a *Admin) TryLock(ctx context.Context, name string) (unlock func(), ok bool, err error) {
+	c, err := pgx.ConnectConfig(ctx, a.poolConfig.ConnConfig.Copy())
+	if err != nil {
+		return nil, false, fmt.Errorf("store: lock %q: %w", name, err)
+	}
+	if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, name).Scan(&ok); err != nil || !ok {
+		_ = c.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, false, fmt.Errorf("store: lock %q: %w", name, err)
+		}
+		return nil, false, nil
+	}
+	return func() { _ = c.Close(context.Background()) }, true, nil
+}
