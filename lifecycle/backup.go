@@ -10,9 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -72,6 +70,10 @@ type Backup struct {
 	Objects *blob.Buckets
 	// Parts are further contents of the archive (settings, say).
 	Parts []BackupPart
+	// TempDir is where a backup or a restore stages the archive's files
+	// (os.TempDir() if ""), each encrypted with a key held only in
+	// memory; it needs room for the tenant's data.
+	TempDir string
 }
 
 // A BackupPart is something more a Backup archives, and a Restore puts
@@ -206,17 +208,15 @@ func (b *Backup) backup(ctx context.Context, t *Target) (*Archive, error) {
 	if err := b.check(); err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "tenancy-backup-")
+	st, err := newStage(b.TempDir, "tenancy-backup-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	defer st.remove()
 	m := Manifest{Format: BackupFormat, Tenant: t.ID().String(), Name: t.Info.Name, Tier: string(t.Info.Tier),
 		Region: t.Info.Region, Run: t.Run, CreatedAt: time.Now().UTC().Truncate(time.Second)}
-	var files []string // local paths, in archive order
 	add := func(name string, write func(w io.Writer) (int64, error)) error {
-		local := filepath.Join(dir, fmt.Sprintf("%06d", len(files)))
-		f, err := os.Create(local)
+		f, err := st.create(len(m.Files))
 		if err != nil {
 			return err
 		}
@@ -233,7 +233,6 @@ func (b *Backup) backup(ctx context.Context, t *Target) (*Archive, error) {
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		files = append(files, local)
 		m.Files = append(m.Files, ManifestFile{Name: name, Size: cw.n, SHA256: hex.EncodeToString(h.Sum(nil)), Rows: n})
 		return nil
 	}
@@ -278,7 +277,7 @@ func (b *Backup) backup(ctx context.Context, t *Target) (*Archive, error) {
 	}
 	// 3. The archive: tar, encrypted to the backup key, with the manifest last.
 	key := archiveKey(t.ID(), t.Run, t.started)
-	a, err := b.writeArchive(ctx, t.ID(), key, m, files)
+	a, err := b.writeArchive(ctx, t.ID(), key, m, st)
 	if err != nil {
 		return nil, fmt.Errorf("lifecycle: backup %s: %w", t.ID(), err)
 	}
@@ -349,7 +348,7 @@ func (b *Backup) dumpObjects(ctx context.Context, t *Target, add func(string, fu
 }
 
 // writeArchive writes the tar of files and the manifest, encrypted, to key.
-func (b *Backup) writeArchive(ctx context.Context, id tenant.ID, key string, m Manifest, files []string) (*Archive, error) {
+func (b *Backup) writeArchive(ctx context.Context, id tenant.ID, key string, m Manifest, st *stage) (*Archive, error) {
 	aead, err := b.Keys.StreamingAEAD(tenant.NewContext(ctx, b.KeyID))
 	if err != nil {
 		return nil, fmt.Errorf("the backup key %s: %w", b.KeyID, err)
@@ -372,8 +371,8 @@ func (b *Backup) writeArchive(ctx context.Context, id tenant.ID, key string, m M
 	}
 	tw := tar.NewWriter(ew)
 	err = func() error {
-		for i, local := range files {
-			if err := addFile(tw, m.Files[i].Name, local, m.Files[i].Size, m.CreatedAt); err != nil {
+		for i, f := range m.Files {
+			if err := addFile(tw, f.Name, st, i, f.Size, m.CreatedAt); err != nil {
 				return err
 			}
 		}
@@ -403,8 +402,8 @@ func (b *Backup) writeArchive(ctx context.Context, id tenant.ID, key string, m M
 	return &Archive{Key: key, Size: cw.n, SHA256: hex.EncodeToString(h.Sum(nil)), Manifest: m}, nil
 }
 
-func addFile(tw *tar.Writer, name, local string, size int64, at time.Time) error {
-	f, err := os.Open(local)
+func addFile(tw *tar.Writer, name string, st *stage, i int, size int64, at time.Time) error {
+	f, err := st.open(i)
 	if err != nil {
 		return err
 	}
@@ -474,15 +473,14 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 	if to.DB == nil {
 		return nil, fmt.Errorf("%w: RestoreTarget.DB is required", ErrInvalidConfig)
 	}
-	m, dir, err := b.readArchive(ctx, key)
-	if dir != "" {
-		defer os.RemoveAll(dir)
+	m, st, err := b.readArchive(ctx, key)
+	if st != nil {
+		defer st.remove()
 	}
 	if err != nil {
 		return nil, err
 	}
 	res := &RestoreResult{Manifest: *m, Rows: map[string]int64{}}
-	local := func(i int) string { return filepath.Join(dir, fmt.Sprintf("%06d", i)) }
 	parts := to.Parts
 	if parts == nil {
 		parts = b.Parts
@@ -508,7 +506,7 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 				res.Skipped = append(res.Skipped, f.Name)
 				continue
 			}
-			tables = append(tables, restoreFile{table: table, path: local(i)})
+			tables = append(tables, restoreFile{table: table, file: i})
 		}
 	}
 	err = to.DB.Tx(tctx, func(tx *store.Tx) error {
@@ -522,7 +520,7 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 			}
 		}
 		for _, rf := range tables {
-			n, err := restoreTable(tctx, tx, rf.table, rf.path)
+			n, err := restoreTable(tctx, tx, rf.table, st, rf.file)
 			if err != nil {
 				return fmt.Errorf("table %s: %w", rf.table, err)
 			}
@@ -541,7 +539,7 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 				res.Skipped = append(res.Skipped, f.Name)
 				continue
 			}
-			if err := restoreObject(tctx, to.Objects, strings.TrimPrefix(f.Name, "objects/"), local(i)); err != nil {
+			if err := restoreObject(tctx, to.Objects, strings.TrimPrefix(f.Name, "objects/"), st, i); err != nil {
 				return res, fmt.Errorf("lifecycle: restore into %s: %s: %w", into, f.Name, err)
 			}
 			res.Objects++
@@ -557,7 +555,7 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 				res.Skipped = append(res.Skipped, f.Name+" (no such part to import it)")
 				continue
 			}
-			fh, err := os.Open(local(i))
+			fh, err := st.open(i)
 			if err != nil {
 				return res, err
 			}
@@ -573,34 +571,34 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 
 // readArchive decrypts and unpacks the archive at key into a temporary
 // directory (files named by their index in the manifest) and checks it.
-func (b *Backup) readArchive(ctx context.Context, key string) (*Manifest, string, error) {
+func (b *Backup) readArchive(ctx context.Context, key string) (*Manifest, *stage, error) {
 	parts := strings.Split(key, "/")
 	if len(parts) != 3 || parts[0] != "backups" {
-		return nil, "", fmt.Errorf("%w: archive key %q is not backups/<tenant>/<name>", ErrInvalidConfig, key)
+		return nil, nil, fmt.Errorf("%w: archive key %q is not backups/<tenant>/<name>", ErrInvalidConfig, key)
 	}
 	id, err := tenant.ParseID(parts[1])
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: archive key %q: %w", ErrInvalidConfig, key, err)
+		return nil, nil, fmt.Errorf("%w: archive key %q: %w", ErrInvalidConfig, key, err)
 	}
 	aead, err := b.Keys.StreamingAEAD(tenant.NewContext(ctx, b.KeyID))
 	if err != nil {
-		return nil, "", fmt.Errorf("lifecycle: restore: the backup key %s: %w", b.KeyID, err)
+		return nil, nil, fmt.Errorf("lifecycle: restore: the backup key %s: %w", b.KeyID, err)
 	}
 	r, err := b.Bucket.NewReader(ctx, key, nil)
 	if err != nil {
-		return nil, "", fmt.Errorf("lifecycle: restore: open %s: %w", key, err)
+		return nil, nil, fmt.Errorf("lifecycle: restore: open %s: %w", key, err)
 	}
 	defer r.Close()
 	dr, err := aead.NewDecryptingReader(r, associatedData(id, key))
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: %s: %w", ErrBackupCorrupt, key, err)
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrBackupCorrupt, key, err)
 	}
-	dir, err := os.MkdirTemp("", "tenancy-restore-")
+	st, err := newStage(b.TempDir, "tenancy-restore-")
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
-	corrupt := func(format string, args ...any) (*Manifest, string, error) {
-		return nil, dir, fmt.Errorf("%w: %s: %s", ErrBackupCorrupt, key, fmt.Sprintf(format, args...))
+	corrupt := func(format string, args ...any) (*Manifest, *stage, error) {
+		return nil, st, fmt.Errorf("%w: %s: %s", ErrBackupCorrupt, key, fmt.Sprintf(format, args...))
 	}
 	type got struct {
 		size int64
@@ -638,14 +636,15 @@ func (b *Backup) readArchive(ctx context.Context, key string) (*Manifest, string
 		if _, dup := sums[h.Name]; dup {
 			return corrupt("file %q twice", h.Name)
 		}
-		local := filepath.Join(dir, fmt.Sprintf("%06d", len(seen)))
-		f, err := os.Create(local)
+		f, err := st.create(len(seen))
 		if err != nil {
-			return nil, dir, err
+			return nil, st, err
 		}
 		hs := sha256.New()
 		n, err := io.Copy(io.MultiWriter(f, hs), tr)
-		f.Close()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
 		if err != nil {
 			return corrupt("file %q: %v", h.Name, err)
 		}
@@ -667,16 +666,19 @@ func (b *Backup) readArchive(ctx context.Context, key string) (*Manifest, string
 			return corrupt("file %q does not match the manifest", f.Name)
 		}
 	}
-	return manifest, dir, nil
+	return manifest, st, nil
 }
 
-type restoreFile struct{ table, path string }
+type restoreFile struct {
+	table string
+	file  int
+}
 
 // restoreTable writes the JSON Lines of local into table in tx, as the
 // tenant, a thousand rows per statement, with PostgreSQL's own conversion
 // of each column (jsonb_populate_recordset).
-func restoreTable(ctx context.Context, tx *store.Tx, table, local string) (int64, error) {
-	f, err := os.Open(local)
+func restoreTable(ctx context.Context, tx *store.Tx, table string, st *stage, file int) (int64, error) {
+	f, err := st.open(file)
 	if err != nil {
 		return 0, err
 	}
@@ -755,13 +757,13 @@ func restoreTable(ctx context.Context, tx *store.Tx, table, local string) (int64
 }
 
 // restoreObject writes the object at local under key, as the tenant of ctx.
-func restoreObject(ctx context.Context, bk *blob.Buckets, key, local string) error {
+func restoreObject(ctx context.Context, bk *blob.Buckets, key string, st *stage, file int) error {
 	view, err := bk.For(ctx)
 	if err != nil {
 		return err
 	}
 	defer view.Close()
-	f, err := os.Open(local)
+	f, err := st.open(file)
 	if err != nil {
 		return err
 	}

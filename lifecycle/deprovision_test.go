@@ -2,7 +2,9 @@ package lifecycle_test
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,7 +114,11 @@ func TestDeprovisioningRemovesAllData(t *testing.T) {
 			assert.Equal(t, 1, e.platformEntries(t, "tenant.deprovision", req.ID))
 			_, err = e.platform.Verify(t.Context())
 			require.NoError(t, err)
-			var archive lifecycle.Archive
+			var archive struct {
+				Key, SHA256 string
+				Size        int64
+				Files       int
+			}
 			for _, s := range run.Steps {
 				if s.Step == "backup" {
 					require.NoError(t, jsonUnmarshal(s.Detail, &archive))
@@ -120,11 +126,13 @@ func TestDeprovisioningRemovesAllData(t *testing.T) {
 			}
 			require.NotEmpty(t, archive.Key)
 			assert.Len(t, archive.SHA256, 64)
-			assert.Equal(t, req.ID.String(), archive.Manifest.Tenant)
+			assert.Contains(t, archive.Key, "backups/"+req.ID.String()+"/")
+			assert.GreaterOrEqual(t, archive.Files, 4, "the tables, the objects and the settings")
 			var raw []byte
 			raw, err = os.ReadFile(filepath.Join(e.spec.BackupDir, filepath.FromSlash(archive.Key)))
 			require.NoError(t, err)
 			assert.Equal(t, archive.SHA256, sha256Hex(raw))
+			assert.EqualValues(t, len(raw), archive.Size)
 			for _, f := range []string{"jira token of", "The system shall isolate", "%PDF"} {
 				assert.NotContains(t, string(raw), f, "the archive is encrypted")
 			}
@@ -137,6 +145,8 @@ func TestDeprovisioningRemovesAllData(t *testing.T) {
 			res, err := e.backup.Restore(t.Context(), archive.Key, req.ID, lifecycle.RestoreTarget{DB: e2.db, Objects: e2.objects,
 				Parts: []lifecycle.BackupPart{&lifecycle.SettingsPart{Settings: e2.settings}}})
 			require.NoError(t, err)
+			assert.Equal(t, req.ID.String(), res.Manifest.Tenant)
+			assert.Len(t, res.Manifest.Files, archive.Files)
 			assert.EqualValues(t, 2, res.Rows["requirements"])
 			assert.Equal(t, 2, res.Objects)
 			assert.Contains(t, res.Skipped, "rows/audit_log.jsonl")
@@ -288,4 +298,66 @@ func TestRestoreIntoATenantWithRowsChangesNothing(t *testing.T) {
 	_, err = e.backup.Restore(t.Context(), a.Key, dst.ID, lifecycle.RestoreTarget{DB: e.db})
 	require.ErrorContains(t, err, "has rows already")
 	assert.Equal(t, map[string]string{"REQ-9": "mine"}, e.requirements(t, dctx))
+}
+
+// peekPart is a BackupPart that, when the backup asks for it (after the
+// rows and objects are staged), reads every staged file under dir.
+type peekPart struct {
+	dir  string
+	seen []string
+}
+
+func (p *peekPart) Name() string { return "peek" }
+func (p *peekPart) Export(_ context.Context, _ *lifecycle.Target, _ lifecycle.BackupSource, w io.Writer) error {
+	err := filepath.WalkDir(p.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		p.seen = append(p.seen, string(b))
+		return err
+	})
+	_, _ = io.WriteString(w, "{}")
+	return err
+}
+func (p *peekPart) Import(context.Context, *lifecycle.Target, io.Reader) error { return nil }
+
+// TestBackupStagesNoPlaintextAndRecordsBigTenants: while a backup is
+// being written, its staged files on disk hold none of the tenant's
+// plaintext (a crash then leaves only ciphertext whose key died with the
+// process); and a tenant with many objects is deprovisioned with a
+// deletion record that fits the audit trail (it names the archive, not
+// its manifest).
+func TestBackupStagesNoPlaintextAndRecordsBigTenants(t *testing.T) {
+	e := newEnv(t)
+	req := request(t, "staged", tenant.TierStandard)
+	_, err := e.lc.Provision(t.Context(), req)
+	require.NoError(t, err)
+	ctx := tenant.NewContext(t.Context(), req.ID)
+	e.populate(t, ctx)
+	view, err := e.objects.For(ctx)
+	require.NoError(t, err)
+	for i := range 200 {
+		require.NoError(t, view.WriteAll(ctx, fmt.Sprintf("many/object-%03d.txt", i), []byte("secret body of "+req.ID.String()), nil))
+	}
+	view.Close()
+
+	peek := &peekPart{dir: t.TempDir()}
+	b := *e.backup
+	b.TempDir, b.Parts = peek.dir, append(b.Parts, peek)
+	lc, err := lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: e.steps, Backup: &b, Audit: e.platform})
+	require.NoError(t, err)
+	run, err := lc.Deprovision(t.Context(), req.ID)
+	require.NoError(t, err, "a tenant of 200 objects is deprovisioned, its deletion record written")
+	assert.Equal(t, lifecycle.RunSucceeded, run.State)
+	assert.Equal(t, 1, e.platformEntries(t, "tenant.deprovision", req.ID))
+	require.NotEmpty(t, peek.seen, "the part saw the staged files")
+	for _, f := range peek.seen {
+		for _, plain := range []string{"The system shall isolate", "secret body of", "jira token of", "%PDF"} {
+			assert.NotContains(t, f, plain, "a staged file holds plaintext")
+		}
+	}
+	entries, err := os.ReadDir(peek.dir)
+	require.NoError(t, err)
+	assert.Empty(t, entries, "the stage is removed afterwards")
 }
