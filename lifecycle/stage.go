@@ -117,4 +117,3 @@ func (s *stage) open(i int) (io.ReadCloser, error) {
 
 // remove deletes the stage.
 func (s *stage) remove() { _ = os.RemoveAll(s.dir) }
-
