@@ -80,7 +80,10 @@ type Backup struct {
 // back: one file, parts/<Name>. A part that implements
 // interface{ Tables() []string } restores those tables of the tenant
 // itself: Restore does not copy their rows (they are archived all the
-// same).
+// same). A part that implements
+// interface{ Fresh(ctx context.Context, t *Target) error } is asked,
+// before Restore writes anything, whether the target holds none of its
+// data yet.
 type BackupPart interface {
 	// Name is the file's name: 1 to 40 bytes of a-z, 0-9, '-' and '.'.
 	Name() string
@@ -507,6 +510,26 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 				continue
 			}
 			tables = append(tables, restoreFile{table: table, file: i})
+		}
+	}
+	// The target must be fresh everywhere the archive writes, before
+	// anything is written: its object prefix, and each part's data.
+	if to.Objects != nil {
+		left, err := to.Objects.Remains(ctx, into, 1)
+		if err != nil {
+			return res, fmt.Errorf("lifecycle: restore into %s: %w", into, err)
+		}
+		if len(left) > 0 {
+			return res, fmt.Errorf("lifecycle: restore into %s: it has objects already: restore into a fresh tenant", into)
+		}
+	}
+	for _, p := range parts {
+		if f, ok := p.(interface {
+			Fresh(ctx context.Context, t *Target) error
+		}); ok {
+			if err := f.Fresh(ctx, t); err != nil {
+				return res, fmt.Errorf("lifecycle: restore into %s: part %s: %w", into, p.Name(), err)
+			}
 		}
 	}
 	err = to.DB.Tx(tctx, func(tx *store.Tx) error {

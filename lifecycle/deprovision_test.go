@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -243,9 +244,10 @@ func TestBackupRoleMustBeReadOnlyAndBypassRLS(t *testing.T) {
 	req := request(t, "role", tenant.TierStandard)
 	_, err := e.lc.Provision(t.Context(), req)
 	require.NoError(t, err)
-	for name, attrs := range map[string]string{"no bypassrls": "NOLOGIN", "createrole": "NOLOGIN BYPASSRLS CREATEROLE", "createdb": "NOLOGIN BYPASSRLS CREATEDB"} {
+	for name, attrs := range map[string]string{"no bypassrls": "NOLOGIN", "createrole": "NOLOGIN BYPASSRLS CREATEROLE", "createdb": "NOLOGIN BYPASSRLS CREATEDB",
+		"login": "LOGIN BYPASSRLS", "member of pg_read_all_data": "NOLOGIN BYPASSRLS IN ROLE pg_read_all_data"} {
 		t.Run(name, func(t *testing.T) {
-			role := e.d.Prefix() + strings.ReplaceAll(name, " ", "")
+			role := e.d.Prefix() + strings.ReplaceAll(name, " ", "_")
 			e.d.Exec(t, `DO $$ BEGIN CREATE ROLE "`+role+`" `+attrs+`; EXCEPTION WHEN duplicate_object THEN NULL; END $$`)
 			b := *e.backup
 			b.Role = role
@@ -298,6 +300,39 @@ func TestRestoreIntoATenantWithRowsChangesNothing(t *testing.T) {
 	_, err = e.backup.Restore(t.Context(), a.Key, dst.ID, lifecycle.RestoreTarget{DB: e.db})
 	require.ErrorContains(t, err, "has rows already")
 	assert.Equal(t, map[string]string{"REQ-9": "mine"}, e.requirements(t, dctx))
+
+	// A tenant with no rows but objects, or settings, of its own.
+	for name, give := range map[string]func(ctx context.Context){
+		"objects": func(ctx context.Context) {
+			view, err := e.objects.For(ctx)
+			require.NoError(t, err)
+			defer view.Close()
+			require.NoError(t, view.WriteAll(ctx, "attachments/spec.pdf", []byte("mine"), nil))
+		},
+		"settings": func(ctx context.Context) {
+			_, err := e.settings.Put(ctx, &settings.Notifications{}, 0, "me")
+			require.NoError(t, err)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			other := request(t, "dst"+name, tenant.TierStandard)
+			_, err := e.lc.Provision(t.Context(), other)
+			require.NoError(t, err)
+			octx := tenant.NewContext(t.Context(), other.ID)
+			give(octx)
+			_, err = e.backup.Restore(t.Context(), a.Key, other.ID, lifecycle.RestoreTarget{DB: e.db, Objects: e.objects})
+			require.ErrorContains(t, err, "already")
+			assert.Empty(t, e.requirements(t, octx), "no row written")
+			if name == "objects" {
+				view, err := e.objects.For(octx)
+				require.NoError(t, err)
+				got, err := view.ReadAll(octx, "attachments/spec.pdf")
+				view.Close()
+				require.NoError(t, err)
+				assert.Equal(t, "mine", string(got), "its object is not overwritten")
+			}
+		})
+	}
 }
 
 // peekPart is a BackupPart that, when the backup asks for it (after the
@@ -360,4 +395,28 @@ func TestBackupStagesNoPlaintextAndRecordsBigTenants(t *testing.T) {
 	entries, err := os.ReadDir(peek.dir)
 	require.NoError(t, err)
 	assert.Empty(t, entries, "the stage is removed afterwards")
+}
+
+// TestBackupRevokesWhatACrashedBackupLeft: grants a crashed backup left to
+// the backup role (on another tenant's tables) are revoked by the next
+// backup, which holds only its own tenant's while it reads.
+func TestBackupRevokesWhatACrashedBackupLeft(t *testing.T) {
+	e := newEnv(t)
+	a, b := request(t, "crashed", tenant.TierStandard), request(t, "next", tenant.TierStandard)
+	for _, r := range []*lifecycle.Request{a, b} {
+		_, err := e.lc.Provision(t.Context(), r)
+		require.NoError(t, err)
+	}
+	role := pgx.Identifier{e.backupRole}.Sanitize()
+	schema := pgx.Identifier{a.ID.SchemaName()}.Sanitize()
+	e.d.Exec(t, `GRANT USAGE ON SCHEMA `+schema+` TO `+role)
+	e.d.Exec(t, `GRANT SELECT ON ALL TABLES IN SCHEMA `+schema+` TO `+role)
+	_, err := e.backup.BackupNow(t.Context(), b.ID)
+	require.NoError(t, err)
+	var left bool
+	require.NoError(t, e.admin.ControlPlaneTx(t.Context(), func(tx pgx.Tx) error {
+		return tx.QueryRow(t.Context(), `SELECT has_table_privilege($1, $2, 'SELECT') OR has_table_privilege($1, $3, 'SELECT')`,
+			e.backupRole, a.ID.SchemaName()+".requirements", b.ID.SchemaName()+".requirements").Scan(&left)
+	}))
+	assert.False(t, left, "no grant is left to the backup role")
 }

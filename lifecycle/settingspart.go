@@ -35,6 +35,18 @@ func (p *SettingsPart) Export(ctx context.Context, t *Target, src BackupSource, 
 	return json.NewEncoder(w).Encode(exportedSettings{Records: recs})
 }
 
+// Fresh reports an error if the tenant has settings already.
+func (p *SettingsPart) Fresh(ctx context.Context, t *Target) error {
+	recs, err := p.Settings.Export(t.Context(ctx))
+	if err != nil {
+		return err
+	}
+	if len(recs) > 0 {
+		return fmt.Errorf("the tenant has settings already (%d revisions): restore into a fresh tenant", len(recs))
+	}
+	return nil
+}
+
 // Import reads the records and imports them into the tenant.
 func (p *SettingsPart) Import(ctx context.Context, t *Target, r io.Reader) error {
 	var in exportedSettings
