@@ -40,6 +40,11 @@ var (
 	// ErrInterrupted is wrapped by errors for a run stopped by its
 	// context: it stays open, and Resume continues it.
 	ErrInterrupted = errors.New("lifecycle: run interrupted")
+	// ErrRefused is wrapped by Provision's and Plan's error when a step's
+	// validation refuses the request as it stands (a host routed to
+	// another tenant, objects under the prefix, keys under the ID, a
+	// customer key the tenant may not use): nothing was made.
+	ErrRefused = errors.New("lifecycle: request refused")
 )
 
 // RunError reports a run that did not succeed: the step that failed and,
@@ -263,7 +268,7 @@ func (l *Lifecycle) validate(ctx context.Context, req *Request) error {
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("lifecycle: provision %s: %w", req.ID, errors.Join(errs...))
+		return fmt.Errorf("lifecycle: provision %s: %w: %w", req.ID, ErrRefused, errors.Join(errs...))
 	}
 	return nil
 }

@@ -110,6 +110,10 @@ type RoutesConfig struct {
 	Hosts []string `yaml:"hosts"`
 	// Target is the service the routes lead to.
 	Target string `yaml:"target"`
+	// Reserved are host names that are never a tenant's (the platform's
+	// own: api.example.com, www...): a request whose ID would make one
+	// is refused.
+	Reserved []string `yaml:"reserved"`
 }
 
 // SMTPConfig configures the invitation step.
@@ -221,6 +225,7 @@ var configSettings = []setting{
 	{key: "regions", flag: "regions", usage: "regions served, comma-separated", list: func(c *Config) *[]string { return &c.Regions }},
 	{key: "routes.hosts", flag: "route-hosts", usage: "host templates, comma-separated", list: func(c *Config) *[]string { return &c.Routes.Hosts }},
 	{key: "routes.target", flag: "route-target", usage: "where routes lead", str: func(c *Config) *string { return &c.Routes.Target }},
+	{key: "routes.reserved", flag: "route-reserved", usage: "host names that are never a tenant's, comma-separated", list: func(c *Config) *[]string { return &c.Routes.Reserved }},
 	{key: "smtp.addr", flag: "smtp-addr", usage: "SMTP server host:port (enables invitations)", str: func(c *Config) *string { return &c.SMTP.Addr }},
 	{key: "smtp.from", flag: "smtp-from", usage: "From of invitations", str: func(c *Config) *string { return &c.SMTP.From }},
 	{key: "smtp.starttls", flag: "smtp-starttls", usage: "required, opportunistic or none", str: func(c *Config) *string { return &c.SMTP.StartTLS }},

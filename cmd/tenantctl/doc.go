@@ -48,8 +48,10 @@
 //	3  configuration: a missing, incomplete or wrong configuration
 //	   (an unknown key of the file is named)
 //	4  not found: an unknown tenant, no open run, no such archive or setting
-//	5  conflict: the ID is or was a tenant's, a run is in progress, a state
-//	   change the lifecycle forbids, a stale settings version
+//	5  conflict: the ID is or was a tenant's, a run is in progress (or being
+//	   driven right now), a step refuses the request as it stands (a host
+//	   routed to another tenant or reserved, objects under the prefix), a
+//	   state change the lifecycle forbids, a stale settings version
 //
 // # Configuration
 //

@@ -304,6 +304,22 @@ func TestHostileInput(t *testing.T) {
 		assert.Equal(t, exitConflict, r.code, "%s", r)
 		assert.Contains(t, r.stderr, "already exists")
 	})
+	t.Run("an ID that makes a reserved host", func(t *testing.T) {
+		api := writeFile(t, "api.yaml", `tenant:
+  id: "api"
+  name: "Not The Platform"
+  tier: "standard"
+  region: "us-gov-east-1"
+  admin_email: "admin@acme.defense"
+  settings:
+    encryption: "platform-managed"
+`)
+		r := d.run("--route-reserved", "api.rtmx.localhost,www.rtmx.localhost", "provision", "-f", api)
+		assert.Equal(t, exitConflict, r.code, "%s", r)
+		assert.Contains(t, r.stderr, "host api.rtmx.localhost is reserved for the platform")
+		r = d.run("show", "api")
+		assert.Equal(t, exitNotFound, r.code, "nothing made: %s", r)
+	})
 	for _, args := range [][]string{
 		{"show", "nosuch"}, {"suspend", "nosuch"}, {"reactivate", "nosuch"}, {"deprovision", "nosuch"},
 		{"resume", "nosuch"}, {"resume", "abc123"}, {"keys", "rotate", "nosuch"}, {"audit", "verify", "nosuch"},

@@ -37,8 +37,9 @@ const exitCodesHelp = `Exit status:
   2  usage: bad command, flag, argument, tenant ID or provisioning request
   3  configuration error (file, environment, flags; unknown keys are errors)
   4  not found: unknown tenant, no open run, no such archive or setting
-  5  conflict: the ID is or was taken, a run is in progress, a stale version,
-     a state change the lifecycle forbids`
+  5  conflict: the ID is or was taken, a run is in progress, a step refuses
+     the request as it stands (a host taken or reserved, objects under the
+     prefix), a stale version, a state change the lifecycle forbids`
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -81,6 +82,7 @@ func exitCode(err error) int {
 		errors.Is(err, keys.ErrNoKeys), errors.Is(err, errNotFound):
 		return exitNotFound
 	case errors.Is(err, lifecycle.ErrTenantExists), errors.Is(err, lifecycle.ErrRunInProgress),
+		errors.Is(err, lifecycle.ErrRunBusy), errors.Is(err, lifecycle.ErrRefused),
 		errors.Is(err, tenant.ErrIllegalTransition), errors.Is(err, settings.ErrConflict), errors.Is(err, errConflict):
 		return exitConflict
 	}

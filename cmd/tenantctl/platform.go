@@ -316,6 +316,7 @@ func openPlatform(ctx context.Context, c *Config, getenv func(string) string, lo
 	if err != nil {
 		return nil, configErrorf("routes: %w", err)
 	}
+	routes.Reserved = c.Routes.Reserved
 	gov := ""
 	if len(c.GovernmentClusters) > 0 {
 		gov = c.GovernmentClusters[0].Name
