@@ -28,6 +28,7 @@ func pgCode(err error) string {
 // own role may only SELECT and INSERT its log; an entry copied from
 // another tenant's log does not verify in its own; and one tenant's key
 // does not verify another's export.
+// rtmx:req REQ-TEN-017
 func TestAuditLogsAreTenantIsolated(t *testing.T) {
 	for _, tier := range tiers {
 		t.Run(string(tier), func(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 // truncate the rows of a tenant's log, and the checkpoints, on every
 // placement; Verify names the first broken entry each time, and says how
 // it broke.
+// rtmx:req REQ-TEN-007
 func TestAdminTamperingIsDetected(t *testing.T) {
 	type tamper struct {
 		name    string

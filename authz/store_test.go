@@ -205,6 +205,7 @@ func (s *service) rows(t testing.TB, id tenant.ID) []item {
 // Seed verification test 1 / test case 2 of REQ-DEPLOY-004: an API
 // request with tenant A's token cannot read, list or change tenant B's
 // data.
+// rtmx:req REQ-TEN-004 REQ-TEN-008 REQ-TEN-013
 func TestTenantACannotReachTenantBThroughTheAPI(t *testing.T) {
 	s := newService(t)
 	canary := "canary-of-bravo-" + s.b.String()

@@ -25,6 +25,7 @@ func secret(name string, n int) []byte {
 // "../" prefixes refused; it cannot read, stat, copy or delete the other's
 // keys by any name; and the other's bytes copied into its prefix by a
 // storage admin do not decrypt.
+// rtmx:req REQ-TEN-010 REQ-TEN-014
 func TestTenantACannotAccessTenantBFilesInStorage(t *testing.T) {
 	for _, be := range backends(t) {
 		t.Run(be.name, func(t *testing.T) {

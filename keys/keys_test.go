@@ -33,6 +33,7 @@ func TestSealOpenRoundTrip(t *testing.T) {
 }
 
 // REQ-DEPLOY-004 test case 5: "Encryption keys are tenant-specific".
+// rtmx:req REQ-TEN-002 REQ-TEN-016
 func TestKeysAreTenantSpecificCiphertextOfADoesNotOpenAsB(t *testing.T) {
 	e := newEnv(t)
 	m := e.manager(t)

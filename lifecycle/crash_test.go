@@ -107,6 +107,7 @@ func crashAt(t *testing.T, e *env, op, arg, at string) {
 // then resumes it in this process: the tenant ends active with exactly one
 // of everything (one keyset per purpose, one route, one invitation e-mail
 // whose link works, one audit entry, one placement).
+// rtmx:req REQ-TEN-005
 func TestProvisionKilledAtEachStepResumes(t *testing.T) {
 	e := newEnv(t, withMail(), withKube())
 	var points []string
@@ -159,6 +160,7 @@ func TestProvisionKilledAtEachStepResumes(t *testing.T) {
 // with SIGKILL before and after each of its phases, then resumes it: the
 // tenant ends deleted with nothing left, one backup archive and one
 // deletion record.
+// rtmx:req REQ-TEN-006
 func TestDeprovisionKilledAtEachPhaseResumes(t *testing.T) {
 	e := newEnv(t)
 	points := []string{

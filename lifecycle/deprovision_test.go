@@ -65,6 +65,7 @@ func (e *env) populate(t testing.TB, ctx context.Context) map[string]string {
 // digest, and the backup restores into a fresh environment: the rows,
 // the custom fields and the objects, while the column sealed under the
 // shredded key stays unreadable.
+// rtmx:req REQ-TEN-015
 func TestDeprovisioningRemovesAllData(t *testing.T) {
 	for _, tier := range []tenant.Tier{tenant.TierStandard, tenant.TierEnterprise} {
 		t.Run(string(tier), func(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 // route (and the enterprise tier's dedicated ingress), the invitation
 // received over real SMTP, the audit entry, a tenant that is active and
 // works, and a journal that shows every step done in order.
+// rtmx:req REQ-TEN-012
 func TestProvisioningCreatesAllRequiredResources(t *testing.T) {
 	for _, tier := range []tenant.Tier{tenant.TierStandard, tenant.TierEnterprise, tenant.TierGovernment} {
 		t.Run(string(tier), func(t *testing.T) {

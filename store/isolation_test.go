@@ -11,6 +11,7 @@ import (
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
+// rtmx:req REQ-TEN-001
 func TestTenantSeesOnlyItsOwnRows(t *testing.T) {
 	forPlacements(t, func(t *testing.T, e *env) {
 		_, ctxA := e.newTenant(t, "a")
@@ -38,6 +39,7 @@ func TestTenantSeesOnlyItsOwnRows(t *testing.T) {
 	})
 }
 
+// rtmx:req REQ-TEN-009
 func TestCallWithoutTenantFails(t *testing.T) {
 	forPlacements(t, func(t *testing.T, e *env) {
 		_, err := e.db.Exec(t.Context(), `SELECT 1`)

@@ -69,6 +69,7 @@ func TestTenantLoginIsHardened(t *testing.T) {
 	require.Error(t, err)
 }
 
+// rtmx:req REQ-TEN-018
 func TestConnectionLimitIsTheQuota(t *testing.T) {
 	e := newEnv(t, store.ModeTenantLogin, func(a *store.AdminConfig, _ *store.Config) { a.ConnLimit = 2 })
 	idA, _ := e.newTenant(t, "quota")

@@ -24,6 +24,7 @@ import (
 // messages (the server's in order) and nothing else: no message with the
 // other tenant's canary, before or after (a final fence). Every client
 // first tries to join the other tenant's room by name and is refused.
+// rtmx:req REQ-TEN-011
 func TestTenantRoomsUnderLoad(t *testing.T) {
 	const clients, messages = 50, 30
 	e := newEnv(t, testConfig())

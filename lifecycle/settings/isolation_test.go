@@ -21,6 +21,7 @@ var tiers = []tenant.Tier{tenant.TierStandard, tenant.TierEnterprise, tenant.Tie
 // connections can neither read nor change B's table, and may only SELECT
 // and INSERT (the next version) in their own; a call without a tenant
 // fails.
+// rtmx:req REQ-TEN-003
 func TestTenantConfigurationIsolation(t *testing.T) {
 	for _, tier := range tiers {
 		t.Run(string(tier), func(t *testing.T) {
