@@ -132,7 +132,13 @@ var nameEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPa
 // that the cluster-wide role list (pg_roles, pg_stat_activity), which every
 // tenant can read, names no tenant.
 func (s *secrets) roleName(prefix string, id tenant.ID) (string, error) {
-	key, err := s.derive(s.current, "role-name", "", 32)
+	return s.roleNameOf(s.current, prefix, id)
+}
+
+// roleNameOf is the name of tenant id's login role under the secret of
+// version v.
+func (s *secrets) roleNameOf(v int, prefix string, id tenant.ID) (string, error) {
+	key, err := s.derive(v, "role-name", "", 32)
 	if err != nil {
 		return "", err
 	}

@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"fmt"
 	"slices"
 
@@ -26,13 +24,11 @@ func (a *Admin) Remains(ctx context.Context, id tenant.ID) ([]string, error) {
 	}
 	var roles []string
 	for v := range a.secrets.byVersion {
-		key, err := a.secrets.derive(v, "role-name", "", 32)
+		name, err := a.secrets.roleNameOf(v, a.rolePrefix, id)
 		if err != nil {
 			return nil, err
 		}
-		m := hmac.New(sha256.New, key)
-		m.Write([]byte(id.String()))
-		roles = append(roles, a.rolePrefix+"t"+nameEncoding.EncodeToString(m.Sum(nil))[:24])
+		roles = append(roles, name)
 	}
 	slices.Sort(roles)
 	db := a.tenantDatabase(id)
