@@ -256,12 +256,6 @@ func (b *Backup) backup(ctx context.Context, t *Target) (*Archive, error) {
 		}
 		// Parts, in the same snapshot.
 		src := backupSource{tx: tx, schema: t.ID().SchemaName()}
-		for _, tb := range tables {
-			if !tb.Shared {
-				src.schema = tb.Schema
-				break
-			}
-		}
 		for _, p := range b.Parts {
 			if err := add("parts/"+p.Name(), func(w io.Writer) (int64, error) { return 0, p.Export(ctx, t, src, w) }); err != nil {
 				return fmt.Errorf("part %s: %w", p.Name(), err)

@@ -95,7 +95,7 @@ func (l *Lifecycle) PlanDeprovision(ctx context.Context, id tenant.ID) ([]Planne
 // provisionedBy returns the tenant's last successful provisioning run, or
 // nil (a tenant made otherwise).
 func (l *Lifecycle) provisionedBy(ctx context.Context, id tenant.ID) (*Run, error) {
-	runs, err := l.j.runs(ctx, id, `AND op = 'provision' AND state = 'succeeded'`)
+	runs, err := l.j.runs(ctx, id, runFilter{provisioned: true})
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +223,7 @@ func (l *Lifecycle) moveTo(ctx context.Context, id tenant.ID, to tenant.State, f
 // deletionRecord appends the deletion record of run to the platform
 // trail, once: a resumed run finds the one it wrote.
 func (l *Lifecycle) deletionRecord(ctx context.Context, run *Run) (json.RawMessage, error) {
-	details := map[string]any{"run": run.ID}
+	details := map[string]any{}
 	for _, s := range run.Steps {
 		switch {
 		case s.Step == phaseBackup && s.Detail != nil:
@@ -232,19 +232,34 @@ func (l *Lifecycle) deletionRecord(ctx context.Context, run *Run) (json.RawMessa
 			details["verified"] = s.Detail
 		}
 	}
-	entry, err := platformEntry(ctx, l.admin, "tenant.deprovision", run.Tenant, run.ID)
+	entry, err := appendOnce(ctx, l.admin, l.audit, run.Tenant, run.ID, audit.Event{Actor: l.actor, Action: "tenant.deprovision",
+		Outcome: audit.OutcomeSuccess, Details: details})
+	if err != nil {
+		return nil, fmt.Errorf("write the deletion record: %w", err)
+	}
+	return json.Marshal(map[string]any{"platform_seq": entry.Seq, "mac": entry.MAC})
+}
+
+// appendOnce appends ev about tenant id (its resource is set to
+// "tenant/<id>") to the platform trail unless run wrote an entry of that
+// action before (a run that resumes after a crash), and returns the
+// entry either way. ev.Details must be a map; the run is added to it.
+func appendOnce(ctx context.Context, admin *store.Admin, trail *audit.Platform, id tenant.ID, run int64, ev audit.Event) (*audit.Entry, error) {
+	e, err := platformEntry(ctx, admin, ev.Action, id, run)
+	if err != nil || e != nil {
+		return e, err
+	}
+	details, _ := ev.Details.(map[string]any)
+	if details == nil {
+		details = map[string]any{}
+	}
+	details["run"] = run
+	ev.Details, ev.Resource = details, "tenant/"+id.String()
+	entries, err := trail.Append(ctx, ev)
 	if err != nil {
 		return nil, err
 	}
-	if entry == nil {
-		entries, err := l.audit.Append(ctx, audit.Event{Actor: l.actor, Action: "tenant.deprovision",
-			Resource: "tenant/" + run.Tenant.String(), Outcome: audit.OutcomeSuccess, Details: details})
-		if err != nil {
-			return nil, fmt.Errorf("write the deletion record: %w", err)
-		}
-		entry = &entries[0]
-	}
-	return json.Marshal(map[string]any{"platform_seq": entry.Seq, "mac": entry.MAC})
+	return &entries[0], nil
 }
 
 // platformEntry finds the platform trail's entry of action for tenant id

@@ -187,7 +187,7 @@ func (j journal) open(ctx context.Context, id tenant.ID, op Op, req *Request) (*
 
 // openRun returns the tenant's open run, or an error wrapping ErrNoRun.
 func (j journal) openRun(ctx context.Context, id tenant.ID) (*Run, error) {
-	runs, err := j.runs(ctx, id, `AND state IN ('running', 'compensating')`)
+	runs, err := j.runs(ctx, id, runFilter{open: true})
 	if err != nil {
 		return nil, err
 	}
@@ -197,12 +197,25 @@ func (j journal) openRun(ctx context.Context, id tenant.ID) (*Run, error) {
 	return runs[len(runs)-1], nil
 }
 
-// runs returns the tenant's runs, oldest first, each with its steps.
-func (j journal) runs(ctx context.Context, id tenant.ID, where string) ([]*Run, error) {
+// runFilter narrows journal.runs: to one run, to open runs, to the
+// tenant's successful provisionings. The zero filter is every run.
+type runFilter struct {
+	run         int64 // this run only, if not 0
+	open        bool  // running or compensating
+	provisioned bool  // successful provisionings
+}
+
+// runs returns the tenant's runs that f admits, oldest first, each with
+// its steps.
+func (j journal) runs(ctx context.Context, id tenant.ID, f runFilter) ([]*Run, error) {
 	var runs []*Run
 	err := j.admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT run_id, op, request, state, reason, started_at, updated_at, finished_at
-			FROM tenancy.lifecycle_runs WHERE tenant_id = $1 `+where+` ORDER BY run_id`, id.String())
+			FROM tenancy.lifecycle_runs WHERE tenant_id = $1
+			AND ($2 = 0 OR run_id = $2)
+			AND (NOT $3 OR state IN ('running', 'compensating'))
+			AND (NOT $4 OR (op = 'provision' AND state = 'succeeded'))
+			ORDER BY run_id`, id.String(), f.run, f.open, f.provisioned)
 		if err != nil {
 			return err
 		}

@@ -288,7 +288,7 @@ func (l *Lifecycle) Resume(ctx context.Context, id tenant.ID) (*Run, error) {
 
 // Runs returns the tenant's runs, oldest first, with their steps.
 func (l *Lifecycle) Runs(ctx context.Context, id tenant.ID) ([]*Run, error) {
-	return l.j.runs(ctx, id, "")
+	return l.j.runs(ctx, id, runFilter{})
 }
 
 // ErrRunBusy is wrapped by errors for a run that another process (or
@@ -310,7 +310,7 @@ func (l *Lifecycle) drive(ctx context.Context, run *Run) error {
 	defer unlock()
 	// Read the journal again under the lock: a driver that just finished
 	// may have moved the run on.
-	fresh, err := l.j.runs(ctx, run.Tenant, fmt.Sprintf("AND run_id = %d", run.ID))
+	fresh, err := l.j.runs(ctx, run.Tenant, runFilter{run: run.ID})
 	if err != nil {
 		return err
 	}

@@ -83,17 +83,9 @@ func (s *PlacementStep) Apply(ctx context.Context, t *Target) error {
 func (s *PlacementStep) Remove(ctx context.Context, t *Target) error {
 	var err error
 	if t.Op == OpCompensate {
-		info, terr := s.Admin.Tenant(ctx, t.ID())
-		if errors.Is(terr, store.ErrUnknownTenant) {
-			return nil
-		}
-		if terr != nil {
-			return terr
-		}
-		switch info.State {
-		case tenant.StateProvisioning, tenant.StateRequested, tenant.StateFailed:
-		default:
-			return nil
+		ours, oerr := s.undoable(ctx, t)
+		if oerr != nil || !ours {
+			return oerr
 		}
 		err = s.Admin.FailTenant(ctx, t.ID())
 	} else {
@@ -109,12 +101,30 @@ func (s *PlacementStep) Remove(ctx context.Context, t *Target) error {
 // compensation, nothing of a tenant that is not the run's (see Remove).
 func (s *PlacementStep) Remains(ctx context.Context, t *Target) ([]string, error) {
 	if t.Op == OpCompensate {
-		info, err := s.Admin.Tenant(ctx, t.ID())
-		if err == nil && info.State != tenant.StateProvisioning && info.State != tenant.StateRequested && info.State != tenant.StateFailed {
-			return nil, nil
+		if ours, err := s.undoable(ctx, t); err != nil || !ours {
+			return nil, err
 		}
 	}
 	return s.Admin.Remains(ctx, t.ID())
+}
+
+// undoable reports whether the tenant's placement is a provisioning run's to
+// undo: the directory has it requested, provisioning or failed. One that
+// is active (or suspended, ...) was never this run's, and one the
+// directory lacks was never placed.
+func (s *PlacementStep) undoable(ctx context.Context, t *Target) (bool, error) {
+	info, err := s.Admin.Tenant(ctx, t.ID())
+	switch {
+	case errors.Is(err, store.ErrUnknownTenant):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	switch info.State {
+	case tenant.StateProvisioning, tenant.StateRequested, tenant.StateFailed:
+		return true, nil
+	}
+	return false, nil
 }
 
 // KeysStep is REQ-DEPLOY-004's step 3: the tenant's keysets (data, blob,
@@ -433,16 +443,11 @@ func (s *RoutesStep) Remove(ctx context.Context, t *Target) error {
 
 // Remains lists the tenant's routes left.
 func (s *RoutesStep) Remains(ctx context.Context, t *Target) ([]string, error) {
-	var out []string
-	err := s.Admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT 'route ' || host FROM tenancy.routes WHERE tenant_id = $1 ORDER BY host`, t.ID().String())
-		if err != nil {
-			return err
-		}
-		out, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		return err
-	})
-	return out, err
+	hosts, err := Routes(ctx, s.Admin, t.ID())
+	for i := range hosts {
+		hosts[i] = "route " + hosts[i]
+	}
+	return hosts, err
 }
 
 // Routes returns the hosts routed to tenant id, from the control plane.
@@ -517,16 +522,11 @@ func (s *AuditStep) Remove(ctx context.Context, t *Target) error {
 func (s *AuditStep) Remains(context.Context, *Target) ([]string, error) { return nil, nil }
 
 func (s *AuditStep) appendOnce(ctx context.Context, t *Target, action string, outcome audit.Outcome) error {
-	e, err := platformEntry(ctx, s.Admin, action, t.ID(), t.Run)
-	if err != nil || e != nil {
-		return err
-	}
-	details := map[string]any{"run": t.Run, "tier": string(t.Info.Tier), "region": t.Info.Region}
+	details := map[string]any{"tier": string(t.Info.Tier), "region": t.Info.Region}
 	if t.Request != nil {
 		details["encryption"] = string(t.Request.Settings.Encryption)
 	}
-	_, err = s.Platform.Append(ctx, audit.Event{Actor: s.actor(), Action: action,
-		Resource: "tenant/" + t.ID().String(), Outcome: outcome, Details: details})
+	_, err := appendOnce(ctx, s.Admin, s.Platform, t.ID(), t.Run, audit.Event{Actor: s.actor(), Action: action, Outcome: outcome, Details: details})
 	return err
 }
 
