@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/mail"
 	"regexp"
 	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/rtmx-ai/tenancy/internal/mailaddr"
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/tenant"
 	"go.yaml.in/yaml/v3"
@@ -25,8 +25,6 @@ const MaxRequestSize = 64 << 10
 // Limits of the request's text fields, in bytes.
 const (
 	maxNameLen     = 200
-	maxEmailLen    = 254 // RFC 5321 path limit less the angle brackets
-	maxLocalLen    = 64  // RFC 5321 local-part limit
 	maxKMSAliasLen = 256 // AWS KMS alias name, "alias/" included
 )
 
@@ -581,64 +579,9 @@ func checkName(s string) string {
 	return ""
 }
 
-const emailRule = "must be a bare e-mail address (local@example.com: ASCII, no display name, comment, quotes or IP literal, at most 254 bytes)"
-
-// atext is the set of characters of an RFC 5322 dot-atom, besides the dot.
-const atext = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~-"
-
-func checkEmail(s string) string {
-	if len(s) > maxEmailLen {
-		return emailRule + ": it is longer than 254 bytes"
-	}
-	if strings.ContainsAny(s, "<>") {
-		return emailRule + ": give the address alone, without a display name or angle brackets"
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] >= 0x7f {
-			return emailRule + ": it holds white space, a control character or non-ASCII"
-		}
-	}
-	if strings.Count(s, "@") != 1 {
-		return emailRule + ": it must have exactly one @"
-	}
-	local, domain, _ := strings.Cut(s, "@")
-	switch {
-	case local == "" || len(local) > maxLocalLen:
-		return emailRule + ": the part before @ must be 1 to 64 bytes"
-	case strings.Trim(local, atext+".") != "":
-		return emailRule + ": the part before @ holds a character not allowed unquoted"
-	case local[0] == '.' || local[len(local)-1] == '.' || strings.Contains(local, ".."):
-		return emailRule + ": the part before @ has a misplaced dot"
-	}
-	if rule := checkDomain(domain); rule != "" {
-		return emailRule + ": " + rule
-	}
-	a, err := mail.ParseAddress(s)
-	if err != nil || a.Name != "" || a.Address != s {
-		return emailRule
-	}
-	return ""
-}
-
-func checkDomain(d string) string {
-	if d == "" || len(d) > 253 {
-		return "the domain must be 1 to 253 bytes"
-	}
-	labels := strings.Split(d, ".")
-	if len(labels) < 2 {
-		return "the domain must have a dot"
-	}
-	for _, l := range labels {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' ||
-			strings.Trim(l, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
-			return "each label of the domain must be 1 to 63 letters, digits or inner hyphens"
-		}
-	}
-	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
-		return "the domain's last label must not be all digits"
-	}
-	return ""
-}
+// checkEmail returns "" if s is a bare e-mail address, else the rule it
+// breaks (internal/mailaddr, which lifecycle/invite applies too).
+func checkEmail(s string) string { return mailaddr.Check(s) }
 
 var (
 	// kmsARN is an AWS KMS key or alias ARN: partition, region, account,

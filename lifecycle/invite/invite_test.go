@@ -507,7 +507,7 @@ func TestHostileInputs(t *testing.T) {
 		{"admin@acme.example, victim@evil.example", "white space"},
 		{"admin@acme.example,victim@evil.example", "one address"},
 		{"admin@acme.example;victim@evil.example", "one address"},
-		{"Admin <admin@acme.example>", "white space"},
+		{"Admin <admin@acme.example>", "display name"}, // the rule request.go has always named for it
 		{"Admin<admin@acme.example>", "display name"},
 		{"<admin@acme.example>", "display name"},
 		{`"admin"@acme.example`, "not allowed unquoted"},
