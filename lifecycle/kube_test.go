@@ -2,12 +2,15 @@ package lifecycle_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
@@ -97,11 +100,11 @@ func unstructuredString(obj map[string]any, path ...string) (string, bool, error
 	return s, ok, nil
 }
 
-// TestKubernetesRefusingCompensates: a namespace of the tenant's name that
-// someone else made is refused (and left alone); the namespace step fails
-// and provisioning undoes the placement and keys; the tenant is failed and
-// nothing of it remains.
-func TestKubernetesRefusingCompensates(t *testing.T) {
+// TestForeignNamespaceIsRefusedAndCompensated: a namespace of the
+// tenant's name that someone else made is refused (and left alone); the
+// namespace step fails and provisioning undoes the placement and keys; the
+// tenant is failed and nothing of it remains.
+func TestForeignNamespaceIsRefusedAndCompensated(t *testing.T) {
 	e := newEnv(t, withKube())
 	req := request(t, "nokube", tenant.TierStandard)
 	// A namespace of the tenant's name that is not the tenant's: the API
@@ -158,4 +161,72 @@ func TestKubernetesDownCompensatesOnResume(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, tenant.StateFailed, info.State)
 	assert.Empty(t, e.remains(t, req.ID))
+}
+
+// TestAPIServerRefusingCompensates: the API server refuses the namespace
+// step (its identity may make namespaces, quotas and limit ranges but not
+// network policies, by RBAC): provisioning fails at that step with the
+// server's Forbidden, removes the half-made namespace and everything
+// before it, and leaves the tenant failed with nothing of it remaining.
+func TestAPIServerRefusingCompensates(t *testing.T) {
+	e := newEnv(t, withKube())
+	ctx := t.Context()
+	cluster := kubetest.Shared(t)
+	admin := cluster.Client(t)
+	user := "lifecycle-limited-" + tenantSuffix()
+	_, err := admin.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"namespaces", "resourcequotas", "limitranges"},
+			Verbs: []string{"get", "list", "create", "patch", "update", "delete"}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: user},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: user}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	rc := cluster.Config()
+	rc.Impersonate.UserName = user
+	client, err := kubernetes.NewForConfig(rc)
+	require.NoError(t, err)
+	dyn, err := dynamic.NewForConfig(rc)
+	require.NoError(t, err)
+	limited, err := kube.New(kube.DefaultConfig(client, dyn))
+	require.NoError(t, err)
+	steps := []lifecycle.Step{e.steps[0], e.steps[1], &lifecycle.KubeStep{Group: limited.Namespace()}}
+	lc, err := lifecycle.New(ctx, lifecycle.Config{Admin: e.admin, Steps: steps})
+	require.NoError(t, err)
+
+	// RBAC takes a moment to see a new binding: until then the namespace
+	// itself is refused. Either way the step fails and is compensated.
+	var forbiddenAtPolicy bool
+	for range 50 {
+		req := request(t, "refused", tenant.TierStandard)
+		run, err := lc.Provision(ctx, req)
+		var re *lifecycle.RunError
+		require.ErrorAs(t, err, &re)
+		assert.Equal(t, "namespace", re.Step)
+		assert.True(t, apierrors.IsForbidden(re.Err) || strings.Contains(re.Err.Error(), "forbidden"), "the server's refusal: %v", re.Err)
+		assert.True(t, re.Compensated, "%v", err)
+		assert.Equal(t, lifecycle.RunFailed, run.State)
+		info, err := e.admin.Tenant(ctx, req.ID)
+		require.NoError(t, err)
+		assert.Equal(t, tenant.StateFailed, info.State)
+		left := []string{}
+		for _, s := range steps {
+			r, err := s.Remains(ctx, &lifecycle.Target{Info: tenant.Info{ID: req.ID}})
+			require.NoError(t, err)
+			left = append(left, r...)
+		}
+		assert.Empty(t, left, "nothing of the tenant remains")
+		_, err = admin.CoreV1().Namespaces().Get(ctx, kube.NamespaceName(req.ID), metav1.GetOptions{})
+		assert.True(t, apierrors.IsNotFound(err), "no namespace left: %v", err)
+		if strings.Contains(re.Err.Error(), "NetworkPolicy") {
+			forbiddenAtPolicy = true // the namespace was made, then undone
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	assert.True(t, forbiddenAtPolicy, "the API server refused a network policy after the namespace was made")
 }
