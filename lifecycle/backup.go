@@ -78,9 +78,9 @@ type Backup struct {
 
 // A BackupPart is something more a Backup archives, and a Restore puts
 // back: one file, parts/<Name>. A part that implements
-// interface{ Tables() []string } restores those tables of the tenant
-// itself: Restore does not copy their rows (they are archived all the
-// same). A part that implements
+// interface{ Tables() []string } archives and restores those tables of
+// the tenant itself: Backup does not dump their rows, nor Restore copy
+// them. A part that implements
 // interface{ Fresh(ctx context.Context, t *Target) error } is asked,
 // before Restore writes anything, whether the target holds none of its
 // data yet.
@@ -98,11 +98,12 @@ type BackupPart interface {
 // snapshot, as the backup role (the tenant itself is suspended and
 // cannot log in).
 type BackupSource interface {
-	// Query runs a query in the snapshot.
+	// Query runs a query in the snapshot. The backup role bypasses row
+	// level security: filter on tenant_id (in the shared-pool mode another
+	// tenant may have written rows of its own into this tenant's tables).
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	// Table returns the quoted, schema-qualified name of the tenant's
-	// table name.
-	Table(name string) string
+	// Schema returns the tenant's schema.
+	Schema() string
 }
 
 type backupSource struct {
@@ -114,7 +115,7 @@ func (s backupSource) Query(ctx context.Context, sql string, args ...any) (pgx.R
 	return s.tx.Query(ctx, sql, args...)
 }
 
-func (s backupSource) Table(name string) string { return pgx.Identifier{s.schema, name}.Sanitize() }
+func (s backupSource) Schema() string { return s.schema }
 
 // Manifest describes an archive; it is its last file, manifest.json.
 type Manifest struct {
@@ -240,17 +241,16 @@ func (b *Backup) backup(ctx context.Context, t *Target) (*Archive, error) {
 		return nil
 	}
 	// 1. Rows, as the backup role, in one snapshot.
+	partTables := b.partTables(b.Parts)
 	err = b.Admin.BackupTx(ctx, t.ID(), b.Role, func(tx pgx.Tx, tables []store.BackupTable) error {
 		for _, tb := range tables {
 			name := "rows/" + tb.Name + ".jsonl"
 			if tb.Shared {
 				name = "rows/shared." + tb.Schema + "." + tb.Name + ".jsonl"
+			} else if slices.Contains(partTables, tb.Name) {
+				continue // its part archives it
 			}
-			filter := ""
-			if tb.Shared {
-				filter = "$1"
-			}
-			if err := add(name, func(w io.Writer) (int64, error) { return dumpTable(ctx, tx, tb, filter, t.ID(), w) }); err != nil {
+			if err := add(name, func(w io.Writer) (int64, error) { return dumpTable(ctx, tx, tb, t.ID(), w) }); err != nil {
 				return err
 			}
 		}
@@ -281,16 +281,13 @@ func (b *Backup) backup(ctx context.Context, t *Target) (*Archive, error) {
 	return a, nil
 }
 
-// dumpTable writes tb's rows (those of tenant id, for a shared table) as
-// JSON Lines without tenant_id, returning how many.
-func dumpTable(ctx context.Context, tx pgx.Tx, tb store.BackupTable, filter string, id tenant.ID, w io.Writer) (int64, error) {
-	sql := `SELECT (to_jsonb(t) - 'tenant_id')::text FROM ` + tb.Ident() + ` t`
-	var args []any
-	if filter != "" {
-		sql += ` WHERE t.tenant_id = $1`
-		args = append(args, id.String())
-	}
-	rows, err := tx.Query(ctx, sql, args...)
+// dumpTable writes tb's rows of tenant id as JSON Lines without
+// tenant_id, returning how many. Every table is filtered on tenant_id,
+// not only the shared ones: the backup role bypasses row level security,
+// and in the shared-pool mode another tenant's session may have written
+// rows (with its own tenant_id) into this tenant's tables.
+func dumpTable(ctx context.Context, tx pgx.Tx, tb store.BackupTable, id tenant.ID, w io.Writer) (int64, error) {
+	rows, err := tx.Query(ctx, `SELECT (to_jsonb(t) - 'tenant_id')::text FROM `+tb.Ident()+` t WHERE t.tenant_id = $1`, id.String())
 	if err != nil {
 		return 0, err
 	}
@@ -482,12 +479,7 @@ func (b *Backup) Restore(ctx context.Context, key string, into tenant.ID, to Res
 	if parts == nil {
 		parts = b.Parts
 	}
-	var partTables []string
-	for _, p := range parts {
-		if pt, ok := p.(interface{ Tables() []string }); ok {
-			partTables = append(partTables, pt.Tables()...)
-		}
-	}
+	partTables := b.partTables(parts)
 	tctx := tenant.NewContext(ctx, into)
 	t := &Target{Info: tenant.Info{ID: into, Name: m.Name, Tier: tenant.Tier(m.Tier), Region: m.Region}, Op: OpProvision}
 	// 1. The rows, all tables in one transaction of the tenant, into
@@ -794,4 +786,15 @@ func restoreObject(ctx context.Context, bk *blob.Buckets, key string, st *stage,
 		return err
 	}
 	return w.Close()
+}
+
+// partTables returns the tables parts restore themselves.
+func (b *Backup) partTables(parts []BackupPart) []string {
+	var out []string
+	for _, p := range parts {
+		if pt, ok := p.(interface{ Tables() []string }); ok {
+			out = append(out, pt.Tables()...)
+		}
+	}
+	return out
 }

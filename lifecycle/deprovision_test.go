@@ -173,7 +173,9 @@ func TestDeprovisioningRemovesAllData(t *testing.T) {
 			token, err := e2.settings.Secret(ctx2, settings.SecretJiraAPIToken)
 			require.NoError(t, err)
 			assert.Equal(t, "jira token of "+req.ID.String(), token)
-			assert.Contains(t, res.Skipped, "rows/tenant_settings.jsonl")
+			for _, f := range res.Manifest.Files {
+				assert.NotEqual(t, "rows/tenant_settings.jsonl", f.Name, "the settings table is archived by its part, not dumped as ciphertext rows too")
+			}
 
 			// And into a new ID in the first environment.
 			other := request(t, "restored", tenant.TierStandard)
@@ -420,4 +422,37 @@ func TestBackupRevokesWhatACrashedBackupLeft(t *testing.T) {
 			e.backupRole, a.ID.SchemaName()+".requirements", b.ID.SchemaName()+".requirements").Scan(&left)
 	}))
 	assert.False(t, left, "no grant is left to the backup role")
+}
+
+// TestBackupHoldsOnlyTheTenantsRows: in the shared-pool mode a tenant's
+// session may write rows of its own (with its tenant_id) into another
+// tenant's tables; the backup role bypasses row level security, so the
+// backup of the victim must filter them out, or they would restore as
+// the victim's (a planted settings row, say, naming the attacker owner).
+func TestBackupHoldsOnlyTheTenantsRows(t *testing.T) {
+	e := newEnv(t, withSharedPool())
+	mallory, victim := request(t, "mallory", tenant.TierStandard), request(t, "victim", tenant.TierStandard)
+	for _, r := range []*lifecycle.Request{mallory, victim} {
+		_, err := e.lc.Provision(t.Context(), r)
+		require.NoError(t, err)
+	}
+	mctx, vctx := tenant.NewContext(t.Context(), mallory.ID), tenant.NewContext(t.Context(), victim.ID)
+	e.insertReq(t, vctx, "REQ-1", "the victim's")
+	vschema := pgx.Identifier{victim.ID.SchemaName()}.Sanitize()
+	_, err := e.db.Exec(mctx, `INSERT INTO `+vschema+`.requirements (req_id, requirement_text) VALUES ('PLANT', 'planted by mallory')`)
+	require.NoError(t, err, "the shared-pool mode lets this row of mallory's into the victim's table")
+	_, err = e.db.Exec(mctx, `INSERT INTO `+vschema+`.tenant_settings (section, version, value, actor) VALUES ('users', 1, '{"users":[{"email":"mallory@evil.example","role":"owner"}]}', 'mallory')`)
+	require.NoError(t, err)
+
+	a, err := e.backup.BackupNow(t.Context(), victim.ID)
+	require.NoError(t, err)
+	fresh := request(t, "restored", tenant.TierStandard)
+	_, err = e.lc.Provision(t.Context(), fresh)
+	require.NoError(t, err)
+	fctx := tenant.NewContext(t.Context(), fresh.ID)
+	_, err = e.backup.Restore(t.Context(), a.Key, fresh.ID, lifecycle.RestoreTarget{DB: e.db, Objects: e.objects})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"REQ-1": "the victim's"}, e.requirements(t, fctx), "mallory's row is not the victim's")
+	_, err = e.settings.Get(fctx, settings.SectionUsers)
+	assert.ErrorIs(t, err, settings.ErrNotFound, "mallory's settings row is not restored as the victim's")
 }

@@ -92,14 +92,16 @@ type envConfig struct {
 	gov     bool             // register the second cluster for government tenants
 	mail    bool             // add the invitation step, with a mailpit of its own
 	kube    bool             // add the Kubernetes steps, on the package's kube-apiserver
+	shared  bool             // store.ModeSharedPool
 }
 
 func withSteps(s ...lifecycle.Step) envOption {
 	return func(c *envConfig) { c.extra = append(c.extra, s...) }
 }
-func withGov() envOption  { return func(c *envConfig) { c.gov = true } }
-func withMail() envOption { return func(c *envConfig) { c.mail = true } }
-func withKube() envOption { return func(c *envConfig) { c.kube = true } }
+func withGov() envOption        { return func(c *envConfig) { c.gov = true } }
+func withMail() envOption       { return func(c *envConfig) { c.mail = true } }
+func withKube() envOption       { return func(c *envConfig) { c.kube = true } }
+func withSharedPool() envOption { return func(c *envConfig) { c.shared = true } }
 
 // reqTable is the tenant table of the tests: RTMX requirements with a
 // jsonb column of custom fields, a bytea of a sealed value and an identity
@@ -124,6 +126,8 @@ type spec struct {
 	SMTPAddr, LinkBase string
 	// Kubeconfig, if set, is the kube-apiserver of the Kubernetes steps.
 	Kubeconfig string
+	// SharedPool puts the database in store.ModeSharedPool.
+	SharedPool bool
 }
 
 func newEnv(t testing.TB, opts ...envOption) *env {
@@ -154,6 +158,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if c.kube {
 		sp.Kubeconfig = kubetest.Shared(t).KubeconfigPath(t)
 	}
+	sp.SharedPool = c.shared
 	var srv *httptest.Server
 	var mail *mailtest.Server
 	if c.mail {
@@ -183,6 +188,9 @@ func openEnv(t testing.TB, sp spec, c envConfig, first bool) *env {
 	pcfg, err := pgx.ParseConfig(sp.PlatformURL)
 	require.NoError(t, err)
 	acfg.RolePrefix, acfg.PlatformRole = sp.Prefix, pcfg.User
+	if sp.SharedPool {
+		acfg.Mode = store.ModeSharedPool
+	}
 	acfg.LoginSecrets = []store.LoginSecret{secret}
 	acfg.Migrations, err = audit.WithMigration(fstest.MapFS{"0001_requirements.sql": {Data: []byte(reqTable)}}, 2)
 	require.NoError(t, err)

@@ -2,7 +2,6 @@ package lifecycle
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 
@@ -23,44 +22,40 @@ type SettingsPart struct {
 // Name returns "settings.json".
 func (p *SettingsPart) Name() string { return "settings.json" }
 
-// Tables returns the settings table, which the part restores itself.
+// Tables returns the settings table, which the part archives and
+// restores itself.
 func (p *SettingsPart) Tables() []string { return []string{settings.Table} }
 
-// Export writes the tenant's settings records as JSON.
+// Export writes the tenant's settings records, secrets in the clear
+// (settings.EncodeArchive), read in the backup's snapshot.
 func (p *SettingsPart) Export(ctx context.Context, t *Target, src BackupSource, w io.Writer) error {
-	recs, err := p.Settings.ExportFrom(t.Context(ctx), src, src.Table(settings.Table))
+	recs, err := p.Settings.ExportFrom(t.Context(ctx), src, src.Schema())
 	if err != nil {
 		return err
 	}
-	return json.NewEncoder(w).Encode(exportedSettings{Records: recs})
+	return settings.EncodeArchive(w, recs)
 }
 
 // Fresh reports an error if the tenant has settings already.
 func (p *SettingsPart) Fresh(ctx context.Context, t *Target) error {
-	recs, err := p.Settings.Export(t.Context(ctx))
+	empty, err := p.Settings.Empty(t.Context(ctx))
 	if err != nil {
 		return err
 	}
-	if len(recs) > 0 {
-		return fmt.Errorf("the tenant has settings already (%d revisions): restore into a fresh tenant", len(recs))
+	if !empty {
+		return fmt.Errorf("the tenant has settings already: restore into a fresh tenant")
 	}
 	return nil
 }
 
 // Import reads the records and imports them into the tenant.
 func (p *SettingsPart) Import(ctx context.Context, t *Target, r io.Reader) error {
-	var in exportedSettings
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil {
+	recs, err := settings.DecodeArchive(r)
+	if err != nil {
 		return fmt.Errorf("%w: settings.json: %v", ErrBackupCorrupt, err)
 	}
-	if len(in.Records) == 0 {
+	if len(recs) == 0 {
 		return nil
 	}
-	return p.Settings.Import(t.Context(ctx), in.Records)
-}
-
-type exportedSettings struct {
-	Records []settings.Record `json:"records"`
+	return p.Settings.Import(t.Context(ctx), recs)
 }

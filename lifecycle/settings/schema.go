@@ -10,8 +10,11 @@ import (
 	"github.com/rtmx-ai/tenancy/store"
 )
 
-// table is the tenant table of the settings, in the tenant's own schema.
-const table = "tenant_settings"
+// Table is the tenant table of the settings, in the tenant's own schema.
+const Table = "tenant_settings"
+
+// table is Table, for this package's own uses.
+const table = Table
 
 // conflictCode is the SQLSTATE of the version trigger's refusal: a
 // revision that does not follow the section's latest.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"reflect"
@@ -581,23 +582,24 @@ func (s *Settings) forgetRoles(ctx context.Context, sec Section) {
 // what [Settings.Export] gives and [Settings.Import] takes, the unit of a
 // tenant's backup.
 //
-// Its JSON form (MarshalJSON) holds the secrets IN THE CLEAR, so that a
-// backup restores them: write it only into an archive encrypted to a
-// backup key. Printed with fmt or logged with slog, a Record shows its
-// secrets redacted.
+// Printed with fmt, logged with slog or encoded with encoding/json (alone
+// or in a slice), a Record shows its secrets redacted. Only
+// [EncodeArchive] writes them in the clear, so that a backup restores
+// them: write its output only into an archive encrypted to a backup key.
 type Record struct {
-	Section Section
-	Version int64
+	Section Section `json:"section"`
+	Version int64   `json:"version"`
 	// Value is the section's JSON document, as stored: each set secret is
 	// "[redacted]" there, and its value is in Secrets.
-	Value json.RawMessage
+	Value json.RawMessage `json:"value"`
 	// Secrets are the revision's secrets, by name (new Secrets, holding
 	// their values).
-	Secrets map[SecretName]Secret
-	Actor   string
-	Time    time.Time
+	Secrets map[SecretName]Secret `json:"secrets,omitempty"`
+	Actor   string                `json:"actor"`
+	Time    time.Time             `json:"time"`
 }
 
+// recordJSON is a Record as an archive holds it, its secrets in the clear.
 type recordJSON struct {
 	Section Section               `json:"section"`
 	Version int64                 `json:"version"`
@@ -607,32 +609,45 @@ type recordJSON struct {
 	Time    time.Time             `json:"time"`
 }
 
-// MarshalJSON encodes the record with its secrets in the clear.
-func (r Record) MarshalJSON() ([]byte, error) {
-	j := recordJSON{Section: r.Section, Version: r.Version, Value: r.Value, Actor: r.Actor, Time: r.Time}
-	if len(r.Secrets) > 0 {
-		j.Secrets = make(map[SecretName]string, len(r.Secrets))
-		for n, s := range r.Secrets {
-			j.Secrets[n] = s.value
+// EncodeArchive writes recs as JSON with their secrets IN THE CLEAR, for
+// a backup archive encrypted to a backup key (lifecycle.SettingsPart);
+// DecodeArchive reads it back. Nothing else writes secrets in the clear.
+func EncodeArchive(w io.Writer, recs []Record) error {
+	out := make([]recordJSON, 0, len(recs))
+	for _, r := range recs {
+		j := recordJSON{Section: r.Section, Version: r.Version, Value: r.Value, Actor: r.Actor, Time: r.Time}
+		if len(r.Secrets) > 0 {
+			j.Secrets = make(map[SecretName]string, len(r.Secrets))
+			for n, s := range r.Secrets {
+				j.Secrets[n] = s.value
+			}
 		}
+		out = append(out, j)
 	}
-	return json.Marshal(j)
+	return json.NewEncoder(w).Encode(out)
 }
 
-// UnmarshalJSON decodes what MarshalJSON encodes.
-func (r *Record) UnmarshalJSON(b []byte) error {
-	var j recordJSON
-	if err := json.Unmarshal(b, &j); err != nil {
-		return err
+// DecodeArchive reads what EncodeArchive wrote, strictly (unknown fields
+// are an error).
+func DecodeArchive(r io.Reader) ([]Record, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	var in []recordJSON
+	if err := dec.Decode(&in); err != nil {
+		return nil, fmt.Errorf("settings: decode archive: %w", err)
 	}
-	*r = Record{Section: j.Section, Version: j.Version, Value: j.Value, Actor: j.Actor, Time: j.Time}
-	if len(j.Secrets) > 0 {
-		r.Secrets = make(map[SecretName]Secret, len(j.Secrets))
-		for n, v := range j.Secrets {
-			r.Secrets[n] = NewSecret(v)
+	out := make([]Record, 0, len(in))
+	for _, j := range in {
+		rec := Record{Section: j.Section, Version: j.Version, Value: j.Value, Actor: j.Actor, Time: j.Time}
+		if len(j.Secrets) > 0 {
+			rec.Secrets = make(map[SecretName]Secret, len(j.Secrets))
+			for n, v := range j.Secrets {
+				rec.Secrets[n] = NewSecret(v)
+			}
 		}
+		out = append(out, rec)
 	}
-	return nil
+	return out, nil
 }
 
 // LogValue logs the record without its secrets' values.
@@ -646,7 +661,7 @@ func (r Record) LogValue() slog.Value {
 // backup (see [Record] on keeping it). A sealed value that does not open
 // fails the export.
 func (s *Settings) Export(ctx context.Context) ([]Record, error) {
-	return s.export(ctx, s.db, "tenant_settings")
+	return s.export(ctx, s.db, table)
 }
 
 // Querier runs a query: a *store.DB, a *store.Tx or a pgx.Tx.
@@ -654,24 +669,37 @@ type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// Table is the name of the settings table in a tenant's schema.
-const Table = "tenant_settings"
-
-// ExportFrom is Export reading the rows through q from table (the
-// quoted, schema-qualified name of the tenant's tenant_settings) rather
-// than through the tenant's own connection: for a backup, which reads a
-// suspended tenant (whose logins are stopped) in one snapshot as the
-// backup role (store.Admin.BackupTx). The secrets are opened with the
-// tenant of ctx's keys.
-func (s *Settings) ExportFrom(ctx context.Context, q Querier, table string) ([]Record, error) {
-	return s.export(ctx, q, table)
+// ExportFrom is Export reading the rows through q from the settings
+// table in schema (the tenant's, tenant_<id>) rather than through the
+// tenant's own connection: for a backup, which reads a suspended tenant
+// (whose logins are stopped) in one snapshot as the backup role
+// (store.Admin.BackupTx). It reads only the rows of the tenant of ctx:
+// the backup role bypasses row level security, and in the shared-pool
+// mode another tenant may have written rows (with its own tenant_id) into
+// this schema's table. The secrets are opened with the tenant's keys.
+func (s *Settings) ExportFrom(ctx context.Context, q Querier, schema string) ([]Record, error) {
+	return s.export(ctx, q, pgx.Identifier{schema, table}.Sanitize())
 }
 
-func (s *Settings) export(ctx context.Context, q Querier, table string) ([]Record, error) {
-	if _, err := tenant.Require(ctx, "export"); err != nil {
+// Empty reports whether the tenant of ctx has no settings at all, without
+// opening any (a restore asks before it writes).
+func (s *Settings) Empty(ctx context.Context) (bool, error) {
+	if _, err := tenant.Require(ctx, "empty"); err != nil {
+		return false, fmt.Errorf("settings: %w", err)
+	}
+	var any bool
+	if err := s.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tenant_settings)`).Scan(&any); err != nil {
+		return false, fmt.Errorf("settings: empty: %w", notInstalled(err))
+	}
+	return !any, nil
+}
+
+func (s *Settings) export(ctx context.Context, q Querier, qualified string) ([]Record, error) {
+	id, err := tenant.Require(ctx, "export")
+	if err != nil {
 		return nil, fmt.Errorf("settings: %w", err)
 	}
-	rows, err := q.Query(ctx, `SELECT section, version, value, sealed, actor, created_at FROM `+table+` ORDER BY section, version`)
+	rows, err := q.Query(ctx, `SELECT section, version, value, sealed, actor, created_at FROM `+qualified+` WHERE tenant_id = $1 ORDER BY section, version`, id.String())
 	if err != nil {
 		return nil, fmt.Errorf("settings: export: %w", notInstalled(err))
 	}
