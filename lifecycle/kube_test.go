@@ -100,30 +100,29 @@ func unstructuredString(obj map[string]any, path ...string) (string, bool, error
 	return s, ok, nil
 }
 
-// TestForeignNamespaceIsRefusedAndCompensated: a namespace of the
-// tenant's name that someone else made is refused (and left alone); the
-// namespace step fails and provisioning undoes the placement and keys; the
-// tenant is failed and nothing of it remains.
-func TestForeignNamespaceIsRefusedAndCompensated(t *testing.T) {
+// TestForeignNamespaceIsRefused: a namespace of the tenant's name that
+// someone else made refuses the provisioning before anything is made
+// (ErrRefused, naming the namespace): no tenant, no run, and the namespace
+// left alone.
+func TestForeignNamespaceIsRefused(t *testing.T) {
 	e := newEnv(t, withKube())
 	req := request(t, "nokube", tenant.TierStandard)
-	// A namespace of the tenant's name that is not the tenant's: the API
-	// server refuses nothing, but the step must not take it over.
 	c, _ := e.kubeClients(t)
-	_, err := c.CoreV1().Namespaces().Create(t.Context(), namespaceNamed(kube.NamespaceName(req.ID)), metav1.CreateOptions{})
+	ns, err := c.CoreV1().Namespaces().Create(t.Context(), namespaceNamed(kube.NamespaceName(req.ID)), metav1.CreateOptions{})
 	require.NoError(t, err)
-	run, err := e.lc.Provision(t.Context(), req)
-	var re *lifecycle.RunError
-	require.ErrorAs(t, err, &re)
-	assert.Equal(t, "namespace", re.Step)
-	assert.True(t, re.Compensated, "%v", err)
-	assert.Equal(t, lifecycle.RunFailed, run.State)
-	info, err := e.admin.Tenant(t.Context(), req.ID)
+	_, err = e.lc.Provision(t.Context(), req)
+	require.ErrorIs(t, err, lifecycle.ErrRefused)
+	require.ErrorIs(t, err, kube.ErrForeignNamespace)
+	assert.Contains(t, err.Error(), "step namespace: ")
+	assert.Contains(t, err.Error(), kube.NamespaceName(req.ID))
+	_, err = e.admin.Tenant(t.Context(), req.ID)
+	assert.ErrorIs(t, err, lifecycle.ErrUnknownTenant)
+	runs, err := e.lc.Runs(t.Context(), req.ID)
 	require.NoError(t, err)
-	assert.Equal(t, tenant.StateFailed, info.State)
-	assert.Empty(t, e.remains(t, req.ID))
-	_, err = c.CoreV1().Namespaces().Get(t.Context(), kube.NamespaceName(req.ID), metav1.GetOptions{})
-	assert.NoError(t, err, "the foreign namespace is left alone")
+	assert.Empty(t, runs)
+	after, err := c.CoreV1().Namespaces().Get(t.Context(), kube.NamespaceName(req.ID), metav1.GetOptions{})
+	require.NoError(t, err, "the foreign namespace is left alone")
+	assert.Equal(t, ns.ResourceVersion, after.ResourceVersion)
 }
 
 func namespaceNamed(name string) *corev1.Namespace {

@@ -595,6 +595,19 @@ func (s *KubeStep) Describe(t *Target) string {
 	return "Kubernetes " + s.Group.Name() + " of namespace " + kube.NamespaceName(t.ID())
 }
 
+// Validate refuses a tenant whose namespace exists already: someone
+// else's, or one an earlier tenant of the ID left (kube.Group.Check).
+// An API server it cannot ask refuses nothing: that is not the request's
+// fault, and Apply, which refuses a foreign namespace too, then fails the
+// step (and the provisioning compensates).
+func (s *KubeStep) Validate(ctx context.Context, t *Target) error {
+	err := s.Group.Check(ctx, t.Info)
+	if errors.Is(err, kube.ErrForeignNamespace) || errors.Is(err, kube.ErrNamespaceExists) || errors.Is(err, kube.ErrInvalidTenant) {
+		return err
+	}
+	return nil
+}
+
 // Apply applies the group (server-side apply: it converges).
 func (s *KubeStep) Apply(ctx context.Context, t *Target) error { return s.Group.Apply(ctx, t.Info) }
 

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
@@ -83,6 +84,31 @@ func TestNewRefusesHostileConfig(t *testing.T) {
 		{"a second default-deny", manifest("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: default-deny\nspec:\n  podSelector: {}\n  ingress: [{}]\n"),
 			"NetworkPolicy default-deny is one of the objects tenancy makes"},
 		{"an allow rule's name", manifest("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: allow-dns-egress\n"), "NetworkPolicy allow-dns-egress is one of the objects"},
+		{"a NetworkPolicy of the tenant's own", manifest("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: allow-all\nspec:\n  podSelector: {}\n  ingress: [{}]\n"),
+			"a NetworkPolicy is not taken in a manifest: network rules are Config.AllowRules"},
+		{"an allow rule from every source", func(c *kube.Config) {
+			c.AllowRules = append(c.AllowRules, kube.AllowRule{Name: "open", Spec: networkingv1.NetworkPolicySpec{
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+				Ingress:     []networkingv1.NetworkPolicyIngressRule{{}},
+			}})
+		}, "AllowRules[2].Spec.Ingress[0].From: must name its sources: an empty list admits every pod of every namespace"},
+		{"an allow rule from every namespace", func(c *kube.Config) {
+			c.AllowRules = append(c.AllowRules, kube.AllowRule{Name: "open", Spec: networkingv1.NetworkPolicySpec{
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+					{PodSelector: &metav1.LabelSelector{}},
+					{NamespaceSelector: &metav1.LabelSelector{}},
+				}}},
+			}})
+		}, "AllowRules[2].Spec.Ingress[0].From[1].NamespaceSelector: must select namespaces: an empty selector admits every namespace, other tenants' too"},
+		{"an allow rule from an IP block", func(c *kube.Config) {
+			c.AllowRules = append(c.AllowRules, kube.AllowRule{Name: "open", Spec: networkingv1.NetworkPolicySpec{
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+					{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0"}},
+				}}},
+			}})
+		}, "AllowRules[2].Spec.Ingress[0].From[0].IPBlock: is not taken: an IP block may hold other tenants' pods"},
 		{"the quota's name", manifest("apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: tenant-quota\n"), "ResourceQuota tenant-quota is one of the objects"},
 		{"a tenancy label", manifest(cm("  name: x\n  labels:\n    tenancy.rtmx.ai/tenant: other\n")), "label tenancy.rtmx.ai/tenant: labels under tenancy.rtmx.ai/ are set by tenancy"},
 		{"one object twice", manifest(cm("  name: x\n") + "---\n" + cm("  name: x\n")), `document 2 (ConfigMap): ConfigMap x is made by Manifests[0] ("m.yaml") document 1 (ConfigMap) too`},
@@ -91,6 +117,9 @@ func TestNewRefusesHostileConfig(t *testing.T) {
 		{"a namespace YAML reads as a number", manifest(cm("  name: x\n  namespace: 12\n")), "metadata.namespace must be a string, not 12"},
 		{"ingress without a host", ingress(func(ic *kube.IngressConfig) { ic.Host = "" }), "Ingress.Host: is required"},
 		{"ingress host of every tenant", ingress(func(ic *kube.IngressConfig) { ic.Host = "app.rtmx.example" }), "Ingress.Host: must differ from tenant to tenant"},
+		{"ingress host of a tier", ingress(func(ic *kube.IngressConfig) { ic.Host = "{{.Tier}}.rtmx.example" }), "Ingress.Host: must differ from tenant to tenant (use {{.DNSLabel}}): tenants sample and sample1 of one tier and region both get"},
+		{"ingress host of a region", ingress(func(ic *kube.IngressConfig) { ic.Host = "{{.Region}}.rtmx.example" }), "Ingress.Host: must differ from tenant to tenant"},
+		{"ingress host of an ID's first letter", ingress(func(ic *kube.IngressConfig) { ic.Host = "{{slice .DNSLabel 0 1}}.rtmx.example" }), "tenants sample and sample1 of one tier and region both get \"s.rtmx.example\""},
 		{"ingress wildcard host", ingress(func(ic *kube.IngressConfig) { ic.Host = "*.{{.DNSLabel}}.rtmx.example" }), "a wildcard host is not taken"},
 		{"ingress host with the name", ingress(func(ic *kube.IngressConfig) { ic.Host = "{{.Name}}.rtmx.example" }), "Ingress.Host: for a sample tenant: host"},
 		{"ingress host template", ingress(func(ic *kube.IngressConfig) { ic.Host = "{{.Nope}}" }), "Ingress.Host: template: Ingress.Host:1:2: executing"},

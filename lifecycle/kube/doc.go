@@ -55,7 +55,7 @@
 // Errors start with "kube: " and name the operation, the tenant and the
 // object. They wrap, for errors.Is, [ErrInvalidConfig] (a Config New
 // refuses, or a manifest Apply refuses; the message names the field and
-// the rule), [ErrInvalidTenant], [ErrForeignNamespace],
+// the rule), [ErrInvalidTenant], [ErrForeignNamespace], [ErrNamespaceExists],
 // [ErrNamespaceNotReady] and [ErrNotRemoved], and the client-go error of
 // a failed API call (k8s.io/apimachinery/pkg/api/errors tells them apart;
 // a server that is down gives a connection error).

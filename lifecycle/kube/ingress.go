@@ -47,21 +47,30 @@ func (c *Cluster) parseIngress(p *problems, ic *IngressConfig) {
 	if ic.Host == "" {
 		p.add("Ingress.Host", "is required")
 	} else if c.host = parse("Ingress.Host", ic.Host); c.host != nil {
-		hosts := map[string]bool{}
+	hosts:
 		for _, info := range samples() {
-			h, err := renderName(c.host, info)
-			if err != nil {
-				p.add("Ingress.Host", err.Error())
-				break
+			// Tenants that differ in their ID only (the tier, region and
+			// name are shared) must get different hosts: a template on
+			// the tier or region alone would route tenants to each
+			// other's ingress.
+			seen := map[string]tenant.ID{}
+			for _, id := range sampleIDs() {
+				info.ID = id
+				h, err := renderName(c.host, info)
+				if err != nil {
+					p.add("Ingress.Host", err.Error())
+					break hosts
+				}
+				if err := checkHost(h); err != nil {
+					p.add("Ingress.Host", fmt.Sprintf("for a sample tenant: %v", err))
+					break hosts
+				}
+				if other, dup := seen[h]; dup {
+					p.add("Ingress.Host", fmt.Sprintf("must differ from tenant to tenant (use {{.DNSLabel}}): tenants %s and %s of one tier and region both get %q", other, id, h))
+					break hosts
+				}
+				seen[h] = id
 			}
-			if err := checkHost(h); err != nil {
-				p.add("Ingress.Host", fmt.Sprintf("for a sample tenant: %v", err))
-				break
-			}
-			hosts[h] = true
-		}
-		if len(hosts) == 1 {
-			p.add("Ingress.Host", "must differ from tenant to tenant (use {{.DNSLabel}}): it gives the same host for every tenant")
 		}
 	}
 	if ic.TLSSecret != "" {

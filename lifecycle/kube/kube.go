@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -71,6 +72,11 @@ var (
 	// namespace name is taken by a namespace that is not labelled as
 	// that tenant's. Nothing is changed.
 	ErrForeignNamespace = errors.New("namespace exists and is not the tenant's")
+	// ErrNamespaceExists is wrapped by Check's errors when a namespace of
+	// a new tenant's name exists already, labelled as that tenant's: what
+	// an earlier tenant of the ID (on a cluster shared with another
+	// platform, say) left. Nothing is changed.
+	ErrNamespaceExists = errors.New("namespace exists already")
 	// ErrNamespaceNotReady is wrapped by errors of an Apply that needs
 	// the tenant namespace (Resources, Ingress) when it does not exist
 	// yet, or of any Apply while it is being deleted.
@@ -120,6 +126,7 @@ type apiResource struct {
 // is idempotent.
 type Group struct {
 	name    string
+	check   func(context.Context, tenant.Info) error // nil: nothing to check
 	apply   func(context.Context, tenant.Info) error
 	remove  func(context.Context, tenant.ID) error
 	remains func(context.Context, tenant.ID) ([]string, error)
@@ -142,6 +149,25 @@ func (g *Group) Apply(ctx context.Context, info tenant.Info) error {
 	return nil
 }
 
+// Check reports whether the group can be made for a new tenant, before
+// anything of the tenant is made, changing nothing. The namespace group
+// refuses a namespace of the tenant's name that exists already, with an
+// error wrapping ErrForeignNamespace (not labelled as the tenant's) or
+// ErrNamespaceExists (labelled as the tenant's: a leftover); the other
+// groups have nothing to check.
+func (g *Group) Check(ctx context.Context, info tenant.Info) error {
+	if err := checkInfo(info); err != nil {
+		return fmt.Errorf("kube: check %s: %w", g.name, err)
+	}
+	if g.check == nil {
+		return nil
+	}
+	if err := g.check(ctx, info); err != nil {
+		return fmt.Errorf("kube: check %s of tenant %s: %w", g.name, info.ID, err)
+	}
+	return nil
+}
+
 // Remove deletes the group's objects of tenant id, and waits (up to
 // Config.RemoveTimeout, or ctx) until they are gone. It deletes only what
 // is labelled as the tenant's: a namespace of the tenant's name that is
@@ -159,7 +185,9 @@ func (g *Group) Remove(ctx context.Context, id tenant.ID) error {
 
 // Remains lists what is left of the group's objects of tenant id, one
 // human-readable entry each ("NetworkPolicy tenant-acme/default-deny");
-// it is empty when nothing is.
+// it is empty when nothing is. A namespace of the tenant's name that is
+// not labelled as the tenant's is listed too (Remove leaves it alone, but
+// it may hold what was the tenant's, its labels edited).
 func (g *Group) Remains(ctx context.Context, id tenant.ID) ([]string, error) {
 	if id.IsZero() {
 		return nil, fmt.Errorf("kube: list remains of %s: %w: the zero ID", g.name, ErrInvalidTenant)
@@ -240,7 +268,7 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	c.cfg = cfg
 	c.disc = discovery.ToDiscoveryInterfaceWithContext(cfg.Client.Discovery())
-	c.namespace = &Group{name: "namespace", apply: c.applyNamespace, remove: c.removeNamespace, remains: c.namespaceRemains}
+	c.namespace = &Group{name: "namespace", check: c.checkNamespace, apply: c.applyNamespace, remove: c.removeNamespace, remains: c.namespaceRemains}
 	c.tenantResources = &Group{name: "resources", apply: c.applyResources, remove: c.removeResources, remains: c.resourcesRemain}
 	c.ingress = &Group{name: "ingress", apply: c.applyIngress, remove: c.removeIngress, remains: c.ingressRemains}
 	return c, nil
@@ -303,6 +331,31 @@ func checkAllowRules(p *problems, rules []AllowRule) {
 		for _, t := range r.Spec.PolicyTypes {
 			if t != "Ingress" && t != "Egress" {
 				p.add(f+".Spec.PolicyTypes", fmt.Sprintf("%q is neither Ingress nor Egress", t))
+			}
+		}
+		checkIngressSources(p, f+".Spec", r.Spec.Ingress)
+	}
+}
+
+// checkIngressSources refuses ingress rules that would let other tenants'
+// pods in past the default-deny policy: a rule without sources (every pod
+// of every namespace), a peer whose namespace selector is empty (every
+// namespace), and an IP block (which may hold pods of any namespace).
+// Egress is not checked: another tenant's pods take only what their own
+// namespace's ingress rules admit.
+func checkIngressSources(p *problems, field string, rules []networkingv1.NetworkPolicyIngressRule) {
+	for i, r := range rules {
+		f := fmt.Sprintf("%s.Ingress[%d].From", field, i)
+		if len(r.From) == 0 {
+			p.add(f, "must name its sources: an empty list admits every pod of every namespace")
+		}
+		for j, peer := range r.From {
+			pf := fmt.Sprintf("%s[%d]", f, j)
+			if ns := peer.NamespaceSelector; ns != nil && len(ns.MatchLabels) == 0 && len(ns.MatchExpressions) == 0 {
+				p.add(pf+".NamespaceSelector", "must select namespaces: an empty selector admits every namespace, other tenants' too")
+			}
+			if peer.IPBlock != nil {
+				p.add(pf+".IPBlock", "is not taken: an IP block may hold other tenants' pods")
 			}
 		}
 	}

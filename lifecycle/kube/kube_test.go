@@ -401,9 +401,11 @@ func TestApplyAgainConverges(t *testing.T) {
 }
 
 // TestForeignNamespaceRefused creates the tenant's namespace as someone
-// else would (unlabelled, and labelled for another tenant): Apply refuses
-// each with ErrForeignNamespace and leaves it as it was; Remove leaves it
-// alone and Remains does not count it.
+// else would (unlabelled, and labelled for another tenant): Check and
+// Apply refuse each with ErrForeignNamespace and leave it as it was;
+// Remove leaves it alone, and Remains lists it (it may hold what was the
+// tenant's, its labels edited), so a deprovisioning cannot call the
+// tenant gone while it is there.
 func TestForeignNamespaceRefused(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -426,6 +428,9 @@ func TestForeignNamespaceRefused(t *testing.T) {
 			}
 			if _, err := e.c.CoreV1().ConfigMaps(nsName).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "theirs"}}, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
+			}
+			if err := e.k.Namespace().Check(ctx, in); !errors.Is(err, kube.ErrForeignNamespace) || !strings.Contains(err.Error(), nsName) {
+				t.Fatalf("Namespace().Check: %v, want ErrForeignNamespace naming %s", err, nsName)
 			}
 			for _, g := range []*kube.Group{e.k.Namespace(), e.k.Resources(), e.k.Ingress()} {
 				in := in
@@ -458,11 +463,40 @@ func TestForeignNamespaceRefused(t *testing.T) {
 			if _, err := e.c.CoreV1().ConfigMaps(nsName).Get(ctx, "theirs", metav1.GetOptions{}); err != nil {
 				t.Errorf("Remove touched the foreign namespace: %v", err)
 			}
-			if left := remains(t, e, in.ID); len(left) != 0 {
-				t.Errorf("Remains counts the foreign namespace: %v", left)
+			if left := remains(t, e, in.ID); len(left) != 1 || !strings.HasPrefix(left[0], "Namespace "+nsName) || !strings.Contains(left[0], "not labelled as the tenant's") {
+				t.Errorf("Remains: %q, want the foreign namespace, said not to be labelled as the tenant's", left)
 			}
 		})
 	}
+}
+
+// TestCheckRefusesAnExistingNamespace: Check passes for a tenant whose
+// namespace does not exist, and refuses, with ErrNamespaceExists, one
+// labelled as the tenant's that is there already (what an earlier tenant
+// of the ID left), changing nothing.
+func TestCheckRefusesAnExistingNamespace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := t.Context()
+	in := info(t, tenant.TierStandard)
+	for _, g := range []*kube.Group{e.k.Namespace(), e.k.Resources(), e.k.Ingress()} {
+		if err := g.Check(ctx, in); err != nil {
+			t.Fatalf("%s.Check of a new tenant: %v", g.Name(), err)
+		}
+	}
+	applyAll(t, e, in)
+	before := objectVersions(t, e, kube.NamespaceName(in.ID))
+	err := e.k.Namespace().Check(ctx, in)
+	if !errors.Is(err, kube.ErrNamespaceExists) || !strings.Contains(err.Error(), kube.NamespaceName(in.ID)) {
+		t.Fatalf("Check with the tenant's namespace there: %v, want ErrNamespaceExists naming it", err)
+	}
+	if after := objectVersions(t, e, kube.NamespaceName(in.ID)); !maps.Equal(before, after) {
+		t.Errorf("Check changed objects: %v -> %v", before, after)
+	}
+	if err := e.k.Namespace().Check(ctx, tenant.Info{}); !errors.Is(err, kube.ErrInvalidTenant) {
+		t.Errorf("Check of the zero Info: %v, want ErrInvalidTenant", err)
+	}
+	removeAll(t, e, in.ID)
 }
 
 // TestManifestAimedOutsideRefused: a cluster-scoped kind is refused at

@@ -220,10 +220,28 @@ func (c *Cluster) removeNamespace(ctx context.Context, id tenant.ID) error {
 	})
 }
 
+// checkNamespace refuses a namespace of a new tenant's name that exists.
+func (c *Cluster) checkNamespace(ctx context.Context, info tenant.Info) error {
+	ns, err := c.getNamespace(ctx, info.ID)
+	switch {
+	case err != nil:
+		return err
+	case ns == nil:
+		return nil
+	case !owned(ns, info.ID):
+		return foreign(ns.Name, info.ID)
+	}
+	return fmt.Errorf("%w: namespace %s is labelled as tenant %s's, but the tenant is new: delete what an earlier tenant of this ID left, or choose another ID",
+		ErrNamespaceExists, ns.Name, info.ID)
+}
+
 func (c *Cluster) namespaceRemains(ctx context.Context, id tenant.ID) ([]string, error) {
-	ns, err := c.ownNamespace(ctx, id)
+	ns, err := c.getNamespace(ctx, id)
 	if err != nil || ns == nil {
 		return nil, err
+	}
+	if !owned(ns, id) {
+		return []string{describeNamespace(ns) + ", not labelled as the tenant's: left alone (delete it, or label it as the tenant's, if it held the tenant's workloads)"}, nil
 	}
 	left := []string{describeNamespace(ns)}
 	opts := metav1.ListOptions{LabelSelector: selector(id, componentNamespace)}

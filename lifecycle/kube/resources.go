@@ -82,6 +82,17 @@ func samples() []tenant.Info {
 	return out
 }
 
+// sampleIDs are the IDs New renders the ingress host for, with everything
+// else of a sample tenant kept: each must get a host of its own. Some are
+// prefixes of others, and two differ in their last character only.
+func sampleIDs() []tenant.ID {
+	var out []tenant.ID
+	for _, s := range []string{"sample", "sample1", "sample2", "sample_a", "a", "ab", "zz9"} {
+		out = append(out, tenant.MustParseID(s))
+	}
+	return out
+}
+
 // object is one object a manifest renders to.
 type object struct {
 	where string // field and document, for errors
@@ -255,6 +266,11 @@ func checkObject(where string, raw map[string]any, namespace string, cfg Config)
 	}
 	if slices.Contains(reserved[gvk.GroupKind()], name) {
 		return bad("%s %s is one of the objects tenancy makes in every tenant namespace: choose another name", kind, name)
+	}
+	if gvk.Group == "networking.k8s.io" && kind == "NetworkPolicy" {
+		// One policy allowing all would undo the default-deny policy;
+		// Config.AllowRules are checked for that, manifests are not.
+		return bad("a NetworkPolicy is not taken in a manifest: network rules are Config.AllowRules, which New checks")
 	}
 	return object{where: where, gvk: gvk, u: u}, nil
 }
