@@ -1,0 +1,330 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/rtmx-ai/tenancy/store"
+	"github.com/rtmx-ai/tenancy/tenant"
+)
+
+// queueSchema is the schema of River's tables and the worker's replay and
+// refusal tables, owned by the queue's login role.
+const queueSchema = "queue"
+
+// queues are the River queues the worker serves.
+var queues = []string{river.QueueDefault, "reports"}
+
+// options says where the worker runs and which cluster-wide names it
+// creates; everything so named is dropped at the end.
+type options struct {
+	// AdminURL is the connection string of a PostgreSQL superuser: setup,
+	// cleanup, and store's admin role on the scratch database.
+	AdminURL string
+	// Database is the scratch database, created and dropped.
+	Database string
+	// RolePrefix prefixes the platform and queue roles and store's tenant
+	// roles: [a-z][a-z0-9_]*, 3 to 16 bytes, ending in "_", not starting
+	// with "pg_". Every role whose name starts with it is dropped.
+	RolePrefix string
+	// Logger is River's and the middleware's logger; nil discards.
+	Logger *slog.Logger
+}
+
+// uniqueOptions returns names no other run uses: tenancy_worker_<hex>
+// and tw<hex>_.
+func uniqueOptions(adminURL string) options {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	s := hex.EncodeToString(b)
+	return options{AdminURL: adminURL, Database: "tenancy_worker_" + s, RolePrefix: "tw" + s + "_"}
+}
+
+func (o options) validate() error {
+	if !isName(o.Database) {
+		return fmt.Errorf("database %q is not a lower-case SQL name", o.Database)
+	}
+	p := o.RolePrefix
+	if !isName(p) || len(p) < 3 || len(p) > 16 || p[0] == '_' || !strings.HasSuffix(p, "_") || strings.HasPrefix(p, "pg_") {
+		return fmt.Errorf("role prefix %q is not a lower-case SQL name of 3 to 16 bytes ending in _ (and not pg_)", p)
+	}
+	return nil
+}
+
+// stack is everything the worker runs on: the scratch database with its
+// tenants (store), River on its own schema and login, the carrier, the
+// middleware, the enqueuer and a started River client.
+type stack struct {
+	o        options
+	server   *pgx.Conn // superuser: setup and cleanup
+	admin    *store.Admin
+	db       *store.DB
+	queue    *pgxpool.Pool // logged in as the queue role
+	carrier  *tenant.JobCarrier
+	mw       *Middleware
+	client   *river.Client[pgx.Tx]
+	enqueuer *Enqueuer
+}
+
+// openStack sets up the scratch database, the tenants ids (standard
+// tier), River's schema and the worker, and starts River. handler, if
+// set, replaces the Recount handler (tests wrap it). On error, what was
+// set up is torn down.
+func openStack(ctx context.Context, o options, ids []tenant.ID, handler func(*store.DB) Handler[Recount]) (_ *stack, err error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	if handler == nil {
+		handler = recountHandler
+	}
+	server, err := pgx.Connect(ctx, o.AdminURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL as superuser (%s): %w", redact(o.AdminURL), err)
+	}
+	s := &stack{o: o, server: server}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.close(context.WithoutCancel(ctx)))
+		}
+	}()
+	if err := cleanup(ctx, server, o); err != nil {
+		return s, err
+	}
+
+	// The platform role (store's request path) and the queue role (River)
+	// are two logins: the queue's holds no tenant data and reaches none,
+	// and no tenant login reaches the queue.
+	platformPW, queuePW := randomHex(16), randomHex(16)
+	queueRole := o.RolePrefix + "queue"
+	for _, sql := range []string{
+		`CREATE DATABASE ` + o.Database,
+		`CREATE ROLE ` + o.RolePrefix + `platform LOGIN PASSWORD '` + platformPW + `'`,
+		`CREATE ROLE ` + queueRole + ` LOGIN PASSWORD '` + queuePW + `'`,
+	} {
+		if _, err := server.Exec(ctx, sql); err != nil {
+			return s, fmt.Errorf("setup: %w", err)
+		}
+	}
+	secret := store.LoginSecret{Version: 1, Key: randomBytes(32)}
+	acfg, err := store.ParseAdminConfig(o.AdminURL)
+	if err != nil {
+		return s, err
+	}
+	acfg.Pool.ConnConfig.Database = o.Database
+	acfg.PlatformRole = o.RolePrefix + "platform"
+	acfg.RolePrefix = o.RolePrefix
+	acfg.LoginSecrets = []store.LoginSecret{secret}
+	acfg.Tables = []store.Table{requirements, recounts}
+	if s.admin, err = store.OpenAdmin(ctx, acfg); err != nil {
+		return s, err
+	}
+	// The queue's schema, owned by the queue role, in the scratch
+	// database (store revoked CONNECT, and CREATE on public, from PUBLIC there).
+	qsetup, err := pgx.ParseConfig(o.AdminURL)
+	if err != nil {
+		return s, err
+	}
+	qsetup.Database = o.Database
+	qconn, err := pgx.ConnectConfig(ctx, qsetup)
+	if err != nil {
+		return s, fmt.Errorf("setup: %w", err)
+	}
+	for _, sql := range []string{
+		`GRANT CONNECT ON DATABASE ` + o.Database + ` TO ` + queueRole,
+		`CREATE SCHEMA ` + queueSchema + ` AUTHORIZATION ` + queueRole,
+	} {
+		if _, err = qconn.Exec(ctx, sql); err != nil {
+			break
+		}
+	}
+	_ = qconn.Close(ctx)
+	if err != nil {
+		return s, fmt.Errorf("setup: %w", err)
+	}
+
+	cfg, err := store.ParseConfig(o.AdminURL, secret)
+	if err != nil {
+		return s, err
+	}
+	cfg.Platform.ConnConfig.Database = o.Database
+	cfg.Platform.ConnConfig.User, cfg.Platform.ConnConfig.Password = o.RolePrefix+"platform", platformPW
+	if s.db, err = store.Open(ctx, cfg); err != nil {
+		return s, err
+	}
+	for _, id := range ids {
+		if err := s.admin.CreateTenant(ctx, tenant.Info{ID: id, Name: "Tenant " + id.String(), Tier: tenant.TierStandard, Region: "us-gov-east-1"}); err != nil {
+			return s, err
+		}
+	}
+
+	// River, logged in as the queue role, on its schema: its migrations,
+	// then the worker's tables beside them.
+	qcfg, err := pgxpool.ParseConfig(o.AdminURL)
+	if err != nil {
+		return s, err
+	}
+	qcfg.ConnConfig.Database = o.Database
+	qcfg.ConnConfig.User, qcfg.ConnConfig.Password = queueRole, queuePW
+	if s.queue, err = pgxpool.NewWithConfig(ctx, qcfg); err != nil {
+		return s, err
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	driver := riverpgxv5.New(s.queue)
+	migrator, err := rivermigrate.New(driver, &rivermigrate.Config{Schema: queueSchema, Logger: logger})
+	if err != nil {
+		return s, err
+	}
+	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return s, fmt.Errorf("river migrations: %w", err)
+	}
+	if err := Install(ctx, s.queue, queueSchema); err != nil {
+		return s, err
+	}
+
+	// The carrier's key is a platform secret in production, shared by
+	// every enqueuer and worker; a fresh one per run here.
+	if s.carrier, err = tenant.NewJobCarrier(randomBytes(32)); err != nil {
+		return s, err
+	}
+	if s.mw, err = NewMiddleware(MiddlewareConfig{Carrier: s.carrier, Pool: s.queue, Schema: queueSchema, Logger: logger}); err != nil {
+		return s, err
+	}
+	workers := river.NewWorkers()
+	if err := AddWorker(workers, s.mw, handler(s.db)); err != nil {
+		return s, err
+	}
+	qs := map[string]river.QueueConfig{}
+	for _, q := range queues {
+		qs[q] = river.QueueConfig{MaxWorkers: 8}
+	}
+	s.client, err = river.NewClient(driver, &river.Config{
+		Schema:            queueSchema,
+		Queues:            qs,
+		Workers:           workers,
+		Logger:            logger,
+		FetchPollInterval: 50 * time.Millisecond,
+		FetchCooldown:     10 * time.Millisecond,
+	})
+	if err != nil {
+		return s, err
+	}
+	if err := s.client.Start(ctx); err != nil {
+		return s, err
+	}
+	if s.enqueuer, err = NewEnqueuer(s.client, s.carrier, 10*time.Minute); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// close stops River, closes the pools and drops what setup made.
+func (s *stack) close(ctx context.Context) error {
+	var errs []error
+	if s.client != nil {
+		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		errs = append(errs, s.client.Stop(stopCtx))
+		cancel()
+	}
+	if s.queue != nil {
+		s.queue.Close()
+	}
+	if s.db != nil {
+		s.db.Close()
+	}
+	if s.admin != nil {
+		s.admin.Close()
+	}
+	if s.server != nil {
+		errs = append(errs, cleanup(ctx, s.server, s.o))
+		errs = append(errs, s.server.Close(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// waitFinal waits until River's row id reaches a final state (completed,
+// cancelled or discarded) and returns it.
+func (s *stack) waitFinal(ctx context.Context, id int64) (*rivertype.JobRow, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		row, err := s.client.JobGet(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("job %d: %w", id, err)
+		}
+		switch row.State {
+		case rivertype.JobStateCompleted, rivertype.JobStateCancelled, rivertype.JobStateDiscarded:
+			return row, nil
+		}
+		select {
+		case <-ctx.Done():
+			return row, fmt.Errorf("job %d still %s: %w", id, row.State, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// cleanup drops the database and every role named with o's prefix; it is
+// safe to run repeatedly.
+func cleanup(ctx context.Context, server *pgx.Conn, o options) error {
+	if _, err := server.Exec(ctx, `DROP DATABASE IF EXISTS `+o.Database+` WITH (FORCE)`); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	rows, err := server.Query(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY rolname`, o.RolePrefix)
+	if err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	roles, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(roles) == 0 {
+		return err
+	}
+	list := make([]string, len(roles))
+	for i, r := range roles {
+		list[i] = pgx.Identifier{r}.Sanitize()
+	}
+	if _, err := server.Exec(ctx, `DROP OWNED BY `+strings.Join(list, ", ")); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	if _, err := server.Exec(ctx, `DROP ROLE `+strings.Join(list, ", ")); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	return nil
+}
+
+// isName reports whether s can be written into SQL unquoted: [a-z_][a-z0-9_]*,
+// at most 63 bytes.
+func isName(s string) bool {
+	if s == "" || len(s) > 63 || ('0' <= s[0] && s[0] <= '9') {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	return b
+}
+
+func randomHex(n int) string { return hex.EncodeToString(randomBytes(n)) }
