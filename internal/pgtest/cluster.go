@@ -340,3 +340,24 @@ func tail(b []byte, n int) string {
 	}
 	return string(b)
 }
+
+// halt stops the server with pg_ctl stop in mode ("immediate", "fast"),
+// leaving the data directory in place for resume.
+func (c *cluster) halt(ctx context.Context, mode string) error {
+	out, err := c.command(ctx, c.pgCtl, "stop", "-D", c.dataDir, "-m", mode, "-w", "-t", "60", "-s").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pg_ctl stop -m %s: %w\n%s", mode, err, out)
+	}
+	return nil
+}
+
+// resume starts the server again on the same data directory and port.
+func (c *cluster) resume(ctx context.Context) error {
+	logFile := filepath.Join(c.dir, "server.log")
+	out, err := c.command(ctx, c.pgCtl, "start", "-D", c.dataDir, "-l", logFile, "-w", "-t", "60", "-s").CombinedOutput()
+	if err != nil {
+		log, _ := os.ReadFile(logFile)
+		return fmt.Errorf("pg_ctl start: %w\n%s\n%s", err, out, tail(log, 2000))
+	}
+	return nil
+}

@@ -655,3 +655,74 @@ func (d *Database) SetHBA(tb testing.TB, lines ...string) {
 		tb.Fatalf("pgtest: SetHBA: %v", err)
 	}
 }
+
+// StopMode is how [Database.Stop] shuts a throwaway cluster down: the
+// modes of pg_ctl stop -m.
+type StopMode string
+
+const (
+	// StopImmediate kills the server's processes at once, as a crash
+	// would: no checkpoint, recovery from the WAL at the next start.
+	StopImmediate StopMode = "immediate"
+	// StopFast ends every session and shuts down cleanly.
+	StopFast StopMode = "fast"
+)
+
+// Stop shuts down the throwaway cluster d lives on ([NewCluster],
+// [SecondCluster]) in mode and leaves its data directory in place, so that
+// [Database.Start] brings it back on the same port with the same data: for
+// tests of what clients see while the server is down and once it is back.
+// Sessions open on the server, pgtest's own included, are lost.
+//
+// The throwaway cluster runs with synchronous_commit = off, for speed: a
+// commit acknowledged less than wal_writer_delay (200 ms) before a
+// [StopImmediate] may be lost. A test of durability turns it on first
+// (d.Exec(t, `ALTER SYSTEM SET synchronous_commit = on`), then
+// d.Exec(t, `SELECT pg_reload_conf()`)).
+//
+// It fails the test for a server pgtest did not start, or for an unknown
+// mode.
+func (d *Database) Stop(tb testing.TB, mode StopMode) {
+	tb.Helper()
+	if d.srv.cluster == nil {
+		tb.Fatalf("pgtest: Stop: %s is not on a cluster pgtest started", d.name)
+	}
+	if mode != StopImmediate && mode != StopFast {
+		tb.Fatalf("pgtest: Stop: mode %q: want StopImmediate or StopFast", mode)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	if err := d.srv.cluster.halt(ctx, string(mode)); err != nil {
+		tb.Fatalf("pgtest: Stop: %v", err)
+	}
+	d.srv.dropConns()
+}
+
+// Start starts the throwaway cluster d lives on again after
+// [Database.Stop], on the same port and data directory, and returns once
+// it accepts connections (after crash recovery, for [StopImmediate]). It
+// fails the test for a server pgtest did not start.
+func (d *Database) Start(tb testing.TB) {
+	tb.Helper()
+	if d.srv.cluster == nil {
+		tb.Fatalf("pgtest: Start: %s is not on a cluster pgtest started", d.name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	if err := d.srv.cluster.resume(ctx); err != nil {
+		tb.Fatalf("pgtest: Start: %v", err)
+	}
+}
+
+// dropConns closes pgtest's connections to s, lost with the server.
+func (s *server) dropConns() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range s.dbs {
+		d.closeConn()
+	}
+	if s.admin != nil {
+		s.admin.Close(context.Background())
+		s.admin = nil
+	}
+}
