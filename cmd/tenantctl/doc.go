@@ -163,8 +163,9 @@
 //
 // # Security
 //
-// Connection strings are printed with their passwords redacted, master key
-// URIs through keys.URI (which redacts PINs), and no secret is accepted as a
-// flag value. init --dev is for development only: it keeps the master key
+// No connection string is printed: messages name a connection's user,
+// host, port and database only, whichever form the string gives a
+// password in. Master key URIs are printed through keys.URI (which
+// redacts PINs), and no secret is accepted as a flag value. init --dev is for development only: it keeps the master key
 // in a file and uses the PostgreSQL superuser as store's admin role.
 package main

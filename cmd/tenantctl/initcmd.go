@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
@@ -123,7 +124,7 @@ func (a *app) initDev(ctx context.Context, o devOptions) error {
 	}
 	conn, err := pgx.ConnectConfig(ctx, server)
 	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL, or pass --admin-url", redactURL(o.adminURL), err)
+		return fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL, or pass --admin-url", connTarget(&server.Config), err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	var super bool
@@ -378,13 +379,9 @@ func randomBytes(n int) []byte {
 	return b
 }
 
-// redactURL hides the password of a connection URL.
-func redactURL(s string) string {
-	if u, err := url.Parse(s); err == nil && u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			return u.String()
-		}
-	}
-	return s
+// connTarget names the server, the user and the database of a
+// connection, for messages. It holds no password, whichever form the
+// connection string gave one in (URL user info, ?password=, password=).
+func connTarget(c *pgconn.Config) string {
+	return fmt.Sprintf("user=%s host=%s port=%d database=%s", c.User, c.Host, c.Port, c.Database)
 }

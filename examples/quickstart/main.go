@@ -28,7 +28,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,9 +147,13 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 	// 1. Setup as superuser: a scratch database and the platform role, a
 	//    login with no privileges of its own (OpenAdmin grants it the
 	//    control-plane reads). Leftovers of a killed run go first.
-	server, err := pgx.Connect(ctx, o.AdminURL)
+	superuser, err := pgx.ParseConfig(o.AdminURL)
 	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL or pass -admin-url", redact(o.AdminURL), err)
+		return fmt.Errorf("admin URL: %w", err)
+	}
+	server, err := pgx.ConnectConfig(ctx, superuser)
+	if err != nil {
+		return fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL or pass -admin-url", connTarget(&superuser.Config), err)
 	}
 	defer server.Close(context.WithoutCancel(ctx))
 	if err := cleanup(ctx, server, o); err != nil {
@@ -536,14 +539,11 @@ func isName(s string) bool {
 	return true
 }
 
-func redact(s string) string {
-	if u, err := url.Parse(s); err == nil && u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			return u.String()
-		}
-	}
-	return s
+// connTarget names the server, the user and the database of a
+// connection, for messages. It holds no password, whichever form the
+// connection string gave one in (URL user info, ?password=, password=).
+func connTarget(c *pgconn.Config) string {
+	return fmt.Sprintf("user=%s host=%s port=%d database=%s", c.User, c.Host, c.Port, c.Database)
 }
 
 func randomBytes(n int) []byte {

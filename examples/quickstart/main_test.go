@@ -219,3 +219,22 @@ func TestRunRejectsNames(t *testing.T) {
 		require.ErrorContains(t, err, "role prefix", "prefix %q", bad)
 	}
 }
+
+// TestConnectFailureShowsNoPassword: a quickstart that cannot reach its
+// server names the server and the user, never the password, whichever
+// form the connection string gives it in.
+func TestConnectFailureShowsNoPassword(t *testing.T) {
+	for _, f := range []struct{ name, url, password string }{
+		{"url user info", "postgres://postgres:Sentinel1userinfo@127.0.0.1:1/postgres", "Sentinel1userinfo"},
+		{"url query", "postgres://postgres@127.0.0.1:1/postgres?password=Sentinel2query", "Sentinel2query"},
+		{"keyword/value", "host=127.0.0.1 port=1 user=postgres password=Sentinel3keyword dbname=postgres", "Sentinel3keyword"},
+		{"quoted keyword/value", "host=127.0.0.1 port=1 user=postgres password='Sentinel4 quoted' dbname=postgres", "Sentinel4"},
+	} {
+		t.Run(f.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := run(t.Context(), &out, defaultOptions(f.url))
+			require.ErrorContains(t, err, "connect to PostgreSQL as superuser (user=postgres host=127.0.0.1 port=1 database=postgres)")
+			assert.NotContains(t, err.Error()+out.String(), f.password)
+		})
+	}
+}
