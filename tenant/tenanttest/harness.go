@@ -62,6 +62,11 @@ type Harness struct {
 	// must not reach another's objects (Planted.Objects), by key, by
 	// listing or by a hostile key (../, absolute, encoded).
 	Buckets *blob.Buckets
+	// BucketView, if set, is how the service's own code gets the bucket
+	// view of the tenant of ctx, where that is not Buckets.For (a view
+	// the service wraps or makes itself). The object checks use it in
+	// place of Buckets.For; either field enables them.
+	BucketView func(ctx context.Context) (*gcblob.Bucket, error)
 	// Raw, if set, is the bucket under Buckets: no object under a
 	// tenant's prefix may hold its canary in clear text.
 	Raw *gcblob.Bucket
