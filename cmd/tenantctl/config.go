@@ -9,9 +9,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
@@ -194,6 +196,10 @@ type setting struct {
 	str   func(c *Config) *string
 	num   func(c *Config) *int
 	list  func(c *Config) *[]string // comma-separated in env and flags
+	// conn marks a connection string: as a flag, it must hold no password.
+	conn bool
+	// passwordFrom says where conn's password goes instead of the flag.
+	passwordFrom string
 }
 
 func (s setting) env() string {
@@ -204,8 +210,10 @@ func (s setting) env() string {
 // Secrets have no flag: the login secret comes from a file or the
 // environment only.
 var configSettings = []setting{
-	{key: "admin_url", flag: "admin-url", usage: "connection string of the admin role", str: func(c *Config) *string { return &c.AdminURL }},
-	{key: "platform_url", flag: "platform-url", usage: "connection string of the platform role", str: func(c *Config) *string { return &c.PlatformURL }},
+	{key: "admin_url", flag: "admin-url", usage: "connection string of the admin role, without a password", str: func(c *Config) *string { return &c.AdminURL },
+		conn: true, passwordFrom: adminPasswordFrom},
+	{key: "platform_url", flag: "platform-url", usage: "connection string of the platform role, without a password", str: func(c *Config) *string { return &c.PlatformURL },
+		conn: true, passwordFrom: "platform_password_file (--platform-password-file), " + envPrefix + "PLATFORM_PASSWORD, PGPASSWORD or ~/.pgpass, or platform_url in the configuration file or " + envPrefix + "PLATFORM_URL"},
 	{key: "platform_password_file", flag: "platform-password-file", usage: "file holding the platform role's password", str: func(c *Config) *string { return &c.PlatformPasswordFile }},
 	{key: "login_secret_file", flag: "login-secret-file", usage: "file holding the login secret (base64)", str: func(c *Config) *string { return &c.LoginSecretFile }},
 	{key: "login_secret_version", usage: "version of the login secret", num: func(c *Config) *int { return &c.LoginSecretVersion }},
@@ -238,6 +246,41 @@ var configSettings = []setting{
 	{key: "kubernetes.kubeconfig", flag: "kubeconfig", usage: "kubeconfig of the tenants' cluster, or in-cluster (enables the Kubernetes steps)", str: func(c *Config) *string { return &c.Kubernetes.Kubeconfig }},
 	{key: "kubernetes.context", flag: "kube-context", usage: "kubeconfig context", str: func(c *Config) *string { return &c.Kubernetes.Context }},
 	{key: "actor", flag: "actor", usage: "who acts, in audit records", str: func(c *Config) *string { return &c.Actor }},
+}
+
+// adminPasswordFrom says where the admin role's password goes.
+const adminPasswordFrom = "PGPASSWORD or ~/.pgpass, or admin_url in the configuration file or " + envPrefix + "ADMIN_URL"
+
+// secretConnKeys are the connection string keys that hold a secret.
+var secretConnKeys = map[string]bool{"password": true, "sslpassword": true}
+
+// notAllowedConnKey finds the key pgconn names when a connection string has
+// one that ParseConfigOptions.ConnStringAllowedKeys leaves out.
+var notAllowedConnKey = regexp.MustCompile(`connection string key "([^"]*)" is not in ConnStringAllowedKeys`)
+
+// checkConnFlag refuses a connection string given as flag --name that holds
+// a password (in the URL's user info, ?password= or password=) or an
+// sslpassword: ps shows a command line to every user and shell history
+// keeps it. pgconn's own parser finds the keys, so every form it accepts
+// is covered; the error repeats nothing of the string.
+func checkConnFlag(name, s, passwordFrom string) error {
+	allowed := []string{}
+	for range 256 {
+		_, err := pgconn.ParseConfigWithOptions(s, pgconn.ParseConfigOptions{ConnStringAllowedKeys: allowed})
+		if err == nil {
+			return nil
+		}
+		m := notAllowedConnKey.FindAllStringSubmatch(err.Error(), -1)
+		if m == nil {
+			return configErrorf("flag --%s: %w", name, err)
+		}
+		key := m[len(m)-1][1]
+		if secretConnKeys[key] {
+			return configErrorf("flag --%s: a connection string given as a flag must not hold a password (%s): ps shows it to every user and shell history keeps it; give the password in %s", name, key, passwordFrom)
+		}
+		allowed = append(allowed, key)
+	}
+	return configErrorf("flag --%s: too many connection string keys", name)
 }
 
 // flagValues holds the values of the configuration flags until they are
@@ -305,6 +348,11 @@ func loadConfig(explicit string, getenv func(string) string, flagSet *pflag.Flag
 	for _, s := range configSettings {
 		if s.flag == "" || !flagSet.Changed(s.flag) {
 			continue
+		}
+		if s.conn {
+			if err := checkConnFlag(s.flag, *flags[s.flag], s.passwordFrom); err != nil {
+				return nil, path, err
+			}
 		}
 		if err := s.set(c, *flags[s.flag]); err != nil {
 			return nil, path, configErrorf("flag --%s: %w", s.flag, err)

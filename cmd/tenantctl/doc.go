@@ -166,6 +166,11 @@
 // No connection string is printed: messages name a connection's user,
 // host, port and database only, whichever form the string gives a
 // password in. Master key URIs are printed through keys.URI (which
-// redacts PINs), and no secret is accepted as a flag value. init --dev is for development only: it keeps the master key
+// redacts PINs), and no secret is accepted as a flag value: a connection
+// string given as --admin-url or --platform-url that holds a password
+// (or an sslpassword), in any form pgconn accepts, is refused (exit status
+// 3); the password goes in PGPASSWORD or ~/.pgpass, the platform role's
+// also in platform_password_file or TENANTCTL_PLATFORM_PASSWORD, or the
+// URL in the configuration file or the environment. init --dev is for development only: it keeps the master key
 // in a file and uses the PostgreSQL superuser as store's admin role.
 package main

@@ -81,6 +81,11 @@ only.`,
 			if !dev {
 				return usagef("init: only --dev is supported (a production deployment writes its configuration itself)")
 			}
+			if cmd.Flags().Changed("admin-url") {
+				if err := checkConnFlag("admin-url", *a.flags["admin-url"], adminPasswordFrom); err != nil {
+					return err
+				}
+			}
 			o.adminURL = a.flagOrEnv(cmd, "admin-url", "ADMIN_URL", defaultDevAdminURL)
 			o.configFile = a.configPath
 			if o.configFile == "" {

@@ -4,7 +4,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // passwordForms are connection strings to a server that is not there
@@ -32,4 +34,60 @@ func TestConnectFailurePrintsNoPassword(t *testing.T) {
 			assert.False(t, strings.Contains(strings.ToLower(r.stdout+r.stderr), "sentinel"), "%s", r)
 		})
 	}
+}
+
+// TestPasswordInURLFlagIsRefused: a connection string given as a flag,
+// which ps shows and shell history keeps, must not hold a password, in
+// any form; the error names the flag and where the password goes instead,
+// and repeats no password. The same URLs from the environment or the
+// configuration file are accepted.
+func TestPasswordInURLFlagIsRefused(t *testing.T) {
+	forms := append(passwordForms[:len(passwordForms):len(passwordForms)],
+		struct{ name, url, password string }{"sslpassword", "host=127.0.0.1 port=1 user=postgres sslpassword=Sentinel5ssl", "Sentinel5ssl"})
+	for _, f := range forms {
+		for _, c := range []struct {
+			flag string
+			args func(dir string) []string
+		}{
+			{"--admin-url", func(string) []string { return []string{"--admin-url", f.url, "list"} }},
+			{"--platform-url", func(string) []string { return []string{"--platform-url", f.url, "list"} }},
+			{"--admin-url", func(dir string) []string {
+				return []string{"init", "--dev", "--admin-url", f.url, "--dir", dir + "/state"}
+			}},
+		} {
+			t.Run(f.name+" "+strings.Join(c.args("")[:1], " ")+" "+c.flag, func(t *testing.T) {
+				dir := t.TempDir()
+				config := dir + "/tenantctl.yaml"
+				if c.args(dir)[0] != "init" {
+					config = writeFile(t, "tenantctl.yaml", "actor: tester\n")
+				}
+				r := runCLI(t, nil, "", append([]string{"--config", config}, c.args(dir)...)...)
+				flag := c.flag
+				assert.Equal(t, exitConfig, r.code, "%s", r)
+				assert.Contains(t, r.stderr, flag+": a connection string given as a flag must not hold a password", "%s", r)
+				assert.Contains(t, r.stderr, "PGPASSWORD", "%s", r)
+				assert.NotContains(t, r.stdout+r.stderr, f.password)
+				assert.NoDirExists(t, dir+"/state")
+			})
+		}
+	}
+
+	// From the environment and the file, a password in the URL is accepted.
+	path := writeFile(t, "tenantctl.yaml", "admin_url: \"postgres://admin:Sentinel6file@db/rtmx\"\n")
+	env := map[string]string{"TENANTCTL_PLATFORM_URL": "host=db user=platform password=Sentinel7env"}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	flags := addConfigFlags(fs)
+	require.NoError(t, fs.Parse([]string{"--objects-bucket", "mem://"}))
+	c, _, err := loadConfig(path, func(k string) string { return env[k] }, fs, flags)
+	require.NoError(t, err)
+	assert.Equal(t, "postgres://admin:Sentinel6file@db/rtmx", c.AdminURL)
+	assert.Equal(t, "host=db user=platform password=Sentinel7env", c.PlatformURL)
+
+	// A URL flag without a password is accepted.
+	fs = pflag.NewFlagSet("t", pflag.ContinueOnError)
+	flags = addConfigFlags(fs)
+	require.NoError(t, fs.Parse([]string{"--admin-url", "postgres://admin@db/rtmx?sslmode=disable&application_name=x", "--platform-url", "host=db user=platform search_path=x"}))
+	c, _, err = loadConfig(path, func(string) string { return "" }, fs, flags)
+	require.NoError(t, err)
+	assert.Equal(t, "host=db user=platform search_path=x", c.PlatformURL)
 }
