@@ -34,6 +34,9 @@ type Harness struct {
 	// setting: as many kinds as the service keeps), and returns where it
 	// put it. The suite calls it many times per tenant, each time with a
 	// new canary, and expects each call to leave the earlier ones alone.
+	// ctx carries tn's tenant (tenant.FromContext). A canary is printable
+	// ASCII; the database check's holds SQL metacharacters (' ; --), which
+	// the service must store as given.
 	Plant func(ctx context.Context, tn Tenant, canary string) (Planted, error)
 
 	// Routes are the service's routes that touch tenant data. Each is
@@ -42,7 +45,9 @@ type Harness struct {
 	// against the first tenant's path and values, and with the one's token
 	// against the other's values: no replay may answer a status that grants
 	// access (1xx, 2xx, 3xx) or carry another tenant's canary in its body
-	// or headers, and the planted data must read back unchanged after it.
+	// or headers, and the planted data must read back unchanged after it
+	// (through the first Reads route). Each route gets fresh canaries, so
+	// a route that changes or deletes the planted data is fine.
 	Routes []Route
 
 	// WebSocket, if set, is the service's feed of changes per tenant.
@@ -65,7 +70,8 @@ type Harness struct {
 	// BucketView, if set, is how the service's own code gets the bucket
 	// view of the tenant of ctx, where that is not Buckets.For (a view
 	// the service wraps or makes itself). The object checks use it in
-	// place of Buckets.For; either field enables them.
+	// place of Buckets.For; either field enables them. The suite closes
+	// every view it gets.
 	BucketView func(ctx context.Context) (*gcblob.Bucket, error)
 	// Raw, if set, is the bucket under Buckets: no object under a
 	// tenant's prefix may hold its canary in clear text.
@@ -120,7 +126,8 @@ type Route struct {
 	// {tenant} is the tenant's ID, any other {name} a Planted value.
 	Path string
 	// Body, if set, makes the request body and its content type for a
-	// tenant's planted values (nil: no body).
+	// tenant's planted values (nil: no body). A replay with another
+	// tenant's values gets the body made from those.
 	Body func(p Planted) (contentType string, body []byte)
 	// Role is the role the route needs ("" for Tenant.Token's default).
 	Role string
@@ -131,7 +138,9 @@ type Route struct {
 
 // WebSocket describes the service's per-tenant feed.
 type WebSocket struct {
-	// Path is the upgrade path template, such as "/t/{tenant}/ws".
+	// Path is the upgrade path template, such as "/t/{tenant}/ws"; it
+	// may hold no placeholder but {tenant}. The suite connects with a
+	// token of Tenant.Token("").
 	Path string
 	// Join are the text messages a client sends after connecting to
 	// receive the tenant's changes, such as {"op":"join","room":"changes"}.
@@ -146,7 +155,8 @@ type WebSocket struct {
 type Quota struct {
 	// Route is the route sent again and again (its Reads and Body apply).
 	Route Route
-	// Requests is how many requests at most the suite sends before it
-	// expects a 429 with Retry-After.
+	// Requests is how many requests at most the suite sends, as
+	// Harness.Tenants[0], before it expects a 429 with Retry-After; then
+	// each other tenant's one request must answer 2xx.
 	Requests int
 }

@@ -73,6 +73,9 @@ func zeroIf(zero bool, field string) string {
 // h.Strict is set. The subtests run one after another, never in parallel.
 func Run(t *testing.T, h *Harness) {
 	t.Helper()
+	if h == nil {
+		t.Fatalf("%v: the Harness is nil", ErrInvalidHarness)
+	}
 	s := newSuite(h)
 	defer s.close()
 	if !t.Run(checkSetup, func(t *testing.T) {
@@ -107,6 +110,9 @@ func Run(t *testing.T, h *Harness) {
 // Harness.Tables in the database check) are not listed in skipped; with
 // h.Strict they are errors too.
 func Check(ctx context.Context, h *Harness) (skipped []string, err error) {
+	if h == nil {
+		return nil, fmt.Errorf("%w: the Harness is nil", ErrInvalidHarness)
+	}
 	s := newSuite(h)
 	defer s.close()
 	if r := s.runCheck(ctx, check{name: checkSetup, run: (*suite).setup}); len(r.errs) > 0 {

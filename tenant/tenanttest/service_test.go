@@ -71,6 +71,9 @@ const (
 	noQuota
 	// sharedQuota: one rate limit for all the tenants together.
 	sharedQuota
+	// sqlText: a requirement is inserted with SQL text built from its
+	// values, not with bound parameters.
+	sqlText
 )
 
 const (
@@ -299,7 +302,11 @@ type requirement struct {
 // create writes a requirement, its attachment and its audit entry, and
 // publishes the change: what the POST route and Plant do.
 func (s *service) create(ctx context.Context, req requirement) error {
-	if _, err := s.db.Exec(ctx, `INSERT INTO requirements (req_id, text) VALUES ($1, $2)`, req.ReqID, req.Text); err != nil {
+	insert, args := `INSERT INTO requirements (req_id, text) VALUES ($1, $2)`, []any{req.ReqID, req.Text}
+	if s.flaw == sqlText {
+		insert, args = fmt.Sprintf(`INSERT INTO requirements (req_id, text) VALUES ('%s', '%s')`, req.ReqID, req.Text), nil
+	}
+	if _, err := s.db.Exec(ctx, insert, args...); err != nil {
 		return err
 	}
 	v, err := s.view(ctx)

@@ -1,10 +1,14 @@
 package tenanttest_test
 
 import (
+	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
+	"github.com/rtmx-ai/tenancy/internal/testenv"
+	"github.com/rtmx-ai/tenancy/tenant"
 	"github.com/rtmx-ai/tenancy/tenant/tenanttest"
 )
 
@@ -63,6 +67,9 @@ func TestCheckFindsEachLeak(t *testing.T) {
 		{"one quota shared by every tenant", sharedQuota, [][]string{
 			{"tenanttest: TestCase7_QuotaPerTenant: route GET /t/{tenant}/requirements/{req}: tenant {b} right after tenant {a} was limited (GET /t/{b}/requirements/REQ-", "status 429, want 2xx: one tenant's limit took from another's"},
 		}},
+		{"SQL text built from the values", sqlText, [][]string{
+			{"tenanttest: VerificationTest2_DatabaseQueryWithoutTenant: Harness.Plant for tenant {a} of the canary \"tenanttest-canary-", "'; DROP TABLE tenanttest_canary; --\", which holds SQL metacharacters: "},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newService(t, tc.flaw)
@@ -102,4 +109,137 @@ next:
 		return true
 	}
 	return false
+}
+
+// TestSetupRefusesAnInvalidHarness gives Check harnesses that break one
+// rule each: the error wraps ErrInvalidHarness and names the field and the
+// rule, and no check runs (Plant is not called for a field that is wrong
+// before any call).
+func TestSetupRefusesAnInvalidHarness(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(h *tenanttest.Harness, n *notes)
+		want   string
+		plants bool // Setup gets as far as Plant
+	}{
+		{"one tenant", func(h *tenanttest.Harness, n *notes) { h.Tenants = h.Tenants[:1] }, "Harness.Tenants: 1 tenant(s), need at least 2", false},
+		{"same tenant twice", func(h *tenanttest.Harness, n *notes) { h.Tenants[1].ID = h.Tenants[0].ID }, "Harness.Tenants[1].ID acme is also Harness.Tenants[0].ID: IDs must be distinct", false},
+		{"zero ID", func(h *tenanttest.Harness, n *notes) { h.Tenants[1].ID = tenant.ID{} }, "Harness.Tenants[1].ID is the zero ID", false},
+		{"no token maker", func(h *tenanttest.Harness, n *notes) { h.Tenants[0].Token = nil }, "Harness.Tenants[0].Token is nil", false},
+		{"no handler", func(h *tenanttest.Harness, n *notes) { h.Handler = nil }, "Harness.Handler is nil", false},
+		{"no plant", func(h *tenanttest.Harness, n *notes) { h.Plant = nil }, "Harness.Plant is nil", false},
+		{"no method", func(h *tenanttest.Harness, n *notes) { h.Routes[0].Method = "" }, `Harness.Routes[0].Method "": must be an HTTP method`, false},
+		{"relative path", func(h *tenanttest.Harness, n *notes) { h.Routes[0].Path = "t/{tenant}" }, `Harness.Routes[0].Path "t/{tenant}": must start with /`, false},
+		{"unbalanced braces", func(h *tenanttest.Harness, n *notes) { h.Routes[0].Path = "/t/{tenant/x" }, `Harness.Routes[0].Path "/t/{tenant/x": unbalanced braces`, false},
+		{"quota of no requests", func(h *tenanttest.Harness, n *notes) {
+			h.Quota = &tenanttest.Quota{Route: h.Routes[0]}
+		}, "Harness.Quota.Requests is 0: must be at least 1", false},
+		{"feed path with a value", func(h *tenanttest.Harness, n *notes) {
+			h.WebSocket = &tenanttest.WebSocket{Path: "/t/{tenant}/ws/{room}"}
+		}, `Harness.WebSocket.Path "/t/{tenant}/ws/{room}": placeholder {room}: the feed's path may hold {tenant} only`, false},
+		{"tables without a DB", func(h *tenanttest.Harness, n *notes) { h.Tables = []string{"notes"} }, "Harness.Tables is set without Harness.DB", false},
+		{"negative timeout", func(h *tenanttest.Harness, n *notes) { h.Timeout = -1 }, "Harness.Timeout is -1ns: must not be negative", false},
+		{"a placeholder Plant does not fill", func(h *tenanttest.Harness, n *notes) { h.Routes[0].Path = "/t/{tenant}/notes/{note}/{rev}" },
+			"route GET /t/{tenant}/notes/{note}/{rev}: the values Harness.Plant returned for tenant acme do not fill its path: no value for {rev} in Planted.Values", true},
+		{"plant fails", func(h *tenanttest.Harness, n *notes) {
+			h.Plant = func(context.Context, tenanttest.Tenant, string) (tenanttest.Planted, error) {
+				n.seq++
+				return tenanttest.Planted{}, errors.New("the service is down")
+			}
+		}, "Harness.Plant for tenant acme: the service is down", true},
+		{"token maker fails", func(h *tenanttest.Harness, n *notes) {
+			h.Tenants[1].Token = func(string) (string, error) { return "", errors.New("no key") }
+		}, `Harness.Tenants[globex].Token(""): no key`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := &notes{notes: map[string]map[string]string{}}
+			h := notesHarness(n)
+			tc.change(h, n)
+			skipped, err := tenanttest.Check(t.Context(), h)
+			if !errors.Is(err, tenanttest.ErrInvalidHarness) {
+				t.Fatalf("got %v, want an error wrapping ErrInvalidHarness", err)
+			}
+			if !strings.Contains(err.Error(), "tenanttest: invalid harness: "+tc.want) {
+				t.Errorf("error %q does not say %q", err, tc.want)
+			}
+			if skipped != nil {
+				t.Errorf("skipped %v: an invalid harness runs no check", skipped)
+			}
+			if planted := n.seq > 0; planted != tc.plants {
+				t.Errorf("Plant called %d times", n.seq)
+			}
+			if strings.Contains(err.Error(), "VerificationTest") {
+				t.Errorf("a check ran: %v", err)
+			}
+		})
+	}
+	if _, err := tenanttest.Check(t.Context(), nil); !errors.Is(err, tenanttest.ErrInvalidHarness) {
+		t.Errorf("Check of a nil Harness: %v", err)
+	}
+}
+
+// TestStrictFailsWhereAFieldIsMissing: with Strict, a check whose field is
+// zero is an error naming the field, not a skip.
+func TestStrictFailsWhereAFieldIsMissing(t *testing.T) {
+	h := notesHarness(&notes{notes: map[string]map[string]string{}})
+	h.Strict = true
+	skipped, err := tenanttest.Check(t.Context(), h)
+	if len(skipped) > 0 {
+		t.Errorf("Strict skipped %v", skipped)
+	}
+	for _, want := range []string{
+		"tenanttest: VerificationTest2_DatabaseQueryWithoutTenant: Harness.DB is not set, and Harness.Strict asks for every check",
+		"tenanttest: VerificationTest3_ObjectStorageAcrossTenants: Harness.Buckets is not set",
+		"tenanttest: VerificationTest4_WebSocketScopedToTenantRoom: Harness.WebSocket is not set",
+		"tenanttest: TestCase5_EncryptionKeysPerTenant: Harness.Keys is not set",
+		"tenanttest: TestCase6_AuditLogsPerTenant: Harness.Audit is not set",
+		"tenanttest: TestCase7_QuotaPerTenant: Harness.Quota is not set",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "VerificationTest1") {
+		t.Errorf("the API check failed on the isolated toy service: %v", err)
+	}
+}
+
+// envRunChild makes TestRunChild run the suite on the toy service, with
+// the flaw of believing the path's tenant if it is "leaky".
+const envRunChild = "TENANTTEST_RUN_CHILD"
+
+// TestRunChild is the child of TestRunReportsSubtests; it does nothing in
+// a normal run.
+func TestRunChild(t *testing.T) {
+	v := os.Getenv(envRunChild)
+	if v == "" {
+		t.Skip("only runs as the child of TestRunReportsSubtests")
+	}
+	tenanttest.Run(t, notesHarness(&notes{notes: map[string]map[string]string{}, trustPath: v == "leaky"}))
+}
+
+// TestRunReportsSubtests runs Run in a child process: a check per subtest,
+// the leak failing the API check with the route and tenants named, the
+// checks without their field skipped naming it.
+func TestRunReportsSubtests(t *testing.T) {
+	out, code := testenv.RunTest(t, "TestRunChild", []string{"TENANTTEST_"}, envRunChild+"=leaky")
+	if code != 1 {
+		t.Fatalf("the leaky child exited %d, want 1:\n%s", code, out)
+	}
+	for _, want := range []string{
+		"--- PASS: TestRunChild/Setup",
+		"--- FAIL: TestRunChild/VerificationTest1_APITokenOfAnotherTenant",
+		"route GET /t/{tenant}/notes/{note}: tenant acme's token on tenant globex's path and values (GET /t/globex/notes/",
+		"--- SKIP: TestRunChild/VerificationTest2_DatabaseQueryWithoutTenant",
+		"Harness.DB is not set",
+		"--- SKIP: TestRunChild/TestCase7_QuotaPerTenant",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the child's output does not hold %q:\n%s", want, out)
+		}
+	}
+	out, code = testenv.RunTest(t, "TestRunChild", []string{"TENANTTEST_"}, envRunChild+"=isolated")
+	if code != 0 || !strings.Contains(out, "--- PASS: TestRunChild/VerificationTest1_APITokenOfAnotherTenant") {
+		t.Fatalf("the isolated child exited %d, want 0 and the API check passed:\n%s", code, out)
+	}
 }
