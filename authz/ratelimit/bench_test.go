@@ -199,7 +199,7 @@ func BenchmarkRedis(b *testing.B) {
 		b.Run(fmt.Sprintf("ctxtimeout=%v", heeds), func(b *testing.B) {
 			redisClient(b) // skips or fails without Redis
 			rdb := redis.NewClient(&redis.Options{Addr: redisAddr(), ContextTimeoutEnabled: heeds})
-			defer rdb.Close()
+			b.Cleanup(func() { _ = rdb.Close() }) // after testPrefix's cleanup, which uses it
 			benchRedis(b, rdb)
 		})
 	}
