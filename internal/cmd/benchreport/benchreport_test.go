@@ -77,6 +77,15 @@ func TestReportTablesEveryPairWithPairedRatios(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 2, strings.Count(string(raw), "BenchmarkLabel/tenant=admitted/mode=guard-"), "one sample per round:\n%s", raw)
 
+	again := o
+	again.from, again.raw, again.out = o.raw, "", ""
+	var fromRaw bytes.Buffer
+	require.NoError(t, run(context.Background(), again, &fromRaw), progress.String())
+	table, _, _ := strings.Cut(out.String(), "\nMeasured ")
+	tableAgain, _, _ := strings.Cut(fromRaw.String(), "\nMeasured ")
+	assert.Equal(t, table, tableAgain, "-from the raw output gives the same table")
+	assert.Equal(t, 1, strings.Count(progress.String(), "build ./telemetry"), "-from builds and runs nothing")
+
 	doc, err := os.ReadFile(o.out)
 	require.NoError(t, err)
 	assert.Contains(t, string(doc), "## telemetry: the label guard")

@@ -59,6 +59,14 @@ func (m *machine) sampleLoad() {
 	}
 }
 
+// lastLoad is the latest 1-minute load average read, 0 without any.
+func (m *machine) lastLoad() float64 {
+	if len(m.loads) == 0 {
+		return 0
+	}
+	return m.loads[len(m.loads)-1]
+}
+
 // loadRange is the 1-minute load average's range over the run.
 func (m *machine) loadRange() string {
 	if len(m.loads) == 0 {

@@ -41,6 +41,7 @@ type options struct {
 	heavy     bool           // run the heavy pairs too
 	out       string         // the document to write, when set
 	raw       string         // a file for the benchmarks' raw output, when set
+	from      string         // a -raw file to report from instead of running, when set
 	timeout   time.Duration  // -test.timeout of each process
 	progress  io.Writer      // where progress and warnings go
 	table     []pair         // the pairs to choose from (pairs)
@@ -78,6 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.out, "o", "", "write the report as Markdown to this file (docs/benchmarks.md)")
 	fs.BoolVar(&write, "write", false, "same as -o docs/benchmarks.md")
 	fs.StringVar(&o.raw, "raw", "", "append the benchmarks' raw output to this file")
+	fs.StringVar(&o.from, "from", "", "report from this -raw file of an earlier run instead of running (give the run's -count and -heavy)")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "-test.timeout of each test process (heavy ones get 4 times as long)")
 	fs.StringVar(&o.root, "root", "", "the module's root directory (default: found from the working directory)")
 	if err := fs.Parse(args); err != nil {
@@ -134,9 +136,21 @@ func run(ctx context.Context, o options, stdout io.Writer) error {
 	for _, u := range unpaired {
 		fmt.Fprintf(o.progress, "warning: %s is in no pair (internal/cmd/benchreport/pairs.go)\n", u)
 	}
-	rep, err := measure(ctx, o, sel)
+	var rep *report
+	if o.from != "" {
+		rep, err = fromRaw(o, o.from)
+	} else {
+		rep, err = measure(ctx, o, sel)
+	}
 	if err != nil {
 		return err
+	}
+	for _, p := range sel {
+		for _, n := range []string{p.Ours, p.Base} {
+			if len(rep.samples[n]) == 0 && rep.skipReason(n) == "" {
+				fmt.Fprintf(o.progress, "warning: no result of %s (pair %q)\n", n, p.Label)
+			}
+		}
 	}
 	rep.notRun = notRun
 	for _, u := range rep.unpairedSubs() {

@@ -47,6 +47,20 @@ type procRun struct {
 	wall                  time.Duration
 }
 
+// newReport returns an empty report of the pairs of o.
+func newReport(o options) *report {
+	rep := &report{
+		samples: map[string]map[int]map[string]float64{},
+		skipped: map[string]string{},
+		ran:     map[string]bool{},
+		paired:  map[string]bool{},
+	}
+	for _, p := range o.table {
+		rep.paired[p.Ours], rep.paired[p.Base] = true, true
+	}
+	return rep
+}
+
 // groups splits the selected pairs into one group per package and
 // -benchtime, in the order the pairs come.
 func groups(sel []*pair, o options) []*group {
@@ -107,15 +121,7 @@ func benchPattern(names []string) string {
 
 // measure builds each package's test binary once and runs the rounds.
 func measure(ctx context.Context, o options, sel []*pair) (*report, error) {
-	rep := &report{
-		samples: map[string]map[int]map[string]float64{},
-		skipped: map[string]string{},
-		ran:     map[string]bool{},
-		paired:  map[string]bool{},
-	}
-	for _, p := range o.table {
-		rep.paired[p.Ours], rep.paired[p.Base] = true, true
-	}
+	rep := newReport(o)
 	rep.machine.start(o.root)
 	tmp, err := os.MkdirTemp("", "benchreport")
 	if err != nil {
@@ -132,6 +138,9 @@ func measure(ctx context.Context, o options, sel []*pair) (*report, error) {
 		raw = f
 	}
 
+	m := &rep.machine
+	fmt.Fprintf(raw, "# benchreport start %s cores %d go %s postgres %s commit %s cpu %s\n",
+		m.began.Format(time.RFC3339), m.cores, m.goVersion, m.postgres, strings.ReplaceAll(orUnknown(m.commit), " ", "_"), m.cpu)
 	gs := groups(sel, o)
 	bins := map[string]string{}
 	for _, g := range gs {
@@ -166,6 +175,7 @@ func measure(ctx context.Context, o options, sel []*pair) (*report, error) {
 		}
 	}
 	rep.machine.finish()
+	fmt.Fprintf(raw, "# benchreport end %s\n", rep.machine.ended.Format(time.RFC3339))
 	return rep, nil
 }
 
@@ -188,12 +198,34 @@ func runGroup(ctx context.Context, o options, rep *report, g *group, bin string,
 	start := time.Now()
 	err := cmd.Run()
 	wall := time.Since(start)
-	fmt.Fprintf(raw, "# ./%s round %d: %s %s\n%s", g.pkg, round+1, filepath.Base(bin), strings.Join(quoteArgs(args), " "), out.Bytes())
+	fmt.Fprintf(raw, "# ./%s round %d count %d start %s wall %s load %.2f: %s %s\n%s", g.pkg, round+1, count,
+		start.UTC().Format(time.RFC3339), wall.Round(time.Millisecond), rep.machine.lastLoad(), filepath.Base(bin), strings.Join(quoteArgs(args), " "), out.Bytes())
 	if err != nil {
 		return fmt.Errorf("./%s (round %d): %w\n%s", g.pkg, round+1, err, tail(out.String(), 40))
 	}
 	rep.runs = append(rep.runs, procRun{pkg: g.pkg, bench: pattern, benchtime: g.benchtime, round: round, count: count, wall: wall})
-	res, skips, cfg := parseOutput(out.String())
+	seen := rep.record(out.String(), round, count)
+	var missing []string
+	for _, p := range g.pairs {
+		for _, n := range []string{p.Ours, p.Base} {
+			if slices.Contains(g.names, n) && seen[n] == 0 && rep.skipReason(n) == "" {
+				missing = append(missing, fmt.Sprintf("%s (pair %q)", n, p.Label))
+			}
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		missing = slices.Compact(missing)
+		return fmt.Errorf("./%s reported no result for:\n  %s\nthe benchmark was renamed or removed, or no longer has that sub-benchmark: update internal/cmd/benchreport/pairs.go", g.pkg, strings.Join(missing, "\n  "))
+	}
+	return nil
+}
+
+// record adds the results of one process's output, -test.count count, to
+// rep as samples round*count+k (the k-th result of a name), and returns
+// how many results of each name it had.
+func (rep *report) record(out string, round, count int) map[string]int {
+	res, skips, cfg := parseOutput(out)
 	if cfg["cpu"] != "" && rep.machine.cpu == "" {
 		rep.machine.cpu = cfg["cpu"]
 	}
@@ -212,20 +244,7 @@ func runGroup(ctx context.Context, o options, rep *report, g *group, bin string,
 	for n, why := range skips {
 		rep.skipped[n] = why
 	}
-	var missing []string
-	for _, p := range g.pairs {
-		for _, n := range []string{p.Ours, p.Base} {
-			if slices.Contains(g.names, n) && seen[n] == 0 && rep.skipReason(n) == "" {
-				missing = append(missing, fmt.Sprintf("%s (pair %q)", n, p.Label))
-			}
-		}
-	}
-	if len(missing) > 0 {
-		slices.Sort(missing)
-		missing = slices.Compact(missing)
-		return fmt.Errorf("./%s reported no result for:\n  %s\nthe benchmark was renamed or removed, or no longer has that sub-benchmark: update internal/cmd/benchreport/pairs.go", g.pkg, strings.Join(missing, "\n  "))
-	}
-	return nil
+	return seen
 }
 
 // skipReason returns why name, or a benchmark above it, was skipped, or "".
