@@ -480,69 +480,82 @@ func TestLateDuplicateLeavesTheTenantAlone(t *testing.T) {
 	require.NoError(t, e.lc.Suspend(t.Context(), req.ID), "and not locked out by an open run")
 }
 
-// TestReviewFixes covers what an attacker review found, each a case.
-func TestReviewFixes(t *testing.T) {
+// TestCompensationLeavesObjectsTheRunDidNotMake: objects that appear
+// under the tenant's prefix after validation (another environment sharing
+// the bucket, say) are left alone when a later step fails and the run is
+// compensated.
+func TestCompensationLeavesObjectsTheRunDidNotMake(t *testing.T) {
 	e := newEnv(t)
-	t.Run("compensation leaves objects the run did not make", func(t *testing.T) {
-		req := request(t, "foreignobj", tenant.TierStandard)
-		boom := &failStep{name: "late"}
-		lc, err := lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: append(e.steps[:len(e.steps):len(e.steps)], boom)})
-		require.NoError(t, err)
-		// Objects appear under the prefix after validation (another
-		// environment sharing the bucket, say), then a later step fails.
-		lifecycle.SetHook(lc, func(step, dir, when string) {
-			if step == "late" && dir == "apply" && when == "before" {
-				p := filepath.Join(e.spec.ObjDir, "tenants", req.ID.String(), "theirs.doc")
-				require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o700))
-				require.NoError(t, os.WriteFile(p, []byte("not the run's"), 0o600))
-				boom.err = errors.New("late failure")
-			}
-		})
-		_, err = lc.Provision(t.Context(), req)
-		var re *lifecycle.RunError
-		require.ErrorAs(t, err, &re)
-		assert.True(t, re.Compensated, "%v", err)
-		_, err = os.Stat(filepath.Join(e.spec.ObjDir, "tenants", req.ID.String(), "theirs.doc"))
-		assert.NoError(t, err, "left alone")
+	req := request(t, "foreignobj", tenant.TierStandard)
+	boom := &failStep{name: "late"}
+	lc, err := lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: append(e.steps[:len(e.steps):len(e.steps)], boom)})
+	require.NoError(t, err)
+	lifecycle.SetHook(lc, func(step, dir, when string) {
+		if step == "late" && dir == "apply" && when == "before" {
+			p := filepath.Join(e.spec.ObjDir, "tenants", req.ID.String(), "theirs.doc")
+			require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o700))
+			require.NoError(t, os.WriteFile(p, []byte("not the run's"), 0o600))
+			boom.err = errors.New("late failure")
+		}
 	})
-	t.Run("deprovisioning needs every step the tenant was provisioned with", func(t *testing.T) {
-		extra := &failStep{name: "dns"}
-		lc, err := lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: append(e.steps[:len(e.steps):len(e.steps)], extra)})
-		require.NoError(t, err)
-		req := request(t, "fewer", tenant.TierStandard)
-		_, err = lc.Provision(t.Context(), req)
-		require.NoError(t, err)
-		_, err = e.lc.Deprovision(t.Context(), req.ID) // e.lc lacks "dns"
-		require.ErrorIs(t, err, lifecycle.ErrInvalidConfig)
-		assert.Contains(t, err.Error(), `step "dns"`)
-		info, err := e.admin.Tenant(t.Context(), req.ID)
-		require.NoError(t, err)
-		assert.Equal(t, tenant.StateActive, info.State, "nothing changed")
-		_, err = lc.Deprovision(t.Context(), req.ID)
-		require.NoError(t, err, "with its steps it goes")
-		assert.Equal(t, []lifecycle.Op{lifecycle.OpDeprovision}, extra.removed)
-	})
-	t.Run("a tenant ID that makes a reserved host", func(t *testing.T) {
-		routes, err := lifecycle.NewRoutesStep(e.admin, "svc/x", "{{.DNSLabel}}.rtmx.example")
-		require.NoError(t, err)
-		routes.Reserved = []string{"api.rtmx.example", "www.rtmx.example"}
-		lc, err := lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: []lifecycle.Step{&lifecycle.PlacementStep{Admin: e.admin}, routes}})
-		require.NoError(t, err)
-		req, err := parse(t, doc(t, "id", `"api"`, "tier", `"standard"`, "encryption", `"platform-managed"`, "kms_key_arn", omit))
-		require.NoError(t, err)
-		_, err = lc.Provision(t.Context(), req)
-		require.ErrorContains(t, err, "host api.rtmx.example is reserved for the platform")
-		_, err = e.admin.Tenant(t.Context(), req.ID)
-		assert.ErrorIs(t, err, lifecycle.ErrUnknownTenant)
-	})
-	t.Run("a backup key that is a tenant's", func(t *testing.T) {
-		req := request(t, "bkid", tenant.TierStandard)
-		_, err := e.lc.Provision(t.Context(), req)
-		require.NoError(t, err)
-		b := *e.backup
-		b.KeyID = req.ID
-		_, err = lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: e.steps, Backup: &b})
-		require.ErrorIs(t, err, lifecycle.ErrInvalidConfig)
-		assert.Contains(t, err.Error(), "is a tenant's ID")
-	})
+	_, err = lc.Provision(t.Context(), req)
+	var re *lifecycle.RunError
+	require.ErrorAs(t, err, &re)
+	assert.True(t, re.Compensated, "%v", err)
+	_, err = os.Stat(filepath.Join(e.spec.ObjDir, "tenants", req.ID.String(), "theirs.doc"))
+	assert.NoError(t, err, "left alone")
+}
+
+// TestDeprovisionNeedsEveryStepOfTheProvisioning: a Lifecycle that lacks a
+// step the tenant was provisioned with refuses to deprovision it, naming
+// the step, and changes nothing; one with every step deprovisions it.
+func TestDeprovisionNeedsEveryStepOfTheProvisioning(t *testing.T) {
+	e := newEnv(t)
+	extra := &failStep{name: "dns"}
+	lc, err := lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: append(e.steps[:len(e.steps):len(e.steps)], extra)})
+	require.NoError(t, err)
+	req := request(t, "fewer", tenant.TierStandard)
+	_, err = lc.Provision(t.Context(), req)
+	require.NoError(t, err)
+	_, err = e.lc.Deprovision(t.Context(), req.ID) // e.lc lacks "dns"
+	require.ErrorIs(t, err, lifecycle.ErrInvalidConfig)
+	assert.Contains(t, err.Error(), `step "dns"`)
+	info, err := e.admin.Tenant(t.Context(), req.ID)
+	require.NoError(t, err)
+	assert.Equal(t, tenant.StateActive, info.State, "nothing changed")
+	_, err = lc.Deprovision(t.Context(), req.ID)
+	require.NoError(t, err, "with its steps it goes")
+	assert.Equal(t, []lifecycle.Op{lifecycle.OpDeprovision}, extra.removed)
+}
+
+// TestIDThatMakesAReservedHostIsRefused: a tenant ID whose host would be
+// one the platform reserved (api.rtmx.example) is refused, and no tenant
+// is made.
+func TestIDThatMakesAReservedHostIsRefused(t *testing.T) {
+	e := newEnv(t)
+	routes, err := lifecycle.NewRoutesStep(e.admin, "svc/x", "{{.DNSLabel}}.rtmx.example")
+	require.NoError(t, err)
+	routes.Reserved = []string{"api.rtmx.example", "www.rtmx.example"}
+	lc, err := lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: []lifecycle.Step{&lifecycle.PlacementStep{Admin: e.admin}, routes}})
+	require.NoError(t, err)
+	req, err := parse(t, doc(t, "id", `"api"`, "tier", `"standard"`, "encryption", `"platform-managed"`, "kms_key_arn", omit))
+	require.NoError(t, err)
+	_, err = lc.Provision(t.Context(), req)
+	require.ErrorContains(t, err, "host api.rtmx.example is reserved for the platform")
+	_, err = e.admin.Tenant(t.Context(), req.ID)
+	assert.ErrorIs(t, err, lifecycle.ErrUnknownTenant)
+}
+
+// TestBackupKeyThatIsATenantsIsRefused: New refuses a Backup.KeyID that
+// is a tenant's ID, whose shredding would destroy every backup.
+func TestBackupKeyThatIsATenantsIsRefused(t *testing.T) {
+	e := newEnv(t)
+	req := request(t, "bkid", tenant.TierStandard)
+	_, err := e.lc.Provision(t.Context(), req)
+	require.NoError(t, err)
+	b := *e.backup
+	b.KeyID = req.ID
+	_, err = lifecycle.New(t.Context(), lifecycle.Config{Admin: e.admin, Steps: e.steps, Backup: &b})
+	require.ErrorIs(t, err, lifecycle.ErrInvalidConfig)
+	assert.Contains(t, err.Error(), "is a tenant's ID")
 }
