@@ -433,3 +433,22 @@ func TestCleanLeftoversDropsOnlyDeadRuns(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{alive}, dropped, "a run whose lock is released is dead")
 }
+
+// TestUpsertIsOneTransaction gives the import's writer a row that
+// PostgreSQL refuses (a status its CHECK constraint refuses, which
+// validation would have caught) after valid ones: nothing of the import
+// is written.
+func TestUpsertIsOneTransaction(t *testing.T) {
+	f := newFixture(t, "ut", nil)
+	ctx := tenant.NewContext(t.Context(), f.acme)
+	reqs, err := ParseCSV(bytes.NewReader(sampleCSV))
+	require.NoError(t, err)
+	bad := reqs[2]
+	bad.ReqID, bad.Status = "REQ-BAD-1", "DONE"
+	_, err = f.app.svc.repo.upsert(ctx, append(reqs, bad))
+	require.ErrorContains(t, err, "row 4 (REQ-BAD-1)")
+	assert.Empty(t, f.rows(t, f.acme), "a refused import wrote rows")
+	done, err := f.app.svc.repo.upsert(ctx, reqs)
+	require.NoError(t, err)
+	assert.Len(t, done, 3)
+}
