@@ -10,6 +10,12 @@
 //   - PostgreSQL restarted (an immediate stop and a start on the same
 //     port) under a concurrent multi-tenant load, in both connection
 //     modes: TestPostgresRestartUnderLoadLosesNoCommitAndLeaksNoRow.
+//   - A context cancelled in the middle of a transaction of several
+//     statements (between two, and by a deadline in a long one), in both
+//     modes: TestCancelledTxLeavesNothing. A client gone in the middle of
+//     its body, and in the middle of a handler that writes rows in a
+//     transaction, an object and an audit entry, while another tenant's
+//     uploads run: TestClientGoneMidHandlerLeavesNothingHalfWritten.
 //
 // # What is shown elsewhere
 //

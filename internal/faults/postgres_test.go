@@ -32,53 +32,6 @@ var (
 	pairsTable  = store.Table{Name: "pairs", Columns: `owner text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (owner, seq)`}
 )
 
-var roleSeq atomic.Int64
-
-// storeOn opens an Admin of mode m on database d (with the writes and
-// pairs tables and a platform role of its own), creates n tenants named
-// after prefix, and opens a DB. Connection attempts time out after a
-// second, so that the outage's errors come quickly.
-func storeOn(t *testing.T, d *pgtest.Database, m store.Mode, prefix string, n int) (*store.DB, []tenant.ID) {
-	t.Helper()
-	platformURL := d.CreateRole(t, fmt.Sprintf("platform%d", roleSeq.Add(1)), "")
-	pcfg, err := pgx.ParseConfig(platformURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	acfg, err := store.ParseAdminConfig(d.AdminURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	acfg.Mode, acfg.RolePrefix = m, d.Prefix()
-	acfg.LoginSecrets = []store.LoginSecret{loginSecret}
-	acfg.Tables = []store.Table{writesTable, pairsTable}
-	acfg.PlatformRole = pcfg.User
-	admin, err := store.OpenAdmin(t.Context(), acfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
-	var ids []tenant.ID
-	for i := range n {
-		id := tenant.MustParseID(fmt.Sprintf("%s%d", prefix, i))
-		if err := admin.CreateTenant(t.Context(), tenant.Info{ID: id, Name: "Tenant " + id.String(), Tier: tenant.TierStandard}); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
-	cfg, err := store.ParseConfig(platformURL, loginSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Platform.ConnConfig.ConnectTimeout = time.Second
-	db, err := store.Open(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	return db, ids
-}
-
 // outageError reports whether err is one a client can match to a server
 // that went away or is not back yet: PostgreSQL's shutdown and startup
 // errors (SQLSTATE class 57: admin_shutdown, crash_shutdown,
@@ -240,11 +193,11 @@ func TestPostgresRestartUnderLoadLosesNoCommitAndLeaksNoRow(t *testing.T) {
 	d.Exec(t, `ALTER SYSTEM SET synchronous_commit = on`)
 	d.Exec(t, `SELECT pg_reload_conf()`)
 
-	loginDB, loginIDs := storeOn(t, d, store.ModeTenantLogin, "login", 4)
-	sharedDB, sharedIDs := storeOn(t, d.NewDatabase(t), store.ModeSharedPool, "shared", 4)
+	login := newFixture(t, d, store.ModeTenantLogin, "login", 4, quickConnect)
+	shared := newFixture(t, d.NewDatabase(t), store.ModeSharedPool, "shared", 4, quickConnect)
 	loads := []*load{
-		newLoad(t, store.ModeTenantLogin, loginDB, loginIDs),
-		newLoad(t, store.ModeSharedPool, sharedDB, sharedIDs),
+		newLoad(t, store.ModeTenantLogin, login.db, login.ids),
+		newLoad(t, store.ModeSharedPool, shared.db, shared.ids),
 	}
 
 	stop := make(chan struct{})
