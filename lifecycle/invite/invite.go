@@ -64,8 +64,9 @@ func invitable(s tenant.State) bool {
 // errSent ends the sending transaction of an invitation sent already.
 var errSent = errors.New("sent already")
 
-// Send sends the invitation to administer the tenant info.ID, named
-// info.Name, to email, and records it in the control plane. It is
+// Send sends the invitation to administer the tenant info.ID, named as
+// the directory names it (info's other fields are not used), to email, and
+// records it in the control plane. It is
 // idempotent per tenant and address (addresses compare without regard to
 // case): once an invitation has been sent, Send does nothing and returns
 // nil, whether or not the link was used or has expired. To invite the
@@ -73,7 +74,7 @@ var errSent = errors.New("sent already")
 //
 // The tenant must be in the directory, in state provisioning or active
 // (ErrNotInvitable otherwise); email must be a bare address (no display
-// name, one address, ASCII, at most 254 bytes) and info.Name a name
+// name, one address, ASCII, at most 254 bytes) and the tenant's name one
 // without line breaks or control characters (ErrInvalidArgument
 // otherwise, with nothing stored or sent).
 //
@@ -109,9 +110,6 @@ func (iv *Inviter) Send(ctx context.Context, info tenant.Info, email string) err
 	if rule := checkEmail(email); rule != "" {
 		return fmt.Errorf("invite: send for tenant %s: %w: email %s", info.ID, ErrInvalidArgument, rule)
 	}
-	if rule := checkName(info.Name); rule != "" {
-		return fmt.Errorf("invite: send for tenant %s: %w: the tenant's name %s", info.ID, ErrInvalidArgument, rule)
-	}
 	cur, err := c.admin.Tenant(ctx, info.ID)
 	switch {
 	case errors.Is(err, store.ErrUnknownTenant):
@@ -120,6 +118,12 @@ func (iv *Inviter) Send(ctx context.Context, info tenant.Info, email string) err
 		return fmt.Errorf("invite: send for tenant %s: %w", info.ID, err)
 	case !invitable(cur.State):
 		return fmt.Errorf("invite: send for tenant %s: %w: it is %s (provisioning or active needed)", info.ID, ErrNotInvitable, cur.State)
+	}
+	// The mail names the tenant as the directory does, not as the caller
+	// says: a caller's name cannot make an invitation look like another's.
+	info = cur
+	if rule := checkName(info.Name); rule != "" {
+		return fmt.Errorf("invite: send for tenant %s: %w: the tenant's name %s", info.ID, ErrInvalidArgument, rule)
 	}
 	key := strings.ToLower(email)
 	newThread, err := newMessageID(c.msgDomain)
@@ -207,8 +211,10 @@ WHERE tenant_id = $1 AND email_key = $2`, info.ID.String(), key, hash[:], msgID,
 
 // Redeem uses the invitation token once: it returns the tenant and address
 // the invitation was for and marks the invitation used, atomically (one
-// UPDATE on the token's hash, of an invitation sent, not used and not
-// expired by the Config's clock). Every token that does not redeem —
+// transaction holding the tenant's directory row FOR SHARE, so that a
+// concurrent state change comes wholly before or after it, and one UPDATE
+// on the token's hash, of an invitation sent, not used and not expired by
+// the Config's clock). Every token that does not redeem —
 // malformed, unknown, used, expired, replaced by a newer one, removed, or
 // of a tenant not in state provisioning or active — gives an error
 // wrapping ErrInvalidToken (and ErrMalformedToken for a malformed one);
@@ -233,37 +239,43 @@ func (iv *Inviter) Redeem(ctx context.Context, token string) (Redeemed, error) {
 		return Redeemed{}, fmt.Errorf("invite: redeem: %w", ErrInvalidToken)
 	}
 
-	var tenantID string
-	err := c.admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, `SELECT tenant_id FROM tenancy.invitations WHERE token_hash = $1`, hash[:]).Scan(&tenantID)
-	})
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return refuse("", "unknown (never issued, replaced by a newer token, or removed)")
-	case err != nil:
-		return Redeemed{}, fmt.Errorf("invite: redeem: %w", notInstalled(err))
-	}
-	id, err := tenant.ParseID(tenantID)
-	if err != nil {
-		return refuse(tenantID, "the invitation names no valid tenant")
-	}
-	info, err := c.admin.Tenant(ctx, id)
-	switch {
-	case errors.Is(err, store.ErrUnknownTenant):
-		return refuse(tenantID, "the tenant is not in the directory")
-	case err != nil:
-		return Redeemed{}, fmt.Errorf("invite: redeem: %w", err)
-	case !invitable(info.State):
-		return refuse(tenantID, "the tenant is "+string(info.State))
-	}
-
-	var out Redeemed
-	var email, reason string
+	// One transaction: the tenant's directory row is read FOR SHARE, so a
+	// state change (store.Admin.SetState locks the row FOR UPDATE) either
+	// waits until the token is spent or has committed before, and then the
+	// token of a tenant it suspended is refused and not spent.
+	var (
+		id                      tenant.ID
+		tenantID, email, reason string
+	)
 	now := c.now()
-	err = c.admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `UPDATE tenancy.invitations SET used_at = $2
-WHERE token_hash = $1 AND state = 'sent' AND used_at IS NULL AND expires_at > $2
-RETURNING email`, hash[:], now).Scan(&email)
+	err := c.admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `SELECT tenant_id FROM tenancy.invitations WHERE token_hash = $1`, hash[:]).Scan(&tenantID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			reason = "unknown (never issued, replaced by a newer token, or removed)"
+			return nil
+		}
+		if err != nil {
+			return notInstalled(err)
+		}
+		if id, err = tenant.ParseID(tenantID); err != nil {
+			reason = "the invitation names no valid tenant"
+			return nil
+		}
+		var state string
+		err = tx.QueryRow(ctx, `SELECT state FROM tenancy.tenants WHERE id = $1 FOR SHARE`, tenantID).Scan(&state)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			reason = "the tenant is not in the directory"
+			return nil
+		case err != nil:
+			return err
+		case !invitable(tenant.State(state)):
+			reason = "the tenant is " + state
+			return nil
+		}
+		err = tx.QueryRow(ctx, `UPDATE tenancy.invitations SET used_at = $3
+WHERE token_hash = $1 AND tenant_id = $2 AND state = 'sent' AND used_at IS NULL AND expires_at > $3
+RETURNING email`, hash[:], tenantID, now).Scan(&email)
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
@@ -291,9 +303,8 @@ RETURNING email`, hash[:], now).Scan(&email)
 	case reason != "":
 		return refuse(tenantID, reason)
 	}
-	out = Redeemed{Tenant: id, Email: email}
 	c.log.InfoContext(ctx, "invite: invitation redeemed", "tenant_id", id, "email", email)
-	return out, nil
+	return Redeemed{Tenant: id, Email: email}, nil
 }
 
 // Remove deletes every invitation of tenant id, sent or not, used or not,
