@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
 	"regexp"
 	"testing"
 	"time"
@@ -12,9 +17,58 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/rtmx-ai/tenancy/internal/pgtest"
+	"github.com/rtmx-ai/tenancy/store"
+	"github.com/rtmx-ai/tenancy/tenant"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// envCrashWorker makes the test binary a worker that crashes mid-job: it
+// attaches to the stack given as JSON (a crashRun) and hangs in the handler
+// of the first job it takes, for TestWorkerKilledMidJobRerunsOnItsRow to
+// kill it.
+const envCrashWorker = "WORKER_TEST_CRASH_WORKER"
+
+// inHandler is the line the crashing worker prints from its handler.
+const inHandler = "worker test: in the handler, kill me"
+
+// crashRun is what the crashing worker is given.
+type crashRun struct {
+	Options options
+	Secrets secrets
+}
+
+func TestMain(m *testing.M) {
+	if js := os.Getenv(envCrashWorker); js != "" {
+		crashWorker(js)
+		return
+	}
+	pgtest.Main(m)
+}
+
+// crashWorker works the queue until its handler is called, then hangs
+// until it is killed (a minute at most).
+func crashWorker(js string) {
+	var r crashRun
+	if err := json.Unmarshal([]byte(js), &r); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := attachStack(ctx, r.Options, r.Secrets, func(*store.DB) Handler[Recount] {
+		return func(ctx context.Context, job Job[Recount]) error {
+			fmt.Println(inHandler)
+			<-ctx.Done()
+			os.Exit(3)
+			return nil
+		}
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "attach:", err)
+		os.Exit(2)
+	}
+	<-ctx.Done()
+	os.Exit(3)
+}
 
 // testOptions returns names under pgtest's prefix, so that pgtest drops
 // whatever a test leaves behind. tag is at most 3 bytes (store's role
@@ -75,4 +129,59 @@ func TestUniqueOptionsAreValidAndDistinct(t *testing.T) {
 	require.NoError(t, b.validate())
 	assert.NotEqual(t, a.Database, b.Database)
 	assert.NotEqual(t, a.RolePrefix, b.RolePrefix)
+}
+
+// TestWorkerKilledMidJobRerunsOnItsRow kills a worker process in its
+// handler, after the replay check recorded the job and before it
+// completed, makes the row available again as River's rescuer would, and
+// checks that another worker runs it on the same row (a crash is a
+// retry, not a replay) and that it writes once.
+func TestWorkerKilledMidJobRerunsOnItsRow(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "kl", nil)
+	// This process's client stops; the child will take the job.
+	require.NoError(t, s.client.Stop(t.Context()))
+	res, err := Enqueue(tenant.NewContext(t.Context(), gamma), s.enqueuer, Recount{Label: "survives a crash"}, nil)
+	require.NoError(t, err)
+
+	js, err := json.Marshal(crashRun{Options: options{AdminURL: s.o.AdminURL, Database: s.o.Database, RolePrefix: s.o.RolePrefix}, Secrets: s.secrets})
+	require.NoError(t, err)
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envCrashWorker+"="+string(js))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && sc.Text() != inHandler {
+	}
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+
+	var state string
+	var completed bool
+	var owner int64
+	require.NoError(t, s.queue.QueryRow(t.Context(), `SELECT j.state::text, s.river_job_id, s.completed_at IS NOT NULL
+		FROM queue.river_job j JOIN queue.tenant_job_seen s ON s.river_job_id = j.id WHERE j.id = $1`, res.Job.ID).
+		Scan(&state, &owner, &completed), "the killed worker did not reach the handler; stderr:\n%s", stderr.String())
+	require.Equal(t, "running", state)
+	require.False(t, completed)
+	// River's rescuer makes a stuck running row retryable after
+	// RescueStuckJobsAfter, and its scheduler then available; both run on
+	// the leader, which the killed process may still be for a while.
+	_, err = s.queue.Exec(t.Context(), `UPDATE queue.river_job SET state = 'available', scheduled_at = now() WHERE id = $1`, res.Job.ID)
+	require.NoError(t, err)
+
+	again, err := attachStack(t.Context(), s.o, s.secrets, nil)
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, again.close(context.WithoutCancel(t.Context()))) }()
+	row, err := again.waitFinal(t.Context(), res.Job.ID)
+	require.NoError(t, err)
+	require.Equal(t, "completed", string(row.State), "errors: %v", row.Errors)
+	assert.Equal(t, 2, row.Attempt)
+	got := recountsOf(t, s, gamma)
+	require.Len(t, got, 1)
+	assert.Equal(t, res.Job.ID, got[0].RiverJobID)
+	assert.Equal(t, "survives a crash", got[0].Label)
 }

@@ -78,6 +78,15 @@ type stack struct {
 	mw       *Middleware
 	client   *river.Client[pgx.Tx]
 	enqueuer *Enqueuer
+	secrets  secrets
+}
+
+// secrets are what a process needs, besides options, to work the
+// stack's queue: the logins' passwords, store's login secret and the
+// carrier's key. Made fresh by each openStack.
+type secrets struct {
+	PlatformPassword, QueuePassword string
+	LoginSecret, CarrierKey         []byte
 }
 
 // openStack sets up the scratch database, the tenants ids (standard
@@ -87,9 +96,6 @@ type stack struct {
 func openStack(ctx context.Context, o options, ids []tenant.ID, handler func(*store.DB) Handler[Recount]) (_ *stack, err error) {
 	if err := o.validate(); err != nil {
 		return nil, err
-	}
-	if handler == nil {
-		handler = recountHandler
 	}
 	server, err := pgx.Connect(ctx, o.AdminURL)
 	if err != nil {
@@ -108,18 +114,18 @@ func openStack(ctx context.Context, o options, ids []tenant.ID, handler func(*st
 	// The platform role (store's request path) and the queue role (River)
 	// are two logins: the queue's holds no tenant data and reaches none,
 	// and no tenant login reaches the queue.
-	platformPW, queuePW := randomHex(16), randomHex(16)
+	s.secrets = secrets{PlatformPassword: randomHex(16), QueuePassword: randomHex(16), LoginSecret: randomBytes(32), CarrierKey: randomBytes(32)}
 	queueRole := o.RolePrefix + "queue"
 	for _, sql := range []string{
 		`CREATE DATABASE ` + o.Database,
-		`CREATE ROLE ` + o.RolePrefix + `platform LOGIN PASSWORD '` + platformPW + `'`,
-		`CREATE ROLE ` + queueRole + ` LOGIN PASSWORD '` + queuePW + `'`,
+		`CREATE ROLE ` + o.RolePrefix + `platform LOGIN PASSWORD '` + s.secrets.PlatformPassword + `'`,
+		`CREATE ROLE ` + queueRole + ` LOGIN PASSWORD '` + s.secrets.QueuePassword + `'`,
 	} {
 		if _, err := server.Exec(ctx, sql); err != nil {
 			return s, fmt.Errorf("setup: %w", err)
 		}
 	}
-	secret := store.LoginSecret{Version: 1, Key: randomBytes(32)}
+	secret := store.LoginSecret{Version: 1, Key: s.secrets.LoginSecret}
 	acfg, err := store.ParseAdminConfig(o.AdminURL)
 	if err != nil {
 		return s, err
@@ -156,38 +162,22 @@ func openStack(ctx context.Context, o options, ids []tenant.ID, handler func(*st
 		return s, fmt.Errorf("setup: %w", err)
 	}
 
-	cfg, err := store.ParseConfig(o.AdminURL, secret)
-	if err != nil {
-		return s, err
-	}
-	cfg.Platform.ConnConfig.Database = o.Database
-	cfg.Platform.ConnConfig.User, cfg.Platform.ConnConfig.Password = o.RolePrefix+"platform", platformPW
-	if s.db, err = store.Open(ctx, cfg); err != nil {
-		return s, err
-	}
 	for _, id := range ids {
 		if err := s.admin.CreateTenant(ctx, tenant.Info{ID: id, Name: "Tenant " + id.String(), Tier: tenant.TierStandard, Region: "us-gov-east-1"}); err != nil {
 			return s, err
 		}
 	}
 
-	// River, logged in as the queue role, on its schema: its migrations,
+	// River's migrations, logged in as the queue role, on its schema,
 	// then the worker's tables beside them.
-	qcfg, err := pgxpool.ParseConfig(o.AdminURL)
+	qcfg, err := s.queueConfig()
 	if err != nil {
 		return s, err
 	}
-	qcfg.ConnConfig.Database = o.Database
-	qcfg.ConnConfig.User, qcfg.ConnConfig.Password = queueRole, queuePW
 	if s.queue, err = pgxpool.NewWithConfig(ctx, qcfg); err != nil {
 		return s, err
 	}
-	logger := o.Logger
-	if logger == nil {
-		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	driver := riverpgxv5.New(s.queue)
-	migrator, err := rivermigrate.New(driver, &rivermigrate.Config{Schema: queueSchema, Logger: logger})
+	migrator, err := rivermigrate.New(riverpgxv5.New(s.queue), &rivermigrate.Config{Schema: queueSchema, Logger: o.logger()})
 	if err != nil {
 		return s, err
 	}
@@ -197,24 +187,81 @@ func openStack(ctx context.Context, o options, ids []tenant.ID, handler func(*st
 	if err := Install(ctx, s.queue, queueSchema); err != nil {
 		return s, err
 	}
+	return s, s.start(ctx, handler)
+}
 
-	// The carrier's key is a platform secret in production, shared by
-	// every enqueuer and worker; a fresh one per run here.
-	if s.carrier, err = tenant.NewJobCarrier(randomBytes(32)); err != nil {
+// attachStack works the queue of a stack another process set up with
+// openStack: it connects with o and sec, and starts River. Its close
+// leaves the database and roles in place.
+func attachStack(ctx context.Context, o options, sec secrets, handler func(*store.DB) Handler[Recount]) (_ *stack, err error) {
+	s := &stack{o: o, secrets: sec}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.close(context.WithoutCancel(ctx)))
+		}
+	}()
+	qcfg, err := s.queueConfig()
+	if err != nil {
 		return s, err
 	}
-	if s.mw, err = NewMiddleware(MiddlewareConfig{Carrier: s.carrier, Pool: s.queue, Schema: queueSchema, Logger: logger}); err != nil {
+	if s.queue, err = pgxpool.NewWithConfig(ctx, qcfg); err != nil {
 		return s, err
+	}
+	return s, s.start(ctx, handler)
+}
+
+// queueConfig is the queue pool's: the queue role on the scratch
+// database, with AdminURL's host and TLS settings.
+func (s *stack) queueConfig() (*pgxpool.Config, error) {
+	qcfg, err := pgxpool.ParseConfig(s.o.AdminURL)
+	if err != nil {
+		return nil, err
+	}
+	qcfg.ConnConfig.Database = s.o.Database
+	qcfg.ConnConfig.User, qcfg.ConnConfig.Password = s.o.RolePrefix+"queue", s.secrets.QueuePassword
+	return qcfg, nil
+}
+
+func (o options) logger() *slog.Logger {
+	if o.Logger == nil {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return o.Logger
+}
+
+// start opens the request path's DB, makes the carrier, the middleware
+// and the enqueuer, and starts River on s.queue.
+func (s *stack) start(ctx context.Context, handler func(*store.DB) Handler[Recount]) (err error) {
+	if handler == nil {
+		handler = recountHandler
+	}
+	cfg, err := store.ParseConfig(s.o.AdminURL, store.LoginSecret{Version: 1, Key: s.secrets.LoginSecret})
+	if err != nil {
+		return err
+	}
+	cfg.Platform.ConnConfig.Database = s.o.Database
+	cfg.Platform.ConnConfig.User, cfg.Platform.ConnConfig.Password = s.o.RolePrefix+"platform", s.secrets.PlatformPassword
+	if s.db, err = store.Open(ctx, cfg); err != nil {
+		return err
+	}
+	// The carrier's key is a platform secret in production, shared by
+	// every enqueuer and worker; a fresh one per run here.
+	if s.carrier, err = tenant.NewJobCarrier(s.secrets.CarrierKey); err != nil {
+		return err
+	}
+	logger := s.o.logger()
+	if s.mw, err = NewMiddleware(MiddlewareConfig{Carrier: s.carrier, Pool: s.queue, Schema: queueSchema, Logger: logger}); err != nil {
+		return err
 	}
 	workers := river.NewWorkers()
 	if err := AddWorker(workers, s.mw, handler(s.db)); err != nil {
-		return s, err
+		return err
 	}
 	qs := map[string]river.QueueConfig{}
 	for _, q := range queues {
 		qs[q] = river.QueueConfig{MaxWorkers: 8}
 	}
-	s.client, err = river.NewClient(driver, &river.Config{
+	s.client, err = river.NewClient(riverpgxv5.New(s.queue), &river.Config{
 		Schema:            queueSchema,
 		Queues:            qs,
 		Workers:           workers,
@@ -223,15 +270,13 @@ func openStack(ctx context.Context, o options, ids []tenant.ID, handler func(*st
 		FetchCooldown:     10 * time.Millisecond,
 	})
 	if err != nil {
-		return s, err
+		return err
 	}
 	if err := s.client.Start(ctx); err != nil {
-		return s, err
+		return err
 	}
-	if s.enqueuer, err = NewEnqueuer(s.client, s.carrier, 10*time.Minute); err != nil {
-		return s, err
-	}
-	return s, nil
+	s.enqueuer, err = NewEnqueuer(s.client, s.carrier, 10*time.Minute)
+	return err
 }
 
 // close stops River, closes the pools and drops what setup made.
