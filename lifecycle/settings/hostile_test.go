@@ -1,12 +1,14 @@
 package settings_test
 
 import (
+	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/rtmx-ai/tenancy/internal/mailaddr"
 	"github.com/rtmx-ai/tenancy/lifecycle/settings"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -50,12 +52,12 @@ var hostileValues = []struct {
 		[]string{"users[0].email", "users[1].roles[0]", "users[2].email", "users[2].roles"}},
 	{"users without owner", settings.SectionUsers, `{"users":[{"email":"bob@a.example","roles":["viewer","viewer"]}]}`, []string{"users[0].roles[1]", "users"}},
 	{"users circular roles", settings.SectionUsers, `{"users":[{"email":"bob@a.example","roles":["x"]}],"roles":{"x":{"implies":["y"]},"y":{"implies":["x"]}}}`, []string{"roles"}},
-	{"integrations http and more", settings.SectionIntegrations, `{"jira":{"base_url":"http://acme.atlassian.net","project":"rtm","user":"bot","api_token":null},"github":{"owner":"-acme","token":"t","app_id":1,"installation_id":2,"private_key":"k"}}`,
+	{"integrations http and more", settings.SectionIntegrations, `{"jira":{"base_url":"http://acme.atlassian.net","project":"rtm","user":"bot","api_token":null},"github":{"owner":"-acme","token":"Sntl1GitHubToken","app_id":1,"installation_id":2,"private_key":"Sntl2GitHubKey"}}`,
 		[]string{"jira.base_url", "jira.project", "jira.user", "jira.api_token", "github.owner", "github"}},
-	{"integrations local hosts", settings.SectionIntegrations, `{"jira":{"base_url":"https://127.0.0.1","project":"RTM","user":"b@a.example","api_token":"t"},"github":{"base_url":"https://user:pw@ghe.acme.example/api","owner":"acme","token":"t"}}`,
+	{"integrations local hosts", settings.SectionIntegrations, `{"jira":{"base_url":"https://127.0.0.1","project":"RTM","user":"b@a.example","api_token":"Sntl3JiraToken"},"github":{"base_url":"https://user:Sntl4URLPassword@ghe.acme.example/api","owner":"acme","token":"Sntl5GitHubToken"}}`,
 		[]string{"jira.base_url", "github.base_url"}},
-	{"github app key not pem", settings.SectionIntegrations, `{"github":{"owner":"acme","app_id":1,"installation_id":2,"private_key":"not a key"}}`, []string{"github.private_key"}},
-	{"webhooks", settings.SectionNotifications, `{"email":{"enabled":true,"recipients":["x"],"events":["requirement.created","nope"],"digest":"hourly"},"webhooks":[{"name":"ci","url":"http://hooks.acme.example/x","signing_secret":"short"},{"name":"ci","url":"https://localhost/x"},{"name":"Bad","url":"https://10.0.0.1/x"},{"name":"ok","url":"https://[::1]/x"},{"name":"meta","url":"https://169.254.169.254/latest"},{"name":"frag","url":"https://hooks.acme.example/#x"},{"name":"short","url":"https://127.1/x"},{"name":"hex","url":"https://0x7f.0.0.1/x"},{"name":"octal","url":"https://0177.0.0.01/x"},{"name":"mapped","url":"https://[::ffff:10.1.2.3]/x"}]}`,
+	{"github app key not pem", settings.SectionIntegrations, `{"github":{"owner":"acme","app_id":1,"installation_id":2,"private_key":"Sntl6NotAKey"}}`, []string{"github.private_key"}},
+	{"webhooks", settings.SectionNotifications, `{"email":{"enabled":true,"recipients":["x"],"events":["requirement.created","nope"],"digest":"hourly"},"webhooks":[{"name":"ci","url":"http://hooks.acme.example/x","signing_secret":"Sntl7Short"},{"name":"ci","url":"https://localhost/x"},{"name":"Bad","url":"https://10.0.0.1/x"},{"name":"ok","url":"https://[::1]/x"},{"name":"meta","url":"https://169.254.169.254/latest"},{"name":"frag","url":"https://hooks.acme.example/#x"},{"name":"short","url":"https://127.1/x"},{"name":"hex","url":"https://0x7f.0.0.1/x"},{"name":"octal","url":"https://0177.0.0.01/x"},{"name":"mapped","url":"https://[::ffff:10.1.2.3]/x"}]}`,
 		[]string{"email.recipients[0]", "email.events[1]", "email.digest", "webhooks[0].url", "webhooks[0].signing_secret", "webhooks[1].name", "webhooks[1].url", "webhooks[2].name", "webhooks[2].url", "webhooks[3].url", "webhooks[4].url", "webhooks[5].url",
 			"webhooks[6].url", "webhooks[7].url", "webhooks[8].url", "webhooks[9].url"}},
 	{"branding", settings.SectionBranding, `{"product_name":"Acme\u0007","logo_url":"ftp://cdn.acme.example/logo.png","primary_color":"red","accent_color":"#12345g"}`,
@@ -63,12 +65,17 @@ var hostileValues = []struct {
 	{"duplicate key in an array's object", settings.SectionRTM, `{"requirement_id_pattern":"^R$","categories":["A"],"statuses":["S"],"priorities":["P"],"phases":[{"number":1,"name":"a"},{"number":2,"number":3,"name":"b"}]}`, []string{"phases[1].number"}},
 	{"unknown fields and rules at once", settings.SectionBranding, `{"product_name":" Acme","logo":"x","primary_color":"#12"}`, []string{"logo", "product_name", "primary_color"}},
 	{"huge numbers", settings.SectionRTM, `{"requirement_id_pattern":"^R$","categories":["A"],"statuses":["S"],"priorities":["P"],"phases":[{"number":1e1000000,"name":"a"},{"number":` + strings.Repeat("1", 101) + `,"name":"b"}]}`, []string{"phases[0].number", "phases[1].number"}},
-	{"secret as a number", settings.SectionIntegrations, `{"jira":{"base_url":"https://acme.atlassian.net","project":"RTM","user":"b@a.example","api_token":42}}`, []string{"jira.api_token"}},
+	{"secret as a number", settings.SectionIntegrations, `{"jira":{"base_url":"https://acme.atlassian.net","project":"RTM","user":"b@a.example","api_token":86753090}}`, []string{"jira.api_token"}},
 }
+
+// hostileSecrets are the secret values of hostileValues (tokens, keys,
+// signing secrets, a URL's password), each distinctive, so that an error
+// repeating any of them is found.
+var hostileSecrets = []string{"Sntl1GitHubToken", "Sntl2GitHubKey", "Sntl3JiraToken", "Sntl4URLPassword", "Sntl5GitHubToken", "Sntl6NotAKey", "Sntl7Short", "86753090"}
 
 // TestHostileValuesAreRefused: each hostile document gets an *Error
 // naming exactly the expected fields, with one-line printable messages
-// that do not repeat secret values.
+// that repeat no secret value of any document.
 func TestHostileValuesAreRefused(t *testing.T) {
 	for _, c := range hostileValues {
 		t.Run(c.name, func(t *testing.T) {
@@ -80,10 +87,62 @@ func TestHostileValuesAreRefused(t *testing.T) {
 			for _, r := range msg {
 				require.True(t, r >= 0x20 && r < 0x7f, "message %q", msg)
 			}
-			require.NotContains(t, msg, "not a key")
+			for _, secret := range hostileSecrets {
+				require.NotContains(t, msg, secret)
+			}
+			require.NotContains(t, msg, "Sntl")
 			require.NotContains(t, msg, "evil.example")
 		})
 	}
+}
+
+// TestHostileSecretsAreEachInADocument: every sentinel of hostileSecrets
+// is in a hostile document, so TestHostileValuesAreRefused looks for each.
+func TestHostileSecretsAreEachInADocument(t *testing.T) {
+	for _, secret := range hostileSecrets {
+		found := false
+		for _, c := range hostileValues {
+			found = found || strings.Contains(c.doc, secret)
+		}
+		require.True(t, found, "%s is in no hostile document", secret)
+	}
+}
+
+// TestEmailAddressesFollowMailaddr: the e-mail fields of the settings
+// (users, the Jira user, notification recipients) take exactly the
+// addresses internal/mailaddr takes, and refuse the others with its rule.
+func TestEmailAddressesFollowMailaddr(t *testing.T) {
+	for _, addr := range []string{
+		"alice@acme.example", "a.b+c@sub.acme.example", "a`b@acme.example", "x{y}@acme.example",
+		"user@acme.123", "alice@acme", "Alice <alice@acme.example>", "alice@acme.example, bob@acme.example",
+		"al ice@acme.example", "alice@-acme.example", ".alice@acme.example", "ä@acme.example", "alice@[10.0.0.1]",
+		strings.Repeat("a", 65) + "@acme.example",
+	} {
+		rule := mailaddr.Check(addr)
+		for _, c := range []struct {
+			section settings.Section
+			path    string
+			doc     string
+		}{
+			{settings.SectionUsers, "users[0].email", `{"users":[{"email":` + quote(addr) + `,"roles":["owner"]}]}`},
+			{settings.SectionIntegrations, "jira.user", `{"jira":{"base_url":"https://acme.atlassian.net","project":"RTM","user":` + quote(addr) + `,"api_token":"t0ken"}}`},
+			{settings.SectionNotifications, "email.recipients[0]", `{"email":{"enabled":true,"recipients":[` + quote(addr) + `]}}`},
+		} {
+			_, err := settings.ParseValue(c.section, []byte(c.doc))
+			if rule == "" {
+				require.NoError(t, err, "%s %q", c.path, addr)
+				continue
+			}
+			require.ErrorIs(t, err, settings.ErrInvalid, "%s %q", c.path, addr)
+			require.Equal(t, []string{c.path}, problemPaths(t, err), "%q: %v", addr, err)
+			require.Contains(t, err.Error(), rule, "%s %q", c.path, addr)
+		}
+	}
+}
+
+func quote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
 
 // TestHostilePutsWriteNothing: typed values that break rules, a missing

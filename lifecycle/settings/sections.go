@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/rtmx-ai/tenancy/authz"
+	"github.com/rtmx-ai/tenancy/internal/mailaddr"
 )
 
 // Section names one part of a tenant's settings. Each has a Go type
@@ -602,40 +603,10 @@ func checkText(s string, min, max int) string {
 	return ""
 }
 
-var (
-	emailLocalRE = regexp.MustCompile(`^[A-Za-z0-9.!#$%&'*+/=?^_{|}~-]{1,64}$`)
-	dnsLabelRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
-)
-
-// checkEmail returns the rule s breaks as an e-mail address, or "".
-func checkEmail(s string) string {
-	const rule = "must be an e-mail address such as user@example.com (no display name or angle brackets)"
-	if len(s) > 254 {
-		return "must be at most 254 bytes"
-	}
-	local, domain, ok := strings.Cut(s, "@")
-	if !ok || !emailLocalRE.MatchString(local) || strings.HasPrefix(local, ".") || strings.HasSuffix(local, ".") || strings.Contains(local, "..") {
-		return rule
-	}
-	if !checkHostName(domain) {
-		return rule
-	}
-	return ""
-}
-
-// checkHostName reports whether h is a DNS name of two labels or more.
-func checkHostName(h string) bool {
-	labels := strings.Split(h, ".")
-	if len(h) > 253 || len(labels) < 2 {
-		return false
-	}
-	for _, l := range labels {
-		if !dnsLabelRE.MatchString(l) {
-			return false
-		}
-	}
-	return true
-}
+// checkEmail returns the rule s breaks as an e-mail address, or "": the
+// rules of internal/mailaddr, which the provisioning request and the
+// invitation apply too.
+func checkEmail(s string) string { return mailaddr.Check(s) }
 
 // checkHTTPS checks an https URL that the platform will call (or show):
 // no user, fragment or, unless query, query; a host name that is not
@@ -683,7 +654,7 @@ func checkHTTPS(p *problems, path, s string, query bool) {
 		// numeric) but may be an address to a resolver: inet_aton reads
 		// 127.1 and 0x7f.0.0.1 as 127.0.0.1.
 		last := host[strings.LastIndexByte(host, '.')+1:]
-		if net.ParseIP(host) != nil || !checkHostName(host) || strings.Trim(last, "0123456789") == "" || strings.HasPrefix(last, "0x") {
+		if net.ParseIP(host) != nil || mailaddr.CheckDomain(host) != "" || strings.Trim(last, "0123456789") == "" || strings.HasPrefix(last, "0x") {
 			p.add(path, "must name a host by a DNS name of two labels or more, or a public IP address")
 			return
 		}
