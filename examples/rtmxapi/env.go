@@ -53,6 +53,9 @@ type options struct {
 	RolePrefix string
 	// Tenants are the demo tenants made, each a standard-tier tenant.
 	Tenants []string
+	// DirPattern names the temporary directory of the master key and the
+	// objects (os.MkdirTemp's pattern), removed when the run stops.
+	DirPattern string
 }
 
 // The names of a run of `go run`: a database and a role prefix of its
@@ -70,6 +73,7 @@ func runOptions(adminURL, runID string) options {
 		Database:   databasePrefix + runID,
 		RolePrefix: "rx" + runID + "_",
 		Tenants:    []string{"acme", "globex"},
+		DirPattern: "rtmxapi-" + runID + "-*",
 	}
 }
 
@@ -179,7 +183,7 @@ func setup(ctx context.Context, o options, log *slog.Logger) (env *environment, 
 		return nil, err
 	}
 
-	if e.dir, err = os.MkdirTemp("", "rtmxapi-"); err != nil {
+	if e.dir, err = os.MkdirTemp("", o.DirPattern); err != nil {
 		return nil, err
 	}
 	kek, err := localkms.KeyURI(filepath.Join(e.dir, "master.key"))
@@ -312,9 +316,10 @@ func lockRun(ctx context.Context, adminURL, id string) (unlock func(), err error
 	return func() { _ = conn.Close(context.WithoutCancel(ctx)) }, nil
 }
 
-// cleanLeftovers drops the databases named prefix+<run ID> and the roles
-// of runs (names gives a run's names) whose advisory lock no session holds:
-// runs killed before they could clean up. It returns the run IDs dropped.
+// cleanLeftovers drops the databases named prefix+<run ID>, the roles and
+// the temporary directories of runs (names gives a run's names) whose
+// advisory lock no session holds: runs killed before they could clean up.
+// It returns the run IDs dropped.
 func cleanLeftovers(ctx context.Context, adminURL, prefix string, names func(adminURL, id string) options) ([]string, error) {
 	server, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
@@ -347,6 +352,12 @@ func cleanLeftovers(ctx context.Context, adminURL, prefix string, names func(adm
 		err := dropNames(ctx, server, o.Database, o.RolePrefix)
 		if _, uerr := server.Exec(ctx, `SELECT pg_advisory_unlock($1, $2)`, int32(runLockClass), key); uerr != nil {
 			err = errors.Join(err, uerr)
+		}
+		if o.DirPattern != "" {
+			dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), o.DirPattern))
+			for _, d := range dirs {
+				err = errors.Join(err, os.RemoveAll(d))
+			}
 		}
 		if err != nil {
 			return dropped, err

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -33,6 +34,7 @@ func testOptions(d *pgtest.Database, tag string) options {
 		Database:   d.Prefix() + "rtmxapi_" + tag,
 		RolePrefix: d.Prefix() + tag + "_",
 		Tenants:    []string{"acme", "globex"},
+		DirPattern: "rtmxapi-test-*",
 	}
 }
 
@@ -402,13 +404,18 @@ func TestCleanLeftoversDropsOnlyDeadRuns(t *testing.T) {
 	d := pgtest.DB(t)
 	prefix := d.Prefix() + "run_"
 	names := func(adminURL, id string) options {
-		return options{AdminURL: adminURL, Database: prefix + id, RolePrefix: d.Prefix() + id[:2] + "_"}
+		return options{AdminURL: adminURL, Database: prefix + id, RolePrefix: d.Prefix() + id[:2] + "_", DirPattern: d.Prefix() + id + "-*"}
 	}
 	alive, dead := "a1b2c3d4", "d5e6f7a8"
+	dirs := map[string]string{}
 	for _, id := range []string{alive, dead} {
 		o := names(d.AdminURL(), id)
 		d.Exec(t, `CREATE DATABASE `+o.Database)
 		d.Exec(t, `CREATE ROLE `+o.RolePrefix+`x`)
+		dir, err := os.MkdirTemp("", o.DirPattern)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = os.RemoveAll(dir) })
+		dirs[id] = dir
 	}
 	unlock, err := lockRun(t.Context(), d.AdminURL(), alive)
 	require.NoError(t, err)
@@ -427,6 +434,8 @@ func TestCleanLeftoversDropsOnlyDeadRuns(t *testing.T) {
 			(SELECT count(*) FROM pg_roles WHERE rolname = $2)`, o.Database, o.RolePrefix+"x").Scan(&dbs, &roles))
 		assert.Equal(t, want, dbs, "database of run %s", id)
 		assert.Equal(t, want, roles, "role of run %s", id)
+		_, err := os.Stat(dirs[id])
+		assert.Equal(t, want == 1, err == nil, "directory of run %s: %v", id, err)
 	}
 	unlock()
 	dropped, err = cleanLeftovers(t.Context(), d.AdminURL(), prefix, names)

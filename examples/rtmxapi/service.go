@@ -186,7 +186,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		detail += "field " + typeErr.Field + " must be a JSON " + jsonKind(typeErr.Type) + "."
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		fields = []*FieldError{{Field: printable(name), Rule: "is not a field of a requirement (" + strings.Join(Columns, ", ") + ", version)"}}
+		fields = []*FieldError{{Field: printable(name), Rule: "is not a field of a requirement (" + strings.Join(Columns, ", ") + "; and version, in a PUT)"}}
 		detail += "unknown field " + printable(name) + "."
 	default:
 		detail += err.Error() + "."
