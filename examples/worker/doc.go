@@ -8,7 +8,10 @@
 // postgres://postgres@127.0.0.1:5432/postgres (override with -admin-url
 // or TENANCY_WORKER_ADMIN_URL). Each run creates a scratch database
 // tenancy_worker_<random> and roles tw<random>_*, and drops them at the
-// end (also on Ctrl-C).
+// end (also on Ctrl-C or SIGTERM). A run holds an advisory lock on its
+// database's name while it lives; each run first drops the databases and
+// roles of runs that were killed (their lock is free), never those of a
+// run in progress.
 //
 // # Design
 //

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"regexp"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -27,14 +29,64 @@ func main() {
 	}
 	adminURL := flag.String("admin-url", def, "connection string of a PostgreSQL superuser")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := run(ctx, os.Stdout, uniqueOptions(*adminURL)); err != nil {
+	if err := demo(ctx, os.Stdout, uniqueOptions(*adminURL)); err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(1)
 	}
+}
+
+// demoLockClass is the first key of the advisory lock a demo run holds,
+// for its whole life, on its database's name: a database of the demo's
+// naming whose lock is free belongs to a run that died.
+const demoLockClass = 0x74776b72
+
+// demoDatabase matches the names uniqueOptions gives.
+var demoDatabase = regexp.MustCompile(`^tenancy_worker_([0-9a-f]{8})$`)
+
+// demo is run with the names of uniqueOptions, guarded by an advisory
+// lock, after it dropped what runs that were killed left behind.
+func demo(ctx context.Context, out io.Writer, o options) error {
+	guard, err := pgx.Connect(ctx, o.AdminURL)
+	if err != nil {
+		return fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL, or pass -admin-url (or TENANCY_WORKER_ADMIN_URL)", redact(o.AdminURL), err)
+	}
+	defer guard.Close(context.WithoutCancel(ctx))
+	if _, err := guard.Exec(ctx, `SELECT pg_advisory_lock($1, hashtext($2))`, demoLockClass, o.Database); err != nil {
+		return err
+	}
+	rows, err := guard.Query(ctx, `SELECT datname FROM pg_database WHERE datname ~ '^tenancy_worker_[0-9a-f]{8}$' AND datname <> $1`, o.Database)
+	if err != nil {
+		return err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		m := demoDatabase.FindStringSubmatch(name)
+		if m == nil {
+			continue
+		}
+		var free bool
+		if err := guard.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, demoLockClass, name).Scan(&free); err != nil {
+			return err
+		}
+		if !free {
+			continue // a run in progress
+		}
+		if err := cleanup(ctx, guard, options{Database: name, RolePrefix: "tw" + m[1] + "_"}); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "dropped database %s and roles tw%s_*, left by a run that was killed\n", name, m[1])
+		if _, err := guard.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext($2))`, demoLockClass, name); err != nil {
+			return err
+		}
+	}
+	return run(ctx, out, o)
 }
 
 // demoSeed is each demo tenant's requirements.

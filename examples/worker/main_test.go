@@ -185,3 +185,42 @@ func TestWorkerKilledMidJobRerunsOnItsRow(t *testing.T) {
 	assert.Equal(t, res.Job.ID, got[0].RiverJobID)
 	assert.Equal(t, "survives a crash", got[0].Label)
 }
+
+// TestDemoDropsWhatKilledRunsLeft leaves a database and a role named as a
+// killed demo run leaves them, and another as a run in progress (its
+// advisory lock held), and checks that the demo drops the first and keeps
+// the second.
+func TestDemoDropsWhatKilledRunsLeft(t *testing.T) {
+	t.Parallel()
+	d := pgtest.DB(t)
+	dead, alive := uniqueOptions(d.AdminURL()), uniqueOptions(d.AdminURL())
+	conn, err := pgx.Connect(t.Context(), d.AdminURL())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.WithoutCancel(t.Context())) }) // after the cleanups below
+	for _, o := range []options{dead, alive} {
+		t.Cleanup(func() { assert.NoError(t, cleanup(context.WithoutCancel(t.Context()), conn, o)) })
+		_, err := conn.Exec(t.Context(), `CREATE DATABASE `+o.Database)
+		require.NoError(t, err)
+		_, err = conn.Exec(t.Context(), `CREATE ROLE `+o.RolePrefix+`queue`)
+		require.NoError(t, err)
+	}
+	holder, err := pgx.Connect(t.Context(), d.AdminURL())
+	require.NoError(t, err)
+	defer holder.Close(context.WithoutCancel(t.Context()))
+	_, err = holder.Exec(t.Context(), `SELECT pg_advisory_lock($1, hashtext($2))`, demoLockClass, alive.Database)
+	require.NoError(t, err)
+
+	var out bytes.Buffer
+	require.NoError(t, demo(t.Context(), &out, uniqueOptions(d.AdminURL())), out.String())
+	assert.Contains(t, out.String(), "dropped database "+dead.Database+" and roles "+dead.RolePrefix+"*, left by a run that was killed")
+	assert.NotContains(t, out.String(), alive.Database)
+	exists := func(o options) (db, role bool) {
+		require.NoError(t, conn.QueryRow(t.Context(), `SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1),
+			EXISTS (SELECT FROM pg_roles WHERE starts_with(rolname, $2))`, o.Database, o.RolePrefix).Scan(&db, &role))
+		return db, role
+	}
+	db, role := exists(dead)
+	assert.False(t, db || role, "the killed run's database or role was kept")
+	db, role = exists(alive)
+	assert.True(t, db && role, "the running run's database or role was dropped")
+}

@@ -99,7 +99,7 @@ func openStack(ctx context.Context, o options, ids []tenant.ID, handler func(*st
 	}
 	server, err := pgx.Connect(ctx, o.AdminURL)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL as superuser (%s): %w", redact(o.AdminURL), err)
+		return nil, fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL, or pass -admin-url (or TENANCY_WORKER_ADMIN_URL)", redact(o.AdminURL), err)
 	}
 	s := &stack{o: o, server: server}
 	defer func() {
