@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -136,7 +137,9 @@ func validateRoute(field string, rt Route) []string {
 func (s *suite) setup(ctx context.Context, r *report) {
 	h := s.h
 	if errs := validate(h); len(errs) > 0 {
-		r.errs = append(r.errs, errs...)
+		for _, e := range errs {
+			r.errs = append(r.errs, errors.New(e))
+		}
 		return
 	}
 	for _, tn := range h.Tenants {
@@ -155,7 +158,7 @@ func (s *suite) setup(ctx context.Context, r *report) {
 			}
 		}
 		if _, err := tn.Token(""); err != nil {
-			r.failf("Harness.Tenants[%s].Token(\"\"): %v", tn.ID, err)
+			r.failf("Harness.Tenants: tenant %s: Token(\"\"): %v", tn.ID, err)
 		}
 	}
 	if len(h.Routes) > 0 && s.readsRoute() == nil {
@@ -199,9 +202,10 @@ func (s *suite) othersNeedles(id tenant.ID) map[tenant.ID][]string {
 	return out
 }
 
-// leaks returns where body, headers (nil: none) or other text hold a
-// needle of needles: "tenant b's canary tenanttest-canary-… in the body".
-// where names what body is ("the body", "a message").
+// leaks returns where body, or headers (nil: none), hold a needle of
+// needles, one line per tenant and place: "tenant b's canary
+// tenanttest-canary-… in the body", with how many more of its canaries
+// are there too. where names what body is ("the body", "a message").
 func leaks(needles map[tenant.ID][]string, where string, body []byte, header http.Header) []string {
 	var out []string
 	ids := make([]tenant.ID, 0, len(needles))
@@ -210,17 +214,39 @@ func leaks(needles map[tenant.ID][]string, where string, body []byte, header htt
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
 	for _, id := range ids {
+		found := map[string][]string{} // place: needles found there
+		var places []string
+		add := func(place, n string) {
+			if len(found[place]) == 0 {
+				places = append(places, place)
+			}
+			found[place] = append(found[place], n)
+		}
 		for _, n := range needles[id] {
 			if bytes.Contains(body, []byte(n)) {
-				out = append(out, fmt.Sprintf("tenant %s's canary %s%s in %s", id, canaryPrefix, n, where))
+				add(where, n)
 			}
-			for name, vs := range header {
-				for _, v := range vs {
+			names := make([]string, 0, len(header))
+			for name := range header {
+				names = append(names, name)
+			}
+			sort.Strings(names)
+			for _, name := range names {
+				for _, v := range header[name] {
 					if strings.Contains(name, n) || strings.Contains(v, n) {
-						out = append(out, fmt.Sprintf("tenant %s's canary %s%s in header %s", id, canaryPrefix, n, name))
+						add("header "+name, n)
+						break
 					}
 				}
 			}
+		}
+		for _, place := range places {
+			ns := found[place]
+			more := ""
+			if len(ns) > 1 {
+				more = fmt.Sprintf(" (and %d more of its canaries)", len(ns)-1)
+			}
+			out = append(out, fmt.Sprintf("tenant %s's canary %s%s%s in %s", id, canaryPrefix, ns[0], more, place))
 		}
 	}
 	return out

@@ -3,6 +3,7 @@ package tenanttest_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -149,7 +150,7 @@ func TestSetupRefusesAnInvalidHarness(t *testing.T) {
 		}, "Harness.Plant for tenant acme: the service is down", true},
 		{"token maker fails", func(h *tenanttest.Harness, n *notes) {
 			h.Tenants[1].Token = func(string) (string, error) { return "", errors.New("no key") }
-		}, `Harness.Tenants[globex].Token(""): no key`, true},
+		}, `Harness.Tenants: tenant globex: Token(""): no key`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := &notes{notes: map[string]map[string]string{}}
@@ -241,5 +242,38 @@ func TestRunReportsSubtests(t *testing.T) {
 	out, code = testenv.RunTest(t, "TestRunChild", []string{"TENANTTEST_"}, envRunChild+"=isolated")
 	if code != 0 || !strings.Contains(out, "--- PASS: TestRunChild/VerificationTest1_APITokenOfAnotherTenant") {
 		t.Fatalf("the isolated child exited %d, want 0 and the API check passed:\n%s", code, out)
+	}
+}
+
+// TestAPICheckNeedsEachTenantToReachItsOwnData: a service that refuses
+// every request, fails every request, or answers 2xx without the data,
+// leaks nothing but fails the positive control of the API check.
+func TestAPICheckNeedsEachTenantToReachItsOwnData(t *testing.T) {
+	for status, want := range map[int]string{
+		http.StatusForbidden:           "status 403, want 2xx (a tenant must reach its own data",
+		http.StatusInternalServerError: "status 500, want 2xx (a tenant must reach its own data",
+		http.StatusOK:                  "the body does not hold its canary tenanttest-canary-",
+	} {
+		_, err := tenanttest.Check(t.Context(), notesHarness(&notes{notes: map[string]map[string]string{}, always: status}))
+		if err == nil {
+			t.Errorf("a service answering %d to everything passed", status)
+			continue
+		}
+		for _, id := range []string{"acme", "globex"} {
+			if !anyLine(strings.Split(err.Error(), "\n"), []string{"tenanttest: VerificationTest1_APITokenOfAnotherTenant: route GET /t/{tenant}/notes/{note}: tenant " + id + "'s token on its own path and values (GET /t/" + id + "/notes/n", want}, "", "") {
+				t.Errorf("answering %d: no line names tenant %s and says %q:\n%v", status, id, want, err)
+			}
+		}
+	}
+}
+
+// TestCheckWithAnEndedContextFails: checks cut short prove nothing, so
+// Check fails rather than pass on what it did not check.
+func TestCheckWithAnEndedContextFails(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := tenanttest.Check(ctx, notesHarness(&notes{notes: map[string]map[string]string{}}))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Check with a cancelled context: %v, want an error wrapping context.Canceled", err)
 	}
 }

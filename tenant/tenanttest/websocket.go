@@ -16,6 +16,10 @@ import (
 // for another tenant's message that would come after it.
 const wsLinger = 250 * time.Millisecond
 
+// wsWait bounds how long, in all, the suite waits on a tenant's feed for
+// the confirmations of the Joins and for the tenant's own change.
+const wsWait = 10 * time.Second
+
 // checkWebSocket is verification test 4: a tenant's connection to its
 // feed gets its own changes and none of another tenant's, and its token
 // does not open another tenant's feed.
@@ -101,6 +105,8 @@ func (s *suite) checkFeed(ctx context.Context, r *report, a Tenant) {
 	judge := func(b []byte) {
 		leaked = append(leaked, leaks(s.othersNeedles(a.ID), fmt.Sprintf("a message %q", abbrev(b)), b, nil)...)
 	}
+	wait, cancelWait := context.WithTimeout(ctx, wsWait)
+	defer cancelWait()
 	next := func(what string) ([]byte, bool) {
 		select {
 		case b, ok := <-msgs:
@@ -110,8 +116,8 @@ func (s *suite) checkFeed(ctx context.Context, r *report, a Tenant) {
 			}
 			judge(b)
 			return b, true
-		case <-ctx.Done():
-			r.failf("tenant %s's feed (GET %s): no %s before the check's timeout", a.ID, path, what)
+		case <-wait.Done():
+			r.failf("tenant %s's feed (GET %s): no %s within %s", a.ID, path, what, wsWait)
 			return nil, false
 		}
 	}
