@@ -64,8 +64,9 @@
 // recorded the row complete refuses the rerun as a replay, which is
 // right: the work was done.
 //
-// Entries can be deleted once their envelope expired (Open refuses an
-// expired envelope before it asks Seen); this example keeps them.
+// [Middleware.Prune] deletes the entries of completed jobs whose
+// envelope expired: Open refuses an expired envelope before it asks
+// Seen, so a replay of one is still refused, as expired.
 //
 // # Refusals
 //

@@ -252,7 +252,7 @@ func (m *Middleware) Work(ctx context.Context, row *rivertype.JobRow, doInner fu
 	// Completed: from now on the envelope is a replay, on this row too
 	// (River's JobRetry of a completed job, or a crash before River marks
 	// the row complete).
-	if _, err := m.pool.Exec(ctx, m.q.complete, id.String(), job.ID, row.ID); err != nil {
+	if _, err := m.pool.Exec(ctx, m.q.complete, id.String(), job.ID, row.ID, job.Expires); err != nil {
 		return fmt.Errorf("worker: job %d: record completion: %w", row.ID, err)
 	}
 	return nil
@@ -349,7 +349,7 @@ func AddWorker[P Payload](workers *river.Workers, mw *Middleware, handler Handle
 
 // tables is the SQL on the queue schema's two tables.
 type tables struct {
-	create, insertSeen, selectSeen, complete, insertRefused, listRefused string
+	create, insertSeen, selectSeen, complete, prune, insertRefused, listRefused string
 }
 
 func tablesIn(schema string) tables {
@@ -361,6 +361,7 @@ func tablesIn(schema string) tables {
 				river_job_id bigint NOT NULL,
 				seen_at timestamptz NOT NULL DEFAULT now(),
 				completed_at timestamptz,
+				expires_at timestamptz,
 				PRIMARY KEY (tenant_id, job_id));
 			CREATE TABLE IF NOT EXISTS ` + s + `.tenant_job_refused (
 				river_job_id bigint PRIMARY KEY,
@@ -376,8 +377,9 @@ func tablesIn(schema string) tables {
 			VALUES ($1, $2, $3) ON CONFLICT (tenant_id, job_id) DO NOTHING`,
 		selectSeen: `SELECT river_job_id, completed_at IS NOT NULL FROM ` + s + `.tenant_job_seen
 			WHERE tenant_id = $1 AND job_id = $2`,
-		complete: `UPDATE ` + s + `.tenant_job_seen SET completed_at = now()
+		complete: `UPDATE ` + s + `.tenant_job_seen SET completed_at = now(), expires_at = $4
 			WHERE tenant_id = $1 AND job_id = $2 AND river_job_id = $3`,
+		prune: `DELETE FROM ` + s + `.tenant_job_seen WHERE expires_at < $1`,
 		insertRefused: `INSERT INTO ` + s + `.tenant_job_refused
 			(river_job_id, kind, queue, attempt, reason, detail, claimed_tenant, args_sha256)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (river_job_id) DO NOTHING`,
@@ -394,6 +396,19 @@ func Install(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 		return fmt.Errorf("worker: install tables in schema %s: %w", schema, err)
 	}
 	return nil
+}
+
+// Prune deletes the replay entries of completed jobs whose envelope
+// expired before now: a replay of one is refused as expired, which
+// tenant.JobCarrier.Open checks before it asks the replay table. Run it
+// periodically (a River periodic job, say); it returns how many it
+// deleted. Entries of jobs that never completed are kept.
+func (m *Middleware) Prune(ctx context.Context, now time.Time) (int64, error) {
+	tag, err := m.pool.Exec(ctx, m.q.prune, now)
+	if err != nil {
+		return 0, fmt.Errorf("worker: prune replay entries: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }
 
 // Refusal is one recorded refusal.

@@ -490,3 +490,34 @@ func TestConcurrentJobsOfManyTenantsNeverCross(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, refused)
 }
+
+// TestPrunedEntryStillRefusesReplay prunes the replay entry of a
+// completed job once its envelope expired, and checks that a replay of
+// it is still refused, as expired, and that entries of unexpired jobs
+// are kept.
+func TestPrunedEntryStillRefusesReplay(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "pr", nil)
+	exp := time.Now().Add(2 * time.Second)
+	short, _ := seal(t, s, alpha, "short-lived", exp)
+	first := insertArgs(t, s, Args[Recount]{Envelope: short}, nil)
+	require.Equal(t, rivertype.JobStateCompleted, final(t, s, first).State)
+	res, err := Enqueue(tenant.NewContext(t.Context(), beta), s.enqueuer, Recount{Label: "long-lived"}, nil)
+	require.NoError(t, err)
+	require.Equal(t, rivertype.JobStateCompleted, final(t, s, res.Job.ID).State)
+
+	n, err := s.mw.Prune(t.Context(), time.Now())
+	require.NoError(t, err)
+	assert.Zero(t, n, "an entry was pruned before its envelope expired")
+	n, err = s.mw.Prune(t.Context(), exp.Add(time.Millisecond))
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, n)
+	var left int
+	require.NoError(t, s.queue.QueryRow(t.Context(), `SELECT count(*) FROM queue.tenant_job_seen WHERE tenant_id = 'beta'`).Scan(&left))
+	assert.Equal(t, 1, left, "the unexpired entry was pruned")
+
+	time.Sleep(time.Until(exp))
+	before := allRecounts(t, s)
+	again := insertArgs(t, s, Args[Recount]{Envelope: short}, nil)
+	requireRefused(t, s, again, ReasonExpired, "alpha", before)
+}
