@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/rtmx-ai/tenancy/audit"
 	"github.com/rtmx-ai/tenancy/authz"
 	"github.com/rtmx-ai/tenancy/authz/ratelimit"
 	"github.com/rtmx-ai/tenancy/internal/pgtest"
@@ -460,4 +461,32 @@ func TestUpsertIsOneTransaction(t *testing.T) {
 	done, err := f.app.svc.repo.upsert(ctx, reqs)
 	require.NoError(t, err)
 	assert.Len(t, done, 3)
+}
+
+// TestChangeWhoseAuditEntryFailsIsAnswered500 makes the audit log refuse
+// appends: a create is made, but answered 500, and not published to the
+// feed as done.
+func TestChangeWhoseAuditEntryFailsIsAnswered500(t *testing.T) {
+	f := newFixture(t, "af", nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	broken, err := audit.New(func() audit.Config {
+		c := audit.DefaultConfig()
+		c.DB, c.Keys = f.env.db, f.env.keys
+		return c
+	}())
+	require.NoError(t, err)
+	require.NoError(t, broken.Close(ctx))
+	f.app.svc.cfg.Audit = broken
+	feed, err := dialFeed(ctx, f.srv.URL+"/t/acme/ws", f.as(t, f.acme, authz.RoleViewer).token)
+	require.NoError(t, err)
+	defer feed.CloseNow()
+
+	a := must(t, f.as(t, f.acme, authz.RoleEditor), http.StatusInternalServerError, "POST", "/requirements", "application/json", []byte(reqJSON))
+	assert.Contains(t, string(a.body), `"code":"internal"`)
+	assert.Equal(t, map[string]int64{"REQ-API-001": 1}, f.rows(t, f.acme), "the change is made")
+	rctx, rcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer rcancel()
+	_, msg, err := feed.Read(rctx)
+	assert.Error(t, err, "the feed told of a change whose audit entry failed: %s", msg)
 }
