@@ -9,7 +9,9 @@
 //	go run ./examples/rtmxapi
 //
 // finds PostgreSQL (-admin-url or RTMXAPI_ADMIN_URL, else a superuser
-// postgres on 127.0.0.1:5432 or a local socket), creates a database
+// postgres on 127.0.0.1:5432 or a local socket; the platform and tenant
+// logins it makes connect the same way with passwords, so a socket with
+// peer authentication will not do), creates a database
 // tenancy_rtmxapi_<run> and roles rx<run>_* of its own, two tenants (acme
 // and globex) with their schemas, login roles, keys and audit logs, and
 // serves on 127.0.0.1:8080 (-addr). It prints a token per tenant and role

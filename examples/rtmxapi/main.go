@@ -261,7 +261,7 @@ func run(ctx context.Context, out io.Writer, cfg runConfig) (err error) {
 	up := strings.ToUpper(first)
 	other := strings.ToUpper(cfg.Options.Tenants[len(cfg.Options.Tenants)-1])
 	p(`
-try:
+try (from the repository root):
 
   curl -s -H "Authorization: Bearer $%[2]s_VIEWER" $RTMX/t/%[1]s/requirements
   curl -s -H "Authorization: Bearer $%[2]s_EDITOR" -H 'Content-Type: application/json' \
