@@ -222,7 +222,7 @@ func NewMiddleware(cfg MiddlewareConfig) (*Middleware, error) {
 // opened job to the worker.
 type openedKey struct{}
 
-// Work opens the envelope of job and calls doInner with a context carrying
+// Work opens the envelope of row and calls doInner with a context carrying
 // its tenant and the opened job. A refused job returns river.JobCancel
 // once its refusal is recorded; if recording fails, or the replay check
 // cannot reach its table, it returns a plain error: River retries the job
