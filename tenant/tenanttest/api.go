@@ -219,6 +219,36 @@ func (s *suite) checkRoute(ctx context.Context, r *report, rt Route) {
 		}
 	}
 
+	// A token whose signature was changed reaches nothing, not even its
+	// own tenant's data.
+	for _, a := range h.Tenants {
+		tok, err := a.Token(rt.Role)
+		if err != nil {
+			continue // reported with the replays
+		}
+		forged := forgeSignature(tok)
+		if forged == "" {
+			continue // not a JWS: the suite cannot forge it
+		}
+		q, err := newRequest(rt, a.ID, planted[a.ID], forged)
+		if err != nil {
+			continue // reported with the positive control
+		}
+		ans, err := s.do(ctx, q)
+		if err != nil {
+			r.failf("route %s: tenant %s's token with its signature changed (%s): %v", name, a.ID, q, err)
+			continue
+		}
+		var wrong []string
+		if grants(ans.status) {
+			wrong = append(wrong, fmt.Sprintf("status %d, which grants access", ans.status))
+		}
+		wrong = append(wrong, leaksIn(s.othersNeedles(tenant.ID{}), q, ans)...)
+		if len(wrong) > 0 {
+			r.failf("route %s: tenant %s's token with its signature changed on its own path and values (%s): %s", name, a.ID, q, strings.Join(wrong, "; "))
+		}
+	}
+
 	// What was planted reads back as it was.
 	if reads != nil {
 		for _, tn := range h.Tenants {
@@ -298,4 +328,24 @@ func abbrev(b []byte) string {
 		return string(b[:200]) + "…"
 	}
 	return string(b)
+}
+
+// forgeSignature returns token with one character in the middle of its
+// signature changed, if token is a JWS in compact form (three segments
+// separated by dots, a signature of at least 8 characters), else "". The
+// character changed is not the last, whose low bits base64url decoders
+// may ignore.
+func forgeSignature(token string) string {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 || len(parts[2]) < 8 {
+		return ""
+	}
+	sig := []byte(parts[2])
+	i := len(sig) / 2
+	if sig[i] == 'A' {
+		sig[i] = 'B'
+	} else {
+		sig[i] = 'A'
+	}
+	return parts[0] + "." + parts[1] + "." + string(sig)
 }

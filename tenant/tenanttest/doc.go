@@ -52,7 +52,10 @@
 //     header. (A replay on A's own path whose path B's values do not
 //     change, only its body, is judged by what it carries, not by its
 //     status: A may make things of its own with them. One whose request
-//     B's values do not change at all is not sent.) B's data read with the
+//     B's values do not change at all is not sent.) Where a token is a JWS
+//     in compact form, A's token with a character of its signature changed,
+//     on A's own path and values, must likewise be refused and carry no
+//     canary, not even A's. B's data read with the
 //     first Reads route, as B, must answer the same status and body after
 //     the replays as before them. Then the positive control: each tenant's
 //     own call must answer 2xx, a Reads route's with its canary, and carry

@@ -103,7 +103,9 @@ type Tenant struct {
 	// ID is the tenant's ID.
 	ID tenant.ID
 	// Token returns a bearer token for a member of the tenant holding
-	// role; "" asks for the most privileged role the harness has.
+	// role; "" asks for the most privileged role the harness has. A token
+	// that is a JWS (three dot-separated segments) is also replayed with
+	// its signature changed, which must reach nothing.
 	Token func(role string) (string, error)
 }
 

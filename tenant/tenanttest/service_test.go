@@ -74,6 +74,9 @@ const (
 	// sqlText: a requirement is inserted with SQL text built from its
 	// values, not with bound parameters.
 	sqlText
+	// unverifiedToken: the service reads the token's tenant without
+	// verifying its signature, instead of through the middleware.
+	unverifiedToken
 )
 
 const (
@@ -217,6 +220,9 @@ func newService(t *testing.T, f flaw) *service {
 	t.Cleanup(func() { _ = s.hub.Close() })
 
 	as := func(role string, h http.HandlerFunc) http.Handler {
+		if f == unverifiedToken {
+			return unverified(s.scoped(h))
+		}
 		return mw.Handler(authz.Require(role)(s.scoped(h)))
 	}
 	mux := http.NewServeMux()
@@ -254,6 +260,26 @@ func (s *service) tokenFor(id tenant.ID) func(role string) (string, error) {
 			"exp": time.Now().Add(time.Hour).Unix(), "tenant_id": id.String(), "roles": []string{role},
 		}).SignedString(s.priv)
 	}
+}
+
+// unverified is the unverifiedToken flaw's authentication: the tenant of
+// the token's claims, its signature never checked.
+func unverified(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		var claims jwt.MapClaims
+		if ok {
+			_, _, err := jwt.NewParser().ParseUnverified(raw, &claims)
+			ok = err == nil
+		}
+		s, _ := claims["tenant_id"].(string)
+		id, err := tenant.ParseID(s)
+		if !ok || err != nil || id.String() != r.PathValue("tenant") {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(tenant.NewContext(r.Context(), id)))
+	})
 }
 
 // oneBudget is a limiter that charges every tenant's requests to one.

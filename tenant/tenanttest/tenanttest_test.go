@@ -71,6 +71,9 @@ func TestCheckFindsEachLeak(t *testing.T) {
 		{"SQL text built from the values", sqlText, [][]string{
 			{"tenanttest: VerificationTest2_DatabaseQueryWithoutTenant: Harness.Plant for tenant {a} of the canary \"tenanttest-canary-", "'; DROP TABLE tenanttest_canary; --\", which holds SQL metacharacters: "},
 		}},
+		{"token's signature not verified", unverifiedToken, [][]string{
+			{"tenanttest: VerificationTest1_APITokenOfAnotherTenant: route GET /t/{tenant}/requirements/{req}: tenant {a}'s token with its signature changed on its own path and values (GET /t/{a}/requirements/REQ-", "status 200, which grants access; tenant {a}'s canary tenanttest-canary-"},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newService(t, tc.flaw)
