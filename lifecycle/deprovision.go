@@ -315,6 +315,34 @@ func (l *Lifecycle) setState(ctx context.Context, id tenant.ID, to tenant.State,
 	return nil
 }
 
+// Restore restores the archive at key of Config.Backup's bucket into
+// tenant into, through [Backup.Restore] (see there what into and target
+// must be), and records it in the platform trail (Config.Audit): a
+// tenant.restore entry naming the archive, the tenant it was taken of and
+// what was restored. A restore that fails records nothing; one whose
+// record fails returns its result with the error.
+func (l *Lifecycle) Restore(ctx context.Context, key string, into tenant.ID, target RestoreTarget) (*RestoreResult, error) {
+	if l.backup == nil {
+		return nil, fmt.Errorf("%w: Restore needs Config.Backup", ErrInvalidConfig)
+	}
+	res, err := l.backup.Restore(ctx, key, into, target)
+	if err != nil {
+		return res, err
+	}
+	if l.audit != nil {
+		var rows int64
+		for _, n := range res.Rows {
+			rows += n
+		}
+		if _, err := l.audit.Append(ctx, audit.Event{Actor: l.actor, Action: "tenant.restore", Resource: "tenant/" + into.String(),
+			Outcome: audit.OutcomeSuccess, Details: map[string]any{"archive": key, "from": res.Manifest.Tenant,
+				"from_run": res.Manifest.Run, "rows": rows, "objects": res.Objects}}); err != nil {
+			return res, fmt.Errorf("lifecycle: restore into %s done, but its audit record failed: %w", into, err)
+		}
+	}
+	return res, nil
+}
+
 // archiveRecord is what a deprovisioning journals and records of its
 // backup archive.
 type archiveRecord struct {

@@ -181,9 +181,19 @@ func TestDeprovisioningRemovesAllData(t *testing.T) {
 			other := request(t, "restored", tenant.TierStandard)
 			_, err = e.lc.Provision(t.Context(), other)
 			require.NoError(t, err)
-			_, err = e.backup.Restore(t.Context(), archive.Key, other.ID, lifecycle.RestoreTarget{DB: e.db, Objects: e.objects})
+			_, err = e.lc.Restore(t.Context(), archive.Key, other.ID, lifecycle.RestoreTarget{DB: e.db, Objects: e.objects})
 			require.NoError(t, err)
 			assert.Equal(t, rows, e.requirements(t, tenant.NewContext(t.Context(), other.ID)))
+			// The restore is in the platform trail, once, naming the archive.
+			assert.Equal(t, 1, e.platformEntries(t, "tenant.restore", other.ID))
+			var details string
+			require.NoError(t, e.admin.ControlPlaneTx(t.Context(), func(tx pgx.Tx) error {
+				return tx.QueryRow(t.Context(), `SELECT details::text FROM tenancy.platform_audit WHERE action = 'tenant.restore' AND resource = $1`,
+					"tenant/"+other.ID.String()).Scan(&details)
+			}))
+			assert.JSONEq(t, fmt.Sprintf(`{"archive": %q, "from": %q, "from_run": %d, "rows": 2, "objects": 2}`, archive.Key, req.ID, run.ID), details)
+			_, err = e.platform.Verify(t.Context())
+			require.NoError(t, err)
 		})
 	}
 }
@@ -300,9 +310,10 @@ func TestRestoreIntoATenantWithRowsChangesNothing(t *testing.T) {
 	require.NoError(t, err)
 	dctx := tenant.NewContext(t.Context(), dst.ID)
 	e.insertReq(t, dctx, "REQ-9", "mine")
-	_, err = e.backup.Restore(t.Context(), a.Key, dst.ID, lifecycle.RestoreTarget{DB: e.db})
+	_, err = e.lc.Restore(t.Context(), a.Key, dst.ID, lifecycle.RestoreTarget{DB: e.db})
 	require.ErrorContains(t, err, "has rows already")
 	assert.Equal(t, map[string]string{"REQ-9": "mine"}, e.requirements(t, dctx))
+	assert.Zero(t, e.platformEntries(t, "tenant.restore", dst.ID), "a refused restore is not recorded as one")
 
 	// A tenant with no rows but objects, or settings, of its own.
 	for name, give := range map[string]func(ctx context.Context){

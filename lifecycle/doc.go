@@ -63,7 +63,8 @@
 // and record the deletion in the platform's audit trail with the
 // archive's digest. [Backup.Restore] checks an archive against its
 // manifest and writes it into a fresh tenant, here or in another
-// environment.
+// environment; [Lifecycle.Restore] does the same and records a
+// tenant.restore entry in the platform's audit trail.
 //
 // # Configuration
 //

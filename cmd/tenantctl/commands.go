@@ -204,7 +204,7 @@ func (a *app) restoreCommand() *cobra.Command {
 			if _, err := p.admin.Tenant(cmd.Context(), id); err != nil {
 				return err
 			}
-			res, err := p.backup.Restore(cmd.Context(), archive, id, lifecycle.RestoreTarget{DB: p.db, Objects: p.objects})
+			res, err := p.lc.Restore(cmd.Context(), archive, id, lifecycle.RestoreTarget{DB: p.db, Objects: p.objects})
 			if gcerrors.Code(err) == gcerrors.NotFound {
 				return fmt.Errorf("archive %q: %w: %w", archive, errNotFound, err)
 			}

@@ -10,7 +10,7 @@
 //	tenantctl resume ID                                 continue the tenant's open run
 //	tenantctl suspend ID | reactivate ID                change an active tenant's state
 //	tenantctl deprovision ID [--dry-run]                suspend, back up, delete, shred, verify, record
-//	tenantctl restore --archive KEY --into ID           restore a backup into a fresh tenant
+//	tenantctl restore --archive KEY --into ID           restore a backup into a fresh tenant (recorded in the platform trail)
 //	tenantctl list                                      the directory (deleted tenants too)
 //	tenantctl show ID                                   entry, routes, runs with their steps
 //	tenantctl migrate [--parallelism N] [--canary N]    tenant migrations over the fleet

@@ -210,6 +210,10 @@ func TestRestoreIntoAnotherTenant(t *testing.T) {
 	r = d.run("restore", "--archive", archive, "--into", "dst1", "--output", "json")
 	require.Equal(t, 0, r.code, "%s", r)
 	assert.Contains(t, r.stdout, `"from": "src1"`)
+	// The platform trail records the restore, and still verifies.
+	assert.Equal(t, []string{"tenant.restore " + archive + " src1"}, d.platformRecords("tenant.restore", "dst1"))
+	r = d.run("audit", "verify", "--platform")
+	require.Equal(t, 0, r.code, "%s", r)
 	// The settings came with the archive's settings part.
 	r = d.run("config", "get", "dst1", "rtm")
 	require.Equal(t, 0, r.code, "%s", r)
@@ -221,6 +225,9 @@ func TestRestoreIntoAnotherTenant(t *testing.T) {
 	assert.Equal(t, exitUsage, r.code, "%s", r)
 	r = d.run("restore", "--archive", archive, "--into", "nosuch")
 	assert.Equal(t, exitNotFound, r.code, "%s", r)
+	r = d.run("restore", "--archive", archive, "--into", "dst1")
+	assert.NotEqual(t, 0, r.code, "dst1 has rows now: %s", r)
+	assert.Len(t, d.platformRecords("tenant.restore", "dst1"), 1, "a refused restore is not recorded")
 }
 
 // TestDryRunChangesNothing: provision --dry-run and deprovision --dry-run

@@ -183,6 +183,21 @@ func (d *dev) snapshot() map[string]string {
 	return out
 }
 
+// platformRecords returns the platform trail's entries of action about
+// tenant id, as "action archive from".
+func (d *dev) platformRecords(action, id string) []string {
+	d.t.Helper()
+	conn, err := pgx.Connect(d.t.Context(), withDatabase(d.adminURL, d.opts.database))
+	require.NoError(d.t, err)
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(d.t.Context(), `SELECT action || ' ' || coalesce(details->>'archive', '') || ' ' || coalesce(details->>'from', '')
+		FROM tenancy.platform_audit WHERE action = $1 AND resource = $2 ORDER BY seq`, action, "tenant/"+id)
+	require.NoError(d.t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(d.t, err)
+	return out
+}
+
 // writeFile writes a file into the test's directory.
 func writeFile(t *testing.T, name, content string) string {
 	t.Helper()
