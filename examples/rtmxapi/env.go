@@ -318,7 +318,8 @@ func lockRun(ctx context.Context, adminURL, id string) (unlock func(), err error
 
 // cleanLeftovers drops the databases named prefix+<run ID>, the roles and
 // the temporary directories of runs (names gives a run's names) whose
-// advisory lock no session holds: runs killed before they could clean up.
+// advisory lock no session of the server holds: runs killed before they
+// could clean up.
 // It returns the run IDs dropped.
 func cleanLeftovers(ctx context.Context, adminURL, prefix string, names func(adminURL, id string) options) ([]string, error) {
 	server, err := pgx.Connect(ctx, adminURL)
@@ -341,18 +342,19 @@ func cleanLeftovers(ctx context.Context, adminURL, prefix string, names func(adm
 		if !ok {
 			continue
 		}
-		var free bool
-		if err := server.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, int32(runLockClass), key).Scan(&free); err != nil {
+		// pg_locks lists the advisory locks of every database, so a run
+		// holding its lock in another database than ours counts as alive.
+		var alive bool
+		if err := server.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory'
+			AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 2)`,
+			int64(runLockClass), int64(uint32(key))).Scan(&alive); err != nil {
 			return dropped, err
 		}
-		if !free {
-			continue // that run is alive
+		if alive {
+			continue
 		}
 		o := names(adminURL, id)
 		err := dropNames(ctx, server, o.Database, o.RolePrefix)
-		if _, uerr := server.Exec(ctx, `SELECT pg_advisory_unlock($1, $2)`, int32(runLockClass), key); uerr != nil {
-			err = errors.Join(err, uerr)
-		}
 		if o.DirPattern != "" {
 			dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), o.DirPattern))
 			for _, d := range dirs {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -399,8 +400,8 @@ func TestFeedIsPerTenant(t *testing.T) {
 }
 
 // TestCleanLeftoversDropsOnlyDeadRuns makes the names of two runs, one
-// whose lock is held (alive) and one whose is not (killed): only the dead
-// one's database and roles are dropped.
+// whose lock is held (alive, in another database) and one whose is not
+// (killed): only the dead one's database, roles and directory are dropped.
 func TestCleanLeftoversDropsOnlyDeadRuns(t *testing.T) {
 	d := pgtest.DB(t)
 	prefix := d.Prefix() + "run_"
@@ -418,7 +419,12 @@ func TestCleanLeftoversDropsOnlyDeadRuns(t *testing.T) {
 		t.Cleanup(func() { _ = os.RemoveAll(dir) })
 		dirs[id] = dir
 	}
-	unlock, err := lockRun(t.Context(), d.AdminURL(), alive)
+	// The live run holds its lock on a connection to another database of
+	// the server: it still counts as alive.
+	other, err := url.Parse(d.AdminURL())
+	require.NoError(t, err)
+	other.Path = "/postgres"
+	unlock, err := lockRun(t.Context(), other.String(), alive)
 	require.NoError(t, err)
 	defer unlock()
 	dropped, err := cleanLeftovers(t.Context(), d.AdminURL(), prefix, names)
