@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/assert"
@@ -192,6 +193,24 @@ func TestJobRunsInItsOwnTenant(t *testing.T) {
 	require.NoError(t, json.Unmarshal(row.EncodedArgs, &args))
 	assert.Equal(t, []string{"envelope"}, keys(args))
 	assert.Empty(t, row.Tags)
+}
+
+// TestQueueAndTenantsCannotReachEachOther checks that a tenant's
+// connection cannot read River's tables or the replay and refusal tables,
+// and that the queue's login cannot read a tenant's.
+func TestQueueAndTenantsCannotReachEachOther(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "qx", nil)
+	for _, table := range []string{"river_job", "tenant_job_seen", "tenant_job_refused"} {
+		_, err := s.db.Exec(tenant.NewContext(t.Context(), alpha), `SELECT count(*) FROM queue.`+table)
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr, "tenant alpha read queue.%s", table)
+		assert.Equal(t, "42501", pgErr.Code, "queue.%s: %v", table, err)
+	}
+	_, err := s.queue.Exec(t.Context(), `SELECT count(*) FROM `+pgx.Identifier{alpha.SchemaName(), "requirement_recounts"}.Sanitize())
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr, "the queue's login read a tenant's table")
+	assert.Equal(t, "42501", pgErr.Code, "%v", err)
 }
 
 func keys(m map[string]json.RawMessage) []string {
