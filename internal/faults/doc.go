@@ -10,6 +10,9 @@
 //   - PostgreSQL restarted (an immediate stop and a start on the same
 //     port) under a concurrent multi-tenant load, in both connection
 //     modes: TestPostgresRestartUnderLoadLosesNoCommitAndLeaksNoRow.
+//   - Redis killed under the distributed limiter while three tenants'
+//     requests flow through the authz middleware, and started again on
+//     the same address, for each Fallback: TestRedisDownUnderMiddleware.
 //   - A context cancelled in the middle of a transaction of several
 //     statements (between two, and by a deadline in a long one), in both
 //     modes: TestCancelledTxLeavesNothing. A client gone in the middle of

@@ -1,6 +1,7 @@
 package faults_test
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/rtmx-ai/tenancy/internal/pgtest"
 	"github.com/rtmx-ai/tenancy/internal/softhsmtest"
@@ -15,7 +17,16 @@ import (
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m, softhsmtest.Cleanup) }
+func TestMain(m *testing.M) {
+	// go-redis logs every failed dial of its pool; the tests kill Redis.
+	redis.SetLogger(quietRedis{})
+	pgtest.Main(m, softhsmtest.Cleanup)
+}
+
+// quietRedis discards go-redis's log.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
 
 // fixture is an Admin and a DB over one database, with tenants.
 type fixture struct {
