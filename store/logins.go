@@ -3,6 +3,7 @@ package store
 import (
 	"crypto/hkdf"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/base64"
@@ -11,8 +12,7 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/xdg-go/scram"
-
+	"github.com/rtmx-ai/tenancy/internal/pgscram"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
@@ -113,16 +113,30 @@ func (s *secrets) verifier(version int, role string, iterations int) (string, er
 	if err != nil {
 		return "", err
 	}
-	client, err := scram.SHA256.NewClient(role, pw, "")
+	v, err := pgscram.Verifier(pw, salt, iterations)
 	if err != nil {
-		return "", fmt.Errorf("store: SCRAM: %w", err)
+		return "", fmt.Errorf("store: %w", err)
 	}
-	cred, err := client.GetStoredCredentialsWithError(scram.KeyFactors{Salt: string(salt), Iters: iterations})
+	return v, nil
+}
+
+// SCRAMVerifier returns a SCRAM-SHA-256 verifier of password, with a
+// random 16-byte salt and iterations (at least 1; [DefaultSCRAMIterations]
+// for a password of 256 random bits, 4096 as PostgreSQL's default), in the
+// form PostgreSQL stores in pg_authid.rolpassword. Set a role's password
+// with it (ALTER ROLE r PASSWORD 'SCRAM-SHA-256$...') so that the password
+// never reaches the server, where log_statement and pg_stat_statements
+// would keep a clear-text one; the verifier is no secret that logs in, but
+// a weak password can be guessed from it offline. store sets tenant logins'
+// passwords this way.
+func SCRAMVerifier(password string, iterations int) (string, error) {
+	salt := make([]byte, 16)
+	_, _ = rand.Read(salt) // never fails (crypto/rand)
+	v, err := pgscram.Verifier(password, salt, iterations)
 	if err != nil {
-		return "", fmt.Errorf("store: SCRAM: %w", err)
+		return "", fmt.Errorf("store: %w", err)
 	}
-	b64 := base64.StdEncoding.EncodeToString
-	return "SCRAM-SHA-256$" + strconv.Itoa(iterations) + ":" + b64(salt) + "$" + b64(cred.StoredKey) + ":" + b64(cred.ServerKey), nil
+	return v, nil
 }
 
 var nameEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -309,4 +310,42 @@ func TestSCRAMAuthentication(t *testing.T) {
 	require.Error(t, err, "the old password no longer works")
 	_, err = db2.Exec(ctx, `SELECT 1`)
 	require.NoError(t, err, "a DB with the new secret connects")
+}
+
+// TestSCRAMVerifierSetsAPasswordThatLogsIn: a role's password set as the
+// verifier store.SCRAMVerifier computes is stored as sent, so the
+// statement carried no clear text, and the password logs in with
+// SCRAM-SHA-256 while another does not.
+func TestSCRAMVerifierSetsAPasswordThatLogsIn(t *testing.T) {
+	d := pgtest.NewSCRAMCluster(t)
+	const password = "correct horse battery staple"
+	v, err := store.SCRAMVerifier(password, 4096)
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(v, "SCRAM-SHA-256$4096:"), v)
+	assert.NotContains(t, v, password)
+	again, err := store.SCRAMVerifier(password, 4096)
+	require.NoError(t, err)
+	assert.NotEqual(t, v, again, "each verifier has a salt of its own")
+
+	admin, err := pgx.Connect(t.Context(), d.AdminURL())
+	require.NoError(t, err)
+	defer admin.Close(context.Background())
+	role := d.Prefix() + "verifier"
+	ident := pgx.Identifier{role}.Sanitize()
+	_, err = admin.Exec(t.Context(), `CREATE ROLE `+ident+` LOGIN PASSWORD '`+v+`'`)
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), `DROP ROLE IF EXISTS `+ident) })
+	var stored string
+	require.NoError(t, admin.QueryRow(t.Context(), `SELECT rolpassword FROM pg_authid WHERE rolname = $1`, role).Scan(&stored))
+	assert.Equal(t, v, stored, "PostgreSQL keeps a verifier as given")
+
+	_, err = connectAs(t, d, role, password)
+	require.NoError(t, err, "the password logs in")
+	_, err = connectAs(t, d, role, password+"x")
+	require.ErrorContains(t, err, "password authentication failed")
+
+	for _, n := range []int{0, -1} {
+		_, err = store.SCRAMVerifier(password, n)
+		require.ErrorContains(t, err, "store: SCRAM iterations")
+	}
 }

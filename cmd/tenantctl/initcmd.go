@@ -24,6 +24,7 @@ import (
 
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/keys/localkms"
+	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
@@ -190,10 +191,17 @@ func (a *app) initDev(ctx context.Context, o devOptions) error {
 	if !hexOnly(password) {
 		return configErrorf("%s: not the hex password init writes (remove it, or --reset)", pwFile)
 	}
+	// The password reaches the server only as a SCRAM-SHA-256 verifier
+	// (base64, no quote), which log_statement and pg_stat_statements may
+	// keep; 192 random bits need no more than store's iterations.
+	verifier, err := store.SCRAMVerifier(password, store.DefaultSCRAMIterations)
+	if err != nil {
+		return err
+	}
 	for _, sql := range []string{
 		`DO $$ BEGIN CREATE ROLE ` + quoteIdent(platformRole) + ` LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
-		// The password, hex digits only, from the file (again, if the role existed).
-		`ALTER ROLE ` + quoteIdent(platformRole) + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '` + password + `'`,
+		// The password from the file (again, if the role existed).
+		`ALTER ROLE ` + quoteIdent(platformRole) + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '` + verifier + `'`,
 		`DO $$ BEGIN CREATE ROLE ` + quoteIdent(backupRole) + ` NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
 	} {
 		if _, err := conn.Exec(ctx, sql); err != nil {

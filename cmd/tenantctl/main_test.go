@@ -70,7 +70,13 @@ var devSeq atomic.Int64
 // newDev runs tenantctl init --dev into a fresh database and directory.
 func newDev(t *testing.T) *dev {
 	t.Helper()
-	root := pgtest.DB(t)
+	return newDevOn(t, pgtest.DB(t))
+}
+
+// newDevOn runs tenantctl init --dev into a fresh database and directory
+// on root's server.
+func newDevOn(t *testing.T, root *pgtest.Database) *dev {
+	t.Helper()
 	n := devSeq.Add(1)
 	d := &dev{t: t, dir: t.TempDir(), adminURL: root.AdminURL(), env: map[string]string{}}
 	d.config = filepath.Join(d.dir, "tenantctl.yaml")

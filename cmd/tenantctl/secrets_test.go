@@ -1,12 +1,20 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rtmx-ai/tenancy/internal/pgtest"
+	"github.com/rtmx-ai/tenancy/store"
 )
 
 // passwordForms are connection strings to a server that is not there
@@ -90,4 +98,26 @@ func TestPasswordInURLFlagIsRefused(t *testing.T) {
 	c, _, err = loadConfig(path, func(string) string { return "" }, fs, flags)
 	require.NoError(t, err)
 	assert.Equal(t, "host=db user=platform search_path=x", c.PlatformURL)
+}
+
+// TestInitSetsThePlatformPasswordAsAVerifier: init --dev sends the
+// platform role's password as a SCRAM-SHA-256 verifier computed in Go
+// (store.DefaultSCRAMIterations; PostgreSQL 15 hashes a clear-text one
+// with 4096), and on a server that asks for passwords the platform role
+// logs in with the password file.
+func TestInitSetsThePlatformPasswordAsAVerifier(t *testing.T) {
+	d := newDevOn(t, pgtest.NewSCRAMCluster(t))
+	conn, err := pgx.Connect(t.Context(), d.adminURL)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	var stored string
+	require.NoError(t, conn.QueryRow(t.Context(), `SELECT rolpassword FROM pg_authid WHERE rolname = $1`, d.opts.rolePrefix+"platform").Scan(&stored))
+	assert.True(t, strings.HasPrefix(stored, fmt.Sprintf("SCRAM-SHA-256$%d:", store.DefaultSCRAMIterations)), "rolpassword %q", stored)
+
+	r := d.run("list")
+	require.Equal(t, 0, r.code, "the platform role logs in with its password: %s", r)
+	require.NoError(t, os.WriteFile(filepath.Join(d.opts.dir, "platform.password"), []byte("00ff\n"), 0o600))
+	r = d.run("list")
+	assert.Equal(t, 1, r.code, "a wrong password: %s", r)
+	assert.Contains(t, r.stderr, "password authentication failed")
 }

@@ -238,3 +238,25 @@ func TestConnectFailureShowsNoPassword(t *testing.T) {
 		})
 	}
 }
+
+// TestPlatformPasswordIsSentAsAVerifier: the statement creating the
+// platform role carries a SCRAM-SHA-256 verifier, not the password, and
+// the quickstart runs on a server that asks every role but the superuser
+// for a password, so the platform role and the tenants log in with theirs.
+func TestPlatformPasswordIsSentAsAVerifier(t *testing.T) {
+	t.Parallel()
+	const password = "0123456789abcdef0123456789abcdef"
+	sql, err := defaultOptions("").createPlatformRole(password)
+	require.NoError(t, err)
+	assert.NotContains(t, sql, password)
+	assert.Regexp(t, `^CREATE ROLE tenancy_qs_platform LOGIN PASSWORD 'SCRAM-SHA-256\$16:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+'$`, sql)
+
+	d := pgtest.NewSCRAMCluster(t)
+	o := testOptions(d, "qp")
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	require.NoError(t, run(ctx, &out, o), out.String())
+	assert.Contains(t, out.String(), "platform role "+o.RolePrefix+"platform, mode tenant-login")
+	requireNothingLeft(t, d, o)
+}

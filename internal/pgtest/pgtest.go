@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/rtmx-ai/tenancy/internal/pgscram"
 	"github.com/rtmx-ai/tenancy/internal/testenv"
 )
 
@@ -398,7 +399,11 @@ func (d *Database) CreateRole(tb testing.TB, name, attrs string) string {
 		tb.Fatalf("pgtest.CreateRole: %v", err)
 	}
 	password := randomHex(16)
-	sql := fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s' %s", pgx.Identifier{role}.Sanitize(), password, attrs)
+	verifier, err := scramVerifier(password)
+	if err != nil {
+		tb.Fatalf("pgtest.CreateRole: %v", err)
+	}
+	sql := fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s' %s", pgx.Identifier{role}.Sanitize(), verifier, attrs)
 	if err := d.srv.adminExec(context.Background(), sql); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42710" { // duplicate_object
@@ -425,7 +430,12 @@ func (s *server) loginBase(prefix, dbName string) (*url.URL, error) {
 		defer cancel()
 		role, password := prefix+"pgtest_login", randomHex(16)
 		ident := pgx.Identifier{role}.Sanitize()
-		if err := s.adminExec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", ident, password)); err != nil {
+		verifier, err := scramVerifier(password)
+		if err != nil {
+			s.loginErr = err
+			return
+		}
+		if err := s.adminExec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", ident, verifier)); err != nil {
 			s.loginErr = fmt.Errorf("checking how login roles connect: %w", err)
 			return
 		}
@@ -607,6 +617,15 @@ func newCluster(tb testing.TB, fn string, hba ...string) *Database {
 		tb.Fatalf("pgtest.%s: %v", fn, err)
 	}
 	return d
+}
+
+// scramVerifier returns a SCRAM-SHA-256 verifier of password (random
+// salt, 16 iterations: the passwords are 128 random bits), so that no
+// statement pgtest sends carries a clear-text password.
+func scramVerifier(password string) (string, error) {
+	salt := make([]byte, 16)
+	rand.Read(salt)
+	return pgscram.Verifier(password, salt, 16)
 }
 
 func randomHex(n int) string {

@@ -176,6 +176,25 @@ func TestCreateRolePasswordIsChecked(t *testing.T) {
 	}
 }
 
+// TestCreateRoleSendsNoClearTextPassword: CreateRole sets the password as
+// a SCRAM-SHA-256 verifier computed in Go (16 iterations; PostgreSQL 15
+// hashes a clear-text password with 4096), and the password logs in on a
+// server that asks for it.
+func TestCreateRoleSendsNoClearTextPassword(t *testing.T) {
+	db := pgtest.NewSCRAMCluster(t)
+	name := unique("verifier")
+	connString := db.CreateRole(t, name, "")
+	var stored string
+	if err := connect(t, db.AdminURL()).QueryRow(t.Context(),
+		`SELECT rolpassword FROM pg_authid WHERE rolname = $1`, db.Prefix()+name).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(stored, "SCRAM-SHA-256$16:") {
+		t.Errorf("rolpassword %q: not the verifier pgtest computes", stored)
+	}
+	connect(t, connString)
+}
+
 func TestNewDatabase(t *testing.T) {
 	db := pgtest.DB(t)
 	other := db.NewDatabase(t)
