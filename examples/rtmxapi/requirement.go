@@ -46,6 +46,22 @@ const (
 	refSeparator = "|"
 )
 
+// presence says whether a text field is required.
+type presence bool
+
+const (
+	optional presence = false
+	required presence = true
+)
+
+// lines says whether a text field may hold line breaks (and tabs).
+type lines bool
+
+const (
+	oneLine   lines = false
+	multiLine lines = true
+)
+
 // Requirement is one row of RTMX's database.csv. Its JSON names are the
 // CSV's columns; dependencies and blocks are lists of requirement IDs
 // (pipe-separated in the CSV), phase and effort_weeks numbers or null, and
@@ -122,16 +138,16 @@ func (r *Requirement) Validate() error {
 	bad := func(field, rule string, args ...any) {
 		errs = append(errs, &FieldError{Field: field, Rule: fmt.Sprintf(rule, args...)})
 	}
-	text := func(field, v string, max int, required, multiline bool) {
+	text := func(field, v string, max int, need presence, multiline lines) {
 		switch {
-		case v == "" && required:
+		case v == "" && need == required:
 			bad(field, "is required")
 		case len(v) > max:
 			bad(field, "must be at most %d bytes", max)
 		case !utf8.ValidString(v):
 			bad(field, "must be valid UTF-8")
 		case hasControl(v, multiline):
-			if multiline {
+			if multiline == multiLine {
 				bad(field, "must not hold control characters other than tab and line breaks")
 			} else {
 				bad(field, "must not hold control characters or line breaks")
@@ -146,13 +162,13 @@ func (r *Requirement) Validate() error {
 	case len(r.ReqID) > maxReqID || !reqIDPattern.MatchString(r.ReqID):
 		bad("req_id", "must match REQ-[A-Z]+-[0-9]+ (at most %d bytes)", maxReqID)
 	}
-	text("category", r.Category, maxShort, true, false)
-	text("subcategory", r.Subcategory, maxShort, false, false)
-	text("requirement_text", r.RequirementText, maxLong, true, true)
-	text("target_value", r.TargetValue, maxMedium, false, false)
-	text("test_module", r.TestModule, maxMedium, false, false)
-	text("test_function", r.TestFunction, maxShort, false, false)
-	text("validation_method", r.ValidationMethod, maxShort, false, false)
+	text("category", r.Category, maxShort, required, oneLine)
+	text("subcategory", r.Subcategory, maxShort, optional, oneLine)
+	text("requirement_text", r.RequirementText, maxLong, required, multiLine)
+	text("target_value", r.TargetValue, maxMedium, optional, oneLine)
+	text("test_module", r.TestModule, maxMedium, optional, oneLine)
+	text("test_function", r.TestFunction, maxShort, optional, oneLine)
+	text("validation_method", r.ValidationMethod, maxShort, optional, oneLine)
 	switch {
 	case r.Status == "":
 		bad("status", "is required: one of %s", strings.Join(Statuses, ", "))
@@ -165,7 +181,7 @@ func (r *Requirement) Validate() error {
 	if r.Phase != nil && (*r.Phase < 0 || *r.Phase > maxPhase) {
 		bad("phase", "must be an integer from 0 to %d", maxPhase)
 	}
-	text("notes", r.Notes, maxLong, false, true)
+	text("notes", r.Notes, maxLong, optional, multiLine)
 	if e := r.EffortWeeks; e != nil && (math.IsNaN(*e) || *e < 0 || *e > maxEffort) {
 		bad("effort_weeks", "must be a number of weeks from 0 to %d", maxEffort)
 	}
@@ -190,8 +206,8 @@ func (r *Requirement) Validate() error {
 	}
 	refs("dependencies", r.Dependencies)
 	refs("blocks", r.Blocks)
-	text("assignee", r.Assignee, maxShort, false, false)
-	text("sprint", r.Sprint, maxShort, false, false)
+	text("assignee", r.Assignee, maxShort, optional, oneLine)
+	text("sprint", r.Sprint, maxShort, optional, oneLine)
 	started, okStart := date(r.StartedDate)
 	if !okStart {
 		bad("started_date", "must be a date YYYY-MM-DD or empty")
@@ -203,8 +219,8 @@ func (r *Requirement) Validate() error {
 	if okStart && okDone && !started.IsZero() && !completed.IsZero() && completed.Before(started) {
 		bad("completed_date", "must not be before started_date")
 	}
-	text("requirement_file", r.RequirementFile, maxMedium, false, false)
-	text("external_id", r.ExternalID, maxShort, false, false)
+	text("requirement_file", r.RequirementFile, maxMedium, optional, oneLine)
+	text("external_id", r.ExternalID, maxShort, optional, oneLine)
 	if errs != nil {
 		return &ValidationError{Fields: errs}
 	}
@@ -221,10 +237,10 @@ func date(s string) (time.Time, bool) {
 }
 
 // hasControl reports whether s holds a control character (C0, DEL, C1),
-// tab and line breaks aside if multiline.
-func hasControl(s string, multiline bool) bool {
+// tab and line breaks aside if l is multiLine.
+func hasControl(s string, l lines) bool {
 	for _, c := range s {
-		if multiline && (c == '\t' || c == '\n' || c == '\r') {
+		if l == multiLine && (c == '\t' || c == '\n' || c == '\r') {
 			continue
 		}
 		if c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f) {
@@ -271,7 +287,6 @@ const (
 func ParseCSV(r io.Reader) ([]Requirement, error) {
 	br := &bomReader{r: r}
 	cr := csv.NewReader(br)
-	cr.ReuseRecord = false
 	header, err := cr.Read()
 	if errors.Is(err, io.EOF) {
 		return nil, &ImportError{Line: 1, Rule: "the file is empty: it needs a header of RTMX columns"}

@@ -236,7 +236,7 @@ func (s *service) record(r *http.Request, events ...audit.Event) error {
 		ip = ap.Addr().Unmap().WithZone("")
 	}
 	ua := r.UserAgent()
-	if len(ua) > audit.MaxUserAgent || hasControl(ua, false) {
+	if len(ua) > audit.MaxUserAgent || hasControl(ua, oneLine) {
 		ua = ""
 	}
 	for i := range events {
