@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -495,4 +496,53 @@ func TestChangeWhoseAuditEntryFailsIsAnswered500(t *testing.T) {
 	defer rcancel()
 	_, msg, err := feed.Read(rctx)
 	assert.Error(t, err, "the feed told of a change whose audit entry failed: %s", msg)
+}
+
+// TestFindPostgresWantsASuperuser checks the discovery of the server: the
+// URL given is used alone, and a role that is not a superuser is refused
+// with the reason.
+func TestFindPostgresWantsASuperuser(t *testing.T) {
+	d := pgtest.DB(t)
+	got, err := findPostgres(t.Context(), d.AdminURL())
+	require.NoError(t, err)
+	assert.Equal(t, d.AdminURL(), got)
+	plain := d.CreateRole(t, "plain", "")
+	_, err = findPostgres(t.Context(), plain)
+	require.ErrorContains(t, err, "the role is not a superuser")
+	assert.NotContains(t, err.Error(), "127.0.0.1:5432/postgres", "a URL given is the only candidate")
+}
+
+// TestWatchPrintsTheFeed runs -watch against the service: it prints each
+// change of its tenant as the hub sends it, and refuses to start without a
+// token.
+func TestWatchPrintsTheFeed(t *testing.T) {
+	f := newFixture(t, "wa", nil)
+	require.ErrorContains(t, watchFeed(t.Context(), io.Discard, f.srv.URL+"/t/acme/ws", ""), "-watch needs -token")
+	ctx, cancel := context.WithCancel(t.Context())
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- watchFeed(ctx, out, f.srv.URL+"/t/acme/ws", f.as(t, f.acme, authz.RoleViewer).token) }()
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "watching") }, 10*time.Second, 10*time.Millisecond)
+	must(t, f.as(t, f.acme, authz.RoleEditor), http.StatusCreated, "POST", "/requirements", "application/json", []byte(reqJSON))
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), `"type":"requirement.created"`) }, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	require.Error(t, <-done)
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu  sync.Mutex // guards buf
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
