@@ -191,8 +191,10 @@ func (s *suite) checkRoute(ctx context.Context, r *report, rt Route) {
 						continue // B's values change nothing in the request
 					}
 					// B's values in the body only: A may make things of its
-					// own with them (a POST); what leaks is still judged.
-					judgeStatus = q.path != rp.own.path
+					// own with them (a POST); and values of B's that Plant
+					// also gave A name A's own things. What leaks is still
+					// judged, and B's data read back.
+					judgeStatus = q.path != rp.own.path && !s.namesOwn(a.ID, rt, q.path)
 				}
 				sent[key] = true
 				if q.token == "" {

@@ -51,7 +51,9 @@
 //     answer 400 or more and carry none of B's canaries in the body or any
 //     header. (A replay on A's own path whose path B's values do not
 //     change, only its body, is judged by what it carries, not by its
-//     status: A may make things of its own with them. One whose request
+//     status: A may make things of its own with them; so is one where a
+//     value of B's is also one Plant returned for A, such as a per-tenant
+//     serial ID, which names A's own thing. One whose request
 //     B's values do not change at all is not sent.) Where a token is a JWS
 //     in compact form, A's token with a character of its signature changed,
 //     on A's own path and values, must likewise be refused and carry no

@@ -18,6 +18,7 @@ import (
 type notes struct {
 	trustPath bool // the flaw of the second example: the path's tenant is believed
 	always    int  // if set, the status of every answer, with no body
+	serial    bool // note IDs count per tenant (n1, n2, ...), not over all
 
 	mu    sync.Mutex                   // guards notes and seq
 	notes map[string]map[string]string // tenant, note ID: text
@@ -53,9 +54,12 @@ func (n *notes) plant(_ context.Context, tn tenanttest.Tenant, canary string) (t
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.seq++
-	note := "n" + strconv.Itoa(n.seq)
 	if n.notes[tn.ID.String()] == nil {
 		n.notes[tn.ID.String()] = map[string]string{}
+	}
+	note := "n" + strconv.Itoa(n.seq)
+	if n.serial {
+		note = "n" + strconv.Itoa(len(n.notes[tn.ID.String()])+1)
 	}
 	n.notes[tn.ID.String()][note] = canary
 	return tenanttest.Planted{Values: map[string]string{"note": note}}, nil

@@ -143,12 +143,13 @@ type suite struct {
 	srv    *httptest.Server // serves h.Handler; made on first use
 	client *http.Client
 
-	mu      sync.Mutex             // guards planted
-	planted map[tenant.ID][]string // every canary planted in each tenant so far
+	mu      sync.Mutex                        // guards planted and values
+	planted map[tenant.ID][]string            // every canary planted in each tenant so far
+	values  map[tenant.ID][]map[string]string // every Planted.Values of each tenant so far
 }
 
 func newSuite(h *Harness) *suite {
-	return &suite{h: h, planted: map[tenant.ID][]string{}}
+	return &suite{h: h, planted: map[tenant.ID][]string{}, values: map[tenant.ID][]map[string]string{}}
 }
 
 func (s *suite) close() {

@@ -166,7 +166,7 @@ func (s *suite) setup(ctx context.Context, r *report) {
 	}
 }
 
-// plant plants a fresh canary in tn (with suffix appended) and records it
+// plantWith plants a fresh canary in tn (with suffix appended) and records it
 // as tn's before Plant runs, so that even a Plant that fails half-way
 // leaves a canary the suite knows. ctx given to Plant carries tn's tenant.
 func (s *suite) plantWith(ctx context.Context, tn Tenant, suffix string) (Planted, string, string, error) {
@@ -179,7 +179,25 @@ func (s *suite) plantWith(ctx context.Context, tn Tenant, suffix string) (Plante
 	if err != nil {
 		return Planted{}, canary, needle, err
 	}
+	s.mu.Lock()
+	s.values[tn.ID] = append(s.values[tn.ID], p.Values)
+	s.mu.Unlock()
 	return p, canary, needle, nil
+}
+
+// namesOwn reports whether path, route rt's on tenant id's path filled
+// with another tenant's values, is also the path of something Plant made
+// for id (a per-tenant serial ID, a fixed name): then it names id's own
+// thing.
+func (s *suite) namesOwn(id tenant.ID, rt Route, path string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range s.values[id] {
+		if own, err := fill(rt.Path, id, v); err == nil && own == path {
+			return true
+		}
+	}
+	return false
 }
 
 // plant is plantWith without a suffix; it returns the needle.

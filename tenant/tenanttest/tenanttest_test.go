@@ -280,3 +280,19 @@ func TestCheckWithAnEndedContextFails(t *testing.T) {
 		t.Fatalf("Check with a cancelled context: %v, want an error wrapping context.Canceled", err)
 	}
 }
+
+// TestPerTenantSerialIDsAreNoLeak: where each tenant numbers its things
+// from 1, another tenant's ID on a tenant's own path names its own thing;
+// an isolated service with such IDs passes, and one that believes the
+// path's tenant still fails. acme has a note more than globex, so that
+// globex's nth note has the ID of acme's (n+1)th.
+func TestPerTenantSerialIDsAreNoLeak(t *testing.T) {
+	seeded := map[string]map[string]string{"acme": {"n1": "acme's first note"}}
+	if _, err := tenanttest.Check(t.Context(), notesHarness(&notes{notes: seeded, serial: true})); err != nil {
+		t.Errorf("an isolated service with per-tenant serial IDs failed:\n%v", err)
+	}
+	_, err := tenanttest.Check(t.Context(), notesHarness(&notes{notes: map[string]map[string]string{}, serial: true, trustPath: true}))
+	if err == nil || !strings.Contains(err.Error(), "tenant acme's token on tenant globex's path and values (GET /t/globex/notes/n") {
+		t.Errorf("a leaky service with per-tenant serial IDs: %v", err)
+	}
+}
