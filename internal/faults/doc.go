@@ -10,6 +10,11 @@
 //   - PostgreSQL restarted (an immediate stop and a start on the same
 //     port) under a concurrent multi-tenant load, in both connection
 //     modes: TestPostgresRestartUnderLoadLosesNoCommitAndLeaksNoRow.
+//   - The platform master key unavailable under a load of Seal and Open
+//     by four cached tenants, with two cold tenants and a provisioning
+//     asking for it: an AWS KMS (local-kms) cut off and back,
+//     TestMasterKeyUnavailableUnderLoad; a SoftHSM2 token removed,
+//     TestMasterKeyUnavailableUnderLoadHSMTokenRemoved (built with cgo).
 //   - Redis killed under the distributed limiter while three tenants'
 //     requests flow through the authz middleware, and started again on
 //     the same address, for each Fallback: TestRedisDownUnderMiddleware.
