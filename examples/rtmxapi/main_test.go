@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -498,6 +499,9 @@ func TestChangeWhoseAuditEntryFailsIsAnswered500(t *testing.T) {
 	assert.Error(t, err, "the feed told of a change whose audit entry failed: %s", msg)
 }
 
+// plainRoles numbers the roles TestFindPostgresWantsASuperuser makes.
+var plainRoles atomic.Int64
+
 // TestFindPostgresWantsASuperuser checks the discovery of the server: the
 // URL given is used alone, and a role that is not a superuser is refused
 // with the reason.
@@ -506,7 +510,7 @@ func TestFindPostgresWantsASuperuser(t *testing.T) {
 	got, err := findPostgres(t.Context(), d.AdminURL())
 	require.NoError(t, err)
 	assert.Equal(t, d.AdminURL(), got)
-	plain := d.CreateRole(t, "plain", "")
+	plain := d.CreateRole(t, fmt.Sprintf("plain%d", plainRoles.Add(1)), "") // a name per run (-count)
 	_, err = findPostgres(t.Context(), plain)
 	require.ErrorContains(t, err, "the role is not a superuser")
 	assert.NotContains(t, err.Error(), "127.0.0.1:5432/postgres", "a URL given is the only candidate")
