@@ -27,27 +27,41 @@
 //
 // # What is shown elsewhere
 //
-// Faults that a package's own tests already show, one tenant at a time:
+// Faults that a package's own tests already show, one tenant or one run
+// at a time, and that are not repeated here:
 //
-//   - HSM token removed: keys/hsm_test.go,
+//   - HSM token removed: cached tenants work until CacheMaxAge, an
+//     uncached one and a provisioning fail naming the key, nothing is
+//     written: keys/hsm_test.go,
 //     TestHSMTokenRemovedCachedTenantsWorkUntilMaxAgeUncachedGetErrorNamingURI.
-//   - Master key unavailable (a KMS that refuses): keys/shred_test.go,
+//   - Master key unavailable, the same with a local key and a Tink fake
+//     KMS that does not know the key: keys/shred_test.go,
 //     TestMasterKeyUnavailableCachedTenantsWorkUntilMaxAgeUncachedGetErrorNamingURI
 //     and TestMasterKeyUnavailableWithFakeKMSUnknownKey.
-//   - Master key unavailable while provisioning the keys: keys/keys_test.go,
-//     TestMasterKeyUnavailableDuringProvisioningWritesNothing; through the
-//     lifecycle, which compensates: lifecycle/provision_test.go,
+//   - Master key lost after the first of a tenant's keysets is wrapped:
+//     nothing is written, keys/keys_test.go,
+//     TestMasterKeyUnavailableDuringProvisioningWritesNothing; in the
+//     lifecycle, the placement made before the keys step is removed and
+//     the tenant failed, lifecycle/provision_test.go,
 //     TestMasterKeyUnavailableCompensates.
-//   - SMTP down during provisioning: lifecycle/invitation_test.go,
+//   - SMTP down during provisioning: the invitation step fails and the
+//     placement, keys and route are undone, lifecycle/invitation_test.go,
 //     TestSMTPDownCompensates.
-//   - Kubernetes API server down: lifecycle/kube_test.go,
-//     TestKubernetesDownCompensatesOnResume, and lifecycle/kube/kube_test.go,
-//     TestAPIServerDown.
-//   - Redis unreachable for the limiter itself: authz/ratelimit/redis_test.go,
-//     TestRedisUnreachable.
+//   - Kubernetes API server down: the namespace step fails and the
+//     compensation finishes on Resume once it is back,
+//     lifecycle/kube_test.go, TestKubernetesDownCompensatesOnResume; every
+//     operation fails naming the server and the tenant, and works again
+//     after, lifecycle/kube/kube_test.go, TestAPIServerDown.
+//   - Redis unreachable, killed, or its connections killed, for the
+//     limiter alone: authz/ratelimit/redis_test.go, TestRedisUnreachable
+//     (and TestRedisServerKilled, TestRedisConnectionKilled).
 //   - JWKS endpoint down: authz/verifier_test.go, TestJWKSEndpointDown.
-//   - A blob write cancelled against the quota: blob/quota_test.go,
-//     TestQuotaCancelledWrite.
+//   - A blob write cancelled midway and as it commits, against the quota:
+//     blob/quota_test.go, TestQuotaCancelledWrite.
+//
+// SMTP and the Kubernetes API server are used by provisioning runs only,
+// one driver per tenant at a time (a run lock), not by the request path:
+// a load of requests would not meet them, so they have no variant here.
 //
 // # Requirements
 //
