@@ -18,6 +18,8 @@ import (
 // tenant data replayed with the other tenant's token, path and values,
 // the database, the objects, the feed, the keys, the audit log and the
 // rate limit.
+//
+// rtmx:req REQ-TEN-019
 func TestIsolationConformance(t *testing.T) {
 	f := newFixture(t, "cf", nil)
 	var seq atomic.Int64 // makes every planted or created requirement ID new

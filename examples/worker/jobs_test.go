@@ -247,6 +247,8 @@ func (plainRecount) Kind() string { return Recount{}.Kind() }
 // expiry, audience, tag), expired, or is for another queue, and checks
 // each is refused at its first attempt, cancelled, recorded with the
 // tenant it claims, and wrote nothing to any tenant.
+//
+// rtmx:req REQ-TEN-020
 func TestForgedJobsAreRefusedAndRecorded(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, "fj", nil)

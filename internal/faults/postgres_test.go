@@ -186,6 +186,8 @@ func (l *load) check(ctx context.Context, id tenant.ID, sql string, seen map[int
 //   - no read, before, during or after, returns a row of another tenant;
 //   - every error during the outage is one a client can match (a
 //     shutdown SQLSTATE, a refused or reset connection, a deadline).
+//
+// rtmx:req REQ-TEN-021
 func TestPostgresRestartUnderLoadLosesNoCommitAndLeaksNoRow(t *testing.T) {
 	d := pgtest.NewCluster(t)
 	// A commit acknowledged must be durable (the throwaway cluster's
