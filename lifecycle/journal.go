@@ -130,7 +130,7 @@ var journalDDL = []string{
 // lock so that two processes installing at once take turns.
 func installJournal(ctx context.Context, admin *store.Admin) error {
 	return admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(0x74656e616e6379)); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, store.ControlPlaneLock); err != nil {
 			return err
 		}
 		for _, s := range journalDDL {

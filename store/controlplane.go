@@ -8,9 +8,18 @@ import (
 	"github.com/rtmx-ai/tenancy/tenant"
 )
 
-// controlPlaneLock is the advisory lock key that serialises control-plane
-// migrations across processes.
-const controlPlaneLock = 0x74656e616e6379 // "tenancy"
+// ControlPlaneLock is the key of the transaction-level advisory lock
+// (pg_advisory_xact_lock) that serialises changes to the schema of the
+// control plane (schema tenancy) across processes: store takes it for its
+// migrations, the keysets schema and the audit checkpoints, and every
+// package that adds tables to the control plane (audit's platform trail,
+// lifecycle's journal, lifecycle/invite's invitations) takes it for its
+// install, so that two processes starting at once take turns rather than
+// fail on a half-made table. Its value spells "tenancy" in ASCII.
+const ControlPlaneLock int64 = 0x74656e616e6379
+
+// controlPlaneLock is ControlPlaneLock, as store's own code names it.
+const controlPlaneLock = ControlPlaneLock
 
 // controlPlaneSteps are the versioned migrations of schema tenancy. Step i
 // brings the schema to version i+1. Steps are append-only: never edit one

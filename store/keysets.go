@@ -32,10 +32,6 @@ var _ keys.Store = (*Keysets)(nil)
 // NewKeysets returns the keyset store over pool.
 func NewKeysets(pool *pgxpool.Pool) *Keysets { return &Keysets{pool: pool} }
 
-// keysetsLock is the advisory lock key that serialises EnsureKeysetsSchema
-// with the control-plane migrations (the same key, "tenancy").
-const keysetsLock = 0x74656e616e6379
-
 // keysetsTenantLockClass is the first key of the two-key advisory lock that
 // serialises Put and Delete of one tenant (the second is hashtext(tenant)).
 const keysetsTenantLockClass = 0x6b657973 // "keys"
@@ -94,7 +90,7 @@ var keysetsDDL = []string{
 // ensureKeysetsSchemaTx with that transaction instead.
 func EnsureKeysetsSchema(ctx context.Context, admin *pgxpool.Pool) error {
 	err := pgx.BeginFunc(ctx, admin, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(keysetsLock)); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, controlPlaneLock); err != nil {
 			return err
 		}
 		return ensureKeysetsSchemaTx(ctx, tx)

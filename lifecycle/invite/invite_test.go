@@ -619,30 +619,9 @@ func TestRedeemRacingASuspensionIsRefused(t *testing.T) {
 		_, err := e.iv.Redeem(t.Context(), token)
 		done <- err
 	}()
-	// Commit the suspension once Redeem waits for it, or at once if Redeem
-	// finished without waiting.
-	var early error
-	waiting := false
-	for deadline := time.Now().Add(10 * time.Second); !waiting && time.Now().Before(deadline); {
-		select {
-		case early = <-done:
-			waiting = true
-			done <- early
-			continue
-		default:
-		}
-		var n int
-		if err := e.admin.ControlPlaneTx(t.Context(), func(q pgx.Tx) error {
-			return q.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))`, conn.PgConn().PID()).Scan(&n)
-		}); err != nil {
-			t.Fatal(err)
-		}
-		waiting = n > 0
-		time.Sleep(10 * time.Millisecond)
-	}
-	if !waiting {
-		t.Fatal("Redeem neither waited for the suspension nor finished")
-	}
+	// Commit the suspension once Redeem waits for it (or, if Redeem does
+	// not wait, after a while).
+	e.waitsFor(conn.PgConn().PID())
 	if err := tx.Commit(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -907,6 +886,38 @@ func TestSTARTTLS(t *testing.T) {
 func withSMTP(c invite.Config, s invite.SMTPConfig) invite.Config {
 	c.SMTP = s
 	return c
+}
+
+// TestInstallTakesTheControlPlaneLock: Install waits while another
+// session holds store.ControlPlaneLock, the lock every installer of the
+// control plane takes, and finishes once it is released.
+func TestInstallTakesTheControlPlaneLock(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	conn, err := pgx.Connect(t.Context(), e.d.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	tx, err := conn.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(t.Context(), `SELECT pg_advisory_xact_lock($1)`, store.ControlPlaneLock); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- invite.Install(t.Context(), e.admin) }()
+	if !e.waitsFor(conn.PgConn().PID()) {
+		t.Error("Install did not wait for the control-plane lock")
+	}
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Install: %v", err)
+	}
 }
 
 // TestInstallIdempotent: Install again changes nothing; without it the

@@ -217,6 +217,25 @@ func (e *env) exec(sql string, args ...any) {
 	}
 }
 
+// waitsFor reports whether a session waits for a lock held by the
+// session of backend pid, polling for up to ten seconds.
+func (e *env) waitsFor(pid uint32) bool {
+	e.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var n int
+		err := e.admin.ControlPlaneTx(e.t.Context(), func(tx pgx.Tx) error {
+			return tx.QueryRow(e.t.Context(), `SELECT count(*) FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid))`, pid).Scan(&n)
+		})
+		if err != nil {
+			e.t.Fatalf("pg_blocking_pids: %v", err)
+		}
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // clock is a settable clock.
 type clock struct {
 	mu  sync.Mutex // guards now

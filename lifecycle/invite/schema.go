@@ -52,7 +52,7 @@ func Install(ctx context.Context, admin *store.Admin) error {
 	}
 	err := admin.ControlPlaneTx(ctx, func(tx pgx.Tx) error {
 		// The control-plane lock of store, so that two Installs take turns.
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(0x74656e616e6379)); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, store.ControlPlaneLock); err != nil {
 			return err
 		}
 		for _, s := range ddl {
