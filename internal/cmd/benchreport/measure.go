@@ -190,7 +190,11 @@ func runGroup(ctx context.Context, o options, rep *report, g *group, bin string,
 	args := []string{"-test.run", "^$", "-test.bench", pattern, "-test.count", strconv.Itoa(count),
 		"-test.benchtime", g.benchtime, "-test.benchmem", "-test.timeout", timeout.String()}
 	rep.machine.sampleLoad()
-	fmt.Fprintf(o.progress, "round %d/%d: ./%s -benchtime %s (%d benchmarks)\n", round+1, o.count, g.pkg, g.benchtime, len(g.names))
+	if g.heavy {
+		fmt.Fprintf(o.progress, "heavy: ./%s -benchtime %s -count %d (%d benchmarks)\n", g.pkg, g.benchtime, count, len(g.names))
+	} else {
+		fmt.Fprintf(o.progress, "round %d/%d: ./%s -benchtime %s (%d benchmarks)\n", round+1, o.count, g.pkg, g.benchtime, len(g.names))
+	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = filepath.Join(o.root, g.pkg)
 	var out bytes.Buffer
