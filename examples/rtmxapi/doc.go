@@ -73,6 +73,13 @@
 // left alone. A row that breaks a rule refuses the whole import with 422,
 // naming the row, its line and the column, and nothing is changed.
 //
+// GET /t/{tenant}/export writes a cell that begins with = + - @, a tab or a
+// carriage return (after any single quotes) with a single quote before it,
+// so that a spreadsheet opening the export shows the text instead of
+// running it as a formula (OWASP's rule against CSV injection). An import
+// drops exactly that quote from such a cell, so an export imported again
+// gives the same requirements.
+//
 // # Changes
 //
 // Every change (create, update, delete, each requirement an import creates

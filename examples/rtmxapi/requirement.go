@@ -325,7 +325,7 @@ func ParseCSV(r io.Reader) ([]Requirement, error) {
 		}
 		get := func(col string) string {
 			if i := index[col]; i > 0 {
-				return rec[i-1]
+				return unquoteCell(rec[i-1])
 			}
 			return ""
 		}
@@ -410,7 +410,34 @@ func printable(s string) string {
 	return q
 }
 
-// WriteCSV writes reqs as an RTMX database.csv with every column.
+// formulaStarts are the first characters that make a spreadsheet read a
+// cell as a formula (OWASP's CSV injection list).
+const formulaStarts = "=+-@\t\r"
+
+// quoteCell returns v with a single quote before it if a spreadsheet would
+// read v as a formula: v begins with one of [formulaStarts], after any
+// number of single quotes (so that a value that itself begins with quotes
+// before such a character reads back unchanged). [unquoteCell] undoes it.
+func quoteCell(v string) string {
+	if rest := strings.TrimLeft(v, "'"); rest != "" && strings.ContainsRune(formulaStarts, rune(rest[0])) {
+		return "'" + v
+	}
+	return v
+}
+
+// unquoteCell drops the single quote [quoteCell] puts before a cell: one
+// quote, if the cell is one or more quotes then one of [formulaStarts].
+func unquoteCell(c string) string {
+	rest := strings.TrimLeft(c, "'")
+	if len(rest) < len(c) && rest != "" && strings.ContainsRune(formulaStarts, rune(rest[0])) {
+		return c[1:]
+	}
+	return c
+}
+
+// WriteCSV writes reqs as an RTMX database.csv with every column. A cell a
+// spreadsheet would run as a formula is written with a single quote before
+// it (see [quoteCell]); [ParseCSV] drops that quote again.
 func WriteCSV(w io.Writer, reqs []Requirement) error {
 	cw := csv.NewWriter(w)
 	if err := cw.Write(Columns); err != nil {
@@ -427,12 +454,16 @@ func WriteCSV(w io.Writer, reqs []Requirement) error {
 				effort += ".0"
 			}
 		}
-		if err := cw.Write([]string{
+		cells := []string{
 			r.ReqID, r.Category, r.Subcategory, r.RequirementText, r.TargetValue,
 			r.TestModule, r.TestFunction, r.ValidationMethod, r.Status, r.Priority,
 			phase, r.Notes, effort, strings.Join(r.Dependencies, refSeparator), strings.Join(r.Blocks, refSeparator),
 			r.Assignee, r.Sprint, r.StartedDate, r.CompletedDate, r.RequirementFile, r.ExternalID,
-		}); err != nil {
+		}
+		for i, c := range cells {
+			cells[i] = quoteCell(c)
+		}
+		if err := cw.Write(cells); err != nil {
 			return err
 		}
 	}

