@@ -65,8 +65,11 @@
 // right: the work was done.
 //
 // [Middleware.Prune] deletes the entries of completed jobs whose
-// envelope expired: Open refuses an expired envelope before it asks
-// Seen, so a replay of one is still refused, as expired.
+// envelope expired more than [MiddlewareConfig.PruneMargin] ago (10
+// minutes by default), on the database's clock: Open refuses an expired
+// envelope before it asks Seen, so a replay of one is still refused, as
+// expired, and the margin covers a worker whose clock is behind, or that
+// passed the expiry check just before the envelope expired.
 //
 // # Refusals
 //

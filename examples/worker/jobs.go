@@ -183,7 +183,18 @@ type MiddlewareConfig struct {
 	Schema string
 	// Logger logs refusals; nil discards.
 	Logger *slog.Logger
+	// PruneMargin is how long past its envelope's expiry, on the
+	// database's clock, [Middleware.Prune] keeps a completed job's replay
+	// entry; zero means [DefaultPruneMargin]. It must be at least the
+	// worst skew between a worker's clock and the database's plus the
+	// longest time a worker takes from Open's expiry check to the replay
+	// table: an entry pruned sooner lets through a replay that a worker
+	// found unexpired.
+	PruneMargin time.Duration
 }
+
+// DefaultPruneMargin is [MiddlewareConfig.PruneMargin] when unset.
+const DefaultPruneMargin = 10 * time.Minute
 
 // Middleware is a River worker middleware (rivertype.WorkerMiddleware)
 // that opens a tenant job's envelope before the job's handler runs, and
@@ -197,6 +208,7 @@ type Middleware struct {
 	pool    *pgxpool.Pool
 	q       tables
 	log     *slog.Logger
+	margin  time.Duration
 }
 
 var _ rivertype.WorkerMiddleware = (*Middleware)(nil)
@@ -210,12 +222,18 @@ func NewMiddleware(cfg MiddlewareConfig) (*Middleware, error) {
 		return nil, errors.New("worker: MiddlewareConfig.Pool is required")
 	case cfg.Schema == "":
 		return nil, errors.New("worker: MiddlewareConfig.Schema is required")
+	case cfg.PruneMargin < 0:
+		return nil, fmt.Errorf("worker: MiddlewareConfig.PruneMargin %s must not be negative", cfg.PruneMargin)
+	}
+	margin := cfg.PruneMargin
+	if margin == 0 {
+		margin = DefaultPruneMargin
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Middleware{carrier: cfg.Carrier, pool: cfg.Pool, q: tablesIn(cfg.Schema), log: log}, nil
+	return &Middleware{carrier: cfg.Carrier, pool: cfg.Pool, q: tablesIn(cfg.Schema), log: log, margin: margin}, nil
 }
 
 // openedKey is the context key under which the middleware hands the
@@ -379,7 +397,7 @@ func tablesIn(schema string) tables {
 			WHERE tenant_id = $1 AND job_id = $2`,
 		complete: `UPDATE ` + s + `.tenant_job_seen SET completed_at = now(), expires_at = $4
 			WHERE tenant_id = $1 AND job_id = $2 AND river_job_id = $3`,
-		prune: `DELETE FROM ` + s + `.tenant_job_seen WHERE expires_at < $1`,
+		prune: `DELETE FROM ` + s + `.tenant_job_seen WHERE expires_at < now() - $1::interval`,
 		insertRefused: `INSERT INTO ` + s + `.tenant_job_refused
 			(river_job_id, kind, queue, attempt, reason, detail, claimed_tenant, args_sha256)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (river_job_id) DO NOTHING`,
@@ -399,12 +417,16 @@ func Install(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 }
 
 // Prune deletes the replay entries of completed jobs whose envelope
-// expired before now: a replay of one is refused as expired, which
-// tenant.JobCarrier.Open checks before it asks the replay table. Run it
-// periodically (a River periodic job, say); it returns how many it
-// deleted. Entries of jobs that never completed are kept.
-func (m *Middleware) Prune(ctx context.Context, now time.Time) (int64, error) {
-	tag, err := m.pool.Exec(ctx, m.q.prune, now)
+// expired more than the middleware's PruneMargin ago, on the database's
+// clock: a replay of one is refused as expired, which
+// tenant.JobCarrier.Open checks, on the worker's clock, before it asks the
+// replay table. The margin covers a worker whose clock is behind the
+// database's, or that passed the expiry check just before the envelope
+// expired and reaches the replay table after. Run it periodically (a
+// River periodic job, say); it returns how many it deleted. Entries of
+// jobs that never completed are kept.
+func (m *Middleware) Prune(ctx context.Context) (int64, error) {
+	tag, err := m.pool.Exec(ctx, m.q.prune, m.margin)
 	if err != nil {
 		return 0, fmt.Errorf("worker: prune replay entries: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/assert"
@@ -512,33 +513,94 @@ func TestConcurrentJobsOfManyTenantsNeverCross(t *testing.T) {
 	assert.Empty(t, refused)
 }
 
-// TestPrunedEntryStillRefusesReplay prunes the replay entry of a
-// completed job once its envelope expired, and checks that a replay of
-// it is still refused, as expired, and that entries of unexpired jobs
-// are kept.
+// TestPrunedEntryStillRefusesReplay checks that Prune keeps a completed
+// job's replay entry until its envelope expired more than the margin
+// ago, on the database's clock (the default margin keeps an entry that
+// just expired), then deletes it, and that a replay of it is still
+// refused, as expired, and that entries of unexpired jobs are kept.
 func TestPrunedEntryStillRefusesReplay(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, "pr", nil)
+	const margin = time.Second
+	short, err := NewMiddleware(MiddlewareConfig{Carrier: s.carrier, Pool: s.queue, Schema: queueSchema, PruneMargin: margin})
+	require.NoError(t, err)
 	exp := time.Now().Add(4 * time.Second) // time enough for the first run, even on a loaded machine
-	short, _ := seal(t, s, alpha, "short-lived", exp)
-	first := insertArgs(t, s, Args[Recount]{Envelope: short}, nil)
+	env, _ := seal(t, s, alpha, "short-lived", exp)
+	first := insertArgs(t, s, Args[Recount]{Envelope: env}, nil)
 	require.Equal(t, rivertype.JobStateCompleted, final(t, s, first).State)
 	res, err := Enqueue(tenant.NewContext(t.Context(), beta), s.enqueuer, Recount{Label: "long-lived"}, nil)
 	require.NoError(t, err)
 	require.Equal(t, rivertype.JobStateCompleted, final(t, s, res.Job.ID).State)
 
-	n, err := s.mw.Prune(t.Context(), time.Now())
+	n, err := short.Prune(t.Context())
 	require.NoError(t, err)
 	assert.Zero(t, n, "an entry was pruned before its envelope expired")
-	n, err = s.mw.Prune(t.Context(), exp.Add(time.Millisecond))
+	time.Sleep(time.Until(exp.Add(margin / 2)))
+	n, err = short.Prune(t.Context())
+	require.NoError(t, err)
+	assert.Zero(t, n, "an entry was pruned within the margin after its envelope expired")
+	time.Sleep(time.Until(exp.Add(margin + 500*time.Millisecond)))
+	n, err = s.mw.Prune(t.Context())
+	require.NoError(t, err)
+	assert.Zero(t, n, "an entry was pruned within the default margin")
+	n, err = short.Prune(t.Context())
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, n)
 	var left int
 	require.NoError(t, s.queue.QueryRow(t.Context(), `SELECT count(*) FROM queue.tenant_job_seen WHERE tenant_id = 'beta'`).Scan(&left))
 	assert.Equal(t, 1, left, "the unexpired entry was pruned")
 
-	time.Sleep(time.Until(exp))
 	before := allRecounts(t, s)
-	again := insertArgs(t, s, Args[Recount]{Envelope: short}, nil)
+	again := insertArgs(t, s, Args[Recount]{Envelope: env}, nil)
 	requireRefused(t, s, again, ReasonExpired, "alpha", before)
+}
+
+// TestNegativePruneMarginIsRefused: NewMiddleware refuses a negative
+// PruneMargin, naming the field.
+func TestNegativePruneMarginIsRefused(t *testing.T) {
+	t.Parallel()
+	// NewMiddleware only keeps the carrier and the pool: zero values do.
+	_, err := NewMiddleware(MiddlewareConfig{Carrier: &tenant.JobCarrier{}, Pool: &pgxpool.Pool{}, Schema: queueSchema, PruneMargin: -time.Second})
+	require.ErrorContains(t, err, "PruneMargin")
+	assert.ErrorContains(t, err, "negative")
+}
+
+// TestReplayOpenedBeforeExpiryIsRefusedAfterPrune replays a completed
+// job's envelope through the worker's check in the window a prune can
+// open: the envelope passes Open's expiry check while still valid, the
+// pruner runs once it expired, and only then does the replay reach the
+// replay table. The entry must still be there, so the replay is refused
+// as a replay.
+func TestReplayOpenedBeforeExpiryIsRefusedAfterPrune(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "pw", nil)
+	exp := time.Now().Add(4 * time.Second) // time enough for the first run, even on a loaded machine
+	env, jobID := seal(t, s, alpha, "pruned early", exp)
+	first := insertArgs(t, s, Args[Recount]{Envelope: env}, nil)
+	require.Equal(t, rivertype.JobStateCompleted, final(t, s, first).State)
+	// The replay's River row, held back so no worker takes it: the check
+	// below is what a worker taking it runs.
+	replay := insertArgs(t, s, Args[Recount]{Envelope: env}, &river.InsertOpts{ScheduledAt: time.Now().Add(time.Hour)})
+
+	seen := s.mw.seen(replay)
+	var pruned int64
+	_, _, err := s.carrier.Open(t.Context(), env, tenant.OpenOptions{
+		Audience: audience(river.QueueDefault, Recount{}.Kind()),
+		Seen: func(ctx context.Context, id tenant.ID, j string) (bool, error) {
+			// Open checked the expiry; the envelope now expires, and the
+			// pruner runs before this worker reaches the replay table.
+			time.Sleep(time.Until(exp.Add(100 * time.Millisecond)))
+			n, err := s.mw.Prune(ctx)
+			if err != nil {
+				return false, err
+			}
+			pruned = n
+			return seen(ctx, id, j)
+		},
+	})
+	require.ErrorIs(t, err, tenant.ErrJobReplayed)
+	assert.Zero(t, pruned, "the replay entry was pruned while a worker could still accept its envelope")
+	var left int
+	require.NoError(t, s.queue.QueryRow(t.Context(), `SELECT count(*) FROM queue.tenant_job_seen WHERE tenant_id = 'alpha' AND job_id = $1`, jobID).Scan(&left))
+	assert.Equal(t, 1, left)
 }
