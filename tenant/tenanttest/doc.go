@@ -39,8 +39,13 @@
 // Setup validates the Harness (at least two tenants of distinct IDs, each
 // with a Token; Handler and Plant set; every route's method and path well
 // formed) and plants a canary in each tenant, requiring that Plant
-// succeeds and that its Planted.Values fill every placeholder of every
-// route. If Setup fails no other check runs. Then, in this order:
+// succeeds, that its Planted.Values fill every placeholder of every
+// route, and that neither a value nor a Route.Body made from the values
+// holds the canary: values are IDs, and a request that carried a canary
+// could not be told from a leak in its answer (a search by the canary
+// answered with another tenant's row). So every canary found in an
+// answer is a leak, echoed or not. If Setup fails no other check runs.
+// Then, in this order:
 //
 //   - VerificationTest1_APITokenOfAnotherTenant proves verification test 1
 //     ("API request with Tenant A token cannot access Tenant B data") and

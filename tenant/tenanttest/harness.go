@@ -113,7 +113,8 @@ type Tenant struct {
 type Planted struct {
 	// Values fill the route templates: a path's {name} is Values[name]
 	// (the ID of the row made, the name of the object put, ...); {tenant}
-	// is the tenant's ID and needs no value.
+	// is the tenant's ID and needs no value. No value may hold the
+	// canary: Setup refuses it.
 	Values map[string]string
 	// Objects are the keys, in the tenant's own bucket view, of objects
 	// whose content holds the canary.
@@ -129,7 +130,8 @@ type Route struct {
 	Path string
 	// Body, if set, makes the request body and its content type for a
 	// tenant's planted values (nil: no body). A replay with another
-	// tenant's values gets the body made from those.
+	// tenant's values gets the body made from those. The body names
+	// things by their IDs: Setup refuses one holding the canary.
 	Body func(p Planted) (contentType string, body []byte)
 	// Role is the role the route needs ("" for Tenant.Token's default).
 	Role string

@@ -143,18 +143,38 @@ func (s *suite) setup(ctx context.Context, r *report) {
 		return
 	}
 	for _, tn := range h.Tenants {
-		p, _, err := s.plant(ctx, tn)
+		p, needle, err := s.plant(ctx, tn)
 		if err != nil {
 			r.failf("Harness.Plant for tenant %s: %v", tn.ID, err)
 			continue
 		}
+		names := make([]string, 0, len(p.Values))
+		for name := range p.Values {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			if strings.Contains(p.Values[name], needle) {
+				r.failf("Harness.Plant for tenant %s: Planted.Values[%q] holds the canary: values must be IDs, not the canary", tn.ID, name)
+			}
+		}
+		fields := make([]string, 0, len(h.Routes)+1)
 		routes := slices.Clone(h.Routes)
+		for i := range h.Routes {
+			fields = append(fields, fmt.Sprintf("Harness.Routes[%d]", i))
+		}
 		if h.Quota != nil {
 			routes = append(routes, h.Quota.Route)
+			fields = append(fields, "Harness.Quota.Route")
 		}
-		for _, rt := range routes {
+		for i, rt := range routes {
 			if _, err := fill(rt.Path, tn.ID, p.Values); err != nil {
 				r.failf("route %s: the values Harness.Plant returned for tenant %s do not fill its path: %v", routeName(rt), tn.ID, err)
+			}
+			if rt.Body != nil {
+				if _, body := rt.Body(p); bytes.Contains(body, []byte(needle)) {
+					r.failf("route %s: %s.Body of the values Harness.Plant returned for tenant %s holds the canary: a body must name things by their IDs, not carry the canary", routeName(rt), fields[i], tn.ID)
+				}
 			}
 		}
 		if _, err := tn.Token(""); err != nil {

@@ -1,0 +1,177 @@
+package tenanttest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rtmx-ai/tenancy/tenant"
+	"github.com/rtmx-ai/tenancy/tenant/tenanttest"
+)
+
+// toy is a small in-memory service of notes, each with a file, for the
+// flawed variants of the suite's own tests: each flaw is one way a
+// service leaks that a weaker suite let pass. Its tokens are
+// "token-of-<tenant>".
+type toy struct {
+	flaws map[string]bool
+
+	mu    sync.Mutex
+	notes map[string]map[string]string // tenant, note ID: text
+	files map[string]map[string]string // tenant, note ID: the file's content
+	seq   int
+}
+
+func newToy(flaws ...string) *toy {
+	t := &toy{flaws: map[string]bool{}, notes: map[string]map[string]string{}, files: map[string]map[string]string{}}
+	for _, f := range flaws {
+		t.flaws[f] = true
+	}
+	return t
+}
+
+// tenantOf returns the tenant of r's token if it is the tenant of r's
+// path; it answers the refusal otherwise.
+func (t *toy) tenantOf(w http.ResponseWriter, r *http.Request) (string, bool) {
+	who, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer token-of-")
+	if !ok || who != r.PathValue("tenant") {
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return "", false
+	}
+	return who, true
+}
+
+func (t *toy) plant(_ context.Context, tn tenanttest.Tenant, canary string) (tenanttest.Planted, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.seq++
+	id, note := tn.ID.String(), fmt.Sprintf("n%d", t.seq)
+	if t.notes[id] == nil {
+		t.notes[id], t.files[id] = map[string]string{}, map[string]string{}
+	}
+	t.notes[id][note], t.files[id][note] = canary, "file of "+canary
+	return tenanttest.Planted{Values: map[string]string{"note": note}}, nil
+}
+
+func (t *toy) get(w http.ResponseWriter, r *http.Request) {
+	id, ok := t.tenantOf(w, r)
+	if !ok {
+		return
+	}
+	t.mu.Lock()
+	text, ok := t.notes[id][r.PathValue("note")]
+	t.mu.Unlock()
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	fmt.Fprintln(w, text)
+}
+
+// search answers the notes whose text holds the body; with the flaw
+// "searchAll", every tenant's.
+func (t *toy) search(w http.ResponseWriter, r *http.Request) {
+	id, ok := t.tenantOf(w, r)
+	if !ok {
+		return
+	}
+	q, _ := io.ReadAll(r.Body)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for tn, ns := range t.notes {
+		if tn != id && !t.flaws["searchAll"] {
+			continue
+		}
+		for note, text := range ns {
+			if len(q) > 0 && (strings.Contains(text, string(q)) || note == string(q)) {
+				fmt.Fprintln(w, text)
+			}
+		}
+	}
+}
+
+// handler is the toy's HTTP handler.
+func (t *toy) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /t/{tenant}/notes/{note}", t.get)
+	mux.HandleFunc("POST /t/{tenant}/search", t.search)
+	return mux
+}
+
+// harness is the suite's Harness of the toy: its note route, and the
+// search with the note's ID as the body.
+func (t *toy) harness() *tenanttest.Harness {
+	var tenants []tenanttest.Tenant
+	for _, s := range []string{"acme", "globex"} {
+		tenants = append(tenants, tenanttest.Tenant{ID: tenant.MustParseID(s), Token: func(string) (string, error) { return "token-of-" + s, nil }})
+	}
+	return &tenanttest.Harness{
+		Tenants: tenants,
+		Handler: t.handler(),
+		Plant:   t.plant,
+		Routes: []tenanttest.Route{
+			{Method: http.MethodGet, Path: "/t/{tenant}/notes/{note}", Reads: true},
+			{Method: http.MethodPost, Path: "/t/{tenant}/search", Body: func(p tenanttest.Planted) (string, []byte) {
+				return "text/plain", []byte(p.Values["note"])
+			}},
+		},
+	}
+}
+
+// TestSetupRefusesValuesAndBodiesThatCarryTheCanary: a harness whose
+// Planted.Values or Route.Body carry the canary would let a service that
+// searches every tenant by it pass (the suite cannot tell an echo of the
+// request from a leak), so Setup refuses it, naming the field; searched
+// by ID, the same service fails the API check.
+func TestSetupRefusesValuesAndBodiesThatCarryTheCanary(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(h *tenanttest.Harness, ty *toy)
+		want   string
+	}{
+		{"the canary as a value", func(h *tenanttest.Harness, ty *toy) {
+			plant := h.Plant
+			h.Plant = func(ctx context.Context, tn tenanttest.Tenant, canary string) (tenanttest.Planted, error) {
+				p, err := plant(ctx, tn, canary)
+				p.Values["text"] = canary
+				return p, err
+			}
+			h.Routes[1].Body = func(p tenanttest.Planted) (string, []byte) { return "text/plain", []byte(p.Values["text"]) }
+		}, `Harness.Plant for tenant acme: Planted.Values["text"] holds the canary: values must be IDs, not the canary`},
+		{"the canary in a body", func(h *tenanttest.Harness, ty *toy) {
+			h.Routes[1].Body = func(p tenanttest.Planted) (string, []byte) {
+				ty.mu.Lock()
+				defer ty.mu.Unlock()
+				for _, ns := range ty.notes {
+					if text, ok := ns[p.Values["note"]]; ok {
+						return "text/plain", []byte(text)
+					}
+				}
+				return "text/plain", nil
+			}
+		}, "route POST /t/{tenant}/search: Harness.Routes[1].Body of the values Harness.Plant returned for tenant acme holds the canary: a body must name things by their IDs, not carry the canary"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ty := newToy("searchAll")
+			h := ty.harness()
+			tc.change(h, ty)
+			_, err := tenanttest.Check(t.Context(), h)
+			if !errors.Is(err, tenanttest.ErrInvalidHarness) || !strings.Contains(err.Error(), "tenanttest: invalid harness: "+tc.want) {
+				t.Errorf("got %v, want an invalid harness saying %q", err, tc.want)
+			}
+		})
+	}
+	_, err := tenanttest.Check(t.Context(), newToy("searchAll").harness())
+	want := []string{"tenanttest: VerificationTest1_APITokenOfAnotherTenant: route POST /t/{tenant}/search: tenant acme's token on its own path with tenant globex's values (POST /t/acme/search): tenant globex's canary tenanttest-canary-", "in the body"}
+	if err == nil || !anyLine(strings.Split(err.Error(), "\n"), want, "", "") {
+		t.Errorf("the search of every tenant: got %v, want a line holding %q", err, want)
+	}
+	if _, err := tenanttest.Check(t.Context(), newToy().harness()); err != nil {
+		t.Errorf("the isolated toy failed:\n%v", err)
+	}
+}
