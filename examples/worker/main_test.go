@@ -224,3 +224,38 @@ func TestDemoDropsWhatKilledRunsLeft(t *testing.T) {
 	db, role = exists(alive)
 	assert.True(t, db && role, "the running run's database or role was dropped")
 }
+
+// TestRolePasswordsReachTheServerAsVerifiers: the platform and queue
+// roles' passwords reach the server only as SCRAM-SHA-256 verifiers,
+// never in clear text (which log_statement and pg_stat_statements would
+// keep), and the roles log in with them on a server that asks them for a
+// password. The setup session hashes a clear-text password as MD5, so a
+// SCRAM verifier in pg_authid is one the statement carried.
+func TestRolePasswordsReachTheServerAsVerifiers(t *testing.T) {
+	t.Parallel()
+	d := pgtest.NewSCRAMCluster(t)
+	conn, err := pgx.Connect(t.Context(), d.AdminURL())
+	require.NoError(t, err)
+	defer conn.Close(context.WithoutCancel(t.Context()))
+	_, err = conn.Exec(t.Context(), `ALTER ROLE CURRENT_USER SET password_encryption = 'md5'`)
+	require.NoError(t, err)
+
+	o := testOptions(d, "sv")
+	s, err := openStack(t.Context(), o, []tenant.ID{alpha}, nil)
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, s.close(context.WithoutCancel(t.Context()))) }()
+	for role, password := range map[string]string{o.RolePrefix + "platform": s.secrets.PlatformPassword, o.RolePrefix + "queue": s.secrets.QueuePassword} {
+		var stored string
+		require.NoError(t, conn.QueryRow(t.Context(), `SELECT rolpassword FROM pg_authid WHERE rolname = $1`, role).Scan(&stored))
+		assert.Regexp(t, `^SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$`, stored, "role %s", role)
+		cfg, err := pgx.ParseConfig(d.AdminURL())
+		require.NoError(t, err)
+		cfg.User, cfg.Password, cfg.Database = role, password, o.Database
+		login, err := pgx.ConnectConfig(t.Context(), cfg)
+		require.NoError(t, err, "role %s does not log in with its password", role)
+		var who string
+		require.NoError(t, login.QueryRow(t.Context(), `SELECT session_user`).Scan(&who))
+		assert.Equal(t, role, who)
+		require.NoError(t, login.Close(t.Context()))
+	}
+}

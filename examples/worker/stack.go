@@ -89,6 +89,20 @@ type secrets struct {
 	LoginSecret, CarrierKey         []byte
 }
 
+// createLoginRole is the statement that creates login role name with
+// password. The password goes as a SCRAM-SHA-256 verifier computed in Go,
+// never in clear text, which the server's log_statement and
+// pg_stat_statements would keep. The stack's passwords are 128 random
+// bits, which no iteration count is needed to protect, so the verifier
+// takes store.DefaultSCRAMIterations.
+func createLoginRole(name, password string) (string, error) {
+	verifier, err := store.SCRAMVerifier(password, store.DefaultSCRAMIterations)
+	if err != nil {
+		return "", err
+	}
+	return `CREATE ROLE ` + name + ` LOGIN PASSWORD '` + verifier + `'`, nil
+}
+
 // openStack sets up the scratch database, the tenants ids (standard
 // tier), River's schema and the worker, and starts River. handler, if
 // set, replaces the Recount handler (tests wrap it). On error, what was
@@ -116,11 +130,15 @@ func openStack(ctx context.Context, o options, ids []tenant.ID, handler func(*st
 	// and no tenant login reaches the queue.
 	s.secrets = secrets{PlatformPassword: randomHex(16), QueuePassword: randomHex(16), LoginSecret: randomBytes(32), CarrierKey: randomBytes(32)}
 	queueRole := o.RolePrefix + "queue"
-	for _, sql := range []string{
-		`CREATE DATABASE ` + o.Database,
-		`CREATE ROLE ` + o.RolePrefix + `platform LOGIN PASSWORD '` + s.secrets.PlatformPassword + `'`,
-		`CREATE ROLE ` + queueRole + ` LOGIN PASSWORD '` + s.secrets.QueuePassword + `'`,
-	} {
+	createPlatform, err := createLoginRole(o.RolePrefix+"platform", s.secrets.PlatformPassword)
+	if err != nil {
+		return s, fmt.Errorf("setup: %w", err)
+	}
+	createQueue, err := createLoginRole(queueRole, s.secrets.QueuePassword)
+	if err != nil {
+		return s, fmt.Errorf("setup: %w", err)
+	}
+	for _, sql := range []string{`CREATE DATABASE ` + o.Database, createPlatform, createQueue} {
 		if _, err := server.Exec(ctx, sql); err != nil {
 			return s, fmt.Errorf("setup: %w", err)
 		}
