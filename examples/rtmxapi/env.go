@@ -87,6 +87,18 @@ func runLockKey(id string) (int32, bool) {
 
 func (o options) platformRole() string { return o.RolePrefix + "platform" }
 
+// createPlatformRole is the statement that creates the platform role with
+// password. The password goes as a SCRAM-SHA-256 verifier computed in Go,
+// never in clear text, which the server's log_statement and
+// pg_stat_statements would keep.
+func (o options) createPlatformRole(password string) (string, error) {
+	verifier, err := store.SCRAMVerifier(password, store.DefaultSCRAMIterations)
+	if err != nil {
+		return "", err
+	}
+	return `CREATE ROLE ` + o.platformRole() + ` LOGIN PASSWORD '` + verifier + `'`, nil
+}
+
 func (o options) validate() error {
 	if !isName(o.Database) {
 		return fmt.Errorf("database %q is not a lower-case SQL name", o.Database)
@@ -140,9 +152,13 @@ func setup(ctx context.Context, o options, log *slog.Logger) (env *environment, 
 		return nil, err
 	}
 	password := randomHex(16)
+	createRole, err := o.createPlatformRole(password)
+	if err != nil {
+		return nil, fmt.Errorf("setup: %w", err)
+	}
 	for _, sql := range []string{
 		`CREATE DATABASE ` + o.Database,
-		`CREATE ROLE ` + o.platformRole() + ` LOGIN PASSWORD '` + password + `'`,
+		createRole,
 	} {
 		if _, err := server.Exec(ctx, sql); err != nil {
 			return nil, fmt.Errorf("setup: %w", err)

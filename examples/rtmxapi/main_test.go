@@ -550,3 +550,41 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestPlatformPasswordIsSentAsAVerifier checks that the statement creating
+// the platform role carries a SCRAM-SHA-256 verifier, not the password, and
+// that the service's check passes on a server that asks every role but the
+// superuser for a SCRAM password and would store a clear-text password as
+// MD5 (password_encryption = md5): the platform role's stored password is
+// the verifier, and it logs in with it.
+func TestPlatformPasswordIsSentAsAVerifier(t *testing.T) {
+	const password = "0123456789abcdef0123456789abcdef"
+	sql, err := options{RolePrefix: "rx_"}.createPlatformRole(password)
+	require.NoError(t, err)
+	assert.NotContains(t, sql, password)
+	assert.Regexp(t, `^CREATE ROLE rx_platform LOGIN PASSWORD 'SCRAM-SHA-256\$[0-9]+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+'$`, sql)
+
+	d := pgtest.NewSCRAMCluster(t)
+	d.Exec(t, `ALTER SYSTEM SET password_encryption = 'md5'`)
+	d.Exec(t, `SELECT pg_reload_conf()`)
+	o := testOptions(d, "pw")
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	env, err := setup(ctx, o, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, env.close(context.Background())) }()
+	var stored string
+	require.NoError(t, env.server.QueryRow(ctx, `SELECT rolpassword FROM pg_authid WHERE rolname = $1`, o.platformRole()).Scan(&stored))
+	assert.True(t, strings.HasPrefix(stored, "SCRAM-SHA-256$"), "stored password of the platform role: %.14s...", stored)
+
+	a, err := newApp(ctx, env, testAppConfig())
+	require.NoError(t, err)
+	srv := httptest.NewServer(a.handler)
+	defer func() { a.close(); srv.Close() }()
+	f := &fixture{env: env, app: a, srv: srv, acme: env.tenants[0], glob: env.tenants[1]}
+	c := f.as(t, f.acme, authz.RoleEditor)
+	body, err := json.Marshal(Requirement{ReqID: "REQ-PW-001", Category: "PW", RequirementText: "logged in", Status: "MISSING"})
+	require.NoError(t, err)
+	must(t, c, http.StatusCreated, "POST", "/requirements", "application/json", body)
+	must(t, c, http.StatusOK, "GET", "/requirements/REQ-PW-001", "", nil)
+}
