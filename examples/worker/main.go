@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"strconv"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -201,18 +202,26 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 		return err
 	}
 	p("\nrefused (%s.tenant_job_refused):", queueSchema)
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  river_job_id\treason\tclaimed_tenant\tattempt\tdetail")
-	for _, f := range refused {
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\n", f.RiverJobID, f.Reason, f.ClaimedTenant, f.Attempt, f.Detail)
-	}
-	if err := tw.Flush(); err != nil {
+	if err := printRefusals(out, refused); err != nil {
 		return err
 	}
 	if len(refused) != 2 {
 		return fmt.Errorf("expected 2 refusals, got %d", len(refused))
 	}
 	return nil
+}
+
+// printRefusals prints refused as a table. The claimed tenant is
+// whatever a forged envelope says, unverified: it is printed quoted, as
+// printable ASCII (strconv.QuoteToASCII), so that it cannot carry
+// terminal escape sequences or control characters to the reader.
+func printRefusals(out io.Writer, refused []Refusal) error {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  river_job_id\treason\tclaimed_tenant\tattempt\tdetail")
+	for _, f := range refused {
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\n", f.RiverJobID, f.Reason, strconv.QuoteToASCII(f.ClaimedTenant), f.Attempt, f.Detail)
+	}
+	return tw.Flush()
 }
 
 // printRecounts prints id's requirement_recounts, read as id.

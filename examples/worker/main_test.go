@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"testing"
 	"time"
 
@@ -107,8 +108,8 @@ func TestDemoRuns(t *testing.T) {
 	require.NotNil(t, globex, s)
 	assert.NotEqual(t, acme[1], globex[1], "two tenants' jobs ran as one login")
 	assert.NotContains(t, s, "forged", "the forged job's label was written somewhere")
-	assert.Regexp(t, `\n  \d+ +tampered +globex +1 +tenant: job envelope rejected: integrity tag does not verify`, s)
-	assert.Regexp(t, `\n  \d+ +replayed +acme +1 +tenant: open job "[0-9a-f]{32}": job envelope replayed`, s)
+	assert.Regexp(t, `\n  \d+ +tampered +"globex" +1 +tenant: job envelope rejected: integrity tag does not verify`, s)
+	assert.Regexp(t, `\n  \d+ +replayed +"acme" +1 +tenant: open job "[0-9a-f]{32}": job envelope replayed`, s)
 	assert.Contains(t, s, "cleaned up: River stopped, database "+o.Database+" and roles "+o.RolePrefix+"* dropped")
 
 	conn, err := pgx.Connect(t.Context(), d.AdminURL())
@@ -258,4 +259,31 @@ func TestRolePasswordsReachTheServerAsVerifiers(t *testing.T) {
 		assert.Equal(t, role, who)
 		require.NoError(t, login.Close(t.Context()))
 	}
+}
+
+// TestClaimedTenantIsPrintedEscaped: a forged job whose envelope claims
+// a tenant made of terminal escape sequences and control characters is
+// refused, and the refusal table the demo prints carries the claim
+// quoted, with no control character but the lines' ends: a forged job
+// cannot drive the terminal of whoever reads the refusals.
+func TestClaimedTenantIsPrintedEscaped(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "ce", nil)
+	const claim = "\x1b]0;owned\x07\x1b[2J\x1b[31mbeta\tx\r\u202e\u009b"
+	env, _ := seal(t, s, alpha, "escape", time.Time{})
+	forged := edit(t, env, func(e map[string]any) { e["tenant"] = claim })
+	id := insertArgs(t, s, Args[Recount]{Envelope: forged}, nil)
+	requireRefused(t, s, id, ReasonTampered, claim, allRecounts(t, s))
+
+	refused, err := s.mw.Refusals(t.Context())
+	require.NoError(t, err)
+	var out bytes.Buffer
+	require.NoError(t, printRefusals(&out, refused))
+	printed := out.String()
+	for i, r := range printed {
+		if r != '\n' && (r < 0x20 || r >= 0x7f) {
+			t.Fatalf("byte %d of the printed refusals is %U, not printable ASCII:\n%q", i, r, printed)
+		}
+	}
+	assert.Contains(t, printed, strconv.QuoteToASCII(claim))
 }
