@@ -588,3 +588,25 @@ func TestPlatformPasswordIsSentAsAVerifier(t *testing.T) {
 	must(t, c, http.StatusCreated, "POST", "/requirements", "application/json", body)
 	must(t, c, http.StatusOK, "GET", "/requirements/REQ-PW-001", "", nil)
 }
+
+// TestDownloadRefusesAnObjectLargerThanAnUpload checks that an attachment
+// of MaxAttachment bytes is served whole, and that one stored larger (by
+// another writer of the bucket) is answered 500, not cut off at
+// MaxAttachment bytes with a 200.
+func TestDownloadRefusesAnObjectLargerThanAnUpload(t *testing.T) {
+	f := newFixture(t, "dl", nil)
+	ed := f.as(t, f.acme, authz.RoleEditor)
+	must(t, ed, http.StatusCreated, "POST", "/requirements", "application/json", []byte(reqJSON))
+	max := f.app.svc.cfg.MaxAttachment
+	ctx := tenant.NewContext(t.Context(), f.acme)
+	bucket, err := f.env.buckets.For(ctx)
+	require.NoError(t, err)
+	defer bucket.Close()
+	full := bytes.Repeat([]byte("f"), int(max))
+	require.NoError(t, bucket.WriteAll(ctx, attachmentPrefix("REQ-API-001")+"full.bin", full, nil))
+	require.NoError(t, bucket.WriteAll(ctx, attachmentPrefix("REQ-API-001")+"over.bin", append(full, 'o'), nil))
+	a := must(t, ed, http.StatusOK, "GET", "/requirements/REQ-API-001/attachments/full.bin", "", nil)
+	assert.Equal(t, full, a.body)
+	a = must(t, ed, http.StatusInternalServerError, "GET", "/requirements/REQ-API-001/attachments/over.bin", "", nil)
+	assert.NotContains(t, string(a.body), "fff")
+}

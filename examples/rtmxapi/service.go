@@ -732,10 +732,15 @@ func (s *service) download(w http.ResponseWriter, r *http.Request) {
 	}
 	defer br.Close()
 	// Read whole (at most MaxAttachment bytes) before answering, so that
-	// an object that does not decrypt is a 500, not a cut-off 200.
+	// an object that does not decrypt, or is larger than an upload may
+	// be, is a 500, not a cut-off 200.
 	data, err := io.ReadAll(io.LimitReader(br, s.cfg.MaxAttachment+1))
 	if err != nil {
 		s.internal(w, r, "read an attachment", err)
+		return
+	}
+	if int64(len(data)) > s.cfg.MaxAttachment {
+		s.internal(w, r, "read an attachment", fmt.Errorf("object %s is larger than MaxAttachment (%d bytes)", attachmentPrefix(id)+name, s.cfg.MaxAttachment))
 		return
 	}
 	w.Header().Set("Content-Type", br.ContentType())
