@@ -62,9 +62,13 @@
 //     B's values do not change at all is not sent.) Where a token is a JWS
 //     in compact form, A's token with a character of its signature changed,
 //     on A's own path and values, must likewise be refused and carry no
-//     canary, not even A's. B's data read with the
-//     first Reads route, as B, must answer the same status and body after
-//     the replays as before them. Then the positive control: each tenant's
+//     canary, not even A's. B's data read as B
+//     with every Reads route whose path names a planted thing (a
+//     placeholder besides {tenant}; the first Reads route if none does)
+//     must answer 2xx with B's canary before the replays, and the same
+//     status and body after them: a replay that answers 404 but deletes
+//     B's attachment shows in the route that reads the attachment. (A
+//     list may rightly change when A makes things of its own.) Then the positive control: each tenant's
 //     own call must answer 2xx, a Reads route's with its canary, and carry
 //     no other tenant's canary, so a service that answers 500 or 403 to
 //     everything fails. A failure names the route (method and template),

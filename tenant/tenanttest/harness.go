@@ -46,7 +46,8 @@ type Harness struct {
 	// against the other's values: no replay may answer a status that grants
 	// access (1xx, 2xx, 3xx) or carry another tenant's canary in its body
 	// or headers, and the planted data must read back unchanged after it
-	// (through the first Reads route). Each route gets fresh canaries, so
+	// (through every Reads route whose path names a planted thing, or the
+	// first Reads route if none does). Each route gets fresh canaries, so
 	// a route that changes or deletes the planted data is fine.
 	Routes []Route
 

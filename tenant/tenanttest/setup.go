@@ -324,3 +324,35 @@ func (s *suite) readsRoute() *Route {
 	}
 	return nil
 }
+
+// readsRoutes returns the routes B's data is read back through after the
+// replays: every route with Reads whose path names a planted thing (a
+// placeholder besides {tenant}, filled with B's values), in order, or the
+// first route with Reads if none does. A route that names no planted
+// thing, such as a list, may rightly change when A makes things of its
+// own with B's values. Setup has seen that the values of Plant fill each.
+func (s *suite) readsRoutes() []Route {
+	var out []Route
+	for _, rt := range s.h.Routes {
+		if rt.Reads && namesPlanted(rt.Path) {
+			out = append(out, rt)
+		}
+	}
+	if len(out) == 0 {
+		if rt := s.readsRoute(); rt != nil {
+			out = append(out, *rt)
+		}
+	}
+	return out
+}
+
+// namesPlanted reports whether template has a placeholder besides
+// {tenant}.
+func namesPlanted(template string) bool {
+	for _, m := range placeholder.FindAllStringSubmatch(template, -1) {
+		if m[1] != tenantPlaceholder {
+			return true
+		}
+	}
+	return false
+}

@@ -95,11 +95,51 @@ func (t *toy) search(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+func (t *toy) file(w http.ResponseWriter, r *http.Request) {
+	id, ok := t.tenantOf(w, r)
+	if !ok {
+		return
+	}
+	t.mu.Lock()
+	text, ok := t.files[id][r.PathValue("note")]
+	t.mu.Unlock()
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	fmt.Fprintln(w, text)
+}
+
+// deleteFile deletes the file of a note; with the flaw "deleteAny", the
+// file of that note ID in whichever tenant has it, answering 404 where it
+// is not the caller's.
+func (t *toy) deleteFile(w http.ResponseWriter, r *http.Request) {
+	id, ok := t.tenantOf(w, r)
+	if !ok {
+		return
+	}
+	note := r.PathValue("note")
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for tn, fs := range t.files {
+		if tn == id || t.flaws["deleteAny"] {
+			delete(fs, note)
+		}
+	}
+	if _, ok := t.notes[id][note]; !ok {
+		http.NotFound(w, r)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 // handler is the toy's HTTP handler.
 func (t *toy) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /t/{tenant}/notes/{note}", t.get)
 	mux.HandleFunc("POST /t/{tenant}/search", t.search)
+	mux.HandleFunc("GET /t/{tenant}/files/{note}", t.file)
+	mux.HandleFunc("DELETE /t/{tenant}/files/{note}", t.deleteFile)
 	return mux
 }
 
@@ -119,6 +159,8 @@ func (t *toy) harness() *tenanttest.Harness {
 			{Method: http.MethodPost, Path: "/t/{tenant}/search", Body: func(p tenanttest.Planted) (string, []byte) {
 				return "text/plain", []byte(p.Values["note"])
 			}},
+			{Method: http.MethodGet, Path: "/t/{tenant}/files/{note}", Reads: true},
+			{Method: http.MethodDelete, Path: "/t/{tenant}/files/{note}"},
 		},
 	}
 }
@@ -173,5 +215,17 @@ func TestSetupRefusesValuesAndBodiesThatCarryTheCanary(t *testing.T) {
 	}
 	if _, err := tenanttest.Check(t.Context(), newToy().harness()); err != nil {
 		t.Errorf("the isolated toy failed:\n%v", err)
+	}
+}
+
+// TestReplaysAreReadBackThroughEveryReadsRoute: a DELETE of a file that
+// answers 404 to another tenant's note ID but deletes that tenant's file
+// changes nothing the first Reads route (the note) shows; the suite reads
+// the file back too, and finds it gone.
+func TestReplaysAreReadBackThroughEveryReadsRoute(t *testing.T) {
+	_, err := tenanttest.Check(t.Context(), newToy("deleteAny").harness())
+	want := []string{"tenanttest: VerificationTest1_APITokenOfAnotherTenant: route DELETE /t/{tenant}/files/{note}: tenant globex's data changed during the replays of the other tenants: GET /t/globex/files/n", "answered 200 \"file of tenanttest-canary-", "before them and 404"}
+	if err == nil || !anyLine(strings.Split(err.Error(), "\n"), want, "", "") {
+		t.Errorf("the DELETE that deletes any tenant's file: got %v, want a line holding %q", err, want)
 	}
 }
