@@ -31,7 +31,11 @@
 // Every check plants fresh canaries (128 random bits from crypto/rand
 // each, after the text "tenanttest-canary-") and looks for every canary
 // planted so far of every other tenant in whatever a tenant gets back, so
-// a leak of data planted by an earlier check is found too. The suite
+// a leak of data planted by an earlier check is found too. A canary's 32
+// hexadecimal digits are searched for as they are, in upper case, and in
+// standard and URL-safe base64 (padded or not) at each of the 3 byte
+// alignments the canary can have in the encoded text: for each, the 40
+// characters that depend on the canary's bytes alone. The suite
 // leaves its canaries in the tenants.
 //
 // # Checks

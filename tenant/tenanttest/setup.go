@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -260,20 +261,22 @@ func leaks(needles map[tenant.ID][]string, where string, body []byte, header htt
 			}
 			found[place] = append(found[place], n)
 		}
+		names := make([]string, 0, len(header))
+		for name := range header {
+			names = append(names, name)
+		}
+		sort.Strings(names)
 		for _, n := range needles[id] {
-			if bytes.Contains(body, []byte(n)) {
-				add(where, n)
-			}
-			names := make([]string, 0, len(header))
-			for name := range header {
-				names = append(names, name)
-			}
-			sort.Strings(names)
-			for _, name := range names {
-				for _, v := range header[name] {
-					if strings.Contains(name, n) || strings.Contains(v, n) {
-						add("header "+name, n)
-						break
+			for _, f := range encodings(n) {
+				if bytes.Contains(body, []byte(f.text)) {
+					add(where+f.how, n)
+				}
+				for _, name := range names {
+					for _, v := range header[name] {
+						if strings.Contains(name, f.text) || strings.Contains(v, f.text) {
+							add("header "+name+f.how, n)
+							break
+						}
 					}
 				}
 			}
@@ -285,6 +288,40 @@ func leaks(needles map[tenant.ID][]string, where string, body []byte, header htt
 				more = fmt.Sprintf(" (and %d more of its canaries)", len(ns)-1)
 			}
 			out = append(out, fmt.Sprintf("tenant %s's canary %s%s%s in %s", id, canaryPrefix, ns[0], more, place))
+		}
+	}
+	return out
+}
+
+// form is a text the suite searches for a needle by, and how it encodes
+// the needle (" (base64)"; "" for the needle as it is).
+type form struct{ text, how string }
+
+// encodings returns the forms a needle is searched by: as it is, in upper
+// case, and in standard and URL-safe base64 at each of the 3 byte
+// alignments it can have in the encoded text (the needle, and it after
+// 1 and 2 other bytes), each cut to the characters that depend on the
+// needle's bytes alone. Each base64 form holds 30 of the needle's 32
+// hexadecimal digits, 120 of its 128 random bits.
+func encodings(needle string) []form {
+	out := []form{{needle, ""}, {strings.ToUpper(needle), " (in upper case)"}}
+	seen := map[string]bool{needle: true, strings.ToUpper(needle): true}
+	for _, enc := range []struct {
+		e   *base64.Encoding
+		how string
+	}{{base64.RawStdEncoding, " (base64)"}, {base64.RawURLEncoding, " (URL-safe base64)"}} {
+		for k := range 3 {
+			b := append(make([]byte, k), needle...)
+			text := enc.e.EncodeToString(b)
+			start := 0
+			if k > 0 {
+				start = 4 // the first group of 3 bytes holds other bytes too
+			}
+			text = text[start : 4*(len(b)/3)] // the last, partial group may hold what follows
+			if !seen[text] {
+				seen[text] = true
+				out = append(out, form{text, enc.how})
+			}
 		}
 	}
 	return out

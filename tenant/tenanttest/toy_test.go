@@ -2,6 +2,7 @@ package tenanttest_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ type toy struct {
 	notes map[string]map[string]string // tenant, note ID: text
 	files map[string]map[string]string // tenant, note ID: the file's content
 	seq   int
+	last  string // the text of the last note planted, in any tenant
 }
 
 func newToy(flaws ...string) *toy {
@@ -55,6 +57,7 @@ func (t *toy) plant(_ context.Context, tn tenanttest.Tenant, canary string) (ten
 		t.notes[id], t.files[id] = map[string]string{}, map[string]string{}
 	}
 	t.notes[id][note], t.files[id][note] = canary, "file of "+canary
+	t.last = canary
 	return tenanttest.Planted{Values: map[string]string{"note": note}}, nil
 }
 
@@ -133,8 +136,33 @@ func (t *toy) deleteFile(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// encodings are the toy's flaws that put the last note planted, of any
+// tenant, in every answer, encoded: "<encoding>-<k>" is the encoding of
+// the text after k other bytes, in the header X-Last-Note; "upper" is the
+// text in upper case, in the body.
+var encodings = map[string]*base64.Encoding{"std": base64.StdEncoding, "url": base64.URLEncoding, "rawstd": base64.RawStdEncoding}
+
 // handler is the toy's HTTP handler.
 func (t *toy) handler() http.Handler {
+	mux := t.mux()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.mu.Lock()
+		last := t.last
+		t.mu.Unlock()
+		for f := range t.flaws {
+			name, k, ok := strings.Cut(f, "-")
+			if e := encodings[name]; ok && e != nil && last != "" {
+				w.Header().Set("X-Last-Note", e.EncodeToString([]byte(strings.Repeat("x", int(k[0]-'0'))+last+" and more")))
+			}
+		}
+		if t.flaws["upper"] && last != "" {
+			fmt.Fprintln(w, strings.ToUpper(last))
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func (t *toy) mux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /t/{tenant}/notes/{note}", t.get)
 	mux.HandleFunc("POST /t/{tenant}/search", t.search)
@@ -227,5 +255,22 @@ func TestReplaysAreReadBackThroughEveryReadsRoute(t *testing.T) {
 	want := []string{"tenanttest: VerificationTest1_APITokenOfAnotherTenant: route DELETE /t/{tenant}/files/{note}: tenant globex's data changed during the replays of the other tenants: GET /t/globex/files/n", "answered 200 \"file of tenanttest-canary-", "before them and 404"}
 	if err == nil || !anyLine(strings.Split(err.Error(), "\n"), want, "", "") {
 		t.Errorf("the DELETE that deletes any tenant's file: got %v, want a line holding %q", err, want)
+	}
+}
+
+// TestEncodedCanariesAreFound: another tenant's canary in base64 (standard
+// or URL-safe, padded or not, after 0, 1 or 2 other bytes) or in upper
+// case is found as a leak.
+func TestEncodedCanariesAreFound(t *testing.T) {
+	for flaw, where := range map[string]string{
+		"std-0": "in header X-Last-Note (base64)", "std-1": "in header X-Last-Note (base64)", "std-2": "in header X-Last-Note (base64)",
+		"url-1": "in header X-Last-Note", "rawstd-2": "in header X-Last-Note (base64)",
+		"upper": "in the body (in upper case)",
+	} {
+		_, err := tenanttest.Check(t.Context(), newToy(flaw).harness())
+		want := []string{"tenanttest: VerificationTest1_APITokenOfAnotherTenant: route GET /t/{tenant}/notes/{note}: tenant acme's token on its own path and values", "tenant globex's canary tenanttest-canary-", where}
+		if err == nil || !anyLine(strings.Split(err.Error(), "\n"), want, "", "") {
+			t.Errorf("flaw %s: got %v, want a line holding %q", flaw, err, want)
+		}
 	}
 }
