@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -609,4 +611,43 @@ func TestDownloadRefusesAnObjectLargerThanAnUpload(t *testing.T) {
 	assert.Equal(t, full, a.body)
 	a = must(t, ed, http.StatusInternalServerError, "GET", "/requirements/REQ-API-001/attachments/over.bin", "", nil)
 	assert.NotContains(t, string(a.body), "fff")
+}
+
+// TestDeleteKeepsTheRequirementWhenItsAttachmentsStay checks that a
+// requirement whose attachment cannot be deleted is not deleted either
+// (500, the row and the attachment still there), and that once the
+// object can be deleted again the requirement goes with its attachments,
+// so a requirement created later with the same ID inherits none.
+func TestDeleteKeepsTheRequirementWhenItsAttachmentsStay(t *testing.T) {
+	f := newFixture(t, "rm", nil)
+	ed := f.as(t, f.acme, authz.RoleEditor)
+	must(t, ed, http.StatusCreated, "POST", "/requirements", "application/json", []byte(reqJSON))
+	must(t, ed, http.StatusCreated, "PUT", "/requirements/REQ-API-001/attachments/plan.txt", "text/plain", []byte("the plan"))
+
+	// The file bucket keeps an object's attributes beside it in
+	// <object>.attrs: a non-empty directory in its place makes reading the
+	// attributes, and removing them, fail, so deleting the object fails.
+	var object string
+	require.NoError(t, filepath.WalkDir(filepath.Join(f.env.dir, "objects"), func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && filepath.Base(path) == "plan.txt" {
+			object = path
+		}
+		return err
+	}))
+	require.NotEmpty(t, object, "the stored attachment")
+	attrs := object + ".attrs"
+	require.NoError(t, os.Rename(attrs, attrs+".saved"))
+	require.NoError(t, os.MkdirAll(filepath.Join(attrs, "blocker"), 0o700))
+
+	must(t, ed, http.StatusInternalServerError, "DELETE", "/requirements/REQ-API-001", "", nil)
+	assert.Equal(t, map[string]int64{"REQ-API-001": 1}, f.rows(t, f.acme), "the requirement was deleted though its attachment stays")
+
+	require.NoError(t, os.RemoveAll(attrs))
+	require.NoError(t, os.Rename(attrs+".saved", attrs))
+	a := must(t, ed, http.StatusOK, "GET", "/requirements/REQ-API-001/attachments/plan.txt", "", nil)
+	assert.Equal(t, "the plan", string(a.body))
+	must(t, ed, http.StatusNoContent, "DELETE", "/requirements/REQ-API-001", "", nil)
+	must(t, ed, http.StatusCreated, "POST", "/requirements", "application/json", []byte(reqJSON))
+	a = must(t, ed, http.StatusOK, "GET", "/requirements/REQ-API-001/attachments", "", nil)
+	assert.NotContains(t, string(a.body), "plan.txt", "a new requirement inherited an attachment of a deleted one")
 }

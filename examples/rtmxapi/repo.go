@@ -136,8 +136,10 @@ func (p repo) update(ctx context.Context, r *Requirement, version int64) (before
 
 // remove deletes requirement id, if its version is version (any version
 // if version is 0), and returns its last version. It fails with
-// errNotFound or errStale.
-func (p repo) remove(ctx context.Context, id string, version int64) (int64, error) {
+// errNotFound or errStale. Before it commits, with the row locked and
+// deleted, it calls also (the deletion of the requirement's attachments);
+// if also fails, the row stays and remove returns that error.
+func (p repo) remove(ctx context.Context, id string, version int64, also func(context.Context) error) (int64, error) {
 	var current int64
 	err := p.db.Tx(ctx, func(tx *store.Tx) error {
 		err := tx.QueryRow(ctx, `SELECT version FROM requirements WHERE req_id = $1 FOR UPDATE`, id).Scan(&current)
@@ -149,8 +151,10 @@ func (p repo) remove(ctx context.Context, id string, version int64) (int64, erro
 		case version != 0 && current != version:
 			return errStale
 		}
-		_, err = tx.Exec(ctx, `DELETE FROM requirements WHERE req_id = $1`, id)
-		return err
+		if _, err := tx.Exec(ctx, `DELETE FROM requirements WHERE req_id = $1`, id); err != nil {
+			return err
+		}
+		return also(ctx)
 	})
 	return current, err
 }

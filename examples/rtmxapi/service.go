@@ -485,7 +485,12 @@ func (s *service) update(w http.ResponseWriter, r *http.Request) {
 }
 
 // remove answers DELETE /t/{tenant}/requirements/{req} (If-Match
-// optional): the requirement and its attachments are deleted.
+// optional): the requirement and its attachments are deleted. The
+// attachments are deleted in the transaction that deletes the row, before
+// it commits: if one cannot be deleted the answer is 500 and the
+// requirement stays (less the attachments deleted before the failure), so
+// no object outlives its requirement to be inherited by a later one of
+// the same ID.
 func (s *service) remove(w http.ResponseWriter, r *http.Request) {
 	id, ok := reqID(w, r)
 	if !ok {
@@ -496,7 +501,14 @@ func (s *service) remove(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusBadRequest, "bad_request", `If-Match must be the requirement's ETag, a version such as "3".`, nil)
 		return
 	}
-	last, err := s.repo.remove(r.Context(), id, version)
+	removed := 0
+	last, err := s.repo.remove(r.Context(), id, version, func(ctx context.Context) error {
+		var err error
+		if removed, err = s.deleteAttachments(ctx, id); err != nil {
+			return fmt.Errorf("delete its attachments: %w", err)
+		}
+		return nil
+	})
 	switch {
 	case errors.Is(err, errNotFound):
 		problem(w, http.StatusNotFound, "not_found", "No requirement "+id+".", nil)
@@ -508,10 +520,6 @@ func (s *service) remove(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		s.internal(w, r, "delete a requirement", err)
 		return
-	}
-	removed, err := s.deleteAttachments(r.Context(), id)
-	if err != nil {
-		s.log.ErrorContext(r.Context(), "rtmxapi: delete the attachments of a deleted requirement", "err", err, "req_id", id)
 	}
 	s.changed(w, r, http.StatusNoContent, nil,
 		map[string]any{"type": "requirement.deleted", "req_id": id, "version": last},
