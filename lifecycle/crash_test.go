@@ -192,3 +192,30 @@ func TestDeprovisionKilledAtEachPhaseResumes(t *testing.T) {
 		})
 	}
 }
+
+// TestResumeWaitsForAKilledDriversSession: a driver killed a moment ago
+// still holds its run's lock until the server ends its session; a Resume
+// in that moment waits for the lock (up to a few seconds) instead of
+// being refused with ErrRunBusy.
+func TestResumeWaitsForAKilledDriversSession(t *testing.T) {
+	e := newEnv(t)
+	req := request(t, "crashwait", tenant.TierStandard)
+	var doc strings.Builder
+	require.NoError(t, lifecycle.EncodeRequest(&doc, req))
+	crashAt(t, e, "provision", doc.String(), "keys/apply/after")
+	runs, err := e.lc.Runs(t.Context(), req.ID)
+	require.NoError(t, err)
+	require.Len(t, runs, 1)
+	// The session of the killed driver, as the server sees it for a
+	// moment: another session holding the run's lock, ended a second later.
+	unlock, ok, err := e.admin.TryLock(t.Context(), fmt.Sprintf("tenancy.lifecycle.run:%d", runs[0].ID))
+	require.NoError(t, err)
+	require.True(t, ok)
+	held := time.Second
+	time.AfterFunc(held, unlock)
+	start := time.Now()
+	run, err := e.lc.Resume(t.Context(), req.ID)
+	require.NoError(t, err)
+	assert.Equal(t, lifecycle.RunSucceeded, run.State)
+	assert.GreaterOrEqual(t, time.Since(start), held, "Resume took the lock only once it was free")
+}

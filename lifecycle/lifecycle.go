@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -291,6 +292,31 @@ func (l *Lifecycle) Runs(ctx context.Context, id tenant.ID) ([]*Run, error) {
 	return l.j.runs(ctx, id, runFilter{})
 }
 
+// busyGrace is how long lockRun tries for a run's lock that another
+// session holds. A driver killed a moment ago holds it until the server
+// notices its connection closed and ends its session, which takes a few
+// milliseconds, or more on a loaded server; a Resume right after the crash
+// must not be refused for that.
+const busyGrace = 5 * time.Second
+
+// lockRun takes the advisory lock of run, trying again for busyGrace
+// while another session holds it.
+func (l *Lifecycle) lockRun(ctx context.Context, run *Run) (unlock func(), ok bool, err error) {
+	name := fmt.Sprintf("tenancy.lifecycle.run:%d", run.ID)
+	deadline := time.Now().Add(busyGrace)
+	for {
+		unlock, ok, err = l.admin.TryLock(ctx, name)
+		if err != nil || ok || time.Now().After(deadline) {
+			return unlock, ok, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // ErrRunBusy is wrapped by errors for a run that another process (or
 // call) is driving right now: wait for it, then look at its outcome.
 var ErrRunBusy = errors.New("lifecycle: run is being driven elsewhere")
@@ -300,7 +326,7 @@ var ErrRunBusy = errors.New("lifecycle: run is being driven elsewhere")
 // ErrRunBusy while this one works (an advisory lock, released when drive
 // returns or its process dies).
 func (l *Lifecycle) drive(ctx context.Context, run *Run) error {
-	unlock, ok, err := l.admin.TryLock(ctx, fmt.Sprintf("tenancy.lifecycle.run:%d", run.ID))
+	unlock, ok, err := l.lockRun(ctx, run)
 	if err != nil {
 		return fmt.Errorf("lifecycle: run %d of %s: %w", run.ID, run.Tenant, err)
 	}
