@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
 
 	"github.com/rtmx-ai/tenancy/authz"
 	"github.com/rtmx-ai/tenancy/tenant/tenanttest"
@@ -23,6 +26,14 @@ import (
 func TestIsolationConformance(t *testing.T) {
 	f := newFixture(t, "cf", nil)
 	var seq atomic.Int64 // makes every planted or created requirement ID new
+	// sameID is the ID of the first requirement planted in each tenant,
+	// so that the suite also checks one ID that both tenants hold at once,
+	// each row with its own canary and attachment under the same key.
+	const sameID = "REQ-SAME-001"
+	var (
+		mu       sync.Mutex // guards haveSame
+		haveSame = map[string]bool{}
+	)
 	tenants := make([]tenanttest.Tenant, len(f.env.tenants))
 	for i, id := range f.env.tenants {
 		tenants[i] = tenanttest.Tenant{ID: id, Token: func(role string) (string, error) {
@@ -34,6 +45,12 @@ func TestIsolationConformance(t *testing.T) {
 	}
 	plant := func(ctx context.Context, tn tenanttest.Tenant, canary string) (tenanttest.Planted, error) {
 		id := fmt.Sprintf("REQ-CANARY-%d", seq.Add(1))
+		mu.Lock()
+		if !haveSame[tn.ID.String()] {
+			haveSame[tn.ID.String()] = true
+			id = sameID
+		}
+		mu.Unlock()
 		tok, err := tn.Token(authz.RoleEditor)
 		if err != nil {
 			return tenanttest.Planted{}, err
@@ -104,4 +121,7 @@ func TestIsolationConformance(t *testing.T) {
 		Timeout: 2 * time.Minute,
 	}
 	tenanttest.Run(t, h)
+	for _, id := range f.env.tenants {
+		assert.Contains(t, f.rows(t, id), sameID, "tenant %s holds the ID both tenants hold", id)
+	}
 }
