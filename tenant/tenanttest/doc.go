@@ -106,8 +106,10 @@
 //   - VerificationTest4_WebSocketScopedToTenantRoom proves verification
 //     test 4 ("WebSocket connections scoped to tenant room"), with
 //     WebSocket: the feed of each tenant A, served on a loopback
-//     httptest.Server, refuses the upgrade with another tenant's token and
-//     with none; A connects with its own token, sends the Join messages and
+//     httptest.Server, refuses the upgrade with another tenant's token,
+//     with none and, where the token is a JWS, with A's own token whose
+//     signature is changed, each refusal (its status 400 or more, its body
+//     and headers) holding no canary the caller may not see; A connects with its own token, sends the Join messages and
 //     waits for each Joined; then every other tenant plants, and A; A must
 //     receive a message with its own canary (the positive control) and,
 //     until a quarter of a second after it, none with another tenant's.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -208,6 +209,16 @@ func (r *report) notRun(field, part string) {
 		return
 	}
 	r.notes = append(r.notes, fmt.Sprintf("Harness.%s is not set: %s not checked", field, part))
+}
+
+// skip records a part of the check not run for a reason no Harness field
+// can change (why), such as tokens the suite cannot forge: a note, even
+// with Strict.
+func (r *report) skip(part, why string) {
+	n := fmt.Sprintf("%s (%s)", part, why)
+	if !slices.Contains(r.notes, n) {
+		r.notes = append(r.notes, n)
+	}
 }
 
 // err returns the failures as one error, each line prefixed with the

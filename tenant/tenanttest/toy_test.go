@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/coder/websocket"
+
 	"github.com/rtmx-ai/tenancy/tenant"
 	"github.com/rtmx-ai/tenancy/tenant/tenanttest"
 )
@@ -18,7 +20,7 @@ import (
 // toy is a small in-memory service of notes, each with a file, for the
 // flawed variants of the suite's own tests: each flaw is one way a
 // service leaks that a weaker suite let pass. Its tokens are
-// "token-of-<tenant>".
+// "toy.<tenant>.signature-of-<tenant>" (toyToken).
 type toy struct {
 	flaws map[string]bool
 
@@ -26,21 +28,37 @@ type toy struct {
 	notes map[string]map[string]string // tenant, note ID: text
 	files map[string]map[string]string // tenant, note ID: the file's content
 	seq   int
-	last  string // the text of the last note planted, in any tenant
+	conns map[*websocket.Conn]string // the feed's connections: their tenant
+	last  string                     // the text of the last note planted, in any tenant
 }
 
 func newToy(flaws ...string) *toy {
-	t := &toy{flaws: map[string]bool{}, notes: map[string]map[string]string{}, files: map[string]map[string]string{}}
+	t := &toy{flaws: map[string]bool{}, notes: map[string]map[string]string{}, files: map[string]map[string]string{}, conns: map[*websocket.Conn]string{}}
 	for _, f := range flaws {
 		t.flaws[f] = true
 	}
 	return t
 }
 
+// toyToken is the toy's token of tenant id: three dot-separated
+// segments, so that the suite forges its signature.
+func toyToken(id string) string { return "toy." + id + ".signature-of-" + id }
+
+// tokenTenant returns the tenant of r's token; with checkSig false (the
+// flaw "feedNoSignature" on the feed), its signature is not checked.
+func tokenTenant(r *http.Request, checkSig bool) (string, bool) {
+	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	parts := strings.Split(raw, ".")
+	if !ok || len(parts) != 3 || parts[0] != "toy" || (checkSig && parts[2] != "signature-of-"+parts[1]) {
+		return "", false
+	}
+	return parts[1], true
+}
+
 // tenantOf returns the tenant of r's token if it is the tenant of r's
 // path; it answers the refusal otherwise.
 func (t *toy) tenantOf(w http.ResponseWriter, r *http.Request) (string, bool) {
-	who, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer token-of-")
+	who, ok := tokenTenant(r, true)
 	if !ok || who != r.PathValue("tenant") {
 		http.Error(w, "forbidden", http.StatusForbidden)
 		return "", false
@@ -48,7 +66,40 @@ func (t *toy) tenantOf(w http.ResponseWriter, r *http.Request) (string, bool) {
 	return who, true
 }
 
-func (t *toy) plant(_ context.Context, tn tenanttest.Tenant, canary string) (tenanttest.Planted, error) {
+// feed is the toy's feed of the notes planted in the tenant. A client
+// sends "join" and gets "joined", then each note's text. With the flaw
+// "feedRefusalLeak" a refusal tells the last note planted in any tenant.
+func (t *toy) feed(w http.ResponseWriter, r *http.Request) {
+	who, ok := tokenTenant(r, !t.flaws["feedNoSignature"])
+	if !ok || who != r.PathValue("tenant") {
+		msg := "forbidden"
+		if t.flaws["feedRefusalLeak"] {
+			t.mu.Lock()
+			msg += "; the last note was " + t.last
+			t.mu.Unlock()
+		}
+		http.Error(w, msg, http.StatusForbidden)
+		return
+	}
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	if _, msg, err := c.Read(r.Context()); err != nil || string(msg) != "join" {
+		return
+	}
+	t.mu.Lock()
+	t.conns[c] = who
+	t.mu.Unlock()
+	defer func() { t.mu.Lock(); delete(t.conns, c); t.mu.Unlock() }()
+	if err := c.Write(r.Context(), websocket.MessageText, []byte("joined")); err != nil {
+		return
+	}
+	_, _, _ = c.Read(r.Context()) // until the client goes
+}
+
+func (t *toy) plant(ctx context.Context, tn tenanttest.Tenant, canary string) (tenanttest.Planted, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.seq++
@@ -58,6 +109,11 @@ func (t *toy) plant(_ context.Context, tn tenanttest.Tenant, canary string) (ten
 	}
 	t.notes[id][note], t.files[id][note] = canary, "file of "+canary
 	t.last = canary
+	for c, who := range t.conns {
+		if who == id {
+			_ = c.Write(ctx, websocket.MessageText, []byte(canary))
+		}
+	}
 	return tenanttest.Planted{Values: map[string]string{"note": note}}, nil
 }
 
@@ -168,6 +224,7 @@ func (t *toy) mux() *http.ServeMux {
 	mux.HandleFunc("POST /t/{tenant}/search", t.search)
 	mux.HandleFunc("GET /t/{tenant}/files/{note}", t.file)
 	mux.HandleFunc("DELETE /t/{tenant}/files/{note}", t.deleteFile)
+	mux.HandleFunc("GET /t/{tenant}/ws", t.feed)
 	return mux
 }
 
@@ -176,7 +233,7 @@ func (t *toy) mux() *http.ServeMux {
 func (t *toy) harness() *tenanttest.Harness {
 	var tenants []tenanttest.Tenant
 	for _, s := range []string{"acme", "globex"} {
-		tenants = append(tenants, tenanttest.Tenant{ID: tenant.MustParseID(s), Token: func(string) (string, error) { return "token-of-" + s, nil }})
+		tenants = append(tenants, tenanttest.Tenant{ID: tenant.MustParseID(s), Token: func(string) (string, error) { return toyToken(s), nil }})
 	}
 	return &tenanttest.Harness{
 		Tenants: tenants,
@@ -269,6 +326,29 @@ func TestEncodedCanariesAreFound(t *testing.T) {
 	} {
 		_, err := tenanttest.Check(t.Context(), newToy(flaw).harness())
 		want := []string{"tenanttest: VerificationTest1_APITokenOfAnotherTenant: route GET /t/{tenant}/notes/{note}: tenant acme's token on its own path and values", "tenant globex's canary tenanttest-canary-", where}
+		if err == nil || !anyLine(strings.Split(err.Error(), "\n"), want, "", "") {
+			t.Errorf("flaw %s: got %v, want a line holding %q", flaw, err, want)
+		}
+	}
+}
+
+// TestFeedRefusalsAreJudged: a feed whose refusal tells another tenant's
+// data, or that does not check the token's signature, fails the feed
+// check; the toy's own feed passes it.
+func TestFeedRefusalsAreJudged(t *testing.T) {
+	feed := func(ty *toy) *tenanttest.Harness {
+		h := ty.harness()
+		h.WebSocket = &tenanttest.WebSocket{Path: "/t/{tenant}/ws", Join: []string{"join"}, Joined: func(_ int, msg []byte) bool { return string(msg) == "joined" }}
+		return h
+	}
+	if _, err := tenanttest.Check(t.Context(), feed(newToy())); err != nil {
+		t.Errorf("the isolated toy with its feed failed:\n%v", err)
+	}
+	for flaw, want := range map[string][]string{
+		"feedRefusalLeak": {"tenanttest: VerificationTest4_WebSocketScopedToTenantRoom: no token on tenant acme's feed (GET /t/acme/ws): tenant globex's canary tenanttest-canary-", "in the refusal's body"},
+		"feedNoSignature": {"tenanttest: VerificationTest4_WebSocketScopedToTenantRoom: tenant acme's token with its signature changed on its own feed (GET /t/acme/ws): status 101: the feed opened, want a refusal"},
+	} {
+		_, err := tenanttest.Check(t.Context(), feed(newToy(flaw)))
 		if err == nil || !anyLine(strings.Split(err.Error(), "\n"), want, "", "") {
 			t.Errorf("flaw %s: got %v, want a line holding %q", flaw, err, want)
 		}

@@ -2,7 +2,10 @@ package tenanttest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -47,6 +50,56 @@ func (s *suite) dialFeed(ctx context.Context, id tenant.ID, token string) (*webs
 	return c, resp, path, err
 }
 
+// refused asks for the upgrade of tenant id's feed with token ("" for
+// none), as a WebSocket client does, and reports a failure if the service
+// switches protocols or answers a status that grants access, or if its
+// answer (body or headers) holds a needle of needles. what names the
+// attempt in messages.
+func (s *suite) refused(ctx context.Context, r *report, id tenant.ID, token, what string, needles map[tenant.ID][]string) {
+	srv, client := s.server()
+	path, err := fill(s.h.WebSocket.Path, id, nil)
+	if err != nil {
+		r.failf("%s: %v", what, err)
+		return
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+path, nil)
+	if err != nil {
+		r.failf("%s (GET %s): %v", what, path, err)
+		return
+	}
+	key := make([]byte, 16)
+	_, _ = rand.Read(key) // never fails (crypto/rand)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString(key))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		r.failf("%s (GET %s): %v", what, path, err)
+		return
+	}
+	defer resp.Body.Close()
+	var wrong []string
+	if resp.StatusCode == http.StatusSwitchingProtocols || grants(resp.StatusCode) {
+		// A switched connection's body is the connection: not read.
+		wrong = append(wrong, fmt.Sprintf("status %d: the feed opened, want a refusal", resp.StatusCode))
+		wrong = append(wrong, leaks(needles, "the answer", nil, resp.Header)...)
+	} else {
+		b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+		if err != nil {
+			r.failf("%s (GET %s): reading the refusal: %v", what, path, err)
+			return
+		}
+		wrong = append(wrong, leaks(needles, "the refusal's body", b, resp.Header)...)
+	}
+	if len(wrong) > 0 {
+		r.failf("%s (GET %s): %s", what, path, strings.Join(wrong, "; "))
+	}
+}
+
 func (s *suite) checkFeed(ctx context.Context, r *report, a Tenant) {
 	ws := s.h.WebSocket
 	tok, err := a.Token("")
@@ -54,20 +107,20 @@ func (s *suite) checkFeed(ctx context.Context, r *report, a Tenant) {
 		r.failf("tenant %s: Token(\"\"): %v", a.ID, err)
 		return
 	}
-	// A's token does not open another tenant's feed, nor does no token.
+	// A's token does not open another tenant's feed, nor does no token,
+	// nor A's token with its signature changed (a JWS) on A's own feed;
+	// and no refusal carries a canary the caller may not see.
 	for _, b := range s.h.Tenants {
 		if b.ID == a.ID {
 			continue
 		}
-		c, resp, path, err := s.dialFeed(ctx, b.ID, tok)
-		if err == nil {
-			c.CloseNow()
-			r.failf("tenant %s's token opened tenant %s's feed (GET %s): status %d, want a refusal", a.ID, b.ID, path, resp.StatusCode)
-		}
+		s.refused(ctx, r, b.ID, tok, fmt.Sprintf("tenant %s's token on tenant %s's feed", a.ID, b.ID), s.othersNeedles(a.ID))
 	}
-	if c, resp, path, err := s.dialFeed(ctx, a.ID, ""); err == nil {
-		c.CloseNow()
-		r.failf("no token opened tenant %s's feed (GET %s): status %d, want a refusal", a.ID, path, resp.StatusCode)
+	s.refused(ctx, r, a.ID, "", fmt.Sprintf("no token on tenant %s's feed", a.ID), s.othersNeedles(tenant.ID{}))
+	if forged := forgeSignature(tok); forged != "" {
+		s.refused(ctx, r, a.ID, forged, fmt.Sprintf("tenant %s's token with its signature changed on its own feed", a.ID), s.othersNeedles(tenant.ID{}))
+	} else {
+		r.skip("the feed with a token whose signature is changed", "the tokens are not JWS: the suite cannot forge them")
 	}
 
 	c, resp, path, err := s.dialFeed(ctx, a.ID, tok)
