@@ -138,7 +138,11 @@
 //
 // A check whose Harness field is zero is skipped, naming the field, or
 // fails when Harness.Strict is set. So is a part of a check that needs a
-// field of its own (Tables, Raw, a Reads route), which otherwise only logs.
+// field of its own (Tables, Raw, a Reads route): Run logs it in the
+// check's subtest and Check lists it in skipped, as "<check>: <part>
+// (<why>)". A part no field can enable, the replays with a forged
+// signature where the tokens are not JWS, is logged and listed so even
+// with Strict.
 //
 // # Errors
 //

@@ -103,22 +103,27 @@ func Run(t *testing.T, h *Harness) {
 // a Harness field. It is Run without a testing.T, for a command or for a
 // test of the suite itself.
 //
-// skipped holds the names of the checks skipped (Run's subtest names);
-// with h.Strict nothing is skipped and a missing field is an error
-// instead. Each error reads "tenanttest: <check>: <what failed>"; an
-// invalid Harness gives an error wrapping ErrInvalidHarness and runs no
-// check. Parts of a check that were not run for want of a field (such as
-// Harness.Tables in the database check) are not listed in skipped; with
-// h.Strict they are errors too.
+// skipped holds the names of the checks skipped (Run's subtest names),
+// and the parts of checks that were not run, each as "<check>: <part>
+// (<why>)", such as "VerificationTest2_DatabaseQueryWithoutTenant: what
+// each tenant's session reads of the tables (Harness.Tables is not set)"
+// or the replays with a forged signature where the tokens are not JWS.
+// With h.Strict no check or part is skipped for want of a field (a missing
+// field is an error instead); skipped then lists only the parts no field
+// can enable, such as the forged signatures of tokens that are not JWS.
+// Each error reads "tenanttest: <check>: <what failed>"; an invalid
+// Harness gives an error wrapping ErrInvalidHarness and runs no check.
 func Check(ctx context.Context, h *Harness) (skipped []string, err error) {
 	if h == nil {
 		return nil, fmt.Errorf("%w: the Harness is nil", ErrInvalidHarness)
 	}
 	s := newSuite(h)
 	defer s.close()
-	if r := s.runCheck(ctx, check{name: checkSetup, run: (*suite).setup}); len(r.errs) > 0 {
+	r := s.runCheck(ctx, check{name: checkSetup, run: (*suite).setup})
+	if len(r.errs) > 0 {
 		return nil, r.err()
 	}
+	skipped = notes(checkSetup, r)
 	var errs []error
 	for _, c := range checks {
 		if f := c.needs(h); f != "" {
@@ -133,9 +138,21 @@ func Check(ctx context.Context, h *Harness) (skipped []string, err error) {
 			errs = append(errs, fmt.Errorf("tenanttest: %s: %w", c.name, err))
 			break
 		}
-		errs = append(errs, s.runCheck(ctx, c).err())
+		r := s.runCheck(ctx, c)
+		skipped = append(skipped, notes(c.name, r)...)
+		errs = append(errs, r.err())
 	}
 	return skipped, errors.Join(errs...)
+}
+
+// notes returns the parts of check name that r records as not run, each
+// as "<check>: <part> (<why>)".
+func notes(name string, r *report) []string {
+	var out []string
+	for _, n := range r.notes {
+		out = append(out, name+": "+n)
+	}
+	return out
 }
 
 // suite is one run of the checks against a Harness.
@@ -204,11 +221,18 @@ func (r *report) failf(format string, args ...any) {
 // notRun records a part of the check not run because Harness.field is
 // zero: a failure with Strict, a note otherwise.
 func (r *report) notRun(field, part string) {
+	r.missing(part, "Harness."+field+" is not set")
+}
+
+// missing records a part of the check not run for want of something the
+// Harness can give (why): a failure with Strict, a note "part (why)"
+// otherwise.
+func (r *report) missing(part, why string) {
 	if r.strict {
-		r.failf("Harness.%s is not set, so %s was not checked, and Harness.Strict asks for every check", field, part)
+		r.failf("%s was not checked (%s), and Harness.Strict asks for every check", part, why)
 		return
 	}
-	r.notes = append(r.notes, fmt.Sprintf("Harness.%s is not set: %s not checked", field, part))
+	r.skip(part, why)
 }
 
 // skip records a part of the check not run for a reason no Harness field

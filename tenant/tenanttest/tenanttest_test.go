@@ -188,8 +188,9 @@ func TestStrictFailsWhereAFieldIsMissing(t *testing.T) {
 	h := notesHarness(&notes{notes: map[string]map[string]string{}})
 	h.Strict = true
 	skipped, err := tenanttest.Check(t.Context(), h)
-	if len(skipped) > 0 {
-		t.Errorf("Strict skipped %v", skipped)
+	forged := "VerificationTest1_APITokenOfAnotherTenant: the replays with a token whose signature is changed (the tokens are not JWS: the suite cannot forge them)"
+	if len(skipped) != 1 || skipped[0] != forged {
+		t.Errorf("Strict skipped %q, want only %q (no field makes the toy's tokens JWS)", skipped, forged)
 	}
 	for _, want := range []string{
 		"tenanttest: VerificationTest2_DatabaseQueryWithoutTenant: Harness.DB is not set, and Harness.Strict asks for every check",
@@ -294,5 +295,36 @@ func TestPerTenantSerialIDsAreNoLeak(t *testing.T) {
 	_, err := tenanttest.Check(t.Context(), notesHarness(&notes{notes: map[string]map[string]string{}, serial: true, trustPath: true}))
 	if err == nil || !strings.Contains(err.Error(), "tenant acme's token on tenant globex's path and values (GET /t/globex/notes/n") {
 		t.Errorf("a leaky service with per-tenant serial IDs: %v", err)
+	}
+}
+
+// TestCheckListsThePartsItDidNotRun: without Strict, Check lists in
+// skipped each part of a check it did not run, and why, beside the checks
+// it skipped; with Strict, a part that a field would enable is an error.
+func TestCheckListsThePartsItDidNotRun(t *testing.T) {
+	h := notesHarness(&notes{notes: map[string]map[string]string{}})
+	h.Routes[0].Reads = false
+	skipped, err := tenanttest.Check(t.Context(), h)
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	for _, want := range []string{
+		"Setup: reading a tenant's data back after the replays (no route of Harness.Routes has Reads set)",
+		"VerificationTest1_APITokenOfAnotherTenant: the replays with a token whose signature is changed (the tokens are not JWS: the suite cannot forge them)",
+		"VerificationTest2_DatabaseQueryWithoutTenant",
+	} {
+		found := false
+		for _, s := range skipped {
+			found = found || s == want
+		}
+		if !found {
+			t.Errorf("skipped %q does not list %q", skipped, want)
+		}
+	}
+	h.Strict = true
+	_, err = tenanttest.Check(t.Context(), h)
+	want := "tenanttest: invalid harness: reading a tenant's data back after the replays was not checked (no route of Harness.Routes has Reads set), and Harness.Strict asks for every check"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("with Strict: %v, want %q", err, want)
 	}
 }
