@@ -40,6 +40,7 @@ import (
 
 	"github.com/rtmx-ai/tenancy/audit"
 	"github.com/rtmx-ai/tenancy/blob"
+	"github.com/rtmx-ai/tenancy/internal/scratchdb"
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/keys/localkms"
 	"github.com/rtmx-ai/tenancy/store"
@@ -81,22 +82,12 @@ func (o options) platformRole() string { return o.RolePrefix + "platform" }
 // never in clear text, which the server's log_statement and
 // pg_stat_statements would keep.
 func (o options) createPlatformRole(password string) (string, error) {
-	verifier, err := store.SCRAMVerifier(password, store.DefaultSCRAMIterations)
-	if err != nil {
-		return "", err
-	}
-	return `CREATE ROLE ` + o.platformRole() + ` LOGIN PASSWORD '` + verifier + `'`, nil
+	return scratchdb.LoginRole(o.platformRole(), password)
 }
 
 func (o options) validate() error {
-	if !isName(o.Database) {
-		return fmt.Errorf("database %q is not a lower-case SQL name", o.Database)
-	}
-	// Cleanup drops every role starting with the prefix: it must not be
-	// empty, nor a prefix of names that are not the quickstart's.
-	p := o.RolePrefix
-	if !isName(p) || len(p) < 3 || len(p) > 16 || p[0] == '_' || !strings.HasSuffix(p, "_") || strings.HasPrefix(p, "pg_") {
-		return fmt.Errorf("role prefix %q is not a lower-case SQL name of 3 to 16 bytes ending in _ (and not pg_)", p)
+	if err := scratchdb.CheckNames(o.Database, o.RolePrefix); err != nil {
+		return err
 	}
 	return nil
 }
@@ -165,7 +156,7 @@ func run(ctx context.Context, out io.Writer, o options) (err error) {
 	}
 	server, err := pgx.ConnectConfig(ctx, superuser)
 	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL or pass -admin-url", connTarget(&superuser.Config), err)
+		return fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL or pass -admin-url", scratchdb.TargetOf(&superuser.Config), err)
 	}
 	defer server.Close(context.WithoutCancel(ctx))
 	if err := cleanup(ctx, server, o); err != nil {
@@ -512,51 +503,7 @@ func checkDropped(ctx context.Context, server *pgx.Conn, admin *store.Admin, id 
 // cleanup drops the database and every role named with o's prefix; it is
 // safe to run repeatedly.
 func cleanup(ctx context.Context, server *pgx.Conn, o options) error {
-	if _, err := server.Exec(ctx, `DROP DATABASE IF EXISTS `+o.Database+` WITH (FORCE)`); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	rows, err := server.Query(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY rolname`, o.RolePrefix)
-	if err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	roles, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil || len(roles) == 0 {
-		return err
-	}
-	// The roles hold privileges in the dropped database only; DROP OWNED
-	// also revokes any held in the database server is connected to.
-	list := make([]string, len(roles))
-	for i, r := range roles {
-		list[i] = pgx.Identifier{r}.Sanitize()
-	}
-	if _, err := server.Exec(ctx, `DROP OWNED BY `+strings.Join(list, ", ")); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	if _, err := server.Exec(ctx, `DROP ROLE `+strings.Join(list, ", ")); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	return nil
-}
-
-// isName reports whether s can be written into SQL unquoted: [a-z_][a-z0-9_]*,
-// at most 63 bytes.
-func isName(s string) bool {
-	if s == "" || len(s) > 63 || ('0' <= s[0] && s[0] <= '9') {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
-			return false
-		}
-	}
-	return true
-}
-
-// connTarget names the server, the user and the database of a
-// connection, for messages. It holds no password, whichever form the
-// connection string gave one in (URL user info, ?password=, password=).
-func connTarget(c *pgconn.Config) string {
-	return fmt.Sprintf("user=%s host=%s port=%d database=%s", c.User, c.Host, c.Port, c.Database)
+	return scratchdb.Drop(ctx, server, o.Database, o.RolePrefix)
 }
 
 func randomBytes(n int) []byte {

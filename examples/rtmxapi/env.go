@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/rtmx-ai/tenancy/audit"
 	tblob "github.com/rtmx-ai/tenancy/blob"
+	"github.com/rtmx-ai/tenancy/internal/scratchdb"
 	"github.com/rtmx-ai/tenancy/keys"
 	"github.com/rtmx-ai/tenancy/keys/localkms"
 	"github.com/rtmx-ai/tenancy/store"
@@ -92,20 +92,12 @@ func (o options) platformRole() string { return o.RolePrefix + "platform" }
 // never in clear text, which the server's log_statement and
 // pg_stat_statements would keep.
 func (o options) createPlatformRole(password string) (string, error) {
-	verifier, err := store.SCRAMVerifier(password, store.DefaultSCRAMIterations)
-	if err != nil {
-		return "", err
-	}
-	return `CREATE ROLE ` + o.platformRole() + ` LOGIN PASSWORD '` + verifier + `'`, nil
+	return scratchdb.LoginRole(o.platformRole(), password)
 }
 
 func (o options) validate() error {
-	if !isName(o.Database) {
-		return fmt.Errorf("database %q is not a lower-case SQL name", o.Database)
-	}
-	p := o.RolePrefix
-	if !isName(p) || len(p) < 3 || len(p) > 16 || p[0] == '_' || !strings.HasSuffix(p, "_") || strings.HasPrefix(p, "pg_") {
-		return fmt.Errorf("role prefix %q is not a lower-case SQL name of 3 to 16 bytes ending in _ (and not pg_)", p)
+	if err := scratchdb.CheckNames(o.Database, o.RolePrefix); err != nil {
+		return err
 	}
 	if len(o.Tenants) < 1 {
 		return errors.New("no tenants")
@@ -140,7 +132,7 @@ func setup(ctx context.Context, o options, log *slog.Logger) (env *environment, 
 	}
 	server, err := pgx.Connect(ctx, o.AdminURL)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL or pass -admin-url", redact(o.AdminURL), err)
+		return nil, fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL or pass -admin-url", scratchdb.Target(o.AdminURL), err)
 	}
 	e := &environment{o: o, server: server}
 	defer func() {
@@ -286,32 +278,7 @@ func (e *environment) close(ctx context.Context) error {
 // drop drops o's database and every role named with o's prefix; it is
 // safe to run repeatedly.
 func (e *environment) drop(ctx context.Context) error {
-	return dropNames(ctx, e.server, e.o.Database, e.o.RolePrefix)
-}
-
-func dropNames(ctx context.Context, server *pgx.Conn, database, rolePrefix string) error {
-	if _, err := server.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{database}.Sanitize()+` WITH (FORCE)`); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	rows, err := server.Query(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY rolname`, rolePrefix)
-	if err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	roles, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil || len(roles) == 0 {
-		return err
-	}
-	list := make([]string, len(roles))
-	for i, r := range roles {
-		list[i] = pgx.Identifier{r}.Sanitize()
-	}
-	if _, err := server.Exec(ctx, `DROP OWNED BY `+strings.Join(list, ", ")); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	if _, err := server.Exec(ctx, `DROP ROLE `+strings.Join(list, ", ")); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	return nil
+	return scratchdb.Drop(ctx, e.server, e.o.Database, e.o.RolePrefix)
 }
 
 // lockRun takes the advisory lock of run id on a connection of its own,
@@ -323,7 +290,7 @@ func lockRun(ctx context.Context, adminURL, id string) (unlock func(), err error
 	}
 	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL as superuser (%s): %w", redact(adminURL), err)
+		return nil, fmt.Errorf("connect to PostgreSQL as superuser (%s): %w", scratchdb.Target(adminURL), err)
 	}
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1, $2)`, int32(runLockClass), key); err != nil {
 		_ = conn.Close(ctx)
@@ -340,7 +307,7 @@ func lockRun(ctx context.Context, adminURL, id string) (unlock func(), err error
 func cleanLeftovers(ctx context.Context, adminURL, prefix string, names func(adminURL, id string) options) ([]string, error) {
 	server, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL or pass -admin-url", redact(adminURL), err)
+		return nil, fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL or pass -admin-url", scratchdb.Target(adminURL), err)
 	}
 	defer server.Close(context.WithoutCancel(ctx))
 	rows, err := server.Query(ctx, `SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1`, prefix)
@@ -370,7 +337,7 @@ func cleanLeftovers(ctx context.Context, adminURL, prefix string, names func(adm
 			continue
 		}
 		o := names(adminURL, id)
-		err := dropNames(ctx, server, o.Database, o.RolePrefix)
+		err := scratchdb.Drop(ctx, server, o.Database, o.RolePrefix)
 		if o.DirPattern != "" {
 			dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), o.DirPattern))
 			for _, d := range dirs {
@@ -415,32 +382,9 @@ func findPostgres(ctx context.Context, given string) (string, error) {
 		if err == nil {
 			return c, nil
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", redact(c), err))
+		errs = append(errs, fmt.Errorf("%s: %w", scratchdb.Target(c), err))
 	}
 	return "", fmt.Errorf("no PostgreSQL superuser found (start PostgreSQL, or pass -admin-url / RTMXAPI_ADMIN_URL):\n  %w", errors.Join(errs...))
-}
-
-// isName reports whether s can be written into SQL unquoted.
-func isName(s string) bool {
-	if s == "" || len(s) > 63 || ('0' <= s[0] && s[0] <= '9') {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
-			return false
-		}
-	}
-	return true
-}
-
-func redact(s string) string {
-	if u, err := url.Parse(s); err == nil && u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			return u.String()
-		}
-	}
-	return s
 }
 
 func randomBytes(n int) []byte {

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
 	"regexp"
@@ -19,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/rtmx-ai/tenancy/internal/scratchdb"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -53,7 +53,7 @@ var demoDatabase = regexp.MustCompile(`^tenancy_worker_([0-9a-f]{8})$`)
 func demo(ctx context.Context, out io.Writer, o options) error {
 	guard, err := pgx.Connect(ctx, o.AdminURL)
 	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL, or pass -admin-url (or TENANCY_WORKER_ADMIN_URL)", redact(o.AdminURL), err)
+		return fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL, or pass -admin-url (or TENANCY_WORKER_ADMIN_URL)", scratchdb.Target(o.AdminURL), err)
 	}
 	defer guard.Close(context.WithoutCancel(ctx))
 	if _, err := guard.Exec(ctx, `SELECT pg_advisory_lock($1, hashtext($2))`, demoLockClass, o.Database); err != nil {
@@ -258,14 +258,4 @@ func editEnvelope(env []byte, edit func(map[string]any)) ([]byte, error) {
 	}
 	edit(m)
 	return json.Marshal(m)
-}
-
-func redact(s string) string {
-	if u, err := url.Parse(s); err == nil && u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			return u.String()
-		}
-	}
-	return s
 }

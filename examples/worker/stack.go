@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,6 +17,7 @@ import (
 	"github.com/riverqueue/river/rivermigrate"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/rtmx-ai/tenancy/internal/scratchdb"
 	"github.com/rtmx-ai/tenancy/store"
 	"github.com/rtmx-ai/tenancy/tenant"
 )
@@ -55,12 +55,8 @@ func uniqueOptions(adminURL string) options {
 }
 
 func (o options) validate() error {
-	if !isName(o.Database) {
-		return fmt.Errorf("database %q is not a lower-case SQL name", o.Database)
-	}
-	p := o.RolePrefix
-	if !isName(p) || len(p) < 3 || len(p) > 16 || p[0] == '_' || !strings.HasSuffix(p, "_") || strings.HasPrefix(p, "pg_") {
-		return fmt.Errorf("role prefix %q is not a lower-case SQL name of 3 to 16 bytes ending in _ (and not pg_)", p)
+	if err := scratchdb.CheckNames(o.Database, o.RolePrefix); err != nil {
+		return err
 	}
 	return nil
 }
@@ -96,11 +92,7 @@ type secrets struct {
 // bits, which no iteration count is needed to protect, so the verifier
 // takes store.DefaultSCRAMIterations.
 func createLoginRole(name, password string) (string, error) {
-	verifier, err := store.SCRAMVerifier(password, store.DefaultSCRAMIterations)
-	if err != nil {
-		return "", err
-	}
-	return `CREATE ROLE ` + name + ` LOGIN PASSWORD '` + verifier + `'`, nil
+	return scratchdb.LoginRole(name, password)
 }
 
 // openStack sets up the scratch database, the tenants ids (standard
@@ -113,7 +105,7 @@ func openStack(ctx context.Context, o options, ids []tenant.ID, handler func(*st
 	}
 	server, err := pgx.Connect(ctx, o.AdminURL)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL, or pass -admin-url (or TENANCY_WORKER_ADMIN_URL)", redact(o.AdminURL), err)
+		return nil, fmt.Errorf("connect to PostgreSQL as superuser (%s): %w\n  start PostgreSQL, or pass -admin-url (or TENANCY_WORKER_ADMIN_URL)", scratchdb.Target(o.AdminURL), err)
 	}
 	s := &stack{o: o, server: server}
 	defer func() {
@@ -346,42 +338,7 @@ func (s *stack) waitFinal(ctx context.Context, id int64) (*rivertype.JobRow, err
 // cleanup drops the database and every role named with o's prefix; it is
 // safe to run repeatedly.
 func cleanup(ctx context.Context, server *pgx.Conn, o options) error {
-	if _, err := server.Exec(ctx, `DROP DATABASE IF EXISTS `+o.Database+` WITH (FORCE)`); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	rows, err := server.Query(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY rolname`, o.RolePrefix)
-	if err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	roles, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil || len(roles) == 0 {
-		return err
-	}
-	list := make([]string, len(roles))
-	for i, r := range roles {
-		list[i] = pgx.Identifier{r}.Sanitize()
-	}
-	if _, err := server.Exec(ctx, `DROP OWNED BY `+strings.Join(list, ", ")); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	if _, err := server.Exec(ctx, `DROP ROLE `+strings.Join(list, ", ")); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	return nil
-}
-
-// isName reports whether s can be written into SQL unquoted: [a-z_][a-z0-9_]*,
-// at most 63 bytes.
-func isName(s string) bool {
-	if s == "" || len(s) > 63 || ('0' <= s[0] && s[0] <= '9') {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
-			return false
-		}
-	}
-	return true
+	return scratchdb.Drop(ctx, server, o.Database, o.RolePrefix)
 }
 
 func randomBytes(n int) []byte {
