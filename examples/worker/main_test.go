@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -286,4 +287,20 @@ func TestClaimedTenantIsPrintedEscaped(t *testing.T) {
 		}
 	}
 	assert.Contains(t, printed, strconv.QuoteToASCII(claim))
+}
+
+// TestSecretsPrintNothing: the stack's secrets, printed with any verb,
+// alone or inside a struct, show none of the passwords or keys.
+func TestSecretsPrintNothing(t *testing.T) {
+	sec := secrets{PlatformPassword: randomHex(16), QueuePassword: randomHex(16), LoginSecret: randomBytes(32), CarrierKey: randomBytes(32)}
+	wrapped := struct{ S secrets }{sec}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%q"} {
+		for _, v := range []any{sec, &sec, wrapped} {
+			out := fmt.Sprintf(verb, v)
+			for _, secret := range []string{sec.PlatformPassword, sec.QueuePassword, hex.EncodeToString(sec.LoginSecret), hex.EncodeToString(sec.CarrierKey), string(sec.CarrierKey)} {
+				assert.NotContains(t, out, secret, "%s of %T", verb, v)
+			}
+			assert.Contains(t, out, "redacted", "%s of %T", verb, v)
+		}
+	}
 }

@@ -85,6 +85,11 @@ type secrets struct {
 	LoginSecret, CarrierKey         []byte
 }
 
+// Format prints no secret, with any verb (%v, %+v, %#v, %s, ...): the
+// fields are exported only so that a test can hand them to a child process
+// as JSON.
+func (secrets) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, "worker.secrets{redacted}") }
+
 // createLoginRole is the statement that creates login role name with
 // password. The password goes as a SCRAM-SHA-256 verifier computed in Go,
 // never in clear text, which the server's log_statement and
