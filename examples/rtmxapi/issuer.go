@@ -29,6 +29,11 @@ type issuer struct {
 	ttl  time.Duration
 }
 
+// Format prints the issuer without its private key, with any verb.
+func (is issuer) Format(f fmt.State, _ rune) {
+	_, _ = fmt.Fprintf(f, "rtmxapi.issuer{ttl: %s, key: redacted}", is.ttl)
+}
+
 func newIssuer(ttl time.Duration) (*issuer, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

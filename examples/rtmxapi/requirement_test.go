@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/csv"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -246,4 +249,23 @@ func TestParseCSVDropsTheFormulaQuote(t *testing.T) {
 	assert.Equal(t, "'@x", r.Notes)
 	assert.Equal(t, "'quoted", r.Assignee)
 	assert.Equal(t, "'", r.TargetValue)
+}
+
+// TestIssuerPrintsNoKey: the demo issuer, printed with any verb, shows
+// none of its private key.
+func TestIssuerPrintsNoKey(t *testing.T) {
+	is, err := newIssuer(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x"} {
+		for _, v := range []any{is, *is, struct{ I *issuer }{is}} {
+			out := fmt.Sprintf(verb, v)
+			for _, secret := range []string{hex.EncodeToString(is.priv), fmt.Sprint([]byte(is.priv)), string(is.priv)} {
+				if strings.Contains(out, secret) {
+					t.Errorf("%s of %T prints the private key: %q", verb, v, out)
+				}
+			}
+		}
+	}
 }
