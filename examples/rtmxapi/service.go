@@ -672,9 +672,8 @@ func (s *service) upload(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("An attachment is at most %d bytes.", s.cfg.MaxAttachment), nil)
 		return
 	}
-	bucket, err := s.cfg.Buckets.For(r.Context())
-	if err != nil {
-		s.internal(w, r, "open the tenant's bucket", err)
+	bucket, ok := s.bucket(w, r)
+	if !ok {
 		return
 	}
 	defer bucket.Close()
@@ -713,6 +712,17 @@ func (s *service) upload(w http.ResponseWriter, r *http.Request) {
 		audit.Event{Action: "attachment.upload", Resource: key, Details: map[string]any{"size": n, "sha256": a.SHA256, "content_type": ct}})
 }
 
+// bucket opens the request's tenant's bucket view, answering 500 if it
+// cannot; the caller closes it.
+func (s *service) bucket(w http.ResponseWriter, r *http.Request) (*blob.Bucket, bool) {
+	bucket, err := s.cfg.Buckets.For(r.Context())
+	if err != nil {
+		s.internal(w, r, "open the tenant's bucket", err)
+		return nil, false
+	}
+	return bucket, true
+}
+
 // download answers GET /t/{tenant}/requirements/{req}/attachments/{name}.
 func (s *service) download(w http.ResponseWriter, r *http.Request) {
 	id, ok := reqID(w, r)
@@ -723,9 +733,8 @@ func (s *service) download(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	bucket, err := s.cfg.Buckets.For(r.Context())
-	if err != nil {
-		s.internal(w, r, "open the tenant's bucket", err)
+	bucket, ok := s.bucket(w, r)
+	if !ok {
 		return
 	}
 	defer bucket.Close()
@@ -764,9 +773,8 @@ func (s *service) listAttachments(w http.ResponseWriter, r *http.Request) {
 	if !ok || !s.requireRequirement(w, r, id) {
 		return
 	}
-	bucket, err := s.cfg.Buckets.For(r.Context())
-	if err != nil {
-		s.internal(w, r, "open the tenant's bucket", err)
+	bucket, ok := s.bucket(w, r)
+	if !ok {
 		return
 	}
 	defer bucket.Close()
@@ -796,14 +804,13 @@ func (s *service) deleteAttachment(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	bucket, err := s.cfg.Buckets.For(r.Context())
-	if err != nil {
-		s.internal(w, r, "open the tenant's bucket", err)
+	bucket, ok := s.bucket(w, r)
+	if !ok {
 		return
 	}
 	defer bucket.Close()
 	key := attachmentPrefix(id) + name
-	err = bucket.Delete(r.Context(), key)
+	err := bucket.Delete(r.Context(), key)
 	if gcerrors.Code(err) == gcerrors.NotFound {
 		problem(w, http.StatusNotFound, "not_found", "Requirement "+id+" has no attachment of this name.", nil)
 		return
